@@ -1,0 +1,622 @@
+/* nsa.h -- Native Sparse Attention: the public API.
+
+   nsa computes DeepSeek's Native Sparse Attention (Yuan et al., 2025) exactly
+   as NSA_CONTRACT.md (docs/CONTRACT.md) fixes it: three branches (compressed,
+   selected, window) over packed variable-length sequences, mixed by gates.
+   Two implementations sit behind this one API:
+
+     nsa_ref.h   exact CPU reference (C99, OpenMP optional)   nsa_ref_*
+     nsa_cuda.h  CUDA kernels                                  nsa_cuda_*
+
+   This header declares the types they share, the parameter presets, the
+   validator, the size queries and the error reporting.
+
+   USING IT
+     In exactly one C or C++ file of your program:
+         #define NSA_IMPLEMENTATION      // the shared part below
+         #define NSA_REF_IMPLEMENTATION  // the CPU reference
+         #include "nsa_ref.h"
+     Everywhere else include "nsa_ref.h" (or "nsa.h") as a plain header.
+     The CUDA path is compiled once from a .cu file that defines
+     NSA_CUDA_IMPLEMENTATION before including "nsa_cuda.h"; C files then call
+     it through the plain declarations of nsa_cuda.h.
+
+   CONVENTIONS
+     - Every entry point returns nsa_status; NSA_OK is 0. On any other status
+       no output buffer has been touched, and nsa_last_error() returns a
+       message (thread-local) naming the argument and the rule it broke.
+     - Tensors are packed over sequences: Q [TQ, H, Dk], K [T, Hkv, Dk],
+       V [T, Hkv, Dv], O [TQ, H, Dv], gates [TQ, H, 3]. Inputs Q, K, V may have
+       token and head strides (in elements, 0 = contiguous); everything else
+       is contiguous.
+     - No entry point allocates: scratch is a caller-owned workspace whose
+       size a query returns; what backward needs is kept by forward in a
+       caller-owned nsa_saved.
+
+   OPTIONS (macros read by this header)
+     NSA_IMPLEMENTATION   define the shared functions in this translation unit
+     NSADEF               storage class of every function (default extern)
+
+   LICENSE: MIT. */
+#ifndef NSA_H
+#define NSA_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifndef NSADEF
+#ifdef __cplusplus
+#define NSADEF extern "C"
+#else
+#define NSADEF extern
+#endif
+#endif
+
+#define NSA_CONTRACT_VERSION "1.0"
+
+/* ------------------------------------------------------------------------ */
+/* Status                                                                    */
+
+typedef enum nsa_status {
+    NSA_OK = 0,
+    NSA_ERR_NULL_POINTER,     /* a required pointer is NULL                    */
+    NSA_ERR_INVALID_CONFIG,   /* a parameter of nsa_config breaks a rule        */
+    NSA_ERR_INVALID_BATCH,    /* shapes, strides or cu_seqlens break a rule     */
+    NSA_ERR_OVERFLOW,         /* a size product does not fit in 64 bits         */
+    NSA_ERR_WORKSPACE,        /* the workspace is smaller than the size query  */
+    NSA_ERR_UNSUPPORTED,      /* valid, but this implementation lacks it        */
+    NSA_ERR_DEVICE            /* the CUDA runtime reported an error             */
+} nsa_status;
+
+/* Message for the last failed call on this thread ("" if none). */
+NSADEF const char *nsa_last_error(void);
+/* Fixed name of a status, e.g. "NSA_ERR_INVALID_CONFIG". */
+NSADEF const char *nsa_status_string(nsa_status status);
+
+/* ------------------------------------------------------------------------ */
+/* Parameters                                                                */
+
+typedef enum nsa_dtype { NSA_BF16 = 0, NSA_FP16 = 1, NSA_FP32 = 2 } nsa_dtype;
+
+/* Selection importance (contract, Selection step 1). */
+typedef enum nsa_score_mode {
+    NSA_SCORE_PROBS = 0,   /* compressed-branch softmax probabilities (paper) */
+    NSA_SCORE_LOGITS = 1   /* raw sc * q . K_cmp                             */
+} nsa_score_mode;
+
+/* Branch bits, also the gate order g[t,h,0..2] = (cmp, slc, win). */
+enum {
+    NSA_BRANCH_CMP = 1,
+    NSA_BRANCH_SLC = 2,
+    NSA_BRANCH_WIN = 4,
+    NSA_BRANCH_ALL = 7
+};
+
+/* Accumulation type of every sum (contract: fp32; the reference also
+   offers fp64, the CUDA path returns NSA_ERR_UNSUPPORTED for it). */
+typedef enum nsa_accum { NSA_ACCUM_FP32 = 0, NSA_ACCUM_FP64 = 1 } nsa_accum;
+
+typedef struct nsa_config {
+    int l;          /* compression block length                           */
+    int d;          /* compression stride; d divides l and l'             */
+    int lp;         /* selection block length l'                          */
+    int n;          /* selected blocks per query (or tile), forced incl.  */
+    int n_init;     /* forced leading blocks (blocks 0 .. n_init-1)        */
+    int n_local;    /* forced blocks ending at the query's own block       */
+    int w;          /* window length                                      */
+    int bq;         /* query tile for selection; 1 = per-token selection  */
+    nsa_score_mode score_mode;
+    unsigned branches;      /* NSA_BRANCH_* bits that are on              */
+    float scale;            /* softmax scale; 0 = 1/sqrt(Dk)              */
+    int caller_compressed;  /* 1: K_cmp/V_cmp come from the caller        */
+    int deterministic;      /* 1 (default): bitwise-reproducible backward */
+    nsa_accum accum;        /* NSA_ACCUM_FP32 (default) or _FP64 (ref)    */
+} nsa_config;
+
+/* Presets of the contract ("Presets worth shipping"). */
+NSADEF nsa_config nsa_config_paper(void);     /* l=32 d=16 l'=64 n=16 w=512   */
+NSADEF nsa_config nsa_config_fla(void);       /* l=d=l'=64 n=16 w=512         */
+/* tile-style: l=d=64, l'=lp (64 or 128), logits, Bq=bq (64 or 128), only the
+   local block forced (n_init=0, n_local=1), n=16, w=512. */
+NSADEF nsa_config nsa_config_tile(int lp, int bq);
+
+/* NSA_OK, or NSA_ERR_INVALID_CONFIG with a message naming the rule. */
+NSADEF nsa_status nsa_config_validate(const nsa_config *cfg);
+
+/* ------------------------------------------------------------------------ */
+/* A batch of packed sequences                                               */
+
+typedef struct nsa_batch {
+    int B;                         /* number of sequences                      */
+    int64_t T;                     /* total keys = cu_seqlens[B]               */
+    int64_t TQ;                    /* total queries = cu_seqlens_q[B]; ignored
+                                      (taken as T) when cu_seqlens_q is NULL   */
+    const int32_t *cu_seqlens;     /* host, B+1: key sequence starts           */
+    const int32_t *cu_seqlens_q;   /* host, B+1, or NULL: query i of sequence b
+                                      sits at position TK_b - TQ_b + i         */
+    const int32_t *cu_seqlens_dev;   /* CUDA path: device copies of the two  */
+    const int32_t *cu_seqlens_q_dev; /* arrays above (ignored by nsa_ref_*)   */
+    int H, Hkv, Dk, Dv;
+    nsa_dtype dtype;               /* storage type of every non-index tensor  */
+    const void *q; int64_t q_stride_token, q_stride_head;  /* [TQ, H, Dk]    */
+    const void *k; int64_t k_stride_token, k_stride_head;  /* [T, Hkv, Dk]   */
+    const void *v; int64_t v_stride_token, v_stride_head;  /* [T, Hkv, Dv]   */
+    /* caller_compressed mode: K_cmp [Tc, Hkv, Dk], V_cmp [Tc, Hkv, Dv]. */
+    const void *k_cmp, *v_cmp;
+    /* Optional caller selection [units, Hkv, n] and counts [units, Hkv]:
+       when set, forward skips selection steps 1-6 and attends these blocks.
+       An entry is used iff 0 <= idx < ceil(TK_b / l'); count is clamped to
+       [0, n]. */
+    const int32_t *sel_idx, *sel_count;
+} nsa_batch;
+
+/* Element counts of every buffer the API exchanges, for one config and
+   batch. Compressed blocks and selection units are packed sequence after
+   sequence like tokens. */
+typedef struct nsa_sizes {
+    int64_t T, TQ;
+    int64_t Tc;          /* compressed blocks, all sequences               */
+    int64_t units;       /* selection units: queries (bq=1) or query tiles */
+    int64_t max_slc_blocks; /* max over sequences of ceil(TK_b / l')       */
+    int64_t q, k, v, o;  /* TQ*H*Dk, T*Hkv*Dk, T*Hkv*Dv, TQ*H*Dv           */
+    int64_t gates;       /* TQ*H*3                                         */
+    int64_t lse;         /* TQ*H, one array per branch                     */
+    int64_t k_cmp, v_cmp;/* Tc*Hkv*Dk, Tc*Hkv*Dv                           */
+    int64_t sel_idx;     /* units*Hkv*n                                    */
+    int64_t sel_count;   /* units*Hkv                                      */
+    int64_t block_mask;  /* units*Hkv*max_slc_blocks                       */
+} nsa_sizes;
+
+/* Validates cfg and batch (every rule of the contract's Errors section that
+   the reference checks) and fills sizes. */
+NSADEF nsa_status nsa_sizes_get(const nsa_config *cfg, const nsa_batch *batch,
+                                nsa_sizes *sizes);
+
+/* What forward keeps for backward, in caller-owned memory. */
+typedef struct nsa_saved {
+    float *lse_cmp, *lse_slc, *lse_win; /* [TQ, H] each, natural log; needed
+                                           for the branches that are on     */
+    int32_t *sel_idx;    /* [units, Hkv, n] ascending, -1 padded (slc on)   */
+    int32_t *sel_count;  /* [units, Hkv]                         (slc on)   */
+    void *k_cmp, *v_cmp; /* [Tc, Hkv, D] storage dtype (mean mode, cmp or
+                            slc on); unused in caller_compressed mode       */
+} nsa_saved;
+
+/* Gradients written by backward; all contiguous, storage dtype. */
+typedef struct nsa_grads {
+    void *dq;       /* [TQ, H, Dk]                                   */
+    void *dk;       /* [T, Hkv, Dk]                                  */
+    void *dv;       /* [T, Hkv, Dv]                                  */
+    void *dgates;   /* [TQ, H, 3]; required iff gates were given     */
+    void *dk_cmp;   /* [Tc, Hkv, Dk]; required in caller_compressed  */
+    void *dv_cmp;   /* [Tc, Hkv, Dv]; required in caller_compressed  */
+} nsa_grads;
+
+/* ------------------------------------------------------------------------ */
+/* Small shared rules (contract, "The three branches")                       */
+
+/* Compressed blocks of a sequence of N keys: max(0, floor((N-l)/d) + 1). */
+static inline int64_t nsa_cmp_blocks(int64_t N, int l, int d)
+{
+    return N < l ? 0 : (N - l) / d + 1;
+}
+/* Selection blocks of a sequence of N keys: ceil(N / l'). */
+static inline int64_t nsa_slc_blocks(int64_t N, int lp)
+{
+    return (N + lp - 1) / lp;
+}
+/* Selection units of a sequence with TQ queries: ceil(TQ / bq). */
+static inline int64_t nsa_units(int64_t TQ, int bq)
+{
+    return (TQ + bq - 1) / bq;
+}
+
+/* ------------------------------------------------------------------------ */
+/* bf16 / fp16 <-> fp32, exact round-to-nearest-even, NaN kept, subnormals
+   right. Shared by both implementations and by the tests.                  */
+
+static inline uint32_t nsa__f32_bits(float f)
+{
+    union { float f; uint32_t u; } x;
+    x.f = f;
+    return x.u;
+}
+static inline float nsa__f32_from_bits(uint32_t u)
+{
+    union { float f; uint32_t u; } x;
+    x.u = u;
+    return x.f;
+}
+static inline float nsa_bf16_to_f32(uint16_t h)
+{
+    return nsa__f32_from_bits((uint32_t)h << 16);
+}
+static inline uint16_t nsa_f32_to_bf16(float f)
+{
+    uint32_t u = nsa__f32_bits(f);
+    if ((u & 0x7fffffffu) > 0x7f800000u) /* NaN: keep sign, force quiet */
+        return (uint16_t)((u >> 16) | 0x0040u);
+    u += 0x7fffu + ((u >> 16) & 1u); /* round to nearest, ties to even */
+    return (uint16_t)(u >> 16);
+}
+static inline float nsa_fp16_to_f32(uint16_t h)
+{
+    uint32_t sign = (uint32_t)(h & 0x8000u) << 16;
+    uint32_t exp = (h >> 10) & 0x1fu, man = h & 0x3ffu;
+    if (exp == 0x1fu) /* inf or NaN */
+        return nsa__f32_from_bits(sign | 0x7f800000u | (man << 13));
+    if (exp == 0) { /* zero or subnormal: man * 2^-24, exact in fp32 */
+        float mag = (float)man * 5.9604644775390625e-8f;
+        return sign ? -mag : mag;
+    }
+    return nsa__f32_from_bits(sign | ((exp + 112u) << 23) | (man << 13));
+}
+static inline uint16_t nsa_f32_to_fp16(float f)
+{
+    uint32_t u = nsa__f32_bits(f);
+    uint16_t sign = (uint16_t)((u >> 16) & 0x8000u);
+    uint32_t a = u & 0x7fffffffu;
+    if (a > 0x7f800000u) /* NaN: quiet, keep top payload bits */
+        return (uint16_t)(sign | 0x7e00u | ((a >> 13) & 0x3ffu));
+    if (a >= 0x477ff000u) /* rounds to >= 65520: inf */
+        return (uint16_t)(sign | 0x7c00u);
+    if (a < 0x38800000u) { /* below 2^-14: subnormal or zero */
+        /* a * 2^24 rounded to an integer, ties to even; exact steps. */
+        uint32_t e = a >> 23, m = (a & 0x7fffffu) | 0x800000u;
+        int shift = 126 - (int)e; /* value = m * 2^(e-150); want m*2^(e-126) */
+        uint32_t q, rem, half;
+        if (e == 0 || shift > 24) return sign; /* < 2^-25: rounds to 0 */
+        q = m >> shift;
+        rem = m & ((1u << shift) - 1u);
+        half = 1u << (shift - 1);
+        if (rem > half || (rem == half && (q & 1u))) q++;
+        return (uint16_t)(sign | q);
+    }
+    a += 0x0fffu + ((a >> 13) & 1u); /* round mantissa to 10 bits */
+    return (uint16_t)(sign | ((a - 0x38000000u) >> 13));
+}
+
+/* Element i of a tensor of the given storage dtype, as fp32. */
+static inline float nsa_load(const void *p, nsa_dtype t, int64_t i)
+{
+    switch (t) {
+    case NSA_BF16: return nsa_bf16_to_f32(((const uint16_t *)p)[i]);
+    case NSA_FP16: return nsa_fp16_to_f32(((const uint16_t *)p)[i]);
+    default: return ((const float *)p)[i];
+    }
+}
+/* Stores fp32 x as element i, rounded once to nearest even. */
+static inline void nsa_store(void *p, nsa_dtype t, int64_t i, float x)
+{
+    switch (t) {
+    case NSA_BF16: ((uint16_t *)p)[i] = nsa_f32_to_bf16(x); break;
+    case NSA_FP16: ((uint16_t *)p)[i] = nsa_f32_to_fp16(x); break;
+    default: ((float *)p)[i] = x; break;
+    }
+}
+static inline size_t nsa_dtype_size(nsa_dtype t)
+{
+    return t == NSA_FP32 ? 4u : 2u;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Internal, shared by the implementations: error recording. */
+NSADEF nsa_status nsa__fail(nsa_status status, const char *fmt, ...)
+#if defined(__GNUC__) || defined(__clang__)
+    __attribute__((format(printf, 2, 3)))
+#endif
+    ;
+NSADEF void nsa__clear_error(void);
+
+#endif /* NSA_H */
+
+/* ======================================================================== */
+#ifdef NSA_IMPLEMENTATION
+#ifndef NSA_IMPLEMENTATION_DONE
+#define NSA_IMPLEMENTATION_DONE
+
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+#if defined(_MSC_VER)
+#define NSA__THREAD_LOCAL __declspec(thread)
+#else
+#define NSA__THREAD_LOCAL __thread
+#endif
+
+static NSA__THREAD_LOCAL char nsa__error_message[512];
+
+NSADEF const char *nsa_last_error(void) { return nsa__error_message; }
+
+NSADEF void nsa__clear_error(void) { nsa__error_message[0] = '\0'; }
+
+NSADEF nsa_status nsa__fail(nsa_status status, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(nsa__error_message, sizeof nsa__error_message, fmt, ap);
+    va_end(ap);
+    return status;
+}
+
+NSADEF const char *nsa_status_string(nsa_status status)
+{
+    switch (status) {
+    case NSA_OK: return "NSA_OK";
+    case NSA_ERR_NULL_POINTER: return "NSA_ERR_NULL_POINTER";
+    case NSA_ERR_INVALID_CONFIG: return "NSA_ERR_INVALID_CONFIG";
+    case NSA_ERR_INVALID_BATCH: return "NSA_ERR_INVALID_BATCH";
+    case NSA_ERR_OVERFLOW: return "NSA_ERR_OVERFLOW";
+    case NSA_ERR_WORKSPACE: return "NSA_ERR_WORKSPACE";
+    case NSA_ERR_UNSUPPORTED: return "NSA_ERR_UNSUPPORTED";
+    case NSA_ERR_DEVICE: return "NSA_ERR_DEVICE";
+    }
+    return "NSA_ERR_UNKNOWN";
+}
+
+static nsa_config nsa__config_base(void)
+{
+    nsa_config c;
+    memset(&c, 0, sizeof c);
+    c.n = 16;
+    c.n_init = 1;
+    c.n_local = 2;
+    c.w = 512;
+    c.bq = 1;
+    c.score_mode = NSA_SCORE_PROBS;
+    c.branches = NSA_BRANCH_ALL;
+    c.scale = 0.0f;
+    c.deterministic = 1;
+    c.accum = NSA_ACCUM_FP32;
+    return c;
+}
+
+NSADEF nsa_config nsa_config_paper(void)
+{
+    nsa_config c = nsa__config_base();
+    c.l = 32;
+    c.d = 16;
+    c.lp = 64;
+    return c;
+}
+
+NSADEF nsa_config nsa_config_fla(void)
+{
+    nsa_config c = nsa__config_base();
+    c.l = c.d = c.lp = 64;
+    return c;
+}
+
+NSADEF nsa_config nsa_config_tile(int lp, int bq)
+{
+    nsa_config c = nsa__config_base();
+    c.l = c.d = 64;
+    c.lp = lp;
+    c.bq = bq;
+    c.score_mode = NSA_SCORE_LOGITS;
+    c.n_init = 0;
+    c.n_local = 1;
+    return c;
+}
+
+NSADEF nsa_status nsa_config_validate(const nsa_config *c)
+{
+    const int uses_cmp_blocks = (c != NULL) &&
+        (c->branches & (NSA_BRANCH_CMP | NSA_BRANCH_SLC)) != 0;
+    nsa__clear_error();
+    if (!c) return nsa__fail(NSA_ERR_NULL_POINTER, "cfg: is NULL");
+    if (c->branches == 0 || (c->branches & ~(unsigned)NSA_BRANCH_ALL))
+        return nsa__fail(NSA_ERR_INVALID_CONFIG,
+                         "cfg.branches: must be a non-empty set of "
+                         "NSA_BRANCH_CMP|SLC|WIN bits (got %u)", c->branches);
+    if (uses_cmp_blocks) {
+        if (c->l < 1 || c->d < 1)
+            return nsa__fail(NSA_ERR_INVALID_CONFIG,
+                             "cfg.l, cfg.d: compression block and stride must "
+                             "be >= 1 (got l=%d, d=%d)", c->l, c->d);
+        if (c->l % c->d != 0)
+            return nsa__fail(NSA_ERR_INVALID_CONFIG,
+                             "cfg.d: stride d=%d must divide the compression "
+                             "block l=%d", c->d, c->l);
+    }
+    if (c->branches & NSA_BRANCH_SLC) {
+        if (c->lp < 1)
+            return nsa__fail(NSA_ERR_INVALID_CONFIG,
+                             "cfg.lp: selection block l' must be >= 1 (got %d)",
+                             c->lp);
+        if (c->lp % c->d != 0)
+            return nsa__fail(NSA_ERR_INVALID_CONFIG,
+                             "cfg.d: stride d=%d must divide the selection "
+                             "block l'=%d", c->d, c->lp);
+        if (c->n < 1)
+            return nsa__fail(NSA_ERR_INVALID_CONFIG,
+                             "cfg.n: the selected branch is on, so n must be "
+                             ">= 1 (got %d)", c->n);
+        if (c->n_init < 0 || c->n_local < 0)
+            return nsa__fail(NSA_ERR_INVALID_CONFIG,
+                             "cfg.n_init, cfg.n_local: must be >= 0 (got %d, %d)",
+                             c->n_init, c->n_local);
+        if ((int64_t)c->n_init + c->n_local > c->n)
+            return nsa__fail(NSA_ERR_INVALID_CONFIG,
+                             "cfg.n_init + cfg.n_local: forced blocks %d + %d "
+                             "exceed n=%d", c->n_init, c->n_local, c->n);
+        if (c->bq < 1)
+            return nsa__fail(NSA_ERR_INVALID_CONFIG,
+                             "cfg.bq: query tile must be >= 1 (got %d)", c->bq);
+        if (c->score_mode != NSA_SCORE_PROBS && c->score_mode != NSA_SCORE_LOGITS)
+            return nsa__fail(NSA_ERR_INVALID_CONFIG,
+                             "cfg.score_mode: must be NSA_SCORE_PROBS or "
+                             "NSA_SCORE_LOGITS (got %d)", (int)c->score_mode);
+    }
+    if ((c->branches & NSA_BRANCH_WIN) && c->w < 1)
+        return nsa__fail(NSA_ERR_INVALID_CONFIG,
+                         "cfg.w: the window branch is on, so w must be >= 1 "
+                         "(got %d)", c->w);
+    if (!(c->scale >= 0.0f) || isinf(c->scale))
+        return nsa__fail(NSA_ERR_INVALID_CONFIG,
+                         "cfg.scale: must be finite and >= 0 (0 = 1/sqrt(Dk))");
+    if (c->accum != NSA_ACCUM_FP32 && c->accum != NSA_ACCUM_FP64)
+        return nsa__fail(NSA_ERR_INVALID_CONFIG,
+                         "cfg.accum: must be NSA_ACCUM_FP32 or NSA_ACCUM_FP64");
+    return NSA_OK;
+}
+
+/* a * b into *out, false on int64 overflow (operands >= 0). */
+static int nsa__mul(int64_t a, int64_t b, int64_t *out)
+{
+    if (a != 0 && b > INT64_MAX / a) return 0;
+    *out = a * b;
+    return 1;
+}
+
+static nsa_status nsa__check_cu(const char *name, const int32_t *cu, int B,
+                                int64_t total)
+{
+    int b;
+    if (cu[0] != 0)
+        return nsa__fail(NSA_ERR_INVALID_BATCH, "%s: first entry must be 0 "
+                         "(got %d)", name, (int)cu[0]);
+    for (b = 0; b < B; ++b)
+        if (cu[b + 1] < cu[b])
+            return nsa__fail(NSA_ERR_INVALID_BATCH, "%s: must be non-decreasing"
+                             " (entry %d = %d < entry %d = %d)", name, b + 1,
+                             (int)cu[b + 1], b, (int)cu[b]);
+    if ((int64_t)cu[B] != total)
+        return nsa__fail(NSA_ERR_INVALID_BATCH, "%s: last entry %d must equal "
+                         "the token count %lld", name, (int)cu[B],
+                         (long long)total);
+    return NSA_OK;
+}
+
+/* Largest element offset + 1 of a strided [N, heads, D] view, or -1. */
+static int64_t nsa__extent(int64_t N, int heads, int D, int64_t st, int64_t sh)
+{
+    int64_t a, b, c;
+    if (N == 0) return 0;
+    if (!nsa__mul(N - 1, st, &a) || !nsa__mul(heads - 1, sh, &b)) return -1;
+    c = a + b;
+    if (c < 0 || c > INT64_MAX - D) return -1;
+    return c + D;
+}
+
+static nsa_status nsa__check_tensor(const char *name, const void *p, int64_t N,
+                                    int heads, int D, int64_t *st, int64_t *sh)
+{
+    if (!p && N > 0)
+        return nsa__fail(NSA_ERR_NULL_POINTER, "batch.%s: is NULL", name);
+    if (*st < 0 || *sh < 0)
+        return nsa__fail(NSA_ERR_INVALID_BATCH, "batch.%s strides: must be >= 0"
+                         " (token %lld, head %lld)", name, (long long)*st,
+                         (long long)*sh);
+    if (*sh == 0) *sh = D;
+    if (*st == 0) *st = (int64_t)heads * D;
+    if (nsa__extent(N, heads, D, *st, *sh) < 0)
+        return nsa__fail(NSA_ERR_OVERFLOW, "batch.%s: offsets of a [%lld, %d, "
+                         "%d] tensor with these strides overflow 64 bits", name,
+                         (long long)N, heads, D);
+    return NSA_OK;
+}
+
+NSADEF nsa_status nsa_sizes_get(const nsa_config *cfg, const nsa_batch *x,
+                                nsa_sizes *s)
+{
+    nsa_status st;
+    int64_t TQ, Tc = 0, units = 0, maxblk = 0, t;
+    int64_t ts, hs;
+    int b;
+    if (!x) return nsa__fail(NSA_ERR_NULL_POINTER, "batch: is NULL");
+    if (!s) return nsa__fail(NSA_ERR_NULL_POINTER, "sizes: is NULL");
+    if ((st = nsa_config_validate(cfg)) != NSA_OK) return st;
+    if (x->B < 0)
+        return nsa__fail(NSA_ERR_INVALID_BATCH, "batch.B: must be >= 0 (got %d)",
+                         x->B);
+    if (x->Hkv < 1 || x->H < 1)
+        return nsa__fail(NSA_ERR_INVALID_BATCH, "batch.H, batch.Hkv: must be >="
+                         " 1 (got H=%d, Hkv=%d)", x->H, x->Hkv);
+    if (x->H % x->Hkv != 0)
+        return nsa__fail(NSA_ERR_INVALID_BATCH, "batch.H: H=%d must be a "
+                         "multiple of Hkv=%d (GQA)", x->H, x->Hkv);
+    if (x->Dk < 1 || x->Dv < 1)
+        return nsa__fail(NSA_ERR_INVALID_BATCH, "batch.Dk, batch.Dv: must be >= "
+                         "1 (got Dk=%d, Dv=%d)", x->Dk, x->Dv);
+    if (x->dtype != NSA_BF16 && x->dtype != NSA_FP16 && x->dtype != NSA_FP32)
+        return nsa__fail(NSA_ERR_INVALID_BATCH, "batch.dtype: must be NSA_BF16, "
+                         "NSA_FP16 or NSA_FP32 (got %d)", (int)x->dtype);
+    if (x->T < 0 || x->T > INT32_MAX)
+        return nsa__fail(NSA_ERR_INVALID_BATCH, "batch.T: must be in [0, 2^31)"
+                         " (got %lld)", (long long)x->T);
+    if (!x->cu_seqlens)
+        return nsa__fail(NSA_ERR_NULL_POINTER, "batch.cu_seqlens: is NULL");
+    if ((st = nsa__check_cu("batch.cu_seqlens", x->cu_seqlens, x->B, x->T)))
+        return st;
+    TQ = x->T;
+    if (x->cu_seqlens_q) {
+        TQ = x->TQ;
+        if ((st = nsa__check_cu("batch.cu_seqlens_q", x->cu_seqlens_q, x->B,
+                                x->TQ)))
+            return st;
+        for (b = 0; b < x->B; ++b) {
+            int64_t nq = x->cu_seqlens_q[b + 1] - x->cu_seqlens_q[b];
+            int64_t nk = x->cu_seqlens[b + 1] - x->cu_seqlens[b];
+            if (nq > nk)
+                return nsa__fail(NSA_ERR_INVALID_BATCH, "batch.cu_seqlens_q: "
+                                 "sequence %d has %lld queries but only %lld "
+                                 "keys", b, (long long)nq, (long long)nk);
+        }
+    }
+    ts = x->q_stride_token; hs = x->q_stride_head;
+    if ((st = nsa__check_tensor("q", x->q, TQ, x->H, x->Dk, &ts, &hs))) return st;
+    ts = x->k_stride_token; hs = x->k_stride_head;
+    if ((st = nsa__check_tensor("k", x->k, x->T, x->Hkv, x->Dk, &ts, &hs)))
+        return st;
+    ts = x->v_stride_token; hs = x->v_stride_head;
+    if ((st = nsa__check_tensor("v", x->v, x->T, x->Hkv, x->Dv, &ts, &hs)))
+        return st;
+
+    for (b = 0; b < x->B; ++b) {
+        int64_t nk = x->cu_seqlens[b + 1] - x->cu_seqlens[b];
+        int64_t nq = x->cu_seqlens_q
+                         ? x->cu_seqlens_q[b + 1] - x->cu_seqlens_q[b] : nk;
+        if (cfg->branches & (NSA_BRANCH_CMP | NSA_BRANCH_SLC))
+            Tc += nsa_cmp_blocks(nk, cfg->l, cfg->d);
+        if (cfg->branches & NSA_BRANCH_SLC) {
+            int64_t nb = nsa_slc_blocks(nk, cfg->lp);
+            units += nsa_units(nq, cfg->bq);
+            if (nb > maxblk) maxblk = nb;
+        }
+    }
+    memset(s, 0, sizeof *s);
+    s->T = x->T;
+    s->TQ = TQ;
+    s->Tc = Tc;
+    s->units = units;
+    s->max_slc_blocks = maxblk;
+    /* T < 2^31 and H, D < 2^31, so every product below of three such
+       factors fits in 93 bits only in theory: check each one. */
+    if (!nsa__mul(TQ, x->H, &t) || !nsa__mul(t, x->Dk, &s->q) ||
+        !nsa__mul(t, x->Dv, &s->o) || !nsa__mul(t, 3, &s->gates) ||
+        !nsa__mul(x->T, x->Hkv, &t) || !nsa__mul(t, x->Dk, &s->k) ||
+        !nsa__mul(t, x->Dv, &s->v) || !nsa__mul(Tc, x->Hkv, &t) ||
+        !nsa__mul(t, x->Dk, &s->k_cmp) || !nsa__mul(t, x->Dv, &s->v_cmp) ||
+        !nsa__mul(units, x->Hkv, &s->sel_count) ||
+        !nsa__mul(s->sel_count, cfg->n, &s->sel_idx) ||
+        !nsa__mul(s->sel_count, maxblk, &s->block_mask) ||
+        !nsa__mul(s->q, 8, &t) || !nsa__mul(s->o, 8, &t))
+        return nsa__fail(NSA_ERR_OVERFLOW, "batch: a tensor size (T=%lld, "
+                         "H=%d, Dk=%d, Dv=%d) overflows 64 bits",
+                         (long long)x->T, x->H, x->Dk, x->Dv);
+    s->lse = TQ * x->H;
+    if (cfg->caller_compressed && (cfg->branches & (NSA_BRANCH_CMP | NSA_BRANCH_SLC))
+        && Tc > 0 && (!x->k_cmp || !x->v_cmp))
+        return nsa__fail(NSA_ERR_NULL_POINTER, "batch.k_cmp, batch.v_cmp: "
+                         "required in caller_compressed mode");
+    if ((x->sel_idx == NULL) != (x->sel_count == NULL))
+        return nsa__fail(NSA_ERR_NULL_POINTER, "batch.sel_idx, batch.sel_count:"
+                         " caller selection needs both or neither");
+    return NSA_OK;
+}
+
+#endif /* NSA_IMPLEMENTATION_DONE */
+#endif /* NSA_IMPLEMENTATION */
