@@ -1,0 +1,85 @@
+# nsa -- build the examples, tools, tests and benchmarks.
+#
+#   make            build everything (gcc and clang, plus a C++ compile of the
+#                   headers)
+#   make test       build and run the whole test suite (the README's command)
+#   make sanitize   the same suite under AddressSanitizer + UBSan
+#   make cuda       compile and link all CUDA code with nvcc (no GPU needed)
+#   make bench      build the CPU reference benchmark
+#
+# VECTORS names the folder of independent test cases (default ../shared/vectors).
+
+CC      ?= gcc
+CLANG   ?= clang
+CXX     ?= g++
+BUILD   ?= build
+VECTORS ?= ../shared/vectors
+
+WARN    = -std=c99 -Wall -Wextra -Werror -pedantic
+# fp-contract=off: the reference's documented summation order has no fused
+# multiply-adds, so every compiler gives the same bits.
+NUMERIC = -ffp-contract=off
+CFLAGS  ?= -O2
+OMP     ?= -fopenmp
+ALL_CFLAGS = $(WARN) $(NUMERIC) $(CFLAGS) $(OMP) -I.
+LDLIBS  = -lm
+
+HEADERS = nsa.h nsa_ref.h
+TOOLS_H = $(wildcard tools/*.h)
+TEST_H  = $(wildcard tests/*.h)
+
+PROGRAMS = $(BUILD)/example $(BUILD)/test_nsa $(BUILD)/test_nsa_clang \
+           $(BUILD)/nsa_vectors $(BUILD)/nsa_vectors_clang $(BUILD)/test_npy \
+           $(BUILD)/nsa_picture $(BUILD)/nsa_picture_clang $(BUILD)/bench_ref \
+           $(BUILD)/cxx_headers.o
+
+.PHONY: all test sanitize bench clean
+all: $(PROGRAMS)
+
+$(BUILD):
+	mkdir -p $@
+
+# gcc builds -------------------------------------------------------------
+$(BUILD)/example: examples/example.c $(HEADERS) | $(BUILD)
+	$(CC) $(ALL_CFLAGS) $< $(LDLIBS) -o $@
+$(BUILD)/test_nsa: tests/test_nsa.c $(HEADERS) $(TEST_H) $(TOOLS_H) | $(BUILD)
+	$(CC) $(ALL_CFLAGS) $< $(LDLIBS) -o $@
+$(BUILD)/nsa_vectors: tools/nsa_vectors.c $(HEADERS) $(TOOLS_H) | $(BUILD)
+	$(CC) $(ALL_CFLAGS) $< $(LDLIBS) -o $@
+$(BUILD)/test_npy: tools/test_npy.c $(TOOLS_H) | $(BUILD)
+	$(CC) $(ALL_CFLAGS) $< $(LDLIBS) -o $@
+$(BUILD)/nsa_picture: tools/nsa_picture.c $(HEADERS) $(TOOLS_H) | $(BUILD)
+	$(CC) $(ALL_CFLAGS) $< $(LDLIBS) -o $@
+$(BUILD)/bench_ref: bench/bench_ref.c $(HEADERS) | $(BUILD)
+	$(CC) $(ALL_CFLAGS) $< $(LDLIBS) -o $@
+
+# clang builds of the same sources ---------------------------------------
+$(BUILD)/test_nsa_clang: tests/test_nsa.c $(HEADERS) $(TEST_H) $(TOOLS_H) | $(BUILD)
+	$(CLANG) $(ALL_CFLAGS) $< $(LDLIBS) -o $@
+$(BUILD)/nsa_vectors_clang: tools/nsa_vectors.c $(HEADERS) $(TOOLS_H) | $(BUILD)
+	$(CLANG) $(ALL_CFLAGS) $< $(LDLIBS) -o $@
+$(BUILD)/nsa_picture_clang: tools/nsa_picture.c $(HEADERS) $(TOOLS_H) | $(BUILD)
+	$(CLANG) $(ALL_CFLAGS) $< $(LDLIBS) -o $@
+
+# The headers, implementations included, compiled as C++ ------------------
+$(BUILD)/cxx_headers.o: tests/cxx_headers.cpp $(HEADERS) | $(BUILD)
+	$(CXX) -std=c++11 -Wall -Wextra -Werror -ffp-contract=off -O2 -I. -c $< -o $@
+
+# Tests ------------------------------------------------------------------
+test: all
+	VECTORS=$(VECTORS) BUILD=$(BUILD) bash tests/run.sh
+
+# Sanitizers: a separate build folder, the same runner. The quick mode
+# shrinks only the largest top-k rows (the sanitizers slow them 20x).
+sanitize:
+	$(MAKE) BUILD=build-san CC=$(CLANG) \
+	    CFLAGS="-O1 -g -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer" \
+	    build-san/test_nsa build-san/nsa_vectors build-san/test_npy build-san/nsa_picture
+	NSA_TEST_QUICK=1 VECTORS=$(VECTORS) BUILD=build-san NSA_SANITIZE=1 bash tests/run.sh
+
+bench: $(BUILD)/bench_ref
+
+clean:
+	rm -rf build build-san
+
+-include cuda.mk
