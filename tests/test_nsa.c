@@ -1,0 +1,2232 @@
+/* test_nsa.c -- the test suite of the CPU reference (nsa_ref.h).
+
+   Build (from the repository root):
+     gcc -std=c99 -O2 -fopenmp -ffp-contract=off -Wall -Wextra -Werror \
+         -pedantic -I. tests/test_nsa.c -lm -o build/test_nsa
+   Run from the repository root:
+     build/test_nsa [vectors-folder]
+   The golden vectors come from argv[1], else $NSA_VECTORS_DIR, else
+   ../shared/vectors. NSA_TEST_SEED=N replays a run; NSA_TEST_QUICK=1 shrinks
+   the long top-k rows (for sanitizer builds); NSA_TEST_VERBOSE=1 prints each
+   test's CPU time.
+
+   Each test names the property it checks. Results are compared with an
+   independent fp64 oracle (tests/oracle.h) at tolerances derived below, or
+   bitwise where the contract promises identical results. Output: one line
+   per failing check, then "N passed, N failed"; the exit status is non-zero
+   on any failure. */
+/* sigsetjmp / siglongjmp (POSIX) let the bad-input tests report a crash
+   as a failure and go on. */
+#ifndef _POSIX_C_SOURCE
+#define _POSIX_C_SOURCE 200809L
+#endif
+
+#define NSA_IMPLEMENTATION
+#define NSA_REF_IMPLEMENTATION
+#include "../nsa_ref.h"
+
+#include "check.h"
+#include "oracle.h"
+
+#include "../tools/vectors.h"
+
+#include <ctype.h>
+#include <float.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+/* ------------------------------------------------------------------------ */
+/* Crash guard. The contract says bad input never crashes; a call that does
+   (SIGSEGV, SIGBUS, SIGFPE) is turned into status NSA__CRASHED, which fails
+   the check that made it, and the suite goes on. */
+
+#define NSA__CRASHED ((nsa_status)-1)
+static sigjmp_buf guard_jmp;
+static volatile sig_atomic_t guard_armed;
+
+static void guard_handler(int sig)
+{
+    if (guard_armed) {
+        guard_armed = 0;
+        siglongjmp(guard_jmp, sig);
+    }
+    signal(sig, SIG_DFL);
+    raise(sig);
+}
+
+#define GUARD_CALL(st_, call_)                                   \
+    do {                                                         \
+        signal(SIGSEGV, guard_handler);                          \
+        signal(SIGBUS, guard_handler);                           \
+        signal(SIGFPE, guard_handler);                           \
+        if (sigsetjmp(guard_jmp, 1) == 0) {                      \
+            guard_armed = 1;                                     \
+            (st_) = (call_);                                     \
+            guard_armed = 0;                                     \
+        } else {                                                 \
+            (st_) = NSA__CRASHED;                                \
+        }                                                        \
+        signal(SIGSEGV, SIG_DFL);                                \
+        signal(SIGBUS, SIG_DFL);                                 \
+        signal(SIGFPE, SIG_DFL);                                 \
+    } while (0)
+
+static const char *status_name(nsa_status st)
+{
+    return st == NSA__CRASHED ? "a crash (signal caught)" : nsa_status_string(st);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Tolerances against the fp64 oracle (max |ref - oracle| / max |oracle|).
+
+   The oracle runs on exactly the values the reference reads (bf16/fp16
+   inputs rounded first), so the only differences are (a) fp32 accumulation
+   and (b) the final rounding of the output to the storage type. Mean K_cmp
+   is rounded to the storage type by both, but from an fp32 sum in the
+   reference and a double sum in the oracle: now and then one element lands
+   one storage ulp apart, which moves logits by ~1e-3 of a bf16 ulp's worth
+   and is covered below.
+
+   fp32: sums of a few hundred terms in fp32 err by ~sqrt(n) * 2^-24 relative
+         to the terms' scale, ~1e-6; we allow 1e-5 on o and lse, 3e-5 on
+         gradients (dS = P (dP - D) cancels, and dK/dV sum over every query
+         that reads a key).
+   bf16: o is rounded once: half an ulp is 2^-8 = 3.9e-3 of |o|, at most that
+         relative to max |o|; we allow 8e-3 (one bf16 ulp of the output
+         scale). Gradients likewise are rounded once: 8e-3. lse is fp32 in
+         every storage mode; only (a) and the K_cmp ulp flips of the
+         compressed branch move it: 2e-3.
+   fp16: half an ulp is 2^-11 = 4.9e-4; we allow 1e-3 on o and gradients,
+         lse as bf16. */
+static double tol_o(nsa_dtype t)
+{
+    return t == NSA_FP32 ? 1e-5 : t == NSA_BF16 ? 8e-3 : 1e-3;
+}
+static double tol_grad(nsa_dtype t)
+{
+    return t == NSA_FP32 ? 3e-5 : t == NSA_BF16 ? 8e-3 : 1e-3;
+}
+static double tol_lse(nsa_dtype t) { return t == NSA_FP32 ? 1e-5 : 2e-3; }
+/* Selections are compared exactly, except that two blocks whose oracle
+   scores differ by less than this (relative to the row's largest score)
+   may trade places: the reference's fp32 scores cannot order them. */
+static double tol_sel(nsa_dtype t) { return t == NSA_FP32 ? 1e-4 : 1e-2; }
+
+static const char *dtype_name(nsa_dtype t)
+{
+    return t == NSA_FP32 ? "fp32" : t == NSA_BF16 ? "bf16" : "fp16";
+}
+
+/* Worst error seen against the oracle, per storage type, for the summary. */
+static double worst_o[3], worst_lse[3], worst_grad[3];
+static long near_tie_rows;
+static int quick_mode;
+
+static double round_fp32(double x) { return (double)(float)x; }
+static double round_bf16(double x) { return nsa_bf16_to_f32(nsa_f32_to_bf16((float)x)); }
+static double round_fp16(double x) { return nsa_fp16_to_f32(nsa_f32_to_fp16((float)x)); }
+
+static void *xcalloc(int64_t n, size_t sz)
+{
+    void *p = calloc((size_t)(n > 0 ? n : 1), sz);
+    if (!p) {
+        printf("out of memory\n");
+        exit(2);
+    }
+    return p;
+}
+
+/* ------------------------------------------------------------------------ */
+/* A test problem: random inputs in the storage type and their exact values
+   as doubles. */
+
+#define MAXB 16
+
+typedef struct prob {
+    nsa_config cfg;
+    nsa_dtype dt;
+    int B, H, Hkv, Dk, Dv, has_q, has_gates;
+    int32_t cu[MAXB + 1], cuq[MAXB + 1];
+    int64_t T, TQ, Tc;
+    void *q, *k, *v, *g, *kc, *vc, *dO;
+    double *qd, *kd, *vd, *gd, *kcd, *vcd, *dOd;
+    const int32_t *sel_idx, *sel_count; /* caller selection, or NULL */
+} prob;
+
+static void tensor_fill(nsa_dtype dt, int64_t n, double lo, double hi, void **st,
+                        double **d)
+{
+    int64_t i;
+    *st = xcalloc(n, nsa_dtype_size(dt));
+    *d = (double *)xcalloc(n, sizeof(double));
+    for (i = 0; i < n; ++i) {
+        nsa_store(*st, dt, i, (float)check_uniform(lo, hi));
+        (*d)[i] = nsa_load(*st, dt, i);
+    }
+}
+
+/* Re-reads the double copy of a storage tensor after a test edited it. */
+static void tensor_sync(nsa_dtype dt, int64_t n, const void *st, double *d)
+{
+    int64_t i;
+    for (i = 0; i < n; ++i) d[i] = nsa_load(st, dt, i);
+}
+
+static void to_double(nsa_dtype dt, int64_t n, const void *st, double *d)
+{
+    tensor_sync(dt, n, st, d);
+}
+
+/* klen: keys per sequence; qlen: queries per sequence (NULL: all). */
+static void prob_make(prob *p, const nsa_config *cfg, nsa_dtype dt, int B,
+                      const int *klen, const int *qlen, int H, int Hkv, int Dk,
+                      int Dv, int gates)
+{
+    int b;
+    memset(p, 0, sizeof *p);
+    p->cfg = *cfg;
+    p->dt = dt;
+    p->B = B;
+    p->H = H;
+    p->Hkv = Hkv;
+    p->Dk = Dk;
+    p->Dv = Dv;
+    p->has_gates = gates;
+    p->has_q = qlen != NULL;
+    for (b = 0; b < B; ++b) {
+        p->cu[b + 1] = p->cu[b] + klen[b];
+        p->cuq[b + 1] = p->cuq[b] + (qlen ? qlen[b] : klen[b]);
+        if (cfg->branches & (NSA_BRANCH_CMP | NSA_BRANCH_SLC))
+            p->Tc += nsa_cmp_blocks(klen[b], cfg->l, cfg->d);
+    }
+    p->T = p->cu[B];
+    p->TQ = p->cuq[B];
+    /* q a little wider than k so that softmaxes are not flat. */
+    tensor_fill(dt, p->TQ * H * Dk, -1.5, 1.5, &p->q, &p->qd);
+    tensor_fill(dt, p->T * Hkv * Dk, -1.0, 1.0, &p->k, &p->kd);
+    tensor_fill(dt, p->T * Hkv * Dv, -1.0, 1.0, &p->v, &p->vd);
+    tensor_fill(dt, p->TQ * H * 3, 0.05, 1.0, &p->g, &p->gd);
+    tensor_fill(dt, p->TQ * H * Dv, -1.0, 1.0, &p->dO, &p->dOd);
+    tensor_fill(dt, p->Tc * Hkv * Dk, -1.0, 1.0, &p->kc, &p->kcd);
+    tensor_fill(dt, p->Tc * Hkv * Dv, -1.0, 1.0, &p->vc, &p->vcd);
+}
+
+static void prob_free(prob *p)
+{
+    free(p->q); free(p->k); free(p->v); free(p->g); free(p->kc); free(p->vc);
+    free(p->dO);
+    free(p->qd); free(p->kd); free(p->vd); free(p->gd); free(p->kcd);
+    free(p->vcd); free(p->dOd);
+}
+
+static nsa_batch prob_batch(const prob *p)
+{
+    nsa_batch x;
+    memset(&x, 0, sizeof x);
+    x.B = p->B;
+    x.T = p->T;
+    x.TQ = p->TQ;
+    x.cu_seqlens = p->cu;
+    x.cu_seqlens_q = p->has_q ? p->cuq : NULL;
+    x.H = p->H;
+    x.Hkv = p->Hkv;
+    x.Dk = p->Dk;
+    x.Dv = p->Dv;
+    x.dtype = p->dt;
+    x.q = p->q;
+    x.k = p->k;
+    x.v = p->v;
+    if (p->cfg.caller_compressed) {
+        x.k_cmp = p->kc;
+        x.v_cmp = p->vc;
+    }
+    x.sel_idx = p->sel_idx;
+    x.sel_count = p->sel_count;
+    return x;
+}
+
+static const void *prob_gates(const prob *p) { return p->has_gates ? p->g : NULL; }
+
+static oracle_in prob_oracle_in(const prob *p)
+{
+    oracle_in in;
+    memset(&in, 0, sizeof in);
+    in.cfg = &p->cfg;
+    in.B = p->B;
+    in.cu_k = p->cu;
+    in.cu_q = p->has_q ? p->cuq : NULL;
+    in.H = p->H;
+    in.Hkv = p->Hkv;
+    in.Dk = p->Dk;
+    in.Dv = p->Dv;
+    in.q = p->qd;
+    in.k = p->kd;
+    in.v = p->vd;
+    in.gates = p->has_gates ? p->gd : NULL;
+    in.k_cmp = p->kcd;
+    in.v_cmp = p->vcd;
+    in.sel_idx = p->sel_idx;
+    in.sel_count = p->sel_count;
+    in.round_cmp = p->dt == NSA_FP32 ? round_fp32
+                 : p->dt == NSA_BF16 ? round_bf16 : round_fp16;
+    return in;
+}
+
+/* ------------------------------------------------------------------------ */
+/* One run of the reference, owning every buffer. */
+
+typedef struct run {
+    nsa_status st, bst;
+    nsa_sizes sz;
+    nsa_dtype dt;
+    void *o;
+    float *lse[3];
+    int32_t *sel_idx, *sel_count;
+    void *kc, *vc;
+    nsa_saved sv;
+    void *ws;
+    size_t wsb;
+    nsa_grads gr;
+} run;
+
+static void run_free(run *r)
+{
+    int c;
+    free(r->o);
+    for (c = 0; c < 3; ++c) free(r->lse[c]);
+    free(r->sel_idx); free(r->sel_count); free(r->kc); free(r->vc);
+    free(r->ws);
+    free(r->gr.dq); free(r->gr.dk); free(r->gr.dv); free(r->gr.dgates);
+    free(r->gr.dk_cmp); free(r->gr.dv_cmp);
+    memset(r, 0, sizeof *r);
+}
+
+/* Sizes, workspace and saved buffers for cfg/batch; NSA_OK or the status. */
+static nsa_status run_alloc(run *r, const nsa_config *cfg, const nsa_batch *x)
+{
+    size_t es = nsa_dtype_size(x->dtype);
+    int c;
+    memset(r, 0, sizeof *r);
+    r->dt = x->dtype;
+    if ((r->st = nsa_sizes_get(cfg, x, &r->sz)) != NSA_OK) return r->st;
+    if ((r->st = nsa_ref_workspace_size(cfg, x, &r->wsb)) != NSA_OK) return r->st;
+    r->ws = xcalloc((int64_t)r->wsb, 1);
+    r->o = xcalloc(r->sz.o, es);
+    for (c = 0; c < 3; ++c) r->lse[c] = (float *)xcalloc(r->sz.lse, sizeof(float));
+    r->sel_idx = (int32_t *)xcalloc(r->sz.sel_idx, sizeof(int32_t));
+    r->sel_count = (int32_t *)xcalloc(r->sz.sel_count, sizeof(int32_t));
+    r->kc = xcalloc(r->sz.k_cmp, es);
+    r->vc = xcalloc(r->sz.v_cmp, es);
+    r->sv.lse_cmp = r->lse[0];
+    r->sv.lse_slc = r->lse[1];
+    r->sv.lse_win = r->lse[2];
+    r->sv.sel_idx = r->sel_idx;
+    r->sv.sel_count = r->sel_count;
+    r->sv.k_cmp = r->kc;
+    r->sv.v_cmp = r->vc;
+    r->gr.dq = xcalloc(r->sz.q, es);
+    r->gr.dk = xcalloc(r->sz.k, es);
+    r->gr.dv = xcalloc(r->sz.v, es);
+    r->gr.dgates = xcalloc(r->sz.gates, es);
+    r->gr.dk_cmp = xcalloc(r->sz.k_cmp, es);
+    r->gr.dv_cmp = xcalloc(r->sz.v_cmp, es);
+    return NSA_OK;
+}
+
+static nsa_status run_forward(run *r, const nsa_config *cfg, const nsa_batch *x,
+                              const void *gates)
+{
+    if (run_alloc(r, cfg, x) != NSA_OK) return r->st;
+    r->st = nsa_ref_forward(cfg, x, gates, r->o, &r->sv, r->ws, r->wsb);
+    return r->st;
+}
+
+static nsa_status run_backward(run *r, const nsa_config *cfg, const nsa_batch *x,
+                               const void *gates, const void *d_o)
+{
+    r->bst = nsa_ref_backward(cfg, x, gates, d_o, &r->sv, &r->gr, r->ws, r->wsb);
+    return r->bst;
+}
+
+static int status_ok(const char *name, const char *what, nsa_status st)
+{
+    return CHECK(name, st == NSA_OK, "%s returned %s (%s)", what,
+                 status_name(st), nsa_last_error());
+}
+
+/* ------------------------------------------------------------------------ */
+/* Comparisons with the oracle. */
+
+static double cmp_store(const char *name, const char *what, const void *got,
+                        nsa_dtype dt, const double *want, int64_t n, double tol)
+{
+    double *g = (double *)xcalloc(n, sizeof(double));
+    double e;
+    to_double(dt, n, got, g);
+    e = check_max_rel_err(g, want, n, 1e-30);
+    CHECK(name, e <= tol, "%s (%s): max error %.3g of max |oracle| > %.1g",
+          what, dtype_name(dt), e, tol);
+    free(g);
+    return e;
+}
+
+/* lse: fp32, -inf where the branch sees no key (must match exactly). */
+static double cmp_lse(const char *name, const char *what, const float *got,
+                      const double *want, int64_t n, double tol)
+{
+    double *g = (double *)xcalloc(n, sizeof(double));
+    double e;
+    int64_t i;
+    for (i = 0; i < n; ++i) g[i] = got[i];
+    e = check_max_rel_err(g, want, n, 1.0);
+    CHECK(name, e <= tol, "%s: max error %.3g of max(1, max |lse|) > %.1g",
+          what, e, tol);
+    free(g);
+    return e;
+}
+
+/* Compares the reference's selection with the oracle's: same count, same
+   ascending -1-padded rows; a swap is allowed only between blocks whose
+   oracle scores are within tol of each other (relative to the row's max).
+   exact = 1 allows no swap. Returns the number of rows that differ. */
+static long cmp_selection(const char *name, const run *r, const oracle_out *oo,
+                          int n, int Hkv, double tol, int exact)
+{
+    int64_t row, rows = oo->units * Hkv;
+    long bad = 0, differ = 0;
+    char detail[256] = "";
+    for (row = 0; row < rows; ++row) {
+        const int32_t *a = r->sel_idx + row * n, *b = oo->sel_idx + row * n;
+        const double *sc = oo->scores + row * oo->maxblk;
+        int32_t ca = r->sel_count[row], cb = oo->sel_count[row];
+        int e, same = 1, ok = 1;
+        double mx = 0.0;
+        if (ca != cb) {
+            ok = 0;
+            snprintf(detail, sizeof detail, "row %lld: count %d, oracle %d",
+                     (long long)row, (int)ca, (int)cb);
+        }
+        for (e = 0; ok && e < n; ++e) {
+            if (e < ca && (a[e] < 0 || a[e] >= oo->maxblk ||
+                           (e > 0 && a[e] <= a[e - 1]))) {
+                ok = 0;
+                snprintf(detail, sizeof detail, "row %lld: entry %d = %d is not"
+                         " an ascending valid block", (long long)row, e, (int)a[e]);
+            } else if (e >= ca && a[e] != -1) {
+                ok = 0;
+                snprintf(detail, sizeof detail, "row %lld: padding entry %d = %d"
+                         " is not -1", (long long)row, e, (int)a[e]);
+            }
+            if (a[e] != b[e]) same = 0;
+        }
+        if (ok && !same) {
+            /* Every block in one set and not the other must tie (within tol)
+               with every block in the other and not the one. */
+            int i, j;
+            ++differ;
+            for (j = 0; j < oo->maxblk; ++j)
+                if (isfinite(sc[j]) && fabs(sc[j]) > mx) mx = fabs(sc[j]);
+            for (i = 0; ok && i < ca; ++i) {
+                int inb = 0;
+                for (j = 0; j < cb; ++j) inb |= b[j] == a[i];
+                if (inb) continue;
+                for (j = 0; ok && j < cb; ++j) {
+                    int ina = 0, k;
+                    for (k = 0; k < ca; ++k) ina |= a[k] == b[j];
+                    if (ina) continue;
+                    if (exact || !(fabs(sc[a[i]] - sc[b[j]]) <= tol * mx)) {
+                        ok = 0;
+                        snprintf(detail, sizeof detail, "row %lld: chose block "
+                                 "%d (oracle score %.9g) over block %d (%.9g)",
+                                 (long long)row, (int)a[i], sc[a[i]], (int)b[j],
+                                 sc[b[j]]);
+                    }
+                }
+            }
+        }
+        if (!ok) ++bad;
+    }
+    CHECK(name, bad == 0, "selection: %ld of %lld rows differ from the oracle's "
+          "full sort; first: %s", bad, (long long)rows, detail);
+    if (!exact) near_tie_rows += differ;
+    return differ;
+}
+
+/* Forward (and backward) of the reference against the oracle, with the
+   selection checked first and then held to the reference's own so that
+   output errors are not confused with near-tie swaps. */
+static void compare_with_oracle(const char *name, prob *p, int backward)
+{
+    nsa_batch x = prob_batch(p);
+    oracle_in in = prob_oracle_in(p);
+    oracle_out oo, oo2;
+    run r;
+    const nsa_config *c = &p->cfg;
+    const oracle_out *use = &oo;
+    int br, dti = (int)p->dt;
+    double e;
+    static const char *lse_name[3] = {"lse_cmp", "lse_slc", "lse_win"};
+
+    if (!status_ok(name, "nsa_ref_forward", run_forward(&r, c, &x, prob_gates(p)))) {
+        run_free(&r);
+        return;
+    }
+    oracle_forward(&in, &oo);
+    CHECK(name, r.sz.Tc == oo.Tc && r.sz.units == oo.units,
+          "sizes: Tc %lld units %lld, oracle %lld %lld", (long long)r.sz.Tc,
+          (long long)r.sz.units, (long long)oo.Tc, (long long)oo.units);
+    if ((c->branches & NSA_BRANCH_SLC) && !p->sel_idx) {
+        if (cmp_selection(name, &r, &oo, c->n, p->Hkv, tol_sel(p->dt), 0)) {
+            in.sel_idx = r.sel_idx;
+            in.sel_count = r.sel_count;
+            oracle_forward(&in, &oo2);
+            use = &oo2;
+        }
+    }
+    e = cmp_store(name, "o", r.o, p->dt, use->o, r.sz.o, tol_o(p->dt));
+    if (e > worst_o[dti]) worst_o[dti] = e;
+    for (br = 0; br < 3; ++br)
+        if (c->branches & (1u << br)) {
+            e = cmp_lse(name, lse_name[br], r.lse[br], use->lse[br], r.sz.lse,
+                        tol_lse(p->dt));
+            if (e > worst_lse[dti]) worst_lse[dti] = e;
+        }
+    if (backward && status_ok(name, "nsa_ref_backward",
+                              run_backward(&r, c, &x, prob_gates(p), p->dO))) {
+        oracle_out *uw = (oracle_out *)use;
+        double eg = 0.0;
+        oracle_backward(&in, p->dOd, uw);
+        e = cmp_store(name, "dq", r.gr.dq, p->dt, uw->dq, r.sz.q, tol_grad(p->dt));
+        if (e > eg) eg = e;
+        e = cmp_store(name, "dk", r.gr.dk, p->dt, uw->dk, r.sz.k, tol_grad(p->dt));
+        if (e > eg) eg = e;
+        e = cmp_store(name, "dv", r.gr.dv, p->dt, uw->dv, r.sz.v, tol_grad(p->dt));
+        if (e > eg) eg = e;
+        if (p->has_gates) {
+            e = cmp_store(name, "dgates", r.gr.dgates, p->dt, uw->dgates,
+                          r.sz.gates, tol_grad(p->dt));
+            if (e > eg) eg = e;
+        }
+        if (c->caller_compressed && r.sz.Tc > 0) {
+            e = cmp_store(name, "dk_cmp", r.gr.dk_cmp, p->dt, uw->dk_cmp,
+                          r.sz.k_cmp, tol_grad(p->dt));
+            if (e > eg) eg = e;
+            e = cmp_store(name, "dv_cmp", r.gr.dv_cmp, p->dt, uw->dv_cmp,
+                          r.sz.v_cmp, tol_grad(p->dt));
+            if (e > eg) eg = e;
+        }
+        if (eg > worst_grad[dti]) worst_grad[dti] = eg;
+    }
+    if (use == &oo2) oracle_free(&oo2);
+    oracle_free(&oo);
+    run_free(&r);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Configs used below. */
+
+/* Small blocks so that every rule fires within a few dozen tokens: overlap
+   (l = 2d), l' = 2l, forced blocks, a short window. */
+static nsa_config cfg_small(void)
+{
+    nsa_config c = nsa_config_paper();
+    c.l = 8;
+    c.d = 4;
+    c.lp = 16;
+    c.n = 4;
+    c.n_init = 1;
+    c.n_local = 2;
+    c.w = 24;
+    return c;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Oracle self-check: its analytic gradient against central differences in
+   pure fp64 (h = 1e-5: truncation ~1e-10, rounding ~1e-11; observed up to
+   ~1e-9 of max |grad|). We allow 1e-7. */
+
+static double oracle_loss(const oracle_in *in, const double *d_o)
+{
+    oracle_out o;
+    double f = 0.0;
+    int64_t i;
+    oracle_forward(in, &o);
+    for (i = 0; i < o.TQ * in->H * in->Dv; ++i) f += o.o[i] * d_o[i];
+    oracle_free(&o);
+    return f;
+}
+
+static void oracle_fd_tensor(const char *name, const char *what, oracle_in *in,
+                             const double *d_o, double *x, int64_t n,
+                             const double *grad)
+{
+    double gmax = 1e-30, err = 0.0;
+    int64_t i, s;
+    for (i = 0; i < n; ++i)
+        if (fabs(grad[i]) > gmax) gmax = fabs(grad[i]);
+    for (s = 0; s < 24 && n > 0; ++s) {
+        const double h = 1e-5;
+        double x0, fp, fm;
+        i = check_rand_int(n);
+        x0 = x[i];
+        x[i] = x0 + h; fp = oracle_loss(in, d_o);
+        x[i] = x0 - h; fm = oracle_loss(in, d_o);
+        x[i] = x0;
+        if (fabs((fp - fm) / (2 * h) - grad[i]) > err)
+            err = fabs((fp - fm) / (2 * h) - grad[i]);
+    }
+    CHECK(name, err / gmax <= 1e-7, "%s: oracle gradient vs central "
+          "differences: %.3g of max |grad|", what, err / gmax);
+}
+
+static void test_oracle_gradient_matches_central_differences(void)
+{
+    const char *name = "oracle_gradient_matches_central_differences";
+    int klen[2] = {37, 21}, cc;
+    for (cc = 0; cc < 2; ++cc) {
+        nsa_config c = cfg_small();
+        prob p;
+        oracle_in in;
+        oracle_out o;
+        c.caller_compressed = cc;
+        c.n = 3;
+        c.n_local = 1;
+        c.w = 7;
+        prob_make(&p, &c, NSA_FP32, 2, klen, NULL, 4, 2, 8, 6, 1);
+        in = prob_oracle_in(&p);
+        in.round_cmp = NULL;
+        oracle_forward(&in, &o);
+        in.sel_idx = o.sel_idx; /* selection held fixed */
+        in.sel_count = o.sel_count;
+        oracle_backward(&in, p.dOd, &o);
+        oracle_fd_tensor(name, "dq", &in, p.dOd, p.qd, p.TQ * p.H * p.Dk, o.dq);
+        oracle_fd_tensor(name, "dk", &in, p.dOd, p.kd, p.T * p.Hkv * p.Dk, o.dk);
+        oracle_fd_tensor(name, "dv", &in, p.dOd, p.vd, p.T * p.Hkv * p.Dv, o.dv);
+        oracle_fd_tensor(name, "dgates", &in, p.dOd, p.gd, p.TQ * p.H * 3, o.dgates);
+        if (cc) {
+            oracle_fd_tensor(name, "dk_cmp", &in, p.dOd, p.kcd,
+                             p.Tc * p.Hkv * p.Dk, o.dk_cmp);
+            oracle_fd_tensor(name, "dv_cmp", &in, p.dOd, p.vcd,
+                             p.Tc * p.Hkv * p.Dv, o.dv_cmp);
+        }
+        oracle_free(&o);
+        prob_free(&p);
+    }
+}
+
+/* ------------------------------------------------------------------------ */
+/* Reference vs oracle. */
+
+/* Varlen batch with empty, 1-token, l-1, l, l', odd and long sequences. */
+static const int varlen_lens[] = {0, 1, 7, 8, 16, 45, 96, 131};
+#define VARLEN_B ((int)(sizeof varlen_lens / sizeof varlen_lens[0]))
+
+static void test_forward_backward_match_oracle_in_each_dtype(void)
+{
+    static const nsa_dtype dts[3] = {NSA_FP32, NSA_BF16, NSA_FP16};
+    static const char *names[3] = {"forward_backward_match_oracle_fp32",
+                                   "forward_backward_match_oracle_bf16",
+                                   "forward_backward_match_oracle_fp16"};
+    int i, g;
+    for (i = 0; i < 3; ++i)
+        for (g = 0; g < 2; ++g) {
+            nsa_config c = cfg_small();
+            prob p;
+            prob_make(&p, &c, dts[i], VARLEN_B, varlen_lens, NULL, 4, 2, 16, 8, g);
+            compare_with_oracle(names[i], &p, 1);
+            prob_free(&p);
+        }
+}
+
+static void test_presets_match_oracle(void)
+{
+    nsa_config cs[4];
+    static const char *names[4] = {"preset_paper_matches_oracle",
+                                   "preset_fla_matches_oracle",
+                                   "preset_tile_64_64_matches_oracle",
+                                   "preset_tile_128_128_matches_oracle"};
+    /* As shipped: longer than n = 16 blocks of 64 so that the lp = 64
+       presets make real choices at the end, with a sequence whose length
+       is a multiple of nothing. Then each preset's geometry with n = 4, where
+       most queries choose among many blocks at a third of the cost. */
+    int klen[2] = {1100, 157}, klen4[3] = {700, 131, 64}, i, small;
+    cs[0] = nsa_config_paper();
+    cs[1] = nsa_config_fla();
+    cs[2] = nsa_config_tile(64, 64);
+    cs[3] = nsa_config_tile(128, 128);
+    for (small = 0; small < 2; ++small)
+        for (i = 0; i < 4; ++i) {
+            prob p;
+            nsa_config c = cs[i];
+            char name[96];
+            snprintf(name, sizeof name, "%s%s", names[i], small ? "_with_n_4" : "");
+            if (small) c.n = 4;
+            if (small && c.n_init + c.n_local > c.n) c.n_init = 0;
+            prob_make(&p, &c, NSA_FP32, small ? 3 : 2, small ? klen4 : klen, NULL,
+                      2, 1, 16, 16, 1);
+            /* backward once per preset */
+            compare_with_oracle(name, &p, small);
+            prob_free(&p);
+        }
+    {
+        prob p;
+        nsa_config c = cs[0];
+        c.n = 4;
+        prob_make(&p, &c, NSA_BF16, 3, klen4, NULL, 2, 1, 16, 16, 1);
+        compare_with_oracle("preset_paper_with_n_4_matches_oracle_bf16", &p, 1);
+        prob_free(&p);
+    }
+}
+
+static void test_gqa_ratios_match_oracle(void)
+{
+    static const int G[4] = {1, 2, 4, 16};
+    int klen[3] = {70, 1, 97}, i;
+    for (i = 0; i < 4; ++i) {
+        nsa_config c = cfg_small();
+        prob p;
+        char name[64];
+        int Hkv = G[i] == 16 ? 1 : 2;
+        snprintf(name, sizeof name, "gqa_ratio_%d_matches_oracle", G[i]);
+        prob_make(&p, &c, NSA_FP32, 3, klen, NULL, G[i] * Hkv, Hkv, 16, 16, 1);
+        compare_with_oracle(name, &p, 1);
+        prob_free(&p);
+    }
+}
+
+static void test_head_dims_match_oracle(void)
+{
+    static const int dk[3] = {64, 128, 192}, dv[3] = {64, 128, 128};
+    int klen[2] = {90, 41}, i, t;
+    for (i = 0; i < 3; ++i)
+        for (t = 0; t < 2; ++t) {
+            nsa_config c = cfg_small();
+            prob p;
+            char name[64];
+            nsa_dtype dt = t ? NSA_BF16 : NSA_FP32;
+            snprintf(name, sizeof name, "head_dims_%d_%d_match_oracle_%s", dk[i],
+                     dv[i], dtype_name(dt));
+            prob_make(&p, &c, dt, 2, klen, NULL, 4, 2, dk[i], dv[i], 1);
+            compare_with_oracle(name, &p, 1);
+            prob_free(&p);
+        }
+}
+
+/* Every non-empty set of branches, gates given and absent; selection must
+   still score against K_cmp when the compressed branch is off. */
+static void test_branch_subsets_match_oracle(void)
+{
+    int klen[3] = {60, 17, 33};
+    unsigned br;
+    int g;
+    for (br = 1; br <= 7; ++br)
+        for (g = 0; g < 2; ++g) {
+            nsa_config c = cfg_small();
+            prob p;
+            char name[80];
+            c.branches = br;
+            snprintf(name, sizeof name, "branches_%s%s%s_%s_match_oracle",
+                     br & 1 ? "cmp" : "", br & 2 ? "slc" : "", br & 4 ? "win" : "",
+                     g ? "gated" : "ungated");
+            prob_make(&p, &c, NSA_FP32, 3, klen, NULL, 4, 2, 8, 8, g);
+            compare_with_oracle(name, &p, 1);
+            prob_free(&p);
+        }
+}
+
+static void test_query_tiles_match_oracle(void)
+{
+    int klen[4] = {77, 5, 40, 64}, qlen[4] = {77, 3, 13, 1};
+    int m, bq, suf;
+    for (m = 0; m < 2; ++m)
+        for (bq = 2; bq <= 8; bq *= 2)
+            for (suf = 0; suf < 2; ++suf) {
+                nsa_config c = cfg_small();
+                prob p;
+                char name[96];
+                c.bq = bq;
+                c.score_mode = m ? NSA_SCORE_LOGITS : NSA_SCORE_PROBS;
+                snprintf(name, sizeof name, "query_tiles_bq%d_%s%s_match_oracle",
+                         bq, m ? "logits" : "probs", suf ? "_suffix_queries" : "");
+                prob_make(&p, &c, NSA_FP32, 4, klen, suf ? qlen : NULL, 4, 1, 8,
+                          8, 1);
+                compare_with_oracle(name, &p, 1);
+                prob_free(&p);
+            }
+}
+
+static void test_logits_mode_and_forced_variants_match_oracle(void)
+{
+    /* n_init = n_local = 0 in logits mode: eligible blocks whose compressed
+       blocks are not yet visible score 0 (an empty sum) and compete. */
+    int klen[2] = {95, 50};
+    int v;
+    for (v = 0; v < 4; ++v) {
+        nsa_config c = cfg_small();
+        prob p;
+        char name[96];
+        c.score_mode = (v & 1) ? NSA_SCORE_LOGITS : NSA_SCORE_PROBS;
+        c.n_init = (v & 2) ? 0 : 2;
+        c.n_local = (v & 2) ? 0 : 1;
+        c.n = 3;
+        snprintf(name, sizeof name, "selection_%s_n_init%d_n_local%d_matches_oracle",
+                 (v & 1) ? "logits" : "probs", c.n_init, c.n_local);
+        prob_make(&p, &c, NSA_FP32, 2, klen, NULL, 2, 1, 8, 8, 0);
+        compare_with_oracle(name, &p, 0);
+        prob_free(&p);
+    }
+}
+
+static void test_caller_compressed_matches_oracle(void)
+{
+    int klen[3] = {50, 9, 64}, t;
+    for (t = 0; t < 2; ++t) {
+        nsa_config c = cfg_small();
+        prob p;
+        c.caller_compressed = 1;
+        prob_make(&p, &c, t ? NSA_BF16 : NSA_FP32, 3, klen, NULL, 4, 2, 16, 8, 1);
+        compare_with_oracle(t ? "caller_compressed_matches_oracle_bf16"
+                              : "caller_compressed_matches_oracle_fp32", &p, 1);
+        prob_free(&p);
+    }
+}
+
+/* Caller block indices: used as given (any order of valid blocks, future
+   blocks masked causally), entries outside [0, ceil(TK/l')) skipped,
+   counts clamped to [0, n]. */
+static void test_caller_selection_is_used_as_given(void)
+{
+    int klen[3] = {50, 20, 33}, t;
+    for (t = 0; t < 2; ++t) {
+        nsa_config c = cfg_small();
+        prob p;
+        int32_t *si, *sn;
+        int64_t row, rows;
+        int b, i;
+        c.bq = t ? 4 : 1;
+        prob_make(&p, &c, NSA_FP32, 3, klen, NULL, 4, 2, 8, 8, 1);
+        rows = 0;
+        for (b = 0; b < 3; ++b) rows += nsa_units(klen[b], c.bq) * p.Hkv;
+        si = (int32_t *)xcalloc(rows * c.n, sizeof(int32_t));
+        sn = (int32_t *)xcalloc(rows, sizeof(int32_t));
+        row = 0;
+        for (b = 0; b < 3; ++b) {
+            int64_t nb = nsa_slc_blocks(klen[b], c.lp), u;
+            for (u = 0; u < nsa_units(klen[b], c.bq) * p.Hkv; ++u, ++row) {
+                /* distinct blocks from a shuffled [0, nb), some invalid */
+                int32_t perm[16];
+                int64_t j;
+                for (j = 0; j < nb; ++j) perm[j] = (int32_t)j;
+                for (j = nb - 1; j > 0; --j) {
+                    int64_t k = check_rand_int(j + 1);
+                    int32_t tmp = perm[j];
+                    perm[j] = perm[k];
+                    perm[k] = tmp;
+                }
+                sn[row] = (int32_t)check_rand_int(c.n + 3) - 1; /* -1 .. n+1 */
+                for (i = 0; i < c.n; ++i) {
+                    int64_t r = check_rand_int(8);
+                    si[row * c.n + i] = i < nb ? perm[i] : -1;
+                    if (r == 0) si[row * c.n + i] = -1;
+                    if (r == 1) si[row * c.n + i] = (int32_t)nb + (int32_t)check_rand_int(3);
+                }
+            }
+        }
+        p.sel_idx = si;
+        p.sel_count = sn;
+        compare_with_oracle(t ? "caller_selection_is_used_as_given_with_tiles"
+                              : "caller_selection_is_used_as_given", &p, 1);
+        free(si);
+        free(sn);
+        prob_free(&p);
+    }
+}
+
+/* ------------------------------------------------------------------------ */
+/* Gradients of the reference against central differences (fp32 storage,
+   fp64 accumulation, selection held fixed through caller indices).
+
+   Loss f = sum(o * dO) in double from the fp32 outputs. Each o is rounded
+   once (2^-24 relative), so f carries ~1e-7 absolute noise; with steps of
+   ~1e-2 the difference quotient errs by ~1e-5 from rounding and ~1e-5 from
+   truncation (h^2 f'''/6): observed 1e-6 to 4e-5 of max |grad|. We allow
+   3e-4 of max |grad| per tensor (40 random elements each). */
+
+typedef struct fd_ctx {
+    nsa_config cfg;
+    nsa_batch x;
+    const void *gates;
+    const float *dO;
+    run r;
+} fd_ctx;
+
+static double fd_loss(fd_ctx *f)
+{
+    double s = 0.0;
+    int64_t i;
+    nsa_status st = nsa_ref_forward(&f->cfg, &f->x, f->gates, f->r.o, &f->r.sv,
+                                    f->r.ws, f->r.wsb);
+    if (st != NSA_OK) return NAN;
+    for (i = 0; i < f->r.sz.o; ++i) s += (double)((float *)f->r.o)[i] * f->dO[i];
+    return s;
+}
+
+static void fd_tensor(const char *name, const char *what, fd_ctx *f, float *x,
+                      int64_t n, const float *grad)
+{
+    double gmax = 1e-30, err = 0.0;
+    int64_t i, s, worst = -1;
+    for (i = 0; i < n; ++i)
+        if (fabs(grad[i]) > gmax) gmax = fabs(grad[i]);
+    for (s = 0; s < 40 && n > 0; ++s) {
+        float x0, xp, xm;
+        double fp, fm, fd;
+        i = check_rand_int(n);
+        x0 = x[i];
+        x[i] = x0 + 1e-2f; xp = x[i]; fp = fd_loss(f);
+        x[i] = x0 - 1e-2f; xm = x[i]; fm = fd_loss(f);
+        x[i] = x0;
+        fd = (fp - fm) / ((double)xp - (double)xm);
+        if (!(fabs(fd - grad[i]) <= err)) {
+            err = fabs(fd - grad[i]);
+            worst = i;
+        }
+    }
+    CHECK(name, err / gmax <= 3e-4, "%s: gradient vs central differences "
+          "differs by %.3g of max |grad| (element %lld)", what, err / gmax,
+          (long long)worst);
+}
+
+static void test_gradients_match_central_differences(void)
+{
+    int klen[2] = {41, 22}, cc;
+    for (cc = 0; cc < 2; ++cc) {
+        const char *name = cc ? "gradients_match_central_differences_caller_compressed"
+                              : "gradients_match_central_differences_mean_compression";
+        nsa_config c = cfg_small();
+        prob p;
+        fd_ctx f;
+        float *sel_copy;
+        c.caller_compressed = cc;
+        c.accum = NSA_ACCUM_FP64;
+        c.n = 3;
+        c.n_local = 1;
+        c.w = 9;
+        prob_make(&p, &c, NSA_FP32, 2, klen, NULL, 4, 2, 8, 6, 1);
+        memset(&f, 0, sizeof f);
+        f.cfg = c;
+        f.x = prob_batch(&p);
+        f.gates = p.g;
+        f.dO = (const float *)p.dO;
+        if (!status_ok(name, "nsa_ref_forward", run_forward(&f.r, &c, &f.x, p.g)) ||
+            !status_ok(name, "nsa_ref_backward",
+                       run_backward(&f.r, &c, &f.x, p.g, p.dO))) {
+            run_free(&f.r);
+            prob_free(&p);
+            continue;
+        }
+        /* Hold the selection: hand the forward's own back as caller indices
+           (copies, since forward rewrites saved.sel_idx). */
+        sel_copy = (float *)xcalloc(f.r.sz.sel_idx + f.r.sz.sel_count, 4);
+        memcpy(sel_copy, f.r.sel_idx, (size_t)f.r.sz.sel_idx * 4);
+        memcpy(sel_copy + f.r.sz.sel_idx, f.r.sel_count, (size_t)f.r.sz.sel_count * 4);
+        f.x.sel_idx = (const int32_t *)(void *)sel_copy;
+        f.x.sel_count = (const int32_t *)(void *)(sel_copy + f.r.sz.sel_idx);
+        fd_tensor(name, "dq", &f, (float *)p.q, f.r.sz.q, (const float *)f.r.gr.dq);
+        fd_tensor(name, "dk", &f, (float *)p.k, f.r.sz.k, (const float *)f.r.gr.dk);
+        fd_tensor(name, "dv", &f, (float *)p.v, f.r.sz.v, (const float *)f.r.gr.dv);
+        fd_tensor(name, "dgates", &f, (float *)p.g, f.r.sz.gates,
+                  (const float *)f.r.gr.dgates);
+        if (cc) {
+            fd_tensor(name, "dk_cmp", &f, (float *)p.kc, f.r.sz.k_cmp,
+                      (const float *)f.r.gr.dk_cmp);
+            fd_tensor(name, "dv_cmp", &f, (float *)p.vc, f.r.sz.v_cmp,
+                      (const float *)f.r.gr.dv_cmp);
+        }
+        free(sel_copy);
+        run_free(&f.r);
+        prob_free(&p);
+    }
+}
+
+/* ------------------------------------------------------------------------ */
+/* Selection: ties, forced blocks. */
+
+/* Runs forward on p and returns the run (caller frees); checks status. */
+static int run_ok(const char *name, run *r, prob *p)
+{
+    nsa_batch x = prob_batch(p);
+    return status_ok(name, "nsa_ref_forward", run_forward(r, &p->cfg, &x, prob_gates(p)));
+}
+
+/* Expected rows of a case where every candidate ties: the forced blocks,
+   then the lowest indices. */
+static void check_tie_rows(const char *name, const prob *p, const run *r)
+{
+    const nsa_config *c = &p->cfg;
+    int64_t i, bad = 0, first = -1;
+    for (i = 0; i < p->T; ++i) {
+        int64_t jl = i / c->lp, j, cnt = 0, e;
+        int32_t want[64];
+        int hk;
+        for (j = 0; j <= jl; ++j) {
+            int forced = j < c->n_init || j > jl - c->n_local;
+            if (forced) want[cnt++] = (int32_t)j;
+        }
+        for (j = 0; j <= jl && cnt < c->n; ++j) {
+            int forced = j < c->n_init || j > jl - c->n_local;
+            if (!forced) want[cnt++] = (int32_t)j;
+        }
+        qsort(want, (size_t)cnt, sizeof *want, oracle__cmp_int);
+        for (hk = 0; hk < p->Hkv; ++hk) {
+            const int32_t *s = r->sel_idx + (i * p->Hkv + hk) * c->n;
+            int ok = r->sel_count[i * p->Hkv + hk] == cnt;
+            for (e = 0; e < c->n; ++e) ok &= s[e] == (e < cnt ? want[e] : -1);
+            if (!ok) {
+                ++bad;
+                if (first < 0) first = i;
+            }
+        }
+    }
+    CHECK(name, bad == 0, "%lld rows do not pick forced blocks then the lowest "
+          "tied indices (exactly min(n, eligible)); first query %lld",
+          (long long)bad, (long long)first);
+}
+
+static void test_selection_ties_pick_lower_index(void)
+{
+    static const char *name = "selection_ties_pick_lower_index";
+    int klen[1] = {200}, v;
+    /* v = 0: all K rows equal; 1: all queries zero; 2: small integers with a
+       block-periodic K (every block has the same mean), logits mode, where
+       every score is exact. l = d = l' so that blocks map one to one. */
+    for (v = 0; v < 3; ++v) {
+        nsa_config c = cfg_small();
+        prob p;
+        run r;
+        oracle_in in;
+        oracle_out oo;
+        int64_t i;
+        int x;
+        c.l = c.d = c.lp = 16;
+        c.n = 4;
+        c.n_init = 1;
+        c.n_local = 1;
+        if (v == 2) c.score_mode = NSA_SCORE_LOGITS;
+        prob_make(&p, &c, NSA_FP32, 1, klen, NULL, 2, 1, 16, 16, 0);
+        for (i = 0; i < p.T; ++i)
+            for (x = 0; x < 16; ++x) {
+                float *k = (float *)p.k, *q = (float *)p.q;
+                if (v == 0) k[i * 16 + x] = k[x];
+                if (v == 1) { q[i * 32 + x] = 0.0f; q[i * 32 + 16 + x] = 0.0f; }
+                if (v == 2) {
+                    k[i * 16 + x] = (float)((int)((i % 16) * 7 + x * 3) % 5 - 2);
+                    q[i * 32 + x] = (float)(int)check_rand_int(7) - 3.0f;
+                    q[i * 32 + 16 + x] = (float)(int)check_rand_int(7) - 3.0f;
+                }
+            }
+        tensor_sync(p.dt, p.T * 16, p.k, p.kd);
+        tensor_sync(p.dt, p.T * 32, p.q, p.qd);
+        if (run_ok(name, &r, &p)) {
+            if (v < 2) check_tie_rows(name, &p, &r);
+            in = prob_oracle_in(&p);
+            oracle_forward(&in, &oo);
+            cmp_selection(name, &r, &oo, c.n, p.Hkv, 0.0, 1);
+            oracle_free(&oo);
+        }
+        run_free(&r);
+        prob_free(&p);
+    }
+    /* Overlapping blocks (paper-like geometry) with equal keys: block 0
+       gathers fewer compressed blocks, all interior blocks tie. */
+    {
+        nsa_config c = cfg_small();
+        prob p;
+        run r;
+        oracle_in in;
+        oracle_out oo;
+        int64_t i;
+        c.n = 5;
+        prob_make(&p, &c, NSA_FP32, 1, klen, NULL, 2, 1, 16, 16, 0);
+        for (i = 0; i < p.T * 16; ++i) ((float *)p.k)[i] = ((float *)p.k)[i % 16];
+        tensor_sync(p.dt, p.T * 16, p.k, p.kd);
+        if (run_ok(name, &r, &p)) {
+            in = prob_oracle_in(&p);
+            oracle_forward(&in, &oo);
+            cmp_selection("selection_ties_pick_lower_index_overlapping_blocks", &r,
+                          &oo, c.n, p.Hkv, 0.0, 1);
+            oracle_free(&oo);
+        }
+        run_free(&r);
+        prob_free(&p);
+    }
+}
+
+static void test_forced_blocks_near_sequence_start(void)
+{
+    static const char *name = "forced_blocks_near_sequence_start_are_clipped";
+    int klen[3] = {70, 3, 20}, n_init;
+    for (n_init = 0; n_init <= 3; ++n_init) {
+        nsa_config c = cfg_small();
+        prob p;
+        run r;
+        c.l = c.d = 4;
+        c.lp = 8;
+        c.n = 6;
+        c.n_init = n_init;
+        c.n_local = 3;
+        prob_make(&p, &c, NSA_FP32, 3, klen, NULL, 2, 2, 8, 8, 0);
+        if (run_ok(name, &r, &p)) {
+            int64_t b, i, bad = 0;
+            oracle_in in = prob_oracle_in(&p);
+            oracle_out oo;
+            /* Every forced block that is eligible must be there, and the
+               count must be min(n, eligible). */
+            for (b = 0; b < 3; ++b)
+                for (i = 0; i < klen[b]; ++i) {
+                    int64_t row = (p.cu[b] + i) * p.Hkv, jl = i / c.lp, j, e;
+                    int32_t cnt = r.sel_count[row];
+                    if (cnt != (jl + 1 < c.n ? jl + 1 : c.n)) ++bad;
+                    for (j = 0; j <= jl; ++j)
+                        if (j < c.n_init || j > jl - c.n_local) {
+                            int found = 0;
+                            for (e = 0; e < cnt; ++e) found |= r.sel_idx[row * c.n + e] == j;
+                            if (!found) ++bad;
+                        }
+                }
+            CHECK(name, bad == 0, "n_init=%d: %lld forced-block or count "
+                  "violations", n_init, (long long)bad);
+            oracle_forward(&in, &oo);
+            cmp_selection(name, &r, &oo, c.n, p.Hkv, tol_sel(NSA_FP32), 0);
+            oracle_free(&oo);
+        }
+        run_free(&r);
+        prob_free(&p);
+    }
+}
+
+/* ------------------------------------------------------------------------ */
+/* Top-k rows against a full sort. */
+
+static int topk_row_check(const float *row, int32_t start, int32_t end, int k,
+                          const int32_t *got, int32_t got_count, char *detail,
+                          size_t dn)
+{
+    int64_t len = end > start ? end - start : 0, i, want_n;
+    oracle__cand *c = (oracle__cand *)xcalloc(len, sizeof *c);
+    int ok = 1;
+    for (i = 0; i < len; ++i) {
+        c[i].s = row[start + i];
+        c[i].j = (int32_t)i;
+    }
+    qsort(c, (size_t)len, sizeof *c, oracle__cmp_cand);
+    want_n = len < k ? len : k;
+    if (got_count != want_n) {
+        snprintf(detail, dn, "count %d, want %lld", (int)got_count, (long long)want_n);
+        ok = 0;
+    }
+    for (i = 0; ok && i < k; ++i) {
+        int32_t w = i < want_n ? c[i].j : -1;
+        if (got[i] != w) {
+            snprintf(detail, dn, "place %lld: column %d, full sort says %d",
+                     (long long)i, (int)got[i], (int)w);
+            ok = 0;
+        }
+    }
+    free(c);
+    return ok;
+}
+
+static float topk_value(int kind)
+{
+    /* Heavy ties near the top, plus every special value. */
+    int64_t r = check_rand_int(1000);
+    if (kind == 0) { /* quantised: ~390 copies of each of 256 levels */
+        if (r < 10) return -INFINITY;
+        if (r < 20) return NAN;
+        if (r < 30) return (r & 1) ? -0.0f : 0.0f;
+        if (r < 32) return INFINITY;
+        return (float)check_rand_int(256) / 64.0f;
+    }
+    if (kind == 1) { /* many exact copies of the maximum */
+        if (r < 60) return 100.0f;
+        if (r < 70) return NAN;
+        return (float)check_uniform(-10.0, 10.0);
+    }
+    if (kind == 2) return NAN;
+    if (kind == 3) return (r & 1) ? -0.0f : 0.0f;
+    return -INFINITY;
+}
+
+static void test_topk_rows_match_full_sort(void)
+{
+    const char *name = "topk_rows_match_full_sort_with_ties_and_specials";
+    const int64_t cols = quick_mode ? 20000 : 129280;
+    const int64_t stride = cols + 7, rows = 7;
+    static const int ks[2] = {1024, 2048};
+    int32_t rs[7], re[7];
+    int ki;
+    float *sc = (float *)xcalloc(rows * stride, sizeof(float));
+    int64_t i, r;
+    /* row kinds: quantised, max-heavy, all NaN, all +-0 (random signs), all
+       -inf, quantised, max-heavy */
+    static const int kind[7] = {0, 1, 2, 3, 4, 0, 1};
+    for (r = 0; r < rows; ++r)
+        for (i = 0; i < stride; ++i) sc[r * stride + i] = topk_value(kind[r]);
+    /* ranges: full, interior, short (< k), nearly full, full, tail, empty */
+    rs[0] = 0; re[0] = (int32_t)cols;
+    rs[1] = 1000; re[1] = (int32_t)(cols - 29000 > 2000 ? cols - 29000 : 2000);
+    rs[2] = (int32_t)cols - 700; re[2] = (int32_t)cols;
+    rs[3] = 5; re[3] = (int32_t)cols - 5;
+    rs[4] = 0; re[4] = (int32_t)cols;
+    rs[5] = 17; re[5] = (int32_t)cols;
+    rs[6] = 3; re[6] = 3;
+    for (ki = 0; ki < 2; ++ki) {
+        const int k = ks[ki];
+        size_t wsb = 0;
+        void *ws;
+        int32_t *idx = (int32_t *)xcalloc(rows * k, sizeof(int32_t));
+        int32_t cnt[7];
+        nsa_status st;
+        if (!status_ok(name, "nsa_ref_topk_workspace_size",
+                       nsa_ref_topk_workspace_size(rows, cols, k, &wsb))) {
+            free(idx);
+            continue;
+        }
+        ws = xcalloc((int64_t)wsb, 1);
+        GUARD_CALL(st, nsa_ref_topk_rows(sc, rows, cols, stride, rs, re, k, idx, cnt, ws, wsb));
+        if (status_ok(name, "nsa_ref_topk_rows", st))
+            for (r = 0; r < rows; ++r) {
+                char detail[160] = "";
+                int ok = topk_row_check(sc + r * stride, rs[r], re[r], k,
+                                        idx + r * k, cnt[r], detail, sizeof detail);
+                CHECK(name, ok, "k=%d row %lld [%d, %d): %s", k, (long long)r,
+                      (int)rs[r], (int)re[r], detail);
+            }
+        /* No ranges: every row is [0, cols). */
+        GUARD_CALL(st, nsa_ref_topk_rows(sc, 2, cols, stride, NULL, NULL, k, idx, cnt, ws, wsb));
+        if (status_ok(name, "nsa_ref_topk_rows (no ranges)", st))
+            for (r = 0; r < 2; ++r) {
+                char detail[160] = "";
+                int ok = topk_row_check(sc + r * stride, 0, (int32_t)cols, k,
+                                        idx + r * k, cnt[r], detail, sizeof detail);
+                CHECK(name, ok, "k=%d row %lld without ranges: %s", k,
+                      (long long)r, detail);
+            }
+        free(ws);
+        free(idx);
+    }
+    free(sc);
+}
+
+/* Small crafted rows: -0 ties +0, NaN below -inf, k beyond the valid count. */
+static void test_topk_special_values_rank_as_contract_says(void)
+{
+    const char *name = "topk_neg_zero_ties_pos_zero_nan_below_neg_inf";
+    float row[8] = {NAN, -INFINITY, -0.0f, 0.0f, -1.0f, NAN, -0.0f, 2.0f};
+    /* expected: 7 (2), then 2, 3, 6 (all zeros, by index: a -0 before a +0
+       must stay first), 4 (-1), 1 (-inf), 0, 5 (NaN), then -1 */
+    static const int32_t want[10] = {7, 2, 3, 6, 4, 1, 0, 5, -1, -1};
+    int32_t idx[10], cnt = -5;
+    size_t wsb = 0;
+    void *ws;
+    int i, ok = 1;
+    if (!status_ok(name, "nsa_ref_topk_workspace_size",
+                   nsa_ref_topk_workspace_size(1, 8, 10, &wsb)))
+        return;
+    ws = xcalloc((int64_t)wsb, 1);
+    if (status_ok(name, "nsa_ref_topk_rows",
+                  nsa_ref_topk_rows(row, 1, 8, 8, NULL, NULL, 10, idx, &cnt, ws, wsb))) {
+        for (i = 0; i < 10; ++i) ok &= idx[i] == want[i];
+        CHECK(name, ok && cnt == 8, "got %d %d %d %d %d %d %d %d %d %d count %d",
+              idx[0], idx[1], idx[2], idx[3], idx[4], idx[5], idx[6], idx[7],
+              idx[8], idx[9], (int)cnt);
+    }
+    /* k = 3 with a tie at the 3rd place among three zeros: exactly 3. */
+    if (status_ok(name, "nsa_ref_topk_rows",
+                  nsa_ref_topk_rows(row, 1, 8, 8, NULL, NULL, 3, idx, &cnt, ws, wsb)))
+        CHECK("topk_ties_at_kth_place_do_not_over_select",
+              cnt == 3 && idx[0] == 7 && idx[1] == 2 && idx[2] == 3,
+              "got %d %d %d count %d", idx[0], idx[1], idx[2], (int)cnt);
+    free(ws);
+}
+
+
+/* A NaN in the input must reach the output of every query that reads it: a
+   bad value never passes for an empty branch (o = 0, lse = -inf). */
+static void test_nan_input_propagates_to_readers(void)
+{
+    const char *name = "nan_query_gives_nan_output_not_empty_branch";
+    nsa_config cfg = nsa_config_paper();
+    const int len[1] = {300};
+    const int64_t t_bad = 200, t_good = 150;
+    prob p;
+    run r;
+    nsa_batch x;
+    int j, nan_all = 1, finite_other = 1;
+    prob_make(&p, &cfg, NSA_FP32, 1, len, NULL, 2, 1, 16, 16, 0);
+    ((float *)p.q)[(t_bad * 2 + 1) * 16 + 3] = NAN; /* query t_bad, head 1 */
+    x = prob_batch(&p);
+    if (status_ok(name, "nsa_ref_forward", run_forward(&r, &cfg, &x, NULL))) {
+        const float *o = (const float *)r.o;
+        for (j = 0; j < 16; ++j) {
+            nan_all &= o[(t_bad * 2 + 1) * 16 + j] != o[(t_bad * 2 + 1) * 16 + j];
+            finite_other &= isfinite(o[(t_good * 2 + 1) * 16 + j]) != 0;
+        }
+        CHECK(name, nan_all, "o[%lld, head 1] is not all NaN", (long long)t_bad);
+        CHECK(name, r.lse[2][t_bad * 2 + 1] != r.lse[2][t_bad * 2 + 1],
+              "lse_win[%lld, head 1] = %g, want NaN", (long long)t_bad,
+              (double)r.lse[2][t_bad * 2 + 1]);
+        CHECK("nan_query_leaves_other_queries_finite", finite_other,
+              "o[%lld, head 1] has a non-finite value", (long long)t_good);
+    }
+    run_free(&r);
+    prob_free(&p);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Bitwise properties. */
+
+static int same_bytes(const void *a, const void *b, int64_t n)
+{
+    return n <= 0 || memcmp(a, b, (size_t)n) == 0;
+}
+
+/* Two runs agree bitwise on every output. */
+static int runs_equal(const run *a, const run *b, int backward, char *what,
+                      size_t wn)
+{
+    size_t es = nsa_dtype_size(a->dt);
+    int c;
+    static const char *ln[3] = {"lse_cmp", "lse_slc", "lse_win"};
+#define SAME(name_, pa, pb, bytes)                                   \
+    if (!same_bytes(pa, pb, bytes)) {                                \
+        snprintf(what, wn, "%s", name_);                             \
+        return 0;                                                    \
+    }
+    SAME("o", a->o, b->o, a->sz.o * (int64_t)es);
+    for (c = 0; c < 3; ++c) SAME(ln[c], a->lse[c], b->lse[c], a->sz.lse * 4);
+    SAME("sel_idx", a->sel_idx, b->sel_idx, a->sz.sel_idx * 4);
+    SAME("sel_count", a->sel_count, b->sel_count, a->sz.sel_count * 4);
+    if (backward) {
+        SAME("dq", a->gr.dq, b->gr.dq, a->sz.q * (int64_t)es);
+        SAME("dk", a->gr.dk, b->gr.dk, a->sz.k * (int64_t)es);
+        SAME("dv", a->gr.dv, b->gr.dv, a->sz.v * (int64_t)es);
+        SAME("dgates", a->gr.dgates, b->gr.dgates, a->sz.gates * (int64_t)es);
+        SAME("dk_cmp", a->gr.dk_cmp, b->gr.dk_cmp, a->sz.k_cmp * (int64_t)es);
+        SAME("dv_cmp", a->gr.dv_cmp, b->gr.dv_cmp, a->sz.v_cmp * (int64_t)es);
+    }
+#undef SAME
+    return 1;
+}
+
+static void test_each_sequence_equals_running_it_alone(void)
+{
+    const char *name = "varlen_sequence_equals_running_it_alone_bitwise";
+    int t;
+    for (t = 0; t < 2; ++t) {
+        nsa_config c = cfg_small();
+        prob p;
+        nsa_batch x;
+        run all;
+        int b;
+        nsa_dtype dt = t ? NSA_BF16 : NSA_FP32;
+        size_t es = nsa_dtype_size(dt);
+        prob_make(&p, &c, dt, VARLEN_B, varlen_lens, NULL, 4, 2, 16, 8, 1);
+        x = prob_batch(&p);
+        if (!status_ok(name, "nsa_ref_forward", run_forward(&all, &c, &x, p.g)) ||
+            !status_ok(name, "nsa_ref_backward", run_backward(&all, &c, &x, p.g, p.dO))) {
+            run_free(&all);
+            prob_free(&p);
+            continue;
+        }
+        {
+            int64_t c0 = 0, u0 = 0;
+            for (b = 0; b < VARLEN_B; ++b) {
+                int32_t cu1[2];
+                nsa_batch y = x;
+                run one;
+                int64_t t0 = p.cu[b], n = varlen_lens[b], ok = 1, br;
+                char what[64] = "";
+                cu1[0] = 0;
+                cu1[1] = (int32_t)n;
+                y.B = 1;
+                y.T = y.TQ = n;
+                y.cu_seqlens = cu1;
+                y.q = (const char *)p.q + t0 * p.H * p.Dk * es;
+                y.k = (const char *)p.k + t0 * p.Hkv * p.Dk * es;
+                y.v = (const char *)p.v + t0 * p.Hkv * p.Dv * es;
+                {
+                    const char *g1 = (const char *)p.g + t0 * p.H * 3 * es;
+                    const char *d1 = (const char *)p.dO + t0 * p.H * p.Dv * es;
+                    if (!status_ok(name, "nsa_ref_forward (alone)",
+                                   run_forward(&one, &c, &y, g1)) ||
+                        !status_ok(name, "nsa_ref_backward (alone)",
+                                   run_backward(&one, &c, &y, g1, d1))) {
+                        run_free(&one);
+                        continue;
+                    }
+                }
+/* Rows of the batched run (starting at element `at` of a tensor of
+   element size `sz`) against the whole of the lone run's. */
+#define PART(nm, pa, at, sz, pb, count)                                     \
+    if (ok && !same_bytes((const char *)(pa) + (at) * (sz), pb, (count) * (sz))) { \
+        ok = 0;                                                           \
+        snprintf(what, sizeof what, "%s", nm);                            \
+    }
+                PART("o", all.o, t0 * p.H * p.Dv, es, one.o, one.sz.o);
+                for (br = 0; br < 3; ++br)
+                    PART("lse", all.lse[br], t0 * p.H, 4, one.lse[br], one.sz.lse);
+                PART("sel_idx", all.sel_idx, u0 * p.Hkv * c.n, 4, one.sel_idx,
+                     one.sz.sel_idx);
+                PART("sel_count", all.sel_count, u0 * p.Hkv, 4, one.sel_count,
+                     one.sz.sel_count);
+                PART("dq", all.gr.dq, t0 * p.H * p.Dk, es, one.gr.dq, one.sz.q);
+                PART("dk", all.gr.dk, t0 * p.Hkv * p.Dk, es, one.gr.dk, one.sz.k);
+                PART("dv", all.gr.dv, t0 * p.Hkv * p.Dv, es, one.gr.dv, one.sz.v);
+                PART("dgates", all.gr.dgates, t0 * p.H * 3, es, one.gr.dgates,
+                     one.sz.gates);
+                PART("k_cmp", all.kc, c0 * p.Hkv * p.Dk, es, one.kc, one.sz.k_cmp);
+#undef PART
+                CHECK(name, ok, "%s: sequence %d (length %lld) differs in %s",
+                      dtype_name(dt), b, (long long)n, what);
+                c0 += one.sz.Tc;
+                u0 += one.sz.units;
+                run_free(&one);
+            }
+        }
+        run_free(&all);
+        prob_free(&p);
+    }
+}
+
+/* Queries that are the last positions of their sequences (decode: one
+   each; chunked prefill: a few) give the matching rows of the full run. */
+static void test_suffix_queries_equal_full_run_rows(void)
+{
+    const char *name = "suffix_queries_equal_matching_rows_of_full_run_bitwise";
+    static const int klen[5] = {100, 1, 33, 64, 17};
+    static const int q1[5] = {1, 1, 1, 1, 1}, qc[5] = {20, 1, 0, 64, 5};
+    int v;
+    for (v = 0; v < 2; ++v) {
+        nsa_config c = cfg_small();
+        prob p, s;
+        nsa_batch x, y;
+        run full, suf;
+        const int *ql = v ? qc : q1;
+        int b;
+        prob_make(&p, &c, NSA_BF16, 5, klen, NULL, 4, 2, 16, 8, 1);
+        prob_make(&s, &c, NSA_BF16, 5, klen, ql, 4, 2, 16, 8, 1);
+        /* s shares p's keys; its queries and gates are p's last rows. */
+        memcpy(s.k, p.k, (size_t)(p.T * p.Hkv * p.Dk) * 2);
+        memcpy(s.v, p.v, (size_t)(p.T * p.Hkv * p.Dv) * 2);
+        for (b = 0; b < 5; ++b) {
+            int64_t nq = s.cuq[b + 1] - s.cuq[b];
+            int64_t from = p.cu[b + 1] - nq;
+            memcpy((char *)s.q + (int64_t)s.cuq[b] * p.H * p.Dk * 2,
+                   (char *)p.q + from * p.H * p.Dk * 2, (size_t)(nq * p.H * p.Dk) * 2);
+            memcpy((char *)s.g + (int64_t)s.cuq[b] * p.H * 3 * 2,
+                   (char *)p.g + from * p.H * 3 * 2, (size_t)(nq * p.H * 3) * 2);
+        }
+        tensor_sync(s.dt, s.T * s.Hkv * s.Dk, s.k, s.kd);
+        tensor_sync(s.dt, s.T * s.Hkv * s.Dv, s.v, s.vd);
+        tensor_sync(s.dt, s.TQ * s.H * s.Dk, s.q, s.qd);
+        tensor_sync(s.dt, s.TQ * s.H * 3, s.g, s.gd);
+        x = prob_batch(&p);
+        y = prob_batch(&s);
+        if (status_ok(name, "nsa_ref_forward (full)", run_forward(&full, &c, &x, p.g)) &&
+            status_ok(name, "nsa_ref_forward (suffix)", run_forward(&suf, &c, &y, s.g))) {
+            int64_t bad = 0, br;
+            for (b = 0; b < 5; ++b) {
+                int64_t nq = s.cuq[b + 1] - s.cuq[b], i;
+                for (i = 0; i < nq; ++i) {
+                    int64_t rf = p.cu[b + 1] - nq + i, rs = s.cuq[b] + i;
+                    if (!same_bytes((char *)full.o + rf * p.H * p.Dv * 2,
+                                    (char *)suf.o + rs * p.H * p.Dv * 2, p.H * p.Dv * 2))
+                        ++bad;
+                    for (br = 0; br < 3; ++br)
+                        if (!same_bytes(full.lse[br] + rf * p.H, suf.lse[br] + rs * p.H,
+                                        p.H * 4))
+                            ++bad;
+                    /* bq = 1: units are queries */
+                    if (!same_bytes(full.sel_idx + rf * p.Hkv * c.n,
+                                    suf.sel_idx + rs * p.Hkv * c.n, p.Hkv * c.n * 4) ||
+                        !same_bytes(full.sel_count + rf * p.Hkv,
+                                    suf.sel_count + rs * p.Hkv, p.Hkv * 4))
+                        ++bad;
+                }
+            }
+            CHECK(name, bad == 0, "%s: %lld rows differ from the full run",
+                  v ? "chunks" : "one query per sequence", (long long)bad);
+            /* The suffix run also matches the oracle. */
+            compare_with_oracle("suffix_queries_match_oracle", &s, 1);
+        }
+        run_free(&full);
+        run_free(&suf);
+        prob_free(&p);
+        prob_free(&s);
+    }
+}
+
+/* Q, K, V inside one fused [T, H + 2 Hkv, D] buffer, and head-major Q. */
+static void test_strided_inputs_equal_contiguous(void)
+{
+    const char *name = "strided_inputs_equal_contiguous_bitwise";
+    int klen[3] = {50, 13, 80}, t;
+    for (t = 0; t < 2; ++t) {
+        nsa_config c = cfg_small();
+        prob p;
+        nsa_batch x, y, z;
+        run a, f, hm;
+        const int D = 16, H = 4, Hkv = 2, W = H + 2 * Hkv;
+        nsa_dtype dt = t ? NSA_BF16 : NSA_FP32;
+        size_t es = nsa_dtype_size(dt);
+        char *fused, *qhm;
+        int64_t i;
+        int h;
+        char what[64] = "";
+        prob_make(&p, &c, dt, 3, klen, NULL, H, Hkv, D, D, 1);
+        fused = (char *)xcalloc(p.T * W * D, es);
+        qhm = (char *)xcalloc(p.T * H * D, es);
+        for (i = 0; i < p.T; ++i) {
+            memcpy(fused + i * W * D * es, (char *)p.q + i * H * D * es, H * D * es);
+            memcpy(fused + (i * W + H) * D * es, (char *)p.k + i * Hkv * D * es,
+                   Hkv * D * es);
+            memcpy(fused + (i * W + H + Hkv) * D * es, (char *)p.v + i * Hkv * D * es,
+                   Hkv * D * es);
+            for (h = 0; h < H; ++h)
+                memcpy(qhm + ((int64_t)h * p.T + i) * D * es,
+                       (char *)p.q + (i * H + h) * D * es, D * es);
+        }
+        x = prob_batch(&p);
+        y = x;
+        y.q = fused;
+        y.k = fused + H * D * es;
+        y.v = fused + (H + Hkv) * D * es;
+        y.q_stride_token = y.k_stride_token = y.v_stride_token = W * D;
+        y.q_stride_head = y.k_stride_head = y.v_stride_head = D;
+        z = x;
+        z.q = qhm;
+        z.q_stride_token = D;
+        z.q_stride_head = p.T * D;
+        if (status_ok(name, "contiguous", run_forward(&a, &c, &x, p.g)) &&
+            status_ok(name, "fused", run_forward(&f, &c, &y, p.g)) &&
+            status_ok(name, "head-major", run_forward(&hm, &c, &z, p.g)) &&
+            status_ok(name, "contiguous bwd", run_backward(&a, &c, &x, p.g, p.dO)) &&
+            status_ok(name, "fused bwd", run_backward(&f, &c, &y, p.g, p.dO)) &&
+            status_ok(name, "head-major bwd", run_backward(&hm, &c, &z, p.g, p.dO))) {
+            CHECK(name, runs_equal(&a, &f, 1, what, sizeof what),
+                  "%s fused QKV buffer differs in %s", dtype_name(dt), what);
+            CHECK(name, runs_equal(&a, &hm, 1, what, sizeof what),
+                  "%s head-major Q differs in %s", dtype_name(dt), what);
+        }
+        run_free(&a);
+        run_free(&f);
+        run_free(&hm);
+        free(fused);
+        free(qhm);
+        prob_free(&p);
+    }
+}
+
+/* compress -> select -> attend_* -> combine is forward, bit for bit. */
+static void test_stages_compose_to_forward(void)
+{
+    const char *name = "stages_compose_to_forward_bitwise";
+    int klen[3] = {70, 8, 45}, v;
+    for (v = 0; v < 3; ++v) {
+        nsa_config c = v == 2 ? nsa_config_tile(64, 64) : cfg_small();
+        prob p;
+        nsa_batch x;
+        run r;
+        nsa_sizes sz;
+        size_t es;
+        nsa_dtype dt = v == 1 ? NSA_BF16 : NSA_FP32;
+        int lens2[3] = {300, 64, 129};
+        if (v == 2) c.w = 100;
+        prob_make(&p, &c, dt, 3, v == 2 ? lens2 : klen, NULL, 4, 2, 16, 16, v != 1);
+        es = nsa_dtype_size(dt);
+        x = prob_batch(&p);
+        if (status_ok(name, "nsa_ref_forward", run_forward(&r, &c, &x, prob_gates(&p)))) {
+            void *kc, *vc, *o;
+            float *oc, *os, *ow, *lc, *ls, *lw, *bs;
+            int32_t *si, *sn;
+            uint8_t *bm;
+            int64_t i, j, bad = 0;
+            sz = r.sz;
+            kc = xcalloc(sz.k_cmp, es);
+            vc = xcalloc(sz.v_cmp, es);
+            o = xcalloc(sz.o, es);
+            oc = (float *)xcalloc(sz.o, 4); os = (float *)xcalloc(sz.o, 4);
+            ow = (float *)xcalloc(sz.o, 4);
+            lc = (float *)xcalloc(sz.lse, 4); ls = (float *)xcalloc(sz.lse, 4);
+            lw = (float *)xcalloc(sz.lse, 4);
+            si = (int32_t *)xcalloc(sz.sel_idx, 4);
+            sn = (int32_t *)xcalloc(sz.sel_count, 4);
+            bm = (uint8_t *)xcalloc(sz.block_mask, 1);
+            bs = (float *)xcalloc(sz.block_mask, 4);
+            if (status_ok(name, "nsa_ref_compress", nsa_ref_compress(&c, &x, kc, vc)) &&
+                status_ok(name, "nsa_ref_select",
+                          nsa_ref_select(&c, &x, kc, si, sn, r.ws, r.wsb)) &&
+                status_ok(name, "nsa_ref_attend_cmp",
+                          nsa_ref_attend_cmp(&c, &x, kc, vc, oc, lc)) &&
+                status_ok(name, "nsa_ref_attend_slc",
+                          nsa_ref_attend_slc(&c, &x, si, sn, os, ls)) &&
+                status_ok(name, "nsa_ref_attend_win", nsa_ref_attend_win(&c, &x, ow, lw)) &&
+                status_ok(name, "nsa_ref_combine",
+                          nsa_ref_combine(&c, &x, prob_gates(&p), oc, os, ow, o))) {
+                CHECK(name, same_bytes(kc, r.kc, sz.k_cmp * (int64_t)es) &&
+                      same_bytes(vc, r.vc, sz.v_cmp * (int64_t)es),
+                      "v%d: compressed K/V differ from forward's saved", v);
+                CHECK(name, same_bytes(si, r.sel_idx, sz.sel_idx * 4) &&
+                      same_bytes(sn, r.sel_count, sz.sel_count * 4),
+                      "v%d: selection differs from forward's", v);
+                CHECK(name, same_bytes(lc, r.lse[0], sz.lse * 4) &&
+                      same_bytes(ls, r.lse[1], sz.lse * 4) &&
+                      same_bytes(lw, r.lse[2], sz.lse * 4),
+                      "v%d: branch lse differ from forward's", v);
+                CHECK(name, same_bytes(o, r.o, sz.o * (int64_t)es),
+                      "v%d: combined o differs from forward's", v);
+            }
+            if (status_ok(name, "nsa_ref_block_mask",
+                          nsa_ref_block_mask(&c, &x, r.sel_idx, r.sel_count, bm))) {
+                for (i = 0; i < sz.sel_count; ++i) {
+                    int cntm = 0;
+                    for (j = 0; j < sz.max_slc_blocks; ++j) {
+                        uint8_t m = bm[i * sz.max_slc_blocks + j];
+                        int e, in = 0;
+                        for (e = 0; e < r.sel_count[i]; ++e)
+                            in |= r.sel_idx[i * c.n + e] == j;
+                        if ((m != 0) != in || m > 1) ++bad;
+                        cntm += m != 0;
+                    }
+                    if (cntm != r.sel_count[i]) ++bad;
+                }
+                CHECK("block_mask_agrees_with_sel_idx", bad == 0,
+                      "v%d: %lld mismatches", v, (long long)bad);
+            }
+            /* Block scores: -inf exactly where a block is not eligible;
+               the oracle's scores elsewhere. */
+            if (status_ok(name, "nsa_ref_block_scores",
+                          nsa_ref_block_scores(&c, &x, r.kc, bs, r.ws, r.wsb))) {
+                oracle_in in = prob_oracle_in(&p);
+                oracle_out oo;
+                double e = 0.0, mx = 1e-30;
+                int64_t inf_bad = 0;
+                oracle_forward(&in, &oo);
+                for (i = 0; i < sz.block_mask; ++i) {
+                    double w = oo.scores[i];
+                    if (isinf(w) || isinf(bs[i])) {
+                        if (w != (double)bs[i]) ++inf_bad;
+                        continue;
+                    }
+                    if (fabs(w) > mx) mx = fabs(w);
+                    if (fabs(w - bs[i]) > e) e = fabs(w - bs[i]);
+                }
+                CHECK("block_scores_match_oracle", inf_bad == 0 &&
+                      e / mx <= (dt == NSA_FP32 ? 1e-5 : 1e-2),
+                      "v%d: %lld eligibility mismatches, max error %.3g of max",
+                      v, (long long)inf_bad, e / mx);
+                oracle_free(&oo);
+            }
+            free(kc); free(vc); free(o); free(oc); free(os); free(ow);
+            free(lc); free(ls); free(lw); free(si); free(sn); free(bm); free(bs);
+        }
+        run_free(&r);
+        prob_free(&p);
+    }
+}
+
+/* Logits mode with tiles: the tile's score of a block whose compressed
+   blocks every query of the tile sees equals Bq * mean(q) . K_cmp, summed
+   over the group's heads (l = d = l', so blocks map one to one). */
+static void test_logits_tile_score_is_q_mean_score(void)
+{
+    const char *name = "logits_tile_score_equals_bq_times_mean_q_dot_kcmp";
+    int klen[2] = {150, 61}, bq;
+    for (bq = 4; bq <= 16; bq *= 4) {
+        nsa_config c = cfg_small();
+        prob p;
+        nsa_batch x;
+        run r;
+        c.l = c.d = c.lp = 16;
+        c.bq = bq;
+        c.score_mode = NSA_SCORE_LOGITS;
+        prob_make(&p, &c, NSA_FP32, 2, klen, NULL, 4, 2, 16, 8, 0);
+        x = prob_batch(&p);
+        if (status_ok(name, "nsa_ref_forward", run_forward(&r, &c, &x, NULL))) {
+            float *bs = (float *)xcalloc(r.sz.block_mask, 4);
+            const float *kc = (const float *)r.kc;
+            double sc = 1.0 / sqrt(16.0), err = 0.0, mx = 1e-30;
+            int64_t checked = 0;
+            if (status_ok(name, "nsa_ref_block_scores",
+                          nsa_ref_block_scores(&c, &x, r.kc, bs, r.ws, r.wsb))) {
+                int64_t u0 = 0, c0 = 0;
+                int b;
+                for (b = 0; b < 2; ++b) {
+                    int64_t nu = nsa_units(klen[b], bq), u, j;
+                    for (u = 0; u < nu; ++u) {
+                        int64_t t0 = u * bq, t1 = t0 + bq < klen[b] ? t0 + bq : klen[b];
+                        int hk, h, xx;
+                        for (hk = 0; hk < 2; ++hk)
+                            for (j = 0; (j + 1) * 16 - 1 <= t0; ++j) {
+                                double want = 0.0, got;
+                                for (h = hk * 2; h < hk * 2 + 2; ++h)
+                                    for (xx = 0; xx < 16; ++xx) {
+                                        double m = 0.0;
+                                        int64_t t;
+                                        for (t = t0; t < t1; ++t)
+                                            m += p.qd[((p.cu[b] + t) * 4 + h) * 16 + xx];
+                                        m /= (double)(t1 - t0);
+                                        want += sc * (double)(t1 - t0) * m *
+                                                kc[((c0 + j) * 2 + hk) * 16 + xx];
+                                    }
+                                got = bs[((u0 + u) * 2 + hk) * r.sz.max_slc_blocks + j];
+                                if (fabs(want) > mx) mx = fabs(want);
+                                if (fabs(got - want) > err) err = fabs(got - want);
+                                ++checked;
+                            }
+                    }
+                    u0 += nu;
+                    c0 += nsa_cmp_blocks(klen[b], 16, 16);
+                }
+                CHECK(name, checked > 0 && err / mx <= 1e-5,
+                      "bq=%d: %lld scores checked, max error %.3g of max", bq,
+                      (long long)checked, err / mx);
+            }
+            free(bs);
+        }
+        run_free(&r);
+        prob_free(&p);
+    }
+}
+
+/* 1 thread vs all threads, and two runs, bitwise. */
+static void test_results_are_bitwise_deterministic(void)
+{
+    const char *name = "results_bitwise_identical_across_threads_and_runs";
+    int klen[3] = {500, 129, 200};
+    nsa_config c = nsa_config_paper();
+    prob p;
+    nsa_batch x;
+    run a, b2, one;
+    char what[64] = "";
+    c.w = 128;
+    c.n = 4;
+    prob_make(&p, &c, NSA_BF16, 3, klen, NULL, 4, 2, 32, 32, 1);
+    x = prob_batch(&p);
+    if (status_ok(name, "run 1", run_forward(&a, &c, &x, p.g)) &&
+        status_ok(name, "run 1 bwd", run_backward(&a, &c, &x, p.g, p.dO)) &&
+        status_ok(name, "run 2", run_forward(&b2, &c, &x, p.g)) &&
+        status_ok(name, "run 2 bwd", run_backward(&b2, &c, &x, p.g, p.dO)))
+        CHECK(name, runs_equal(&a, &b2, 1, what, sizeof what),
+              "two runs differ in %s", what);
+#ifdef _OPENMP
+    {
+        int nt = omp_get_max_threads();
+        omp_set_num_threads(1);
+        if (status_ok(name, "1 thread", run_forward(&one, &c, &x, p.g)) &&
+            status_ok(name, "1 thread bwd", run_backward(&one, &c, &x, p.g, p.dO)))
+            CHECK(name, runs_equal(&a, &one, 1, what, sizeof what),
+                  "1 thread vs %d threads differ in %s", nt, what);
+        omp_set_num_threads(nt);
+        if (nt < 2)
+            printf("note: only one OpenMP thread available; the thread-count "
+                   "comparison compared 1 with 1\n");
+    }
+#else
+    printf("note: built without OpenMP; determinism checked across runs only "
+           "(single-threaded)\n");
+    memset(&one, 0, sizeof one);
+#endif
+    run_free(&a);
+    run_free(&b2);
+    run_free(&one);
+    prob_free(&p);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Bad input: status, a message naming the argument, untouched outputs. */
+
+/* msg names arg: as a whole identifier for short names, else a substring. */
+static int names_arg(const char *msg, const char *arg)
+{
+    size_t n = strlen(arg);
+    const char *s = msg;
+    if (n > 2) return strstr(msg, arg) != NULL;
+    while ((s = strstr(s, arg)) != NULL) {
+        int before = s == msg || !(isalnum((unsigned char)s[-1]) || s[-1] == '_');
+        int after = !(isalnum((unsigned char)s[n]) || s[n] == '_');
+        if (before && after) return 1;
+        ++s;
+    }
+    return 0;
+}
+
+#define POISON 0xA5
+
+static int is_poisoned(const void *p, int64_t n)
+{
+    const unsigned char *c = (const unsigned char *)p;
+    int64_t i;
+    for (i = 0; i < n; ++i)
+        if (c[i] != POISON) return 0;
+    return 1;
+}
+
+static void poison_run(run *r)
+{
+    size_t es = nsa_dtype_size(r->dt);
+    int c;
+    memset(r->o, POISON, (size_t)r->sz.o * es);
+    for (c = 0; c < 3; ++c) memset(r->lse[c], POISON, (size_t)r->sz.lse * 4);
+    memset(r->sel_idx, POISON, (size_t)r->sz.sel_idx * 4);
+    memset(r->sel_count, POISON, (size_t)r->sz.sel_count * 4);
+    memset(r->kc, POISON, (size_t)r->sz.k_cmp * es);
+    memset(r->gr.dq, POISON, (size_t)r->sz.q * es);
+    memset(r->gr.dk, POISON, (size_t)r->sz.k * es);
+    memset(r->gr.dv, POISON, (size_t)r->sz.v * es);
+    memset(r->gr.dgates, POISON, (size_t)r->sz.gates * es);
+}
+
+static int run_untouched(const run *r)
+{
+    size_t es = nsa_dtype_size(r->dt);
+    int c, ok = is_poisoned(r->o, r->sz.o * (int64_t)es);
+    for (c = 0; c < 3; ++c) ok &= is_poisoned(r->lse[c], r->sz.lse * 4);
+    ok &= is_poisoned(r->sel_idx, r->sz.sel_idx * 4);
+    ok &= is_poisoned(r->sel_count, r->sz.sel_count * 4);
+    ok &= is_poisoned(r->kc, r->sz.k_cmp * (int64_t)es);
+    ok &= is_poisoned(r->gr.dq, r->sz.q * (int64_t)es);
+    ok &= is_poisoned(r->gr.dk, r->sz.k * (int64_t)es);
+    ok &= is_poisoned(r->gr.dv, r->sz.v * (int64_t)es);
+    ok &= is_poisoned(r->gr.dgates, r->sz.gates * (int64_t)es);
+    return ok;
+}
+
+static void expect_error(const char *name, nsa_status got, nsa_status want,
+                         const char *arg, const run *r)
+{
+    const char *msg = nsa_last_error();
+    CHECK(name, got == want, "status %s, want %s (message: %s)",
+          status_name(got), nsa_status_string(want), msg);
+    CHECK(name, names_arg(msg, arg), "message \"%s\" does not name %s", msg, arg);
+    if (r) CHECK(name, run_untouched(r), "an output buffer was written");
+}
+
+/* Forward on a mutated config / batch, everything else valid. */
+static void bad_forward(const char *name, const nsa_config *c, const nsa_batch *x,
+                        run *r, const void *gates, nsa_status want, const char *arg)
+{
+    poison_run(r);
+    {
+        nsa_status gst_;
+        GUARD_CALL(gst_, nsa_ref_forward(c, x, gates, r->o, &r->sv, r->ws, r->wsb));
+        expect_error(name, gst_,
+                     want, arg, r);
+    }
+}
+
+static void bad_backward(const char *name, const nsa_config *c, const nsa_batch *x,
+                         run *r, const void *gates, const void *d_o,
+                         const nsa_saved *sv, nsa_grads *gr, nsa_status want,
+                         const char *arg)
+{
+    poison_run(r);
+    {
+        nsa_status gst_;
+        GUARD_CALL(gst_, nsa_ref_backward(c, x, gates, d_o, sv, gr, r->ws, r->wsb));
+        expect_error(name, gst_,
+                     want, arg, r);
+    }
+}
+
+static void test_bad_input_is_rejected(void)
+{
+    nsa_config c = cfg_small();
+    int klen[3] = {40, 9, 30};
+    prob p;
+    nsa_batch x, y;
+    nsa_config d;
+    run r;
+    int32_t cu[4];
+    prob_make(&p, &c, NSA_FP32, 3, klen, NULL, 4, 2, 16, 8, 1);
+    x = prob_batch(&p);
+    if (!status_ok("bad_input_base_case_is_valid", "nsa_ref_forward",
+                   run_forward(&r, &c, &x, p.g)) ||
+        !status_ok("bad_input_base_case_is_valid", "nsa_ref_backward",
+                   run_backward(&r, &c, &x, p.g, p.dO))) {
+        run_free(&r);
+        prob_free(&p);
+        return;
+    }
+    /* NULL pointers. */
+    poison_run(&r);
+    {
+        nsa_status gst_;
+        GUARD_CALL(gst_, nsa_ref_forward(NULL, &x, p.g, r.o, &r.sv, r.ws, r.wsb));
+        expect_error("null_config_is_rejected", gst_,
+                     NSA_ERR_NULL_POINTER, "cfg", &r);
+    }
+    poison_run(&r);
+    {
+        nsa_status gst_;
+        GUARD_CALL(gst_, nsa_ref_forward(&c, NULL, p.g, r.o, &r.sv, r.ws, r.wsb));
+        expect_error("null_batch_is_rejected", gst_,
+                     NSA_ERR_NULL_POINTER, "batch", &r);
+    }
+    y = x; y.q = NULL;
+    bad_forward("null_q_is_rejected", &c, &y, &r, p.g, NSA_ERR_NULL_POINTER, "q");
+    y = x; y.k = NULL;
+    bad_forward("null_k_is_rejected", &c, &y, &r, p.g, NSA_ERR_NULL_POINTER, "k");
+    y = x; y.v = NULL;
+    bad_forward("null_v_is_rejected", &c, &y, &r, p.g, NSA_ERR_NULL_POINTER, "v");
+    y = x; y.cu_seqlens = NULL;
+    bad_forward("null_cu_seqlens_is_rejected", &c, &y, &r, p.g,
+                NSA_ERR_NULL_POINTER, "cu_seqlens");
+    poison_run(&r);
+    {
+        nsa_status gst_;
+        GUARD_CALL(gst_, nsa_ref_forward(&c, &x, p.g, NULL, &r.sv, r.ws, r.wsb));
+        expect_error("null_output_is_rejected", gst_,
+                     NSA_ERR_NULL_POINTER, "o", &r);
+    }
+    poison_run(&r);
+    {
+        nsa_status gst_;
+        GUARD_CALL(gst_, nsa_ref_forward(&c, &x, p.g, r.o, NULL, r.ws, r.wsb));
+        expect_error("null_saved_is_rejected", gst_,
+                     NSA_ERR_NULL_POINTER, "saved", &r);
+    }
+    {
+        nsa_saved sv = r.sv;
+        sv.lse_cmp = NULL;
+        poison_run(&r);
+        {
+            nsa_status gst_;
+            GUARD_CALL(gst_, nsa_ref_forward(&c, &x, p.g, r.o, &sv, r.ws, r.wsb));
+            expect_error("missing_saved_lse_is_rejected", gst_,
+                         NSA_ERR_NULL_POINTER, "lse_cmp", &r);
+        }
+        sv = r.sv;
+        sv.sel_idx = NULL;
+        poison_run(&r);
+        {
+            nsa_status gst_;
+            GUARD_CALL(gst_, nsa_ref_forward(&c, &x, p.g, r.o, &sv, r.ws, r.wsb));
+            expect_error("missing_saved_selection_is_rejected", gst_,
+                         NSA_ERR_NULL_POINTER, "sel_idx", &r);
+        }
+    }
+    /* A workspace far below any need. */
+    poison_run(&r);
+    {
+        nsa_status gst_;
+        GUARD_CALL(gst_, nsa_ref_forward(&c, &x, p.g, r.o, &r.sv, r.ws, 8));
+        expect_error("too_small_workspace_is_rejected", gst_,
+                     NSA_ERR_WORKSPACE, "workspace", &r);
+    }
+    /* nsa.h: NSA_ERR_WORKSPACE is "the workspace is smaller than the size
+       query"; one byte short of it must be refused. */
+    poison_run(&r);
+    {
+        nsa_status gst_;
+        GUARD_CALL(gst_, nsa_ref_forward(&c, &x, p.g, r.o, &r.sv, r.ws, r.wsb - 1));
+        expect_error("workspace_below_size_query_is_rejected", gst_,
+                     NSA_ERR_WORKSPACE, "workspace", &r);
+    }
+    if (r.wsb > 0) {
+        poison_run(&r);
+        {
+            nsa_status gst_;
+            GUARD_CALL(gst_, nsa_ref_forward(&c, &x, p.g, r.o, &r.sv, NULL, r.wsb));
+            expect_error("null_workspace_is_rejected", gst_,
+                         NSA_ERR_NULL_POINTER, "workspace", &r);
+        }
+    }
+    /* Config rules. */
+    d = c; d.d = 3;
+    bad_forward("stride_not_dividing_l_is_rejected", &d, &x, &r, p.g,
+                NSA_ERR_INVALID_CONFIG, "d");
+    d = c; d.l = 8; d.d = 8; d.lp = 12;
+    bad_forward("stride_not_dividing_lp_is_rejected", &d, &x, &r, p.g,
+                NSA_ERR_INVALID_CONFIG, "d");
+    d = c; d.n = 0; d.n_init = 0; d.n_local = 0;
+    bad_forward("n_zero_with_selected_branch_is_rejected", &d, &x, &r, p.g,
+                NSA_ERR_INVALID_CONFIG, "n");
+    d = c; d.n = 2; d.n_init = 1; d.n_local = 2;
+    bad_forward("forced_blocks_beyond_n_are_rejected", &d, &x, &r, p.g,
+                NSA_ERR_INVALID_CONFIG, "n_init");
+    d = c; d.w = 0;
+    bad_forward("window_below_one_is_rejected", &d, &x, &r, p.g,
+                NSA_ERR_INVALID_CONFIG, "w");
+    d = c; d.branches = 0;
+    bad_forward("no_branch_is_rejected", &d, &x, &r, p.g,
+                NSA_ERR_INVALID_CONFIG, "branches");
+    d = c; d.bq = 0;
+    bad_forward("query_tile_below_one_is_rejected", &d, &x, &r, p.g,
+                NSA_ERR_INVALID_CONFIG, "bq");
+    d = c; d.scale = -1.0f;
+    bad_forward("negative_scale_is_rejected", &d, &x, &r, p.g,
+                NSA_ERR_INVALID_CONFIG, "scale");
+    /* Batch rules. */
+    y = x; y.H = 3; y.Hkv = 2;
+    bad_forward("heads_not_multiple_of_kv_heads_are_rejected", &c, &y, &r, p.g,
+                NSA_ERR_INVALID_BATCH, "H");
+    memcpy(cu, p.cu, sizeof cu);
+    cu[1] = 45; cu[2] = 44;
+    y = x; y.cu_seqlens = cu;
+    bad_forward("cu_seqlens_not_monotone_is_rejected", &c, &y, &r, p.g,
+                NSA_ERR_INVALID_BATCH, "cu_seqlens");
+    memcpy(cu, p.cu, sizeof cu);
+    cu[3] = (int32_t)p.T - 1;
+    y = x; y.cu_seqlens = cu;
+    bad_forward("cu_seqlens_not_ending_at_T_is_rejected", &c, &y, &r, p.g,
+                NSA_ERR_INVALID_BATCH, "cu_seqlens");
+    memcpy(cu, p.cu, sizeof cu);
+    cu[0] = 1;
+    y = x; y.cu_seqlens = cu;
+    bad_forward("cu_seqlens_not_starting_at_0_is_rejected", &c, &y, &r, p.g,
+                NSA_ERR_INVALID_BATCH, "cu_seqlens");
+    {
+        /* sequence 1 gets 10 queries for its 9 keys (total TQ = T). */
+        static int32_t cq[4];
+        cq[0] = 0; cq[1] = 39; cq[2] = 49; cq[3] = (int32_t)p.T;
+        y = x; y.cu_seqlens_q = cq; y.TQ = p.T;
+        bad_forward("more_queries_than_keys_is_rejected", &c, &y, &r, p.g,
+                    NSA_ERR_INVALID_BATCH, "cu_seqlens_q");
+    }
+    y = x; y.q_stride_token = -1;
+    bad_forward("negative_stride_is_rejected", &c, &y, &r, p.g,
+                NSA_ERR_INVALID_BATCH, "q");
+    y = x; y.q_stride_token = INT64_MAX / 8;
+    bad_forward("overflowing_strides_are_rejected", &c, &y, &r, p.g,
+                NSA_ERR_OVERFLOW, "q");
+    {
+        /* T * H * Dk past 2^63: nothing may be read or written. */
+        static int32_t cub[2] = {0, 1 << 30};
+        y = x; y.B = 1; y.T = y.TQ = 1 << 30; y.cu_seqlens = cub;
+        y.H = y.Hkv = 1 << 20; y.Dk = y.Dv = 1 << 20;
+        bad_forward("overflowing_sizes_are_rejected", &c, &y, &r, p.g,
+                    NSA_ERR_OVERFLOW, "batch");
+    }
+    d = c; d.caller_compressed = 1;
+    bad_forward("caller_compressed_without_k_cmp_is_rejected", &d, &x, &r, p.g,
+                NSA_ERR_NULL_POINTER, "k_cmp");
+    y = x; y.sel_idx = r.sel_idx; y.sel_count = NULL;
+    bad_forward("caller_selection_without_counts_is_rejected", &c, &y, &r, p.g,
+                NSA_ERR_NULL_POINTER, "sel_count");
+    /* Backward: missing saved or gradient buffers. */
+    {
+        nsa_grads g = r.gr;
+        nsa_saved sv = r.sv;
+        bad_backward("backward_null_d_o_is_rejected", &c, &x, &r, p.g, NULL, &r.sv,
+                     &r.gr, NSA_ERR_NULL_POINTER, "d_o");
+        bad_backward("backward_null_saved_is_rejected", &c, &x, &r, p.g, p.dO,
+                     NULL, &r.gr, NSA_ERR_NULL_POINTER, "saved");
+        bad_backward("backward_null_grads_is_rejected", &c, &x, &r, p.g, p.dO,
+                     &r.sv, NULL, NSA_ERR_NULL_POINTER, "grads");
+        g.dq = NULL;
+        bad_backward("backward_missing_dq_is_rejected", &c, &x, &r, p.g, p.dO,
+                     &r.sv, &g, NSA_ERR_NULL_POINTER, "dq");
+        g = r.gr; g.dk = NULL;
+        bad_backward("backward_missing_dk_is_rejected", &c, &x, &r, p.g, p.dO,
+                     &r.sv, &g, NSA_ERR_NULL_POINTER, "dk");
+        g = r.gr; g.dv = NULL;
+        bad_backward("backward_missing_dv_is_rejected", &c, &x, &r, p.g, p.dO,
+                     &r.sv, &g, NSA_ERR_NULL_POINTER, "dv");
+        g = r.gr; g.dgates = NULL;
+        bad_backward("backward_missing_dgates_with_gates_is_rejected", &c, &x, &r,
+                     p.g, p.dO, &r.sv, &g, NSA_ERR_NULL_POINTER, "dgates");
+        sv.lse_win = NULL;
+        bad_backward("backward_missing_saved_lse_is_rejected", &c, &x, &r, p.g,
+                     p.dO, &sv, &r.gr, NSA_ERR_NULL_POINTER, "lse_win");
+        sv = r.sv; sv.sel_count = NULL;
+        bad_backward("backward_missing_saved_selection_is_rejected", &c, &x, &r,
+                     p.g, p.dO, &sv, &r.gr, NSA_ERR_NULL_POINTER, "sel_count");
+        poison_run(&r);
+        {
+            nsa_status gst_;
+            GUARD_CALL(gst_, nsa_ref_backward(&c, &x, p.g, p.dO, &r.sv, &r.gr, r.ws,
+                                              8));
+            expect_error("backward_too_small_workspace_is_rejected", gst_,
+                         NSA_ERR_WORKSPACE, "workspace", &r);
+        }
+        poison_run(&r);
+        {
+            nsa_status gst_;
+            GUARD_CALL(gst_, nsa_ref_backward(&c, &x, p.g, p.dO, &r.sv, &r.gr, r.ws,
+                                              r.wsb - 1));
+            expect_error("backward_workspace_below_size_query_is_rejected", gst_,
+                         NSA_ERR_WORKSPACE, "workspace", &r);
+        }
+        poison_run(&r);
+        {
+            nsa_status gst_;
+            GUARD_CALL(gst_, nsa_ref_backward(NULL, &x, p.g, p.dO, &r.sv, &r.gr,
+                                              r.ws, r.wsb));
+            expect_error("backward_null_config_is_rejected", gst_,
+                         NSA_ERR_NULL_POINTER, "cfg", &r);
+        }
+        poison_run(&r);
+        {
+            nsa_status gst_;
+            GUARD_CALL(gst_, nsa_ref_backward(&c, NULL, p.g, p.dO, &r.sv, &r.gr,
+                                              r.ws, r.wsb));
+            expect_error("backward_null_batch_is_rejected", gst_,
+                         NSA_ERR_NULL_POINTER, "batch", &r);
+        }
+    }
+    {
+        /* caller_compressed backward needs dk_cmp / dv_cmp. */
+        nsa_config e = c;
+        run rc;
+        e.caller_compressed = 1;
+        y = x; y.k_cmp = p.kc; y.v_cmp = p.vc;
+        if (status_ok("backward_missing_dk_cmp_is_rejected", "nsa_ref_forward",
+                      run_forward(&rc, &e, &y, p.g))) {
+            nsa_grads g = rc.gr;
+            g.dk_cmp = NULL;
+            bad_backward("backward_missing_dk_cmp_is_rejected", &e, &y, &rc, p.g,
+                         p.dO, &rc.sv, &g, NSA_ERR_NULL_POINTER, "dk_cmp");
+            g = rc.gr; g.dv_cmp = NULL;
+            bad_backward("backward_missing_dv_cmp_is_rejected", &e, &y, &rc, p.g,
+                         p.dO, &rc.sv, &g, NSA_ERR_NULL_POINTER, "dv_cmp");
+        }
+        run_free(&rc);
+    }
+    /* Window off: w = 0 is not an error. */
+    {
+        nsa_config e = c;
+        run rw;
+        e.branches = NSA_BRANCH_CMP | NSA_BRANCH_SLC;
+        e.w = 0;
+        status_ok("window_zero_with_window_off_is_valid", "nsa_ref_forward",
+                  run_forward(&rw, &e, &x, p.g));
+        run_free(&rw);
+    }
+    /* Stage entry points and top-k validate too. */
+    {
+        float sc[4] = {1, 2, 3, 4};
+        int32_t idx[4], cnt;
+        nsa_status st;
+        poison_run(&r);
+        GUARD_CALL(st, nsa_ref_select(&c, &x, NULL, r.sel_idx, r.sel_count, r.ws, r.wsb));
+        expect_error("select_without_k_cmp_is_rejected", st, NSA_ERR_NULL_POINTER,
+                     "k_cmp", &r);
+        poison_run(&r);
+        GUARD_CALL(st, nsa_ref_select(NULL, &x, r.kc, r.sel_idx, r.sel_count, r.ws, r.wsb));
+        expect_error("select_null_config_is_rejected", st, NSA_ERR_NULL_POINTER,
+                     "cfg", &r);
+        poison_run(&r);
+        GUARD_CALL(st, nsa_ref_attend_win(&c, NULL, (float *)r.o, r.lse[2]));
+        expect_error("attend_win_null_batch_is_rejected", st, NSA_ERR_NULL_POINTER,
+                     "batch", &r);
+        poison_run(&r);
+        GUARD_CALL(st, nsa_ref_compress(&c, &x, NULL, r.kc));
+        expect_error("compress_without_output_is_rejected", st,
+                     NSA_ERR_NULL_POINTER, "k_cmp", &r);
+        GUARD_CALL(st, nsa_ref_topk_rows(NULL, 1, 4, 4, NULL, NULL, 2, idx, &cnt, r.ws, r.wsb));
+        expect_error("topk_without_scores_is_rejected", st, NSA_ERR_NULL_POINTER,
+                     "scores", NULL);
+        {
+            size_t need = 0;
+            nsa_ref_topk_workspace_size(1, 4, 2, &need);
+            GUARD_CALL(st, nsa_ref_topk_rows(sc, 1, 4, 4, NULL, NULL, 2, idx, &cnt,
+                                             r.ws, 1));
+            expect_error("topk_too_small_workspace_is_rejected", st,
+                         NSA_ERR_WORKSPACE, "workspace", NULL);
+            if (need > 0) {
+                GUARD_CALL(st, nsa_ref_topk_rows(sc, 1, 4, 4, NULL, NULL, 2, idx, &cnt,
+                                       r.ws, need - 1));
+                expect_error("topk_workspace_below_size_query_is_rejected", st,
+                             NSA_ERR_WORKSPACE, "workspace", NULL);
+            }
+        }
+    }
+    run_free(&r);
+    prob_free(&p);
+}
+
+/* ------------------------------------------------------------------------ */
+
+static int verbose_mode;
+
+/* Runs one test; with NSA_TEST_VERBOSE=1 prints its CPU time. */
+#define RUN_TEST(fn)                                                       \
+    do {                                                                   \
+        clock_t t_ = clock();                                              \
+        fn();                                                              \
+        if (verbose_mode)                                                  \
+            printf("  %-55s %6.2f s\n", #fn,                               \
+                   (double)(clock() - t_) / CLOCKS_PER_SEC);               \
+    } while (0)
+
+int main(int argc, char **argv)
+{
+    const char *vec = argc > 1 ? argv[1] : getenv("NSA_VECTORS_DIR");
+    const char *q = getenv("NSA_TEST_QUICK");
+    clock_t t0 = clock();
+    DIR *probe; /* <dirent.h> comes with the vectors checker */
+    int i;
+    setvbuf(stdout, NULL, _IOLBF, 0); /* keep FAIL lines if a test crashes */
+    quick_mode = q && *q && strcmp(q, "0") != 0;
+    verbose_mode = getenv("NSA_TEST_VERBOSE") && strcmp(getenv("NSA_TEST_VERBOSE"), "0") != 0;
+    check_seed_from_env();
+#ifdef _OPENMP
+    printf("OpenMP: %d threads\n", omp_get_max_threads());
+#else
+    printf("OpenMP: off (single-threaded)\n");
+#endif
+    RUN_TEST(test_oracle_gradient_matches_central_differences);
+    RUN_TEST(test_forward_backward_match_oracle_in_each_dtype);
+    RUN_TEST(test_presets_match_oracle);
+    RUN_TEST(test_gqa_ratios_match_oracle);
+    RUN_TEST(test_head_dims_match_oracle);
+    RUN_TEST(test_branch_subsets_match_oracle);
+    RUN_TEST(test_query_tiles_match_oracle);
+    RUN_TEST(test_logits_mode_and_forced_variants_match_oracle);
+    RUN_TEST(test_caller_compressed_matches_oracle);
+    RUN_TEST(test_caller_selection_is_used_as_given);
+    RUN_TEST(test_gradients_match_central_differences);
+    RUN_TEST(test_selection_ties_pick_lower_index);
+    RUN_TEST(test_forced_blocks_near_sequence_start);
+    RUN_TEST(test_topk_rows_match_full_sort);
+    RUN_TEST(test_topk_special_values_rank_as_contract_says);
+    RUN_TEST(test_nan_input_propagates_to_readers);
+    RUN_TEST(test_each_sequence_equals_running_it_alone);
+    RUN_TEST(test_suffix_queries_equal_full_run_rows);
+    RUN_TEST(test_strided_inputs_equal_contiguous);
+    RUN_TEST(test_stages_compose_to_forward);
+    RUN_TEST(test_logits_tile_score_is_q_mean_score);
+    RUN_TEST(test_results_are_bitwise_deterministic);
+    RUN_TEST(test_bad_input_is_rejected);
+
+    /* Golden vectors from an outside fp64 implementation. */
+    if (!vec || !*vec) vec = "../shared/vectors";
+    probe = opendir(vec);
+    if (probe) {
+        int vp = 0, vf = 0;
+        closedir(probe);
+        nsa_vectors_check_folder(vec, &vp, &vf);
+        check_add(vp, vf);
+        printf("vectors: %d passed, %d failed (%s)\n", vp, vf, vec);
+    } else {
+        printf("vectors: skipped, no folder %s (not counted)\n", vec);
+    }
+
+    for (i = 0; i < 3; ++i)
+        printf("worst error vs oracle, %s: o %.3g, lse %.3g, gradients %.3g\n",
+               dtype_name((nsa_dtype)i), worst_o[i], worst_lse[i], worst_grad[i]);
+    printf("selection rows that differ from the oracle only by a near-tie "
+           "swap: %ld\n", near_tie_rows);
+    printf("time: %.1f s of CPU\n", (double)(clock() - t0) / CLOCKS_PER_SEC);
+    return check_summary();
+}
