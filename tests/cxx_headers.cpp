@@ -3,6 +3,7 @@
 #define NSA_IMPLEMENTATION
 #define NSA_REF_IMPLEMENTATION
 #include "nsa_ref.h"
+#include "nsa_cuda.h"
 
 int nsa_cxx_headers_compile(void);
 int nsa_cxx_headers_compile(void)

@@ -1,0 +1,100 @@
+"""bench_dense.py -- dense causal attention (torch SDPA) beside bench_cuda.
+
+Same shape as bench_cuda's NSA rows: B=1, H=64 query heads, Hkv=4 (K/V
+expanded to 64 heads before timing), D=128, bf16, causal; forward and
+forward+backward through the cuDNN and the flash backends of
+torch.nn.functional.scaled_dot_product_attention; then torch.topk on
+[rows, 129280] fp32 for rows 32 and 2048. CUDA events, warm-up, median.
+Useful TFLOP/s counts 4*D*H*T*(T+1)/2 for the forward, 2.5x that more for
+the backward.
+
+usage: python3 bench_dense.py [--tmax T] [--reps N] [--csv FILE]"""
+import argparse
+import statistics
+
+import torch
+import torch.nn.functional as F
+from torch.nn.attention import SDPBackend, sdpa_kernel
+
+
+def median_ms(fn, reps):
+    for _ in range(2):
+        fn()
+    torch.cuda.synchronize()
+    ts = []
+    for _ in range(reps):
+        a = torch.cuda.Event(enable_timing=True)
+        b = torch.cuda.Event(enable_timing=True)
+        a.record()
+        fn()
+        b.record()
+        b.synchronize()
+        ts.append(a.elapsed_time(b))
+    return statistics.median(ts)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--tmax", type=int, default=131072)
+    ap.add_argument("--reps", type=int, default=20)
+    ap.add_argument("--tmul", type=int, default=2)
+    ap.add_argument("--csv", default=None)
+    a = ap.parse_args()
+    name = torch.cuda.get_device_name(0)
+    peak = 756.0 if "PCIe" in name else 989.0
+    print(f"device: {name}, torch {torch.__version__}, peak taken as {peak:.0f} TFLOP/s")
+    out = open(a.csv, "w") if a.csv else None
+    if out:
+        out.write("what,T,ms,tflops,frac_peak\n")
+    H, D = 64, 128
+    print(f"\ndense causal SDPA, B=1 H={H} D={D} bf16")
+    print(f"{'backend':>8} {'T':>7} {'reps':>5} {'fwd ms':>9} {'TFLOP/s':>8} {'fwd+bwd ms':>11} {'TFLOP/s':>8} {'of peak':>8}")
+    T = 8192
+    while T <= a.tmax:
+        # the largest sizes take seconds per call: fewer repetitions there
+        reps = a.reps if T <= 32768 else max(3, a.reps // 4)
+        q = torch.randn(1, H, T, D, device="cuda", dtype=torch.bfloat16, requires_grad=True)
+        k = torch.randn(1, H, T, D, device="cuda", dtype=torch.bfloat16, requires_grad=True)
+        v = torch.randn(1, H, T, D, device="cuda", dtype=torch.bfloat16, requires_grad=True)
+        do = torch.randn(1, H, T, D, device="cuda", dtype=torch.bfloat16)
+        f_fwd = 4.0 * D * H * T * (T + 1) / 2
+        f_fb = 3.5 * f_fwd
+        for bname, be in (("cudnn", SDPBackend.CUDNN_ATTENTION), ("flash", SDPBackend.FLASH_ATTENTION)):
+            try:
+                with sdpa_kernel(be):
+                    def fwd():
+                        with torch.no_grad():
+                            F.scaled_dot_product_attention(q, k, v, is_causal=True)
+
+                    def fb():
+                        o = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+                        o.backward(do)
+
+                    tf = median_ms(fwd, reps)
+                    tb = median_ms(fb, reps)
+            except Exception as e:  # backend not available for this shape
+                print(f"{bname:>8} {T:>7} unavailable: {str(e)[:60]}")
+                continue
+            a1, a2 = f_fwd / tf / 1e9, f_fb / tb / 1e9
+            print(f"{bname:>8} {T:>7} {reps:>5} {tf:>9.3f} {a1:>8.1f} {tb:>11.3f} {a2:>8.1f} {100 * a2 / peak:>7.1f}%")
+            if out:
+                out.write(f"sdpa_{bname}_fwd,{T},{tf:.4f},{a1:.2f},{a1 / peak:.4f}\n")
+                out.write(f"sdpa_{bname}_fwd_bwd,{T},{tb:.4f},{a2:.2f},{a2 / peak:.4f}\n")
+        del q, k, v, do
+        torch.cuda.empty_cache()
+        T *= a.tmul
+    cols = 129280
+    print(f"\ntorch.topk per row, {cols} columns, fp32")
+    for rows in (32, 2048):
+        for kk in (64, 2048):
+            x = torch.rand(rows, cols, device="cuda")
+            t = median_ms(lambda: torch.topk(x, kk, dim=1), a.reps)
+            print(f"{rows:>6} {kk:>6} {t:>10.4f} ms")
+            if out:
+                out.write(f"torch_topk_rows{rows}_k{kk},{cols},{t:.4f},,\n")
+    if out:
+        out.close()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,41 @@
+# cuda.mk -- the CUDA part of the build (included by the Makefile).
+#
+#   make cuda          compile and link all CUDA code with nvcc, warnings as
+#                      errors, for sm_80 and sm_90a (no GPU needed: what CI runs)
+#   make cuda-example  build/cuda_example: a C program (gcc) calling the GPU
+#                      path through nsa_cuda.h, linked with one nvcc object
+#   make cuda-test     build/test_cuda: GPU vs CPU reference cross-checks
+#   make cuda-bench    build/bench_cuda: GPU benchmark
+#
+# On a machine with a GPU, tests/gpu.sh OUTDIR builds and runs all of it.
+
+NVCC      ?= nvcc
+BUILD     ?= build
+CUDA_HOME ?= /usr/local/cuda
+CUDA_ARCH ?= -gencode=arch=compute_80,code=sm_80 -gencode=arch=compute_90a,code=sm_90a
+NVCC_WARN  = -Werror all-warnings -Xcompiler -Wall,-Wextra,-Werror
+NVCC_FLAGS = -std=c++17 -O3 $(CUDA_ARCH) $(NVCC_WARN) -I. -Xcompiler -ffp-contract=off
+CUDA_LIBS  = -L$(CUDA_HOME)/lib64 -lcudart
+CUDA_SRC   = nsa_cuda.h $(wildcard kernels/*.cuh) nsa.h
+
+.PHONY: cuda cuda-example cuda-test cuda-bench
+cuda: $(BUILD)/cuda_example $(BUILD)/test_cuda $(BUILD)/bench_cuda
+cuda-example: $(BUILD)/cuda_example
+cuda-test: $(BUILD)/test_cuda
+cuda-bench: $(BUILD)/bench_cuda
+
+# The library object: nsa.h's shared part + the CUDA implementation.
+$(BUILD)/nsa_cuda.o: examples/nsa_cuda.cu $(CUDA_SRC) | $(BUILD)
+	$(NVCC) $(NVCC_FLAGS) -c $< -o $@
+
+# A plain C program (gcc, C99) that never sees CUDA syntax.
+$(BUILD)/cuda_example.o: examples/cuda_example.c nsa.h nsa_cuda.h | $(BUILD)
+	$(CC) -std=c99 -Wall -Wextra -Werror -pedantic -O2 -I. -isystem $(CUDA_HOME)/include -c $< -o $@
+$(BUILD)/cuda_example: $(BUILD)/cuda_example.o $(BUILD)/nsa_cuda.o
+	$(NVCC) $(CUDA_ARCH) $^ -o $@ $(CUDA_LIBS) -lm
+
+# Tests and benchmarks: one translation unit each (reference + CUDA).
+$(BUILD)/test_cuda: tests/test_cuda.cu $(CUDA_SRC) nsa_ref.h $(wildcard tools/*.h) | $(BUILD)
+	$(NVCC) $(NVCC_FLAGS) -Xcompiler -fopenmp $< -o $@ -lm -lgomp
+$(BUILD)/bench_cuda: bench/bench_cuda.cu $(CUDA_SRC) | $(BUILD)
+	$(NVCC) $(NVCC_FLAGS) $< -o $@ -lm

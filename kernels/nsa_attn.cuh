@@ -1,0 +1,783 @@
+/* kernels/nsa_attn.cuh -- one tile engine, three key iterators.
+
+   Row-centric kernels (forward, its recompute for backward, and dQ): a CTA
+   of NW warps owns NW*16 flattened (token, head) rows of one kv head; the
+   G query heads of a GQA group are adjacent rows, so each K/V chunk staged
+   in shared memory serves the whole group (group-centric loading).
+     cmp: compressed blocks 0 .. last visible one of the tile's last token;
+          a block is visible to t iff i*d + l - 1 <= t (contract, branch 1),
+          so the tiles above that line are never loaded.
+     win: keys max(0, t_first - w + 1) .. t_last only.
+     slc: the tile lies inside one selection unit (query or query tile) and
+          walks the unit's selected blocks; mask s <= t.
+   Softmax is online in the log2 domain (FlashAttention-2); lse is written
+   per branch in natural log.
+
+   Key-centric kernel (dK, dV): a CTA owns 64 keys (or compressed blocks) and
+   walks the query rows that can see them: a contiguous row range for cmp and
+   win, and the transposed selection (for each block, the units that chose
+   it, ascending) for slc. Each key is owned by one CTA, so the reduction is
+   a fixed-order loop: no atomics, bitwise reproducible. */
+#ifndef NSA_KERNELS_ATTN_CUH
+#define NSA_KERNELS_ATTN_CUH
+
+#include "nsa_common.cuh"
+
+namespace nsak {
+
+enum { BR_CMP = 0, BR_SLC = 1, BR_WIN = 2 };
+
+/* A fragment of fp32 pairs as hi + lo in the storage type: the gradient
+   products (dS K, dS^T Q, P^T dO) run as two mma, hi and lo, so rounding
+   dS or P to bf16 costs no accuracy (the residual's own rounding is
+   ~2^-16 relative); the error left is the fp32 accumulation's. */
+template <typename T>
+__device__ inline void split2(float a, float b, uint32_t &hi, uint32_t &lo)
+{
+    hi = Ty<T>::pack(a, b);
+    float2 h = Ty<T>::unpack(hi);
+    lo = Ty<T>::pack(a - h.x, b - h.y);
+}
+enum { M_STAGE = 0, M_FWD = 1, M_PREP = 2 };
+
+struct Params {
+    int B, H, Hkv, G;
+    int l, d, lp, n, n_init, n_local, w, bq, probs;
+    float sc, sl2, gate_default;
+    const int32_t *cuk, *cuq;
+    const int64_t *pf[PF_COUNT];
+    const void *q, *k, *v;
+    int64_t qst, qsh, kst, ksh, vst, vsh;
+    const void *kc, *vc;
+    const void *gates;
+    const int32_t *sel_idx, *sel_cnt;
+    const void *dout;
+    float *lse[3];
+    float *ostage;
+    float *acc;
+    void *out;
+    int acc_in, final_out;
+    float *delta[3];
+    void *dgates;
+    float *dk_acc, *dv_acc, *dkc_acc, *dvc_acc;
+    const int32_t *tr_start, *tr_units;
+    int64_t nsel_tot;
+};
+
+/* The rows of a row-centric CTA: flattened row f in [fbase, fmax) of a
+   segment maps to query tok_off + f / G, head g = f % G. */
+struct RowTile {
+    int b, nq, nk, pos0;
+    int64_t q0;          /* global index of the sequence's first query */
+    int64_t fbase, fmax;
+    int tok_off;
+    int t_first, t_last; /* positions of the tile's first and last query */
+    int unit;            /* slc: unit within the sequence */
+};
+
+template <bool SLC, int NW>
+__device__ inline bool locate_rows(const Params &p, RowTile &r)
+{
+    const int64_t tile = blockIdx.x;
+    if (!SLC) {
+        r.b = find_seq(p.pf[PF_ROWT], p.B, tile);
+        r.fbase = (tile - p.pf[PF_ROWT][r.b]) * 64;
+        r.tok_off = 0;
+        r.unit = 0;
+    } else {
+        r.b = find_seq(p.pf[PF_UNITT], p.B, tile);
+        int64_t ti = tile - p.pf[PF_UNITT][r.b];
+        int64_t tpu = cdiv64((int64_t)p.bq * p.G, 16);
+        r.unit = (int)(ti / tpu);
+        r.fbase = (ti % tpu) * 16;
+        r.tok_off = r.unit * p.bq;
+    }
+    int64_t qs = p.cuq[r.b], ks = p.cuk[r.b];
+    r.nq = (int)(p.cuq[r.b + 1] - qs);
+    r.nk = (int)(p.cuk[r.b + 1] - ks);
+    r.pos0 = r.nk - r.nq;
+    r.q0 = qs;
+    if (!SLC) r.fmax = (int64_t)r.nq * p.G;
+    else r.fmax = (int64_t)min(p.bq, r.nq - r.tok_off) * p.G;
+    if (r.fbase >= r.fmax) return false;
+    int64_t flast = min(r.fbase + NW * 16, r.fmax) - 1;
+    r.t_first = r.pos0 + r.tok_off + (int)(r.fbase / p.G);
+    r.t_last = r.pos0 + r.tok_off + (int)(flast / p.G);
+    return true;
+}
+
+/* Key chunks of a branch for a row tile. */
+struct KeySrc {
+    int br;
+    int lo, hi;          /* cmp / win: key range [lo, hi)             */
+    const int32_t *idx;  /* slc: the unit's block list                */
+    int cnt, nsel, cpb;  /* slc: entries, blocks in sequence, chunks per block */
+    int lp, nk, t_last;
+    __device__ inline int nchunks() const
+    {
+        if (br == BR_SLC) return cnt * cpb;
+        return hi > lo ? (hi - lo + NSA_KN - 1) / NSA_KN : 0;
+    }
+    __device__ inline int chunk(int c, int &s0) const
+    {
+        if (br != BR_SLC) {
+            s0 = lo + c * NSA_KN;
+            return min(NSA_KN, hi - s0);
+        }
+        int e = c / cpb, sub = c - e * cpb;
+        int j = __ldg(idx + e);
+        if (j < 0 || j >= nsel) { s0 = 0; return 0; }
+        s0 = j * lp + sub * NSA_KN;
+        int end = min(min(j * lp + lp, nk), t_last + 1);
+        return max(0, min(NSA_KN, end - s0));
+    }
+};
+
+__device__ inline bool visible(const Params &p, int br, int t, int s)
+{
+    if (br == BR_CMP) return s * p.d + p.l - 1 <= t;
+    if (br == BR_WIN) return s <= t && s > t - p.w;
+    return s <= t;
+}
+
+template <typename T>
+__device__ inline float gate_of(const Params &p, int64_t row, int c)
+{
+    if (!p.gates) return p.gate_default;
+    return Ty<T>::to_f(((const T *)p.gates)[row * 3 + c]);
+}
+
+/* Build the key source of branch br for row tile rt, kv head hkv. */
+template <typename T>
+__device__ inline KeySrc make_src(const Params &p, int br, const RowTile &rt, int hkv,
+                                  const T *&kb, const T *&vb, int64_t &kst,
+                                  int64_t &vst, int DK, int DV)
+{
+    KeySrc s;
+    s.br = br;
+    s.lp = p.lp;
+    s.nk = rt.nk;
+    s.t_last = rt.t_last;
+    s.idx = nullptr;
+    s.cnt = s.nsel = s.cpb = 0;
+    s.lo = s.hi = 0;
+    if (br == BR_CMP) {
+        int64_t nc = seq_cmp_blocks(rt.nk, p.l, p.d);
+        s.lo = 0;
+        s.hi = rt.t_last >= p.l - 1 ? (int)min(nc, (int64_t)((rt.t_last - p.l + 1) / p.d + 1)) : 0;
+        int64_t c0 = p.pf[PF_CMP][rt.b];
+        kb = (const T *)p.kc + (c0 * p.Hkv + hkv) * DK;
+        vb = (const T *)p.vc + (c0 * p.Hkv + hkv) * DV;
+        kst = (int64_t)p.Hkv * DK;
+        vst = (int64_t)p.Hkv * DV;
+    } else {
+        int64_t ks = p.cuk[rt.b];
+        kb = (const T *)p.k + ks * p.kst + hkv * p.ksh;
+        vb = (const T *)p.v + ks * p.vst + hkv * p.vsh;
+        kst = p.kst;
+        vst = p.vst;
+        if (br == BR_WIN) {
+            s.lo = max(0, rt.t_first - p.w + 1);
+            s.hi = rt.t_last + 1;
+        } else {
+            int64_t ug = p.pf[PF_UNIT][rt.b] + rt.unit;
+            s.idx = p.sel_idx + (ug * p.Hkv + hkv) * p.n;
+            s.cnt = min(max(__ldg(p.sel_cnt + ug * p.Hkv + hkv), 0), p.n);
+            s.nsel = (int)cdiv64(rt.nk, p.lp);
+            s.cpb = (p.lp + NSA_KN - 1) / NSA_KN;
+        }
+    }
+    return s;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Row-centric kernel: forward (M_STAGE / M_FWD), forward recompute for the
+   backward (M_PREP), or dQ (DQ = true). br_mask: branches run, in the order
+   cmp, slc, win. */
+template <typename T, int DK, int DV, int NW, bool SLC, bool DQ>
+__global__ void __launch_bounds__(NW * 32)
+row_kernel(Params p, int mode, unsigned br_mask)
+{
+    constexpr int LDK = DK + 8, LDV = DV + 8, KN = NSA_KN;
+    extern __shared__ __align__(16) unsigned char smem_raw[];
+    T *Qs = (T *)smem_raw;          /* [NW*16][LDK] */
+    T *Ks = Qs + NW * 16 * LDK;     /* [2][KN][LDK] */
+    T *Vs = Ks + 2 * KN * LDK;      /* [2][KN][LDV] */
+    const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
+    const int hkv = blockIdx.y;
+    RowTile rt;
+    if (!locate_rows<SLC, NW>(p, rt)) return;
+    const int G = p.G;
+
+    /* this lane's two rows: A = lane/4, B = lane/4 + 8 of the warp's 16 */
+    int64_t fA = rt.fbase + warp * 16 + (lane >> 2), fB = fA + 8;
+    bool vA = fA < rt.fmax, vB = fB < rt.fmax;
+    int tokA = rt.tok_off + (int)(fA / G), tokB = rt.tok_off + (int)(fB / G);
+    int hA = hkv * G + (int)(fA % G), hB = hkv * G + (int)(fB % G);
+    int tA = vA ? rt.pos0 + tokA : -1, tB = vB ? rt.pos0 + tokB : -1;
+    int64_t rowA = (rt.q0 + tokA) * p.H + hA, rowB = (rt.q0 + tokB) * p.H + hB;
+    const bool wactive = rt.fbase + warp * 16 < rt.fmax;
+    /* positions of the warp's first and last valid rows (for the fast path
+       of chunks that every row of the warp sees whole) */
+    const int tminw = rt.pos0 + rt.tok_off + (int)((rt.fbase + warp * 16) / G);
+    const int tmaxw = rt.pos0 + rt.tok_off +
+                      (int)((min(rt.fbase + warp * 16 + 15, rt.fmax - 1)) / G);
+
+    auto qrow = [&](int r) -> const T * {
+        int64_t f = rt.fbase + r;
+        if (f >= rt.fmax) return nullptr;
+        int tok = rt.tok_off + (int)(f / G), g = (int)(f % G);
+        return (const T *)p.q + (rt.q0 + tok) * p.qst + (int64_t)(hkv * G + g) * p.qsh;
+    };
+    stage_rows<DK, LDK>(Qs, NW * 16, qrow, tid, NW * 32);
+    cp_commit();
+    cp_wait<0>();
+    __syncthreads();
+    uint32_t qa[DK / 16][4];
+#pragma unroll
+    for (int k = 0; k < DK / 16; ++k) lda<LDK>(qa[k], Qs, warp * 16, k * 16, lane);
+    uint32_t da[DQ ? DV / 16 : 1][4];
+    if constexpr (DQ) {
+        __syncthreads();
+        auto orow = [&](int r) -> const T * {
+            int64_t f = rt.fbase + r;
+            if (f >= rt.fmax) return nullptr;
+            int tok = rt.tok_off + (int)(f / G), g = (int)(f % G);
+            return (const T *)p.dout + ((rt.q0 + tok) * p.H + hkv * G + g) * DV;
+        };
+        stage_rows<DV, LDK>(Qs, NW * 16, orow, tid, NW * 32);
+        cp_commit();
+        cp_wait<0>();
+        __syncthreads();
+#pragma unroll
+        for (int k = 0; k < DV / 16; ++k) lda<LDK>(da[k], Qs, warp * 16, k * 16, lane);
+    }
+
+    float acc[(DQ ? DK : DV) / 8][4]; /* dQ across branches, or O of one branch */
+    if constexpr (DQ) {
+#pragma unroll
+        for (int i = 0; i < DK / 8; ++i) acc[i][0] = acc[i][1] = acc[i][2] = acc[i][3] = 0.f;
+    }
+    bool prev = p.acc_in != 0;
+    unsigned last_br = 0;
+    for (int br = 0; br < 3; ++br) if (br_mask & (1u << br)) last_br = br;
+
+    for (int br = 0; br < 3; ++br) {
+        if (!(br_mask & (1u << br))) continue;
+        const T *kb, *vb;
+        int64_t kst, vst;
+        KeySrc src = make_src<T>(p, br, rt, hkv, kb, vb, kst, vst, DK, DV);
+        const int nch = src.nchunks();
+        float mA = -INFINITY, mB = -INFINITY, lA = 0.f, lB = 0.f;
+        float lse2A = 0.f, lse2B = 0.f, dlA = 0.f, dlB = 0.f, gA = 0.f, gB = 0.f;
+        if constexpr (!DQ) {
+#pragma unroll
+            for (int i = 0; i < DV / 8; ++i) acc[i][0] = acc[i][1] = acc[i][2] = acc[i][3] = 0.f;
+        } else {
+            lse2A = vA ? p.lse[br][rowA] * NSA_LOG2E : INFINITY;
+            lse2B = vB ? p.lse[br][rowB] * NSA_LOG2E : INFINITY;
+            dlA = vA ? p.delta[br][rowA] : 0.f;
+            dlB = vB ? p.delta[br][rowB] : 0.f;
+            gA = vA ? gate_of<T>(p, rowA, br) : 0.f;
+            gB = vB ? gate_of<T>(p, rowB, br) : 0.f;
+        }
+        auto load = [&](int c, int buf) {
+            int s0, cnt = src.chunk(c, s0);
+            T *kd = Ks + buf * KN * LDK, *vd = Vs + buf * KN * LDV;
+            stage_rows<DK, LDK>(kd, KN, [&](int r) -> const T * {
+                return r < cnt ? kb + (int64_t)(s0 + r) * kst : nullptr; }, tid, NW * 32);
+            stage_rows<DV, LDV>(vd, KN, [&](int r) -> const T * {
+                return r < cnt ? vb + (int64_t)(s0 + r) * vst : nullptr; }, tid, NW * 32);
+            cp_commit();
+        };
+        __syncthreads();
+        if (nch > 0) load(0, 0);
+        for (int c = 0; c < nch; ++c) {
+            if (c + 1 < nch) { load(c + 1, (c + 1) & 1); cp_wait<1>(); }
+            else cp_wait<0>();
+            __syncthreads();
+            int s0, cnt = src.chunk(c, s0);
+            const T *Kc = Ks + (c & 1) * KN * LDK, *Vc = Vs + (c & 1) * KN * LDV;
+            if (wactive && cnt > 0) {
+                float S[KN / 8][4];
+#pragma unroll
+                for (int nt = 0; nt < KN / 8; ++nt) S[nt][0] = S[nt][1] = S[nt][2] = S[nt][3] = 0.f;
+#pragma unroll
+                for (int kp = 0; kp < DK / 32; ++kp)
+#pragma unroll
+                    for (int nt = 0; nt < KN / 8; ++nt) {
+                        uint32_t bb[4];
+                        ldb_nk<LDK>(bb, Kc, nt * 8, kp * 32, lane);
+                        mma<T>(S[nt], qa[2 * kp], bb[0], bb[1]);
+                        mma<T>(S[nt], qa[2 * kp + 1], bb[2], bb[3]);
+                    }
+                /* mask: key in chunk, visible to the row's position; a chunk
+                   that every row of the warp sees whole needs no mask (rows
+                   past the tile's end are never written) */
+                const int s1 = s0 + cnt - 1;
+                const bool whole = cnt == KN &&
+                    (br == BR_CMP ? s1 * p.d + p.l - 1 <= tminw
+                     : br == BR_WIN ? (s1 <= tminw && s0 > tmaxw - p.w)
+                                    : s1 <= tminw);
+                if (whole) {
+#pragma unroll
+                    for (int nt = 0; nt < KN / 8; ++nt)
+#pragma unroll
+                        for (int e = 0; e < 4; ++e) S[nt][e] *= p.sl2;
+                } else {
+#pragma unroll
+                    for (int nt = 0; nt < KN / 8; ++nt)
+#pragma unroll
+                        for (int e = 0; e < 4; ++e) {
+                            int col = nt * 8 + 2 * (lane & 3) + (e & 1);
+                            int t = e < 2 ? tA : tB;
+                            bool ok = col < cnt && t >= 0 && visible(p, br, t, s0 + col);
+                            S[nt][e] = ok ? S[nt][e] * p.sl2 : -INFINITY;
+                        }
+                }
+                if constexpr (!DQ) {
+                    float xA = -INFINITY, xB = -INFINITY;
+#pragma unroll
+                    for (int nt = 0; nt < KN / 8; ++nt) {
+                        xA = fmaxf(xA, fmaxf(S[nt][0], S[nt][1]));
+                        xB = fmaxf(xB, fmaxf(S[nt][2], S[nt][3]));
+                    }
+                    xA = warp_max4(xA);
+                    xB = warp_max4(xB);
+                    float nA = fmaxf(mA, xA), nB = fmaxf(mB, xB);
+                    float bA = nA == -INFINITY ? 0.f : nA, bB = nB == -INFINITY ? 0.f : nB;
+                    float aA = exp2f(mA - bA), aB = exp2f(mB - bB);
+                    mA = nA;
+                    mB = nB;
+                    float sA = 0.f, sB = 0.f;
+#pragma unroll
+                    for (int nt = 0; nt < KN / 8; ++nt) {
+                        S[nt][0] = exp2f(S[nt][0] - bA);
+                        S[nt][1] = exp2f(S[nt][1] - bA);
+                        S[nt][2] = exp2f(S[nt][2] - bB);
+                        S[nt][3] = exp2f(S[nt][3] - bB);
+                        sA += S[nt][0] + S[nt][1];
+                        sB += S[nt][2] + S[nt][3];
+                    }
+                    lA = lA * aA + sA;
+                    lB = lB * aB + sB;
+#pragma unroll
+                    for (int i = 0; i < DV / 8; ++i) {
+                        acc[i][0] *= aA; acc[i][1] *= aA;
+                        acc[i][2] *= aB; acc[i][3] *= aB;
+                    }
+#pragma unroll
+                    for (int kk = 0; kk < KN / 16; ++kk) {
+                        uint32_t pa[4] = {Ty<T>::pack(S[2 * kk][0], S[2 * kk][1]),
+                                          Ty<T>::pack(S[2 * kk][2], S[2 * kk][3]),
+                                          Ty<T>::pack(S[2 * kk + 1][0], S[2 * kk + 1][1]),
+                                          Ty<T>::pack(S[2 * kk + 1][2], S[2 * kk + 1][3])};
+#pragma unroll
+                        for (int np = 0; np < DV / 16; ++np) {
+                            uint32_t bb[4];
+                            ldb_kn<LDV>(bb, Vc, kk * 16, np * 16, lane);
+                            mma<T>(acc[2 * np], pa, bb[0], bb[1]);
+                            mma<T>(acc[2 * np + 1], pa, bb[2], bb[3]);
+                        }
+                    }
+                } else {
+                    /* dQ: P from the saved lse, dP = dO V^T, dS = P (g dP - Delta) */
+                    float dP[KN / 8][4];
+#pragma unroll
+                    for (int nt = 0; nt < KN / 8; ++nt) dP[nt][0] = dP[nt][1] = dP[nt][2] = dP[nt][3] = 0.f;
+#pragma unroll
+                    for (int kp = 0; kp < DV / 32; ++kp)
+#pragma unroll
+                        for (int nt = 0; nt < KN / 8; ++nt) {
+                            uint32_t bb[4];
+                            ldb_nk<LDV>(bb, Vc, nt * 8, kp * 32, lane);
+                            mma<T>(dP[nt], da[2 * kp], bb[0], bb[1]);
+                            mma<T>(dP[nt], da[2 * kp + 1], bb[2], bb[3]);
+                        }
+#pragma unroll
+                    for (int nt = 0; nt < KN / 8; ++nt)
+#pragma unroll
+                        for (int e = 0; e < 4; ++e) {
+                            bool a = e < 2;
+                            float pr = S[nt][e] == -INFINITY ? 0.f : exp2f(S[nt][e] - (a ? lse2A : lse2B));
+                            S[nt][e] = pr * ((a ? gA : gB) * dP[nt][e] - (a ? dlA : dlB));
+                        }
+#pragma unroll
+                    for (int kk = 0; kk < KN / 16; ++kk) {
+                        uint32_t ph[4], pl[4];
+                        split2<T>(S[2 * kk][0], S[2 * kk][1], ph[0], pl[0]);
+                        split2<T>(S[2 * kk][2], S[2 * kk][3], ph[1], pl[1]);
+                        split2<T>(S[2 * kk + 1][0], S[2 * kk + 1][1], ph[2], pl[2]);
+                        split2<T>(S[2 * kk + 1][2], S[2 * kk + 1][3], ph[3], pl[3]);
+#pragma unroll
+                        for (int np = 0; np < DK / 16; ++np) {
+                            uint32_t bb[4];
+                            ldb_kn<LDK>(bb, Kc, kk * 16, np * 16, lane);
+                            mma<T>(acc[2 * np], ph, bb[0], bb[1]);
+                            mma<T>(acc[2 * np + 1], ph, bb[2], bb[3]);
+                            mma<T>(acc[2 * np], pl, bb[0], bb[1]);
+                            mma<T>(acc[2 * np + 1], pl, bb[2], bb[3]);
+                        }
+                    }
+                }
+            }
+            __syncthreads();
+        }
+        if constexpr (DQ) continue;
+        if (!wactive) continue;
+
+        /* ---- epilogue of one branch (forward kinds) ---- */
+        lA = quad_sum(lA);
+        lB = quad_sum(lB);
+        float iA = lA > 0.f ? 1.f / lA : 0.f, iB = lB > 0.f ? 1.f / lB : 0.f;
+        if (mode != M_PREP && (lane & 3) == 0) {
+            if (vA) p.lse[br][rowA] = lA > 0.f ? (mA + log2f(lA)) * NSA_LN2 : -INFINITY;
+            if (vB) p.lse[br][rowB] = lB > 0.f ? (mB + log2f(lB)) * NSA_LN2 : -INFINITY;
+        }
+        if (mode == M_STAGE) {
+#pragma unroll
+            for (int nt = 0; nt < DV / 8; ++nt) {
+                int dcol = nt * 8 + 2 * (lane & 3);
+                if (vA) *(float2 *)(p.ostage + rowA * DV + dcol) = make_float2(acc[nt][0] * iA, acc[nt][1] * iA);
+                if (vB) *(float2 *)(p.ostage + rowB * DV + dcol) = make_float2(acc[nt][2] * iB, acc[nt][3] * iB);
+            }
+        } else if (mode == M_FWD) {
+            float ga = vA ? gate_of<T>(p, rowA, br) : 0.f, gb = vB ? gate_of<T>(p, rowB, br) : 0.f;
+            bool fin = p.final_out && (unsigned)br == last_br;
+#pragma unroll
+            for (int nt = 0; nt < DV / 8; ++nt) {
+                int dcol = nt * 8 + 2 * (lane & 3);
+#pragma unroll
+                for (int h = 0; h < 2; ++h) {
+                    bool vv = h ? vB : vA;
+                    if (!vv) continue;
+                    int64_t off = (h ? rowB : rowA) * DV + dcol;
+                    float g = h ? gb : ga, in = h ? iB : iA;
+                    float x0 = g * (acc[nt][2 * h] * in), x1 = g * (acc[nt][2 * h + 1] * in);
+                    if (prev) {
+                        float2 a = *(const float2 *)(p.acc + off);
+                        x0 = a.x + x0;
+                        x1 = a.y + x1;
+                    }
+                    if (fin) *(uint32_t *)((T *)p.out + off) = Ty<T>::pack(x0, x1);
+                    else *(float2 *)(p.acc + off) = make_float2(x0, x1);
+                }
+            }
+        } else { /* M_PREP: dg = dO . O_c, Delta = g dg */
+            float sA = 0.f, sB = 0.f;
+            const T *dA = (const T *)p.dout + rowA * DV, *dB = (const T *)p.dout + rowB * DV;
+#pragma unroll
+            for (int nt = 0; nt < DV / 8; ++nt) {
+                int dcol = nt * 8 + 2 * (lane & 3);
+                if (vA) {
+                    float2 x = Ty<T>::unpack(*(const uint32_t *)(dA + dcol));
+                    sA += x.x * (acc[nt][0] * iA) + x.y * (acc[nt][1] * iA);
+                }
+                if (vB) {
+                    float2 x = Ty<T>::unpack(*(const uint32_t *)(dB + dcol));
+                    sB += x.x * (acc[nt][2] * iB) + x.y * (acc[nt][3] * iB);
+                }
+            }
+            sA = quad_sum(sA);
+            sB = quad_sum(sB);
+            if ((lane & 3) == 0) {
+                if (vA) {
+                    p.delta[br][rowA] = gate_of<T>(p, rowA, br) * sA;
+                    if (p.dgates) ((T *)p.dgates)[rowA * 3 + br] = Ty<T>::from_f(sA);
+                }
+                if (vB) {
+                    p.delta[br][rowB] = gate_of<T>(p, rowB, br) * sB;
+                    if (p.dgates) ((T *)p.dgates)[rowB * 3 + br] = Ty<T>::from_f(sB);
+                }
+            }
+        }
+        prev = true;
+    }
+    if constexpr (DQ) if (wactive) {
+        bool fin = p.final_out != 0;
+#pragma unroll
+        for (int nt = 0; nt < DK / 8; ++nt) {
+            int dcol = nt * 8 + 2 * (lane & 3);
+#pragma unroll
+            for (int h = 0; h < 2; ++h) {
+                bool vv = h ? vB : vA;
+                if (!vv) continue;
+                int64_t off = (h ? rowB : rowA) * DK + dcol;
+                float x0 = acc[nt][2 * h] * p.sc, x1 = acc[nt][2 * h + 1] * p.sc;
+                if (p.acc_in) {
+                    float2 a = *(const float2 *)(p.acc + off);
+                    x0 = a.x + x0;
+                    x1 = a.y + x1;
+                }
+                if (fin) *(uint32_t *)((T *)p.out + off) = Ty<T>::pack(x0, x1);
+                else *(float2 *)(p.acc + off) = make_float2(x0, x1);
+            }
+        }
+    }
+}
+
+template <int DK, int DV, int NW>
+constexpr size_t row_smem()
+{
+    return (size_t)(NW * 16 * (DK + 8) + 2 * NSA_KN * (DK + 8) + 2 * NSA_KN * (DV + 8)) * 2;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Key-centric kernel: dK, dV of one branch for 64 keys of one kv head. */
+template <typename T, int DK, int DV, int BR>
+__global__ void __launch_bounds__(128) kv_kernel(Params p)
+{
+    constexpr int LDK = DK + 8, LDV = DV + 8;
+    extern __shared__ __align__(16) unsigned char smem_raw[];
+    T *Ks = (T *)smem_raw;            /* [64][LDK] */
+    T *Vs = Ks + 64 * LDK;            /* [64][LDV] */
+    T *Qs = Vs + 64 * LDV;            /* [2][16][LDK] */
+    T *Os = Qs + 2 * 16 * LDK;        /* [2][16][LDV] */
+    float *info = (float *)(Os + 2 * 16 * LDV); /* [2][4][16]: lse2, delta, g, t */
+    const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
+    const int hkv = blockIdx.y;
+    const int G = p.G;
+
+    int b, key0, key_end; /* keys (or blocks) [key0, key_end) of the sequence */
+    int64_t jg = 0;
+    if (BR == BR_SLC) {
+        int subt = (p.lp + 63) / 64;
+        jg = blockIdx.x / subt;
+        int sub = blockIdx.x - (int)jg * subt;
+        b = find_seq(p.pf[PF_SLC], p.B, jg);
+        int j = (int)(jg - p.pf[PF_SLC][b]);
+        int nk = p.cuk[b + 1] - p.cuk[b];
+        key0 = j * p.lp + sub * 64;
+        key_end = min(min(key0 + 64, j * p.lp + p.lp), nk);
+    } else if (BR == BR_WIN) {
+        b = find_seq(p.pf[PF_KEYT], p.B, blockIdx.x);
+        int nk = p.cuk[b + 1] - p.cuk[b];
+        key0 = (int)(blockIdx.x - p.pf[PF_KEYT][b]) * 64;
+        key_end = min(key0 + 64, nk);
+    } else {
+        b = find_seq(p.pf[PF_CMPT], p.B, blockIdx.x);
+        int nk = p.cuk[b + 1] - p.cuk[b];
+        key0 = (int)(blockIdx.x - p.pf[PF_CMPT][b]) * 64;
+        key_end = (int)min((int64_t)key0 + 64, seq_cmp_blocks(nk, p.l, p.d));
+    }
+    if (key0 >= key_end) return;
+    const int64_t qs = p.cuq[b];
+    const int nq = p.cuq[b + 1] - (int)qs, nk = p.cuk[b + 1] - p.cuk[b];
+    const int pos0 = nk - nq;
+
+    const T *kb, *vb;
+    int64_t kst, vst;
+    if (BR == BR_CMP) {
+        int64_t c0 = p.pf[PF_CMP][b];
+        kb = (const T *)p.kc + (c0 * p.Hkv + hkv) * DK;
+        vb = (const T *)p.vc + (c0 * p.Hkv + hkv) * DV;
+        kst = (int64_t)p.Hkv * DK;
+        vst = (int64_t)p.Hkv * DV;
+    } else {
+        int64_t ks = p.cuk[b];
+        kb = (const T *)p.k + ks * p.kst + hkv * p.ksh;
+        vb = (const T *)p.v + ks * p.vst + hkv * p.vsh;
+        kst = p.kst;
+        vst = p.vst;
+    }
+    const int nkeys = key_end - key0;
+    stage_rows<DK, LDK>(Ks, 64, [&](int r) -> const T * {
+        return r < nkeys ? kb + (int64_t)(key0 + r) * kst : nullptr; }, tid, 128);
+    stage_rows<DV, LDV>(Vs, 64, [&](int r) -> const T * {
+        return r < nkeys ? vb + (int64_t)(key0 + r) * vst : nullptr; }, tid, 128);
+    cp_commit();
+
+    /* the query rows that may see these keys */
+    int64_t rlo = 0, rhi = 0; /* cmp / win: flattened rows [rlo, rhi) */
+    int64_t e0 = 0, ne = 0;   /* slc: entries of the transposed list  */
+    const int tpu = (int)cdiv64((int64_t)p.bq * G, 16);
+    if (BR == BR_WIN) {
+        int tlo = max(key0, pos0), thi = min(key_end - 1 + p.w - 1, nk - 1);
+        if (thi >= tlo) { rlo = (int64_t)(tlo - pos0) * G; rhi = (int64_t)(thi - pos0 + 1) * G; }
+    } else if (BR == BR_CMP) {
+        int tlo = max(key0 * p.d + p.l - 1, pos0);
+        if (tlo <= nk - 1) { rlo = (int64_t)(tlo - pos0) * G; rhi = (int64_t)nq * G; }
+    } else {
+        int64_t key = (int64_t)hkv * p.nsel_tot + jg;
+        e0 = p.tr_start[key];
+        ne = p.tr_start[key + 1] - e0;
+    }
+    const int64_t nch = BR == BR_SLC ? ne * tpu : cdiv64(rhi - rlo, 16);
+
+    /* flattened row of chunk c, row r: returns false if none */
+    auto rowof = [&](int64_t c, int r, int &tok, int &g) -> bool {
+        int64_t f, fmax;
+        int tok_off;
+        if (BR == BR_SLC) {
+            int64_t e = c / tpu;
+            int u = (int)(p.tr_units[e0 + e] - p.pf[PF_UNIT][b]);
+            tok_off = u * p.bq;
+            f = (c - e * tpu) * 16 + r;
+            fmax = (int64_t)min(p.bq, nq - tok_off) * G;
+        } else {
+            tok_off = 0;
+            f = rlo + c * 16 + r;
+            fmax = rhi;
+        }
+        if (f >= fmax) return false;
+        tok = tok_off + (int)(f / G);
+        g = (int)(f % G);
+        return true;
+    };
+    auto load = [&](int64_t c, int buf) {
+        T *qd = Qs + buf * 16 * LDK, *od = Os + buf * 16 * LDV;
+        stage_rows<DK, LDK>(qd, 16, [&](int r) -> const T * {
+            int tok, g;
+            if (!rowof(c, r, tok, g)) return nullptr;
+            return (const T *)p.q + (qs + tok) * p.qst + (int64_t)(hkv * G + g) * p.qsh; }, tid, 128);
+        stage_rows<DV, LDV>(od, 16, [&](int r) -> const T * {
+            int tok, g;
+            if (!rowof(c, r, tok, g)) return nullptr;
+            return (const T *)p.dout + ((qs + tok) * p.H + hkv * G + g) * DV; }, tid, 128);
+        cp_commit();
+        if (tid < 16) {
+            int tok, g;
+            float *inf = info + buf * 64;
+            if (rowof(c, tid, tok, g)) {
+                int64_t row = (qs + tok) * p.H + hkv * G + g;
+                inf[tid] = p.lse[BR][row] * NSA_LOG2E;
+                inf[16 + tid] = p.delta[BR][row];
+                inf[32 + tid] = gate_of<T>(p, row, BR);
+                inf[48 + tid] = __int_as_float(pos0 + tok);
+            } else {
+                inf[tid] = INFINITY;
+                inf[16 + tid] = 0.f;
+                inf[32 + tid] = 0.f;
+                inf[48 + tid] = __int_as_float(-1);
+            }
+        }
+    };
+
+    float dk[DK / 8][4], dv[DV / 8][4];
+#pragma unroll
+    for (int i = 0; i < DK / 8; ++i) dk[i][0] = dk[i][1] = dk[i][2] = dk[i][3] = 0.f;
+#pragma unroll
+    for (int i = 0; i < DV / 8; ++i) dv[i][0] = dv[i][1] = dv[i][2] = dv[i][3] = 0.f;
+    const int kw0 = warp * 16;
+    const bool wactive = kw0 < nkeys;
+    const int sA = key0 + kw0 + (lane >> 2), sB = sA + 8;
+    const bool kvA = sA < key_end, kvB = sB < key_end;
+
+    if (nch > 0) load(0, 0);
+    for (int64_t c = 0; c < nch; ++c) {
+        if (c + 1 < nch) { load(c + 1, (int)((c + 1) & 1)); cp_wait<1>(); }
+        else cp_wait<0>();
+        __syncthreads();
+        const T *Qc = Qs + (c & 1) * 16 * LDK, *Oc = Os + (c & 1) * 16 * LDV;
+        const float *inf = info + (c & 1) * 64;
+        if (wactive) {
+            float St[2][4] = {{0.f, 0.f, 0.f, 0.f}, {0.f, 0.f, 0.f, 0.f}};
+            float dPt[2][4] = {{0.f, 0.f, 0.f, 0.f}, {0.f, 0.f, 0.f, 0.f}};
+#pragma unroll
+            for (int kp = 0; kp < DK / 32; ++kp) {
+                uint32_t a0[4], a1[4];
+                lda<LDK>(a0, Ks, kw0, kp * 32, lane);
+                lda<LDK>(a1, Ks, kw0, kp * 32 + 16, lane);
+#pragma unroll
+                for (int nt = 0; nt < 2; ++nt) {
+                    uint32_t bb[4];
+                    ldb_nk<LDK>(bb, Qc, nt * 8, kp * 32, lane);
+                    mma<T>(St[nt], a0, bb[0], bb[1]);
+                    mma<T>(St[nt], a1, bb[2], bb[3]);
+                }
+            }
+#pragma unroll
+            for (int kp = 0; kp < DV / 32; ++kp) {
+                uint32_t a0[4], a1[4];
+                lda<LDV>(a0, Vs, kw0, kp * 32, lane);
+                lda<LDV>(a1, Vs, kw0, kp * 32 + 16, lane);
+#pragma unroll
+                for (int nt = 0; nt < 2; ++nt) {
+                    uint32_t bb[4];
+                    ldb_nk<LDV>(bb, Oc, nt * 8, kp * 32, lane);
+                    mma<T>(dPt[nt], a0, bb[0], bb[1]);
+                    mma<T>(dPt[nt], a1, bb[2], bb[3]);
+                }
+            }
+            float Pg[2][4], dS[2][4];
+#pragma unroll
+            for (int nt = 0; nt < 2; ++nt)
+#pragma unroll
+                for (int e = 0; e < 4; ++e) {
+                    int col = nt * 8 + 2 * (lane & 3) + (e & 1);
+                    int s = e < 2 ? sA : sB;
+                    bool kv = e < 2 ? kvA : kvB;
+                    int t = __float_as_int(inf[48 + col]);
+                    bool ok = kv && t >= 0 && visible(p, BR, t, s);
+                    float pr = ok ? exp2f(St[nt][e] * p.sl2 - inf[col]) : 0.f;
+                    float g = inf[32 + col];
+                    Pg[nt][e] = pr * g;
+                    dS[nt][e] = pr * (g * dPt[nt][e] - inf[16 + col]);
+                }
+            uint32_t pa[4], pl[4], sa[4], sl[4];
+            split2<T>(Pg[0][0], Pg[0][1], pa[0], pl[0]);
+            split2<T>(Pg[0][2], Pg[0][3], pa[1], pl[1]);
+            split2<T>(Pg[1][0], Pg[1][1], pa[2], pl[2]);
+            split2<T>(Pg[1][2], Pg[1][3], pa[3], pl[3]);
+            split2<T>(dS[0][0], dS[0][1], sa[0], sl[0]);
+            split2<T>(dS[0][2], dS[0][3], sa[1], sl[1]);
+            split2<T>(dS[1][0], dS[1][1], sa[2], sl[2]);
+            split2<T>(dS[1][2], dS[1][3], sa[3], sl[3]);
+#pragma unroll
+            for (int np = 0; np < DV / 16; ++np) {
+                uint32_t bb[4];
+                ldb_kn<LDV>(bb, Oc, 0, np * 16, lane);
+                mma<T>(dv[2 * np], pa, bb[0], bb[1]);
+                mma<T>(dv[2 * np + 1], pa, bb[2], bb[3]);
+                mma<T>(dv[2 * np], pl, bb[0], bb[1]);
+                mma<T>(dv[2 * np + 1], pl, bb[2], bb[3]);
+            }
+#pragma unroll
+            for (int np = 0; np < DK / 16; ++np) {
+                uint32_t bb[4];
+                ldb_kn<LDK>(bb, Qc, 0, np * 16, lane);
+                mma<T>(dk[2 * np], sa, bb[0], bb[1]);
+                mma<T>(dk[2 * np + 1], sa, bb[2], bb[3]);
+                mma<T>(dk[2 * np], sl, bb[0], bb[1]);
+                mma<T>(dk[2 * np + 1], sl, bb[2], bb[3]);
+            }
+        }
+        __syncthreads();
+    }
+    if (!wactive) return;
+    float *dka = BR == BR_CMP ? p.dkc_acc : p.dk_acc;
+    float *dva = BR == BR_CMP ? p.dvc_acc : p.dv_acc;
+    int64_t kbase = BR == BR_CMP ? p.pf[PF_CMP][b] : (int64_t)p.cuk[b];
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+        if (!(h ? kvB : kvA)) continue;
+        int64_t kg = kbase + (h ? sB : sA);
+#pragma unroll
+        for (int nt = 0; nt < DK / 8; ++nt) {
+            float2 *q2 = (float2 *)(dka + (kg * p.Hkv + hkv) * DK + nt * 8 + 2 * (lane & 3));
+            float2 a = *q2;
+            a.x += dk[nt][2 * h] * p.sc;
+            a.y += dk[nt][2 * h + 1] * p.sc;
+            *q2 = a;
+        }
+#pragma unroll
+        for (int nt = 0; nt < DV / 8; ++nt) {
+            float2 *q2 = (float2 *)(dva + (kg * p.Hkv + hkv) * DV + nt * 8 + 2 * (lane & 3));
+            float2 a = *q2;
+            a.x += dv[nt][2 * h];
+            a.y += dv[nt][2 * h + 1];
+            *q2 = a;
+        }
+    }
+}
+
+template <int DK, int DV>
+constexpr size_t kv_smem()
+{
+    return (size_t)(64 * (DK + 8) + 64 * (DV + 8) + 2 * 16 * (DK + 8) + 2 * 16 * (DV + 8)) * 2 +
+           2 * 64 * sizeof(float);
+}
+
+} /* namespace nsak */
+
+#endif

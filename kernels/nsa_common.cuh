@@ -1,0 +1,236 @@
+/* kernels/nsa_common.cuh -- tensor-core primitives and per-sequence planning
+   shared by every nsa CUDA kernel. Included only from nsa_cuda.h under
+   NSA_CUDA_IMPLEMENTATION.
+
+   Tiles follow FlashAttention-2: a warp owns 16 rows (one mma M tile), keys
+   stream through shared memory in chunks of NSA_KN, and the three branches
+   are three ways of naming the chunks a row tile visits. Shared-memory rows
+   are padded by 8 elements (16 bytes) so that ldmatrix reads of 8
+   consecutive rows fall in distinct banks. */
+#ifndef NSA_KERNELS_COMMON_CUH
+#define NSA_KERNELS_COMMON_CUH
+
+#include <cuda_runtime.h>
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <stdint.h>
+
+namespace nsak {
+
+#define NSA_KN 32 /* keys per chunk in the row-centric kernels */
+
+/* ---- per-sequence counts (host and device use the same formulas) ------- */
+
+struct Shape {
+    int G, l, d, lp, n, bq;
+};
+
+__host__ __device__ inline int64_t cdiv64(int64_t a, int64_t b)
+{
+    return (a + b - 1) / b;
+}
+__host__ __device__ inline int64_t seq_cmp_blocks(int64_t nk, int l, int d)
+{
+    return nk < l ? 0 : (nk - l) / d + 1;
+}
+__host__ __device__ inline int64_t seq_units(int64_t nq, int bq)
+{
+    return cdiv64(nq, bq);
+}
+/* Row tiles of 64 flattened (token, head) rows over a whole sequence. */
+__host__ __device__ inline int64_t seq_row_tiles(int64_t nq, int G)
+{
+    return cdiv64(nq * G, 64);
+}
+/* Row tiles of 16 rows that never straddle a selection unit. */
+__host__ __device__ inline int64_t seq_unit_tiles(int64_t nq, int G, int bq)
+{
+    int64_t full = nq / bq, rest = nq % bq;
+    int64_t tpu = cdiv64((int64_t)bq * G, 16);
+    return full * tpu + cdiv64(rest * G, 16);
+}
+
+/* Prefix arrays over sequences, B+1 entries each, built on the device. */
+enum {
+    PF_CMP = 0,   /* compressed blocks              */
+    PF_UNIT,      /* selection units                */
+    PF_SLC,       /* selection blocks ceil(nk/l')   */
+    PF_ROWT,      /* 64-row tiles                   */
+    PF_UNITT,     /* 16-row unit tiles              */
+    PF_KEYT,      /* 64-key tiles                   */
+    PF_CMPT,      /* 64-compressed-block tiles      */
+    PF_COUNT
+};
+
+__host__ __device__ inline void seq_counts(int64_t nq, int64_t nk,
+                                           const Shape &s, int64_t out[PF_COUNT])
+{
+    int64_t nc = seq_cmp_blocks(nk, s.l, s.d);
+    out[PF_CMP] = nc;
+    out[PF_UNIT] = seq_units(nq, s.bq);
+    out[PF_SLC] = cdiv64(nk, s.lp);
+    out[PF_ROWT] = seq_row_tiles(nq, s.G);
+    out[PF_UNITT] = seq_unit_tiles(nq, s.G, s.bq);
+    out[PF_KEYT] = cdiv64(nk, 64);
+    out[PF_CMPT] = cdiv64(nc, 64);
+}
+
+/* Largest b in [0, B) with pf[b] <= x (pf non-decreasing, pf[0] = 0). */
+__device__ inline int find_seq(const int64_t *pf, int B, int64_t x)
+{
+    int lo = 0, hi = B - 1;
+    while (lo < hi) {
+        int mid = (lo + hi + 1) >> 1;
+        if (pf[mid] <= x) lo = mid; else hi = mid - 1;
+    }
+    return lo;
+}
+
+/* ---- storage types ----------------------------------------------------- */
+
+template <typename T> struct Ty;
+template <> struct Ty<__nv_bfloat16> {
+    static __device__ inline uint32_t pack(float a, float b)
+    {
+        __nv_bfloat162 h = __floats2bfloat162_rn(a, b);
+        return *reinterpret_cast<uint32_t *>(&h);
+    }
+    static __device__ inline float to_f(__nv_bfloat16 x) { return __bfloat162float(x); }
+    static __device__ inline __nv_bfloat16 from_f(float x) { return __float2bfloat16_rn(x); }
+    static __device__ inline float2 unpack(uint32_t u)
+    {
+        __nv_bfloat162 h = *reinterpret_cast<__nv_bfloat162 *>(&u);
+        return __bfloat1622float2(h);
+    }
+};
+template <> struct Ty<__half> {
+    static __device__ inline uint32_t pack(float a, float b)
+    {
+        __half2 h = __floats2half2_rn(a, b);
+        return *reinterpret_cast<uint32_t *>(&h);
+    }
+    static __device__ inline float to_f(__half x) { return __half2float(x); }
+    static __device__ inline __half from_f(float x) { return __float2half_rn(x); }
+    static __device__ inline float2 unpack(uint32_t u)
+    {
+        __half2 h = *reinterpret_cast<__half2 *>(&u);
+        return __half22float2(h);
+    }
+};
+
+/* D += A(16x16, row) * B(16x8, col), fp32 accumulation. */
+template <typename T>
+__device__ inline void mma(float c[4], const uint32_t a[4], uint32_t b0, uint32_t b1);
+template <>
+__device__ inline void mma<__nv_bfloat16>(float c[4], const uint32_t a[4],
+                                          uint32_t b0, uint32_t b1)
+{
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 "
+                 "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+template <>
+__device__ inline void mma<__half>(float c[4], const uint32_t a[4], uint32_t b0,
+                                   uint32_t b1)
+{
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 "
+                 "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+__device__ inline uint32_t smem_u32(const void *p)
+{
+    return (uint32_t)__cvta_generic_to_shared(p);
+}
+__device__ inline void ldsm_x4(uint32_t r[4], const void *p)
+{
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(smem_u32(p)));
+}
+__device__ inline void ldsm_x4_t(uint32_t r[4], const void *p)
+{
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(smem_u32(p)));
+}
+/* 16 bytes global -> shared; src_bytes = 0 writes zeros. */
+__device__ inline void cp16(void *dst, const void *src, int src_bytes)
+{
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n"
+                 :: "r"(smem_u32(dst)), "l"(src), "r"(src_bytes));
+}
+__device__ inline void cp_commit() { asm volatile("cp.async.commit_group;\n"); }
+template <int N> __device__ inline void cp_wait()
+{
+    asm volatile("cp.async.wait_group %0;\n" :: "n"(N));
+}
+
+/* Fragment loaders. Shared tiles are row-major with row stride LD elements.
+   A operand (16 x 16 at (r0, k0)) of a [m][k] tile. */
+template <int LD, typename T>
+__device__ inline void lda(uint32_t a[4], const T *s, int r0, int k0, int lane)
+{
+    ldsm_x4(a, s + (r0 + (lane & 15)) * LD + k0 + (lane >> 4) * 8);
+}
+/* B operand from an [n][k] tile (e.g. K for Q K^T): 8 columns n0..n0+7 and
+   32 of k: b[0],b[1] for k0..k0+15, b[2],b[3] for k0+16..k0+31. */
+template <int LD, typename T>
+__device__ inline void ldb_nk(uint32_t b[4], const T *s, int n0, int k0, int lane)
+{
+    ldsm_x4(b, s + (n0 + (lane & 7)) * LD + k0 + (lane >> 3) * 8);
+}
+/* B operand from a [k][n] tile (e.g. V for P V): 16 of k at k0, 16 columns
+   at n0: b[0],b[1] for n0..n0+7, b[2],b[3] for n0+8..n0+15. */
+template <int LD, typename T>
+__device__ inline void ldb_kn(uint32_t b[4], const T *s, int k0, int n0, int lane)
+{
+    ldsm_x4_t(b, s + (k0 + (lane & 7) + ((lane >> 3) & 1) * 8) * LD + n0 + (lane >> 4) * 8);
+}
+
+/* Stage `rows` rows of D elements (D % 8 == 0) into shared memory with row
+   stride LD; row r comes from src(r), or zeros where src(r) is NULL. */
+template <int D, int LD, typename T, typename F>
+__device__ inline void stage_rows(T *dst, int rows, F src, int tid, int nthreads)
+{
+    constexpr int CH = D / 8;
+    for (int i = tid; i < rows * CH; i += nthreads) {
+        int r = i / CH, c = i - r * CH;
+        const T *p = src(r);
+        cp16(dst + r * LD + c * 8, p ? (const void *)(p + c * 8) : (const void *)dst,
+             p ? 16 : 0);
+    }
+}
+
+__device__ inline float warp_max4(float x)
+{
+    x = fmaxf(x, __shfl_xor_sync(0xffffffffu, x, 1));
+    x = fmaxf(x, __shfl_xor_sync(0xffffffffu, x, 2));
+    return x;
+}
+__device__ inline float quad_sum(float x)
+{
+    x += __shfl_xor_sync(0xffffffffu, x, 1);
+    x += __shfl_xor_sync(0xffffffffu, x, 2);
+    return x;
+}
+
+/* Order-preserving key of an fp32 score: larger score, larger key; -0 = +0;
+   NaN = 1, below -inf; 0 is free for "taken / not eligible". */
+__host__ __device__ inline uint32_t score_key(float f)
+{
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return 1u;
+    if (u == 0x80000000u) u = 0;
+    return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
+}
+
+#define NSA_LOG2E 1.4426950408889634f
+#define NSA_LN2 0.6931471805599453f
+
+} /* namespace nsak */
+
+#endif

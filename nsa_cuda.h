@@ -1,0 +1,994 @@
+/* nsa_cuda.h -- Native Sparse Attention on NVIDIA GPUs (CUDA).
+
+   The CUDA implementation of the API in nsa.h: the same functions as the
+   CPU reference (nsa_ref.h), prefixed nsa_cuda_, on device pointers, with a
+   stream and a caller-owned workspace.
+
+   USING IT
+     Declarations are plain C (no CUDA syntax): any C or C++ file may include
+     this header and call the functions. The definitions are compiled once,
+     by nvcc, from one .cu file:
+         #define NSA_IMPLEMENTATION       // nsa.h's shared part, unless
+                                          // another file of the program
+                                          // defines it already
+         #define NSA_CUDA_IMPLEMENTATION
+         #include "nsa_cuda.h"
+     and the program links that object and the CUDA runtime (-lcudart).
+     examples/cuda_example.c (gcc) + examples/nsa_cuda.cu (nvcc) show it.
+     Build for sm_80 and up; sm_90a is the Hopper target:
+         nvcc -std=c++17 -O3 -gencode=arch=compute_80,code=sm_80
+              -gencode=arch=compute_90a,code=sm_90a -c nsa_cuda.cu
+
+   CONVENTIONS (beyond nsa.h's)
+     - Tensor pointers are device pointers. batch.cu_seqlens and
+       batch.cu_seqlens_q (host) are used for validation and to size the
+       launches; batch.cu_seqlens_dev and batch.cu_seqlens_q_dev (device
+       copies of the same arrays) are what the kernels read.
+     - Every call validates on the host first (nsa_sizes_get and the same
+       NULL / workspace rules as nsa_ref_*), then only enqueues work on
+       `stream`: no host-device synchronisation and no allocation inside any
+       call, so a sequence of calls can be captured into a CUDA graph.
+       Errors of the launches come back as NSA_ERR_DEVICE with the CUDA
+       error string; errors of the kernels themselves surface at the
+       caller's next synchronisation.
+     - One workspace size (nsa_cuda_workspace_size) serves every entry point
+       for a config and batch.
+     - Supported: storage bf16 and fp16; head dims (Dk, Dv) in {(64, 64),
+       (128, 128), (192, 128)}; fp32 accumulation. fp32 storage, other head
+       dims and NSA_ACCUM_FP64 return NSA_ERR_UNSUPPORTED. Q, K, V, K_cmp,
+       V_cmp must be 16-byte aligned with strides that are multiples of 8
+       elements (NSA_ERR_UNSUPPORTED otherwise).
+     - Backward is deterministic in every mode (bitwise-reproducible: no
+       float atomics; the selected branch's dK / dV walk the transposed
+       selection in a fixed order); cfg.deterministic = 0 takes the same path.
+
+   STAGE FUNCTIONS take a workspace too (the kernels find their sequence
+   through prefix arrays built there on the device).
+
+   LICENSE: MIT. */
+#ifndef NSA_CUDA_H
+#define NSA_CUDA_H
+
+#include "nsa.h"
+
+/* Same type as cudaStream_t; NULL is the legacy default stream. */
+typedef struct CUstream_st *nsa_cuda_stream;
+
+NSADEF nsa_status nsa_cuda_workspace_size(const nsa_config *cfg,
+                                          const nsa_batch *batch, size_t *bytes);
+
+NSADEF nsa_status nsa_cuda_forward(const nsa_config *cfg, const nsa_batch *batch,
+                                   const void *gates, void *o, nsa_saved *saved,
+                                   void *workspace, size_t workspace_bytes,
+                                   nsa_cuda_stream stream);
+NSADEF nsa_status nsa_cuda_backward(const nsa_config *cfg, const nsa_batch *batch,
+                                    const void *gates, const void *d_o,
+                                    const nsa_saved *saved, nsa_grads *grads,
+                                    void *workspace, size_t workspace_bytes,
+                                    nsa_cuda_stream stream);
+
+NSADEF nsa_status nsa_cuda_compress(const nsa_config *cfg, const nsa_batch *batch,
+                                    void *k_cmp, void *v_cmp, void *workspace,
+                                    size_t workspace_bytes, nsa_cuda_stream stream);
+NSADEF nsa_status nsa_cuda_block_scores(const nsa_config *cfg,
+                                        const nsa_batch *batch, const void *k_cmp,
+                                        float *block_scores, void *workspace,
+                                        size_t workspace_bytes,
+                                        nsa_cuda_stream stream);
+NSADEF nsa_status nsa_cuda_select(const nsa_config *cfg, const nsa_batch *batch,
+                                  const void *k_cmp, int32_t *sel_idx,
+                                  int32_t *sel_count, void *workspace,
+                                  size_t workspace_bytes, nsa_cuda_stream stream);
+NSADEF nsa_status nsa_cuda_block_mask(const nsa_config *cfg,
+                                      const nsa_batch *batch,
+                                      const int32_t *sel_idx,
+                                      const int32_t *sel_count,
+                                      uint8_t *block_mask, void *workspace,
+                                      size_t workspace_bytes,
+                                      nsa_cuda_stream stream);
+NSADEF nsa_status nsa_cuda_attend_cmp(const nsa_config *cfg,
+                                      const nsa_batch *batch, const void *k_cmp,
+                                      const void *v_cmp, float *o_cmp,
+                                      float *lse_cmp, void *workspace,
+                                      size_t workspace_bytes,
+                                      nsa_cuda_stream stream);
+NSADEF nsa_status nsa_cuda_attend_slc(const nsa_config *cfg,
+                                      const nsa_batch *batch,
+                                      const int32_t *sel_idx,
+                                      const int32_t *sel_count, float *o_slc,
+                                      float *lse_slc, void *workspace,
+                                      size_t workspace_bytes,
+                                      nsa_cuda_stream stream);
+NSADEF nsa_status nsa_cuda_attend_win(const nsa_config *cfg,
+                                      const nsa_batch *batch, float *o_win,
+                                      float *lse_win, void *workspace,
+                                      size_t workspace_bytes,
+                                      nsa_cuda_stream stream);
+NSADEF nsa_status nsa_cuda_combine(const nsa_config *cfg, const nsa_batch *batch,
+                                   const void *gates, const float *o_cmp,
+                                   const float *o_slc, const float *o_win,
+                                   void *o, nsa_cuda_stream stream);
+
+/* Top-k per row of fp32 scores, as nsa_ref_topk_rows (k <= 4096 here). */
+NSADEF nsa_status nsa_cuda_topk_workspace_size(int64_t rows, int64_t cols, int k,
+                                               size_t *bytes);
+NSADEF nsa_status nsa_cuda_topk_rows(const float *scores, int64_t rows,
+                                     int64_t cols, int64_t row_stride,
+                                     const int32_t *row_start,
+                                     const int32_t *row_end, int k,
+                                     int32_t *out_idx, int32_t *out_count,
+                                     void *workspace, size_t workspace_bytes,
+                                     nsa_cuda_stream stream);
+
+#endif /* NSA_CUDA_H */
+
+/* ======================================================================== */
+#ifdef NSA_CUDA_IMPLEMENTATION
+#ifndef NSA_CUDA_IMPLEMENTATION_DONE
+#define NSA_CUDA_IMPLEMENTATION_DONE
+
+#ifndef __CUDACC__
+#error "NSA_CUDA_IMPLEMENTATION must be compiled by nvcc (a .cu file)"
+#endif
+
+#include <cuda_runtime.h>
+#include <cub/device/device_radix_sort.cuh>
+#include <string.h>
+
+#include "kernels/nsa_common.cuh"
+#include "kernels/nsa_attn.cuh"
+#include "kernels/nsa_select.cuh"
+#include "kernels/nsa_topk.cuh"
+
+namespace nsah {
+
+using nsak::PF_COUNT;
+
+#define NSA__CK(call)                                                          \
+    do {                                                                       \
+        cudaError_t e_ = (call);                                               \
+        if (e_ != cudaSuccess)                                                 \
+            return nsa__fail(NSA_ERR_DEVICE, "CUDA: %s (%s:%d)",               \
+                             cudaGetErrorString(e_), __FILE__, __LINE__);      \
+    } while (0)
+#define NSA__LAUNCHED() NSA__CK(cudaGetLastError())
+
+static size_t align256(size_t x) { return (x + 255) & ~(size_t)255; }
+
+/* Everything a call needs to know on the host. */
+struct Plan {
+    nsa_sizes sz;
+    nsak::Shape shape;
+    int B, H, Hkv, G, Dk, Dv;
+    nsa_dtype dt;
+    unsigned br;
+    int64_t tot[PF_COUNT + 1]; /* totals of the prefix arrays (+ unit groups) */
+    int64_t nc_max, nsel_max, nsel_tot;
+    int64_t qst, qsh, kst, ksh, vst, vsh;
+    /* workspace regions (byte offsets) */
+    size_t o_pf, o_acc, o_delta, o_dk, o_dv, o_dkc, o_dvc, o_trk, o_trk2, o_trv,
+        o_trv2, o_trs, o_cub, o_sel, total;
+    size_t cub_bytes;
+    int64_t tr_n, sel_ctas, slot_stride;
+};
+
+static bool head_dims_ok(int dk, int dv)
+{
+    return (dk == 64 && dv == 64) || (dk == 128 && dv == 128) || (dk == 192 && dv == 128);
+}
+
+static bool aligned16(const void *p) { return ((uintptr_t)p & 15u) == 0; }
+
+static nsa_status plan_make(const nsa_config *cfg, const nsa_batch *x, Plan &P)
+{
+    nsa_status st = nsa_sizes_get(cfg, x, &P.sz);
+    if (st != NSA_OK) return st;
+    if (cfg->accum != NSA_ACCUM_FP32)
+        return nsa__fail(NSA_ERR_UNSUPPORTED, "cfg.accum: the CUDA path accumulates "
+                         "in fp32 only (NSA_ACCUM_FP64 is the reference's)");
+    if (x->dtype == NSA_FP32)
+        return nsa__fail(NSA_ERR_UNSUPPORTED, "batch.dtype: the CUDA path supports "
+                         "bf16 and fp16 storage (fp32 is the reference's)");
+    if (!head_dims_ok(x->Dk, x->Dv))
+        return nsa__fail(NSA_ERR_UNSUPPORTED, "batch.Dk, batch.Dv: (%d, %d) is not "
+                         "supported by the CUDA path; supported: (64, 64), "
+                         "(128, 128), (192, 128)", x->Dk, x->Dv);
+    if (x->B > 0 && !x->cu_seqlens_dev)
+        return nsa__fail(NSA_ERR_NULL_POINTER, "batch.cu_seqlens_dev: is NULL "
+                         "(the CUDA path reads the device copy)");
+    if (x->cu_seqlens_q && !x->cu_seqlens_q_dev)
+        return nsa__fail(NSA_ERR_NULL_POINTER, "batch.cu_seqlens_q_dev: is NULL "
+                         "while batch.cu_seqlens_q is set");
+    P.B = x->B;
+    P.H = x->H;
+    P.Hkv = x->Hkv;
+    P.G = x->H / x->Hkv;
+    P.Dk = x->Dk;
+    P.Dv = x->Dv;
+    P.dt = x->dtype;
+    P.br = cfg->branches;
+    const bool use_cb = (cfg->branches & (NSA_BRANCH_CMP | NSA_BRANCH_SLC)) != 0;
+    const bool slc = (cfg->branches & NSA_BRANCH_SLC) != 0;
+    P.shape.G = P.G;
+    P.shape.l = use_cb ? cfg->l : 1;
+    P.shape.d = use_cb ? cfg->d : 1;
+    P.shape.lp = slc ? cfg->lp : 1;
+    P.shape.n = slc ? cfg->n : 1;
+    P.shape.bq = slc ? cfg->bq : 1;
+    P.qst = x->q_stride_token ? x->q_stride_token : (int64_t)x->H * x->Dk;
+    P.qsh = x->q_stride_head ? x->q_stride_head : x->Dk;
+    P.kst = x->k_stride_token ? x->k_stride_token : (int64_t)x->Hkv * x->Dk;
+    P.ksh = x->k_stride_head ? x->k_stride_head : x->Dk;
+    P.vst = x->v_stride_token ? x->v_stride_token : (int64_t)x->Hkv * x->Dv;
+    P.vsh = x->v_stride_head ? x->v_stride_head : x->Dv;
+    if (!aligned16(x->q) || !aligned16(x->k) || !aligned16(x->v) ||
+        (P.qst | P.qsh | P.kst | P.ksh | P.vst | P.vsh) % 8 != 0 ||
+        !aligned16(x->k_cmp) || !aligned16(x->v_cmp))
+        return nsa__fail(NSA_ERR_UNSUPPORTED, "batch.q, k, v, k_cmp, v_cmp: the CUDA"
+                         " path needs 16-byte aligned pointers and strides that"
+                         " are multiples of 8 elements");
+    for (int i = 0; i <= PF_COUNT; ++i) P.tot[i] = 0;
+    P.nc_max = P.nsel_max = 0;
+    for (int b = 0; b < x->B; ++b) {
+        int64_t nk = x->cu_seqlens[b + 1] - x->cu_seqlens[b];
+        int64_t nq = x->cu_seqlens_q ? x->cu_seqlens_q[b + 1] - x->cu_seqlens_q[b] : nk;
+        int64_t v[PF_COUNT];
+        nsak::seq_counts(nq, nk, P.shape, v);
+        for (int i = 0; i < PF_COUNT; ++i) P.tot[i] += v[i];
+        P.tot[PF_COUNT] += nsak::cdiv64(v[nsak::PF_UNIT], 4);
+        if (v[nsak::PF_CMP] > P.nc_max) P.nc_max = v[nsak::PF_CMP];
+        if (v[nsak::PF_SLC] > P.nsel_max) P.nsel_max = v[nsak::PF_SLC];
+    }
+    P.nsel_tot = P.tot[nsak::PF_SLC];
+    const int64_t TQ = P.sz.TQ, T = P.sz.T, Tc = P.sz.Tc;
+    const int Dm = x->Dk > x->Dv ? x->Dk : x->Dv;
+    /* transposed selection */
+    P.tr_n = slc ? P.sz.units * x->Hkv * (int64_t)(cfg->n) : 0;
+    if (P.tr_n > INT32_MAX || (slc && (int64_t)x->Hkv * P.nsel_tot + 1 > INT32_MAX))
+        return nsa__fail(NSA_ERR_UNSUPPORTED, "batch: units*Hkv*n = %lld selection "
+                         "entries exceed the CUDA path's 2^31 limit",
+                         (long long)P.tr_n);
+    P.cub_bytes = 0;
+    if (P.tr_n > 0) {
+        cudaError_t e = cub::DeviceRadixSort::SortPairs(
+            (void *)NULL, P.cub_bytes, (const uint32_t *)NULL, (uint32_t *)NULL,
+            (const int32_t *)NULL, (int32_t *)NULL, (int)P.tr_n, 0, 32, (cudaStream_t)0);
+        if (e != cudaSuccess)
+            return nsa__fail(NSA_ERR_DEVICE, "CUDA: %s", cudaGetErrorString(e));
+    }
+    P.sel_ctas = slc ? (P.tot[PF_COUNT] * x->Hkv < NSA_SEL_SLOTS_CTA
+                            ? P.tot[PF_COUNT] * x->Hkv : NSA_SEL_SLOTS_CTA) : 0;
+    P.slot_stride = (P.nc_max + P.nsel_max + 3) & ~(int64_t)3;
+    size_t o = 0;
+    P.o_pf = o; o = align256(o + (size_t)(PF_COUNT + 1) * (x->B + 1) * 8);
+    P.o_acc = o; o = align256(o + (size_t)TQ * x->H * Dm * 4);
+    P.o_delta = o; o = align256(o + (size_t)3 * TQ * x->H * 4);
+    P.o_dk = o; o = align256(o + (size_t)T * x->Hkv * x->Dk * 4);
+    P.o_dv = o; o = align256(o + (size_t)T * x->Hkv * x->Dv * 4);
+    P.o_dkc = o; o = align256(o + (size_t)Tc * x->Hkv * x->Dk * 4);
+    P.o_dvc = o; o = align256(o + (size_t)Tc * x->Hkv * x->Dv * 4);
+    P.o_trk = o; o = align256(o + (size_t)P.tr_n * 4);
+    P.o_trk2 = o; o = align256(o + (size_t)P.tr_n * 4);
+    P.o_trv = o; o = align256(o + (size_t)P.tr_n * 4);
+    P.o_trv2 = o; o = align256(o + (size_t)P.tr_n * 4);
+    P.o_trs = o; o = align256(o + (size_t)(slc ? x->Hkv * P.nsel_tot + 1 : 0) * 4);
+    P.o_cub = o; o = align256(o + P.cub_bytes);
+    P.o_sel = o; o = align256(o + (size_t)P.sel_ctas * 4 * P.slot_stride * 4);
+    P.total = o;
+    return NSA_OK;
+}
+
+static nsa_status check_ws(const Plan &P, const void *ws, size_t bytes)
+{
+    if (!ws)
+        return nsa__fail(NSA_ERR_NULL_POINTER, "workspace: is NULL");
+    if (bytes < P.total)
+        return nsa__fail(NSA_ERR_WORKSPACE, "workspace: %zu bytes is smaller than "
+                         "the %zu this call needs (see nsa_cuda_workspace_size)",
+                         bytes, P.total);
+    return NSA_OK;
+}
+
+/* Kernel parameters common to every launch. */
+static nsak::Params params(const nsa_config *cfg, const nsa_batch *x, const Plan &P,
+                           void *ws)
+{
+    nsak::Params p;
+    memset(&p, 0, sizeof p);
+    p.B = x->B;
+    p.H = x->H;
+    p.Hkv = x->Hkv;
+    p.G = P.G;
+    p.l = P.shape.l;
+    p.d = P.shape.d;
+    p.lp = P.shape.lp;
+    p.n = P.shape.n;
+    p.n_init = cfg->n_init;
+    p.n_local = cfg->n_local;
+    p.w = cfg->w;
+    p.bq = P.shape.bq;
+    p.probs = cfg->score_mode == NSA_SCORE_PROBS;
+    p.sc = cfg->scale > 0.f ? cfg->scale : (float)(1.0 / sqrt((double)x->Dk));
+    p.sl2 = p.sc * NSA_LOG2E;
+    int nb = ((cfg->branches & 1) != 0) + ((cfg->branches & 2) != 0) + ((cfg->branches & 4) != 0);
+    p.gate_default = 1.0f / (float)nb;
+    p.cuk = x->cu_seqlens_dev;
+    p.cuq = x->cu_seqlens_q_dev ? x->cu_seqlens_q_dev : x->cu_seqlens_dev;
+    int64_t *pf = (int64_t *)((char *)ws + P.o_pf);
+    for (int i = 0; i < PF_COUNT; ++i) p.pf[i] = pf + (int64_t)i * (x->B + 1);
+    p.q = x->q;
+    p.k = x->k;
+    p.v = x->v;
+    p.qst = P.qst; p.qsh = P.qsh;
+    p.kst = P.kst; p.ksh = P.ksh;
+    p.vst = P.vst; p.vsh = P.vsh;
+    p.kc = x->k_cmp;
+    p.vc = x->v_cmp;
+    p.sel_idx = x->sel_idx;
+    p.sel_cnt = x->sel_count;
+    p.acc = (float *)((char *)ws + P.o_acc);
+    float *dl = (float *)((char *)ws + P.o_delta);
+    for (int i = 0; i < 3; ++i) p.delta[i] = dl + (int64_t)i * P.sz.TQ * x->H;
+    p.dk_acc = (float *)((char *)ws + P.o_dk);
+    p.dv_acc = (float *)((char *)ws + P.o_dv);
+    p.dkc_acc = (float *)((char *)ws + P.o_dkc);
+    p.dvc_acc = (float *)((char *)ws + P.o_dvc);
+    p.nsel_tot = P.nsel_tot;
+    return p;
+}
+
+static int grid_for(int64_t n, int threads)
+{
+    int64_t g = (n + threads - 1) / threads;
+    return (int)(g < 65536 ? (g > 0 ? g : 1) : 65536);
+}
+
+static nsa_status launch_meta(const Plan &P, const nsak::Params &p, void *ws,
+                              cudaStream_t s)
+{
+    if (P.B == 0) return NSA_OK;
+    nsak::meta_kernel<<<1, 1024, 0, s>>>(p.cuk, p.cuq, P.B, P.shape,
+                                         (int64_t *)((char *)ws + P.o_pf));
+    NSA__LAUNCHED();
+    return NSA_OK;
+}
+
+template <typename K>
+static nsa_status set_smem(K kernel, size_t bytes)
+{
+    NSA__CK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                 (int)bytes));
+    return NSA_OK;
+}
+
+/* ---- typed launchers ---------------------------------------------------- */
+
+template <typename T, int DK, int DV>
+static nsa_status run_rows(const Plan &P, const nsak::Params &p, int mode, unsigned br,
+                           bool dq, cudaStream_t s)
+{
+    nsa_status st;
+    const bool slc = br == NSA_BRANCH_SLC;
+    int64_t tiles = P.tot[slc ? nsak::PF_UNITT : nsak::PF_ROWT];
+    if (tiles == 0) return NSA_OK;
+    dim3 grid((unsigned)tiles, (unsigned)P.Hkv);
+    if (slc) {
+        size_t sm = nsak::row_smem<DK, DV, 1>();
+        if (dq) {
+            auto k = nsak::row_kernel<T, DK, DV, 1, true, true>;
+            if ((st = set_smem(k, sm))) return st;
+            k<<<grid, 32, sm, s>>>(p, mode, br);
+        } else {
+            auto k = nsak::row_kernel<T, DK, DV, 1, true, false>;
+            if ((st = set_smem(k, sm))) return st;
+            k<<<grid, 32, sm, s>>>(p, mode, br);
+        }
+    } else {
+        size_t sm = nsak::row_smem<DK, DV, 4>();
+        if (dq) {
+            auto k = nsak::row_kernel<T, DK, DV, 4, false, true>;
+            if ((st = set_smem(k, sm))) return st;
+            k<<<grid, 128, sm, s>>>(p, mode, br);
+        } else {
+            auto k = nsak::row_kernel<T, DK, DV, 4, false, false>;
+            if ((st = set_smem(k, sm))) return st;
+            k<<<grid, 128, sm, s>>>(p, mode, br);
+        }
+    }
+    NSA__LAUNCHED();
+    return NSA_OK;
+}
+
+template <typename T, int DK, int DV>
+static nsa_status run_select(const Plan &P, const nsak::Params &p, void *ws,
+                             float *scores_out, int32_t *idx, int32_t *cnt,
+                             cudaStream_t s)
+{
+    nsa_status st;
+    int64_t items = P.tot[PF_COUNT] * P.Hkv;
+    if (items == 0) return NSA_OK;
+    size_t sm = nsak::select_smem<DK>();
+    auto k = nsak::select_kernel<T, DK>;
+    if ((st = set_smem(k, sm))) return st;
+    const int64_t *pf_grp = (const int64_t *)((char *)ws + P.o_pf) +
+                            (int64_t)PF_COUNT * (P.B + 1);
+    k<<<(unsigned)P.sel_ctas, 128, sm, s>>>(p, pf_grp, items, (float *)((char *)ws + P.o_sel),
+                                            P.slot_stride, P.nc_max, scores_out,
+                                            P.sz.max_slc_blocks, idx, cnt);
+    NSA__LAUNCHED();
+    return NSA_OK;
+}
+
+template <typename T, int DK, int DV>
+static nsa_status run_compress(const Plan &P, const nsak::Params &p, void *kc, void *vc,
+                               cudaStream_t s)
+{
+    int64_t total = P.sz.Tc * P.Hkv * (DK + DV);
+    if (total == 0) return NSA_OK;
+    nsak::compress_kernel<T><<<grid_for(total, 256), 256, 0, s>>>(p, DK, DV, total, (T *)kc,
+                                                                  (T *)vc);
+    NSA__LAUNCHED();
+    return NSA_OK;
+}
+
+template <typename T, int DK, int DV, int BR>
+static nsa_status run_kv(const Plan &P, const nsak::Params &p, cudaStream_t s)
+{
+    nsa_status st;
+    int64_t n = BR == nsak::BR_SLC ? P.nsel_tot * ((P.shape.lp + 63) / 64)
+              : BR == nsak::BR_WIN ? P.tot[nsak::PF_KEYT] : P.tot[nsak::PF_CMPT];
+    if (n == 0) return NSA_OK;
+    size_t sm = nsak::kv_smem<DK, DV>();
+    auto k = nsak::kv_kernel<T, DK, DV, BR>;
+    if ((st = set_smem(k, sm))) return st;
+    k<<<dim3((unsigned)n, (unsigned)P.Hkv), 128, sm, s>>>(p);
+    NSA__LAUNCHED();
+    return NSA_OK;
+}
+
+/* The transposed selection: for each (kv head, selection block), the units
+   that chose it, ascending (a stable radix sort of (block, unit) pairs). */
+static nsa_status run_transpose(const Plan &P, nsak::Params &p, void *ws, cudaStream_t s)
+{
+    char *w = (char *)ws;
+    uint32_t *k1 = (uint32_t *)(w + P.o_trk), *k2 = (uint32_t *)(w + P.o_trk2);
+    int32_t *v1 = (int32_t *)(w + P.o_trv), *v2 = (int32_t *)(w + P.o_trv2);
+    int32_t *start = (int32_t *)(w + P.o_trs);
+    int64_t nkeys = (int64_t)P.Hkv * P.nsel_tot;
+    uint32_t sentinel = (uint32_t)nkeys;
+    int bits = 1;
+    while (bits < 32 && ((uint64_t)1 << bits) <= (uint64_t)sentinel) ++bits;
+    if (P.tr_n > 0) {
+        nsak::tr_pairs_kernel<<<grid_for(P.tr_n, 256), 256, 0, s>>>(p, P.tr_n, sentinel, k1, v1);
+        NSA__LAUNCHED();
+        size_t cb = P.cub_bytes;
+        NSA__CK(cub::DeviceRadixSort::SortPairs((void *)(w + P.o_cub), cb, k1, k2, v1, v2,
+                                                (int)P.tr_n, 0, bits, s));
+    }
+    nsak::tr_start_kernel<<<grid_for(nkeys + 1, 256), 256, 0, s>>>(k2, P.tr_n, nkeys, start);
+    NSA__LAUNCHED();
+    p.tr_start = start;
+    p.tr_units = v2;
+    return NSA_OK;
+}
+
+template <typename T, int DK, int DV>
+static nsa_status fwd_typed(const nsa_config *cfg, const nsa_batch *x, const Plan &P,
+                            nsak::Params &p, const void *gates, void *o, nsa_saved *sv,
+                            void *ws, cudaStream_t s)
+{
+    nsa_status st;
+    const unsigned br = cfg->branches;
+    const bool use_cb = (br & (NSA_BRANCH_CMP | NSA_BRANCH_SLC)) != 0;
+    p.gates = gates;
+    p.out = o;
+    for (int i = 0; i < 3; ++i) p.lse[i] = NULL;
+    p.lse[0] = sv->lse_cmp;
+    p.lse[1] = sv->lse_slc;
+    p.lse[2] = sv->lse_win;
+    if ((st = launch_meta(P, p, ws, s))) return st;
+    if (use_cb && !cfg->caller_compressed) {
+        if ((st = run_compress<T, DK, DV>(P, p, sv->k_cmp, sv->v_cmp, s))) return st;
+        p.kc = sv->k_cmp;
+        p.vc = sv->v_cmp;
+    }
+    const bool slc = (br & NSA_BRANCH_SLC) != 0;
+    /* cmp and win first: the compressed branch's lse then serves the
+       selection's probabilities (probs mode) without a second pass */
+    if (br & (NSA_BRANCH_CMP | NSA_BRANCH_WIN)) {
+        p.acc_in = 0;
+        p.final_out = !slc;
+        if ((st = run_rows<T, DK, DV>(P, p, nsak::M_FWD, br & (NSA_BRANCH_CMP | NSA_BRANCH_WIN),
+                                      false, s)))
+            return st;
+    }
+    if (slc) {
+        if (x->sel_idx) { /* caller selection: its usable entries, compacted */
+            if (P.sz.sel_count > 0) {
+                nsak::copy_sel_kernel<<<grid_for(P.sz.sel_count, 256), 256, 0, s>>>(
+                    p, P.sz.sel_count, sv->sel_idx, sv->sel_count);
+                NSA__LAUNCHED();
+            }
+        } else {
+            nsak::Params ps = p;
+            if (!(br & NSA_BRANCH_CMP)) ps.lse[0] = NULL;
+            if ((st = run_select<T, DK, DV>(P, ps, ws, NULL, sv->sel_idx, sv->sel_count, s)))
+                return st;
+        }
+        p.sel_idx = sv->sel_idx;
+        p.sel_cnt = sv->sel_count;
+        p.acc_in = (br & (NSA_BRANCH_CMP | NSA_BRANCH_WIN)) != 0;
+        p.final_out = 1;
+        if ((st = run_rows<T, DK, DV>(P, p, nsak::M_FWD, NSA_BRANCH_SLC, false, s))) return st;
+    }
+    return NSA_OK;
+}
+
+template <typename T, int DK, int DV>
+static nsa_status bwd_typed(const nsa_config *cfg, const nsa_batch *, const Plan &P,
+                            nsak::Params &p, const void *gates, const void *d_o,
+                            const nsa_saved *sv, nsa_grads *g, void *ws, cudaStream_t s)
+{
+    nsa_status st;
+    const unsigned br = cfg->branches;
+    const bool cw = (br & (NSA_BRANCH_CMP | NSA_BRANCH_WIN)) != 0;
+    p.gates = gates;
+    p.dout = d_o;
+    p.dgates = g->dgates;
+    p.lse[0] = sv->lse_cmp;
+    p.lse[1] = sv->lse_slc;
+    p.lse[2] = sv->lse_win;
+    if (!cfg->caller_compressed) {
+        p.kc = sv->k_cmp;
+        p.vc = sv->v_cmp;
+    }
+    p.sel_idx = sv->sel_idx; /* forward saved (and compacted) the selection */
+    p.sel_cnt = sv->sel_count;
+    if ((st = launch_meta(P, p, ws, s))) return st;
+    /* branches that are off get dg = 0 */
+    if (g->dgates && P.sz.gates > 0)
+        NSA__CK(cudaMemsetAsync(g->dgates, 0, (size_t)P.sz.gates * 2, s));
+    /* 1. recompute each branch's output: dgates and Delta = g * (dO . O_c) */
+    if (br & NSA_BRANCH_SLC)
+        if ((st = run_rows<T, DK, DV>(P, p, nsak::M_PREP, NSA_BRANCH_SLC, false, s))) return st;
+    if (cw)
+        if ((st = run_rows<T, DK, DV>(P, p, nsak::M_PREP, br & (NSA_BRANCH_CMP | NSA_BRANCH_WIN),
+                                      false, s)))
+            return st;
+    /* 2. dQ, row-centric */
+    p.out = g->dq;
+    if (br & NSA_BRANCH_SLC) {
+        p.acc_in = 0;
+        p.final_out = !cw;
+        if ((st = run_rows<T, DK, DV>(P, p, nsak::M_FWD, NSA_BRANCH_SLC, true, s))) return st;
+    }
+    if (cw) {
+        p.acc_in = (br & NSA_BRANCH_SLC) != 0;
+        p.final_out = 1;
+        if ((st = run_rows<T, DK, DV>(P, p, nsak::M_FWD, br & (NSA_BRANCH_CMP | NSA_BRANCH_WIN),
+                                      true, s)))
+            return st;
+    }
+    /* 3. dK, dV, key-centric, into fp32 accumulators */
+    if (P.sz.k > 0) NSA__CK(cudaMemsetAsync(p.dk_acc, 0, (size_t)P.sz.k * 4, s));
+    if (P.sz.v > 0) NSA__CK(cudaMemsetAsync(p.dv_acc, 0, (size_t)P.sz.v * 4, s));
+    if (br & NSA_BRANCH_SLC) {
+        if ((st = run_transpose(P, p, ws, s))) return st;
+        if ((st = run_kv<T, DK, DV, nsak::BR_SLC>(P, p, s))) return st;
+    }
+    if (br & NSA_BRANCH_WIN)
+        if ((st = run_kv<T, DK, DV, nsak::BR_WIN>(P, p, s))) return st;
+    const bool cmp = (br & NSA_BRANCH_CMP) != 0;
+    if (cmp && P.sz.k_cmp > 0) {
+        NSA__CK(cudaMemsetAsync(p.dkc_acc, 0, (size_t)P.sz.k_cmp * 4, s));
+        NSA__CK(cudaMemsetAsync(p.dvc_acc, 0, (size_t)P.sz.v_cmp * 4, s));
+        if ((st = run_kv<T, DK, DV, nsak::BR_CMP>(P, p, s))) return st;
+    }
+    /* 4. mean compression's backward, rounding */
+    const bool fold = cmp && !cfg->caller_compressed && P.sz.k_cmp > 0;
+    if (P.sz.k > 0) {
+        nsak::finish_kv_kernel<T><<<grid_for(P.sz.k, 256), 256, 0, s>>>(
+            p, DK, P.sz.k, p.dk_acc, fold ? p.dkc_acc : NULL, (T *)g->dk);
+        NSA__LAUNCHED();
+    }
+    if (P.sz.v > 0) {
+        nsak::finish_kv_kernel<T><<<grid_for(P.sz.v, 256), 256, 0, s>>>(
+            p, DV, P.sz.v, p.dv_acc, fold ? p.dvc_acc : NULL, (T *)g->dv);
+        NSA__LAUNCHED();
+    }
+    if (cfg->caller_compressed && (br & (NSA_BRANCH_CMP | NSA_BRANCH_SLC)) && P.sz.k_cmp > 0) {
+        if (cmp) {
+            nsak::round_kernel<T><<<grid_for(P.sz.k_cmp, 256), 256, 0, s>>>(P.sz.k_cmp, p.dkc_acc,
+                                                                           (T *)g->dk_cmp);
+            NSA__LAUNCHED();
+            nsak::round_kernel<T><<<grid_for(P.sz.v_cmp, 256), 256, 0, s>>>(P.sz.v_cmp, p.dvc_acc,
+                                                                           (T *)g->dv_cmp);
+            NSA__LAUNCHED();
+        } else {
+            NSA__CK(cudaMemsetAsync(g->dk_cmp, 0, (size_t)P.sz.k_cmp * 2, s));
+            NSA__CK(cudaMemsetAsync(g->dv_cmp, 0, (size_t)P.sz.v_cmp * 2, s));
+        }
+    }
+    return NSA_OK;
+}
+
+/* Calls F<T, DK, DV>(args...) for the batch's dtype and head dims (checked). */
+#define NSA__DISPATCH(P, F, ...)                                               \
+    ((P).dt == NSA_BF16                                                        \
+         ? ((P).Dk == 64    ? F<__nv_bfloat16, 64, 64>(__VA_ARGS__)            \
+            : (P).Dk == 128 ? F<__nv_bfloat16, 128, 128>(__VA_ARGS__)          \
+                            : F<__nv_bfloat16, 192, 128>(__VA_ARGS__))         \
+         : ((P).Dk == 64    ? F<__half, 64, 64>(__VA_ARGS__)                   \
+            : (P).Dk == 128 ? F<__half, 128, 128>(__VA_ARGS__)                 \
+                            : F<__half, 192, 128>(__VA_ARGS__)))
+
+} /* namespace nsah */
+
+NSADEF nsa_status nsa_cuda_workspace_size(const nsa_config *cfg, const nsa_batch *batch,
+                                          size_t *bytes)
+{
+    nsah::Plan P;
+    nsa_status st;
+    nsa__clear_error();
+    if (!bytes) return nsa__fail(NSA_ERR_NULL_POINTER, "bytes: is NULL");
+    if ((st = nsah::plan_make(cfg, batch, P))) return st;
+    *bytes = P.total;
+    return NSA_OK;
+}
+
+NSADEF nsa_status nsa_cuda_forward(const nsa_config *cfg, const nsa_batch *batch,
+                                   const void *gates, void *o, nsa_saved *saved,
+                                   void *workspace, size_t workspace_bytes,
+                                   nsa_cuda_stream stream)
+{
+    nsah::Plan P;
+    nsa_status st;
+    nsa__clear_error();
+    if ((st = nsah::plan_make(cfg, batch, P))) return st;
+    const unsigned br = cfg->branches;
+    if (!o && P.sz.o > 0) return nsa__fail(NSA_ERR_NULL_POINTER, "o: is NULL");
+    if (!saved) return nsa__fail(NSA_ERR_NULL_POINTER, "saved: is NULL");
+    if (P.sz.lse > 0) {
+        if ((br & NSA_BRANCH_CMP) && !saved->lse_cmp)
+            return nsa__fail(NSA_ERR_NULL_POINTER, "saved.lse_cmp: is NULL");
+        if ((br & NSA_BRANCH_SLC) && !saved->lse_slc)
+            return nsa__fail(NSA_ERR_NULL_POINTER, "saved.lse_slc: is NULL");
+        if ((br & NSA_BRANCH_WIN) && !saved->lse_win)
+            return nsa__fail(NSA_ERR_NULL_POINTER, "saved.lse_win: is NULL");
+    }
+    if ((br & NSA_BRANCH_SLC) && P.sz.sel_idx > 0 &&
+        (!saved->sel_idx || !saved->sel_count))
+        return nsa__fail(NSA_ERR_NULL_POINTER, "saved.sel_idx, saved.sel_count: "
+                         "required with the selected branch on");
+    if ((br & (NSA_BRANCH_CMP | NSA_BRANCH_SLC)) && !cfg->caller_compressed &&
+        P.sz.k_cmp > 0 && (!saved->k_cmp || !saved->v_cmp))
+        return nsa__fail(NSA_ERR_NULL_POINTER, "saved.k_cmp, saved.v_cmp: required"
+                         " in mean-compression mode");
+    if (!nsah::aligned16(saved->k_cmp) || !nsah::aligned16(saved->v_cmp))
+        return nsa__fail(NSA_ERR_UNSUPPORTED, "saved.k_cmp, v_cmp: must be 16-byte "
+                         "aligned on the CUDA path");
+    if ((st = nsah::check_ws(P, workspace, workspace_bytes))) return st;
+    if (P.sz.TQ == 0 && P.sz.T == 0) return NSA_OK;
+    nsak::Params p = nsah::params(cfg, batch, P, workspace);
+    return NSA__DISPATCH(P, nsah::fwd_typed, cfg, batch, P, p, gates, o, saved, workspace,
+                         (cudaStream_t)stream);
+}
+
+NSADEF nsa_status nsa_cuda_backward(const nsa_config *cfg, const nsa_batch *batch,
+                                    const void *gates, const void *d_o,
+                                    const nsa_saved *saved, nsa_grads *grads,
+                                    void *workspace, size_t workspace_bytes,
+                                    nsa_cuda_stream stream)
+{
+    nsah::Plan P;
+    nsa_status st;
+    nsa__clear_error();
+    if ((st = nsah::plan_make(cfg, batch, P))) return st;
+    const unsigned br = cfg->branches;
+    if (!saved) return nsa__fail(NSA_ERR_NULL_POINTER, "saved: is NULL");
+    if (!grads) return nsa__fail(NSA_ERR_NULL_POINTER, "grads: is NULL");
+    if (!d_o && P.sz.o > 0) return nsa__fail(NSA_ERR_NULL_POINTER, "d_o: is NULL");
+    if ((!grads->dq && P.sz.q > 0) || (!grads->dk && P.sz.k > 0) || (!grads->dv && P.sz.v > 0))
+        return nsa__fail(NSA_ERR_NULL_POINTER, "grads.dq, dk, dv: required");
+    if (gates && !grads->dgates && P.sz.gates > 0)
+        return nsa__fail(NSA_ERR_NULL_POINTER, "grads.dgates: required when gates "
+                         "are given");
+    if (cfg->caller_compressed && (br & (NSA_BRANCH_CMP | NSA_BRANCH_SLC)) &&
+        P.sz.k_cmp > 0 && (!grads->dk_cmp || !grads->dv_cmp))
+        return nsa__fail(NSA_ERR_NULL_POINTER, "grads.dk_cmp, dv_cmp: required in "
+                         "caller_compressed mode");
+    if (P.sz.lse > 0) {
+        if ((br & NSA_BRANCH_CMP) && !saved->lse_cmp)
+            return nsa__fail(NSA_ERR_NULL_POINTER, "saved.lse_cmp: is NULL");
+        if ((br & NSA_BRANCH_SLC) && !saved->lse_slc)
+            return nsa__fail(NSA_ERR_NULL_POINTER, "saved.lse_slc: is NULL");
+        if ((br & NSA_BRANCH_WIN) && !saved->lse_win)
+            return nsa__fail(NSA_ERR_NULL_POINTER, "saved.lse_win: is NULL");
+    }
+    if ((br & NSA_BRANCH_SLC) && P.sz.sel_idx > 0 &&
+        (!saved->sel_idx || !saved->sel_count))
+        return nsa__fail(NSA_ERR_NULL_POINTER, "saved.sel_idx, saved.sel_count: "
+                         "required with the selected branch on");
+    if ((br & NSA_BRANCH_CMP) && !cfg->caller_compressed && P.sz.k_cmp > 0 &&
+        (!saved->k_cmp || !saved->v_cmp))
+        return nsa__fail(NSA_ERR_NULL_POINTER, "saved.k_cmp, saved.v_cmp: required"
+                         " in mean-compression mode");
+    if (!nsah::aligned16(saved->k_cmp) || !nsah::aligned16(saved->v_cmp))
+        return nsa__fail(NSA_ERR_UNSUPPORTED, "saved.k_cmp, v_cmp: must be 16-byte "
+                         "aligned on the CUDA path");
+    if ((st = nsah::check_ws(P, workspace, workspace_bytes))) return st;
+    if (P.sz.TQ == 0 && P.sz.T == 0) return NSA_OK;
+    nsak::Params p = nsah::params(cfg, batch, P, workspace);
+    return NSA__DISPATCH(P, nsah::bwd_typed, cfg, batch, P, p, gates, d_o, saved, grads,
+                         workspace, (cudaStream_t)stream);
+}
+
+/* ---- stages -------------------------------------------------------------- */
+
+namespace nsah {
+
+static nsa_status stage_begin(const nsa_config *cfg, const nsa_batch *x, Plan &P,
+                              unsigned need, const char *name, void *ws, size_t wsb)
+{
+    nsa_status st;
+    nsa__clear_error();
+    if ((st = plan_make(cfg, x, P))) return st;
+    if (need && !(cfg->branches & need))
+        return nsa__fail(NSA_ERR_INVALID_CONFIG, "cfg.branches: %s needs its branch "
+                         "switched on", name);
+    return check_ws(P, ws, wsb);
+}
+
+template <typename T, int DK, int DV>
+static nsa_status stage_compress(const Plan &P, nsak::Params &p, void *kc, void *vc, void *ws,
+                                 cudaStream_t s)
+{
+    nsa_status st;
+    if ((st = launch_meta(P, p, ws, s))) return st;
+    return run_compress<T, DK, DV>(P, p, kc, vc, s);
+}
+
+template <typename T, int DK, int DV>
+static nsa_status stage_select(const Plan &P, nsak::Params &p, float *scores, int32_t *idx,
+                               int32_t *cnt, void *ws, cudaStream_t s)
+{
+    nsa_status st;
+    if ((st = launch_meta(P, p, ws, s))) return st;
+    return run_select<T, DK, DV>(P, p, ws, scores, idx, cnt, s);
+}
+
+template <typename T, int DK, int DV>
+static nsa_status stage_attend(const Plan &P, nsak::Params &p, unsigned br, void *ws,
+                               cudaStream_t s)
+{
+    nsa_status st;
+    if ((st = launch_meta(P, p, ws, s))) return st;
+    return run_rows<T, DK, DV>(P, p, nsak::M_STAGE, br, false, s);
+}
+
+template <typename T, int DK, int DV>
+static nsa_status stage_combine(const Plan &P, nsak::Params &p, const float *o0,
+                                const float *o1, const float *o2, void *o, cudaStream_t s)
+{
+    int64_t total = P.sz.o;
+    if (total == 0) return NSA_OK;
+    nsak::combine_kernel<T><<<grid_for(total, 256), 256, 0, s>>>(p, DV, total, P.br, o0, o1,
+                                                                 o2, (T *)o);
+    NSA__LAUNCHED();
+    return NSA_OK;
+}
+
+template <typename T, int DK, int DV>
+static nsa_status stage_mask(const Plan &P, nsak::Params &p, uint8_t *mask, void *ws,
+                             cudaStream_t s)
+{
+    nsa_status st;
+    if ((st = launch_meta(P, p, ws, s))) return st;
+    int64_t total = P.sz.block_mask;
+    if (total == 0) return NSA_OK;
+    nsak::block_mask_kernel<<<grid_for(total, 256), 256, 0, s>>>(p, P.sz.max_slc_blocks, total,
+                                                                 mask);
+    NSA__LAUNCHED();
+    return NSA_OK;
+}
+
+} /* namespace nsah */
+
+NSADEF nsa_status nsa_cuda_compress(const nsa_config *cfg, const nsa_batch *batch,
+                                    void *k_cmp, void *v_cmp, void *workspace,
+                                    size_t workspace_bytes, nsa_cuda_stream stream)
+{
+    nsah::Plan P;
+    nsa_status st = nsah::stage_begin(cfg, batch, P, 0, "nsa_cuda_compress", workspace,
+                                      workspace_bytes);
+    if (st) return st;
+    if (P.sz.k_cmp > 0 && (!k_cmp || !v_cmp))
+        return nsa__fail(NSA_ERR_NULL_POINTER, "k_cmp, v_cmp: is NULL");
+    nsak::Params p = nsah::params(cfg, batch, P, workspace);
+    return NSA__DISPATCH(P, nsah::stage_compress, P, p, k_cmp, v_cmp, workspace,
+                         (cudaStream_t)stream);
+}
+
+NSADEF nsa_status nsa_cuda_block_scores(const nsa_config *cfg, const nsa_batch *batch,
+                                        const void *k_cmp, float *block_scores,
+                                        void *workspace, size_t workspace_bytes,
+                                        nsa_cuda_stream stream)
+{
+    nsah::Plan P;
+    nsa_status st = nsah::stage_begin(cfg, batch, P, NSA_BRANCH_SLC, "nsa_cuda_block_scores",
+                                      workspace, workspace_bytes);
+    if (st) return st;
+    if (P.sz.k_cmp > 0 && !k_cmp) return nsa__fail(NSA_ERR_NULL_POINTER, "k_cmp: is NULL");
+    if (P.sz.block_mask > 0 && !block_scores)
+        return nsa__fail(NSA_ERR_NULL_POINTER, "block_scores: is NULL");
+    if (!nsah::aligned16(k_cmp))
+        return nsa__fail(NSA_ERR_UNSUPPORTED, "k_cmp: must be 16-byte aligned");
+    nsak::Params p = nsah::params(cfg, batch, P, workspace);
+    p.kc = k_cmp;
+    return NSA__DISPATCH(P, nsah::stage_select, P, p, block_scores, (int32_t *)NULL,
+                         (int32_t *)NULL, workspace, (cudaStream_t)stream);
+}
+
+NSADEF nsa_status nsa_cuda_select(const nsa_config *cfg, const nsa_batch *batch,
+                                  const void *k_cmp, int32_t *sel_idx, int32_t *sel_count,
+                                  void *workspace, size_t workspace_bytes,
+                                  nsa_cuda_stream stream)
+{
+    nsah::Plan P;
+    nsa_status st = nsah::stage_begin(cfg, batch, P, NSA_BRANCH_SLC, "nsa_cuda_select",
+                                      workspace, workspace_bytes);
+    if (st) return st;
+    if (P.sz.k_cmp > 0 && !k_cmp) return nsa__fail(NSA_ERR_NULL_POINTER, "k_cmp: is NULL");
+    if (P.sz.sel_idx > 0 && (!sel_idx || !sel_count))
+        return nsa__fail(NSA_ERR_NULL_POINTER, "sel_idx, sel_count: is NULL");
+    if (!nsah::aligned16(k_cmp))
+        return nsa__fail(NSA_ERR_UNSUPPORTED, "k_cmp: must be 16-byte aligned");
+    nsak::Params p = nsah::params(cfg, batch, P, workspace);
+    p.kc = k_cmp;
+    return NSA__DISPATCH(P, nsah::stage_select, P, p, (float *)NULL, sel_idx, sel_count,
+                         workspace, (cudaStream_t)stream);
+}
+
+NSADEF nsa_status nsa_cuda_block_mask(const nsa_config *cfg, const nsa_batch *batch,
+                                      const int32_t *sel_idx, const int32_t *sel_count,
+                                      uint8_t *block_mask, void *workspace,
+                                      size_t workspace_bytes, nsa_cuda_stream stream)
+{
+    nsah::Plan P;
+    nsa_status st = nsah::stage_begin(cfg, batch, P, NSA_BRANCH_SLC, "nsa_cuda_block_mask",
+                                      workspace, workspace_bytes);
+    if (st) return st;
+    if (P.sz.block_mask > 0 && (!sel_idx || !sel_count || !block_mask))
+        return nsa__fail(NSA_ERR_NULL_POINTER, "sel_idx, sel_count, block_mask: is NULL");
+    nsak::Params p = nsah::params(cfg, batch, P, workspace);
+    p.sel_idx = sel_idx;
+    p.sel_cnt = sel_count;
+    return NSA__DISPATCH(P, nsah::stage_mask, P, p, block_mask, workspace,
+                         (cudaStream_t)stream);
+}
+
+NSADEF nsa_status nsa_cuda_attend_cmp(const nsa_config *cfg, const nsa_batch *batch,
+                                      const void *k_cmp, const void *v_cmp, float *o_cmp,
+                                      float *lse_cmp, void *workspace,
+                                      size_t workspace_bytes, nsa_cuda_stream stream)
+{
+    nsah::Plan P;
+    nsa_status st = nsah::stage_begin(cfg, batch, P, NSA_BRANCH_CMP, "nsa_cuda_attend_cmp",
+                                      workspace, workspace_bytes);
+    if (st) return st;
+    if (P.sz.k_cmp > 0 && (!k_cmp || !v_cmp))
+        return nsa__fail(NSA_ERR_NULL_POINTER, "k_cmp, v_cmp: is NULL");
+    if (P.sz.o > 0 && (!o_cmp || !lse_cmp))
+        return nsa__fail(NSA_ERR_NULL_POINTER, "o_cmp, lse_cmp: is NULL");
+    if (!nsah::aligned16(k_cmp) || !nsah::aligned16(v_cmp))
+        return nsa__fail(NSA_ERR_UNSUPPORTED, "k_cmp, v_cmp: must be 16-byte aligned");
+    nsak::Params p = nsah::params(cfg, batch, P, workspace);
+    p.kc = k_cmp;
+    p.vc = v_cmp;
+    p.ostage = o_cmp;
+    p.lse[0] = lse_cmp;
+    return NSA__DISPATCH(P, nsah::stage_attend, P, p, (unsigned)NSA_BRANCH_CMP, workspace,
+                         (cudaStream_t)stream);
+}
+
+NSADEF nsa_status nsa_cuda_attend_slc(const nsa_config *cfg, const nsa_batch *batch,
+                                      const int32_t *sel_idx, const int32_t *sel_count,
+                                      float *o_slc, float *lse_slc, void *workspace,
+                                      size_t workspace_bytes, nsa_cuda_stream stream)
+{
+    nsah::Plan P;
+    nsa_status st = nsah::stage_begin(cfg, batch, P, NSA_BRANCH_SLC, "nsa_cuda_attend_slc",
+                                      workspace, workspace_bytes);
+    if (st) return st;
+    if (P.sz.sel_idx > 0 && (!sel_idx || !sel_count))
+        return nsa__fail(NSA_ERR_NULL_POINTER, "sel_idx, sel_count: is NULL");
+    if (P.sz.o > 0 && (!o_slc || !lse_slc))
+        return nsa__fail(NSA_ERR_NULL_POINTER, "o_slc, lse_slc: is NULL");
+    nsak::Params p = nsah::params(cfg, batch, P, workspace);
+    p.sel_idx = sel_idx;
+    p.sel_cnt = sel_count;
+    p.ostage = o_slc;
+    p.lse[1] = lse_slc;
+    return NSA__DISPATCH(P, nsah::stage_attend, P, p, (unsigned)NSA_BRANCH_SLC, workspace,
+                         (cudaStream_t)stream);
+}
+
+NSADEF nsa_status nsa_cuda_attend_win(const nsa_config *cfg, const nsa_batch *batch,
+                                      float *o_win, float *lse_win, void *workspace,
+                                      size_t workspace_bytes, nsa_cuda_stream stream)
+{
+    nsah::Plan P;
+    nsa_status st = nsah::stage_begin(cfg, batch, P, NSA_BRANCH_WIN, "nsa_cuda_attend_win",
+                                      workspace, workspace_bytes);
+    if (st) return st;
+    if (P.sz.o > 0 && (!o_win || !lse_win))
+        return nsa__fail(NSA_ERR_NULL_POINTER, "o_win, lse_win: is NULL");
+    nsak::Params p = nsah::params(cfg, batch, P, workspace);
+    p.ostage = o_win;
+    p.lse[2] = lse_win;
+    return NSA__DISPATCH(P, nsah::stage_attend, P, p, (unsigned)NSA_BRANCH_WIN, workspace,
+                         (cudaStream_t)stream);
+}
+
+NSADEF nsa_status nsa_cuda_combine(const nsa_config *cfg, const nsa_batch *batch,
+                                   const void *gates, const float *o_cmp,
+                                   const float *o_slc, const float *o_win, void *o,
+                                   nsa_cuda_stream stream)
+{
+    nsah::Plan P;
+    nsa_status st;
+    nsa__clear_error();
+    if ((st = nsah::plan_make(cfg, batch, P))) return st;
+    const unsigned br = cfg->branches;
+    if (P.sz.o > 0 && (!o || ((br & NSA_BRANCH_CMP) && !o_cmp) ||
+                       ((br & NSA_BRANCH_SLC) && !o_slc) || ((br & NSA_BRANCH_WIN) && !o_win)))
+        return nsa__fail(NSA_ERR_NULL_POINTER, "o, or the output of a branch that is "
+                         "on: is NULL");
+    nsak::Params p = nsah::params(cfg, batch, P, (void *)NULL);
+    p.gates = gates;
+    return NSA__DISPATCH(P, nsah::stage_combine, P, p, o_cmp, o_slc, o_win, o,
+                         (cudaStream_t)stream);
+}
+
+NSADEF nsa_status nsa_cuda_topk_workspace_size(int64_t rows, int64_t cols, int k,
+                                               size_t *bytes)
+{
+    nsa__clear_error();
+    if (!bytes) return nsa__fail(NSA_ERR_NULL_POINTER, "bytes: is NULL");
+    if (rows < 0 || cols < 0 || k < 0)
+        return nsa__fail(NSA_ERR_INVALID_BATCH, "rows, cols, k: must be >= 0");
+    if (k > NSA_TOPK_KMAX)
+        return nsa__fail(NSA_ERR_UNSUPPORTED, "k: %d exceeds the CUDA path's %d", k,
+                         NSA_TOPK_KMAX);
+    *bytes = 0;
+    return NSA_OK;
+}
+
+NSADEF nsa_status nsa_cuda_topk_rows(const float *scores, int64_t rows, int64_t cols,
+                                     int64_t row_stride, const int32_t *row_start,
+                                     const int32_t *row_end, int k, int32_t *out_idx,
+                                     int32_t *out_count, void *workspace,
+                                     size_t workspace_bytes, nsa_cuda_stream stream)
+{
+    size_t need;
+    nsa_status st = nsa_cuda_topk_workspace_size(rows, cols, k, &need);
+    (void)workspace;
+    if (st) return st;
+    if (workspace_bytes < need)
+        return nsa__fail(NSA_ERR_WORKSPACE, "workspace_bytes: too small");
+    if (rows > 0 && cols > 0 && !scores) return nsa__fail(NSA_ERR_NULL_POINTER, "scores: is NULL");
+    if (rows > 0 && k > 0 && !out_idx) return nsa__fail(NSA_ERR_NULL_POINTER, "out_idx: is NULL");
+    if (rows > 1 && row_stride < cols)
+        return nsa__fail(NSA_ERR_INVALID_BATCH, "row_stride: %lld is less than cols %lld",
+                         (long long)row_stride, (long long)cols);
+    if (rows > INT32_MAX)
+        return nsa__fail(NSA_ERR_UNSUPPORTED, "rows: more than 2^31 - 1");
+    if (rows == 0) return NSA_OK;
+    nsak::topk_kernel<<<(unsigned)rows, NSA_TOPK_THREADS, 0, (cudaStream_t)stream>>>(
+        scores, cols, row_stride, row_start, row_end, k, out_idx, out_count);
+    NSA__CK(cudaGetLastError());
+    return NSA_OK;
+}
+
+#endif /* NSA_CUDA_IMPLEMENTATION_DONE */
+#endif /* NSA_CUDA_IMPLEMENTATION */

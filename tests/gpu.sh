@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# gpu.sh LOGDIR -- build and run every GPU check on a machine with a GPU.
+#
+# Builds with nvcc here (sm_80 and sm_90a), then runs: the C example; the
+# cross-checks against the CPU reference (tests/test_cuda.cu, with the
+# shared vectors when VECTORS names their folder, and the >= 256K-token
+# case); compute-sanitizer memcheck, racecheck and initcheck on the quick
+# cases; the benchmark (bench/bench_cuda.cu) and the dense SDPA / torch.topk
+# baseline (bench/bench_dense.py). Logs go to LOGDIR; a short table is
+# printed last. Exits non-zero if a check failed.
+#
+#   SKIP_BUILD=1   use the binaries already in build/
+#   SKIP_BENCH=1   checks only;  SKIP_SAN=1  no compute-sanitizer;
+#   SKIP_BIG=1     no >= 256K-token case;  BENCH_TMAX=N  largest T;
+#   BENCH_TMUL=M   T grows by M (default 2);  SKIP_DENSE=1  no torch baseline
+set -u
+cd "$(dirname "$0")/.."
+LOGDIR=${1:?usage: tests/gpu.sh LOGDIR}
+mkdir -p "$LOGDIR"
+VECTORS=${VECTORS:-../shared/vectors}
+status=0
+summary=()
+note() { summary+=("$1"); }
+
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader > "$LOGDIR/device.txt" 2>&1
+echo "device: $(cat "$LOGDIR/device.txt")"
+
+if [ "${SKIP_BUILD:-0}" != 1 ]; then
+    echo "== build"
+    if make -k -j8 cuda > "$LOGDIR/build.log" 2>&1; then note "build           ok"
+    else note "build           FAILED (see build.log)"; tail -30 "$LOGDIR/build.log"; status=1; fi
+fi
+
+echo "== example"
+if ./build/cuda_example > "$LOGDIR/example.log" 2>&1; then note "example         ok: $(tail -1 "$LOGDIR/example.log")"
+else note "example         FAILED"; status=1; fi
+
+echo "== cross-checks"
+args=()
+[ -d "$VECTORS" ] && args+=(--vectors "$VECTORS")
+[ "${SKIP_BIG:-0}" != 1 ] && args+=(--big)
+OMP_NUM_THREADS=${OMP_NUM_THREADS:-$(nproc)} ./build/test_cuda "${args[@]}" --log "$LOGDIR/test_cuda.log" > "$LOGDIR/test_cuda.out" 2>&1
+rc=$?
+tail -60 "$LOGDIR/test_cuda.out"
+line=$(grep -E '^[0-9]+ passed, [0-9]+ failed$' "$LOGDIR/test_cuda.out" | tail -1)
+note "test_cuda       ${line:-died (rc $rc)}"
+[ $rc -ne 0 ] && status=1
+
+if [ "${SKIP_SAN:-0}" != 1 ] && command -v compute-sanitizer > /dev/null; then
+    for tool in memcheck racecheck initcheck; do
+        echo "== compute-sanitizer $tool"
+        compute-sanitizer --tool $tool --error-exitcode 3 ./build/test_cuda --quick > "$LOGDIR/san_$tool.log" 2>&1
+        rc=$?
+        errs=$(grep -E "ERROR SUMMARY|RACECHECK SUMMARY" "$LOGDIR/san_$tool.log" | tail -1)
+        note "sanitizer $tool: rc $rc ${errs}"
+        [ $rc -ne 0 ] && status=1
+    done
+fi
+
+if [ "${SKIP_BENCH:-0}" != 1 ]; then
+    echo "== benchmark"
+    ./build/bench_cuda --tmax "${BENCH_TMAX:-131072}" --tmul "${BENCH_TMUL:-2}" --csv "$LOGDIR/bench_cuda.csv" 2>&1 | tee "$LOGDIR/bench_cuda.log"
+    [ "${SKIP_DENSE:-0}" != 1 ] && PYTHONUNBUFFERED=1 python3 bench/bench_dense.py --tmax "${BENCH_TMAX:-131072}" --tmul "${BENCH_TMUL:-2}" --csv "$LOGDIR/bench_dense.csv" 2>&1 | tee "$LOGDIR/bench_dense.log"
+fi
+
+echo
+echo "== summary"
+for s in "${summary[@]}"; do echo "  $s"; done
+exit $status

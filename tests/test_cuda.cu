@@ -1,0 +1,1068 @@
+/* test_cuda.cu -- the CUDA path against the CPU reference.
+
+   Every output and gradient of nsa_cuda_* is compared, on the same inputs,
+   with an fp64 run of the reference (NSA_ACCUM_FP64, fp32 storage of the
+   same values): the GPU's error must be at most about twice the reference's
+   own error in the same storage type (err = ||x - x64|| / ||x64||, plus a
+   small floor for fp32 arrays such as lse). Selections are compared with the
+   reference's exactly; a differing row counts as a near-tie when the blocks
+   swapped score within rounding of each other (reported), and the attention
+   checks then run the reference on the GPU's selection (caller indices), so
+   they test attention apart from selection.
+
+   usage: test_cuda [--quick] [--big] [--vectors DIR] [--log FILE]
+     --quick   a few small cases (for compute-sanitizer)
+     --big     also the >= 256K-token case with T*H*D > 2^31
+   Without a CUDA device it prints that the GPU tests were skipped and exits
+   0 without counting passes. Last line: "N passed, N failed". */
+#define NSA_IMPLEMENTATION
+#define NSA_REF_IMPLEMENTATION
+#define NSA_CUDA_IMPLEMENTATION
+#include "../nsa_ref.h"
+#include "../nsa_cuda.h"
+/* tools/npy.h sets a variable it never reads (nvcc warns, gcc does not) */
+#pragma nv_diag_suppress 550
+#include "../tools/vectors.h"
+#pragma nv_diag_default 550
+
+#include <cuda_runtime.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <string>
+#include <algorithm>
+#include <stdarg.h>
+#include <vector>
+
+static int g_pass = 0, g_fail = 0;
+static FILE *g_log = NULL;
+struct Row {
+    std::string name;
+    int checks, fails;
+    double worst_ratio;
+    long long sel_rows, sel_diff, sel_ties;
+};
+static std::vector<Row> g_rows;
+
+static void logf_(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void logf_(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vprintf(fmt, ap);
+    va_end(ap);
+    if (g_log) {
+        va_start(ap, fmt);
+        vfprintf(g_log, fmt, ap);
+        va_end(ap);
+        fflush(g_log);
+    }
+}
+
+#define CK(x)                                                                   \
+    do {                                                                        \
+        cudaError_t e_ = (x);                                                   \
+        if (e_ != cudaSuccess) {                                                \
+            logf_("CUDA error %s at %s:%d\n", cudaGetErrorString(e_), __FILE__, \
+                  __LINE__);                                                    \
+            exit(2);                                                            \
+        }                                                                       \
+    } while (0)
+
+/* ---- random inputs ----------------------------------------------------- */
+static uint64_t g_rng = 88172645463325252ull;
+static double urand()
+{
+    g_rng ^= g_rng << 13;
+    g_rng ^= g_rng >> 7;
+    g_rng ^= g_rng << 17;
+    return (double)(g_rng >> 11) * (1.0 / 9007199254740992.0);
+}
+static double round_to(double x, nsa_dtype dt)
+{
+    uint16_t h = dt == NSA_BF16 ? nsa_f32_to_bf16((float)x) : nsa_f32_to_fp16((float)x);
+    return dt == NSA_BF16 ? nsa_bf16_to_f32(h) : nsa_fp16_to_f32(h);
+}
+static std::vector<double> rand_vec(int64_t n, double scale, nsa_dtype dt, double lo = -1.0)
+{
+    std::vector<double> v((size_t)n);
+    for (int64_t i = 0; i < n; ++i) v[i] = round_to(scale * (lo + (1.0 - lo) * urand()), dt);
+    return v;
+}
+
+/* ---- a case -------------------------------------------------------------- */
+struct Case {
+    std::string name;
+    nsa_config cfg;
+    std::vector<int32_t> cu, cuq; /* cuq empty: queries = keys */
+    int H, Hkv, Dk, Dv;
+    nsa_dtype dt;
+    bool gates, caller_sel, caller_cmp;
+    double qscale;
+};
+
+struct Inputs {
+    std::vector<double> q, k, v, g, dO, kc, vc;
+    std::vector<int32_t> sel, cnt;
+};
+
+struct Result {
+    std::vector<double> o, dq, dk, dv, dg, dkc, dvc;
+    std::vector<double> lse[3];
+    std::vector<int32_t> sel, cnt;
+    std::vector<uint16_t> bits; /* dq|dk|dv|dg raw, for determinism */
+};
+
+static nsa_batch make_batch(const Case &c, nsa_sizes *sz)
+{
+    nsa_batch b;
+    memset(&b, 0, sizeof b);
+    b.B = (int)c.cu.size() - 1;
+    b.T = c.cu.back();
+    b.cu_seqlens = c.cu.data();
+    if (!c.cuq.empty()) {
+        b.cu_seqlens_q = c.cuq.data();
+        b.TQ = c.cuq.back();
+    } else {
+        b.TQ = b.T;
+    }
+    b.H = c.H;
+    b.Hkv = c.Hkv;
+    b.Dk = c.Dk;
+    b.Dv = c.Dv;
+    b.dtype = c.dt;
+    /* dummy non-NULL pointers for the size query */
+    static char dummy[64] __attribute__((aligned(16)));
+    b.q = b.k = b.v = dummy;
+    b.k_cmp = b.v_cmp = dummy;
+    nsa_status st = nsa_sizes_get(&c.cfg, &b, sz);
+    if (st) {
+        logf_("case %s: nsa_sizes_get: %s\n", c.name.c_str(), nsa_last_error());
+        exit(2);
+    }
+    b.q = b.k = b.v = b.k_cmp = b.v_cmp = NULL;
+    return b;
+}
+
+static Inputs make_inputs(const Case &c)
+{
+    nsa_sizes sz;
+    make_batch(c, &sz);
+    Inputs in;
+    in.q = rand_vec(sz.q, c.qscale, c.dt);
+    in.k = rand_vec(sz.k, 1.0, c.dt);
+    in.v = rand_vec(sz.v, 1.0, c.dt);
+    in.dO = rand_vec(sz.o, 1.0, c.dt);
+    if (c.gates) in.g = rand_vec(sz.gates, 1.0, c.dt, 0.0);
+    if (c.caller_cmp) {
+        in.kc = rand_vec(sz.k_cmp, 1.0, c.dt);
+        in.vc = rand_vec(sz.v_cmp, 1.0, c.dt);
+    }
+    if (c.caller_sel) {
+        /* random valid blocks (ascending, distinct) and an occasional -1 or
+           out-of-range entry, which the API ignores */
+        in.sel.assign((size_t)sz.sel_idx, -1);
+        in.cnt.assign((size_t)sz.sel_count, 0);
+        int64_t unit = 0;
+        int B = (int)c.cu.size() - 1;
+        for (int b = 0; b < B; ++b) {
+            int nk = c.cu[b + 1] - c.cu[b];
+            int nq = c.cuq.empty() ? nk : c.cuq[b + 1] - c.cuq[b];
+            int nb = (nk + c.cfg.lp - 1) / c.cfg.lp;
+            int units = (nq + c.cfg.bq - 1) / c.cfg.bq;
+            for (int u = 0; u < units; ++u, ++unit)
+                for (int h = 0; h < c.Hkv; ++h) {
+                    int32_t *row = &in.sel[(size_t)((unit * c.Hkv + h) * c.cfg.n)];
+                    int cnt = 0;
+                    for (int j = 0; j < nb && cnt < c.cfg.n; ++j)
+                        if (urand() < 0.3) row[cnt++] = j;
+                    if (cnt < c.cfg.n && urand() < 0.3) row[cnt++] = nb + 3;
+                    in.cnt[(size_t)(unit * c.Hkv + h)] = cnt;
+                }
+        }
+    }
+    return in;
+}
+
+static std::vector<uint16_t> to_u16(const std::vector<double> &x, nsa_dtype dt)
+{
+    std::vector<uint16_t> r(x.size());
+    for (size_t i = 0; i < x.size(); ++i)
+        r[i] = dt == NSA_BF16 ? nsa_f32_to_bf16((float)x[i]) : nsa_f32_to_fp16((float)x[i]);
+    return r;
+}
+static std::vector<double> from_u16(const uint16_t *p, size_t n, nsa_dtype dt)
+{
+    std::vector<double> r(n);
+    for (size_t i = 0; i < n; ++i) r[i] = dt == NSA_BF16 ? nsa_bf16_to_f32(p[i]) : nsa_fp16_to_f32(p[i]);
+    return r;
+}
+
+/* Reference run: storage dt (FP32 with accum FP64 for the fp64 truth). */
+static Result run_ref(const Case &c, const Inputs &in, nsa_dtype dt, nsa_accum acc,
+                      const int32_t *sel, const int32_t *cnt)
+{
+    nsa_sizes sz;
+    nsa_batch b = make_batch(c, &sz);
+    nsa_config cfg = c.cfg;
+    cfg.accum = acc;
+    b.dtype = dt;
+    size_t es = nsa_dtype_size(dt);
+    auto store = [&](const std::vector<double> &x) {
+        void *p = calloc(x.size() + 1, es);
+        for (size_t i = 0; i < x.size(); ++i) nsa_store(p, dt, (int64_t)i, (float)x[i]);
+        return p;
+    };
+    void *q = store(in.q), *k = store(in.k), *v = store(in.v), *dO = store(in.dO);
+    void *g = c.gates ? store(in.g) : NULL;
+    void *kc = c.caller_cmp ? store(in.kc) : NULL, *vc = c.caller_cmp ? store(in.vc) : NULL;
+    b.q = q; b.k = k; b.v = v; b.k_cmp = kc; b.v_cmp = vc;
+    b.sel_idx = sel;
+    b.sel_count = cnt;
+    size_t wsb = 0;
+    if (nsa_ref_workspace_size(&cfg, &b, &wsb)) { logf_("ref ws: %s\n", nsa_last_error()); exit(2); }
+    void *ws = malloc(wsb + 1);
+    void *o = calloc((size_t)sz.o + 1, es);
+    Result r;
+    std::vector<float> lse[3];
+    for (int i = 0; i < 3; ++i) lse[i].assign((size_t)sz.lse + 1, 0.f);
+    r.sel.assign((size_t)sz.sel_idx + 1, 0);
+    r.cnt.assign((size_t)sz.sel_count + 1, 0);
+    void *skc = calloc((size_t)sz.k_cmp + 1, es), *svc = calloc((size_t)sz.v_cmp + 1, es);
+    nsa_saved sv = {lse[0].data(), lse[1].data(), lse[2].data(), r.sel.data(), r.cnt.data(), skc, svc};
+    nsa_status st = nsa_ref_forward(&cfg, &b, g, o, &sv, ws, wsb);
+    if (st) { logf_("ref fwd %s: %s\n", c.name.c_str(), nsa_last_error()); exit(2); }
+    void *dq = calloc((size_t)sz.q + 1, es), *dk = calloc((size_t)sz.k + 1, es),
+         *dv = calloc((size_t)sz.v + 1, es), *dg = calloc((size_t)sz.gates + 1, es),
+         *dkc = calloc((size_t)sz.k_cmp + 1, es), *dvc = calloc((size_t)sz.v_cmp + 1, es);
+    nsa_grads gr = {dq, dk, dv, c.gates ? dg : NULL, c.caller_cmp ? dkc : NULL,
+                    c.caller_cmp ? dvc : NULL};
+    st = nsa_ref_backward(&cfg, &b, g, dO, &sv, &gr, ws, wsb);
+    if (st) { logf_("ref bwd %s: %s\n", c.name.c_str(), nsa_last_error()); exit(2); }
+    auto load = [&](void *p, int64_t n) {
+        std::vector<double> x((size_t)n);
+        for (int64_t i = 0; i < n; ++i) x[i] = nsa_load(p, dt, i);
+        return x;
+    };
+    r.o = load(o, sz.o);
+    r.dq = load(dq, sz.q);
+    r.dk = load(dk, sz.k);
+    r.dv = load(dv, sz.v);
+    if (c.gates) r.dg = load(dg, sz.gates);
+    if (c.caller_cmp) { r.dkc = load(dkc, sz.k_cmp); r.dvc = load(dvc, sz.v_cmp); }
+    for (int i = 0; i < 3; ++i) r.lse[i].assign(lse[i].begin(), lse[i].begin() + sz.lse);
+    r.sel.resize((size_t)sz.sel_idx);
+    r.cnt.resize((size_t)sz.sel_count);
+    free(q); free(k); free(v); free(dO); free(g); free(kc); free(vc); free(ws); free(o);
+    free(skc); free(svc); free(dq); free(dk); free(dv); free(dg); free(dkc); free(dvc);
+    return r;
+}
+
+template <typename T> static T *dalloc(size_t n)
+{
+    T *p = NULL;
+    CK(cudaMalloc((void **)&p, (n ? n : 1) * sizeof(T)));
+    CK(cudaMemset(p, 0xff, (n ? n : 1) * sizeof(T))); /* poison */
+    return p;
+}
+template <typename T> static T *dup(const std::vector<T> &x)
+{
+    T *p = dalloc<T>(x.size());
+    if (!x.empty()) CK(cudaMemcpy(p, x.data(), x.size() * sizeof(T), cudaMemcpyHostToDevice));
+    return p;
+}
+template <typename T> static std::vector<T> back(const T *p, size_t n)
+{
+    std::vector<T> x(n);
+    if (n) CK(cudaMemcpy(x.data(), p, n * sizeof(T), cudaMemcpyDeviceToHost));
+    return x;
+}
+
+struct Gpu {
+    nsa_batch b;
+    nsa_sizes sz;
+    nsa_config cfg;
+    uint16_t *q, *k, *v, *g, *dO, *o, *kc, *vc, *dq, *dk, *dv, *dg, *dkc, *dvc, *skc, *svc;
+    float *lse[3];
+    int32_t *sel, *cnt, *csel, *ccnt, *cu, *cuq;
+    void *ws;
+    size_t wsb;
+    nsa_saved sv;
+    nsa_grads gr;
+};
+
+static void gpu_setup(const Case &c, const Inputs &in, Gpu &G)
+{
+    memset(&G, 0, sizeof G);
+    G.cfg = c.cfg;
+    G.b = make_batch(c, &G.sz);
+    G.q = dup(to_u16(in.q, c.dt));
+    G.k = dup(to_u16(in.k, c.dt));
+    G.v = dup(to_u16(in.v, c.dt));
+    G.dO = dup(to_u16(in.dO, c.dt));
+    G.g = c.gates ? dup(to_u16(in.g, c.dt)) : NULL;
+    G.kc = c.caller_cmp ? dup(to_u16(in.kc, c.dt)) : NULL;
+    G.vc = c.caller_cmp ? dup(to_u16(in.vc, c.dt)) : NULL;
+    G.cu = dup(c.cu);
+    G.cuq = c.cuq.empty() ? NULL : dup(c.cuq);
+    G.b.q = G.q; G.b.k = G.k; G.b.v = G.v;
+    G.b.k_cmp = G.kc; G.b.v_cmp = G.vc;
+    G.b.cu_seqlens_dev = G.cu;
+    G.b.cu_seqlens_q_dev = G.cuq;
+    if (c.caller_sel) {
+        G.csel = dup(in.sel);
+        G.ccnt = dup(in.cnt);
+        G.b.sel_idx = G.csel;
+        G.b.sel_count = G.ccnt;
+    }
+    G.o = dalloc<uint16_t>(G.sz.o);
+    for (int i = 0; i < 3; ++i) G.lse[i] = dalloc<float>(G.sz.lse);
+    G.sel = dalloc<int32_t>(G.sz.sel_idx);
+    G.cnt = dalloc<int32_t>(G.sz.sel_count);
+    G.skc = dalloc<uint16_t>(G.sz.k_cmp);
+    G.svc = dalloc<uint16_t>(G.sz.v_cmp);
+    G.dq = dalloc<uint16_t>(G.sz.q);
+    G.dk = dalloc<uint16_t>(G.sz.k);
+    G.dv = dalloc<uint16_t>(G.sz.v);
+    G.dg = dalloc<uint16_t>(G.sz.gates);
+    G.dkc = dalloc<uint16_t>(G.sz.k_cmp);
+    G.dvc = dalloc<uint16_t>(G.sz.v_cmp);
+    nsa_status st = nsa_cuda_workspace_size(&G.cfg, &G.b, &G.wsb);
+    if (st) { logf_("cuda ws %s: %s\n", c.name.c_str(), nsa_last_error()); exit(2); }
+    CK(cudaMalloc(&G.ws, G.wsb ? G.wsb : 1));
+    CK(cudaMemset(G.ws, 0xff, G.wsb ? G.wsb : 1));
+    G.sv = {G.lse[0], G.lse[1], G.lse[2], G.sel, G.cnt, G.skc, G.svc};
+    G.gr = {G.dq, G.dk, G.dv, c.gates ? G.dg : NULL, c.caller_cmp ? G.dkc : NULL,
+            c.caller_cmp ? G.dvc : NULL};
+}
+
+static void gpu_free(Gpu &G)
+{
+    void *ps[] = {G.q, G.k, G.v, G.g, G.dO, G.o, G.kc, G.vc, G.dq, G.dk, G.dv, G.dg, G.dkc,
+                  G.dvc, G.skc, G.svc, G.lse[0], G.lse[1], G.lse[2], G.sel, G.cnt, G.csel,
+                  G.ccnt, G.cu, G.cuq, G.ws};
+    for (void *p : ps) if (p) cudaFree(p);
+}
+
+static nsa_status gpu_fwd_bwd(Gpu &G, cudaStream_t s)
+{
+    nsa_status st = nsa_cuda_forward(&G.cfg, &G.b, G.g, G.o, &G.sv, G.ws, G.wsb, s);
+    if (st) return st;
+    return nsa_cuda_backward(&G.cfg, &G.b, G.g, G.dO, &G.sv, &G.gr, G.ws, G.wsb, s);
+}
+
+static Result gpu_result(const Case &c, Gpu &G)
+{
+    Result r;
+    const nsa_sizes &sz = G.sz;
+    auto ld = [&](const uint16_t *p, int64_t n) {
+        std::vector<uint16_t> h = back(p, (size_t)n);
+        return from_u16(h.data(), h.size(), c.dt);
+    };
+    r.o = ld(G.o, sz.o);
+    r.dq = ld(G.dq, sz.q);
+    r.dk = ld(G.dk, sz.k);
+    r.dv = ld(G.dv, sz.v);
+    if (c.gates) r.dg = ld(G.dg, sz.gates);
+    if (c.caller_cmp) { r.dkc = ld(G.dkc, sz.k_cmp); r.dvc = ld(G.dvc, sz.v_cmp); }
+    for (int i = 0; i < 3; ++i) {
+        if (!(c.cfg.branches & (1u << i))) continue;
+        std::vector<float> l = back(G.lse[i], (size_t)sz.lse);
+        r.lse[i].assign(l.begin(), l.end());
+    }
+    if (c.cfg.branches & NSA_BRANCH_SLC) {
+        r.sel = back(G.sel, (size_t)sz.sel_idx);
+        r.cnt = back(G.cnt, (size_t)sz.sel_count);
+    }
+    std::vector<uint16_t> a = back(G.dq, (size_t)sz.q), bb = back(G.dk, (size_t)sz.k),
+                          cc = back(G.dv, (size_t)sz.v), dd = back(G.dg, (size_t)sz.gates);
+    r.bits = a;
+    r.bits.insert(r.bits.end(), bb.begin(), bb.end());
+    r.bits.insert(r.bits.end(), cc.begin(), cc.end());
+    if (c.gates) r.bits.insert(r.bits.end(), dd.begin(), dd.end());
+    return r;
+}
+
+/* relative L2 error over finite truth entries; -1 if an infinity differs or
+   a finite truth has a non-finite value. */
+static double rel_err(const std::vector<double> &x, const std::vector<double> &t)
+{
+    double num = 0, den = 0;
+    if (x.size() != t.size()) return -1;
+    for (size_t i = 0; i < t.size(); ++i) {
+        if (!std::isfinite(t[i])) {
+            if (x[i] != t[i]) return -1;
+            continue;
+        }
+        if (!std::isfinite(x[i])) return -1;
+        num += (x[i] - t[i]) * (x[i] - t[i]);
+        den += t[i] * t[i];
+    }
+    if (den == 0) return num == 0 ? 0 : sqrt(num);
+    return sqrt(num / den);
+}
+
+static void check(Row &row, const char *what, const std::vector<double> &gpu,
+                  const std::vector<double> &ref, const std::vector<double> &truth,
+                  double floor_)
+{
+    double eg = rel_err(gpu, truth), er = rel_err(ref, truth);
+    bool ok = eg >= 0 && er >= 0 && eg <= 2.0 * er + floor_;
+    double ratio = er > 0 ? eg / er : (eg > 0 ? 99.0 : 0.0);
+    if (eg < 0) ratio = 1e9;
+    row.checks++;
+    if (!ok) row.fails++;
+    if (ratio > row.worst_ratio) row.worst_ratio = ratio;
+    (ok ? g_pass : g_fail)++;
+    logf_("  %-6s %-8s gpu %.3e  ref %.3e  ratio %.2f\n", ok ? "ok" : "FAIL", what, eg, er,
+          ratio);
+}
+
+/* Selections: exact, except rows where the swapped blocks tie within
+   rounding in the reference's own block scores. */
+static void check_sel(Row &row, const Case &c, const Result &gpu, const Result &ref,
+                      const std::vector<float> &scores, int64_t maxblk)
+{
+    int n = c.cfg.n;
+    int64_t rows = (int64_t)gpu.cnt.size();
+    long long diff = 0, ties = 0;
+    double tol = c.dt == NSA_BF16 ? 2e-2 : 4e-3;
+    for (int64_t r = 0; r < rows; ++r) {
+        bool same = gpu.cnt[r] == ref.cnt[r] &&
+                    !memcmp(&gpu.sel[r * n], &ref.sel[r * n], n * sizeof(int32_t));
+        if (same) continue;
+        ++diff;
+        /* near tie: every block in one set and not the other scores within
+           tol * max|score| of the lowest score the reference took */
+        const float *s = &scores[(size_t)(r * maxblk)];
+        double mx = 0;
+        for (int64_t j = 0; j < maxblk; ++j) if (std::isfinite(s[j])) mx = fmax(mx, fabs(s[j]));
+        double lo = 1e300, hi = -1e300;
+        bool tie = gpu.cnt[r] == ref.cnt[r];
+        for (int e = 0; e < n && tie; ++e) {
+            int a = gpu.sel[r * n + e], b = ref.sel[r * n + e];
+            if (a >= 0 && a < maxblk) { lo = fmin(lo, s[a]); hi = fmax(hi, s[a]); }
+            if (b >= 0 && b < maxblk) { lo = fmin(lo, s[b]); hi = fmax(hi, s[b]); }
+        }
+        /* compare only the differing blocks */
+        std::vector<int> ga(gpu.sel.begin() + r * n, gpu.sel.begin() + r * n + gpu.cnt[r]);
+        std::vector<int> rb(ref.sel.begin() + r * n, ref.sel.begin() + r * n + ref.cnt[r]);
+        double smin = 1e300, smax = -1e300;
+        for (int a : ga) if (std::find(rb.begin(), rb.end(), a) == rb.end()) { smin = fmin(smin, s[a]); smax = fmax(smax, s[a]); }
+        for (int a : rb) if (std::find(ga.begin(), ga.end(), a) == ga.end()) { smin = fmin(smin, s[a]); smax = fmax(smax, s[a]); }
+        if (tie && smax - smin <= tol * fmax(mx, 1e-30)) ++ties;
+    }
+    bool ok = diff == ties;
+    row.sel_rows += rows;
+    row.sel_diff += diff;
+    row.sel_ties += ties;
+    row.checks++;
+    if (!ok) row.fails++;
+    (ok ? g_pass : g_fail)++;
+    logf_("  %-6s sel      %lld rows, %lld differ, %lld of them near-ties\n", ok ? "ok" : "FAIL",
+          (long long)rows, diff, ties);
+}
+
+static std::vector<float> ref_block_scores(const Case &c, const Inputs &in)
+{
+    /* block scores of the reference in storage dt, on its own K_cmp */
+    nsa_sizes sz;
+    nsa_batch b = make_batch(c, &sz);
+    nsa_config cfg = c.cfg;
+    std::vector<uint16_t> q = to_u16(in.q, c.dt), k = to_u16(in.k, c.dt), v = to_u16(in.v, c.dt);
+    b.q = q.data(); b.k = k.data(); b.v = v.data();
+    std::vector<uint16_t> kc((size_t)sz.k_cmp + 1), vc((size_t)sz.v_cmp + 1);
+    if (c.caller_cmp) { kc = to_u16(in.kc, c.dt); vc = to_u16(in.vc, c.dt); kc.push_back(0); vc.push_back(0); }
+    else if (nsa_ref_compress(&cfg, &b, kc.data(), vc.data())) { logf_("ref compress: %s\n", nsa_last_error()); exit(2); }
+    b.k_cmp = kc.data(); b.v_cmp = vc.data();
+    size_t wsb = 0;
+    nsa_ref_workspace_size(&cfg, &b, &wsb);
+    std::vector<char> ws(wsb + 1);
+    std::vector<float> s((size_t)sz.block_mask + 1);
+    if (nsa_ref_block_scores(&cfg, &b, kc.data(), s.data(), ws.data(), wsb)) {
+        logf_("ref block_scores: %s\n", nsa_last_error());
+        exit(2);
+    }
+    return s;
+}
+
+static Row &new_row(const std::string &name)
+{
+    g_rows.push_back(Row{name, 0, 0, 0.0, 0, 0, 0});
+    return g_rows.back();
+}
+
+/* The main cross-check of one case. */
+static void run_case(const Case &c, bool determinism = true)
+{
+    logf_("== %s\n", c.name.c_str());
+    Row &row = new_row(c.name);
+    Inputs in = make_inputs(c);
+    Gpu G;
+    gpu_setup(c, in, G);
+    nsa_status st = gpu_fwd_bwd(G, 0);
+    CK(cudaDeviceSynchronize());
+    if (st) {
+        logf_("  FAIL   gpu: %s: %s\n", nsa_status_string(st), nsa_last_error());
+        row.checks++; row.fails++; g_fail++;
+        gpu_free(G);
+        return;
+    }
+    Result gr = gpu_result(c, G);
+    const bool slc = (c.cfg.branches & NSA_BRANCH_SLC) != 0;
+    const int32_t *sel = NULL, *cnt = NULL;
+    if (slc && !c.caller_sel) {
+        Result own = run_ref(c, in, c.dt, NSA_ACCUM_FP32, NULL, NULL);
+        std::vector<float> sc = ref_block_scores(c, in);
+        check_sel(row, c, gr, own, sc, G.sz.max_slc_blocks);
+    }
+    if (slc) { sel = gr.sel.data(); cnt = gr.cnt.data(); }
+    Result rd = run_ref(c, in, c.dt, NSA_ACCUM_FP32, sel, cnt);
+    Result r64 = run_ref(c, in, NSA_FP32, NSA_ACCUM_FP64, sel, cnt);
+    const double fl = 1e-6; /* floor for storage-dtype arrays */
+    check(row, "o", gr.o, rd.o, r64.o, fl);
+    const char *ln[3] = {"lse_cmp", "lse_slc", "lse_win"};
+    for (int i = 0; i < 3; ++i)
+        if (c.cfg.branches & (1u << i)) {
+            std::vector<double> a(rd.lse[i].begin(), rd.lse[i].end());
+            check(row, ln[i], gr.lse[i], a, r64.lse[i], 2e-5);
+        }
+    check(row, "dq", gr.dq, rd.dq, r64.dq, fl);
+    check(row, "dk", gr.dk, rd.dk, r64.dk, fl);
+    check(row, "dv", gr.dv, rd.dv, r64.dv, fl);
+    if (c.gates) check(row, "dgates", gr.dg, rd.dg, r64.dg, fl);
+    if (c.caller_cmp) {
+        check(row, "dk_cmp", gr.dkc, rd.dkc, r64.dkc, fl);
+        check(row, "dv_cmp", gr.dvc, rd.dvc, r64.dvc, fl);
+    }
+    if (determinism) {
+        st = nsa_cuda_backward(&G.cfg, &G.b, G.g, G.dO, &G.sv, &G.gr, G.ws, G.wsb, 0);
+        CK(cudaDeviceSynchronize());
+        Result g2 = gpu_result(c, G);
+        bool same = st == NSA_OK && g2.bits == gr.bits;
+        row.checks++;
+        if (!same) row.fails++;
+        (same ? g_pass : g_fail)++;
+        logf_("  %-6s backward twice: bitwise %s\n", same ? "ok" : "FAIL",
+              same ? "equal" : "DIFFERENT");
+    }
+    gpu_free(G);
+}
+
+/* ---- stage functions vs the reference ------------------------------------ */
+static void run_stages(const Case &c)
+{
+    logf_("== stages: %s\n", c.name.c_str());
+    Row &row = new_row("stages " + c.name);
+    Inputs in = make_inputs(c);
+    Gpu G;
+    gpu_setup(c, in, G);
+    nsa_sizes sz = G.sz;
+    /* reference stages in storage dt and fp64 */
+    auto refstages = [&](nsa_dtype dt, nsa_accum acc, std::vector<double> &kc,
+                         std::vector<double> *o, std::vector<double> *l,
+                         std::vector<float> &scores, std::vector<int32_t> &sel,
+                         std::vector<int32_t> &cnt, std::vector<uint8_t> &mask,
+                         std::vector<double> &comb) {
+        nsa_batch b = G.b;
+        nsa_config cfg = c.cfg;
+        cfg.accum = acc;
+        b.dtype = dt;
+        size_t es = nsa_dtype_size(dt);
+        auto store = [&](const std::vector<double> &x) {
+            std::vector<char> p((x.size() + 1) * es);
+            for (size_t i = 0; i < x.size(); ++i) nsa_store(p.data(), dt, (int64_t)i, (float)x[i]);
+            return p;
+        };
+        std::vector<char> q = store(in.q), k = store(in.k), v = store(in.v), g = store(in.g);
+        b.q = q.data(); b.k = k.data(); b.v = v.data();
+        b.cu_seqlens_dev = b.cu_seqlens_q_dev = NULL;
+        b.sel_idx = b.sel_count = NULL;
+        std::vector<char> kcs((size_t)(sz.k_cmp + 1) * es), vcs((size_t)(sz.v_cmp + 1) * es);
+        nsa_ref_compress(&cfg, &b, kcs.data(), vcs.data());
+        b.k_cmp = kcs.data(); b.v_cmp = vcs.data();
+        kc.resize((size_t)sz.k_cmp);
+        for (int64_t i = 0; i < sz.k_cmp; ++i) kc[i] = nsa_load(kcs.data(), dt, i);
+        size_t wsb = 0;
+        nsa_ref_workspace_size(&cfg, &b, &wsb);
+        std::vector<char> ws(wsb + 1);
+        scores.assign((size_t)sz.block_mask + 1, 0.f);
+        nsa_ref_block_scores(&cfg, &b, kcs.data(), scores.data(), ws.data(), wsb);
+        sel.assign((size_t)sz.sel_idx + 1, 0);
+        cnt.assign((size_t)sz.sel_count + 1, 0);
+        nsa_ref_select(&cfg, &b, kcs.data(), sel.data(), cnt.data(), ws.data(), wsb);
+        mask.assign((size_t)sz.block_mask + 1, 0);
+        nsa_ref_block_mask(&cfg, &b, sel.data(), cnt.data(), mask.data());
+        std::vector<float> ob[3], lb[3];
+        for (int i = 0; i < 3; ++i) { ob[i].assign((size_t)sz.o + 1, 0.f); lb[i].assign((size_t)sz.lse + 1, 0.f); }
+        nsa_ref_attend_cmp(&cfg, &b, kcs.data(), vcs.data(), ob[0].data(), lb[0].data());
+        nsa_ref_attend_slc(&cfg, &b, sel.data(), cnt.data(), ob[1].data(), lb[1].data());
+        nsa_ref_attend_win(&cfg, &b, ob[2].data(), lb[2].data());
+        std::vector<char> oc((size_t)(sz.o + 1) * es);
+        nsa_ref_combine(&cfg, &b, c.gates ? g.data() : NULL, ob[0].data(), ob[1].data(), ob[2].data(), oc.data());
+        comb.resize((size_t)sz.o);
+        for (int64_t i = 0; i < sz.o; ++i) comb[i] = nsa_load(oc.data(), dt, i);
+        for (int i = 0; i < 3; ++i) {
+            o[i].assign(ob[i].begin(), ob[i].begin() + sz.o);
+            l[i].assign(lb[i].begin(), lb[i].begin() + sz.lse);
+        }
+    };
+    std::vector<double> kcd, kc64, od[3], o64[3], ld[3], l64[3], combd, comb64;
+    std::vector<float> scd, sc64;
+    std::vector<int32_t> seld, cntd, sel64, cnt64;
+    std::vector<uint8_t> maskd, mask64;
+    refstages(c.dt, NSA_ACCUM_FP32, kcd, od, ld, scd, seld, cntd, maskd, combd);
+    refstages(NSA_FP32, NSA_ACCUM_FP64, kc64, o64, l64, sc64, sel64, cnt64, mask64, comb64);
+    cudaStream_t s = 0;
+    bool okall = true;
+    auto fail = [&](const char *w, nsa_status st) {
+        if (st) { logf_("  FAIL   %s: %s\n", w, nsa_last_error()); okall = false; }
+    };
+    fail("compress", nsa_cuda_compress(&G.cfg, &G.b, G.skc, G.svc, G.ws, G.wsb, s));
+    CK(cudaDeviceSynchronize());
+    {
+        std::vector<uint16_t> h = back(G.skc, (size_t)sz.k_cmp);
+        std::vector<uint16_t> e = to_u16(kcd, c.dt);
+        bool same = h == e;
+        row.checks++; if (!same) row.fails++; (same ? g_pass : g_fail)++;
+        logf_("  %-6s compress bitwise equal to the reference\n", same ? "ok" : "FAIL");
+    }
+    float *dsc = dalloc<float>((size_t)sz.block_mask);
+    fail("block_scores", nsa_cuda_block_scores(&G.cfg, &G.b, G.skc, dsc, G.ws, G.wsb, s));
+    fail("select", nsa_cuda_select(&G.cfg, &G.b, G.skc, G.sel, G.cnt, G.ws, G.wsb, s));
+    uint8_t *dmask = dalloc<uint8_t>((size_t)sz.block_mask);
+    int32_t *rsel = dup(seld), *rcnt = dup(cntd);
+    fail("block_mask", nsa_cuda_block_mask(&G.cfg, &G.b, rsel, rcnt, dmask, G.ws, G.wsb, s));
+    float *ob[3], *lb[3];
+    for (int i = 0; i < 3; ++i) { ob[i] = dalloc<float>((size_t)sz.o); lb[i] = dalloc<float>((size_t)sz.lse); }
+    fail("attend_cmp", nsa_cuda_attend_cmp(&G.cfg, &G.b, G.skc, G.svc, ob[0], lb[0], G.ws, G.wsb, s));
+    fail("attend_slc", nsa_cuda_attend_slc(&G.cfg, &G.b, rsel, rcnt, ob[1], lb[1], G.ws, G.wsb, s));
+    fail("attend_win", nsa_cuda_attend_win(&G.cfg, &G.b, ob[2], lb[2], G.ws, G.wsb, s));
+    fail("combine", nsa_cuda_combine(&G.cfg, &G.b, G.g, ob[0], ob[1], ob[2], G.o, s));
+    CK(cudaDeviceSynchronize());
+    row.checks++; if (!okall) row.fails++; (okall ? g_pass : g_fail)++;
+    {
+        std::vector<float> h = back(dsc, (size_t)sz.block_mask);
+        std::vector<double> a(h.begin(), h.end()), b(scd.begin(), scd.begin() + sz.block_mask),
+            t(sc64.begin(), sc64.begin() + sz.block_mask);
+        check(row, "scores", a, b, t, 2e-5);
+        Result gres, rres;
+        gres.sel = back(G.sel, (size_t)sz.sel_idx);
+        gres.cnt = back(G.cnt, (size_t)sz.sel_count);
+        rres.sel.assign(seld.begin(), seld.begin() + sz.sel_idx);
+        rres.cnt.assign(cntd.begin(), cntd.begin() + sz.sel_count);
+        check_sel(row, c, gres, rres, scd, sz.max_slc_blocks);
+        std::vector<uint8_t> m = back(dmask, (size_t)sz.block_mask);
+        bool same = !memcmp(m.data(), maskd.data(), (size_t)sz.block_mask);
+        row.checks++; if (!same) row.fails++; (same ? g_pass : g_fail)++;
+        logf_("  %-6s block_mask equal\n", same ? "ok" : "FAIL");
+    }
+    /* fp32 branch outputs: the GPU multiplies P (rounded to the storage type)
+       by V on tensor cores, as FlashAttention does, so its error floor is one
+       rounding of the storage type (2^-8 bf16, 2^-11 fp16); the reference
+       keeps P in fp32. */
+    const double pfloor = c.dt == NSA_BF16 ? 3.9e-3 : 4.9e-4;
+    const char *bn[3] = {"o_cmp", "o_slc", "o_win"};
+    for (int i = 0; i < 3; ++i) {
+        std::vector<float> h = back(ob[i], (size_t)sz.o), l = back(lb[i], (size_t)sz.lse);
+        check(row, bn[i], std::vector<double>(h.begin(), h.end()), od[i], o64[i], pfloor);
+        check(row, "lse", std::vector<double>(l.begin(), l.end()), ld[i], l64[i], 2e-5);
+    }
+    {
+        std::vector<uint16_t> h = back(G.o, (size_t)sz.o);
+        check(row, "combine", from_u16(h.data(), h.size(), c.dt), combd, comb64, 1e-6);
+    }
+    cudaFree(dsc); cudaFree(dmask); cudaFree(rsel); cudaFree(rcnt);
+    for (int i = 0; i < 3; ++i) { cudaFree(ob[i]); cudaFree(lb[i]); }
+    gpu_free(G);
+}
+
+/* ---- CUDA graph: captured forward + backward replays to the same bits --- */
+static void run_graph(const Case &c)
+{
+    logf_("== graph capture: %s\n", c.name.c_str());
+    Row &row = new_row("graph " + c.name);
+    Inputs in = make_inputs(c);
+    Gpu G;
+    gpu_setup(c, in, G);
+    cudaStream_t s;
+    CK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
+    nsa_status st = gpu_fwd_bwd(G, s);
+    CK(cudaStreamSynchronize(s));
+    Result direct = gpu_result(c, G);
+    std::vector<uint16_t> o1 = back(G.o, (size_t)G.sz.o);
+    CK(cudaMemset(G.o, 0, (size_t)G.sz.o * 2));
+    CK(cudaMemset(G.dq, 0, (size_t)G.sz.q * 2));
+    CK(cudaMemset(G.dk, 0, (size_t)G.sz.k * 2));
+    cudaGraph_t graph;
+    cudaGraphExec_t exec;
+    CK(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal));
+    nsa_status st2 = gpu_fwd_bwd(G, s);
+    CK(cudaStreamEndCapture(s, &graph));
+    bool ok = st == NSA_OK && st2 == NSA_OK;
+    if (!ok) logf_("  capture failed: %s\n", nsa_last_error());
+    if (ok) {
+        CK(cudaGraphInstantiate(&exec, graph, 0));
+        CK(cudaGraphLaunch(exec, s));
+        CK(cudaGraphLaunch(exec, s));
+        CK(cudaStreamSynchronize(s));
+        Result rep = gpu_result(c, G);
+        std::vector<uint16_t> o2 = back(G.o, (size_t)G.sz.o);
+        ok = rep.bits == direct.bits && o1 == o2;
+        cudaGraphExecDestroy(exec);
+    }
+    cudaGraphDestroy(graph);
+    row.checks++; if (!ok) row.fails++; (ok ? g_pass : g_fail)++;
+    logf_("  %-6s graph replay bitwise equal to direct calls\n", ok ? "ok" : "FAIL");
+    cudaStreamDestroy(s);
+    gpu_free(G);
+}
+
+/* ---- errors: validation on the host, same status as the reference ------- */
+static void run_errors()
+{
+    logf_("== errors\n");
+    Row &row = new_row("errors");
+    Case c;
+    c.name = "err";
+    c.cfg = nsa_config_paper();
+    c.cu = {0, 100};
+    c.H = 4; c.Hkv = 2; c.Dk = 64; c.Dv = 64; c.dt = NSA_BF16;
+    c.gates = false; c.caller_sel = c.caller_cmp = false; c.qscale = 1;
+    Inputs in = make_inputs(c);
+    Gpu G;
+    gpu_setup(c, in, G);
+    struct E { const char *what; nsa_status want, got; };
+    std::vector<E> es;
+    {
+        nsa_batch b = G.b; b.H = 5;
+        size_t x; es.push_back({"H % Hkv", NSA_ERR_INVALID_BATCH, nsa_cuda_workspace_size(&G.cfg, &b, &x)});
+    }
+    {
+        nsa_batch b = G.b; b.Dk = 32; b.Dv = 32;
+        size_t x; es.push_back({"Dk=32 unsupported", NSA_ERR_UNSUPPORTED, nsa_cuda_workspace_size(&G.cfg, &b, &x)});
+    }
+    {
+        nsa_config cf = G.cfg; cf.accum = NSA_ACCUM_FP64;
+        size_t x; es.push_back({"fp64 accum", NSA_ERR_UNSUPPORTED, nsa_cuda_workspace_size(&cf, &G.b, &x)});
+    }
+    {
+        nsa_config cf = G.cfg; cf.d = 5;
+        size_t x; es.push_back({"d !| l", NSA_ERR_INVALID_CONFIG, nsa_cuda_workspace_size(&cf, &G.b, &x)});
+    }
+    es.push_back({"workspace small", NSA_ERR_WORKSPACE,
+                  nsa_cuda_forward(&G.cfg, &G.b, NULL, G.o, &G.sv, G.ws, G.wsb - 1, 0)});
+    es.push_back({"o NULL", NSA_ERR_NULL_POINTER,
+                  nsa_cuda_forward(&G.cfg, &G.b, NULL, NULL, &G.sv, G.ws, G.wsb, 0)});
+    {
+        nsa_batch b = G.b; b.q = NULL;
+        es.push_back({"q NULL", NSA_ERR_NULL_POINTER, nsa_cuda_forward(&G.cfg, &b, NULL, G.o, &G.sv, G.ws, G.wsb, 0)});
+    }
+    {
+        nsa_batch b = G.b; int32_t cu[2] = {0, 99}; b.cu_seqlens = cu;
+        es.push_back({"cu end", NSA_ERR_INVALID_BATCH, nsa_cuda_forward(&G.cfg, &b, NULL, G.o, &G.sv, G.ws, G.wsb, 0)});
+    }
+    for (auto &e : es) {
+        bool ok = e.want == e.got;
+        row.checks++; if (!ok) row.fails++; (ok ? g_pass : g_fail)++;
+        logf_("  %-6s %-18s -> %s\n", ok ? "ok" : "FAIL", e.what, nsa_status_string(e.got));
+    }
+    gpu_free(G);
+}
+
+/* ---- shared vectors: zero-padded to a supported head dim ---------------- */
+static void run_vectors(const char *dir)
+{
+    char path[1200], err[512];
+    json_value root;
+    snprintf(path, sizeof path, "%s/cases.json", dir);
+    if (json_parse_file(path, &root, err, sizeof err) != 0) {
+        logf_("== vectors: %s not readable (%s), skipped\n", path, err);
+        return;
+    }
+    for (int ci = 0; ci < root.len; ++ci) {
+        nsa_vcase vc;
+        const json_value *o = json_at(&root, ci);
+        char sub[1200];
+        snprintf(sub, sizeof sub, "%s/%s", dir, json_str(json_get(o, "name"), "?"));
+        if (nsa_vcase_from_json(o, sub, &vc, err, sizeof err) != 0) { logf_("vectors: %s\n", err); continue; }
+        vc.storage = NSA_BF16;
+        nsa_vinputs vi;
+        if (nsa_vinputs_load(&vc, &vi, err, sizeof err) != 0) { logf_("vectors: %s\n", err); nsa_vcase_free(&vc); continue; }
+        logf_("== vector %s (padded Dk %d->64, Dv %d->64, bf16)\n", vc.name, vc.Dk, vc.Dv);
+        Row &row = new_row(std::string("vector ") + vc.name);
+        Case c;
+        c.name = vc.name;
+        c.cfg = vc.cfg;
+        c.cfg.scale = vc.cfg.scale > 0 ? vc.cfg.scale : (float)(1.0 / sqrt((double)vc.Dk));
+        c.cu.assign(vc.cu, vc.cu + vc.B + 1);
+        c.H = vc.H; c.Hkv = vc.Hkv; c.Dk = 64; c.Dv = 64; c.dt = NSA_BF16;
+        c.gates = vc.has_gates != 0; c.caller_sel = c.caller_cmp = false; c.qscale = 1;
+        int64_t T = vc.T;
+        Inputs in;
+        auto pad = [&](const double *x, int64_t rows, int D) {
+            std::vector<double> y((size_t)(rows * 64), 0.0);
+            for (int64_t r = 0; r < rows; ++r)
+                for (int d = 0; d < D; ++d) y[(size_t)(r * 64 + d)] = x[r * D + d];
+            return y;
+        };
+        in.q = pad(vi.q, T * c.H, vc.Dk);
+        in.k = pad(vi.k, T * c.Hkv, vc.Dk);
+        in.v = pad(vi.v, T * c.Hkv, vc.Dv);
+        in.dO = pad(vi.d_o, T * c.H, vc.Dv);
+        if (c.gates) in.g.assign(vi.gates, vi.gates + T * c.H * 3);
+        Gpu G;
+        gpu_setup(c, in, G);
+        nsa_status st = gpu_fwd_bwd(G, 0);
+        CK(cudaDeviceSynchronize());
+        if (st) { logf_("  FAIL gpu: %s\n", nsa_last_error()); row.checks++; row.fails++; g_fail++; gpu_free(G); continue; }
+        Result gr = gpu_result(c, G);
+        double tol = nsa_vectors_rtol(NSA_BF16);
+        /* selection first: rows that differ from the vectors' must be
+           near-ties in the reference's own block scores; their tokens are
+           then left out of the per-token comparisons (o, lse_slc, dq,
+           dgates), which would compare different selections */
+        std::vector<char> skip((size_t)T, 0);
+        long long vdiff = 0, vties = 0, vrows = 0;
+        if (c.cfg.branches & NSA_BRANCH_SLC) {
+            int32_t *es = NULL;
+            if (nsa_v_load_i32(sub, "sel_idx", -1, &es, NULL, err, sizeof err) == 1) {
+                Result ex;
+                vrows = (long long)gr.cnt.size();
+                ex.sel.assign(es, es + vrows * c.cfg.n);
+                ex.cnt.assign((size_t)vrows, 0);
+                for (long long r = 0; r < vrows; ++r)
+                    for (int e = 0; e < c.cfg.n; ++e) ex.cnt[r] += es[r * c.cfg.n + e] >= 0;
+                std::vector<float> sc = ref_block_scores(c, in);
+                Row tmp{"", 0, 0, 0.0, 0, 0, 0};
+                check_sel(tmp, c, gr, ex, sc, G.sz.max_slc_blocks);
+                vdiff = tmp.sel_diff;
+                vties = tmp.sel_ties;
+                row.sel_rows += vrows; row.sel_diff += vdiff; row.sel_ties += vties;
+                row.checks++; if (tmp.fails) row.fails++;
+                if (c.cfg.bq == 1)
+                    for (long long r = 0; r < vrows; ++r)
+                        if (memcmp(&es[r * c.cfg.n], &gr.sel[(size_t)(r * c.cfg.n)], c.cfg.n * 4))
+                            skip[(size_t)(r / c.Hkv)] = 1;
+                free(es);
+            }
+        }
+        double *eo = NULL;
+        int64_t neo = 0;
+        double oscale = 1e-30;
+        if (nsa_v_load_f64(sub, "o", -1, NSA_BF16, &eo, &neo, err, sizeof err) == 1)
+            for (int64_t i = 0; i < neo; ++i) oscale = fmax(oscale, fabs(eo[i]));
+        free(eo);
+        /* tolerance: rtol * max(max|expected|, max|o|): a gradient whose exact
+           value is ~0 (all keys equal: dq = sc * k * sum dS = 0) is judged on
+           the problem's scale, not on its own rounding noise */
+        auto cmp = [&](const char *name, const std::vector<double> &got, int64_t rows, int D, int Dp, bool is_lse) {
+            double *e = NULL;
+            int64_t cntv = 0;
+            if (nsa_v_load_f64(sub, name, -1, NSA_BF16, &e, &cntv, err, sizeof err) != 1) return;
+            double scale = is_lse ? 1.0 : oscale, worst = 0;
+            bool ok = true;
+            const bool per_token = strcmp(name, "dk") && strcmp(name, "dv") && strcmp(name, "lse_cmp") && strcmp(name, "lse_win");
+            const int heads = (int)(rows / T);
+            for (int64_t i = 0; i < cntv; ++i) if (std::isfinite(e[i])) scale = fmax(scale, fabs(e[i]));
+            for (int64_t r = 0; r < rows; ++r) {
+                if (per_token && skip[(size_t)(r / heads)]) continue;
+                for (int d = 0; d < D; ++d) {
+                    double ex = e[r * D + d], g = got[(size_t)(r * Dp + d)];
+                    if (!std::isfinite(ex)) { if (g != ex) ok = false; continue; }
+                    if (!std::isfinite(g)) { ok = false; continue; }
+                    worst = fmax(worst, fabs(g - ex));
+                }
+            }
+            ok = ok && worst <= tol * scale;
+            row.checks++; if (!ok) row.fails++; (ok ? g_pass : g_fail)++;
+            logf_("  %-6s %-8s max err %.3e (tol %.3e)\n", ok ? "ok" : "FAIL", name, worst, tol * scale);
+            free(e);
+        };
+        cmp("o", gr.o, T * c.H, vc.Dv, 64, false);
+        const char *ln[3] = {"lse_cmp", "lse_slc", "lse_win"};
+        for (int i = 0; i < 3; ++i) if (c.cfg.branches & (1u << i)) cmp(ln[i], gr.lse[i], T * c.H, 1, 1, true);
+        cmp("dq", gr.dq, T * c.H, vc.Dk, 64, false);
+        cmp("dk", gr.dk, T * c.Hkv, vc.Dk, 64, false);
+        cmp("dv", gr.dv, T * c.Hkv, vc.Dv, 64, false);
+        if (c.gates) cmp("dgates", gr.dg, T * c.H, 3, 3, false);
+        if (vrows)
+            logf_("  %-6s sel_idx  %lld rows, %lld differ from the vectors, %lld near-ties "
+                  "(tokens left out of per-token checks)\n", vdiff == vties ? "ok" : "FAIL",
+                  vrows, vdiff, vties);
+        gpu_free(G);
+        nsa_vinputs_free(&vi);
+        nsa_vcase_free(&vc);
+    }
+    json_free(&root);
+}
+
+/* ---- >= 256K tokens, T*H*D > 2^31: forward, sampled rows vs reference --- */
+static void run_big()
+{
+    const int T = 300000, H = 64, Hkv = 4, D = 128;
+    logf_("== big: T=%d H=%d Hkv=%d D=%d bf16, paper preset (T*H*D = %.2e)\n", T, H, Hkv, D,
+          (double)T * H * D);
+    Row &row = new_row("big T=300K H=64 (fwd, sampled rows)");
+    nsa_config cfg = nsa_config_paper();
+    const int64_t nq = (int64_t)T * H * D, nk = (int64_t)T * Hkv * D;
+    std::vector<uint16_t> q((size_t)nq), k((size_t)nk), v((size_t)nk);
+#pragma omp parallel for
+    for (int64_t blk = 0; blk < 1024; ++blk) {
+        uint64_t s = 0x9E3779B97F4A7C15ull * (uint64_t)(blk + 1);
+        auto rnd = [&]() { s ^= s << 13; s ^= s >> 7; s ^= s << 17; return (float)((double)(s >> 11) * (2.0 / 9007199254740992.0) - 1.0); };
+        for (int64_t i = blk; i < nq; i += 1024) q[i] = nsa_f32_to_bf16(rnd());
+        for (int64_t i = blk; i < nk; i += 1024) { k[i] = nsa_f32_to_bf16(rnd()); v[i] = nsa_f32_to_bf16(rnd()); }
+    }
+    Case c;
+    c.name = "big"; c.cfg = cfg; c.cu = {0, T}; c.H = H; c.Hkv = Hkv; c.Dk = D; c.Dv = D;
+    c.dt = NSA_BF16; c.gates = false; c.caller_sel = c.caller_cmp = false; c.qscale = 1;
+    Gpu G;
+    memset(&G, 0, sizeof G);
+    G.cfg = cfg;
+    G.b = make_batch(c, &G.sz);
+    G.q = dup(q); G.k = dup(k); G.v = dup(v);
+    G.cu = dup(c.cu);
+    G.b.q = G.q; G.b.k = G.k; G.b.v = G.v; G.b.cu_seqlens_dev = G.cu;
+    G.o = dalloc<uint16_t>((size_t)G.sz.o);
+    for (int i = 0; i < 3; ++i) G.lse[i] = dalloc<float>((size_t)G.sz.lse);
+    G.sel = dalloc<int32_t>((size_t)G.sz.sel_idx);
+    G.cnt = dalloc<int32_t>((size_t)G.sz.sel_count);
+    G.skc = dalloc<uint16_t>((size_t)G.sz.k_cmp);
+    G.svc = dalloc<uint16_t>((size_t)G.sz.v_cmp);
+    if (nsa_cuda_workspace_size(&cfg, &G.b, &G.wsb)) { logf_("ws: %s\n", nsa_last_error()); exit(2); }
+    CK(cudaMalloc(&G.ws, G.wsb));
+    G.sv = {G.lse[0], G.lse[1], G.lse[2], G.sel, G.cnt, G.skc, G.svc};
+    cudaEvent_t e0, e1;
+    cudaEventCreate(&e0); cudaEventCreate(&e1);
+    cudaEventRecord(e0);
+    nsa_status st = nsa_cuda_forward(&cfg, &G.b, NULL, G.o, &G.sv, G.ws, G.wsb, 0);
+    cudaEventRecord(e1);
+    CK(cudaDeviceSynchronize());
+    float ms = 0;
+    cudaEventElapsedTime(&ms, e0, e1);
+    logf_("  forward %.1f ms (workspace %.2f GB)\n", ms, G.wsb / 1e9);
+    if (st) { logf_("  FAIL forward: %s\n", nsa_last_error()); row.checks++; row.fails++; g_fail++; gpu_free(G); return; }
+    std::vector<uint16_t> o = back(G.o, (size_t)G.sz.o);
+    std::vector<int32_t> sel = back(G.sel, (size_t)G.sz.sel_idx), cnt = back(G.cnt, (size_t)G.sz.sel_count);
+    std::vector<float> kf((size_t)nk), vf((size_t)nk);
+    for (int64_t i = 0; i < nk; ++i) { kf[i] = nsa_bf16_to_f32(k[i]); vf[i] = nsa_bf16_to_f32(v[i]); }
+    const int ts[] = {0, 1000, 65535, 200003, T - 1};
+    for (int t : ts) {
+        int32_t cu[2] = {0, t + 1}, cuq[2] = {0, 1};
+        nsa_batch b;
+        memset(&b, 0, sizeof b);
+        b.B = 1; b.T = t + 1; b.TQ = 1; b.cu_seqlens = cu; b.cu_seqlens_q = cuq;
+        b.H = H; b.Hkv = Hkv; b.Dk = D; b.Dv = D;
+        b.sel_idx = &sel[(size_t)t * Hkv * cfg.n];
+        b.sel_count = &cnt[(size_t)t * Hkv];
+        std::vector<double> res[2];
+        for (int pass = 0; pass < 2; ++pass) {
+            nsa_config cf = cfg;
+            std::vector<float> qf((size_t)H * D);
+            for (int i = 0; i < H * D; ++i) qf[i] = nsa_bf16_to_f32(q[(size_t)t * H * D + i]);
+            if (pass == 0) { b.dtype = NSA_BF16; b.q = &q[(size_t)t * H * D]; b.k = k.data(); b.v = v.data(); }
+            else { cf.accum = NSA_ACCUM_FP64; b.dtype = NSA_FP32; b.q = qf.data(); b.k = kf.data(); b.v = vf.data(); }
+            nsa_sizes sz;
+            nsa_sizes_get(&cf, &b, &sz);
+            size_t wsb = 0;
+            nsa_ref_workspace_size(&cf, &b, &wsb);
+            std::vector<char> ws(wsb + 1);
+            size_t es = nsa_dtype_size(b.dtype);
+            std::vector<char> oo((size_t)sz.o * es), kc((size_t)(sz.k_cmp + 1) * es), vc((size_t)(sz.v_cmp + 1) * es);
+            std::vector<float> l0(H), l1(H), l2(H);
+            std::vector<int32_t> s1((size_t)sz.sel_idx + 1), c1((size_t)sz.sel_count + 1);
+            nsa_saved sv = {l0.data(), l1.data(), l2.data(), s1.data(), c1.data(), kc.data(), vc.data()};
+            if (nsa_ref_forward(&cf, &b, NULL, oo.data(), &sv, ws.data(), wsb)) { logf_("ref: %s\n", nsa_last_error()); exit(2); }
+            res[pass].resize((size_t)H * D);
+            for (int i = 0; i < H * D; ++i) res[pass][i] = nsa_load(oo.data(), b.dtype, i);
+        }
+        std::vector<double> g((size_t)H * D);
+        for (int i = 0; i < H * D; ++i) g[i] = nsa_bf16_to_f32(o[(size_t)t * H * D + i]);
+        char nm[32];
+        snprintf(nm, sizeof nm, "o[t=%d]", t);
+        check(row, nm, g, res[0], res[1], 1e-6);
+    }
+    /* selection of the sampled rows vs the reference's own */
+    gpu_free(G);
+}
+
+int main(int argc, char **argv)
+{
+    bool quick = false, big = false;
+    const char *vec = NULL;
+    for (int i = 1; i < argc; ++i) {
+        if (!strcmp(argv[i], "--quick")) quick = true;
+        else if (!strcmp(argv[i], "--big")) big = true;
+        else if (!strcmp(argv[i], "--vectors") && i + 1 < argc) vec = argv[++i];
+        else if (!strcmp(argv[i], "--log") && i + 1 < argc) g_log = fopen(argv[++i], "w");
+    }
+    int ndev = 0;
+    if (cudaGetDeviceCount(&ndev) != cudaSuccess || ndev == 0) {
+        printf("GPU tests skipped: no CUDA device\n0 passed, 0 failed\n");
+        return 0;
+    }
+    cudaDeviceProp prop;
+    cudaGetDeviceProperties(&prop, 0);
+    logf_("device: %s (sm_%d%d)\n", prop.name, prop.major, prop.minor);
+
+    auto mk = [](const char *name, nsa_config cfg, std::vector<int32_t> cu, int H, int Hkv, int Dk,
+                 int Dv, nsa_dtype dt, bool gates) {
+        Case c;
+        c.name = name; c.cfg = cfg; c.cu = cu; c.H = H; c.Hkv = Hkv; c.Dk = Dk; c.Dv = Dv;
+        c.dt = dt; c.gates = gates; c.caller_sel = c.caller_cmp = false; c.qscale = 2.0;
+        return c;
+    };
+    nsa_config small = nsa_config_paper();
+    small.l = 16; small.d = 8; small.lp = 32; small.n = 4; small.w = 48;
+    std::vector<Case> cases;
+    cases.push_back(mk("small varlen G4 bf16 d128 gates", small, {0, 0, 1, 5, 40, 300}, 8, 2, 128, 128, NSA_BF16, true));
+    if (!quick) {
+        cases.push_back(mk("paper varlen G4 bf16 d128 gates", nsa_config_paper(), {0, 0, 1, 7, 300, 1400}, 8, 2, 128, 128, NSA_BF16, true));
+        cases.push_back(mk("paper varlen G4 fp16 d128", nsa_config_paper(), {0, 3, 700, 1500}, 8, 2, 128, 128, NSA_FP16, false));
+        cases.push_back(mk("paper G16 bf16 d192/128 gates", nsa_config_paper(), {0, 1100}, 16, 1, 192, 128, NSA_BF16, true));
+        cases.push_back(mk("paper G1 bf16 d64", nsa_config_paper(), {0, 900, 1000}, 2, 2, 64, 64, NSA_BF16, true));
+        cases.push_back(mk("fla G16 bf16 d64 gates", nsa_config_fla(), {0, 1200, 2100}, 16, 1, 64, 64, NSA_BF16, true));
+        cases.push_back(mk("tile lp64 bq64 G4 fp16 d128", nsa_config_tile(64, 64), {0, 10, 1000, 1300}, 8, 2, 128, 128, NSA_FP16, true));
+        cases.push_back(mk("tile lp128 bq128 G1 bf16 d192", nsa_config_tile(128, 128), {0, 1500}, 2, 2, 192, 128, NSA_BF16, true));
+        nsa_config lg = nsa_config_paper(); lg.score_mode = NSA_SCORE_LOGITS;
+        cases.push_back(mk("paper logits G4 bf16 d64", lg, {0, 600, 1300}, 8, 2, 64, 64, NSA_BF16, false));
+        unsigned brs[6] = {NSA_BRANCH_CMP, NSA_BRANCH_SLC, NSA_BRANCH_WIN, NSA_BRANCH_CMP | NSA_BRANCH_SLC,
+                           NSA_BRANCH_SLC | NSA_BRANCH_WIN, NSA_BRANCH_CMP | NSA_BRANCH_WIN};
+        const char *brn[6] = {"cmp alone", "slc alone", "win alone", "cmp+slc", "slc+win", "cmp+win"};
+        for (int i = 0; i < 6; ++i) {
+            nsa_config cf = nsa_config_paper(); cf.branches = brs[i];
+            cases.push_back(mk(brn[i], cf, {0, 5, 900}, 8, 2, 128, 128, NSA_BF16, i % 2 == 0));
+        }
+        Case cs = mk("caller indices G4 bf16", nsa_config_paper(), {0, 2, 800, 1000}, 8, 2, 128, 128, NSA_BF16, true);
+        cs.caller_sel = true; cases.push_back(cs);
+        Case cc = mk("caller-compressed G4 bf16", nsa_config_paper(), {0, 30, 900}, 8, 2, 128, 128, NSA_BF16, true);
+        cc.caller_cmp = true; cc.cfg.caller_compressed = 1; cases.push_back(cc);
+        Case cc2 = mk("caller-compressed cmp off", nsa_config_paper(), {0, 700}, 8, 2, 64, 64, NSA_BF16, false);
+        cc2.caller_cmp = true; cc2.cfg.caller_compressed = 1; cc2.cfg.branches = NSA_BRANCH_SLC | NSA_BRANCH_WIN; cases.push_back(cc2);
+        Case dec = mk("decode 1 query/seq", nsa_config_paper(), {0, 1, 100, 1000, 2500}, 16, 4, 128, 128, NSA_BF16, true);
+        dec.cuq = {0, 1, 2, 3, 4}; cases.push_back(dec);
+        Case chk = mk("chunked prefill suffixes", nsa_config_paper(), {0, 50, 1000, 2100}, 8, 2, 128, 128, NSA_BF16, true);
+        chk.cuq = {0, 50, 80, 280}; cases.push_back(chk);
+        Case chk2 = mk("suffix queries tile bq64", nsa_config_tile(64, 64), {0, 1000, 1600}, 8, 2, 64, 64, NSA_BF16, false);
+        chk2.cuq = {0, 100, 101}; cases.push_back(chk2);
+        Case strided = mk("GQA16 H32 fp16 d128 gates", nsa_config_paper(), {0, 640}, 32, 2, 128, 128, NSA_FP16, true);
+        cases.push_back(strided);
+    }
+    for (auto &c : cases) run_case(c);
+    run_stages(cases[0]);
+    if (!quick) run_stages(mk("stages paper G4 bf16", nsa_config_paper(), {0, 3, 600, 1100}, 8, 2, 64, 64, NSA_BF16, true));
+    run_graph(cases[0]);
+    run_errors();
+    if (vec) run_vectors(vec);
+    if (big) run_big();
+
+    logf_("\n%-42s %6s %6s %10s %24s\n", "case", "checks", "fails", "worst g/r", "sel rows/diff/near-tie");
+    for (auto &r : g_rows)
+        logf_("%-42s %6d %6d %10.2f %10lld/%lld/%lld\n", r.name.c_str(), r.checks, r.fails,
+              r.worst_ratio, r.sel_rows, r.sel_diff, r.sel_ties);
+    logf_("%d passed, %d failed\n", g_pass, g_fail);
+    if (g_log) fclose(g_log);
+    return g_fail ? 1 : 0;
+}
