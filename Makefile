@@ -6,6 +6,9 @@
 #   make sanitize   the same suite under AddressSanitizer + UBSan
 #   make cuda       compile and link all CUDA code with nvcc (no GPU needed)
 #   make bench      build the CPU reference benchmark
+#   make vectors    write the curated golden-vector suite to build/vectors
+#                   and check the reference against it
+#   make pictures   redraw the selection pictures in docs/
 #
 # VECTORS names the folder of independent test cases (default ../shared/vectors).
 
@@ -33,7 +36,7 @@ PROGRAMS = $(BUILD)/example $(BUILD)/test_nsa $(BUILD)/test_nsa_clang \
            $(BUILD)/nsa_picture $(BUILD)/nsa_picture_clang $(BUILD)/bench_ref \
            $(BUILD)/cxx_headers.o
 
-.PHONY: all test sanitize bench clean
+.PHONY: all test sanitize bench vectors pictures clean
 all: $(PROGRAMS)
 
 $(BUILD):
@@ -78,6 +81,15 @@ sanitize:
 	NSA_TEST_QUICK=1 VECTORS=$(VECTORS) BUILD=build-san NSA_SANITIZE=1 bash tests/run.sh
 
 bench: $(BUILD)/bench_ref
+
+vectors: $(BUILD)/nsa_vectors
+	rm -rf $(BUILD)/vectors
+	$(BUILD)/nsa_vectors suite $(BUILD)/vectors
+	$(BUILD)/nsa_vectors check $(BUILD)/vectors
+
+pictures: $(BUILD)/nsa_picture
+	$(BUILD)/nsa_picture --preset paper --out docs/selection_paper.svg
+	$(BUILD)/nsa_picture --preset tile64 --tiles --out docs/selection_tile.svg
 
 clean:
 	rm -rf build build-san
