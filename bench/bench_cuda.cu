@@ -10,8 +10,8 @@
    forward attention), not the masked work, and its fraction of the
    tensor-core peak is printed beside it.
 
-   usage: bench_cuda [--tmax T] [--tmul M] [--reps N] [--csv FILE]
-   (T = 8192, 8192*M, ... up to --tmax) */
+   usage: bench_cuda [--tmin T] [--tmax T] [--tmul M] [--reps N] [--csv FILE]
+   (T = tmin, tmin*M, ... up to --tmax; tmin defaults to 8192) */
 #define NSA_IMPLEMENTATION
 #define NSA_CUDA_IMPLEMENTATION
 #include "../nsa_cuda.h"
@@ -79,10 +79,11 @@ template <typename F> static float median_ms(F f, int reps)
 
 int main(int argc, char **argv)
 {
-    int tmax = 131072, reps = 20, tmul = 2;
+    int tmin = 8192, tmax = 131072, reps = 20, tmul = 2;
     FILE *csv = NULL;
     for (int i = 1; i < argc; ++i) {
-        if (!strcmp(argv[i], "--tmax") && i + 1 < argc) tmax = atoi(argv[++i]);
+        if (!strcmp(argv[i], "--tmin") && i + 1 < argc) tmin = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--tmax") && i + 1 < argc) tmax = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--reps") && i + 1 < argc) reps = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--tmul") && i + 1 < argc) tmul = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--csv") && i + 1 < argc) csv = fopen(argv[++i], "w");
@@ -103,7 +104,7 @@ int main(int argc, char **argv)
     printf("\nNSA paper preset, B=1 H=%d Hkv=%d D=%d bf16, median of %d\n", H, Hkv, D, reps);
     printf("%7s %9s %9s %9s %9s %9s %10s %8s %11s %8s %8s\n", "T", "compress", "select",
            "slc", "cmp", "win", "fwd total", "TFLOP/s", "fwd+bwd", "TFLOP/s", "of peak");
-    for (int T = 8192; T <= tmax; T *= tmul) {
+    for (int T = tmin; T <= tmax; T *= tmul) {
         int32_t cu[2] = {0, T};
         int32_t *cud;
         CK(cudaMalloc(&cud, 8));

@@ -8,7 +8,7 @@ torch.nn.functional.scaled_dot_product_attention; then torch.topk on
 Useful TFLOP/s counts 4*D*H*T*(T+1)/2 for the forward, 2.5x that more for
 the backward.
 
-usage: python3 bench_dense.py [--tmax T] [--reps N] [--csv FILE]"""
+usage: python3 bench_dense.py [--tmin T] [--tmax T] [--reps N] [--csv FILE]"""
 import argparse
 import statistics
 
@@ -35,6 +35,7 @@ def median_ms(fn, reps):
 
 def main():
     ap = argparse.ArgumentParser()
+    ap.add_argument("--tmin", type=int, default=8192)
     ap.add_argument("--tmax", type=int, default=131072)
     ap.add_argument("--reps", type=int, default=20)
     ap.add_argument("--tmul", type=int, default=2)
@@ -49,7 +50,7 @@ def main():
     H, D = 64, 128
     print(f"\ndense causal SDPA, B=1 H={H} D={D} bf16")
     print(f"{'backend':>8} {'T':>7} {'reps':>5} {'fwd ms':>9} {'TFLOP/s':>8} {'fwd+bwd ms':>11} {'TFLOP/s':>8} {'of peak':>8}")
-    T = 8192
+    T = a.tmin
     while T <= a.tmax:
         # the largest sizes take seconds per call: fewer repetitions there
         reps = a.reps if T <= 32768 else max(3, a.reps // 4)
