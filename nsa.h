@@ -167,8 +167,10 @@ typedef struct nsa_sizes {
     int64_t block_mask;  /* units*Hkv*max_slc_blocks                       */
 } nsa_sizes;
 
-/* Validates cfg and batch (every rule of the contract's Errors section that
-   the reference checks) and fills sizes. */
+/* Validates cfg and the batch's shapes, strides and cu_seqlens (every rule
+   of the contract's Errors section but the data pointers, which a caller
+   sizing its buffers has not allocated yet) and fills sizes. Every entry
+   point checks the same rules, and the pointers too. */
 NSADEF nsa_status nsa_sizes_get(const nsa_config *cfg, const nsa_batch *batch,
                                 nsa_sizes *sizes);
 
@@ -307,6 +309,9 @@ NSADEF nsa_status nsa__fail(nsa_status status, const char *fmt, ...)
 #endif
     ;
 NSADEF void nsa__clear_error(void);
+/* nsa_sizes_get plus the batch's data pointers: what entry points run first. */
+NSADEF nsa_status nsa__validate(const nsa_config *cfg, const nsa_batch *batch,
+                                nsa_sizes *sizes);
 
 #endif /* NSA_H */
 
@@ -502,9 +507,10 @@ static int64_t nsa__extent(int64_t N, int heads, int D, int64_t st, int64_t sh)
 }
 
 static nsa_status nsa__check_tensor(const char *name, const void *p, int64_t N,
-                                    int heads, int D, int64_t *st, int64_t *sh)
+                                    int heads, int D, int64_t *st, int64_t *sh,
+                                    int check_pointer)
 {
-    if (!p && N > 0)
+    if (check_pointer && !p && N > 0)
         return nsa__fail(NSA_ERR_NULL_POINTER, "batch.%s: is NULL", name);
     if (*st < 0 || *sh < 0)
         return nsa__fail(NSA_ERR_INVALID_BATCH, "batch.%s strides: must be >= 0"
@@ -519,8 +525,8 @@ static nsa_status nsa__check_tensor(const char *name, const void *p, int64_t N,
     return NSA_OK;
 }
 
-NSADEF nsa_status nsa_sizes_get(const nsa_config *cfg, const nsa_batch *x,
-                                nsa_sizes *s)
+static nsa_status nsa__sizes(const nsa_config *cfg, const nsa_batch *x,
+                             nsa_sizes *s, int check_pointers)
 {
     nsa_status st;
     int64_t TQ, Tc = 0, units = 0, maxblk = 0, t;
@@ -567,12 +573,13 @@ NSADEF nsa_status nsa_sizes_get(const nsa_config *cfg, const nsa_batch *x,
         }
     }
     ts = x->q_stride_token; hs = x->q_stride_head;
-    if ((st = nsa__check_tensor("q", x->q, TQ, x->H, x->Dk, &ts, &hs))) return st;
+    if ((st = nsa__check_tensor("q", x->q, TQ, x->H, x->Dk, &ts, &hs, check_pointers)))
+        return st;
     ts = x->k_stride_token; hs = x->k_stride_head;
-    if ((st = nsa__check_tensor("k", x->k, x->T, x->Hkv, x->Dk, &ts, &hs)))
+    if ((st = nsa__check_tensor("k", x->k, x->T, x->Hkv, x->Dk, &ts, &hs, check_pointers)))
         return st;
     ts = x->v_stride_token; hs = x->v_stride_head;
-    if ((st = nsa__check_tensor("v", x->v, x->T, x->Hkv, x->Dv, &ts, &hs)))
+    if ((st = nsa__check_tensor("v", x->v, x->T, x->Hkv, x->Dv, &ts, &hs, check_pointers)))
         return st;
 
     for (b = 0; b < x->B; ++b) {
@@ -608,6 +615,7 @@ NSADEF nsa_status nsa_sizes_get(const nsa_config *cfg, const nsa_batch *x,
                          "H=%d, Dk=%d, Dv=%d) overflows 64 bits",
                          (long long)x->T, x->H, x->Dk, x->Dv);
     s->lse = TQ * x->H;
+    if (!check_pointers) return NSA_OK;
     if (cfg->caller_compressed && (cfg->branches & (NSA_BRANCH_CMP | NSA_BRANCH_SLC))
         && Tc > 0 && (!x->k_cmp || !x->v_cmp))
         return nsa__fail(NSA_ERR_NULL_POINTER, "batch.k_cmp, batch.v_cmp: "
@@ -616,6 +624,18 @@ NSADEF nsa_status nsa_sizes_get(const nsa_config *cfg, const nsa_batch *x,
         return nsa__fail(NSA_ERR_NULL_POINTER, "batch.sel_idx, batch.sel_count:"
                          " caller selection needs both or neither");
     return NSA_OK;
+}
+
+NSADEF nsa_status nsa_sizes_get(const nsa_config *cfg, const nsa_batch *x,
+                                nsa_sizes *s)
+{
+    return nsa__sizes(cfg, x, s, 0);
+}
+
+NSADEF nsa_status nsa__validate(const nsa_config *cfg, const nsa_batch *x,
+                                nsa_sizes *s)
+{
+    return nsa__sizes(cfg, x, s, 1);
 }
 
 #endif /* NSA_IMPLEMENTATION_DONE */

@@ -24,7 +24,7 @@
        batch.cu_seqlens_q (host) are used for validation and to size the
        launches; batch.cu_seqlens_dev and batch.cu_seqlens_q_dev (device
        copies of the same arrays) are what the kernels read.
-     - Every call validates on the host first (nsa_sizes_get and the same
+     - Every call validates on the host first (nsa__validate and the same
        NULL / workspace rules as nsa_ref_*), then only enqueues work on
        `stream`: no host-device synchronisation and no allocation inside any
        call, so a sequence of calls can be captured into a CUDA graph.
@@ -181,7 +181,7 @@ static bool aligned16(const void *p) { return ((uintptr_t)p & 15u) == 0; }
 
 static nsa_status plan_make(const nsa_config *cfg, const nsa_batch *x, Plan &P)
 {
-    nsa_status st = nsa_sizes_get(cfg, x, &P.sz);
+    nsa_status st = nsa__validate(cfg, x, &P.sz);
     if (st != NSA_OK) return st;
     if (cfg->accum != NSA_ACCUM_FP32)
         return nsa__fail(NSA_ERR_UNSUPPORTED, "cfg.accum: the CUDA path accumulates "

@@ -174,6 +174,11 @@ NSADEF nsa_status nsa_ref_topk_rows(const float *scores, int64_t rows,
        ascending, heads ascending. Caller selections are used entry by
        entry as stored: an entry given twice counts its keys twice in the
        forward and in the backward alike.
+   Speed never changes an order: vector registers only hold the 8 lanes of
+     a dot product or independent elements of a row, and a fused accumulate
+     (nsa__axpyn: several p * x terms swept over a row at once) adds the
+     terms to each element in the order above. On x86 CPUs with AVX2
+     (checked at run time) the same kernels run 8 lanes wide.
    Parallel passes (threads never share an accumulator, so no atomics):
    forward rows (query, head); selection rows (unit, kv head); backward
    A (query, head) -> dQ, dgates, Delta; B1 (compressed block, kv head) ->
@@ -208,6 +213,8 @@ NSADEF nsa_status nsa_ref_topk_rows(const float *scores, int64_t rows,
    recomputing the same logits. */
 #define NSA__CHUNK 256
 #define NSA__ALIGN 64
+/* Terms one fused accumulate (nsa__axpyn) adds to a row in one sweep. */
+#define NSA__GROUP 16
 
 /* ---- context ------------------------------------------------------------ */
 
@@ -223,6 +230,7 @@ typedef struct nsa__ctx {
     const int32_t *cuk, *cuq;
     const void *kc, *vc;     /* compressed K/V, [Tc, Hkv, D] contiguous */
     int nbranch;             /* number of enabled branches              */
+    int simd;                /* 1: the CPU runs the AVX2 kernels        */
     /* workspace */
     unsigned char *slots;
     size_t slot_bytes;
@@ -324,12 +332,82 @@ static inline float nsa__tree8f(const float a[8])
    the order of the top of this section (8 lanes, fixed tree); four are run
    side by side only to overlap their latencies. */
 #if defined(__GNUC__) || defined(__clang__)
-/* GNU vector types: 8 fp32 lanes, lane j holding element i + j, the same
-   operations as the portable loop below, only in one register. */
+/* GNU vector types: a dot product's lanes 0-3 and 4-7 each live in one
+   4-lane register (lane j holding element i + j), the same operations as the
+   portable loop below. 4 lanes is the width every x86-64 and ARM64 has. */
+#define NSA__INLINE static inline __attribute__((always_inline))
+typedef float nsa__f4 __attribute__((vector_size(16)));
+typedef uint32_t nsa__u4 __attribute__((vector_size(16)));
+typedef uint16_t nsa__h4 __attribute__((vector_size(8)));
+NSA__INLINE nsa__f4 nsa__load4(const void *p, nsa_dtype t, int64_t i)
+{
+    nsa__f4 r;
+    int j;
+    if (t == NSA_BF16) {
+        nsa__h4 h;
+        nsa__u4 u;
+        memcpy(&h, (const uint16_t *)p + i, sizeof h);
+        u = __builtin_convertvector(h, nsa__u4) << 16;
+        memcpy(&r, &u, sizeof r);
+    } else if (t == NSA_FP32) {
+        memcpy(&r, (const float *)p + i, sizeof r);
+    } else {
+        for (j = 0; j < 4; ++j) r[j] = nsa_load(p, t, i + j);
+    }
+    return r;
+}
+/* The vector loop of nsa__dot4_32; shared = 1: the four a rows are one row
+   (ia[r] all equal), shared = 2: likewise the b rows. Reading a shared row
+   once changes no operation. */
+NSA__INLINE void nsa__dot4_32v(const void *a, const int64_t *ia, const void *b,
+                               const int64_t *ib, int n, nsa_dtype t, int shared,
+                               float s[4][8], int *done)
+{
+    const int64_t a0 = ia[0], a1 = ia[1], a2 = ia[2], a3 = ia[3];
+    const int64_t b0 = ib[0], b1 = ib[1], b2 = ib[2], b3 = ib[3];
+    const nsa__f4 z = {0, 0, 0, 0};
+    nsa__f4 l0 = z, l1 = z, l2 = z, l3 = z, h0 = z, h1 = z, h2 = z, h3 = z;
+    int i;
+    for (i = 0; i + 8 <= n; i += 8) {
+        if (shared == 1) {
+            const nsa__f4 xl = nsa__load4(a, t, a0 + i), xh = nsa__load4(a, t, a0 + i + 4);
+            l0 += xl * nsa__load4(b, t, b0 + i); h0 += xh * nsa__load4(b, t, b0 + i + 4);
+            l1 += xl * nsa__load4(b, t, b1 + i); h1 += xh * nsa__load4(b, t, b1 + i + 4);
+            l2 += xl * nsa__load4(b, t, b2 + i); h2 += xh * nsa__load4(b, t, b2 + i + 4);
+            l3 += xl * nsa__load4(b, t, b3 + i); h3 += xh * nsa__load4(b, t, b3 + i + 4);
+        } else if (shared == 2) {
+            const nsa__f4 yl = nsa__load4(b, t, b0 + i), yh = nsa__load4(b, t, b0 + i + 4);
+            l0 += nsa__load4(a, t, a0 + i) * yl; h0 += nsa__load4(a, t, a0 + i + 4) * yh;
+            l1 += nsa__load4(a, t, a1 + i) * yl; h1 += nsa__load4(a, t, a1 + i + 4) * yh;
+            l2 += nsa__load4(a, t, a2 + i) * yl; h2 += nsa__load4(a, t, a2 + i + 4) * yh;
+            l3 += nsa__load4(a, t, a3 + i) * yl; h3 += nsa__load4(a, t, a3 + i + 4) * yh;
+        } else {
+            l0 += nsa__load4(a, t, a0 + i) * nsa__load4(b, t, b0 + i);
+            h0 += nsa__load4(a, t, a0 + i + 4) * nsa__load4(b, t, b0 + i + 4);
+            l1 += nsa__load4(a, t, a1 + i) * nsa__load4(b, t, b1 + i);
+            h1 += nsa__load4(a, t, a1 + i + 4) * nsa__load4(b, t, b1 + i + 4);
+            l2 += nsa__load4(a, t, a2 + i) * nsa__load4(b, t, b2 + i);
+            h2 += nsa__load4(a, t, a2 + i + 4) * nsa__load4(b, t, b2 + i + 4);
+            l3 += nsa__load4(a, t, a3 + i) * nsa__load4(b, t, b3 + i);
+            h3 += nsa__load4(a, t, a3 + i + 4) * nsa__load4(b, t, b3 + i + 4);
+        }
+    }
+    memcpy(s[0], &l0, sizeof l0); memcpy(s[0] + 4, &h0, sizeof h0);
+    memcpy(s[1], &l1, sizeof l1); memcpy(s[1] + 4, &h1, sizeof h1);
+    memcpy(s[2], &l2, sizeof l2); memcpy(s[2] + 4, &h2, sizeof h2);
+    memcpy(s[3], &l3, sizeof l3); memcpy(s[3] + 4, &h3, sizeof h3);
+    *done = i;
+}
+#if defined(__x86_64__) || defined(__i386__)
+/* x86 with AVX2 (checked at run time): the same lanes in one 8-lane
+   register, and the same per-element operations as everywhere else (the
+   target adds no fused multiply-add: builds use -ffp-contract=off). */
+#define NSA__HAVE_AVX2 1
+#define NSA__AVX2 __attribute__((target("avx2")))
 typedef float nsa__f8 __attribute__((vector_size(32)));
 typedef uint32_t nsa__u8 __attribute__((vector_size(32)));
 typedef uint16_t nsa__h8 __attribute__((vector_size(16)));
-static inline void nsa__load8(nsa__f8 *r, const void *p, nsa_dtype t, int64_t i)
+NSA__INLINE void nsa__load8(nsa__f8 *r, const void *p, nsa_dtype t, int64_t i)
 {
     int j;
     if (t == NSA_BF16) {
@@ -344,41 +422,126 @@ static inline void nsa__load8(nsa__f8 *r, const void *p, nsa_dtype t, int64_t i)
         for (j = 0; j < 8; ++j) (*r)[j] = nsa_load(p, t, i + j);
     }
 }
-/* *acc += a[ia .. ia+8) * b[ib .. ib+8), lane by lane. */
-static inline void nsa__madd8(nsa__f8 *acc, const void *a, int64_t ia,
-                              const void *b, int64_t ib, nsa_dtype t)
-{
-    nsa__f8 x, y;
-    nsa__load8(&x, a, t, ia);
-    nsa__load8(&y, b, t, ib);
-    *acc += x * y;
-}
-static inline void nsa__dot4_32(const void *a, const int64_t *ia, const void *b,
-                                const int64_t *ib, int n, nsa_dtype t, double *out)
+NSA__INLINE void nsa__dot4_32w(const void *a, const int64_t *ia, const void *b,
+                               const int64_t *ib, int n, nsa_dtype t, int shared,
+                               float s[4][8], int *done)
 {
     const int64_t a0 = ia[0], a1 = ia[1], a2 = ia[2], a3 = ia[3];
     const int64_t b0 = ib[0], b1 = ib[1], b2 = ib[2], b3 = ib[3];
-    nsa__f8 v0 = {0, 0, 0, 0, 0, 0, 0, 0}, v1 = v0, v2 = v0, v3 = v0;
-    float s0[8], s1[8], s2[8], s3[8];
+    nsa__f8 v0 = {0, 0, 0, 0, 0, 0, 0, 0}, v1 = v0, v2 = v0, v3 = v0, x, y;
     int i;
     for (i = 0; i + 8 <= n; i += 8) {
-        nsa__madd8(&v0, a, a0 + i, b, b0 + i, t);
-        nsa__madd8(&v1, a, a1 + i, b, b1 + i, t);
-        nsa__madd8(&v2, a, a2 + i, b, b2 + i, t);
-        nsa__madd8(&v3, a, a3 + i, b, b3 + i, t);
+        if (shared == 1) {
+            nsa__load8(&x, a, t, a0 + i);
+            nsa__load8(&y, b, t, b0 + i); v0 += x * y;
+            nsa__load8(&y, b, t, b1 + i); v1 += x * y;
+            nsa__load8(&y, b, t, b2 + i); v2 += x * y;
+            nsa__load8(&y, b, t, b3 + i); v3 += x * y;
+        } else if (shared == 2) {
+            nsa__load8(&y, b, t, b0 + i);
+            nsa__load8(&x, a, t, a0 + i); v0 += x * y;
+            nsa__load8(&x, a, t, a1 + i); v1 += x * y;
+            nsa__load8(&x, a, t, a2 + i); v2 += x * y;
+            nsa__load8(&x, a, t, a3 + i); v3 += x * y;
+        } else {
+            nsa__load8(&x, a, t, a0 + i); nsa__load8(&y, b, t, b0 + i); v0 += x * y;
+            nsa__load8(&x, a, t, a1 + i); nsa__load8(&y, b, t, b1 + i); v1 += x * y;
+            nsa__load8(&x, a, t, a2 + i); nsa__load8(&y, b, t, b2 + i); v2 += x * y;
+            nsa__load8(&x, a, t, a3 + i); nsa__load8(&y, b, t, b3 + i); v3 += x * y;
+        }
     }
-    memcpy(s0, &v0, sizeof s0);
-    memcpy(s1, &v1, sizeof s1);
-    memcpy(s2, &v2, sizeof s2);
-    memcpy(s3, &v3, sizeof s3);
+    memcpy(s[0], &v0, sizeof v0);
+    memcpy(s[1], &v1, sizeof v1);
+    memcpy(s[2], &v2, sizeof v2);
+    memcpy(s[3], &v3, sizeof v3);
+    *done = i;
+}
+#define NSA__DOT_SHARED(T)                                                    \
+    (shared == 1 ? nsa__dot4_32w(a, ia, b, ib, n, T, 1, s, done)             \
+     : shared == 2 ? nsa__dot4_32w(a, ia, b, ib, n, T, 2, s, done)           \
+     : nsa__dot4_32w(a, ia, b, ib, n, T, 0, s, done))
+NSA__AVX2 static void nsa__dot4_32_avx2(const void *a, const int64_t *ia,
+                                        const void *b, const int64_t *ib, int n,
+                                        nsa_dtype t, int shared, float s[4][8],
+                                        int *done)
+{
+    switch (t) {
+    case NSA_BF16: NSA__DOT_SHARED(NSA_BF16); break;
+    case NSA_FP16: NSA__DOT_SHARED(NSA_FP16); break;
+    default: NSA__DOT_SHARED(NSA_FP32); break;
+    }
+}
+#undef NSA__DOT_SHARED
+/* nsa__axpyn32's loop, 8 elements a step. */
+NSA__INLINE void nsa__axpyn32w(float *acc, const float *p, const void *x,
+                               const int64_t *ix, int m, int n, nsa_dtype t)
+{
+    nsa__f8 a, y;
+    int j = 0, u;
+    for (; j + 8 <= n; j += 8) {
+        memcpy(&a, acc + j, sizeof a);
+        for (u = 0; u < m; ++u) {
+            const nsa__f8 pu = {p[u], p[u], p[u], p[u], p[u], p[u], p[u], p[u]};
+            nsa__load8(&y, x, t, ix[u] + j);
+            a += pu * y;
+        }
+        memcpy(acc + j, &a, sizeof a);
+    }
+    for (; j < n; ++j)
+        for (u = 0; u < m; ++u) acc[j] += p[u] * nsa_load(x, t, ix[u] + j);
+}
+NSA__AVX2 static void nsa__axpyn32_avx2(float *acc, const float *p, const void *x,
+                                        const int64_t *ix, int m, int n, nsa_dtype t)
+{
+    switch (t) {
+    case NSA_BF16:
+        if (m == 4) nsa__axpyn32w(acc, p, x, ix, 4, n, NSA_BF16);
+        else nsa__axpyn32w(acc, p, x, ix, m, n, NSA_BF16);
+        break;
+    case NSA_FP16: nsa__axpyn32w(acc, p, x, ix, m, n, NSA_FP16); break;
+    default:
+        if (m == 4) nsa__axpyn32w(acc, p, x, ix, 4, n, NSA_FP32);
+        else nsa__axpyn32w(acc, p, x, ix, m, n, NSA_FP32);
+        break;
+    }
+}
+static int nsa__cpu_avx2(void)
+{
+    return __builtin_cpu_supports("avx2") ? 1 : 0;
+}
+#endif
+static inline void nsa__dot4_32(const void *a, const int64_t *ia, const void *b,
+                                const int64_t *ib, int n, nsa_dtype t, int simd,
+                                double *out)
+{
+    const int64_t a0 = ia[0], a1 = ia[1], a2 = ia[2], a3 = ia[3];
+    const int64_t b0 = ib[0], b1 = ib[1], b2 = ib[2], b3 = ib[3];
+    const int shared = (a1 == a0 && a2 == a0 && a3 == a0) ? 1
+                       : (b1 == b0 && b2 == b0 && b3 == b0) ? 2 : 0;
+    float s[4][8];
+    float *s0 = s[0], *s1 = s[1], *s2 = s[2], *s3 = s[3];
+    int i;
+#ifdef NSA__HAVE_AVX2
+    if (simd)
+        nsa__dot4_32_avx2(a, ia, b, ib, n, t, shared, s, &i);
+    else
+#endif
+    if (shared == 1)
+        nsa__dot4_32v(a, ia, b, ib, n, t, 1, s, &i);
+    else if (shared == 2)
+        nsa__dot4_32v(a, ia, b, ib, n, t, 2, s, &i);
+    else
+        nsa__dot4_32v(a, ia, b, ib, n, t, 0, s, &i);
 #else
 static inline void nsa__dot4_32(const void *a, const int64_t *ia, const void *b,
-                                const int64_t *ib, int n, nsa_dtype t, double *out)
+                                const int64_t *ib, int n, nsa_dtype t, int simd,
+                                double *out)
 {
     const int64_t a0 = ia[0], a1 = ia[1], a2 = ia[2], a3 = ia[3];
     const int64_t b0 = ib[0], b1 = ib[1], b2 = ib[2], b3 = ib[3];
     float s0[8], s1[8], s2[8], s3[8];
     int i, j;
+    (void)simd;
     for (j = 0; j < 8; ++j) s0[j] = s1[j] = s2[j] = s3[j] = 0.0f;
     for (i = 0; i + 8 <= n; i += 8)
         for (j = 0; j < 8; ++j) {
@@ -438,9 +601,9 @@ static void nsa__dot4(const nsa__ctx *c, const void *a, const int64_t *ia,
         }
     } else {
         switch (c->dt) {
-        case NSA_BF16: nsa__dot4_32(a, ja, b, jb, n, NSA_BF16, o); break;
-        case NSA_FP16: nsa__dot4_32(a, ja, b, jb, n, NSA_FP16, o); break;
-        default: nsa__dot4_32(a, ja, b, jb, n, NSA_FP32, o); break;
+        case NSA_BF16: nsa__dot4_32(a, ja, b, jb, n, NSA_BF16, c->simd, o); break;
+        case NSA_FP16: nsa__dot4_32(a, ja, b, jb, n, NSA_FP16, c->simd, o); break;
+        default: nsa__dot4_32(a, ja, b, jb, n, NSA_FP32, c->simd, o); break;
         }
     }
     for (r = 0; r < m; ++r) out[r] = o[r];
@@ -487,26 +650,104 @@ static void nsa__zero(nsa__row r, int64_t n)
     for (j = 0; j < n; ++j) nsa__set(r, j, 0.0);
 }
 
-/* acc[j] += p * x[j], x read from storage. */
+/* acc[j] += p * x[j], x read from storage. Every element is its own
+   multiply and add, so doing 8 (or 4) of them in one vector register gives
+   the same bits as the scalar loop. */
 static inline void nsa__axpy32(float *acc, float p, const void *x, int64_t ix,
                                int n, nsa_dtype t)
 {
-    int j;
-    for (j = 0; j < n; ++j) acc[j] += p * nsa_load(x, t, ix + j);
+    int j = 0;
+#if defined(__GNUC__) || defined(__clang__)
+    const nsa__f4 pv = {p, p, p, p};
+    for (; j + 4 <= n; j += 4) {
+        nsa__f4 a;
+        memcpy(&a, acc + j, sizeof a);
+        a += pv * nsa__load4(x, t, ix + j);
+        memcpy(acc + j, &a, sizeof a);
+    }
+#endif
+    for (; j < n; ++j) acc[j] += p * nsa_load(x, t, ix + j);
+}
+static inline void nsa__axpy64(double *acc, double p, const void *x, int64_t ix,
+                               int n, nsa_dtype t)
+{
+    int j = 0;
+#if defined(__GNUC__) || defined(__clang__)
+    typedef double nsa__d2 __attribute__((vector_size(16)));
+    const nsa__d2 pv = {p, p};
+    for (; j + 4 <= n; j += 4) {
+        const nsa__f4 y = nsa__load4(x, t, ix + j);
+        nsa__d2 a0, a1, y0 = {y[0], y[1]}, y1 = {y[2], y[3]};
+        memcpy(&a0, acc + j, sizeof a0);
+        memcpy(&a1, acc + j + 2, sizeof a1);
+        a0 += pv * y0;
+        a1 += pv * y1;
+        memcpy(acc + j, &a0, sizeof a0);
+        memcpy(acc + j + 2, &a1, sizeof a1);
+    }
+#endif
+    for (; j < n; ++j) acc[j] += p * (double)nsa_load(x, t, ix + j);
 }
 static void nsa__axpy(const nsa__ctx *c, nsa__row acc, double p, const void *x,
                       int64_t ix, int n)
 {
-    int j;
     if (acc.d) {
-        for (j = 0; j < n; ++j)
-            acc.d[j] += p * (double)nsa_load(x, c->dt, ix + j);
+        switch (c->dt) {
+        case NSA_BF16: nsa__axpy64(acc.d, p, x, ix, n, NSA_BF16); break;
+        case NSA_FP16: nsa__axpy64(acc.d, p, x, ix, n, NSA_FP16); break;
+        default: nsa__axpy64(acc.d, p, x, ix, n, NSA_FP32); break;
+        }
         return;
     }
     switch (c->dt) {
     case NSA_BF16: nsa__axpy32(acc.f, (float)p, x, ix, n, NSA_BF16); break;
     case NSA_FP16: nsa__axpy32(acc.f, (float)p, x, ix, n, NSA_FP16); break;
     default: nsa__axpy32(acc.f, (float)p, x, ix, n, NSA_FP32); break;
+    }
+}
+
+/* acc[j] += p[0] * x[ix[0] + j], then += p[1] * x[ix[1] + j], ... for
+   u < m <= NSA__GROUP: the same operations, in the same order per element, as m
+   calls of nsa__axpy; only the accumulator row is read and written once. */
+static inline void nsa__axpyn32(float *acc, const float *p, const void *x,
+                                const int64_t *ix, int m, int n, nsa_dtype t)
+{
+    int j = 0, u;
+#if defined(__GNUC__) || defined(__clang__)
+    for (; j + 4 <= n; j += 4) {
+        nsa__f4 a;
+        memcpy(&a, acc + j, sizeof a);
+        for (u = 0; u < m; ++u) {
+            const nsa__f4 pu = {p[u], p[u], p[u], p[u]};
+            a += pu * nsa__load4(x, t, ix[u] + j);
+        }
+        memcpy(acc + j, &a, sizeof a);
+    }
+#endif
+    for (; j < n; ++j)
+        for (u = 0; u < m; ++u) acc[j] += p[u] * nsa_load(x, t, ix[u] + j);
+}
+static void nsa__axpyn(const nsa__ctx *c, nsa__row acc, const double *p,
+                       const void *x, const int64_t *ix, int m, int n)
+{
+    float pf[NSA__GROUP];
+    int u;
+    if (m <= 0) return;
+    if (acc.d) {
+        for (u = 0; u < m; ++u) nsa__axpy(c, acc, p[u], x, ix[u], n);
+        return;
+    }
+    for (u = 0; u < m; ++u) pf[u] = (float)p[u];
+#ifdef NSA__HAVE_AVX2
+    if (c->simd) {
+        nsa__axpyn32_avx2(acc.f, pf, x, ix, m, n, c->dt);
+        return;
+    }
+#endif
+    switch (c->dt) {
+    case NSA_BF16: nsa__axpyn32(acc.f, pf, x, ix, m, n, NSA_BF16); break;
+    case NSA_FP16: nsa__axpyn32(acc.f, pf, x, ix, m, n, NSA_FP16); break;
+    default: nsa__axpyn32(acc.f, pf, x, ix, m, n, NSA_FP32); break;
     }
 }
 
@@ -706,19 +947,26 @@ static void nsa__attend_row(const nsa__ctx *c, const nsa__seq *s,
             nsa__offsets(ia, qoff, 0, nr);
             nsa__offsets(ib, K->kbase + r * K->kst, K->kst, nr);
             nsa__dot4(c, c->x->q, ia, K->k, ib, nr, c->Dk, dots);
+            int np = 0;           /* p * v terms not yet added to acc */
+            double pp[4];
+            int64_t pv[4];
             for (u = 0; u < nr; ++u) {
                 double sc = nsa__r(c, c->sc * dots[u]), p;
                 if (sc == -INFINITY) continue; /* probability exactly 0 */
                 if (sc > m) { /* new maximum: rescale what is summed so far */
                     double alpha = nsa__exp(c, nsa__r(c, m - sc));
                     L = nsa__r(c, L * alpha);
+                    nsa__axpyn(c, acc, pp, K->v, pv, np, nj);
+                    np = 0;
                     nsa__scal(acc, alpha, nj);
                     m = sc;
                 }
                 p = nsa__exp(c, nsa__r(c, sc - m));
                 L = nsa__r(c, L + p);
-                nsa__axpy(c, acc, p, K->v, K->vbase + (r + u) * K->vst + j0, nj);
+                pp[np] = p;
+                pv[np++] = K->vbase + (r + u) * K->vst + j0;
             }
+            nsa__axpyn(c, acc, pp, K->v, pv, np, nj);
         }
     }
     /* L == 0 only when no key was summed: an empty key set, or only -inf
@@ -1149,9 +1397,17 @@ static void nsa__backward_query(const nsa__ctx *c, const nsa__seq *s,
             delta = nsa__r(c, w * dgate);
             for (e = 0, n = 0; e < K.nranges; ++e) { /* dQ += ds k */
                 nsa__keys_range(c, s, &K, e, &lo, &hi);
-                for (r = lo; r < hi; ++r, ++n)
-                    nsa__axpy(c, dq, nsa__dlogit(c, prow[n], w, dovrow[n], delta),
-                              K.k, K.kbase + r * K.kst, c->Dk);
+                for (r = lo; r < hi; r += NSA__GROUP) {
+                    const int nr = hi - r < NSA__GROUP ? (int)(hi - r) : NSA__GROUP;
+                    double ds[NSA__GROUP];
+                    int64_t ik[NSA__GROUP];
+                    int u;
+                    for (u = 0; u < nr; ++u, ++n) {
+                        ds[u] = nsa__dlogit(c, prow[n], w, dovrow[n], delta);
+                        ik[u] = K.kbase + (r + u) * K.kst;
+                    }
+                    nsa__axpyn(c, dq, ds, K.k, ik, nr, c->Dk);
+                }
             }
         }
         c->delta[(gq * c->H + h) * 3 + br] = delta;
@@ -1170,6 +1426,9 @@ static void nsa__key_terms(const nsa__ctx *c, const nsa__seq *s, const nsa__bwd 
 {
     const int64_t gq = s->q0 + (t - s->off), h1 = (int64_t)(hk + 1) * c->G;
     int64_t h0;
+    double ds[NSA__GROUP], pw[NSA__GROUP];
+    int64_t iq[NSA__GROUP], io[NSA__GROUP];
+    int m = 0;
     for (h0 = (int64_t)hk * c->G; h0 < h1; h0 += 4) {
         const int nr = h1 - h0 < 4 ? (int)(h1 - h0) : 4;
         int64_t ia[4], ib[4];
@@ -1188,9 +1447,16 @@ static void nsa__key_terms(const nsa__ctx *c, const nsa__seq *s, const nsa__bwd 
             if (lse == -INFINITY) continue;
             w = nsa__gate(c, B->gates, gq, h, br);
             P = nsa__exp(c, nsa__r(c, nsa__r(c, c->sc * qk[u]) - lse));
-            nsa__axpy(c, dk, nsa__dlogit(c, P, w, dov[u], c->delta[(gq * c->H + h) * 3 + br]),
-                      c->x->q, nsa__q_at(c, gq, h), c->Dk);
-            nsa__axpy(c, dv, nsa__r(c, P * w), B->d_o, (gq * c->H + h) * c->Dv, c->Dv);
+            ds[m] = nsa__dlogit(c, P, w, dov[u], c->delta[(gq * c->H + h) * 3 + br]);
+            pw[m] = nsa__r(c, P * w);
+            iq[m] = nsa__q_at(c, gq, h);
+            io[m++] = (gq * c->H + h) * c->Dv;
+        }
+        if (m + 4 > NSA__GROUP || h0 + 4 >= h1) {
+            /* dK += ds q, dV += P w dO, heads ascending (per element) */
+            nsa__axpyn(c, dk, ds, c->x->q, iq, m, c->Dk);
+            nsa__axpyn(c, dv, pw, B->d_o, io, m, c->Dv);
+            m = 0;
         }
     }
 }
@@ -1459,7 +1725,7 @@ static nsa_status nsa__setup(nsa__ctx *c, const nsa_config *cfg,
     nsa_status st;
     memset(c, 0, sizeof *c);
     nsa__clear_error();
-    if ((st = nsa_sizes_get(cfg, x, &c->sz)) != NSA_OK) return st;
+    if ((st = nsa__validate(cfg, x, &c->sz)) != NSA_OK) return st;
     c->cfg = cfg;
     c->x = x;
     c->dt = x->dtype;
@@ -1479,6 +1745,9 @@ static nsa_status nsa__setup(nsa__ctx *c, const nsa_config *cfg,
     c->nbranch = (int)(cfg->branches & 1u) + (int)((cfg->branches >> 1) & 1u) +
                  (int)((cfg->branches >> 2) & 1u);
     c->nthreads = NSA__MAX_THREADS();
+#ifdef NSA__HAVE_AVX2
+    c->simd = nsa__cpu_avx2();
+#endif
     c->kc = x->k_cmp;
     c->vc = x->v_cmp;
     return NSA_OK;

@@ -1848,6 +1848,38 @@ static void bad_backward(const char *name, const nsa_config *c, const nsa_batch 
     }
 }
 
+/* A caller sizes its buffers before it has them: nsa_sizes_get reads no data
+   pointer, while every entry point still rejects a NULL one. */
+static void test_sizes_query_needs_no_data_pointers(void)
+{
+    const char *name = "sizes_query_needs_no_data_pointers";
+    nsa_config cfg = nsa_config_paper();
+    const int32_t cu[3] = {0, 100, 300};
+    nsa_batch x;
+    nsa_sizes sz;
+    nsa_status st;
+    memset(&x, 0, sizeof x);
+    memset(&sz, 0, sizeof sz);
+    x.B = 2;
+    x.T = 300;
+    x.cu_seqlens = cu;
+    x.H = 4;
+    x.Hkv = 2;
+    x.Dk = x.Dv = 8;
+    x.dtype = NSA_BF16;
+    st = nsa_sizes_get(&cfg, &x, &sz);
+    CHECK(name, st == NSA_OK && sz.q == 300 * 4 * 8 && sz.Tc == 5 + 11,
+          "status %s (%s), q %lld, Tc %lld", status_name(st), nsa_last_error(),
+          (long long)sz.q, (long long)sz.Tc);
+    {
+        uint16_t o[8];
+        st = nsa_ref_forward(&cfg, &x, NULL, o, NULL, NULL, 0);
+        CHECK("forward_rejects_null_q_after_sizes_accepted_it",
+              st == NSA_ERR_NULL_POINTER && strstr(nsa_last_error(), "batch.q"),
+              "status %s (%s)", status_name(st), nsa_last_error());
+    }
+}
+
 static void test_bad_input_is_rejected(void)
 {
     nsa_config c = cfg_small();
@@ -2208,6 +2240,7 @@ int main(int argc, char **argv)
     RUN_TEST(test_logits_tile_score_is_q_mean_score);
     RUN_TEST(test_results_are_bitwise_deterministic);
     RUN_TEST(test_bad_input_is_rejected);
+    RUN_TEST(test_sizes_query_needs_no_data_pointers);
 
     /* Golden vectors from an outside fp64 implementation. */
     if (!vec || !*vec) vec = "../shared/vectors";
