@@ -418,8 +418,10 @@ NSA__INLINE void nsa__load8(nsa__f8 *r, const void *p, nsa_dtype t, int64_t i)
         memcpy(r, &u, sizeof *r);
     } else if (t == NSA_FP32) {
         memcpy(r, (const float *)p + i, sizeof *r);
-    } else {
-        for (j = 0; j < 8; ++j) (*r)[j] = nsa_load(p, t, i + j);
+    } else { /* fp16: through an array, so no lane of *r is read unset */
+        float f[8];
+        for (j = 0; j < 8; ++j) f[j] = nsa_load(p, t, i + j);
+        memcpy(r, f, sizeof *r);
     }
 }
 NSA__INLINE void nsa__dot4_32w(const void *a, const int64_t *ia, const void *b,
