@@ -312,6 +312,13 @@ NSADEF void nsa__clear_error(void);
 /* nsa_sizes_get plus the batch's data pointers: what entry points run first. */
 NSADEF nsa_status nsa__validate(const nsa_config *cfg, const nsa_batch *batch,
                                 nsa_sizes *sizes);
+/* The nsa_saved buffers a forward writes (for_backward = 0) or a backward
+   reads (1), and the nsa_grads buffers a backward writes: one rule for both
+   implementations. */
+NSADEF nsa_status nsa__check_saved(const nsa_config *cfg, const nsa_sizes *sizes,
+                                   const nsa_saved *saved, int for_backward);
+NSADEF nsa_status nsa__check_grads(const nsa_config *cfg, const nsa_sizes *sizes,
+                                   const void *gates, const nsa_grads *grads);
 
 #endif /* NSA_H */
 
@@ -637,6 +644,52 @@ NSADEF nsa_status nsa__validate(const nsa_config *cfg, const nsa_batch *x,
 {
     return nsa__sizes(cfg, x, s, 1);
 }
+
+#define NSA__REQUIRE(ptr, needed, what)                                       \
+    do {                                                                      \
+        if ((needed) && !(ptr))                                               \
+            return nsa__fail(NSA_ERR_NULL_POINTER, "%s: is NULL", what);     \
+    } while (0)
+
+NSADEF nsa_status nsa__check_saved(const nsa_config *cfg, const nsa_sizes *s,
+                                   const nsa_saved *saved, int for_backward)
+{
+    const unsigned br = cfg->branches;
+    /* Forward writes K_cmp / V_cmp whenever the compressed keys are used
+       (selection scores them too); backward reads them for the compressed
+       branch only, the selection being a constant there. */
+    const unsigned reads_cmp = for_backward ? (unsigned)NSA_BRANCH_CMP
+                                            : (unsigned)(NSA_BRANCH_CMP | NSA_BRANCH_SLC);
+    const int mean = !cfg->caller_compressed && (br & reads_cmp) != 0;
+    NSA__REQUIRE(saved, 1, "saved");
+    NSA__REQUIRE(saved->lse_cmp, (br & NSA_BRANCH_CMP) && s->lse > 0, "saved.lse_cmp");
+    NSA__REQUIRE(saved->lse_slc, (br & NSA_BRANCH_SLC) && s->lse > 0, "saved.lse_slc");
+    NSA__REQUIRE(saved->lse_win, (br & NSA_BRANCH_WIN) && s->lse > 0, "saved.lse_win");
+    NSA__REQUIRE(saved->sel_idx, (br & NSA_BRANCH_SLC) && s->sel_idx > 0, "saved.sel_idx");
+    NSA__REQUIRE(saved->sel_count, (br & NSA_BRANCH_SLC) && s->sel_count > 0,
+                 "saved.sel_count");
+    NSA__REQUIRE(saved->k_cmp, mean && s->k_cmp > 0, "saved.k_cmp");
+    NSA__REQUIRE(saved->v_cmp, mean && s->v_cmp > 0, "saved.v_cmp");
+    return NSA_OK;
+}
+
+NSADEF nsa_status nsa__check_grads(const nsa_config *cfg, const nsa_sizes *s,
+                                   const void *gates, const nsa_grads *grads)
+{
+    const int caller_cmp = cfg->caller_compressed &&
+        (cfg->branches & (NSA_BRANCH_CMP | NSA_BRANCH_SLC)) != 0;
+    NSA__REQUIRE(grads, 1, "grads");
+    NSA__REQUIRE(grads->dq, s->q > 0, "grads.dq");
+    NSA__REQUIRE(grads->dk, s->k > 0, "grads.dk");
+    NSA__REQUIRE(grads->dv, s->v > 0, "grads.dv");
+    NSA__REQUIRE(grads->dgates, gates && s->gates > 0, "grads.dgates (gates were given)");
+    NSA__REQUIRE(grads->dk_cmp, caller_cmp && s->k_cmp > 0,
+                 "grads.dk_cmp (caller_compressed mode)");
+    NSA__REQUIRE(grads->dv_cmp, caller_cmp && s->v_cmp > 0,
+                 "grads.dv_cmp (caller_compressed mode)");
+    return NSA_OK;
+}
+#undef NSA__REQUIRE
 
 #endif /* NSA_IMPLEMENTATION_DONE */
 #endif /* NSA_IMPLEMENTATION */

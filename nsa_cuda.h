@@ -645,25 +645,8 @@ NSADEF nsa_status nsa_cuda_forward(const nsa_config *cfg, const nsa_batch *batch
     nsa_status st;
     nsa__clear_error();
     if ((st = nsah::plan_make(cfg, batch, P))) return st;
-    const unsigned br = cfg->branches;
     if (!o && P.sz.o > 0) return nsa__fail(NSA_ERR_NULL_POINTER, "o: is NULL");
-    if (!saved) return nsa__fail(NSA_ERR_NULL_POINTER, "saved: is NULL");
-    if (P.sz.lse > 0) {
-        if ((br & NSA_BRANCH_CMP) && !saved->lse_cmp)
-            return nsa__fail(NSA_ERR_NULL_POINTER, "saved.lse_cmp: is NULL");
-        if ((br & NSA_BRANCH_SLC) && !saved->lse_slc)
-            return nsa__fail(NSA_ERR_NULL_POINTER, "saved.lse_slc: is NULL");
-        if ((br & NSA_BRANCH_WIN) && !saved->lse_win)
-            return nsa__fail(NSA_ERR_NULL_POINTER, "saved.lse_win: is NULL");
-    }
-    if ((br & NSA_BRANCH_SLC) && P.sz.sel_idx > 0 &&
-        (!saved->sel_idx || !saved->sel_count))
-        return nsa__fail(NSA_ERR_NULL_POINTER, "saved.sel_idx, saved.sel_count: "
-                         "required with the selected branch on");
-    if ((br & (NSA_BRANCH_CMP | NSA_BRANCH_SLC)) && !cfg->caller_compressed &&
-        P.sz.k_cmp > 0 && (!saved->k_cmp || !saved->v_cmp))
-        return nsa__fail(NSA_ERR_NULL_POINTER, "saved.k_cmp, saved.v_cmp: required"
-                         " in mean-compression mode");
+    if ((st = nsa__check_saved(cfg, &P.sz, saved, 0))) return st;
     if (!nsah::aligned16(saved->k_cmp) || !nsah::aligned16(saved->v_cmp))
         return nsa__fail(NSA_ERR_UNSUPPORTED, "saved.k_cmp, v_cmp: must be 16-byte "
                          "aligned on the CUDA path");
@@ -684,35 +667,9 @@ NSADEF nsa_status nsa_cuda_backward(const nsa_config *cfg, const nsa_batch *batc
     nsa_status st;
     nsa__clear_error();
     if ((st = nsah::plan_make(cfg, batch, P))) return st;
-    const unsigned br = cfg->branches;
-    if (!saved) return nsa__fail(NSA_ERR_NULL_POINTER, "saved: is NULL");
-    if (!grads) return nsa__fail(NSA_ERR_NULL_POINTER, "grads: is NULL");
     if (!d_o && P.sz.o > 0) return nsa__fail(NSA_ERR_NULL_POINTER, "d_o: is NULL");
-    if ((!grads->dq && P.sz.q > 0) || (!grads->dk && P.sz.k > 0) || (!grads->dv && P.sz.v > 0))
-        return nsa__fail(NSA_ERR_NULL_POINTER, "grads.dq, dk, dv: required");
-    if (gates && !grads->dgates && P.sz.gates > 0)
-        return nsa__fail(NSA_ERR_NULL_POINTER, "grads.dgates: required when gates "
-                         "are given");
-    if (cfg->caller_compressed && (br & (NSA_BRANCH_CMP | NSA_BRANCH_SLC)) &&
-        P.sz.k_cmp > 0 && (!grads->dk_cmp || !grads->dv_cmp))
-        return nsa__fail(NSA_ERR_NULL_POINTER, "grads.dk_cmp, dv_cmp: required in "
-                         "caller_compressed mode");
-    if (P.sz.lse > 0) {
-        if ((br & NSA_BRANCH_CMP) && !saved->lse_cmp)
-            return nsa__fail(NSA_ERR_NULL_POINTER, "saved.lse_cmp: is NULL");
-        if ((br & NSA_BRANCH_SLC) && !saved->lse_slc)
-            return nsa__fail(NSA_ERR_NULL_POINTER, "saved.lse_slc: is NULL");
-        if ((br & NSA_BRANCH_WIN) && !saved->lse_win)
-            return nsa__fail(NSA_ERR_NULL_POINTER, "saved.lse_win: is NULL");
-    }
-    if ((br & NSA_BRANCH_SLC) && P.sz.sel_idx > 0 &&
-        (!saved->sel_idx || !saved->sel_count))
-        return nsa__fail(NSA_ERR_NULL_POINTER, "saved.sel_idx, saved.sel_count: "
-                         "required with the selected branch on");
-    if ((br & NSA_BRANCH_CMP) && !cfg->caller_compressed && P.sz.k_cmp > 0 &&
-        (!saved->k_cmp || !saved->v_cmp))
-        return nsa__fail(NSA_ERR_NULL_POINTER, "saved.k_cmp, saved.v_cmp: required"
-                         " in mean-compression mode");
+    if ((st = nsa__check_saved(cfg, &P.sz, saved, 1))) return st;
+    if ((st = nsa__check_grads(cfg, &P.sz, gates, grads))) return st;
     if (!nsah::aligned16(saved->k_cmp) || !nsah::aligned16(saved->v_cmp))
         return nsa__fail(NSA_ERR_UNSUPPORTED, "saved.k_cmp, v_cmp: must be 16-byte "
                          "aligned on the CUDA path");

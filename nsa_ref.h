@@ -1836,15 +1836,7 @@ NSADEF nsa_status nsa_ref_forward(const nsa_config *cfg, const nsa_batch *batch,
     mean = !cfg->caller_compressed &&
            (cfg->branches & (NSA_BRANCH_CMP | NSA_BRANCH_SLC)) != 0;
     NSA__NEED(o, c.sz.o > 0, "o");
-    NSA__NEED(saved, 1, "saved");
-    NSA__NEED(saved->lse_cmp, nsa__on(&c, NSA__CMP) && c.sz.lse > 0, "saved.lse_cmp");
-    NSA__NEED(saved->lse_slc, nsa__on(&c, NSA__SLC) && c.sz.lse > 0, "saved.lse_slc");
-    NSA__NEED(saved->lse_win, nsa__on(&c, NSA__WIN) && c.sz.lse > 0, "saved.lse_win");
-    NSA__NEED(saved->sel_idx, nsa__on(&c, NSA__SLC) && c.sz.sel_idx > 0, "saved.sel_idx");
-    NSA__NEED(saved->sel_count, nsa__on(&c, NSA__SLC) && c.sz.sel_count > 0,
-              "saved.sel_count");
-    NSA__NEED(saved->k_cmp, mean && c.sz.k_cmp > 0, "saved.k_cmp");
-    NSA__NEED(saved->v_cmp, mean && c.sz.v_cmp > 0, "saved.v_cmp");
+    if ((st = nsa__check_saved(cfg, &c.sz, saved, 0))) return st;
     if ((st = nsa__use_workspace(&c, workspace, workspace_bytes))) return st;
 
     if (mean) { /* branch 1: K_cmp, V_cmp, read back rounded */
@@ -1877,29 +1869,10 @@ NSADEF nsa_status nsa_ref_backward(const nsa_config *cfg, const nsa_batch *batch
     nsa__ctx c;
     nsa__bwd B;
     nsa_status st = nsa__setup(&c, cfg, batch);
-    int mean_cmp, uses_cmp;
     if (st) return st;
-    mean_cmp = !cfg->caller_compressed && nsa__on(&c, NSA__CMP);
-    uses_cmp = (cfg->branches & (NSA_BRANCH_CMP | NSA_BRANCH_SLC)) != 0;
     NSA__NEED(d_o, c.sz.o > 0, "d_o");
-    NSA__NEED(saved, 1, "saved");
-    NSA__NEED(saved->lse_cmp, nsa__on(&c, NSA__CMP) && c.sz.lse > 0, "saved.lse_cmp");
-    NSA__NEED(saved->lse_slc, nsa__on(&c, NSA__SLC) && c.sz.lse > 0, "saved.lse_slc");
-    NSA__NEED(saved->lse_win, nsa__on(&c, NSA__WIN) && c.sz.lse > 0, "saved.lse_win");
-    NSA__NEED(saved->sel_idx, nsa__on(&c, NSA__SLC) && c.sz.sel_idx > 0, "saved.sel_idx");
-    NSA__NEED(saved->sel_count, nsa__on(&c, NSA__SLC) && c.sz.sel_count > 0,
-              "saved.sel_count");
-    NSA__NEED(saved->k_cmp, mean_cmp && c.sz.k_cmp > 0, "saved.k_cmp");
-    NSA__NEED(saved->v_cmp, mean_cmp && c.sz.v_cmp > 0, "saved.v_cmp");
-    NSA__NEED(grads, 1, "grads");
-    NSA__NEED(grads->dq, c.sz.q > 0, "grads.dq");
-    NSA__NEED(grads->dk, c.sz.k > 0, "grads.dk");
-    NSA__NEED(grads->dv, c.sz.v > 0, "grads.dv");
-    NSA__NEED(grads->dgates, gates && c.sz.gates > 0, "grads.dgates (gates were given)");
-    NSA__NEED(grads->dk_cmp, cfg->caller_compressed && uses_cmp && c.sz.k_cmp > 0,
-              "grads.dk_cmp (caller_compressed mode)");
-    NSA__NEED(grads->dv_cmp, cfg->caller_compressed && uses_cmp && c.sz.v_cmp > 0,
-              "grads.dv_cmp (caller_compressed mode)");
+    if ((st = nsa__check_saved(cfg, &c.sz, saved, 1))) return st;
+    if ((st = nsa__check_grads(cfg, &c.sz, gates, grads))) return st;
     if ((st = nsa__use_workspace(&c, workspace, workspace_bytes))) return st;
 
     if (!cfg->caller_compressed) {
