@@ -138,6 +138,7 @@ NSADEF nsa_status nsa_cuda_topk_rows(const float *scores, int64_t rows,
 #include "kernels/nsa_common.cuh"
 #include "kernels/nsa_attn.cuh"
 #include "kernels/nsa_select.cuh"
+#include "kernels/nsa_slc_fwd.cuh"
 #include "kernels/nsa_topk.cuh"
 
 namespace nsah {
@@ -372,7 +373,13 @@ static nsa_status run_rows(const Plan &P, const nsak::Params &p, int mode, unsig
     int64_t tiles = P.tot[slc ? nsak::PF_UNITT : nsak::PF_ROWT];
     if (tiles == 0) return NSA_OK;
     dim3 grid((unsigned)tiles, (unsigned)P.Hkv);
-    if (slc) {
+    if (slc && mode != nsak::M_PREP && !dq) {
+        constexpr int NS = NSA_SLC_STAGES;
+        size_t sm = nsak::slc_fwd_smem<DK, DV, NS>();
+        auto k = nsak::slc_fwd_kernel<T, DK, DV, NS>;
+        if ((st = set_smem(k, sm))) return st;
+        k<<<grid, 32, sm, s>>>(p, mode);
+    } else if (slc) {
         size_t sm = nsak::row_smem<DK, DV, 1>();
         if (dq) {
             auto k = nsak::row_kernel<T, DK, DV, 1, true, true>;
@@ -384,15 +391,16 @@ static nsa_status run_rows(const Plan &P, const nsak::Params &p, int mode, unsig
             k<<<grid, 32, sm, s>>>(p, mode, br);
         }
     } else {
-        size_t sm = nsak::row_smem<DK, DV, 4>();
+        constexpr int NW = NSA_ROW_WARPS;
+        size_t sm = nsak::row_smem<DK, DV, NW>();
         if (dq) {
-            auto k = nsak::row_kernel<T, DK, DV, 4, false, true>;
+            auto k = nsak::row_kernel<T, DK, DV, NW, false, true>;
             if ((st = set_smem(k, sm))) return st;
-            k<<<grid, 128, sm, s>>>(p, mode, br);
+            k<<<grid, NW * 32, sm, s>>>(p, mode, br);
         } else {
-            auto k = nsak::row_kernel<T, DK, DV, 4, false, false>;
+            auto k = nsak::row_kernel<T, DK, DV, NW, false, false>;
             if ((st = set_smem(k, sm))) return st;
-            k<<<grid, 128, sm, s>>>(p, mode, br);
+            k<<<grid, NW * 32, sm, s>>>(p, mode, br);
         }
     }
     NSA__LAUNCHED();
@@ -417,6 +425,37 @@ static nsa_status run_select(const Plan &P, const nsak::Params &p, void *ws,
                                             P.sz.max_slc_blocks, idx, cnt);
     NSA__LAUNCHED();
     return NSA_OK;
+}
+
+template <typename T, int DK, int G>
+static nsa_status run_select_sweep_g(const Plan &P, const nsak::Params &p, cudaStream_t s)
+{
+    nsa_status st;
+    constexpr int NW = NSA_ROW_WARPS;
+    const size_t sm = nsak::select_sweep_smem<DK, NW>() + nsak::fused_select_smem(NW, G, p.n);
+    auto k = nsak::select_sweep_kernel<T, DK, NW, G>;
+    if ((st = set_smem(k, sm))) return st;
+    k<<<dim3((unsigned)P.tot[nsak::PF_ROWT], (unsigned)P.Hkv), NW * 32, sm, s>>>(p);
+    NSA__LAUNCHED();
+    return NSA_OK;
+}
+
+/* Selection of one-query units from the compressed branch's lse
+   (fused_select_ok shapes), into idx / cnt. */
+template <typename T, int DK, int DV>
+static nsa_status run_select_sweep(const Plan &P, nsak::Params p, int32_t *idx, int32_t *cnt,
+                                   cudaStream_t s)
+{
+    if (P.tot[nsak::PF_ROWT] == 0) return NSA_OK;
+    p.sel_out_idx = idx;
+    p.sel_out_cnt = cnt;
+    switch (P.G) {
+    case 1: return run_select_sweep_g<T, DK, 1>(P, p, s);
+    case 2: return run_select_sweep_g<T, DK, 2>(P, p, s);
+    case 4: return run_select_sweep_g<T, DK, 4>(P, p, s);
+    case 8: return run_select_sweep_g<T, DK, 8>(P, p, s);
+    default: return run_select_sweep_g<T, DK, 16>(P, p, s);
+    }
 }
 
 template <typename T, int DK, int DV>
@@ -493,6 +532,11 @@ static nsa_status fwd_typed(const nsa_config *cfg, const nsa_batch *x, const Pla
         p.vc = sv->v_cmp;
     }
     const bool slc = (br & NSA_BRANCH_SLC) != 0;
+    /* One-query units with the compressed branch on: one pass over K_cmp
+       per row tile scores and selects (kernels/nsa_select_fused.cuh). */
+    const bool fused = slc && (br & NSA_BRANCH_CMP) && !x->sel_idx &&
+                       nsak::fused_select_ok(P.G, P.shape.bq, P.shape.n, P.shape.l,
+                                             P.shape.d, P.shape.lp);
     /* cmp and win first: the compressed branch's lse then serves the
        selection's probabilities (probs mode) without a second pass */
     if (br & (NSA_BRANCH_CMP | NSA_BRANCH_WIN)) {
@@ -503,7 +547,10 @@ static nsa_status fwd_typed(const nsa_config *cfg, const nsa_batch *x, const Pla
             return st;
     }
     if (slc) {
-        if (x->sel_idx) { /* caller selection: its usable entries, compacted */
+        if (fused) {
+            if ((st = run_select_sweep<T, DK, DV>(P, p, sv->sel_idx, sv->sel_count, s)))
+                return st;
+        } else if (x->sel_idx) { /* caller selection: its usable entries, compacted */
             if (P.sz.sel_count > 0) {
                 nsak::copy_sel_kernel<<<grid_for(P.sz.sel_count, 256), 256, 0, s>>>(
                     p, P.sz.sel_count, sv->sel_idx, sv->sel_count);

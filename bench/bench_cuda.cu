@@ -1,26 +1,43 @@
-/* bench_cuda.cu -- timings of the CUDA path.
+/* bench_cuda.cu -- timings of the CUDA path, each beside its floor.
 
-   Paper preset (l=32, d=16, l'=64, n=16, w=512), B=1, H=64, Hkv=4, D=128,
-   bf16, T = 8K .. 128K: forward per stage (compress, select, each branch as
-   its stage function) and total, and forward + backward total; then top-k
-   per row of 129,280 columns at 32 and 2048 rows. CUDA events, warm-up,
-   median of the runs. Useful TFLOP/s counts the multiply-adds the math
-   needs (4 * D per visible key per head for attention, QK^T + PV; 2 * D
-   per visible compressed block for the selection scores; backward 2.5x the
-   forward attention), not the masked work, and its fraction of the
-   tensor-core peak is printed beside it.
+   B=1, H=64, Hkv=4, D=128, bf16, random inputs in [-1, 1], for the presets
+   paper (l=32, d=16, l'=64), fla (l=d=l'=64) and tile (l'=64, 64-query
+   tiles, logits): per stage (each stage's own entry point), the forward, and
+   (with --bwd) forward + backward. CUDA events, 3 warm-ups, median of the
+   runs.
+
+   Floors. Dense work (the compressed and window branches, the selection
+   scores) counts useful FLOPs (bench/flops.h: only visible keys) over the
+   bf16 tensor-core peak (989 TFLOP/s on H100 SXM, the datasheet's dense
+   figure). The selected branch counts the bytes of K and V it must gather
+   (each selected key row, once per (token, kv head)) over the gather
+   bandwidth measured first by gather_bw: the same access pattern (64-key
+   blocks of D-element rows from random block indices, one warp per token,
+   bulk row copies on sm_90) with no arithmetic. A forward's floor is the
+   sum of its parts' floors; forward + backward adds 2.5x the forward
+   attention's FLOPs over the peak.
+
+   Every figure goes to stdout and, with --csv FILE, as rows
+     device,date,commit,preset,B,T,H,Hkv,D,dtype,what,ms,floor_ms
+   (what: fwd, fwd_bwd, stage_<name>; gather_bw: the micro-benchmark's time
+   for 64K tokens x 4 kv heads x 16 blocks of K and V, 137 GB;
+   topk_r<rows>_k<k>).
 
    usage: bench_cuda [--tmin T] [--tmax T] [--tmul M] [--reps N] [--csv FILE]
-   (T = tmin, tmin*M, ... up to --tmax; tmin defaults to 8192) */
+                     [--commit SHA] [--presets paper,fla,tile] [--bwd]
+                     [--topk] */
 #define NSA_IMPLEMENTATION
 #define NSA_CUDA_IMPLEMENTATION
 #include "../nsa_cuda.h"
+#include "flops.h"
 
 #include <algorithm>
 #include <cuda_runtime.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <string>
+#include <time.h>
 #include <vector>
 
 #define CK(x)                                                                  \
@@ -44,6 +61,7 @@
 static void *drand_bf16(size_t n, uint64_t seed)
 {
     std::vector<uint16_t> h(n);
+    seed = seed * 0x9E3779B97F4A7C15ull + (uint64_t)time(NULL);
     for (size_t i = 0; i < n; ++i) {
         seed ^= seed << 13; seed ^= seed >> 7; seed ^= seed << 17;
         h[i] = nsa_f32_to_bf16((float)((double)(seed >> 11) / 9007199254740992.0 * 2.0 - 1.0));
@@ -77,120 +95,277 @@ template <typename F> static float median_ms(F f, int reps)
     return t[t.size() / 2];
 }
 
-int main(int argc, char **argv)
+/* ---- gather bandwidth: the selected branch's access pattern, no math ---- */
+
+/* One warp per (token, kv head): n blocks of 64 rows of K and of V (Dk =
+   Dv = D), block indices from idx, through a 3-stage ring of 32-row chunks,
+   one row per lane per chunk. Each chunk's first word is folded into a sum
+   so the copies have a consumer. */
+template <int D>
+__global__ void __launch_bounds__(32) gather_kernel(const __nv_bfloat16 *k, const __nv_bfloat16 *v,
+                                                    int Hkv, const int32_t *idx, int n,
+                                                    float *sink)
 {
-    int tmin = 8192, tmax = 131072, reps = 20, tmul = 2;
-    FILE *csv = NULL;
-    for (int i = 1; i < argc; ++i) {
-        if (!strcmp(argv[i], "--tmin") && i + 1 < argc) tmin = atoi(argv[++i]);
-        else if (!strcmp(argv[i], "--tmax") && i + 1 < argc) tmax = atoi(argv[++i]);
-        else if (!strcmp(argv[i], "--reps") && i + 1 < argc) reps = atoi(argv[++i]);
-        else if (!strcmp(argv[i], "--tmul") && i + 1 < argc) tmul = atoi(argv[++i]);
-        else if (!strcmp(argv[i], "--csv") && i + 1 < argc) csv = fopen(argv[++i], "w");
+    constexpr int NS = 3, KN = 32, LD = D + 8;
+    extern __shared__ __align__(16) unsigned char smem_raw[];
+    __nv_bfloat16 *Ks = (__nv_bfloat16 *)smem_raw, *Vs = Ks + NS * KN * LD;
+    const int lane = threadIdx.x, h = blockIdx.y;
+    const int32_t *blk = idx + (int64_t)blockIdx.x * n;
+    const int nch = n * 2; /* 64-key block = 2 chunks */
+    float acc = 0.f;
+#if NSA_HAS_BULK
+    __shared__ uint64_t bar[NS];
+    if (lane == 0)
+        for (int s = 0; s < NS; ++s) nsak::mbar_init(&bar[s], 1);
+    __syncwarp();
+    auto issue = [&](int c) {
+        if (c >= nch) return;
+        const int buf = c % NS;
+        const int64_t row = (int64_t)__ldg(blk + c / 2) * 64 + (c & 1) * KN + lane;
+        if (lane == 0) nsak::mbar_expect_tx(&bar[buf], KN * D * 4);
+        nsak::bulk_row(Ks + (buf * KN + lane) * LD, k + (row * Hkv + h) * D, D * 2, &bar[buf]);
+        nsak::bulk_row(Vs + (buf * KN + lane) * LD, v + (row * Hkv + h) * D, D * 2, &bar[buf]);
+    };
+    for (int c = 0; c < NS - 1; ++c) issue(c);
+    for (int c = 0; c < nch; ++c) {
+        nsak::fence_proxy_async();
+        issue(c + NS - 1);
+        nsak::mbar_wait(&bar[c % NS], (unsigned)(c / NS) & 1u);
+        acc += __bfloat162float(Ks[(c % NS) * KN * LD + lane * LD]) +
+               __bfloat162float(Vs[(c % NS) * KN * LD + lane * LD]);
+        __syncwarp();
     }
-    int ndev = 0;
-    if (cudaGetDeviceCount(&ndev) != cudaSuccess || ndev == 0) {
-        printf("no CUDA device: benchmark skipped\n");
-        return 0;
+#else
+    for (int c = 0; c < nch; ++c) {
+        const int64_t row = (int64_t)__ldg(blk + c / 2) * 64 + (c & 1) * KN + lane;
+        acc += __bfloat162float(k[(row * Hkv + h) * D]) + __bfloat162float(v[(row * Hkv + h) * D]);
     }
-    cudaDeviceProp prop;
-    CK(cudaGetDeviceProperties(&prop, 0));
-    double peak = strstr(prop.name, "PCIe") ? 756.0 : 989.0; /* dense bf16 TFLOP/s */
-    printf("device: %s, tensor-core peak taken as %.0f TFLOP/s (dense bf16)\n", prop.name, peak);
-    if (csv) fprintf(csv, "what,T,ms,tflops,frac_peak\n");
+#endif
+    (void)Vs;
+    if (acc == 12345.f) *sink = acc; /* never true for these inputs; keeps acc live */
+}
 
-    const int H = 64, Hkv = 4, D = 128;
-    nsa_config cfg = nsa_config_paper();
-    printf("\nNSA paper preset, B=1 H=%d Hkv=%d D=%d bf16, median of %d\n", H, Hkv, D, reps);
-    printf("%7s %9s %9s %9s %9s %9s %10s %8s %11s %8s %8s\n", "T", "compress", "select",
-           "slc", "cmp", "win", "fwd total", "TFLOP/s", "fwd+bwd", "TFLOP/s", "of peak");
-    for (int T = tmin; T <= tmax; T *= tmul) {
-        int32_t cu[2] = {0, T};
-        int32_t *cud;
-        CK(cudaMalloc(&cud, 8));
-        CK(cudaMemcpy(cud, cu, 8, cudaMemcpyHostToDevice));
-        nsa_batch x;
-        memset(&x, 0, sizeof x);
-        x.B = 1; x.T = T; x.cu_seqlens = cu; x.cu_seqlens_dev = cud;
-        x.H = H; x.Hkv = Hkv; x.Dk = D; x.Dv = D; x.dtype = NSA_BF16;
-        x.q = drand_bf16((size_t)T * H * D, 1);
-        x.k = drand_bf16((size_t)T * Hkv * D, 2);
-        x.v = drand_bf16((size_t)T * Hkv * D, 3);
-        nsa_sizes sz;
-        CN(nsa_sizes_get(&cfg, &x, &sz));
-        size_t wsb;
-        CN(nsa_cuda_workspace_size(&cfg, &x, &wsb));
-        void *ws, *o, *d_o = drand_bf16((size_t)sz.o, 4), *dq, *dk, *dv;
-        CK(cudaMalloc(&ws, wsb));
-        CK(cudaMalloc(&o, sz.o * 2));
-        CK(cudaMalloc(&dq, sz.q * 2));
-        CK(cudaMalloc(&dk, sz.k * 2));
-        CK(cudaMalloc(&dv, sz.v * 2));
-        nsa_saved sv;
-        memset(&sv, 0, sizeof sv);
-        CK(cudaMalloc((void **)&sv.lse_cmp, sz.lse * 4));
-        CK(cudaMalloc((void **)&sv.lse_slc, sz.lse * 4));
-        CK(cudaMalloc((void **)&sv.lse_win, sz.lse * 4));
-        CK(cudaMalloc((void **)&sv.sel_idx, sz.sel_idx * 4));
-        CK(cudaMalloc((void **)&sv.sel_count, sz.sel_count * 4));
-        CK(cudaMalloc(&sv.k_cmp, sz.k_cmp * 2));
-        CK(cudaMalloc(&sv.v_cmp, sz.v_cmp * 2));
-        float *ob, *lb;
-        CK(cudaMalloc((void **)&ob, sz.o * 4));
-        CK(cudaMalloc((void **)&lb, sz.lse * 4));
-        nsa_grads gr;
-        memset(&gr, 0, sizeof gr);
-        gr.dq = dq; gr.dk = dk; gr.dv = dv;
-
-        /* useful flops */
-        double keys_cmp = 0, keys_slc = 0, keys_win = 0;
-        for (int64_t t = 0; t < T; ++t) {
-            int64_t nc = t >= cfg.l - 1 ? (t - cfg.l + 1) / cfg.d + 1 : 0;
-            int64_t elig = t / cfg.lp + 1;
-            int64_t ns = elig < cfg.n ? elig : cfg.n;
-            keys_cmp += (double)nc;
-            keys_slc += (double)(ns * cfg.lp) - (double)(cfg.lp - 1 - t % cfg.lp);
-            keys_win += (double)(t + 1 < cfg.w ? t + 1 : cfg.w);
+/* The same gather with 16-byte cp.async into the ring (the selected
+   branch's own path). */
+template <int D>
+__global__ void __launch_bounds__(32) gather_cpasync_kernel(const __nv_bfloat16 *k,
+                                                            const __nv_bfloat16 *v, int Hkv,
+                                                            const int32_t *idx, int n, float *sink)
+{
+    constexpr int NS = 3, KN = 32, LD = D + 8;
+    extern __shared__ __align__(16) unsigned char smem_raw[];
+    __nv_bfloat16 *Ks = (__nv_bfloat16 *)smem_raw, *Vs = Ks + NS * KN * LD;
+    const int lane = threadIdx.x, h = blockIdx.y;
+    const int32_t *blk = idx + (int64_t)blockIdx.x * n;
+    const int nch = n * 2;
+    float acc = 0.f;
+    auto issue = [&](int c) {
+        if (c < nch) {
+            const int buf = c % NS;
+            const int64_t row0 = (int64_t)__ldg(blk + c / 2) * 64 + (c & 1) * KN;
+            nsak::stage_rows<D, LD>(Ks + buf * KN * LD, KN, [&](int r) -> const __nv_bfloat16 * {
+                return k + ((row0 + r) * Hkv + h) * D; }, lane, 32);
+            nsak::stage_rows<D, LD>(Vs + buf * KN * LD, KN, [&](int r) -> const __nv_bfloat16 * {
+                return v + ((row0 + r) * Hkv + h) * D; }, lane, 32);
         }
-        double f_att = 4.0 * H * D * (keys_cmp + keys_slc + keys_win);
-        double f_sel = 2.0 * H * D * keys_cmp;
-        double f_fwd = f_att + f_sel, f_fb = f_fwd + 2.5 * f_att;
+        nsak::cp_commit();
+    };
+    for (int c = 0; c < NS - 1; ++c) issue(c);
+    for (int c = 0; c < nch; ++c) {
+        issue(c + NS - 1);
+        nsak::cp_wait<NS - 1>();
+        __syncwarp();
+        acc += __bfloat162float(Ks[(c % NS) * KN * LD + lane * LD]) +
+               __bfloat162float(Vs[(c % NS) * KN * LD + lane * LD]);
+        __syncwarp();
+    }
+    nsak::cp_wait<0>();
+    if (acc == 12345.f) *sink = acc;
+}
 
-        float t_cmpz = median_ms([&] { CN(nsa_cuda_compress(&cfg, &x, sv.k_cmp, sv.v_cmp, ws, wsb, 0)); }, reps);
-        float t_sel = median_ms([&] { CN(nsa_cuda_select(&cfg, &x, sv.k_cmp, sv.sel_idx, sv.sel_count, ws, wsb, 0)); }, reps);
-        float t_slc = median_ms([&] { CN(nsa_cuda_attend_slc(&cfg, &x, sv.sel_idx, sv.sel_count, ob, lb, ws, wsb, 0)); }, reps);
-        float t_cmp = median_ms([&] { CN(nsa_cuda_attend_cmp(&cfg, &x, sv.k_cmp, sv.v_cmp, ob, lb, ws, wsb, 0)); }, reps);
-        float t_win = median_ms([&] { CN(nsa_cuda_attend_win(&cfg, &x, ob, lb, ws, wsb, 0)); }, reps);
-        float t_fwd = median_ms([&] { CN(nsa_cuda_forward(&cfg, &x, NULL, o, &sv, ws, wsb, 0)); }, reps);
-        float t_fb = median_ms([&] {
+/* The same rows read into registers, 16 bytes a lane, a block's K (or V)
+   rows all in flight: the most the memory system gives this pattern. */
+template <int D>
+__global__ void __launch_bounds__(128) gather_ldg_kernel(const __nv_bfloat16 *k,
+                                                         const __nv_bfloat16 *v, int Hkv, int T,
+                                                         const int32_t *idx, int n, float *sink)
+{
+    constexpr int PER_ROW = D / 8, LOADS = 64 * PER_ROW / 32; /* 16-byte pieces per lane */
+    const int lane = threadIdx.x & 31, h = blockIdx.y;
+    const int64_t tok = (int64_t)blockIdx.x * 4 + (threadIdx.x >> 5);
+    if (tok >= T) return;
+    const int32_t *blk = idx + tok * n;
+    float acc = 0.f;
+    for (int b = 0; b < 2 * n; ++b) {
+        const __nv_bfloat16 *base = (b & 1) ? v : k;
+        const int64_t row0 = (int64_t)__ldg(blk + b / 2) * 64;
+        uint4 x[LOADS];
+#pragma unroll
+        for (int i = 0; i < LOADS; ++i) {
+            const int piece = i * 32 + lane, r = piece / PER_ROW, c = piece % PER_ROW;
+            x[i] = __ldg((const uint4 *)(base + ((row0 + r) * Hkv + h) * D) + c);
+        }
+#pragma unroll
+        for (int i = 0; i < LOADS; ++i) acc += __uint_as_float(x[i].x & 0x3fffffffu);
+    }
+    if (acc == 12345.f) *sink = acc;
+}
+
+/* Measured bytes per second of that pattern at T tokens (n = 16 blocks
+   each, random indices), median of reps: the best of the three ways. */
+static double gather_bw(int T, int Hkv, int n, int reps, float *ms_out)
+{
+    const int D = 128, nblk = T / 64;
+    std::vector<int32_t> h((size_t)T * n);
+    uint64_t s = 0x1234567ull + (uint64_t)time(NULL);
+    for (auto &x : h) { s ^= s << 13; s ^= s >> 7; s ^= s << 17; x = (int32_t)((s >> 11) % nblk); }
+    int32_t *idx;
+    CK(cudaMalloc(&idx, h.size() * 4));
+    CK(cudaMemcpy(idx, h.data(), h.size() * 4, cudaMemcpyHostToDevice));
+    void *k = drand_bf16((size_t)T * Hkv * D, 11), *v = drand_bf16((size_t)T * Hkv * D, 12);
+    float *sink;
+    CK(cudaMalloc(&sink, 4));
+    size_t sm = (size_t)2 * 3 * 32 * (D + 8) * 2;
+    CK(cudaFuncSetAttribute(gather_kernel<128>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)sm));
+    CK(cudaFuncSetAttribute(gather_cpasync_kernel<128>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)sm));
+    const __nv_bfloat16 *kk = (const __nv_bfloat16 *)k, *vv = (const __nv_bfloat16 *)v;
+    float ms_bulk = median_ms([&] {
+        gather_kernel<128><<<dim3((unsigned)T, (unsigned)Hkv), 32, sm>>>(kk, vv, Hkv, idx, n, sink);
+        CK(cudaGetLastError());
+    }, reps);
+    float ms_cp = median_ms([&] {
+        gather_cpasync_kernel<128><<<dim3((unsigned)T, (unsigned)Hkv), 32, sm>>>(kk, vv, Hkv, idx, n, sink);
+        CK(cudaGetLastError());
+    }, reps);
+    float ms_ldg = median_ms([&] {
+        gather_ldg_kernel<128><<<dim3((unsigned)(T + 3) / 4, (unsigned)Hkv), 128>>>(kk, vv, Hkv, T, idx, n, sink);
+        CK(cudaGetLastError());
+    }, reps);
+    const double bytes = (double)T * Hkv * n * 64 * D * 2 * 2;
+    printf("gather of %.1f GB: bulk rows %.3f ms (%.2f TB/s), cp.async %.3f ms (%.2f TB/s), "
+           "registers %.3f ms (%.2f TB/s)\n", bytes / 1e9, ms_bulk, bytes / ms_bulk / 1e9,
+           ms_cp, bytes / ms_cp / 1e9, ms_ldg, bytes / ms_ldg / 1e9);
+    cudaFree(idx); cudaFree(k); cudaFree(v); cudaFree(sink);
+    float ms = std::min(ms_bulk, std::min(ms_cp, ms_ldg));
+    *ms_out = ms;
+    return bytes / (ms * 1e-3);
+}
+
+/* ---- one preset at one length ------------------------------------------ */
+
+struct Ctx {
+    FILE *csv;
+    std::string device, date, commit;
+    double peak_flops, gather_Bps;
+};
+
+static void emit(const Ctx &c, const char *preset, int T, const char *what, double ms,
+                 double floor_ms)
+{
+    if (!c.csv) return;
+    fprintf(c.csv, "%s,%s,%s,%s,1,%d,64,4,128,bf16,%s,%.4f,", c.device.c_str(), c.date.c_str(),
+            c.commit.c_str(), preset, T, what, ms);
+    if (floor_ms > 0) fprintf(c.csv, "%.4f", floor_ms);
+    fprintf(c.csv, "\n");
+    fflush(c.csv);
+}
+
+static void run_preset(const Ctx &c, const char *name, nsa_config cfg, int T, int reps, bool bwd)
+{
+    const int H = 64, Hkv = 4, D = 128;
+    int32_t cu[2] = {0, T};
+    int32_t *cud;
+    CK(cudaMalloc(&cud, 8));
+    CK(cudaMemcpy(cud, cu, 8, cudaMemcpyHostToDevice));
+    nsa_batch x;
+    memset(&x, 0, sizeof x);
+    x.B = 1; x.T = T; x.cu_seqlens = cu; x.cu_seqlens_dev = cud;
+    x.H = H; x.Hkv = Hkv; x.Dk = D; x.Dv = D; x.dtype = NSA_BF16;
+    x.q = drand_bf16((size_t)T * H * D, 1);
+    x.k = drand_bf16((size_t)T * Hkv * D, 2);
+    x.v = drand_bf16((size_t)T * Hkv * D, 3);
+    nsa_sizes sz;
+    CN(nsa_sizes_get(&cfg, &x, &sz));
+    size_t wsb;
+    CN(nsa_cuda_workspace_size(&cfg, &x, &wsb));
+    void *ws, *o, *d_o = drand_bf16((size_t)sz.o, 4), *dq, *dk, *dv;
+    CK(cudaMalloc(&ws, wsb));
+    CK(cudaMalloc(&o, sz.o * 2));
+    CK(cudaMalloc(&dq, sz.q * 2));
+    CK(cudaMalloc(&dk, sz.k * 2));
+    CK(cudaMalloc(&dv, sz.v * 2));
+    nsa_saved sv;
+    memset(&sv, 0, sizeof sv);
+    CK(cudaMalloc((void **)&sv.lse_cmp, sz.lse * 4));
+    CK(cudaMalloc((void **)&sv.lse_slc, sz.lse * 4));
+    CK(cudaMalloc((void **)&sv.lse_win, sz.lse * 4));
+    CK(cudaMalloc((void **)&sv.sel_idx, sz.sel_idx * 4));
+    CK(cudaMalloc((void **)&sv.sel_count, sz.sel_count * 4));
+    CK(cudaMalloc(&sv.k_cmp, sz.k_cmp * 2));
+    CK(cudaMalloc(&sv.v_cmp, sz.v_cmp * 2));
+    float *ob, *lb;
+    CK(cudaMalloc((void **)&ob, sz.o * 4));
+    CK(cudaMalloc((void **)&lb, sz.lse * 4));
+    nsa_grads gr;
+    memset(&gr, 0, sizeof gr);
+    gr.dq = dq; gr.dk = dk; gr.dv = dv;
+
+    float t_fwd = median_ms([&] { CN(nsa_cuda_forward(&cfg, &x, NULL, o, &sv, ws, wsb, 0)); }, reps);
+    /* useful work from the forward's own selection */
+    std::vector<int32_t> hi((size_t)sz.sel_idx), hc((size_t)sz.sel_count);
+    CK(cudaMemcpy(hi.data(), sv.sel_idx, hi.size() * 4, cudaMemcpyDeviceToHost));
+    CK(cudaMemcpy(hc.data(), sv.sel_count, hc.size() * 4, cudaMemcpyDeviceToHost));
+    nsa_flops fl = nsa_useful_flops(&cfg, &x, hi.data(), hc.data());
+    const double pk = c.peak_flops / 1e3; /* FLOP per ms */
+    const double f_cmp = fl.keys[0] * 4.0 * D, f_win = fl.keys[2] * 4.0 * D;
+    const double f_sel = fl.fwd - (fl.keys[0] + fl.keys[1] + fl.keys[2]) * 4.0 * D;
+    const double slc_bytes = fl.keys[1] / (H / Hkv) * D * 2 * 2;
+    const double fl_cmp = f_cmp / pk, fl_win = f_win / pk, fl_sel = f_sel / pk;
+    const double fl_slc = slc_bytes / (c.gather_Bps / 1e3);
+    const double fl_fwd = fl_cmp + fl_win + fl_sel + fl_slc;
+
+    nsa_config cw = cfg;
+    cw.branches = NSA_BRANCH_CMP | NSA_BRANCH_WIN;
+    float t_cw = median_ms([&] { CN(nsa_cuda_forward(&cw, &x, NULL, o, &sv, ws, wsb, 0)); }, reps);
+    float t_cz = median_ms([&] { CN(nsa_cuda_compress(&cfg, &x, sv.k_cmp, sv.v_cmp, ws, wsb, 0)); }, reps);
+    float t_sel = median_ms([&] { CN(nsa_cuda_select(&cfg, &x, sv.k_cmp, sv.sel_idx, sv.sel_count, ws, wsb, 0)); }, reps);
+    float t_slc = median_ms([&] { CN(nsa_cuda_attend_slc(&cfg, &x, sv.sel_idx, sv.sel_count, ob, lb, ws, wsb, 0)); }, reps);
+    float t_cmp = median_ms([&] { CN(nsa_cuda_attend_cmp(&cfg, &x, sv.k_cmp, sv.v_cmp, ob, lb, ws, wsb, 0)); }, reps);
+    float t_win = median_ms([&] { CN(nsa_cuda_attend_win(&cfg, &x, ob, lb, ws, wsb, 0)); }, reps);
+    float t_fb = 0.f;
+    double fl_fb = fl_fwd + 2.5 * (f_cmp + f_win + fl.keys[1] * 4.0 * D) / pk;
+    if (bwd)
+        t_fb = median_ms([&] {
             CN(nsa_cuda_forward(&cfg, &x, NULL, o, &sv, ws, wsb, 0));
             CN(nsa_cuda_backward(&cfg, &x, NULL, d_o, &sv, &gr, ws, wsb, 0));
-        }, reps);
-        double tf_f = f_fwd / (t_fwd * 1e-3) / 1e12, tf_fb = f_fb / (t_fb * 1e-3) / 1e12;
-        printf("%7d %9.3f %9.3f %9.3f %9.3f %9.3f %10.3f %8.1f %11.3f %8.1f %7.1f%%\n", T, t_cmpz,
-               t_sel, t_slc, t_cmp, t_win, t_fwd, tf_f, t_fb, tf_fb, 100.0 * tf_fb / peak);
-        if (csv) {
-            fprintf(csv, "nsa_fwd,%d,%.4f,%.2f,%.4f\n", T, t_fwd, tf_f, tf_f / peak);
-            fprintf(csv, "nsa_fwd_bwd,%d,%.4f,%.2f,%.4f\n", T, t_fb, tf_fb, tf_fb / peak);
-            fprintf(csv, "stage_compress,%d,%.4f,,\n", T, t_cmpz);
-            fprintf(csv, "stage_select,%d,%.4f,,\n", T, t_sel);
-            fprintf(csv, "stage_slc,%d,%.4f,,\n", T, t_slc);
-            fprintf(csv, "stage_cmp,%d,%.4f,,\n", T, t_cmp);
-            fprintf(csv, "stage_win,%d,%.4f,,\n", T, t_win);
-        }
-        void *ps[] = {cud, (void *)x.q, (void *)x.k, (void *)x.v, ws, o, d_o, dq, dk, dv, sv.lse_cmp,
-                      sv.lse_slc, sv.lse_win, sv.sel_idx, sv.sel_count, sv.k_cmp, sv.v_cmp, ob, lb};
-        for (void *p : ps) cudaFree(p);
-    }
+        }, reps > 10 && T >= 65536 ? 10 : reps);
 
-    /* top-k per row */
+    printf("%-6s %7d | %8.3f | %8.3f %7.3f | %8.3f %7.3f | %8.3f %7.3f | %8.3f %7.3f | %9.3f %8.3f",
+           name, T, t_cz, t_sel, fl_sel, t_slc, fl_slc, t_cmp, fl_cmp, t_win, fl_win, t_fwd, fl_fwd);
+    if (bwd) printf(" | %9.3f %8.3f", t_fb, fl_fb);
+    printf(" | cmp+win fwd %.3f\n", t_cw);
+    emit(c, name, T, "fwd", t_fwd, fl_fwd);
+    if (bwd) emit(c, name, T, "fwd_bwd", t_fb, fl_fb);
+    emit(c, name, T, "fwd_cmp_win", t_cw, fl_cmp + fl_win);
+    emit(c, name, T, "stage_compress", t_cz, 0);
+    emit(c, name, T, "stage_select", t_sel, fl_sel);
+    emit(c, name, T, "stage_slc", t_slc, fl_slc);
+    emit(c, name, T, "stage_cmp", t_cmp, fl_cmp);
+    emit(c, name, T, "stage_win", t_win, fl_win);
+    void *ps[] = {cud, (void *)x.q, (void *)x.k, (void *)x.v, ws, o, d_o, dq, dk, dv, sv.lse_cmp,
+                  sv.lse_slc, sv.lse_win, sv.sel_idx, sv.sel_count, sv.k_cmp, sv.v_cmp, ob, lb};
+    for (void *p : ps) cudaFree(p);
+}
+
+static void run_topk(const Ctx &c, int reps)
+{
     const int64_t cols = 129280;
     printf("\ntop-k per row, %lld columns, fp32 scores, median of %d\n", (long long)cols, reps);
     printf("%6s %6s %10s %12s\n", "rows", "k", "ms", "GB/s (1 read)");
     for (int rows : {32, 2048})
         for (int k : {64, 2048}) {
             std::vector<float> h((size_t)rows * cols);
-            uint64_t s = 12345;
+            uint64_t s = 12345 + (uint64_t)time(NULL);
             for (auto &v : h) { s ^= s << 13; s ^= s >> 7; s ^= s << 17; v = (float)((s >> 11) * (1.0 / 9007199254740992.0)); }
             float *d;
             int32_t *oi, *oc;
@@ -200,9 +375,72 @@ int main(int argc, char **argv)
             CK(cudaMalloc(&oc, (size_t)rows * 4));
             float t = median_ms([&] { CN(nsa_cuda_topk_rows(d, rows, cols, cols, NULL, NULL, k, oi, oc, NULL, 0, 0)); }, reps);
             printf("%6d %6d %10.4f %12.1f\n", rows, k, t, rows * cols * 4.0 / (t * 1e-3) / 1e9);
-            if (csv) fprintf(csv, "topk_rows%d_k%d,%lld,%.4f,,\n", rows, k, (long long)cols, t);
+            char what[64];
+            snprintf(what, sizeof what, "topk_r%d_k%d", rows, k);
+            if (c.csv)
+                fprintf(c.csv, "%s,%s,%s,topk,1,%lld,,,,fp32,%s,%.4f,\n", c.device.c_str(),
+                        c.date.c_str(), c.commit.c_str(), (long long)cols, what, t);
             cudaFree(d); cudaFree(oi); cudaFree(oc);
         }
-    if (csv) fclose(csv);
+}
+
+int main(int argc, char **argv)
+{
+    int tmin = 8192, tmax = 65536, reps = 20, tmul = 2;
+    bool bwd = false, topk = false;
+    std::string presets = "paper,fla,tile";
+    Ctx c;
+    c.csv = NULL;
+    c.commit = "unknown";
+    for (int i = 1; i < argc; ++i) {
+        if (!strcmp(argv[i], "--tmin") && i + 1 < argc) tmin = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--tmax") && i + 1 < argc) tmax = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--reps") && i + 1 < argc) reps = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--tmul") && i + 1 < argc) tmul = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--csv") && i + 1 < argc) c.csv = fopen(argv[++i], "w");
+        else if (!strcmp(argv[i], "--commit") && i + 1 < argc) c.commit = argv[++i];
+        else if (!strcmp(argv[i], "--presets") && i + 1 < argc) presets = argv[++i];
+        else if (!strcmp(argv[i], "--bwd")) bwd = true;
+        else if (!strcmp(argv[i], "--topk")) topk = true;
+    }
+    int ndev = 0;
+    if (cudaGetDeviceCount(&ndev) != cudaSuccess || ndev == 0) {
+        printf("no CUDA device: benchmark skipped\n");
+        return 0;
+    }
+    cudaDeviceProp prop;
+    CK(cudaGetDeviceProperties(&prop, 0));
+    c.device = prop.name;
+    char day[32];
+    time_t now = time(NULL);
+    strftime(day, sizeof day, "%Y-%m-%d", gmtime(&now));
+    c.date = day;
+    c.peak_flops = (strstr(prop.name, "PCIe") ? 756.0 : 989.0) * 1e12; /* dense bf16 */
+    if (c.csv) fprintf(c.csv, "device,date,commit,preset,B,T,H,Hkv,D,dtype,what,ms,floor_ms\n");
+    printf("device: %s, tensor-core peak %.0f TFLOP/s (dense bf16, datasheet)\n", prop.name,
+           c.peak_flops / 1e12);
+
+    float gms;
+    c.gather_Bps = gather_bw(65536, 4, 16, reps, &gms);
+    printf("gather bandwidth (64-key blocks of 256-byte rows, random blocks, 64K tokens x 4 kv heads"
+           " x 16 blocks, K and V): %.3f ms, %.2f TB/s\n", gms, c.gather_Bps / 1e12);
+    if (c.csv)
+        fprintf(c.csv, "%s,%s,%s,gather,1,65536,,4,128,bf16,gather_bw,%.4f,\n", c.device.c_str(),
+                c.date.c_str(), c.commit.c_str(), gms);
+
+    printf("\nB=1 H=64 Hkv=4 D=128 bf16, median of %d; each figure beside its floor (ms)\n", reps);
+    printf("%-6s %7s | %8s | %8s %7s | %8s %7s | %8s %7s | %8s %7s | %9s %8s%s\n", "preset", "T",
+           "compress", "select", "floor", "slc", "floor", "cmp", "floor", "win", "floor", "fwd",
+           "floor", bwd ? " |   fwd+bwd    floor" : "");
+    for (int T = tmin; T <= tmax; T *= tmul) {
+        if (presets.find("paper") != std::string::npos)
+            run_preset(c, "paper", nsa_config_paper(), T, reps, bwd);
+        if (presets.find("fla") != std::string::npos)
+            run_preset(c, "fla", nsa_config_fla(), T, reps, bwd);
+        if (presets.find("tile") != std::string::npos)
+            run_preset(c, "tile", nsa_config_tile(64, 64), T, reps, bwd);
+    }
+    if (topk) run_topk(c, reps);
+    if (c.csv) fclose(c.csv);
     return 0;
 }

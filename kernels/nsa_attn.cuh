@@ -21,11 +21,9 @@
 #ifndef NSA_KERNELS_ATTN_CUH
 #define NSA_KERNELS_ATTN_CUH
 
-#include "nsa_common.cuh"
+#include "nsa_tiles.cuh"
 
 namespace nsak {
-
-enum { BR_CMP = 0, BR_SLC = 1, BR_WIN = 2 };
 
 /* A fragment of fp32 pairs as hi + lo in the storage type: the gradient
    products (dS K, dS^T Q, P^T dO) run as two mma, hi and lo, so rounding
@@ -40,154 +38,148 @@ __device__ inline void split2(float a, float b, uint32_t &hi, uint32_t &lo)
 }
 enum { M_STAGE = 0, M_FWD = 1, M_PREP = 2 };
 
-struct Params {
-    int B, H, Hkv, G;
-    int l, d, lp, n, n_init, n_local, w, bq, probs;
-    float sc, sl2, gate_default;
-    const int32_t *cuk, *cuq;
-    const int64_t *pf[PF_COUNT];
-    const void *q, *k, *v;
-    int64_t qst, qsh, kst, ksh, vst, vsh;
-    const void *kc, *vc;
-    const void *gates;
-    const int32_t *sel_idx, *sel_cnt;
-    const void *dout;
-    float *lse[3];
-    float *ostage;
-    float *acc;
-    void *out;
-    int acc_in, final_out;
-    float *delta[3];
-    void *dgates;
-    float *dk_acc, *dv_acc, *dkc_acc, *dvc_acc;
-    const int32_t *tr_start, *tr_units;
-    int64_t nsel_tot;
-};
+/* ---- building blocks of a warp's 16-row tile against a chunk of keys ---- */
 
-/* The rows of a row-centric CTA: flattened row f in [fbase, fmax) of a
-   segment maps to query tok_off + f / G, head g = f % G. */
-struct RowTile {
-    int b, nq, nk, pos0;
-    int64_t q0;          /* global index of the sequence's first query */
-    int64_t fbase, fmax;
-    int tok_off;
-    int t_first, t_last; /* positions of the tile's first and last query */
-    int unit;            /* slc: unit within the sequence */
-};
-
-template <bool SLC, int NW>
-__device__ inline bool locate_rows(const Params &p, RowTile &r)
+/* A row's natural-log lse from its running max m (log2 units) and sum l:
+   -inf for a row that saw no key; a NaN logit propagates (contract, settled
+   rules: never a silent empty branch). */
+__device__ inline float lse_of(float m, float l)
 {
-    const int64_t tile = blockIdx.x;
-    if (!SLC) {
-        r.b = find_seq(p.pf[PF_ROWT], p.B, tile);
-        r.fbase = (tile - p.pf[PF_ROWT][r.b]) * 64;
-        r.tok_off = 0;
-        r.unit = 0;
-    } else {
-        r.b = find_seq(p.pf[PF_UNITT], p.B, tile);
-        int64_t ti = tile - p.pf[PF_UNITT][r.b];
-        int64_t tpu = cdiv64((int64_t)p.bq * p.G, 16);
-        r.unit = (int)(ti / tpu);
-        r.fbase = (ti % tpu) * 16;
-        r.tok_off = r.unit * p.bq;
+    return l == 0.f ? -INFINITY : (m + log2f(l)) * NSA_LN2;
+}
+__device__ inline float inv_sum(float l) { return l == 0.f ? 0.f : 1.f / l; }
+
+/* S = Q K^T: qa holds the warp's Q rows as A fragments, Kc the chunk's keys
+   [KN][LDK] in shared memory. */
+template <typename T, int DK, int LDK>
+__device__ inline void qk_chunk(float (&S)[NSA_KN / 8][4], const uint32_t (&qa)[DK / 16][4],
+                                const T *Kc, int lane)
+{
+    constexpr int KN = NSA_KN;
+#pragma unroll
+    for (int nt = 0; nt < KN / 8; ++nt) S[nt][0] = S[nt][1] = S[nt][2] = S[nt][3] = 0.f;
+    /* for each 32 of the head dim, the KN/8 accumulators are independent:
+       issue them side by side so no MMA waits on the one before it */
+#pragma unroll
+    for (int kp = 0; kp < DK / 32; ++kp) {
+        uint32_t bb[KN / 8][4];
+#pragma unroll
+        for (int nt = 0; nt < KN / 8; ++nt) ldb_nk<LDK>(bb[nt], Kc, nt * 8, kp * 32, lane);
+#pragma unroll
+        for (int nt = 0; nt < KN / 8; ++nt) mma<T>(S[nt], qa[2 * kp], bb[nt][0], bb[nt][1]);
+#pragma unroll
+        for (int nt = 0; nt < KN / 8; ++nt) mma<T>(S[nt], qa[2 * kp + 1], bb[nt][2], bb[nt][3]);
     }
-    int64_t qs = p.cuq[r.b], ks = p.cuk[r.b];
-    r.nq = (int)(p.cuq[r.b + 1] - qs);
-    r.nk = (int)(p.cuk[r.b + 1] - ks);
-    r.pos0 = r.nk - r.nq;
-    r.q0 = qs;
-    if (!SLC) r.fmax = (int64_t)r.nq * p.G;
-    else r.fmax = (int64_t)min(p.bq, r.nq - r.tok_off) * p.G;
-    if (r.fbase >= r.fmax) return false;
-    int64_t flast = min(r.fbase + NW * 16, r.fmax) - 1;
-    r.t_first = r.pos0 + r.tok_off + (int)(r.fbase / p.G);
-    r.t_last = r.pos0 + r.tok_off + (int)(flast / p.G);
-    return true;
 }
 
-/* Key chunks of a branch for a row tile. */
-struct KeySrc {
-    int br;
-    int lo, hi;          /* cmp / win: key range [lo, hi)             */
-    const int32_t *idx;  /* slc: the unit's block list                */
-    int cnt, nsel, cpb;  /* slc: entries, blocks in sequence, chunks per block */
-    int lp, nk, t_last;
-    __device__ inline int nchunks() const
-    {
-        if (br == BR_SLC) return cnt * cpb;
-        return hi > lo ? (hi - lo + NSA_KN - 1) / NSA_KN : 0;
+/* Logits to log2 units; -inf where the key is past the chunk's cnt keys or
+   not visible to the row's position (branch rules, visible()). whole: every
+   key is visible to every row. */
+__device__ inline void mask_chunk(const Params &p, int br, float (&S)[NSA_KN / 8][4], int s0,
+                                  int cnt, bool whole, int tA, int tB, int lane)
+{
+    constexpr int KN = NSA_KN;
+    if (whole) {
+#pragma unroll
+        for (int nt = 0; nt < KN / 8; ++nt)
+#pragma unroll
+            for (int e = 0; e < 4; ++e) S[nt][e] *= p.sl2;
+        return;
     }
-    __device__ inline int chunk(int c, int &s0) const
-    {
-        if (br != BR_SLC) {
-            s0 = lo + c * NSA_KN;
-            return min(NSA_KN, hi - s0);
+#pragma unroll
+    for (int nt = 0; nt < KN / 8; ++nt)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+            int col = nt * 8 + 2 * (lane & 3) + (e & 1);
+            int t = e < 2 ? tA : tB;
+            bool ok = col < cnt && t >= 0 && visible(p, br, t, s0 + col);
+            S[nt][e] = ok ? S[nt][e] * p.sl2 : -INFINITY;
         }
-        int e = c / cpb, sub = c - e * cpb;
-        int j = __ldg(idx + e);
-        if (j < 0 || j >= nsel) { s0 = 0; return 0; }
-        s0 = j * lp + sub * NSA_KN;
-        int end = min(min(j * lp + lp, nk), t_last + 1);
-        return max(0, min(NSA_KN, end - s0));
+}
+
+/* Online softmax (FlashAttention-2, log2 domain): running max m, running sum
+   l and O (acc) rescaled by the change of max, then O += P V, Vc the chunk's
+   values [KN][LDV]. Rows A and B are the lane's rows lane/4 and lane/4 + 8. */
+template <typename T, int DV, int LDV>
+__device__ inline void softmax_pv_chunk(float (&S)[NSA_KN / 8][4], const T *Vc, float &mA,
+                                        float &mB, float &lA, float &lB,
+                                        float (&acc)[DV / 8][4], int lane)
+{
+    constexpr int KN = NSA_KN;
+    float xA = -INFINITY, xB = -INFINITY;
+#pragma unroll
+    for (int nt = 0; nt < KN / 8; ++nt) {
+        xA = fmaxf(xA, fmaxf(S[nt][0], S[nt][1]));
+        xB = fmaxf(xB, fmaxf(S[nt][2], S[nt][3]));
     }
-};
-
-__device__ inline bool visible(const Params &p, int br, int t, int s)
-{
-    if (br == BR_CMP) return s * p.d + p.l - 1 <= t;
-    if (br == BR_WIN) return s <= t && s > t - p.w;
-    return s <= t;
-}
-
-template <typename T>
-__device__ inline float gate_of(const Params &p, int64_t row, int c)
-{
-    if (!p.gates) return p.gate_default;
-    return Ty<T>::to_f(((const T *)p.gates)[row * 3 + c]);
-}
-
-/* Build the key source of branch br for row tile rt, kv head hkv. */
-template <typename T>
-__device__ inline KeySrc make_src(const Params &p, int br, const RowTile &rt, int hkv,
-                                  const T *&kb, const T *&vb, int64_t &kst,
-                                  int64_t &vst, int DK, int DV)
-{
-    KeySrc s;
-    s.br = br;
-    s.lp = p.lp;
-    s.nk = rt.nk;
-    s.t_last = rt.t_last;
-    s.idx = nullptr;
-    s.cnt = s.nsel = s.cpb = 0;
-    s.lo = s.hi = 0;
-    if (br == BR_CMP) {
-        int64_t nc = seq_cmp_blocks(rt.nk, p.l, p.d);
-        s.lo = 0;
-        s.hi = rt.t_last >= p.l - 1 ? (int)min(nc, (int64_t)((rt.t_last - p.l + 1) / p.d + 1)) : 0;
-        int64_t c0 = p.pf[PF_CMP][rt.b];
-        kb = (const T *)p.kc + (c0 * p.Hkv + hkv) * DK;
-        vb = (const T *)p.vc + (c0 * p.Hkv + hkv) * DV;
-        kst = (int64_t)p.Hkv * DK;
-        vst = (int64_t)p.Hkv * DV;
-    } else {
-        int64_t ks = p.cuk[rt.b];
-        kb = (const T *)p.k + ks * p.kst + hkv * p.ksh;
-        vb = (const T *)p.v + ks * p.vst + hkv * p.vsh;
-        kst = p.kst;
-        vst = p.vst;
-        if (br == BR_WIN) {
-            s.lo = max(0, rt.t_first - p.w + 1);
-            s.hi = rt.t_last + 1;
-        } else {
-            int64_t ug = p.pf[PF_UNIT][rt.b] + rt.unit;
-            s.idx = p.sel_idx + (ug * p.Hkv + hkv) * p.n;
-            s.cnt = min(max(__ldg(p.sel_cnt + ug * p.Hkv + hkv), 0), p.n);
-            s.nsel = (int)cdiv64(rt.nk, p.lp);
-            s.cpb = (p.lp + NSA_KN - 1) / NSA_KN;
+    xA = warp_max4(xA);
+    xB = warp_max4(xB);
+    float nA = fmaxf(mA, xA), nB = fmaxf(mB, xB);
+    float bA = nA == -INFINITY ? 0.f : nA, bB = nB == -INFINITY ? 0.f : nB;
+    float aA = exp2f(mA - bA), aB = exp2f(mB - bB);
+    mA = nA;
+    mB = nB;
+    float sA = 0.f, sB = 0.f;
+#pragma unroll
+    for (int nt = 0; nt < KN / 8; ++nt) {
+        S[nt][0] = exp2f(S[nt][0] - bA);
+        S[nt][1] = exp2f(S[nt][1] - bA);
+        S[nt][2] = exp2f(S[nt][2] - bB);
+        S[nt][3] = exp2f(S[nt][3] - bB);
+        sA += S[nt][0] + S[nt][1];
+        sB += S[nt][2] + S[nt][3];
+    }
+    lA = lA * aA + sA;
+    lB = lB * aB + sB;
+#pragma unroll
+    for (int i = 0; i < DV / 8; ++i) {
+        acc[i][0] *= aA; acc[i][1] *= aA;
+        acc[i][2] *= aB; acc[i][3] *= aB;
+    }
+#pragma unroll
+    for (int kk = 0; kk < KN / 16; ++kk) {
+        uint32_t pa[4] = {Ty<T>::pack(S[2 * kk][0], S[2 * kk][1]),
+                          Ty<T>::pack(S[2 * kk][2], S[2 * kk][3]),
+                          Ty<T>::pack(S[2 * kk + 1][0], S[2 * kk + 1][1]),
+                          Ty<T>::pack(S[2 * kk + 1][2], S[2 * kk + 1][3])};
+#pragma unroll
+        for (int np = 0; np < DV / 16; ++np) {
+            uint32_t bb[4];
+            ldb_kn<LDV>(bb, Vc, kk * 16, np * 16, lane);
+            mma<T>(acc[2 * np], pa, bb[0], bb[1]);
+            mma<T>(acc[2 * np + 1], pa, bb[2], bb[3]);
         }
     }
-    return s;
+}
+
+/* Forward epilogue: o_acc (+)= g_br * O_br / l for the lane's rows, written
+   in the storage type when this is the last branch (fin), else to the fp32
+   accumulator (contract, "Gates": o = sum of g_c * o_c, rounded once). */
+template <typename T, int DV>
+__device__ inline void store_gated(const Params &p, int br, bool fin, bool prev, bool vA,
+                                   bool vB, int64_t rowA, int64_t rowB, float iA, float iB,
+                                   const float (&acc)[DV / 8][4], int lane)
+{
+    float ga = vA ? gate_of<T>(p, rowA, br) : 0.f, gb = vB ? gate_of<T>(p, rowB, br) : 0.f;
+#pragma unroll
+    for (int nt = 0; nt < DV / 8; ++nt) {
+        int dcol = nt * 8 + 2 * (lane & 3);
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+            bool vv = h ? vB : vA;
+            if (!vv) continue;
+            int64_t off = (h ? rowB : rowA) * DV + dcol;
+            float g = h ? gb : ga, in = h ? iB : iA;
+            float x0 = g * (acc[nt][2 * h] * in), x1 = g * (acc[nt][2 * h + 1] * in);
+            if (prev) {
+                float2 a = *(const float2 *)(p.acc + off);
+                x0 = a.x + x0;
+                x1 = a.y + x1;
+            }
+            if (fin) *(uint32_t *)((T *)p.out + off) = Ty<T>::pack(x0, x1);
+            else *(float2 *)(p.acc + off) = make_float2(x0, x1);
+        }
+    }
 }
 
 /* ------------------------------------------------------------------------ */
@@ -195,14 +187,15 @@ __device__ inline KeySrc make_src(const Params &p, int br, const RowTile &rt, in
    backward (M_PREP), or dQ (DQ = true). br_mask: branches run, in the order
    cmp, slc, win. */
 template <typename T, int DK, int DV, int NW, bool SLC, bool DQ>
-__global__ void __launch_bounds__(NW * 32)
+__global__ void __launch_bounds__(NW * 32, (SLC || DQ) ? 1 : NSA_ROW_MIN_CTAS)
 row_kernel(Params p, int mode, unsigned br_mask)
 {
     constexpr int LDK = DK + 8, LDV = DV + 8, KN = NSA_KN;
     extern __shared__ __align__(16) unsigned char smem_raw[];
     T *Qs = (T *)smem_raw;          /* [NW*16][LDK] */
-    T *Ks = Qs + NW * 16 * LDK;     /* [2][KN][LDK] */
-    T *Vs = Ks + 2 * KN * LDK;      /* [2][KN][LDV] */
+    constexpr int NS = NSA_ROW_STAGES;
+    T *Ks = Qs + NW * 16 * LDK;     /* [NS][KN][LDK] */
+    T *Vs = Ks + NS * KN * LDK;     /* [NS][KN][LDV] */
     const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
     const int hkv = blockIdx.y;
     RowTile rt;
@@ -281,105 +274,40 @@ row_kernel(Params p, int mode, unsigned br_mask)
             gA = vA ? gate_of<T>(p, rowA, br) : 0.f;
             gB = vB ? gate_of<T>(p, rowB, br) : 0.f;
         }
-        auto load = [&](int c, int buf) {
-            int s0, cnt = src.chunk(c, s0);
-            T *kd = Ks + buf * KN * LDK, *vd = Vs + buf * KN * LDV;
-            stage_rows<DK, LDK>(kd, KN, [&](int r) -> const T * {
-                return r < cnt ? kb + (int64_t)(s0 + r) * kst : nullptr; }, tid, NW * 32);
-            stage_rows<DV, LDV>(vd, KN, [&](int r) -> const T * {
-                return r < cnt ? vb + (int64_t)(s0 + r) * vst : nullptr; }, tid, NW * 32);
+        /* stage c % NS <- chunk c; one commit group per chunk, empty past
+           the last, so that waiting for all but NS - 1 groups finds chunk c */
+        auto load = [&](int c) {
+            if (c < nch) {
+                int s0, cnt = src.chunk(c, s0);
+                T *kd = Ks + (c % NS) * KN * LDK, *vd = Vs + (c % NS) * KN * LDV;
+                stage_rows<DK, LDK>(kd, KN, [&](int r) -> const T * {
+                    return r < cnt ? kb + (int64_t)(s0 + r) * kst : nullptr; }, tid, NW * 32);
+                stage_rows<DV, LDV>(vd, KN, [&](int r) -> const T * {
+                    return r < cnt ? vb + (int64_t)(s0 + r) * vst : nullptr; }, tid, NW * 32);
+            }
             cp_commit();
         };
         __syncthreads();
-        if (nch > 0) load(0, 0);
+        for (int c = 0; c < NS - 1; ++c) load(c);
         for (int c = 0; c < nch; ++c) {
-            if (c + 1 < nch) { load(c + 1, (c + 1) & 1); cp_wait<1>(); }
-            else cp_wait<0>();
+            load(c + NS - 1); /* into the stage read in iteration c - 1 */
+            cp_wait<NS - 1>();
             __syncthreads();
             int s0, cnt = src.chunk(c, s0);
-            const T *Kc = Ks + (c & 1) * KN * LDK, *Vc = Vs + (c & 1) * KN * LDV;
+            const T *Kc = Ks + (c % NS) * KN * LDK, *Vc = Vs + (c % NS) * KN * LDV;
             if (wactive && cnt > 0) {
                 float S[KN / 8][4];
-#pragma unroll
-                for (int nt = 0; nt < KN / 8; ++nt) S[nt][0] = S[nt][1] = S[nt][2] = S[nt][3] = 0.f;
-#pragma unroll
-                for (int kp = 0; kp < DK / 32; ++kp)
-#pragma unroll
-                    for (int nt = 0; nt < KN / 8; ++nt) {
-                        uint32_t bb[4];
-                        ldb_nk<LDK>(bb, Kc, nt * 8, kp * 32, lane);
-                        mma<T>(S[nt], qa[2 * kp], bb[0], bb[1]);
-                        mma<T>(S[nt], qa[2 * kp + 1], bb[2], bb[3]);
-                    }
-                /* mask: key in chunk, visible to the row's position; a chunk
-                   that every row of the warp sees whole needs no mask (rows
-                   past the tile's end are never written) */
+                qk_chunk<T, DK, LDK>(S, qa, Kc, lane);
+                /* a chunk that every row of the warp sees whole needs no mask
+                   (rows past the tile's end are never written) */
                 const int s1 = s0 + cnt - 1;
                 const bool whole = cnt == KN &&
                     (br == BR_CMP ? s1 * p.d + p.l - 1 <= tminw
                      : br == BR_WIN ? (s1 <= tminw && s0 > tmaxw - p.w)
                                     : s1 <= tminw);
-                if (whole) {
-#pragma unroll
-                    for (int nt = 0; nt < KN / 8; ++nt)
-#pragma unroll
-                        for (int e = 0; e < 4; ++e) S[nt][e] *= p.sl2;
-                } else {
-#pragma unroll
-                    for (int nt = 0; nt < KN / 8; ++nt)
-#pragma unroll
-                        for (int e = 0; e < 4; ++e) {
-                            int col = nt * 8 + 2 * (lane & 3) + (e & 1);
-                            int t = e < 2 ? tA : tB;
-                            bool ok = col < cnt && t >= 0 && visible(p, br, t, s0 + col);
-                            S[nt][e] = ok ? S[nt][e] * p.sl2 : -INFINITY;
-                        }
-                }
+                mask_chunk(p, br, S, s0, cnt, whole, tA, tB, lane);
                 if constexpr (!DQ) {
-                    float xA = -INFINITY, xB = -INFINITY;
-#pragma unroll
-                    for (int nt = 0; nt < KN / 8; ++nt) {
-                        xA = fmaxf(xA, fmaxf(S[nt][0], S[nt][1]));
-                        xB = fmaxf(xB, fmaxf(S[nt][2], S[nt][3]));
-                    }
-                    xA = warp_max4(xA);
-                    xB = warp_max4(xB);
-                    float nA = fmaxf(mA, xA), nB = fmaxf(mB, xB);
-                    float bA = nA == -INFINITY ? 0.f : nA, bB = nB == -INFINITY ? 0.f : nB;
-                    float aA = exp2f(mA - bA), aB = exp2f(mB - bB);
-                    mA = nA;
-                    mB = nB;
-                    float sA = 0.f, sB = 0.f;
-#pragma unroll
-                    for (int nt = 0; nt < KN / 8; ++nt) {
-                        S[nt][0] = exp2f(S[nt][0] - bA);
-                        S[nt][1] = exp2f(S[nt][1] - bA);
-                        S[nt][2] = exp2f(S[nt][2] - bB);
-                        S[nt][3] = exp2f(S[nt][3] - bB);
-                        sA += S[nt][0] + S[nt][1];
-                        sB += S[nt][2] + S[nt][3];
-                    }
-                    lA = lA * aA + sA;
-                    lB = lB * aB + sB;
-#pragma unroll
-                    for (int i = 0; i < DV / 8; ++i) {
-                        acc[i][0] *= aA; acc[i][1] *= aA;
-                        acc[i][2] *= aB; acc[i][3] *= aB;
-                    }
-#pragma unroll
-                    for (int kk = 0; kk < KN / 16; ++kk) {
-                        uint32_t pa[4] = {Ty<T>::pack(S[2 * kk][0], S[2 * kk][1]),
-                                          Ty<T>::pack(S[2 * kk][2], S[2 * kk][3]),
-                                          Ty<T>::pack(S[2 * kk + 1][0], S[2 * kk + 1][1]),
-                                          Ty<T>::pack(S[2 * kk + 1][2], S[2 * kk + 1][3])};
-#pragma unroll
-                        for (int np = 0; np < DV / 16; ++np) {
-                            uint32_t bb[4];
-                            ldb_kn<LDV>(bb, Vc, kk * 16, np * 16, lane);
-                            mma<T>(acc[2 * np], pa, bb[0], bb[1]);
-                            mma<T>(acc[2 * np + 1], pa, bb[2], bb[3]);
-                        }
-                    }
+                    softmax_pv_chunk<T, DV, LDV>(S, Vc, mA, mB, lA, lB, acc, lane);
                 } else {
                     /* dQ: P from the saved lse, dP = dO V^T, dS = P (g dP - Delta) */
                     float dP[KN / 8][4];
@@ -429,10 +357,10 @@ row_kernel(Params p, int mode, unsigned br_mask)
         /* ---- epilogue of one branch (forward kinds) ---- */
         lA = quad_sum(lA);
         lB = quad_sum(lB);
-        float iA = lA > 0.f ? 1.f / lA : 0.f, iB = lB > 0.f ? 1.f / lB : 0.f;
+        float iA = inv_sum(lA), iB = inv_sum(lB);
         if (mode != M_PREP && (lane & 3) == 0) {
-            if (vA) p.lse[br][rowA] = lA > 0.f ? (mA + log2f(lA)) * NSA_LN2 : -INFINITY;
-            if (vB) p.lse[br][rowB] = lB > 0.f ? (mB + log2f(lB)) * NSA_LN2 : -INFINITY;
+            if (vA) p.lse[br][rowA] = lse_of(mA, lA);
+            if (vB) p.lse[br][rowB] = lse_of(mB, lB);
         }
         if (mode == M_STAGE) {
 #pragma unroll
@@ -442,27 +370,9 @@ row_kernel(Params p, int mode, unsigned br_mask)
                 if (vB) *(float2 *)(p.ostage + rowB * DV + dcol) = make_float2(acc[nt][2] * iB, acc[nt][3] * iB);
             }
         } else if (mode == M_FWD) {
-            float ga = vA ? gate_of<T>(p, rowA, br) : 0.f, gb = vB ? gate_of<T>(p, rowB, br) : 0.f;
-            bool fin = p.final_out && (unsigned)br == last_br;
-#pragma unroll
-            for (int nt = 0; nt < DV / 8; ++nt) {
-                int dcol = nt * 8 + 2 * (lane & 3);
-#pragma unroll
-                for (int h = 0; h < 2; ++h) {
-                    bool vv = h ? vB : vA;
-                    if (!vv) continue;
-                    int64_t off = (h ? rowB : rowA) * DV + dcol;
-                    float g = h ? gb : ga, in = h ? iB : iA;
-                    float x0 = g * (acc[nt][2 * h] * in), x1 = g * (acc[nt][2 * h + 1] * in);
-                    if (prev) {
-                        float2 a = *(const float2 *)(p.acc + off);
-                        x0 = a.x + x0;
-                        x1 = a.y + x1;
-                    }
-                    if (fin) *(uint32_t *)((T *)p.out + off) = Ty<T>::pack(x0, x1);
-                    else *(float2 *)(p.acc + off) = make_float2(x0, x1);
-                }
-            }
+            if constexpr (!DQ)
+                store_gated<T, DV>(p, br, p.final_out && (unsigned)br == last_br, prev, vA, vB,
+                                   rowA, rowB, iA, iB, acc, lane);
         } else { /* M_PREP: dg = dO . O_c, Delta = g dg */
             float sA = 0.f, sB = 0.f;
             const T *dA = (const T *)p.dout + rowA * DV, *dB = (const T *)p.dout + rowB * DV;
@@ -519,7 +429,7 @@ row_kernel(Params p, int mode, unsigned br_mask)
 template <int DK, int DV, int NW>
 constexpr size_t row_smem()
 {
-    return (size_t)(NW * 16 * (DK + 8) + 2 * NSA_KN * (DK + 8) + 2 * NSA_KN * (DV + 8)) * 2;
+    return (size_t)(NW * 16 * (DK + 8) + NSA_ROW_STAGES * NSA_KN * (DK + 8 + DV + 8)) * 2;
 }
 
 /* ------------------------------------------------------------------------ */

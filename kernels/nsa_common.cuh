@@ -18,6 +18,23 @@
 namespace nsak {
 
 #define NSA_KN 32 /* keys per chunk in the row-centric kernels */
+/* Warps of the row-centric CTAs of the compressed and window branches (16
+   rows each). More rows per CTA means each K / V chunk staged in shared
+   memory serves more queries: the compressed branch re-reads K_cmp once
+   per CTA, so its L2 traffic falls as the tile grows. */
+#ifndef NSA_ROW_WARPS
+#define NSA_ROW_WARPS 8
+#endif
+#define NSA_ROWS (16 * NSA_ROW_WARPS)
+/* Shared-memory stages of their K / V chunks: NS - 1 chunks in flight while
+   one is computed, enough bytes to cover L2 latency at a few CTAs per SM. */
+#ifndef NSA_ROW_STAGES
+#define NSA_ROW_STAGES 4
+#endif
+/* CTAs per SM the forward row kernel is compiled for (a register cap). */
+#ifndef NSA_ROW_MIN_CTAS
+#define NSA_ROW_MIN_CTAS 1
+#endif
 
 /* ---- per-sequence counts (host and device use the same formulas) ------- */
 
@@ -37,10 +54,10 @@ __host__ __device__ inline int64_t seq_units(int64_t nq, int bq)
 {
     return cdiv64(nq, bq);
 }
-/* Row tiles of 64 flattened (token, head) rows over a whole sequence. */
+/* Row tiles of NSA_ROWS flattened (token, head) rows over a whole sequence. */
 __host__ __device__ inline int64_t seq_row_tiles(int64_t nq, int G)
 {
-    return cdiv64(nq * G, 64);
+    return cdiv64(nq * G, NSA_ROWS);
 }
 /* Row tiles of 16 rows that never straddle a selection unit. */
 __host__ __device__ inline int64_t seq_unit_tiles(int64_t nq, int G, int bq)
@@ -55,7 +72,7 @@ enum {
     PF_CMP = 0,   /* compressed blocks              */
     PF_UNIT,      /* selection units                */
     PF_SLC,       /* selection blocks ceil(nk/l')   */
-    PF_ROWT,      /* 64-row tiles                   */
+    PF_ROWT,      /* NSA_ROWS-row tiles             */
     PF_UNITT,     /* 16-row unit tiles              */
     PF_KEYT,      /* 64-key tiles                   */
     PF_CMPT,      /* 64-compressed-block tiles      */
@@ -118,14 +135,19 @@ template <> struct Ty<__half> {
     }
 };
 
-/* D += A(16x16, row) * B(16x8, col), fp32 accumulation. */
+/* D += A(16x16, row) * B(16x8, col), fp32 accumulation. Not volatile: it
+   touches only its registers, so the compiler may interleave independent
+   MMAs (volatile asm keeps program order, and a chain of dependent MMAs
+   then stalls on each one's latency). ldmatrix and the copies stay
+   volatile: they touch shared memory and must keep their place between
+   barriers. */
 template <typename T>
 __device__ inline void mma(float c[4], const uint32_t a[4], uint32_t b0, uint32_t b1);
 template <>
 __device__ inline void mma<__nv_bfloat16>(float c[4], const uint32_t a[4],
                                           uint32_t b0, uint32_t b1)
 {
-    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 "
+    asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 "
                  "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
                  : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
                  : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
@@ -134,7 +156,7 @@ template <>
 __device__ inline void mma<__half>(float c[4], const uint32_t a[4], uint32_t b0,
                                    uint32_t b1)
 {
-    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 "
+    asm("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 "
                  "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
                  : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
                  : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
@@ -202,6 +224,59 @@ __device__ inline void stage_rows(T *dst, int rows, F src, int tid, int nthreads
         cp16(dst + r * LD + c * 8, p ? (const void *)(p + c * 8) : (const void *)dst,
              p ? 16 : 0);
     }
+}
+
+/* ---- Hopper bulk copies completing on an mbarrier (sm_90) ---------------
+   One instruction moves a whole row (global -> shared) through the copy
+   engine, so a warp gathering scattered key rows spends one issue slot per
+   row instead of one per 16 bytes. The barrier's phase completes when its
+   one arrival (with the expected byte count) and all the bytes are in. */
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+#define NSA_HAS_BULK 1
+#else
+#define NSA_HAS_BULK 0
+#endif
+
+__device__ inline void mbar_init(uint64_t *bar, unsigned count)
+{
+#if NSA_HAS_BULK
+    asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" :: "r"(smem_u32(bar)), "r"(count));
+    asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+#endif
+}
+__device__ inline void mbar_expect_tx(uint64_t *bar, unsigned bytes)
+{
+#if NSA_HAS_BULK
+    asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n"
+                 :: "r"(smem_u32(bar)), "r"(bytes) : "memory");
+#endif
+}
+__device__ inline void mbar_wait(uint64_t *bar, unsigned parity)
+{
+#if NSA_HAS_BULK
+    asm volatile("{\n"
+                 ".reg .pred done;\n"
+                 "WAIT_%=:\n"
+                 "mbarrier.try_wait.parity.shared::cta.b64 done, [%0], %1;\n"
+                 "@!done bra WAIT_%=;\n"
+                 "}\n" :: "r"(smem_u32(bar)), "r"(parity) : "memory");
+#endif
+}
+/* bytes % 16 == 0, both addresses 16-byte aligned. */
+__device__ inline void bulk_row(void *dst, const void *src, unsigned bytes, uint64_t *bar)
+{
+#if NSA_HAS_BULK
+    asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes "
+                 "[%0], [%1], %2, [%3];\n"
+                 :: "r"(smem_u32(dst)), "l"(src), "r"(bytes), "r"(smem_u32(bar)) : "memory");
+#endif
+}
+/* Generic-proxy accesses of shared memory before async-proxy ones after. */
+__device__ inline void fence_proxy_async()
+{
+#if NSA_HAS_BULK
+    asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+#endif
 }
 
 __device__ inline float warp_max4(float x)

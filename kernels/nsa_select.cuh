@@ -18,6 +18,7 @@
 
 #include "nsa_common.cuh"
 #include "nsa_attn.cuh"
+#include "nsa_select_fused.cuh"
 
 namespace nsak {
 

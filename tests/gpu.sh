@@ -11,8 +11,12 @@
 #
 #   SKIP_BUILD=1   use the binaries already in build/
 #   SKIP_BENCH=1   checks only;  SKIP_SAN=1  no compute-sanitizer;
-#   SKIP_BIG=1     no >= 256K-token case;  BENCH_TMAX=N  largest T;
-#   BENCH_TMUL=M   T grows by M (default 2);  SKIP_DENSE=1  no torch baseline
+#   SKIP_BIG=1     no >= 256K-token case
+#   BENCH_TMIN, BENCH_TMAX, BENCH_TMUL   the lengths (8K .. 64K, x2)
+#   BENCH_PRESETS=paper,fla,tile   BENCH_BWD=1 forward+backward too
+#   BENCH_TOPK=1   top-k rows too;  SKIP_DENSE=1  no torch SDPA/topk script
+#   PEERS=DIR      also time dense cuDNN and the public Triton NSA kernels
+#                  (their packages in DIR; PEERS_SIDE=side.py, PEERS_T="T ...")
 set -u
 cd "$(dirname "$0")/.."
 LOGDIR=${1:?usage: tests/gpu.sh LOGDIR}
@@ -59,8 +63,22 @@ fi
 
 if [ "${SKIP_BENCH:-0}" != 1 ]; then
     echo "== benchmark"
-    ./build/bench_cuda --tmax "${BENCH_TMAX:-131072}" --tmul "${BENCH_TMUL:-2}" --csv "$LOGDIR/bench_cuda.csv" 2>&1 | tee "$LOGDIR/bench_cuda.log"
-    [ "${SKIP_DENSE:-0}" != 1 ] && PYTHONUNBUFFERED=1 python3 bench/bench_dense.py --tmax "${BENCH_TMAX:-131072}" --tmul "${BENCH_TMUL:-2}" --csv "$LOGDIR/bench_dense.csv" 2>&1 | tee "$LOGDIR/bench_dense.log"
+    commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
+    [ -n "$(git status --porcelain --untracked-files=no 2>/dev/null)" ] && commit="$commit+"
+    ./build/bench_cuda --tmin "${BENCH_TMIN:-8192}" --tmax "${BENCH_TMAX:-65536}" \
+        --tmul "${BENCH_TMUL:-2}" --presets "${BENCH_PRESETS:-paper,fla,tile}" \
+        --commit "$commit" ${BENCH_BWD:+--bwd} ${BENCH_TOPK:+--topk} \
+        --csv "$LOGDIR/bench_cuda.csv" 2>&1 | tee "$LOGDIR/bench_cuda.log"
+    note "bench           $(grep -c . "$LOGDIR/bench_cuda.csv" 2>/dev/null || echo 0) csv lines"
+    # Dense cuDNN and the public Triton NSA kernels, same run, same GPU
+    # (PEERS: a folder holding their packages, see ../shared/peers).
+    if [ -n "${PEERS:-}" ] && [ -f "${PEERS_SIDE:-../shared/peers/side.py}" ]; then
+        PYTHONPATH="$PEERS" PYTHONUNBUFFERED=1 python3 "${PEERS_SIDE:-../shared/peers/side.py}" \
+            ${PEERS_T:-16384 65536} > "$LOGDIR/peers.csv" 2> "$LOGDIR/peers.log"
+        cat "$LOGDIR/peers.csv"
+        note "peers           $(($(grep -c . "$LOGDIR/peers.csv") - 1)) csv lines"
+    fi
+    [ "${SKIP_DENSE:-0}" != 1 ] && PYTHONUNBUFFERED=1 python3 bench/bench_dense.py --tmax "${BENCH_TMAX:-65536}" --tmul "${BENCH_TMUL:-2}" --csv "$LOGDIR/bench_dense.csv" 2>&1 | tee "$LOGDIR/bench_dense.log"
 fi
 
 echo

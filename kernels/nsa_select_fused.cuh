@@ -1,0 +1,346 @@
+/* kernels/nsa_select_fused.cuh -- selection in one pass over K_cmp per row
+   tile, for one-query units (contract, "Selection", steps 1-7, bq = 1).
+
+   Runs after the compressed branch, whose lse it reads. A CTA owns the same
+   NSA_ROWS (token, head) rows of one kv head as the compressed pass, and
+   streams the same K_cmp chunks:
+     1. S^T = K_cmp Q^T on tensor cores: a thread's accumulators then hold a
+        few compressed blocks against a few query rows, so the sum over the G
+        heads of a token (step 1: p_cmp summed over the group) is a sum over
+        a thread's own values and at most two lane shuffles;
+     2. probabilities exp(s - lse) (probs mode) or logits sc * s (logits
+        mode), 0 where the block is not visible to the row's token;
+     3. the overlap map (step 2) onto the selection blocks the chunk
+        completes, reading the last rk - 1 compressed scores of the previous
+        chunk from a halo;
+     4. an exact streaming top-n per token (steps 3-7): a selection block's
+        64-bit key is its order-preserving score key above the complement of
+        its index, so larger scores win and equal scores go to the lower
+        index; NaN ranks lowest; forced and ineligible blocks never compete.
+   Nothing of size T x blocks reaches global memory, and every sum runs in a
+   fixed order, so the result is bitwise reproducible.
+
+   It is a kernel of its own rather than a second sweep inside the
+   compressed pass: there it ran at that kernel's occupancy (its O
+   accumulators hold ~240 registers a thread) and cost twice the pass
+   itself; alone it keeps few registers and many warps in flight.
+
+   Used when G divides 16 (a warp's 16 rows hold whole tokens), bq = 1,
+   n <= 32, and a chunk of NSA_KN compressed blocks holds whole selection
+   blocks (fused_select_ok); other shapes use select_kernel. */
+#ifndef NSA_KERNELS_SELECT_FUSED_CUH
+#define NSA_KERNELS_SELECT_FUSED_CUH
+
+#include "nsa_tiles.cuh"
+
+namespace nsak {
+
+typedef unsigned long long u64;
+
+#define NSA_SEL_HALO 8 /* room for the previous chunk's last rk - 1 scores */
+
+/* Whether the fused selection serves this shape (host and device). */
+__host__ __device__ inline bool fused_select_ok(int G, int bq, int n, int l, int d, int lp)
+{
+    if (G < 1 || 16 % G != 0 || bq != 1 || n < 1 || n > 32) return false;
+    if (l % d != 0 || lp % d != 0) return false;
+    const int rl = lp / d, rk = l / d;
+    return NSA_KN % rl == 0 && rk - 1 <= NSA_SEL_HALO;
+}
+
+/* Shared memory of the fused selection for a CTA of NW warps:
+   top-n lists [NW][16/G][n] (u64), row lse [NW*16], token scores
+   [NW][16/G][HALO + KN]. */
+__host__ __device__ inline size_t fused_select_smem(int NW, int G, int n)
+{
+    const int tpw = 16 / G;
+    return (size_t)NW * tpw * n * 8 + (size_t)NW * 16 * 4 +
+           (size_t)NW * tpw * (NSA_SEL_HALO + NSA_KN) * 4;
+}
+
+struct SelSmem {
+    u64 *top;    /* this warp's top-n lists, [16/G][n], descending */
+    float *lse2; /* this warp's 16 rows' lse, log2 domain          */
+    float *tsc;  /* this warp's token scores, [16/G][HALO + KN]    */
+};
+
+template <int NW>
+__device__ inline SelSmem sel_smem(unsigned char *base, int G, int n, int warp)
+{
+    const int tpw = 16 / G;
+    SelSmem s;
+    s.top = (u64 *)base + (size_t)warp * tpw * n;
+    s.lse2 = (float *)(base + (size_t)NW * tpw * n * 8) + warp * 16;
+    s.tsc = (float *)(base + (size_t)NW * tpw * n * 8) + NW * 16 +
+            (size_t)warp * tpw * (NSA_SEL_HALO + NSA_KN);
+    return s;
+}
+
+/* Position of the warp's token tk, or -1 past the tile's rows (the tile
+   starts on a token: G divides the rows of a CTA). */
+__device__ inline int sel_token_pos(const RowTile &rt, int G, int warp, int tk)
+{
+    const int64_t f = rt.fbase + warp * 16 + (int64_t)tk * G;
+    return f < rt.fmax ? rt.t_first + warp * (16 / G) + tk : -1;
+}
+
+/* Step 1 for one chunk: per token, the sum over its G heads of each
+   compressed block's probability (or logit), into tsc[tk][HALO + key]. */
+template <typename T, int DK, int LDK, int G>
+__device__ inline void sel_chunk_sums(const Params &p, const uint32_t (&qa)[DK / 16][4],
+                                      const T *Kc, int s0, const float l2[2][2],
+                                      const int tq[2][2], float *tsc, int lane)
+{
+    constexpr int KN = NSA_KN, LDT = NSA_SEL_HALO + NSA_KN;
+    const int g = lane >> 2, t4 = lane & 3;
+    float St[KN / 16][2][4];
+#pragma unroll
+    for (int mt = 0; mt < KN / 16; ++mt)
+#pragma unroll
+        for (int nt = 0; nt < 2; ++nt) St[mt][nt][0] = St[mt][nt][1] = St[mt][nt][2] = St[mt][nt][3] = 0.f;
+    /* S^T = K Q^T: A = 16 keys of the chunk, B = Q's A fragment read as two
+       8-row B fragments (rows 0-7: a0, a2; rows 8-15: a1, a3) */
+#pragma unroll
+    for (int k = 0; k < DK / 16; ++k) {
+        uint32_t ka[KN / 16][4];
+#pragma unroll
+        for (int mt = 0; mt < KN / 16; ++mt) lda<LDK>(ka[mt], Kc, mt * 16, k * 16, lane);
+#pragma unroll
+        for (int mt = 0; mt < KN / 16; ++mt) {
+            mma<T>(St[mt][0], ka[mt], qa[k][0], qa[k][2]);
+            mma<T>(St[mt][1], ka[mt], qa[k][1], qa[k][3]);
+        }
+    }
+#pragma unroll
+    for (int mt = 0; mt < KN / 16; ++mt)
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+            const int key = mt * 16 + g + 8 * h, i = s0 + key;
+            float v[2][2];
+#pragma unroll
+            for (int nt = 0; nt < 2; ++nt)
+#pragma unroll
+                for (int e = 0; e < 2; ++e) {
+                    const int t = tq[nt][e];
+                    const float s = St[mt][nt][2 * h + e];
+                    const bool vis = t >= 0 && i * p.d + p.l - 1 <= t; /* step 1's visibility */
+                    v[nt][e] = !vis ? 0.f : p.probs ? exp2f(s * p.sl2 - l2[nt][e]) : s * p.sc;
+                }
+            /* query row r = nt*8 + 2*t4 + e belongs to token r / G (G is a
+               compile-time constant: no divisions here) */
+            if constexpr (G == 1) {
+#pragma unroll
+                for (int nt = 0; nt < 2; ++nt)
+#pragma unroll
+                    for (int e = 0; e < 2; ++e) tsc[(nt * 8 + 2 * t4 + e) * LDT + NSA_SEL_HALO + key] = v[nt][e];
+                continue;
+            }
+            float w0 = v[0][0] + v[0][1], w1 = v[1][0] + v[1][1];
+            if constexpr (G == 16) w0 += w1;
+            if constexpr (G >= 4) {
+                w0 += __shfl_xor_sync(0xffffffffu, w0, 1);
+                w1 += __shfl_xor_sync(0xffffffffu, w1, 1);
+            }
+            if constexpr (G >= 8) {
+                w0 += __shfl_xor_sync(0xffffffffu, w0, 2);
+                w1 += __shfl_xor_sync(0xffffffffu, w1, 2);
+            }
+            constexpr int lanes = G < 2 ? 1 : G / 2 < 4 ? G / 2 : 4; /* lanes of t4 a token spans */
+            constexpr int per_nt = 8 / G > 0 ? 8 / G : 1; /* tokens in an 8-row n tile */
+            if (t4 % lanes == 0) {
+                const int tk0 = G == 16 ? 0 : (2 * t4) / G;
+                tsc[tk0 * LDT + NSA_SEL_HALO + key] = w0;
+                if constexpr (G != 16) tsc[(per_nt + tk0) * LDT + NSA_SEL_HALO + key] = w1;
+            }
+        }
+}
+
+/* Steps 2-4 for one token and one chunk: score the selection blocks the
+   chunk completes, and fold the eligible, unforced ones into the token's
+   top-n list (held by lanes 0..n-1 while merging). */
+__device__ inline void sel_chunk_merge(const Params &p, int t, int s0, const float *cs,
+                                       u64 *top, int lane)
+{
+    const int rl = p.lp / p.d, rk = p.l / p.d, n = p.n;
+    const int jt = t / p.lp;                               /* step 4: j*l' <= t */
+    const int a = min(p.n_init, jt + 1);                   /* step 5: initial  */
+    const int llo = p.n_local > 0 ? max(0, jt - p.n_local + 1) : jt + 1; /* local */
+    u64 key = 0;
+    if (lane < NSA_KN / rl) {
+        const int j = s0 / rl + lane;
+        if (j <= jt && j >= a && j < llo) {
+            /* step 2: sum over m < rl, k < rk of p_cmp[rl*j + m - k] */
+            float s = 0.f;
+            for (int m = 0; m < rl; ++m)
+                for (int k = 0; k < rk; ++k) s += cs[NSA_SEL_HALO + rl * lane + m - k];
+            key = ((u64)score_key(s) << 32) | (u64)(0xffffffffu - (uint32_t)j);
+        }
+    }
+    u64 cur = lane < n ? top[lane] : 0ull;
+    u64 thr = __shfl_sync(0xffffffffu, cur, n - 1);
+    unsigned m = __ballot_sync(0xffffffffu, key > thr);
+    if (!m) return;
+    while (m) {
+        const int src = __ffs(m) - 1;
+        m &= m - 1;
+        const u64 x = __shfl_sync(0xffffffffu, key, src);
+        if (x <= thr) continue;
+        /* insert x into the descending list */
+        const u64 up = __shfl_up_sync(0xffffffffu, cur, 1);
+        cur = cur > x ? cur : (lane == 0 || up > x) ? x : up;
+        thr = __shfl_sync(0xffffffffu, cur, n - 1);
+    }
+    if (lane < n) top[lane] = cur;
+}
+
+/* Step 7 for one token: forced blocks plus the best n - forced, ascending,
+   -1 padded; the count. */
+__device__ inline void sel_finish(const Params &p, int t, const u64 *top, int32_t *out,
+                                  int32_t *count, int lane)
+{
+    const int jt = t / p.lp, elig = jt + 1, n = p.n;
+    const int a = min(p.n_init, elig);
+    const int llo = p.n_local > 0 ? max(max(0, jt - p.n_local + 1), a) : elig;
+    const int forced = a + max(0, jt - llo + 1);
+    const int want = max(0, min(n, elig) - forced);
+    int v = 0x7fffffff;
+    if (lane < a) v = lane;
+    else if (lane < forced) v = llo + (lane - a);
+    else if (lane < forced + want) v = (int)(0xffffffffu - (uint32_t)(top[lane - forced] & 0xffffffffu));
+    int rank = 0;
+    for (int k = 0; k < 32; ++k) rank += __shfl_sync(0xffffffffu, v, k) < v;
+    const int total = forced + want;
+    if (lane < total) out[rank] = v;
+    else if (lane < n) out[lane] = -1;
+    if (lane == 0) *count = total;
+}
+
+/* The second sweep over K_cmp. Called by every thread of the CTA after the
+   compressed branch's chunk loop, with sm.lse2 filled for the warp's rows;
+   kb, kst, hi: the compressed keys of the sequence and how many the tile's
+   last token sees. Ends with the K buffers free. */
+template <typename T, int DK, int NW, int G>
+__device__ void fused_select_sweep(const Params &p, const RowTile &rt, int hkv,
+                                   const uint32_t (&qa)[DK / 16][4], const T *kb, int64_t kst,
+                                   int hi, T *Ks, const SelSmem &sm, bool wactive)
+{
+    constexpr int LDK = DK + 8, KN = NSA_KN, LDT = NSA_SEL_HALO + NSA_KN;
+    const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
+    constexpr int tpw = 16 / G;
+    const int n = p.n, rl = p.lp / p.d, rk = p.l / p.d;
+    for (int i = lane; i < tpw * n; i += 32) sm.top[i] = 0ull; /* key 0: empty */
+    for (int i = lane; i < tpw * LDT; i += 32) sm.tsc[i] = 0.f;
+    float l2[2][2];
+    int tq[2][2];
+#pragma unroll
+    for (int nt = 0; nt < 2; ++nt)
+#pragma unroll
+        for (int e = 0; e < 2; ++e) {
+            const int r = nt * 8 + 2 * (lane & 3) + e;
+            const int64_t f = rt.fbase + warp * 16 + r;
+            tq[nt][e] = f < rt.fmax ? rt.pos0 + rt.tok_off + (int)(f / G) : -1;
+            l2[nt][e] = sm.lse2[r];
+        }
+    /* cover every selection block the tile's last token may take */
+    const int ncov = max(hi, (rt.t_last / p.lp + 1) * rl);
+    const int nch = (ncov + KN - 1) / KN;
+    /* the row kernel's K stages, NS deep (V is not needed) */
+    constexpr int NS = NSA_ROW_STAGES;
+    auto load = [&](int c) {
+        if (c < nch) {
+            const int s0 = c * KN, cnt = min(KN, hi - s0);
+            stage_rows<DK, LDK>(Ks + (c % NS) * KN * LDK, KN, [&](int r) -> const T * {
+                return r < cnt ? kb + (int64_t)(s0 + r) * kst : nullptr; }, tid, NW * 32);
+        }
+        cp_commit();
+    };
+    __syncthreads();
+    for (int c = 0; c < NS - 1; ++c) load(c);
+    for (int c = 0; c < nch; ++c) {
+        load(c + NS - 1);
+        cp_wait<NS - 1>();
+        __syncthreads();
+        const int s0 = c * KN;
+        if (wactive) {
+            sel_chunk_sums<T, DK, LDK, G>(p, qa, Ks + (c % NS) * KN * LDK, s0, l2, tq, sm.tsc, lane);
+            __syncwarp();
+#ifndef NSA_SEL_NOMERGE /* timing experiments only: wrong selections */
+            for (int tk = 0; tk < tpw; ++tk) {
+                const int t = sel_token_pos(rt, G, warp, tk);
+                if (t >= 0) sel_chunk_merge(p, t, s0, sm.tsc + tk * LDT, sm.top + tk * n, lane);
+            }
+#endif
+            __syncwarp();
+            /* halo: the chunk's last rk - 1 scores serve the next chunk */
+            if (lane < rk - 1)
+                for (int tk = 0; tk < tpw; ++tk)
+                    sm.tsc[tk * LDT + NSA_SEL_HALO - 1 - lane] =
+                        sm.tsc[tk * LDT + NSA_SEL_HALO + KN - 1 - lane];
+            __syncwarp();
+        }
+        __syncthreads();
+    }
+    if (!wactive) return;
+    for (int tk = 0; tk < tpw; ++tk) {
+        const int t = sel_token_pos(rt, G, warp, tk);
+        if (t < 0) continue;
+        const int64_t f = rt.fbase + warp * 16 + (int64_t)tk * G;
+        const int64_t ug = p.pf[PF_UNIT][rt.b] + rt.tok_off + f / G; /* bq = 1: unit = query */
+        sel_finish(p, t, sm.top + tk * n, p.sel_out_idx + (ug * p.Hkv + hkv) * n,
+                   p.sel_out_cnt + ug * p.Hkv + hkv, lane);
+    }
+}
+
+/* The selection kernel: rows as the compressed pass's CTA (locate_rows),
+   the rows' lse from that pass (natural log, saved). */
+template <int DK, int NW>
+constexpr size_t select_sweep_smem()
+{
+    return (size_t)(NW * 16 * (DK + 8) + NSA_ROW_STAGES * NSA_KN * (DK + 8)) * 2;
+}
+
+template <typename T, int DK, int NW, int G>
+__global__ void __launch_bounds__(NW * 32) select_sweep_kernel(Params p)
+{
+    constexpr int LDK = DK + 8;
+    extern __shared__ __align__(16) unsigned char smem_raw[];
+    T *Qs = (T *)smem_raw;          /* [NW*16][LDK]     */
+    T *Ks = Qs + NW * 16 * LDK;     /* [NS][KN][LDK]    */
+    unsigned char *selm = (unsigned char *)(Ks + NSA_ROW_STAGES * NSA_KN * LDK);
+    const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, hkv = blockIdx.y;
+    RowTile rt;
+    if (!locate_rows<false, NW>(p, rt)) return;
+    stage_rows<DK, LDK>(Qs, NW * 16, [&](int r) -> const T * {
+        const int64_t f = rt.fbase + r;
+        if (f >= rt.fmax) return nullptr;
+        const int tok = rt.tok_off + (int)(f / G), g = (int)(f % G);
+        return (const T *)p.q + (rt.q0 + tok) * p.qst + (int64_t)(hkv * G + g) * p.qsh;
+    }, tid, NW * 32);
+    cp_commit();
+    cp_wait<0>();
+    __syncthreads();
+    uint32_t qa[DK / 16][4];
+#pragma unroll
+    for (int k = 0; k < DK / 16; ++k) lda<LDK>(qa[k], Qs, warp * 16, k * 16, lane);
+    const SelSmem sm = sel_smem<NW>(selm, G, p.n, warp);
+    if (lane < 16) { /* log2 domain; +inf where the row sees no block */
+        const int64_t f = rt.fbase + warp * 16 + lane;
+        float v = INFINITY;
+        if (f < rt.fmax && p.probs) {
+            const int64_t row = (rt.q0 + rt.tok_off + f / G) * p.H + hkv * G + (int)(f % G);
+            const float l = p.lse[BR_CMP][row];
+            v = l == -INFINITY ? INFINITY : l * NSA_LOG2E;
+        }
+        sm.lse2[lane] = v;
+    }
+    __syncwarp();
+    const T *kb, *vb;
+    int64_t kst, vst;
+    const KeySrc src = make_src<T>(p, BR_CMP, rt, hkv, kb, vb, kst, vst, DK, DK);
+    fused_select_sweep<T, DK, NW, G>(p, rt, hkv, qa, kb, kst, src.hi, Ks, sm,
+                                     rt.fbase + warp * 16 < rt.fmax);
+}
+
+} /* namespace nsak */
+
+#endif

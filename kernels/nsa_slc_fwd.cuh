@@ -1,0 +1,163 @@
+/* kernels/nsa_slc_fwd.cuh -- the selected branch's forward (contract,
+   branch 2: attention over the unit's selected blocks of l' keys).
+
+   A CTA is one warp: 16 (token, head) rows of one selection unit and one kv
+   head (the G heads of a token are adjacent rows, so each gathered block
+   serves the whole group). The unit's blocks are a gather of scattered key
+   rows, so the kernel is bound by how fast rows arrive, not by the tensor
+   cores (about 16 FLOP per gathered byte at G = 16):
+     - on sm_90, each lane moves one K row and one V row per chunk with a
+       bulk copy (one instruction per row, completing on the stage's
+       mbarrier), NS stages deep, so NS - 1 chunks are in flight while one
+       is computed;
+     - elsewhere, the same pipeline with 16-byte cp.async.
+   Rows past a chunk's last key repeat its first key: finite values that the
+   mask removes (a zero-probability key times a NaN would not vanish). */
+#ifndef NSA_KERNELS_SLC_FWD_CUH
+#define NSA_KERNELS_SLC_FWD_CUH
+
+#include "nsa_attn.cuh"
+
+namespace nsak {
+
+#ifndef NSA_SLC_STAGES
+#define NSA_SLC_STAGES 2
+#endif
+/* Bulk row copies for the gather: one instruction per 256-byte row, but the
+   copy engine moves such small rows slower than 16-byte cp.async from many
+   warps (measured: bench gather_bw), so they are off unless asked for. */
+#ifndef NSA_SLC_BULK
+#define NSA_SLC_BULK 0
+#endif
+#define NSA_SLC_USE_BULK (NSA_HAS_BULK && NSA_SLC_BULK)
+
+template <int DK, int DV, int NS>
+constexpr size_t slc_fwd_smem()
+{
+    return (size_t)(16 * (DK + 8) + NS * NSA_KN * (DK + 8) + NS * NSA_KN * (DV + 8)) * 2;
+}
+
+/* mode: M_FWD (gated into the output) or M_STAGE (this branch's O and lse
+   alone, fp32, for nsa_cuda_attend_slc). */
+template <typename T, int DK, int DV, int NS>
+__global__ void __launch_bounds__(32) slc_fwd_kernel(Params p, int mode)
+{
+    constexpr int LDK = DK + 8, LDV = DV + 8, KN = NSA_KN;
+    static_assert(KN == 32, "one key row per lane");
+    static_assert(NS >= 2, "a pipeline needs two stages");
+    extern __shared__ __align__(16) unsigned char smem_raw[];
+    T *Qs = (T *)smem_raw;      /* [16][LDK]     */
+    T *Ks = Qs + 16 * LDK;      /* [NS][KN][LDK] */
+    T *Vs = Ks + NS * KN * LDK; /* [NS][KN][LDV] */
+#if NSA_SLC_USE_BULK
+    __shared__ uint64_t bar[NS];
+#endif
+    const int lane = threadIdx.x, hkv = blockIdx.y;
+    RowTile rt;
+    if (!locate_rows<true, 1>(p, rt)) return;
+    const int G = p.G;
+    const int64_t fA = rt.fbase + (lane >> 2), fB = fA + 8;
+    const bool vA = fA < rt.fmax, vB = fB < rt.fmax;
+    const int tokA = rt.tok_off + (int)(fA / G), tokB = rt.tok_off + (int)(fB / G);
+    const int tA = vA ? rt.pos0 + tokA : -1, tB = vB ? rt.pos0 + tokB : -1;
+    const int64_t rowA = (rt.q0 + tokA) * p.H + hkv * G + (int)(fA % G);
+    const int64_t rowB = (rt.q0 + tokB) * p.H + hkv * G + (int)(fB % G);
+
+    stage_rows<DK, LDK>(Qs, 16, [&](int r) -> const T * {
+        const int64_t f = rt.fbase + r;
+        if (f >= rt.fmax) return nullptr;
+        const int tok = rt.tok_off + (int)(f / G), g = (int)(f % G);
+        return (const T *)p.q + (rt.q0 + tok) * p.qst + (int64_t)(hkv * G + g) * p.qsh;
+    }, lane, 32);
+    cp_commit();
+    cp_wait<0>();
+    __syncwarp();
+    uint32_t qa[DK / 16][4];
+#pragma unroll
+    for (int k = 0; k < DK / 16; ++k) lda<LDK>(qa[k], Qs, 0, k * 16, lane);
+
+    const T *kb, *vb;
+    int64_t kst, vst;
+    const KeySrc src = make_src<T>(p, BR_SLC, rt, hkv, kb, vb, kst, vst, DK, DV);
+    const int nch = src.nchunks();
+#if NSA_SLC_USE_BULK
+    if (lane == 0)
+        for (int s = 0; s < NS; ++s) mbar_init(&bar[s], 1);
+    __syncwarp();
+#endif
+    /* stage c % NS <- chunk c */
+    auto issue = [&](int c) {
+        const int buf = c % NS;
+        int s0 = 0, cnt = c < nch ? src.chunk(c, s0) : 0;
+        T *kd = Ks + buf * KN * LDK, *vd = Vs + buf * KN * LDV;
+#if NSA_SLC_USE_BULK
+        if (c >= nch) return;
+        if (lane == 0) mbar_expect_tx(&bar[buf], cnt > 0 ? (unsigned)(KN * (DK + DV) * 2) : 0u);
+        if (cnt > 0) {
+            const int r = lane < cnt ? lane : 0;
+            bulk_row(kd + lane * LDK, kb + (int64_t)(s0 + r) * kst, DK * 2, &bar[buf]);
+            bulk_row(vd + lane * LDV, vb + (int64_t)(s0 + r) * vst, DV * 2, &bar[buf]);
+        }
+#else
+        if (cnt > 0) {
+            stage_rows<DK, LDK>(kd, KN, [&](int r) -> const T * {
+                return kb + (int64_t)(s0 + (r < cnt ? r : 0)) * kst; }, lane, 32);
+            stage_rows<DV, LDV>(vd, KN, [&](int r) -> const T * {
+                return vb + (int64_t)(s0 + (r < cnt ? r : 0)) * vst; }, lane, 32);
+        }
+        cp_commit(); /* one group per chunk, empty or not, so the count holds */
+#endif
+    };
+
+    float mA = -INFINITY, mB = -INFINITY, lA = 0.f, lB = 0.f;
+    float acc[DV / 8][4];
+#pragma unroll
+    for (int i = 0; i < DV / 8; ++i) acc[i][0] = acc[i][1] = acc[i][2] = acc[i][3] = 0.f;
+    for (int c = 0; c < NS - 1; ++c) issue(c);
+    for (int c = 0; c < nch; ++c) {
+        /* the stage refilled here was read in iteration c - 1 */
+        fence_proxy_async();
+        issue(c + NS - 1);
+#if NSA_SLC_USE_BULK
+        mbar_wait(&bar[c % NS], (unsigned)(c / NS) & 1u);
+#else
+        cp_wait<NS - 1>();
+        __syncwarp();
+#endif
+        int s0, cnt = src.chunk(c, s0);
+        if (cnt > 0) {
+            float S[KN / 8][4];
+            qk_chunk<T, DK, LDK>(S, qa, Ks + (c % NS) * KN * LDK, lane);
+            mask_chunk(p, BR_SLC, S, s0, cnt, cnt == KN && s0 + cnt - 1 <= rt.t_first, tA, tB,
+                       lane);
+            softmax_pv_chunk<T, DV, LDV>(S, Vs + (c % NS) * KN * LDV, mA, mB, lA, lB, acc, lane);
+        }
+        __syncwarp();
+    }
+#if !NSA_SLC_USE_BULK
+    cp_wait<0>();
+#endif
+
+    lA = quad_sum(lA);
+    lB = quad_sum(lB);
+    if ((lane & 3) == 0) {
+        if (vA) p.lse[BR_SLC][rowA] = lse_of(mA, lA);
+        if (vB) p.lse[BR_SLC][rowB] = lse_of(mB, lB);
+    }
+    const float iA = inv_sum(lA), iB = inv_sum(lB);
+    if (mode == M_STAGE) {
+#pragma unroll
+        for (int nt = 0; nt < DV / 8; ++nt) {
+            const int dcol = nt * 8 + 2 * (lane & 3);
+            if (vA) *(float2 *)(p.ostage + rowA * DV + dcol) = make_float2(acc[nt][0] * iA, acc[nt][1] * iA);
+            if (vB) *(float2 *)(p.ostage + rowB * DV + dcol) = make_float2(acc[nt][2] * iB, acc[nt][3] * iB);
+        }
+        return;
+    }
+    store_gated<T, DV>(p, BR_SLC, p.final_out != 0, p.acc_in != 0, vA, vB, rowA, rowB, iA, iB,
+                       acc, lane);
+}
+
+} /* namespace nsak */
+
+#endif

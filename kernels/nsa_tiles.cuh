@@ -1,0 +1,168 @@
+/* kernels/nsa_tiles.cuh -- what every attention and selection kernel shares:
+   the kernel parameters, which (token, head) rows a CTA owns, and which keys
+   each branch walks for them (contract, "Branches"). */
+#ifndef NSA_KERNELS_TILES_CUH
+#define NSA_KERNELS_TILES_CUH
+
+#include "nsa_common.cuh"
+
+namespace nsak {
+
+enum { BR_CMP = 0, BR_SLC = 1, BR_WIN = 2 };
+
+struct Params {
+    int B, H, Hkv, G;
+    int l, d, lp, n, n_init, n_local, w, bq, probs;
+    float sc, sl2, gate_default;
+    const int32_t *cuk, *cuq;
+    const int64_t *pf[PF_COUNT];
+    const void *q, *k, *v;
+    int64_t qst, qsh, kst, ksh, vst, vsh;
+    const void *kc, *vc;
+    const void *gates;
+    const int32_t *sel_idx, *sel_cnt;
+    const void *dout;
+    float *lse[3];
+    float *ostage;
+    float *acc;
+    void *out;
+    int acc_in, final_out;
+    float *delta[3];
+    void *dgates;
+    float *dk_acc, *dv_acc, *dkc_acc, *dvc_acc;
+    const int32_t *tr_start, *tr_units;
+    int64_t nsel_tot;
+    /* select_sweep_kernel's output */
+    int32_t *sel_out_idx, *sel_out_cnt;
+};
+
+/* The rows of a row-centric CTA: flattened row f in [fbase, fmax) of a
+   segment maps to query tok_off + f / G, head g = f % G. */
+struct RowTile {
+    int b, nq, nk, pos0;
+    int64_t q0;          /* global index of the sequence's first query */
+    int64_t fbase, fmax;
+    int tok_off;
+    int t_first, t_last; /* positions of the tile's first and last query */
+    int unit;            /* slc: unit within the sequence */
+};
+
+template <bool SLC, int NW>
+__device__ inline bool locate_rows(const Params &p, RowTile &r)
+{
+    const int64_t tile = blockIdx.x;
+    if (!SLC) {
+        r.b = find_seq(p.pf[PF_ROWT], p.B, tile);
+        r.fbase = (tile - p.pf[PF_ROWT][r.b]) * NSA_ROWS;
+        r.tok_off = 0;
+        r.unit = 0;
+    } else {
+        r.b = find_seq(p.pf[PF_UNITT], p.B, tile);
+        int64_t ti = tile - p.pf[PF_UNITT][r.b];
+        int64_t tpu = cdiv64((int64_t)p.bq * p.G, 16);
+        r.unit = (int)(ti / tpu);
+        r.fbase = (ti % tpu) * 16;
+        r.tok_off = r.unit * p.bq;
+    }
+    int64_t qs = p.cuq[r.b], ks = p.cuk[r.b];
+    r.nq = (int)(p.cuq[r.b + 1] - qs);
+    r.nk = (int)(p.cuk[r.b + 1] - ks);
+    r.pos0 = r.nk - r.nq;
+    r.q0 = qs;
+    if (!SLC) r.fmax = (int64_t)r.nq * p.G;
+    else r.fmax = (int64_t)min(p.bq, r.nq - r.tok_off) * p.G;
+    if (r.fbase >= r.fmax) return false;
+    int64_t flast = min(r.fbase + NW * 16, r.fmax) - 1;
+    r.t_first = r.pos0 + r.tok_off + (int)(r.fbase / p.G);
+    r.t_last = r.pos0 + r.tok_off + (int)(flast / p.G);
+    return true;
+}
+
+/* Key chunks of a branch for a row tile. */
+struct KeySrc {
+    int br;
+    int lo, hi;          /* cmp / win: key range [lo, hi)             */
+    const int32_t *idx;  /* slc: the unit's block list                */
+    int cnt, nsel, cpb;  /* slc: entries, blocks in sequence, chunks per block */
+    int lp, nk, t_last;
+    __device__ inline int nchunks() const
+    {
+        if (br == BR_SLC) return cnt * cpb;
+        return hi > lo ? (hi - lo + NSA_KN - 1) / NSA_KN : 0;
+    }
+    __device__ inline int chunk(int c, int &s0) const
+    {
+        if (br != BR_SLC) {
+            s0 = lo + c * NSA_KN;
+            return min(NSA_KN, hi - s0);
+        }
+        int e = c / cpb, sub = c - e * cpb;
+        int j = __ldg(idx + e);
+        if (j < 0 || j >= nsel) { s0 = 0; return 0; }
+        s0 = j * lp + sub * NSA_KN;
+        int end = min(min(j * lp + lp, nk), t_last + 1);
+        return max(0, min(NSA_KN, end - s0));
+    }
+};
+
+__device__ inline bool visible(const Params &p, int br, int t, int s)
+{
+    if (br == BR_CMP) return s * p.d + p.l - 1 <= t;
+    if (br == BR_WIN) return s <= t && s > t - p.w;
+    return s <= t;
+}
+
+template <typename T>
+__device__ inline float gate_of(const Params &p, int64_t row, int c)
+{
+    if (!p.gates) return p.gate_default;
+    return Ty<T>::to_f(((const T *)p.gates)[row * 3 + c]);
+}
+
+/* Build the key source of branch br for row tile rt, kv head hkv. */
+template <typename T>
+__device__ inline KeySrc make_src(const Params &p, int br, const RowTile &rt, int hkv,
+                                  const T *&kb, const T *&vb, int64_t &kst,
+                                  int64_t &vst, int DK, int DV)
+{
+    KeySrc s;
+    s.br = br;
+    s.lp = p.lp;
+    s.nk = rt.nk;
+    s.t_last = rt.t_last;
+    s.idx = nullptr;
+    s.cnt = s.nsel = s.cpb = 0;
+    s.lo = s.hi = 0;
+    if (br == BR_CMP) {
+        int64_t nc = seq_cmp_blocks(rt.nk, p.l, p.d);
+        s.lo = 0;
+        s.hi = rt.t_last >= p.l - 1 ? (int)min(nc, (int64_t)((rt.t_last - p.l + 1) / p.d + 1)) : 0;
+        int64_t c0 = p.pf[PF_CMP][rt.b];
+        kb = (const T *)p.kc + (c0 * p.Hkv + hkv) * DK;
+        vb = (const T *)p.vc + (c0 * p.Hkv + hkv) * DV;
+        kst = (int64_t)p.Hkv * DK;
+        vst = (int64_t)p.Hkv * DV;
+    } else {
+        int64_t ks = p.cuk[rt.b];
+        kb = (const T *)p.k + ks * p.kst + hkv * p.ksh;
+        vb = (const T *)p.v + ks * p.vst + hkv * p.vsh;
+        kst = p.kst;
+        vst = p.vst;
+        if (br == BR_WIN) {
+            s.lo = max(0, rt.t_first - p.w + 1);
+            s.hi = rt.t_last + 1;
+        } else {
+            int64_t ug = p.pf[PF_UNIT][rt.b] + rt.unit;
+            s.idx = p.sel_idx + (ug * p.Hkv + hkv) * p.n;
+            s.cnt = min(max(__ldg(p.sel_cnt + ug * p.Hkv + hkv), 0), p.n);
+            s.nsel = (int)cdiv64(rt.nk, p.lp);
+            s.cpb = (p.lp + NSA_KN - 1) / NSA_KN;
+        }
+    }
+    return s;
+}
+
+
+} /* namespace nsak */
+
+#endif
