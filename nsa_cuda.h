@@ -380,24 +380,26 @@ static nsa_status run_rows(const Plan &P, const nsak::Params &p, int mode, unsig
         if ((st = set_smem(k, sm))) return st;
         k<<<grid, 32, sm, s>>>(p, mode);
     } else if (slc) {
-        size_t sm = nsak::row_smem<DK, DV, 1>();
         if (dq) {
+            size_t sm = nsak::row_smem<DK, DV, 1, true, true>();
             auto k = nsak::row_kernel<T, DK, DV, 1, true, true>;
             if ((st = set_smem(k, sm))) return st;
             k<<<grid, 32, sm, s>>>(p, mode, br);
         } else {
+            size_t sm = nsak::row_smem<DK, DV, 1, true, false>();
             auto k = nsak::row_kernel<T, DK, DV, 1, true, false>;
             if ((st = set_smem(k, sm))) return st;
             k<<<grid, 32, sm, s>>>(p, mode, br);
         }
     } else {
         constexpr int NW = NSA_ROW_WARPS;
-        size_t sm = nsak::row_smem<DK, DV, NW>();
         if (dq) {
+            size_t sm = nsak::row_smem<DK, DV, NW, false, true>();
             auto k = nsak::row_kernel<T, DK, DV, NW, false, true>;
             if ((st = set_smem(k, sm))) return st;
             k<<<grid, NW * 32, sm, s>>>(p, mode, br);
         } else {
+            size_t sm = nsak::row_smem<DK, DV, NW, false, false>();
             auto k = nsak::row_kernel<T, DK, DV, NW, false, false>;
             if ((st = set_smem(k, sm))) return st;
             k<<<grid, NW * 32, sm, s>>>(p, mode, br);

@@ -182,6 +182,15 @@ __device__ inline void store_gated(const Params &p, int br, bool fin, bool prev,
     }
 }
 
+/* K / V stages of a row kernel: the compressed and window passes stream
+   long key ranges at one CTA per SM and keep NSA_ROW_STAGES in flight; the
+   one-warp selected-branch CTAs and dQ keep two, so that more of them fit
+   on an SM. */
+__host__ __device__ constexpr int row_stages(bool slc, bool dq)
+{
+    return (slc || dq) ? 2 : NSA_ROW_STAGES;
+}
+
 /* ------------------------------------------------------------------------ */
 /* Row-centric kernel: forward (M_STAGE / M_FWD), forward recompute for the
    backward (M_PREP), or dQ (DQ = true). br_mask: branches run, in the order
@@ -193,7 +202,7 @@ row_kernel(Params p, int mode, unsigned br_mask)
     constexpr int LDK = DK + 8, LDV = DV + 8, KN = NSA_KN;
     extern __shared__ __align__(16) unsigned char smem_raw[];
     T *Qs = (T *)smem_raw;          /* [NW*16][LDK] */
-    constexpr int NS = NSA_ROW_STAGES;
+    constexpr int NS = row_stages(SLC, DQ);
     T *Ks = Qs + NW * 16 * LDK;     /* [NS][KN][LDK] */
     T *Vs = Ks + NS * KN * LDK;     /* [NS][KN][LDV] */
     const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
@@ -426,10 +435,10 @@ row_kernel(Params p, int mode, unsigned br_mask)
     }
 }
 
-template <int DK, int DV, int NW>
+template <int DK, int DV, int NW, bool SLC, bool DQ>
 constexpr size_t row_smem()
 {
-    return (size_t)(NW * 16 * (DK + 8) + NSA_ROW_STAGES * NSA_KN * (DK + 8 + DV + 8)) * 2;
+    return (size_t)(NW * 16 * (DK + 8) + row_stages(SLC, DQ) * NSA_KN * (DK + 8 + DV + 8)) * 2;
 }
 
 /* ------------------------------------------------------------------------ */
