@@ -854,9 +854,9 @@ static void run_vector_case(nsa_vcase &vc, const char *sub)
        by the checker's rule (nsa_v_explain_sel: the swapped blocks' scores
        lie within what rounding K_cmp to bf16 did to them, computed in
        fp64; never a relative threshold), judged on the reference's bf16
-       run of the case; their queries are then left out of the per-query
-       comparisons (o, lse_slc, dq, dgates), which would compare different
-       selections */
+       run of the case; the queries of such a unit (a query, or a tile) are
+       then left out of the per-query comparisons (o, lse_slc, dq, dgates),
+       which would compare different selections */
     std::vector<char> skip((size_t)TQ, 0);
     long long vdiff = 0, vrows = 0;
     if (c.cfg.branches & NSA_BRANCH_SLC) {
@@ -871,12 +871,25 @@ static void run_vector_case(nsa_vcase &vc, const char *sub)
             free(es);
             es = NULL;
         } else {
-            const int n = c.cfg.n;
+            const int n = c.cfg.n, bq = c.cfg.bq;
+            /* first query and query count of every unit: tiles of bq
+               queries starting at each sequence's first query */
+            std::vector<int64_t> u0, un;
+            for (int b = 0; b < vc.B; ++b) {
+                const int64_t q0 = vc.cu_q ? vc.cu_q[b] : vc.cu[b];
+                const int64_t nq = (vc.cu_q ? vc.cu_q[b + 1] : vc.cu[b + 1]) - q0;
+                for (int64_t j = 0; j * bq < nq; ++j) {
+                    u0.push_back(q0 + j * bq);
+                    un.push_back(nq - j * bq < bq ? nq - j * bq : bq);
+                }
+            }
             vrows = (long long)gr.cnt.size();
             for (long long r = 0; r < vrows; ++r)
                 if (memcmp(&es[r * n], &gr.sel[(size_t)(r * n)], (size_t)n * 4)) {
+                    const size_t u = (size_t)(r / c.Hkv);
                     ++vdiff;
-                    if (c.cfg.bq == 1) skip[(size_t)(r / c.Hkv)] = 1; /* units = queries */
+                    for (int64_t t = 0; u < u0.size() && t < un[u]; ++t)
+                        skip[(size_t)(u0[u] + t)] = 1;
                 }
             if (vdiff == 0) {
                 ok = true;
