@@ -162,6 +162,26 @@ if [ -f "$TMP/neartie/case/sel_idx.fp32.npy" ]; then
 else
     echo "     (seed 6 drew no near-tie with this libm; path not exercised)"
 fi
+# suffix queries from the command line: the last positions of each sequence
+expect_rc 0 "gen of suffix queries (--lens-q: decode, chunk, whole)" \
+    "$NV" gen --preset paper --lens 1,150,300 --lens-q 1,1,40 --H 4 --Hkv 2 \
+    --Dk 8 --Dv 8 --l 16 --d 8 --lp 16 --n 4 --w 32 --seed 9 \
+    --out "$TMP/suffix/case"
+if grep -q '"cu_q": \[0, 1, 2, 42\]' "$TMP/suffix/case/case.json" &&
+   grep -q '"o.npy": {"array": "o", "dtype": "<f8", "shape": \[42, 4, 8\]' \
+       "$TMP/suffix/case/case.json" &&
+   grep -q '"dk.npy": {"array": "dk", "dtype": "<f8", "shape": \[451, 2, 8\]' \
+       "$TMP/suffix/case/case.json"; then
+    ok "a suffix case has cu_q, TQ query rows and T key rows"
+else
+    fail "a suffix case has cu_q, TQ query rows and T key rows"
+    grep -E '"cu_q"|"o.npy"|"dk.npy"' "$TMP/suffix/case/case.json" | sed 's/^/    /'
+fi
+expect_rc 0 "check of the generated suffix case" "$NV" check "$TMP/suffix/case"
+expect_rc nonzero "gen rejects more queries than keys (--lens-q)" \
+    "$NV" gen --lens 5,5 --lens-q 6,1 --out "$G/bad_q"
+expect_rc nonzero "gen rejects --lens-q for another number of sequences" \
+    "$NV" gen --lens 5,5 --lens-q 1 --out "$G/bad_q2"
 expect_rc nonzero "gen rejects an invalid config (d does not divide l)" \
     "$NV" gen --l 30 --d 16 --T 100 --out "$G/bad"
 expect_rc nonzero "gen rejects an unknown option" "$NV" gen --bogus 1 --out "$G/bad2"
