@@ -9,6 +9,9 @@
 #   make vectors    write the curated golden-vector suite to build/vectors
 #                   and check the reference against it
 #   make pictures   redraw the selection pictures in docs/
+#   make fuzz       fuzz the .npy reader, the JSON reader and the API's
+#                   validator with libFuzzer (clang; FUZZ_TIME seconds each,
+#                   default 60; seeds in tests/fuzz/corpus)
 #
 # VECTORS names the folder of independent test cases (default ../shared/vectors).
 
@@ -36,7 +39,7 @@ PROGRAMS = $(BUILD)/example $(BUILD)/test_nsa $(BUILD)/test_nsa_clang \
            $(BUILD)/nsa_picture $(BUILD)/nsa_picture_clang $(BUILD)/bench_ref \
            $(BUILD)/cxx_headers.o
 
-.PHONY: all test sanitize bench vectors pictures clean
+.PHONY: all test sanitize bench vectors pictures fuzz clean
 all: $(PROGRAMS)
 
 $(BUILD):
@@ -91,7 +94,29 @@ pictures: $(BUILD)/nsa_picture
 	$(BUILD)/nsa_picture --preset paper --out docs/selection_paper.svg
 	$(BUILD)/nsa_picture --preset tile64 --tiles --out docs/selection_tile.svg
 
+# Fuzzing: libFuzzer with AddressSanitizer and UBSan (any report aborts).
+# New inputs go to build-fuzz/corpus/NAME; the seeds in tests/fuzz/corpus
+# are read, never written. The tests pass when no target finds a crash.
+FUZZ_TIME  ?= 60
+FUZZ_FLAGS  = -std=c99 -Wall -Wextra -Werror -Wno-unknown-pragmas \
+              $(NUMERIC) -g -O2 -fno-omit-frame-pointer \
+              -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -I.
+FUZZERS     = fuzz_npy fuzz_json fuzz_validate
+
+# FUZZ_RUNS=N runs each target N times instead of FUZZ_TIME seconds.
+FUZZ_RUNS  ?=
+# The validator target runs the reference's loops on every accepted input;
+# comparison tracing there costs 5x the speed and guides nothing the
+# harness's small-step fields do not already reach, so it is off for it.
+build-fuzz/fuzz_validate: FUZZ_EXTRA = -fno-sanitize-coverage=trace-cmp
+build-fuzz/%: tests/fuzz/%.c $(HEADERS) $(TOOLS_H)
+	@mkdir -p build-fuzz
+	$(CLANG) $(FUZZ_FLAGS) $(FUZZ_EXTRA) $< $(LDLIBS) -o $@
+
+fuzz: $(addprefix build-fuzz/,$(FUZZERS))
+	FUZZ_RUNS=$(FUZZ_RUNS) bash tests/fuzz/run.sh build-fuzz $(FUZZ_TIME) $(FUZZERS)
+
 clean:
-	rm -rf build build-san
+	rm -rf build build-san build-fuzz
 
 -include cuda.mk

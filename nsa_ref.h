@@ -1045,12 +1045,16 @@ static double nsa__overlap(const nsa__ctx *c, const double *p, int64_t nvis,
 {
     const int64_t per_slc = c->cfg->lp / c->cfg->d, per_cmp = c->cfg->l / c->cfg->d;
     double acc = 0;
-    int64_t m, k;
-    for (m = 0; m < per_slc; ++m)
-        for (k = 0; k < per_cmp; ++k) {
-            int64_t i = per_slc * j + m - k;
-            if (i >= 0 && i < nvis) acc = nsa__r(c, acc + p[i]);
-        }
+    int64_t m, k, k0, k1;
+    for (m = 0; m < per_slc; ++m) {
+        /* only the k with 0 <= i < nvis, in the same ascending order: the
+           same sum, in O(visible) steps rather than O(l/d) (a long l with
+           few visible blocks would otherwise spin) */
+        const int64_t top = per_slc * j + m; /* i = top - k */
+        k0 = top - nvis + 1 > 0 ? top - nvis + 1 : 0;
+        k1 = top < per_cmp - 1 ? top : per_cmp - 1;
+        for (k = k0; k <= k1; ++k) acc = nsa__r(c, acc + p[top - k]);
+    }
     return acc;
 }
 

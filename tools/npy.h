@@ -14,6 +14,7 @@
      npy_array a;
      char err[256];
      if (npy_read("q.npy", &a, err, sizeof err) != 0) puts(err);
+     (npy_read_mem(bytes, nbytes, &a, err, sizeof err): the same from memory)
      ... a.dtype, a.ndim, a.shape[], a.count, a.data ...
      double x = npy_get(&a, i);   // any element as double
      npy_free(&a);
@@ -257,118 +258,128 @@ static NPY__UNUSED int npy__parse_header(const char *h, size_t len,
     return 0;
 }
 
-/* Reads path into *a (a->data malloc'ed; free with npy_free). Returns 0, or
-   -1 with a message in err. */
-NPYDEF int npy_read(const char *path, npy_array *a, char *err, size_t errlen)
+/* Parses the bytes buf[0..len) of a whole .npy file into *a (a->data
+   malloc'ed; free with npy_free). Returns 0, or -1 with a message in err.
+   Every length and count is checked against len before it is used: a file
+   a porter hands in is untrusted input. */
+NPYDEF int npy_read_mem(const void *buf, size_t len, npy_array *a, char *err,
+                        size_t errlen)
 {
-    FILE *f;
-    unsigned char pre[12];
-    size_t hlen, plen, esize;
+    const unsigned char *pre = (const unsigned char *)buf;
+    size_t hlen, plen, esize, dlen;
     char *header;
     int big = 0, i;
     int64_t count = 1;
-    long pos, fend;
     memset(a, 0, sizeof *a);
-    f = fopen(path, "rb");
-    if (!f) {
-        npy__err(err, errlen, "%s: cannot open", path);
-        return -1;
-    }
-    if (fread(pre, 1, 10, f) != 10 || memcmp(pre, "\x93NUMPY", 6) != 0) {
-        npy__err(err, errlen, "%s: not a .npy file (bad magic)", path);
-        fclose(f);
+    if (len < 10 || memcmp(pre, "\x93NUMPY", 6) != 0) {
+        npy__err(err, errlen, "not a .npy file (bad magic)");
         return -1;
     }
     if (pre[6] == 1) {
         hlen = (size_t)pre[8] | ((size_t)pre[9] << 8);
         plen = 10;
     } else if (pre[6] == 2 || pre[6] == 3) {
-        if (fread(pre + 10, 1, 2, f) != 2) {
-            npy__err(err, errlen, "%s: truncated header", path);
-            fclose(f);
+        if (len < 12) {
+            npy__err(err, errlen, "truncated header");
             return -1;
         }
         hlen = (size_t)pre[8] | ((size_t)pre[9] << 8) |
                ((size_t)pre[10] << 16) | ((size_t)pre[11] << 24);
         plen = 12;
         if (hlen > (1u << 24)) {
-            npy__err(err, errlen, "%s: header length %lu is implausible", path,
+            npy__err(err, errlen, "header length %lu is implausible",
                      (unsigned long)hlen);
-            fclose(f);
             return -1;
         }
     } else {
-        npy__err(err, errlen, "%s: unsupported format version %d.%d", path,
-                 pre[6], pre[7]);
-        fclose(f);
+        npy__err(err, errlen, "unsupported format version %d.%d", pre[6],
+                 pre[7]);
         return -1;
     }
-    (void)plen;
+    if (hlen > len - plen) {
+        npy__err(err, errlen, "truncated header");
+        return -1;
+    }
     header = (char *)malloc(hlen + 1);
     if (!header) {
-        npy__err(err, errlen, "%s: out of memory", path);
-        fclose(f);
+        npy__err(err, errlen, "out of memory");
         return -1;
     }
-    if (fread(header, 1, hlen, f) != hlen) {
-        npy__err(err, errlen, "%s: truncated header", path);
-        free(header);
-        fclose(f);
-        return -1;
-    }
+    memcpy(header, pre + plen, hlen);
     header[hlen] = '\0';
-    {
-        char msg[200];
-        if (npy__parse_header(header, hlen, a, &big, msg, sizeof msg) != 0) {
-            npy__err(err, errlen, "%s: %s", path, msg);
-            free(header);
-            fclose(f);
-            return -1;
-        }
+    if (npy__parse_header(header, hlen, a, &big, err, errlen) != 0) {
+        free(header);
+        return -1;
     }
     free(header);
     esize = npy_dtype_size(a->dtype);
     for (i = 0; i < a->ndim; ++i) {
         if (a->shape[i] != 0 && count > INT64_MAX / 8 / a->shape[i]) {
-            npy__err(err, errlen, "%s: shape too large", path);
-            fclose(f);
+            npy__err(err, errlen, "shape too large");
             return -1;
         }
         count *= a->shape[i];
     }
     a->count = count;
-    /* The data must be exactly what the shape says: no more, no less. */
-    pos = ftell(f);
-    if (pos < 0 || fseek(f, 0, SEEK_END) != 0 || (fend = ftell(f)) < 0 ||
-        fseek(f, pos, SEEK_SET) != 0) {
-        npy__err(err, errlen, "%s: cannot seek", path);
-        fclose(f);
-        return -1;
-    }
-    if ((int64_t)(fend - pos) != count * (int64_t)esize) {
-        npy__err(err, errlen, "%s: data is %ld bytes, but shape and dtype %s "
-                 "need %lld", path, fend - pos, npy_dtype_descr(a->dtype),
-                 (long long)(count * (int64_t)esize));
-        fclose(f);
+    /* The data must be exactly what the shape says: no more, no less.
+       count * esize < 2^63 by the loop above. */
+    dlen = len - plen - hlen;
+    if ((uint64_t)dlen != (uint64_t)count * (uint64_t)esize) {
+        npy__err(err, errlen, "data is %llu bytes, but shape and dtype %s "
+                 "need %lld", (unsigned long long)dlen,
+                 npy_dtype_descr(a->dtype), (long long)(count * (int64_t)esize));
+        a->count = 0;
         return -1;
     }
     a->data = malloc(count > 0 ? (size_t)count * esize : 1);
     if (!a->data) {
-        npy__err(err, errlen, "%s: out of memory (%lld elements)", path,
-                 (long long)count);
+        npy__err(err, errlen, "out of memory (%lld elements)", (long long)count);
+        a->count = 0;
+        return -1;
+    }
+    if (count > 0) memcpy(a->data, pre + plen + hlen, (size_t)count * esize);
+    if (big == npy__host_little()) npy__swap(a->data, count, esize);
+    return 0;
+}
+
+/* Reads path into *a (a->data malloc'ed; free with npy_free). Returns 0, or
+   -1 with a message (starting with the path) in err. */
+NPYDEF int npy_read(const char *path, npy_array *a, char *err, size_t errlen)
+{
+    FILE *f;
+    unsigned char *buf;
+    long n;
+    int rc;
+    char msg[256];
+    memset(a, 0, sizeof *a);
+    f = fopen(path, "rb");
+    if (!f) {
+        npy__err(err, errlen, "%s: cannot open", path);
+        return -1;
+    }
+    if (fseek(f, 0, SEEK_END) != 0 || (n = ftell(f)) < 0 ||
+        fseek(f, 0, SEEK_SET) != 0) {
+        npy__err(err, errlen, "%s: cannot seek", path);
         fclose(f);
         return -1;
     }
-    if (count > 0 && fread(a->data, esize, (size_t)count, f) != (size_t)count) {
-        npy__err(err, errlen, "%s: truncated data", path);
-        free(a->data);
-        a->data = NULL;
+    buf = (unsigned char *)malloc(n > 0 ? (size_t)n : 1);
+    if (!buf) {
+        npy__err(err, errlen, "%s: out of memory (%ld bytes)", path, n);
+        fclose(f);
+        return -1;
+    }
+    if (n > 0 && fread(buf, 1, (size_t)n, f) != (size_t)n) {
+        npy__err(err, errlen, "%s: cannot read", path);
+        free(buf);
         fclose(f);
         return -1;
     }
     fclose(f);
-    if (big == npy__host_little()) npy__swap(a->data, count, esize);
-    return 0;
+    rc = npy_read_mem(buf, (size_t)n, a, msg, sizeof msg);
+    free(buf);
+    if (rc != 0) npy__err(err, errlen, "%s: %s", path, msg);
+    return rc;
 }
 
 NPYDEF void npy_free(npy_array *a)

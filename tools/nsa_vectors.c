@@ -22,6 +22,10 @@
            --T N                               one sequence of N tokens [256]
                                                (--T with --cu not ending at T
                                                appends T)
+           --cu-q 0,1,2,66 | --lens-q 1,1,64   suffix queries: cu_seqlens_q,
+                                               or queries per sequence (the
+                                               last positions of each;
+                                               decode = 1) [all positions]
            --H N --Hkv N --Dk N --Dv N         heads and head dims [4 1 32 32]
            --dtype bf16|fp16|fp32              storage type [bf16]
            --gates 0|1                         gates given [1]
@@ -130,6 +134,8 @@ typedef struct gen_params {
     int H, Hkv, Dk, Dv;
     int B;
     int32_t cu[4096];
+    int has_cu_q;          /* suffix queries (cu_seqlens_q) */
+    int32_t cu_q[4096];
     nsa_dtype dtype;
     int gates;
     int equal_keys;
@@ -241,7 +247,9 @@ static void put_run(gen_state *g, const nsa_vrun *r, const char *suffix)
     const char *run = f64 ? "fp64" : "storage";
     static const char *on[3] = {"o_cmp", "o_slc", "o_win"};
     static const char *ln[3] = {"lse_cmp", "lse_slc", "lse_win"};
-    int64_t T = r->sz.T, s[3];
+    /* query-side arrays have TQ rows, key-side ones T (contract, settled
+       rules: suffix queries) */
+    int64_t T = r->sz.T, TQ = r->sz.TQ, s[3];
     unsigned br = r->cfg.branches;
     int i;
 #define PUT_ST(nm, nd, data) \
@@ -269,20 +277,20 @@ static void put_run(gen_state *g, const nsa_vrun *r, const char *suffix)
     }
     for (i = 0; i < 3; ++i) {
         if (!(br & (1u << i))) continue;
-        s[0] = T; s[1] = p->H; s[2] = p->Dv;
+        s[0] = TQ; s[1] = p->H; s[2] = p->Dv;
         PUT_F32(on[i], 3, r->o_br[i]);
         PUT_F32(ln[i], 2, r->lse[i]);
     }
-    s[0] = T; s[1] = p->H; s[2] = p->Dv;
+    s[0] = TQ; s[1] = p->H; s[2] = p->Dv;
     PUT_ST("o", 3, r->o);
     s[2] = p->Dk;
     PUT_ST("dq", 3, r->dq);
-    s[1] = p->Hkv;
+    s[0] = T; s[1] = p->Hkv;
     PUT_ST("dk", 3, r->dk);
     s[2] = p->Dv;
     PUT_ST("dv", 3, r->dv);
     if (r->gates) {
-        s[1] = p->H; s[2] = 3;
+        s[0] = TQ; s[1] = p->H; s[2] = 3;
         PUT_ST("dgates", 3, r->dgates);
     }
 #undef PUT_ST
@@ -315,7 +323,13 @@ static void write_params(json_writer *w, const gen_params *p, int64_t T)
     jw_key(w, "cu"); jw_begin_array_inline(w);
     for (b = 0; b <= p->B; ++b) jw_int(w, p->cu[b]);
     jw_end_array(w);
+    if (p->has_cu_q) {
+        jw_key(w, "cu_q"); jw_begin_array_inline(w);
+        for (b = 0; b <= p->B; ++b) jw_int(w, p->cu_q[b]);
+        jw_end_array(w);
+    }
     jw_key(w, "T"); jw_int(w, T);
+    jw_key(w, "TQ"); jw_int(w, p->has_cu_q ? p->cu_q[p->B] : T);
     jw_key(w, "H"); jw_int(w, p->H);
     jw_key(w, "Hkv"); jw_int(w, p->Hkv);
     jw_key(w, "Dk"); jw_int(w, p->Dk);
@@ -374,10 +388,13 @@ static int write_case_json(gen_state *g, const nsa_vrun *r, int sel_agree,
     jw_key(&w, "layout");
     jw_begin_object(&w);
     jw_key(&w, "inputs");
-    jw_string(&w, "q [T,H,Dk], k [T,Hkv,Dk], v [T,Hkv,Dv], gates [T,H,3] "
-                  "(cmp, slc, win; when gates is true), do [T,H,Dv] (the "
+    jw_string(&w, "q [TQ,H,Dk], k [T,Hkv,Dk], v [T,Hkv,Dv], gates [TQ,H,3] "
+                  "(cmp, slc, win; when gates is true), do [TQ,H,Dv] (the "
                   "gradient of the loss sum(o * do) with respect to o), "
-                  "cu_seqlens int32 [B+1]. Random values rounded to bf16 and "
+                  "cu_seqlens int32 [B+1]; with suffix queries (cu_q) also "
+                  "cu_seqlens_q int32 [B+1]: query i of sequence b sits at "
+                  "position TK_b - TQ_b + i, and TQ = cu_q[B] (else TQ = T). "
+                  "Random values rounded to bf16 and "
                   "flushed to 0 below 2^-14, so they are exact in bf16, fp16 "
                   "and fp32 alike. NAME.npy holds them as float64, "
                   "NAME.<storage>.npy in the storage encoding.");
@@ -414,25 +431,47 @@ static int write_case_json(gen_state *g, const nsa_vrun *r, int sel_agree,
                   "fp32: selection score per block, -inf where not eligible; "
                   "sel_idx [units,Hkv,n] int32 ascending, -1 padded; "
                   "sel_count [units,Hkv]; block_mask [units,Hkv,"
-                  "max_slc_blocks] uint8; o_cmp/o_slc/o_win [T,H,Dv] fp32 "
-                  "branch outputs before gating; lse_* [T,H] fp32 natural "
-                  "log, -inf where the branch sees no key; o [T,H,Dv]; dq, "
+                  "max_slc_blocks] uint8; o_cmp/o_slc/o_win [TQ,H,Dv] fp32 "
+                  "branch outputs before gating; lse_* [TQ,H] fp32 natural "
+                  "log, -inf where the branch sees no key; o [TQ,H,Dv]; dq "
+                  "[TQ,H,Dk], dk, dv [T,Hkv,D], dgates [TQ,H,3]; dq, "
                   "dk, dv, dgates: gradients of sum(o * do), the selection "
                   "held constant. Units are queries (bq=1) or query tiles "
-                  "(bq>1), sequence after sequence.");
+                  "(bq>1), sequence after sequence, tiles starting at each "
+                  "sequence's first query.");
     jw_end_object(&w);
     jw_key(&w, "tolerances");
     jw_begin_object(&w);
     jw_key(&w, "rule");
     jw_string(&w, "float arrays: max |port - expected(NAME.npy)| <= rtol * "
                   "scale, scale = max |expected| over the array's finite "
-                  "entries (at least 1 for lse_*); infinite expected entries "
-                  "must match exactly; integer arrays (sel_idx, sel_count, "
-                  "block_mask) must match the storage run's exactly.");
+                  "entries; in fp32 rtol = fp32 + fp32_per_lse * L, L = the "
+                  "largest finite |lse| of the case (fp32 logits carry an "
+                  "error relative to their size). lse_*: per element, "
+                  "|port - expected| <= lse * max(1, |expected|), and for "
+                  "lse_cmp in bf16/fp16 storage plus the largest move of one "
+                  "of its logits that rounding K_cmp can cause (sc * sum_d "
+                  "|q_d| * half-unit of K_cmp[i,d], max over visible i). "
+                  "Infinite expected entries must match exactly; integer "
+                  "arrays (sel_idx, sel_count, block_mask) must match the "
+                  "storage run's exactly.");
     jw_key(&w, "fp32"); jw_number(&w, NSA_VTOL_FP32);
+    jw_key(&w, "fp32_per_lse"); jw_number(&w, NSA_VTOL_LOGIT / 16777216.0);
     jw_key(&w, "bf16"); jw_number(&w, NSA_VTOL_BF16);
     jw_key(&w, "fp16"); jw_number(&w, NSA_VTOL_FP16);
-    jw_key(&w, "this_case"); jw_number(&w, nsa_vectors_rtol(p->dtype));
+    jw_key(&w, "lse"); jw_number(&w, NSA_VTOL_LSE);
+    {
+        double L = 0.0;
+        int64_t e;
+        for (k = 0; k < 3; ++k)
+            if (r->cfg.branches & (1u << k))
+                for (e = 0; e < r->sz.lse; ++e)
+                    if (isfinite(r->lse[k][e]) && fabs(r->lse[k][e]) > L)
+                        L = fabs(r->lse[k][e]);
+        jw_key(&w, "L"); jw_number(&w, L);
+        jw_key(&w, "this_case");
+        jw_number(&w, nsa_vectors_rtol_for(p->dtype, L));
+    }
     jw_end_object(&w);
     jw_key(&w, "selection_agrees_across_runs"); jw_bool(&w, sel_agree);
     jw_key(&w, "stages_match_forward"); jw_bool(&w, stage_ok);
@@ -464,9 +503,10 @@ static int write_case_json(gen_state *g, const nsa_vrun *r, int sel_agree,
 /* Random inputs of the case (float64, exact in every storage type). */
 static void make_inputs(const gen_params *p, uint64_t seed, nsa_vinputs *in)
 {
-    int64_t T = p->cu[p->B], i, n;
+    const int64_t T = p->cu[p->B], TQ = p->has_cu_q ? p->cu_q[p->B] : T;
+    int64_t i, n;
     uint64_t s = seed * 0x2545f4914f6cdd1dull + 12345;
-    n = T * p->H * p->Dk;
+    n = TQ * p->H * p->Dk;
     in->q = (double *)malloc((size_t)(n ? n : 1) * sizeof(double));
     for (i = 0; i < n; ++i) in->q[i] = exact16(rng_normal(&s));
     n = T * p->Hkv * p->Dk;
@@ -479,12 +519,12 @@ static void make_inputs(const gen_params *p, uint64_t seed, nsa_vinputs *in)
     n = T * p->Hkv * p->Dv;
     in->v = (double *)malloc((size_t)(n ? n : 1) * sizeof(double));
     for (i = 0; i < n; ++i) in->v[i] = exact16(rng_normal(&s));
-    n = T * p->H * p->Dv;
+    n = TQ * p->H * p->Dv;
     in->d_o = (double *)malloc((size_t)(n ? n : 1) * sizeof(double));
     for (i = 0; i < n; ++i) in->d_o[i] = exact16(rng_normal(&s));
     in->gates = NULL;
     if (p->gates) {
-        n = T * p->H * 3;
+        n = TQ * p->H * 3;
         in->gates = (double *)malloc((size_t)(n ? n : 1) * sizeof(double));
         for (i = 0; i < n; ++i)
             in->gates[i] = exact16(1.0 / (1.0 + exp(-rng_normal(&s))));
@@ -502,6 +542,8 @@ static nsa_vcase case_of(const gen_params *p)
     c.B = p->B;
     c.T = p->cu[p->B];
     c.cu = (int32_t *)p->cu;
+    c.cu_q = p->has_cu_q ? (int32_t *)p->cu_q : NULL;
+    c.TQ = p->has_cu_q ? p->cu_q[p->B] : c.T;
     c.has_gates = p->gates;
     c.own_layout = 1;
     c.storage = p->dtype;
@@ -586,19 +628,22 @@ static int gen_case(const gen_params *p, int require_agree, int *sel_agree)
     }
     {   /* inputs */
         const char *dn = nsa_vectors_dtype_name(p->dtype);
-        int64_t T = c.T;
+        int64_t T = c.T, TQ = c.TQ;
         s[0] = c.B + 1;
         put_file(&g, "cu_seqlens", "", NPY_I4, 1, s, p->cu, "input", "int32");
-        s[0] = T; s[1] = p->H; s[2] = p->Dk;
+        if (p->has_cu_q)
+            put_file(&g, "cu_seqlens_q", "", NPY_I4, 1, s, p->cu_q, "input",
+                     "int32");
+        s[0] = TQ; s[1] = p->H; s[2] = p->Dk;
         put_file(&g, "q", "", NPY_F8, 3, s, in.q, "input", "float64");
         put_storage(&g, "q", dn, p->dtype, 3, s, rst.q, "input");
-        s[1] = p->Hkv;
+        s[0] = T; s[1] = p->Hkv;
         put_file(&g, "k", "", NPY_F8, 3, s, in.k, "input", "float64");
         put_storage(&g, "k", dn, p->dtype, 3, s, rst.k, "input");
         s[2] = p->Dv;
         put_file(&g, "v", "", NPY_F8, 3, s, in.v, "input", "float64");
         put_storage(&g, "v", dn, p->dtype, 3, s, rst.v, "input");
-        s[1] = p->H;
+        s[0] = TQ; s[1] = p->H;
         put_file(&g, "do", "", NPY_F8, 3, s, in.d_o, "input", "float64");
         put_storage(&g, "do", dn, p->dtype, 3, s, rst.d_o, "input");
         if (p->gates) {
@@ -690,6 +735,7 @@ static int usage(void)
             "usage: nsa_vectors check [-v] DIR\n"
             "       nsa_vectors gen [--preset paper|fla|tile64|tile128] [--T N |"
             " --cu 0,a,b,.. | --lens a,b,..]\n"
+            "                       [--cu-q 0,a,b,.. | --lens-q a,b,..]\n"
             "                       [--H N] [--Hkv N] [--Dk N] [--Dv N] "
             "[--dtype bf16|fp16|fp32] [--gates 0|1]\n"
             "                       [--branches cmp,slc,win] [--l N] [--d N] "
@@ -707,7 +753,7 @@ static int usage(void)
 static int cmd_gen(int argc, char **argv)
 {
     gen_params p;
-    int i, agree = 1, have_T = 0, have_cu = 0, rc, bad = 0;
+    int i, agree = 1, have_T = 0, have_cu = 0, rc, bad = 0, nq_seqs = 0;
     long T = 0;
     const char *name = NULL;
     /* the preset first, so that later flags override it */
@@ -745,6 +791,23 @@ static int cmd_gen(int argc, char **argv)
                 p.B = n;
             }
             have_cu = 1;
+        }
+        else if (!strcmp(a, "--cu-q") || !strcmp(a, "--lens-q")) {
+            int32_t vals[4096];
+            int n = parse_int_list(v, vals, 4095), b;
+            if (n < 1) { fprintf(stderr, "gen: bad list '%s'\n", v); return 2; }
+            if (!strcmp(a, "--cu-q")) {
+                for (b = 0; b < n; ++b) p.cu_q[b] = vals[b];
+                nq_seqs = n - 1;
+            } else {
+                p.cu_q[0] = 0;
+                for (b = 0; b < n; ++b) {
+                    if ((int64_t)p.cu_q[b] + vals[b] > INT32_MAX) return 2;
+                    p.cu_q[b + 1] = p.cu_q[b] + vals[b];
+                }
+                nq_seqs = n;
+            }
+            p.has_cu_q = 1;
         }
         else if (!strcmp(a, "--H")) p.H = arg_int(a, v, 1, 1 << 16, &bad);
         else if (!strcmp(a, "--Hkv")) p.Hkv = arg_int(a, v, 1, 1 << 16, &bad);
@@ -806,6 +869,12 @@ static int cmd_gen(int argc, char **argv)
             }
             p.cu[++p.B] = (int32_t)T;
         }
+    }
+    if (p.has_cu_q && nq_seqs != p.B) {
+        /* the API checks the rest (first 0, non-decreasing, TQ_b <= TK_b) */
+        fprintf(stderr, "gen: --cu-q / --lens-q describe %d sequences, the "
+                "batch has %d\n", nq_seqs, p.B);
+        return 2;
     }
     if (name) nsa_v__fmt(p.name, sizeof p.name, "%s", name);
     else base_name(p.out, p.name, sizeof p.name);
@@ -886,13 +955,14 @@ static int expected_shape(const nsa_vcase *c, const nsa_sizes *sz,
 {
     if (!strcmp(name, "o") || !strcmp(name, "o_cmp") || !strcmp(name, "o_slc")
         || !strcmp(name, "o_win")) {
-        shape[0] = c->T; shape[1] = c->H; shape[2] = c->Dv; return 3;
+        shape[0] = c->TQ; shape[1] = c->H; shape[2] = c->Dv; return 3;
     }
-    if (!strncmp(name, "lse_", 4)) { shape[0] = c->T; shape[1] = c->H; return 2; }
-    if (!strcmp(name, "dq")) { shape[0] = c->T; shape[1] = c->H; shape[2] = c->Dk; return 3; }
+    /* query-side arrays: TQ rows; key-side: T */
+    if (!strncmp(name, "lse_", 4)) { shape[0] = c->TQ; shape[1] = c->H; return 2; }
+    if (!strcmp(name, "dq")) { shape[0] = c->TQ; shape[1] = c->H; shape[2] = c->Dk; return 3; }
     if (!strcmp(name, "dk")) { shape[0] = c->T; shape[1] = c->Hkv; shape[2] = c->Dk; return 3; }
     if (!strcmp(name, "dv")) { shape[0] = c->T; shape[1] = c->Hkv; shape[2] = c->Dv; return 3; }
-    if (!strcmp(name, "dgates")) { shape[0] = c->T; shape[1] = c->H; shape[2] = 3; return 3; }
+    if (!strcmp(name, "dgates")) { shape[0] = c->TQ; shape[1] = c->H; shape[2] = 3; return 3; }
     if (!strcmp(name, "k_cmp")) { shape[0] = sz->Tc; shape[1] = c->Hkv; shape[2] = c->Dk; return 3; }
     if (!strcmp(name, "v_cmp")) { shape[0] = sz->Tc; shape[1] = c->Hkv; shape[2] = c->Dv; return 3; }
     if (!strcmp(name, "block_scores") || !strcmp(name, "block_mask")) {
@@ -918,7 +988,7 @@ static int cmd_compare(const char *case_dir, const char *port_dir,
     char err[600];
     int bad = 0, compared = 0;
     size_t i;
-    double rtol;
+    double rtol, rtol_lse, *kbound = NULL;
     if (load_case_any(case_dir, &c, err, sizeof err) != 0) {
         fprintf(stderr, "compare: %s\n", err);
         return 2;
@@ -929,9 +999,26 @@ static int cmd_compare(const char *case_dir, const char *port_dir,
         nsa_vcase_free(&c);
         return 2;
     }
-    rtol = nsa_vectors_rtol(dt);
+    rtol = nsa_vectors_rtol_for(dt, nsa_v_max_lse(case_dir));
+    rtol_lse = NSA_VTOL_LSE;
+    if (dt != NSA_FP32 && (c.cfg.branches & NSA_BRANCH_CMP)) {
+        /* lse_cmp in 16-bit storage: plus K_cmp's rounding bound */
+        nsa_vinputs in;
+        kbound = (double *)malloc((size_t)(c.TQ * c.H > 0 ? c.TQ * c.H : 1) *
+                                  sizeof(double));
+        if (!kbound || nsa_vinputs_load(&c, &in, err, sizeof err) != 0 ||
+            nsa_v_lse_cmp_bound(&c, in.q, in.k, dt, kbound) != 0) {
+            fprintf(stderr, "compare: case %s: %s\n", c.name,
+                    kbound ? err : "out of memory");
+            free(kbound);
+            nsa_vcase_free(&c);
+            return 2;
+        }
+        nsa_vinputs_free(&in);
+    }
     memset(&batch, 0, sizeof batch);
-    batch.B = c.B; batch.T = c.T; batch.TQ = c.T; batch.cu_seqlens = c.cu;
+    batch.B = c.B; batch.T = c.T; batch.TQ = c.TQ; batch.cu_seqlens = c.cu;
+    batch.cu_seqlens_q = c.cu_q;
     batch.H = c.H; batch.Hkv = c.Hkv; batch.Dk = c.Dk; batch.Dv = c.Dv;
     batch.dtype = dt;
     batch.q = batch.k = batch.v = c.cu; /* only checked for NULL */
@@ -940,8 +1027,10 @@ static int cmd_compare(const char *case_dir, const char *port_dir,
         nsa_vcase_free(&c);
         return 2;
     }
-    printf("case %s, storage %s, rtol %g (of each array's max |expected|; "
-           "lse_*: of max(1, that))\n", c.name, nsa_vectors_dtype_name(dt), rtol);
+    printf("case %s, storage %s, rtol %g of each array's max |expected| "
+           "(lse_*: %g of max(1, |expected|) per element%s)\n", c.name,
+           nsa_vectors_dtype_name(dt), rtol, rtol_lse,
+           kbound ? ", lse_cmp plus K_cmp's rounding bound" : "");
     {   /* a generated case whose storage run selected other blocks */
         int32_t *a = NULL, *b = NULL;
         char sname[64];
@@ -972,6 +1061,7 @@ static int cmd_compare(const char *case_dir, const char *port_dir,
         nsa_vstats st;
         double fl;
         char at[96];
+        int lse;
         rc = find_port(port_dir, nm, dt, &pf, err, sizeof err);
         if (rc == 0) continue;
         if (rc < 0) {
@@ -1003,23 +1093,36 @@ static int cmd_compare(const char *case_dir, const char *port_dir,
         for (k = 0; k < n; ++k) got[k] = nsa_v_npy_value(&pf.a, k, dt);
         ++compared;
         fl = FLT_MIN;
-        if (!strncmp(nm, "lse_", 4)) fl = 1.0;
+        lse = !strncmp(nm, "lse_", 4);
+        if (lse) fl = 1.0;
         if (!strcmp(nm, "dq") || !strcmp(nm, "dk")) {
             /* see NSA_VGRAD_FLOOR in vectors.h */
             double m = NSA_VGRAD_FLOOR *
                        nsa_v_maxabs_file(case_dir, nm[1] == 'q' ? "dk" : "dq");
             if (m > fl) fl = m;
         }
-        if (nsa_v_compare_f64(got, exp, n, rtol, fl, &st)) {
-            printf("  %-12s ok    max abs %.3g, max rel %.3g, tol %.3g\n", nm,
-                   st.max_abs, st.max_rel, st.tol);
+        /* lse_*: per element, rtol_lse * max(1, |expected|) */
+        if (nsa_v_compare_f64(got, exp, n, lse ? rtol_lse : rtol, fl, lse,
+                              !strcmp(nm, "lse_cmp") ? kbound : NULL, &st)) {
+            if (lse)
+                printf("  %-12s ok    max abs %.3g, max rel %.3g, at most %.3g "
+                       "of the element's tol (%.3g * max(1, |lse|)%s)\n", nm,
+                       st.max_abs, st.max_rel, st.worst, rtol_lse,
+                       !strcmp(nm, "lse_cmp") && kbound ? " + K_cmp bound" : "");
+            else
+                printf("  %-12s ok    max abs %.3g, max rel %.3g, tol %.3g\n",
+                       nm, st.max_abs, st.max_rel, st.tol);
         } else {
+            const double x = exp[st.first_bad];
             nsa_v_index_str(st.first_bad, nd, shape, at, sizeof at);
             printf("  %-12s FAIL  max abs %.3g, max rel %.3g, tol %.3g; %lld "
                    "beyond tol, first at %lld %s: got %.9g, expected %.9g\n",
-                   nm, st.max_abs, st.max_rel, st.tol, (long long)st.n_bad,
-                   (long long)st.first_bad, at, got[st.first_bad],
-                   exp[st.first_bad]);
+                   nm, st.max_abs, st.max_rel,
+                   lse ? rtol_lse * (fabs(x) > 1.0 ? fabs(x) : 1.0) +
+                         (!strcmp(nm, "lse_cmp") && kbound ? kbound[st.first_bad] : 0.0)
+                       : st.tol,
+                   (long long)st.n_bad, (long long)st.first_bad, at,
+                   got[st.first_bad], x);
             ++bad;
         }
         free(got);
@@ -1103,6 +1206,7 @@ static int cmd_compare(const char *case_dir, const char *port_dir,
         npy_free(&pf.a);
     }
     nsa_vcase_free(&c);
+    free(kbound);
     if (compared == 0 && bad == 0) {
         printf("compare: no array of the case found in %s\n", port_dir);
         return 1;
@@ -1119,6 +1223,7 @@ typedef struct suite_case {
     const char *description;
     const char *preset;
     const char *lens;     /* sequence lengths */
+    const char *lens_q;   /* queries per sequence (suffix queries), or NULL */
     int H, Hkv, Dk, Dv;
     int gates;
     unsigned branches;
@@ -1133,61 +1238,72 @@ static const suite_case suite_cases[] = {
      "every key of the kv head is the same vector, so every visible "
      "compressed block has the same score: the k-th place ties and the lower "
      "block indices must win, never more than n blocks",
-     "paper", "150,40", 2, 1, 8, 8, 0, NSA_BRANCH_ALL, 1,
+     "paper", "150,40", NULL, 2, 1, 8, 8, 0, NSA_BRANCH_ALL, 1,
      16, 16, 16, 4, 1, 1, 32, 0, -1},
     {"ties_equal_keys_overlap",
      "equal keys with overlapping compression (l = 2d): the overlap weights "
      "make interior blocks score higher than the edges, ties remain",
-     "paper", "200", 2, 1, 8, 8, 1, NSA_BRANCH_ALL, 1,
+     "paper", "200", NULL, 2, 1, 8, 8, 1, NSA_BRANCH_ALL, 1,
      16, 8, 16, 5, 1, 2, 32, 0, -1},
     {"short_and_empty_seqs",
      "varlen with 0- and 1-token sequences and sequences shorter than one "
      "compression block (no compressed key: o_cmp = 0, lse_cmp = -inf)",
-     "paper", "0,1,0,5,15,16,17,1,0,90", 4, 2, 8, 4, 1, NSA_BRANCH_ALL, 0,
+     "paper", "0,1,0,5,15,16,17,1,0,90", NULL, 4, 2, 8, 4, 1, NSA_BRANCH_ALL, 0,
      16, 8, 16, 4, 1, 2, 24, 0, -1},
     {"forced_only",
      "n = n_init + n_local: only the forced blocks are selected",
-     "paper", "160,97", 2, 1, 8, 8, 1, NSA_BRANCH_ALL, 0,
+     "paper", "160,97", NULL, 2, 1, 8, 8, 1, NSA_BRANCH_ALL, 0,
      8, 4, 16, 3, 1, 2, 16, 0, -1},
     {"forced_many",
      "n_init = 2, n_local = 3 among n = 6: forced blocks count towards n",
-     "paper", "257", 2, 1, 8, 8, 0, NSA_BRANCH_ALL, 0,
+     "paper", "257", NULL, 2, 1, 8, 8, 0, NSA_BRANCH_ALL, 0,
      8, 4, 8, 6, 2, 3, 20, 0, -1},
     {"paper_overlap_varlen",
      "the paper preset (l = 2d = 32, l' = 64, n = 16, w = 512) on varlen "
      "sequences of 0, 1, 63, 64, 65 and 1100 tokens (18 selection blocks: "
      "the last queries choose 13 of 15 unforced blocks)",
-     "paper", "0,1,63,64,65,1100", 1, 1, 8, 8, 1, NSA_BRANCH_ALL, 0,
+     "paper", "0,1,63,64,65,1100", NULL, 1, 1, 8, 8, 1, NSA_BRANCH_ALL, 0,
      0, 0, 0, 0, -1, -1, 0, 0, -1},
     {"gqa16_fla",
      "fla-style blocks (l = d = l' = 64) with 16 query heads per kv head: "
      "selection sums the probabilities of the 16 heads",
-     "fla", "260,70", 16, 1, 4, 4, 1, NSA_BRANCH_ALL, 0,
+     "fla", "260,70", NULL, 16, 1, 4, 4, 1, NSA_BRANCH_ALL, 0,
      0, 0, 0, 4, -1, -1, 128, 0, -1},
     {"dk192_dv128",
      "head dims Dk = 192, Dv = 128 (MLA-like), small blocks",
-     "paper", "24,41", 1, 1, 192, 128, 1, NSA_BRANCH_ALL, 0,
+     "paper", "24,41", NULL, 1, 1, 192, 128, 1, NSA_BRANCH_ALL, 0,
      8, 4, 8, 3, 1, 1, 16, 0, -1},
     {"tile64_logits",
      "tile-style selection: logits mode, 64-query tiles scored by the sum of "
      "their queries (tile starts at each sequence's first query), only the "
      "local block forced",
-     "tile64", "200,130", 4, 2, 8, 8, 1, NSA_BRANCH_ALL, 0,
+     "tile64", "200,130", NULL, 4, 2, 8, 8, 1, NSA_BRANCH_ALL, 0,
      0, 0, 0, 3, -1, -1, 96, 0, -1},
     {"tile128_lp128_no_window",
      "tile-style, l' = 128 (two compressed blocks per selection block), "
      "128-query tiles, window branch off",
-     "tile128", "600", 2, 1, 8, 8, 1, NSA_BRANCH_CMP | NSA_BRANCH_SLC, 0,
+     "tile128", "600", NULL, 2, 1, 8, 8, 1, NSA_BRANCH_CMP | NSA_BRANCH_SLC, 0,
      0, 0, 0, 3, -1, -1, 0, 0, -1},
     {"slc_only_logits_bq1",
      "only the selected branch on (selection still scores the compressed "
      "keys), logits mode, per-token selection, no gates",
-     "paper", "250", 2, 1, 8, 8, 0, NSA_BRANCH_SLC, 0,
+     "paper", "250", NULL, 2, 1, 8, 8, 0, NSA_BRANCH_SLC, 0,
      16, 8, 32, 3, 1, 1, 0, 0, NSA_SCORE_LOGITS},
     {"fp16_storage",
      "the same rules in fp16 storage",
-     "paper", "1,40,180", 4, 2, 8, 8, 1, NSA_BRANCH_ALL, 0,
+     "paper", "1,40,180", NULL, 4, 2, 8, 8, 1, NSA_BRANCH_ALL, 0,
      16, 8, 16, 4, 1, 2, 32, 0, -1},
+    {"suffix_decode_prefill",
+     "suffix queries (cu_seqlens_q): queries are the last positions of their "
+     "sequences: one decode query after 1 and after 150 keys, 40 chunked-"
+     "prefill queries after 300 keys, and a whole 90-token sequence",
+     "paper", "1,150,300,90", "1,1,40,90", 4, 2, 8, 8, 1, NSA_BRANCH_ALL, 0,
+     16, 8, 16, 4, 1, 2, 32, 0, -1},
+    {"suffix_tiles_logits",
+     "suffix queries with 32-query tiles (tiles start at each sequence's "
+     "first query: a 1-query decode step is its own tile), logits mode",
+     "tile64", "260,200", "1,70", 4, 2, 8, 8, 0, NSA_BRANCH_ALL, 0,
+     16, 16, 32, 3, -1, -1, 64, 32, -1},
 };
 
 static int cmd_suite(const char *outdir)
@@ -1214,6 +1330,7 @@ static int cmd_suite(const char *outdir)
         gen_params p;
         int32_t lens[64];
         int n = parse_int_list(sc->lens, lens, 64), b, tries, agree = 0, rc = 1;
+        int32_t lq[64];
         gen_defaults(&p);
         nsa_v__fmt(p.name, sizeof p.name, "%s", sc->name);
         nsa_v__fmt(p.out, sizeof p.out, "%s/%s", outdir, sc->name);
@@ -1223,6 +1340,16 @@ static int cmd_suite(const char *outdir)
         p.B = n;
         p.cu[0] = 0;
         for (b = 0; b < n; ++b) p.cu[b + 1] = p.cu[b] + lens[b];
+        if (sc->lens_q) {
+            if (parse_int_list(sc->lens_q, lq, 64) != n) {
+                fprintf(stderr, "suite: %s: lens_q\n", sc->name);
+                ++failed;
+                continue;
+            }
+            p.has_cu_q = 1;
+            p.cu_q[0] = 0;
+            for (b = 0; b < n; ++b) p.cu_q[b + 1] = p.cu_q[b] + lq[b];
+        }
         p.H = sc->H; p.Hkv = sc->Hkv; p.Dk = sc->Dk; p.Dv = sc->Dv;
         p.gates = sc->gates;
         p.equal_keys = sc->equal_keys;

@@ -101,7 +101,8 @@ else
     fail "cases.json lists $ncases cases, $ndirs folders have case.json"
 fi
 for c in ties_equal_keys short_and_empty_seqs forced_only paper_overlap_varlen \
-         gqa16_fla dk192_dv128 tile64_logits; do
+         gqa16_fla dk192_dv128 tile64_logits suffix_decode_prefill \
+         suffix_tiles_logits; do
     if [ -f "$S/$c/case.json" ]; then ok "suite has $c"; else fail "suite lacks $c"; fi
 done
 # every case.json names the contract version and tolerances
@@ -161,6 +162,26 @@ if [ -f "$TMP/neartie/case/sel_idx.fp32.npy" ]; then
 else
     echo "     (seed 6 drew no near-tie with this libm; path not exercised)"
 fi
+# suffix queries from the command line: the last positions of each sequence
+expect_rc 0 "gen of suffix queries (--lens-q: decode, chunk, whole)" \
+    "$NV" gen --preset paper --lens 1,150,300 --lens-q 1,1,40 --H 4 --Hkv 2 \
+    --Dk 8 --Dv 8 --l 16 --d 8 --lp 16 --n 4 --w 32 --seed 9 \
+    --out "$TMP/suffix/case"
+if grep -q '"cu_q": \[0, 1, 2, 42\]' "$TMP/suffix/case/case.json" &&
+   grep -q '"o.npy": {"array": "o", "dtype": "<f8", "shape": \[42, 4, 8\]' \
+       "$TMP/suffix/case/case.json" &&
+   grep -q '"dk.npy": {"array": "dk", "dtype": "<f8", "shape": \[451, 2, 8\]' \
+       "$TMP/suffix/case/case.json"; then
+    ok "a suffix case has cu_q, TQ query rows and T key rows"
+else
+    fail "a suffix case has cu_q, TQ query rows and T key rows"
+    grep -E '"cu_q"|"o.npy"|"dk.npy"' "$TMP/suffix/case/case.json" | sed 's/^/    /'
+fi
+expect_rc 0 "check of the generated suffix case" "$NV" check "$TMP/suffix/case"
+expect_rc nonzero "gen rejects more queries than keys (--lens-q)" \
+    "$NV" gen --lens 5,5 --lens-q 6,1 --out "$G/bad_q"
+expect_rc nonzero "gen rejects --lens-q for another number of sequences" \
+    "$NV" gen --lens 5,5 --lens-q 1 --out "$G/bad_q2"
 expect_rc nonzero "gen rejects an invalid config (d does not divide l)" \
     "$NV" gen --l 30 --d 16 --T 100 --out "$G/bad"
 expect_rc nonzero "gen rejects an unknown option" "$NV" gen --bogus 1 --out "$G/bad2"
@@ -230,6 +251,216 @@ if [ $rc -ne 0 ] && echo "$out" | grep -q '^FAIL forced_only/dv(fp32): max abs e
     ok "check of a perturbed case fails with a FAIL line"
 else
     fail "check of a perturbed case (status $rc)"; echo "$out" | sed 's/^/    /'
+fi
+
+# ---- the checker fails what is wrong ---------------------------------------------
+# Corrupted copies of cases: each must FAIL with a line naming the array,
+# and the unmodified copies must pass. (Tolerances: tools/vectors.h.)
+IND=${VECTORS_DIR:-../shared/vectors}
+CORRUPT="$TMP/corrupt.py"
+cat >"$CORRUPT" <<'PYEOF'
+# corrupt.py KIND ARGS: edits .npy files (format 1.0/2.0, C order) or a
+# case's parameters in place; prints what it did.
+import ast, json, struct, sys
+
+def load(path):
+    b = open(path, "rb").read()
+    v = b[6]
+    hl = struct.unpack("<H", b[8:10])[0] if v == 1 else struct.unpack("<I", b[8:12])[0]
+    off = (10 if v == 1 else 12) + hl
+    h = ast.literal_eval(b[off - hl:off].decode("latin1"))
+    code = {"<f8": "d", "<f4": "f", "<i4": "i", "<u2": "H"}[h["descr"]]
+    n = (len(b) - off) // struct.calcsize(code)
+    return b[:off], code, list(struct.unpack("<%d%s" % (n, code), b[off:])), h["shape"]
+
+def save(path, head, code, x):
+    open(path, "wb").write(head + struct.pack("<%d%s" % (len(x), code), *x))
+
+def finite(x):
+    return x == x and abs(x) != float("inf")
+
+kind = sys.argv[1]
+if kind == "shift_max":      # DIR NAME FRAC [STORAGE_FILE]: the element of
+    d, name, frac = sys.argv[2], sys.argv[3], float(sys.argv[4])  # largest |x|
+    head, code, x, _ = load("%s/%s.npy" % (d, name))
+    i = max(range(len(x)), key=lambda k: abs(x[k]) if finite(x[k]) else -1)
+    scale = abs(x[i])
+    sign = 1.0 if x[i] >= 0 else -1.0
+    if len(sys.argv) > 5:    # away from a storage run's value of it
+        _, _, y, _ = load(sys.argv[5])
+        sign = -1.0 if y[i] >= x[i] else 1.0
+    x[i] += sign * frac * scale
+    save("%s/%s.npy" % (d, name), head, code, x)
+    print("%s[%d] moved by %g (%g of scale %g)" % (name, i, sign * frac * scale, frac, scale))
+elif kind == "add_all":      # DIR NAME DELTA: every finite element + DELTA
+    d, name, delta = sys.argv[2], sys.argv[3], float(sys.argv[4])
+    head, code, x, _ = load("%s/%s.npy" % (d, name))
+    x = [v + delta if finite(v) else v for v in x]
+    save("%s/%s.npy" % (d, name), head, code, x)
+    print("%s + %g everywhere" % (name, delta))
+elif kind == "swap_sel":     # DIR MINGAP: in one row, the lowest-scoring
+    # unforced selected block becomes the best unselected eligible one; the
+    # row with the smallest such score gap >= MINGAP of the row's max score
+    d, mingap = sys.argv[2], float(sys.argv[3])
+    cj = json.load(open(d + "/case.json"))
+    nf = cj["cfg"]["n_init"] + cj["cfg"]["n_local"]
+    _, _, sc, (units, hkv, mb) = load(d + "/block_scores.npy")
+    head, code, sel, (_, _, n) = load(d + "/sel_idx.npy")
+    best = None
+    for r in range(units * hkv):
+        row = sel[r * n:(r + 1) * n]
+        s = sc[r * mb:(r + 1) * mb]
+        el = [j for j in range(mb) if finite(s[j])]
+        top = max(abs(s[j]) for j in el) if el else 0
+        if top == 0 or len(el) <= n:
+            continue
+        forced = set(range(cj["cfg"]["n_init"]))
+        last = max(el)       # the unit's own block and the ones before it
+        forced |= set(range(last - cj["cfg"]["n_local"] + 1, last + 1))
+        cand = [j for j in row if j >= 0 and j not in forced]
+        out = [j for j in el if j not in row]
+        if not cand or not out:
+            continue
+        a = min(cand, key=lambda j: (s[j], -j))
+        b = max(out, key=lambda j: (s[j], -j))
+        gap = (s[a] - s[b]) / top
+        if gap >= mingap and (best is None or gap < best[0]):
+            best = (gap, r, a, b)
+    gap, r, a, b = best
+    for f in ["sel_idx", "sel_idx.%s" % cj["storage_dtype"]]:
+        try:
+            head, code, sel, _ = load("%s/%s.npy" % (d, f))
+        except FileNotFoundError:
+            continue
+        row = sorted([b if j == a else j for j in sel[r * n:(r + 1) * n] if j >= 0])
+        sel[r * n:(r + 1) * n] = row + [-1] * (n - len(row))
+        save("%s/%s.npy" % (d, f), head, code, sel)
+    print("row %d (unit %d, kv head %d): block %d -> %d, score gap %.3g of the row's max" % (r, r // hkv, r % hkv, a, b, gap))
+elif kind == "param":        # DIR KEY VALUE: a cfg entry of case.json or of
+    d, key, val = sys.argv[2], sys.argv[3], int(sys.argv[4])  # cases.json
+    for f in [d + "/case.json", d + "/cases.json"]:
+        try:
+            j = json.load(open(f))
+        except FileNotFoundError:
+            continue
+        for e in (j if isinstance(j, list) else [j]):
+            print("%s: cfg.%s %s -> %d" % (e["name"], key, e["cfg"][key], val))
+            e["cfg"][key] = val
+        json.dump(j, open(f, "w"))
+elif kind == "cu_q":         # DIR: entry 2 of the first case's cu_q + 1
+    f = sys.argv[2] + "/cases.json"
+    j = json.load(open(f))
+    j[0]["cu_q"][2] += 1
+    json.dump(j, open(f, "w"))
+    print("%s: cu_q[2] -> %d" % (j[0]["name"], j[0]["cu_q"][2]))
+elif kind == "one_case":     # SRC_DIR NAME DST_DIR: a cases.json folder
+    src, name, dst = sys.argv[2], sys.argv[3], sys.argv[4]  # with one case
+    j = [e for e in json.load(open(src + "/cases.json")) if e["name"] == name]
+    json.dump(j, open(dst + "/cases.json", "w"))
+PYEOF
+# corrupt_case NAME SRC_CASE_DIR (a case.json folder) | NAME IND_FOLDER CASE
+# (one case of a cases.json folder): a fresh copy in $TMP/cor/NAME
+copy_case() {
+    local dst="$TMP/cor/$1"
+    rm -rf "$dst"; mkdir -p "$dst"
+    if [ -n "${3:-}" ]; then
+        cp -r "$2/$3" "$dst/" && python3 "$CORRUPT" one_case "$2" "$3" "$dst"
+    else
+        cp -r "$2" "$dst/case"
+    fi
+}
+# expect_fail WHAT DIR REGEX...: check DIR fails, with a FAIL line for each REGEX
+expect_fail() {
+    local what=$1 dir=$2 out rc r miss=""
+    shift 2
+    out=$("$NV" check "$dir" 2>&1); rc=$?
+    for r in "$@"; do echo "$out" | grep -qE "^FAIL $r" || miss="$miss $r"; done
+    if [ $rc -ne 0 ] && [ $rc -lt 128 ] && [ -z "$miss" ]; then
+        ok "$what"
+    else
+        fail "$what (status $rc; no FAIL line for:$miss)"
+        echo "$out" | grep -E '^(FAIL|case)' | head -n 8 | sed 's/^/    /'
+    fi
+}
+if ! command -v python3 >/dev/null 2>&1; then
+    fail "the corruption tests need python3"
+elif [ ! -f "$IND/cases.json" ]; then
+    fail "the corruption tests need the independent vectors ($IND)"
+else
+    # unmodified copies pass
+    copy_case base_ind "$IND" paper_varlen
+    copy_case base_sharp "$IND/suffix_and_sharp" sharp_scale6
+    copy_case base_suite "$S/paper_overlap_varlen"
+    copy_case base_fp16 "$S/fp16_storage"
+    for c in base_ind base_sharp base_suite base_fp16; do
+        expect_rc 0 "unmodified copy $c passes" "$NV" check "$TMP/cor/$c"
+    done
+    # (a) one selection entry swapped at the k-th place, the smallest score
+    #     gap above 0.5% of the row's max (the old 1%-of-top rule let such
+    #     swaps pass as near-ties in bf16)
+    copy_case sel "$S/paper_overlap_varlen"
+    echo "     $(python3 "$CORRUPT" swap_sel "$TMP/cor/sel/case" 0.005)"
+    expect_fail "a swapped selection entry fails in fp32 and in bf16" \
+        "$TMP/cor/sel" 'paper_overlap_varlen/sel_idx\(fp32\)' \
+        'paper_overlap_varlen/sel_idx\(bf16\)'
+    # (b) o off by 1e-4 of scale (fp32), 1e-2 of scale (bf16, fp16)
+    copy_case o32 "$IND" paper_varlen
+    echo "     $(python3 "$CORRUPT" shift_max "$TMP/cor/o32/paper_varlen" o 1e-4)"
+    expect_fail "o off by 1e-4 of scale fails in fp32" "$TMP/cor/o32" \
+        'paper_varlen/o\(fp32\)'
+    copy_case o32s "$IND/suffix_and_sharp" sharp_scale6
+    echo "     $(python3 "$CORRUPT" shift_max "$TMP/cor/o32s/sharp_scale6" o 1e-4)"
+    expect_fail "o off by 1e-4 of scale fails in fp32 on sharp inputs" \
+        "$TMP/cor/o32s" 'sharp_scale6/o\(fp32\)'
+    copy_case o16 "$S/paper_overlap_varlen"
+    echo "     $(python3 "$CORRUPT" shift_max "$TMP/cor/o16/case" o 1e-2 "$TMP/cor/o16/case/o.bf16.npy")"
+    expect_fail "o off by 1e-2 of scale fails in bf16" "$TMP/cor/o16" \
+        'paper_overlap_varlen/o\(bf16\)'
+    copy_case ofp16 "$S/fp16_storage"
+    echo "     $(python3 "$CORRUPT" shift_max "$TMP/cor/ofp16/case" o 1e-2 "$TMP/cor/ofp16/case/o.fp16.npy")"
+    expect_fail "o off by 1e-2 of scale fails in fp16" "$TMP/cor/ofp16" \
+        'fp16_storage/o\(fp16\)'
+    # (c) lse off by 1e-4 in fp32 (|lse| ~ 7), and by 5e-3 on sharp inputs
+    #     (|lse| up to ~190: a bound relative to the largest |lse| let it pass)
+    copy_case lse "$IND" paper_varlen
+    echo "     $(python3 "$CORRUPT" add_all "$TMP/cor/lse/paper_varlen" lse_slc 1e-4)"
+    expect_fail "lse off by 1e-4 fails in fp32" "$TMP/cor/lse" \
+        'paper_varlen/lse_slc\(fp32\)'
+    copy_case lses "$IND/suffix_and_sharp" sharp_scale6
+    echo "     $(python3 "$CORRUPT" add_all "$TMP/cor/lses/sharp_scale6" lse_slc 5e-3)"
+    expect_fail "lse off by 5e-3 fails on sharp inputs, in fp32 and bf16" \
+        "$TMP/cor/lses" 'sharp_scale6/lse_slc\(fp32\)' 'sharp_scale6/lse_slc\(bf16\)'
+    # (d) a different w or n_local than the expected values were made with
+    copy_case w "$IND" paper_varlen
+    echo "     $(python3 "$CORRUPT" param "$TMP/cor/w" w 511)"
+    expect_fail "a different w fails" "$TMP/cor/w" 'paper_varlen/lse_win\(fp32\)'
+    copy_case nl "$IND" paper_varlen
+    echo "     $(python3 "$CORRUPT" param "$TMP/cor/nl" n_local 1)"
+    expect_fail "a different n_local fails" "$TMP/cor/nl" \
+        'paper_varlen/sel_idx\(fp32\)'
+    # suffix queries: a cu_seqlens_q that disagrees with cu_q fails
+    copy_case cuq "$IND/suffix_and_sharp" suffix_decode_prefill
+    echo "     $(python3 "$CORRUPT" cu_q "$TMP/cor/cuq")"
+    expect_fail "a cu_q that disagrees with cu_seqlens_q.npy fails" \
+        "$TMP/cor/cuq" 'suffix_decode_prefill/cu_seqlens_q'
+fi
+
+# ---- folders of cases nest: a subfolder with its own cases.json is checked ----
+mkdir -p "$TMP/nest/inner"
+cp -r "$S/forced_only" "$TMP/nest/"
+cp -r "$S/suffix_decode_prefill" "$TMP/nest/inner/"
+python3 - "$S/cases.json" "$TMP/nest" <<'PYEOF' || fail "nested folder setup"
+import json, sys
+cases = {e["name"]: e for e in json.load(open(sys.argv[1]))}
+json.dump([cases["forced_only"]], open(sys.argv[2] + "/cases.json", "w"))
+json.dump([cases["suffix_decode_prefill"]], open(sys.argv[2] + "/inner/cases.json", "w"))
+PYEOF
+out=$("$NV" check "$TMP/nest" 2>&1); rc=$?
+if [ $rc -eq 0 ] && echo "$out" | grep -q '^case forced_only ' &&
+   echo "$out" | grep -q '^case suffix_decode_prefill '; then
+    ok "check reads a nested folder of cases (suffix queries) after its own"
+else
+    fail "check of a nested folder (status $rc)"; echo "$out" | tail -5 | sed 's/^/    /'
 fi
 
 # ---- numpy reads every file with the stated dtype and shape -------------------

@@ -8,6 +8,13 @@
          `nsa_vectors gen` writes);
      (b) a folder of subfolders, each with a case.json (no cases.json); or
      (c) one case folder with a case.json.
+   A folder may also hold nested folders of cases (a subfolder with its own
+   cases.json that is not one of the listed cases); they are read after the
+   folder's own cases.
+   Suffix queries (contract: queries are the last positions of their
+   sequences): "cu_q" in the parameters and cu_seqlens_q.npy; q, gates, do
+   and every query-side result (o, lse_*, dq, dgates) have TQ = cu_q[B]
+   rows, k, v, dk, dv have T = cu[B].
    Inputs (q, k, v, gates, do, cu_seqlens) may be stored as float32 or
    float64; expected outputs are float64 files o, lse_cmp, lse_slc, lse_win,
    dq, dk, dv, dgates and int32 sel_idx [units, Hkv, n]. A case written by
@@ -20,38 +27,48 @@
    representable in the storage type (the vectors are built that way), so
    every run reads the same numbers. Each array of each run is one check.
 
-   TOLERANCES. Float arrays: max |got - expected| <= rtol * scale, with scale
-   = max |expected| over the array (finite entries; at least FLT_MIN, and at
-   least 1 for the log-sum-exps, which are O(log T) numbers whose error is
-   absolute). Infinite expected entries (lse = -inf of an empty branch) must
+   TOLERANCES. Float arrays: max |got - expected| <= rtol * scale, with
+   scale = max |expected| over the array (finite entries; at least
+   FLT_MIN). Infinite expected entries (lse = -inf of an empty branch) must
    match exactly; a non-finite result where a finite one is expected fails.
-     fp32 storage: rtol = 2e-5. fp32 has a 24-bit significand (unit roundoff
-       6e-8); sums of up to a few thousand terms in a fixed order carry a
-       relative error of a few 1e-7 of the summands' magnitude, and the
-       backward sums (dk, dv: over every query and head of the group) are
-       the longest. Measured on the independent fp64 vectors (T up to 2400,
-       G up to 16): o, lse, dq, dgates within 4e-7 of scale, dk and dv within
-       6e-6. 2e-5 keeps a margin of 3x over the worst of these and still
-       flags a single misplaced key of a window of a few hundred (which moves
-       outputs by ~1e-3 of their scale).
-     bf16 storage: rtol = 1e-2. bf16 keeps 8 significant bits: rounding once
-       to bf16 moves a value by up to 2^-9 = 0.2% of itself, so by up to
-       0.2% of the array's scale. The contract also rounds K_cmp / V_cmp to
-       bf16 before they are used, and backward reads the rounded O (for
-       dP - rowsum(dO * O)), each another such error that propagates with
-       O(1) gain. 1e-2 = 5 such half-ulps at the array's scale; measured:
-       within 3.2e-3 of scale on the independent vectors. This check is about
-       the bf16 paths (conversion, rounding); the rules themselves are pinned
-       down by the fp32 run at 2e-5.
+     fp32 storage: rtol = 2e-5 + 4 * 2^-24 * L (nsa_vectors_rtol_for), L =
+       the case's largest finite |lse|. fp32 has a 24-bit significand (unit
+       2^-24 = 6e-8); sums of up to a few thousand terms in a fixed order
+       carry a relative error of a few 1e-7 of the summands' magnitude, and
+       the backward sums (dk, dv: over every query and head of the group)
+       are the longest. Measured on the independent fp64 vectors with
+       logits of order 1 (T up to 2400, G up to 16): o, lse, dq, dgates
+       within 4e-7 of scale, dk and dv within 6e-6; 2e-5 keeps a margin of
+       3x and still flags a single misplaced key of a window of a few
+       hundred (which moves outputs by ~1e-3 of their scale). The logits
+       themselves are fp32 sums with an error relative to their size, so a
+       probability exp(s - lse) carries ~2^-24 * |s| <= 2^-24 * L of
+       relative error: the second term (measured at L = 192: o, dq, dk
+       within 1.4 * 2^-24 * L of scale; the term adds 2e-6 at L ~ 8).
+     bf16 storage: rtol = 8e-3. bf16 keeps 8 significant bits: rounding
+       once to bf16 moves a value by up to 2^-8 = 0.39% of itself, so by up
+       to 0.39% of the array's scale. The outputs are rounded once; the
+       contract also rounds K_cmp / V_cmp to bf16 before they are used, and
+       backward reads the rounded O: errors of the same size that propagate
+       with O(1) gain. 8e-3 = two such roundings; measured within 3.5e-3 of
+       scale on every case (sharp inputs included). This check is about the
+       bf16 paths (conversion, rounding); the rules themselves are pinned
+       down by the fp32 run.
      fp16 storage: rtol = 2e-3, by the same argument with fp16's 11
-       significant bits (half-ulp 2^-12 = 2.4e-4 relative; 8 of them).
+       significant bits (unit 2^-11 = 4.9e-4; four of them); measured 4e-4.
+     lse_*: per element, |got - expected| <= 2e-6 * max(1, |expected|)
+       (NSA_VTOL_LSE, 32 units of 2^-24: an lse's rounding is relative to
+       its own size), plus, for lse_cmp in bf16 / fp16, the bound of what
+       rounding K_cmp to that type can do to it (nsa_v_lse_cmp_bound).
      dq / dk: the scale is at least 0.1 * max |expected| of the other one
        (see NSA_VGRAD_FLOOR): both are sums of the same dS terms, and one of
        them can vanish identically (all keys equal makes dq = 0 exactly).
    Selections (sel_idx, sel_count) must match exactly: integers. One
    allowance in 16-bit storage, where the contract scores on K_cmp rounded to
-   the storage type: a row may differ where the run's own block scores tie
-   within rtol (a note, not a failure; see nsa_vectors_check_run).
+   the storage type: a row may differ where the two blocks' scores lie
+   within what K_cmp's rounding did to them, computed per block in fp64
+   (a note, not a failure; see nsa_v_explain_sel). Never a loose relative
+   threshold (contract, settled rules).
 
    Report: every failed check prints one line
      FAIL case/array(dtype): max abs err X at index i (tol Y)
@@ -101,8 +118,25 @@ static NSAV__UNUSED int nsa_v__fmt(char *buf, size_t len, const char *fmt, ...)
 }
 
 #define NSA_VTOL_FP32 2e-5
-#define NSA_VTOL_BF16 1e-2
+#define NSA_VTOL_BF16 8e-3
 #define NSA_VTOL_FP16 2e-3
+/* fp32: the part of the tolerance that grows with the logits (see
+   nsa_vectors_rtol_for): NSA_VTOL_LOGIT * 2^-24 * max |lse| of the case. */
+#define NSA_VTOL_LOGIT 4.0
+/* Log-sum-exps, per element, in every storage type:
+     |got - exp| <= NSA_VTOL_LSE * max(1, |exp|)  (+ K_cmp's rounding bound
+                                                  for lse_cmp in bf16/fp16)
+   An lse is the log of a sum of exponentials of fp32 logits: its rounding
+   error is relative to its own magnitude, so each element is held to its
+   own (a bound relative to the array's largest |lse| would let a
+   large-|lse| query's error pass at every small one). 2e-6 = 32 fp32 units
+   (2^-24); measured within 0.43 of that on every independent case, sharp
+   ones included. The 16-bit runs read the same (exact) inputs with the
+   same fp32 sums, so lse_slc and lse_win are held to the same; lse_cmp
+   reads K_cmp rounded to the storage type, which moves it by at most the
+   largest move of one of its logits (lse is a smooth max: |d lse| <=
+   max_i |d s_i|), bounded by nsa_v_lse_cmp_bound. */
+#define NSA_VTOL_LSE 2e-6
 
 /* 1: print a line for every passed check too (max error, tolerance). */
 static int nsa_vectors_verbose = 0;
@@ -111,6 +145,23 @@ NSAVDEF double nsa_vectors_rtol(nsa_dtype dt)
 {
     return dt == NSA_FP32 ? NSA_VTOL_FP32
          : dt == NSA_BF16 ? NSA_VTOL_BF16 : NSA_VTOL_FP16;
+}
+
+/* The rtol of a case's float arrays in storage dt when the case's largest
+   finite |lse| is L. fp32: the logits s = sc * q . k are fp32 sums whose
+   rounding error is relative to their magnitude, so a probability
+   exp(s - lse) carries a relative error of order 2^-24 * |s| <= 2^-24 * L
+   (all |s| at a query's dominant keys are close to its lse), which o, dq,
+   dk, dv inherit at O(1) gain: the tolerance grows by NSA_VTOL_LOGIT of
+   those units per unit of L (measured on the independent sharp case,
+   L = 192: o, dq, dk within 1.4 * 2^-24 * L of scale). At L ~ 8 (logits of
+   order 1) this adds 2e-6 to 2e-5. The 16-bit rtols already cover their
+   own, much larger, rounding. */
+NSAVDEF double nsa_vectors_rtol_for(nsa_dtype dt, double L)
+{
+    if (dt != NSA_FP32) return nsa_vectors_rtol(dt);
+    if (!(L >= 0.0) || L > 1e30) L = 0.0;
+    return NSA_VTOL_FP32 + NSA_VTOL_LOGIT * L / 16777216.0;
 }
 
 NSAVDEF const char *nsa_vectors_dtype_name(nsa_dtype dt)
@@ -136,8 +187,13 @@ typedef struct nsa_vcase {
     char dir[1024];        /* folder of the case's .npy files */
     nsa_config cfg;
     int H, Hkv, Dk, Dv, B;
-    int64_t T;
+    int64_t T;             /* keys: cu[B] */
+    int64_t TQ;            /* queries: cu_q[B], or T without cu_q */
     int32_t *cu;           /* B + 1 entries */
+    int32_t *cu_q;         /* B + 1 entries, or NULL: suffix queries
+                              (contract "Shapes and layout": query i of
+                              sequence b sits at TK_b - TQ_b + i; every
+                              query-side array has TQ rows) */
     int has_gates;
     int own_layout;        /* parameters came from a case.json */
     nsa_dtype storage;     /* own layout: storage type; else bf16 */
@@ -145,7 +201,11 @@ typedef struct nsa_vcase {
 
 NSAVDEF void nsa_vcase_free(nsa_vcase *c)
 {
-    if (c) { free(c->cu); c->cu = NULL; }
+    if (c) {
+        free(c->cu);
+        free(c->cu_q);
+        c->cu = c->cu_q = NULL;
+    }
 }
 
 NSAVDEF int nsa_v_file_exists(const char *path)
@@ -181,6 +241,7 @@ NSAVDEF int nsa_vcase_from_json(const json_value *o, const char *dir,
                                 nsa_vcase *c, char *err, size_t errlen)
 {
     const json_value *cu = json_get(o, "cu"), *cfg = json_get(o, "cfg");
+    const json_value *cuq = json_get(o, "cu_q");
     const json_value *br = json_get(o, "branches");
     const char *mode;
     int i, bad = 0;
@@ -203,6 +264,24 @@ NSAVDEF int nsa_vcase_from_json(const json_value *o, const char *dir,
     for (i = 0; i < cu->len; ++i)
         c->cu[i] = nsa_v__int(json_at(cu, i), -1, 0, INT32_MAX, &bad);
     c->T = c->cu[c->B];
+    c->TQ = c->T;
+    if (cuq) {
+        if (cuq->type != JSON_ARRAY || cuq->len != cu->len) {
+            nsa_v__fmt(err, errlen, "case %s: 'cu_q' must be an array as long "
+                       "as 'cu'", c->name);
+            nsa_vcase_free(c);
+            return -1;
+        }
+        c->cu_q = (int32_t *)malloc((size_t)cuq->len * sizeof *c->cu_q);
+        if (!c->cu_q) {
+            nsa_v__fmt(err, errlen, "out of memory");
+            nsa_vcase_free(c);
+            return -1;
+        }
+        for (i = 0; i < cuq->len; ++i)
+            c->cu_q[i] = nsa_v__int(json_at(cuq, i), -1, 0, INT32_MAX, &bad);
+        c->TQ = c->cu_q[c->B];
+    }
     c->H = nsa_v__int(json_get(o, "H"), 0, 1, 1 << 16, &bad);
     c->Hkv = nsa_v__int(json_get(o, "Hkv"), 0, 1, 1 << 16, &bad);
     c->Dk = nsa_v__int(json_get(o, "Dk"), 0, 1, 1 << 16, &bad);
@@ -372,16 +451,17 @@ NSAVDEF void nsa_vinputs_free(nsa_vinputs *in)
 NSAVDEF int nsa_vinputs_load(const nsa_vcase *c, nsa_vinputs *in, char *err,
                              size_t errlen)
 {
-    int64_t T = c->T;
+    /* q, do, gates are query-side: TQ rows (contract, settled rules) */
+    int64_t T = c->T, TQ = c->TQ;
     int rc;
     memset(in, 0, sizeof *in);
-    if ((rc = nsa_v_load_f64(c->dir, "q", T * c->H * c->Dk, c->storage, &in->q,
+    if ((rc = nsa_v_load_f64(c->dir, "q", TQ * c->H * c->Dk, c->storage, &in->q,
                              NULL, err, errlen)) != 1 ||
         (rc = nsa_v_load_f64(c->dir, "k", T * c->Hkv * c->Dk, c->storage,
                              &in->k, NULL, err, errlen)) != 1 ||
         (rc = nsa_v_load_f64(c->dir, "v", T * c->Hkv * c->Dv, c->storage,
                              &in->v, NULL, err, errlen)) != 1 ||
-        (rc = nsa_v_load_f64(c->dir, "do", T * c->H * c->Dv, c->storage,
+        (rc = nsa_v_load_f64(c->dir, "do", TQ * c->H * c->Dv, c->storage,
                              &in->d_o, NULL, err, errlen)) != 1) {
         if (rc == 0) nsa_v__fmt(err, errlen, "%s: an input (q, k, v, do) is "
                               "missing", c->dir);
@@ -389,7 +469,7 @@ NSAVDEF int nsa_vinputs_load(const nsa_vcase *c, nsa_vinputs *in, char *err,
         return -1;
     }
     if (c->has_gates) {
-        rc = nsa_v_load_f64(c->dir, "gates", T * c->H * 3, c->storage,
+        rc = nsa_v_load_f64(c->dir, "gates", TQ * c->H * 3, c->storage,
                             &in->gates, NULL, err, errlen);
         if (rc != 1) {
             if (rc == 0) nsa_v__fmt(err, errlen, "%s: gates.npy is missing",
@@ -484,19 +564,19 @@ NSAVDEF int nsa_vrun_exec(const nsa_vcase *c, const nsa_vinputs *in,
     nsa_saved saved;
     nsa_grads grads;
     size_t es = nsa_dtype_size(dt);
-    int64_t T = c->T;
+    int64_t T = c->T, TQ = c->TQ;
     int i;
     memset(r, 0, sizeof *r);
     r->dt = dt;
     r->accum = accum;
     r->cfg = c->cfg;
     r->cfg.accum = accum;
-    r->q = nsa_v__to_storage(in->q, T * c->H * c->Dk, dt, &r->inexact);
+    r->q = nsa_v__to_storage(in->q, TQ * c->H * c->Dk, dt, &r->inexact);
     r->k = nsa_v__to_storage(in->k, T * c->Hkv * c->Dk, dt, &r->inexact);
     r->v = nsa_v__to_storage(in->v, T * c->Hkv * c->Dv, dt, &r->inexact);
-    r->d_o = nsa_v__to_storage(in->d_o, T * c->H * c->Dv, dt, &r->inexact);
+    r->d_o = nsa_v__to_storage(in->d_o, TQ * c->H * c->Dv, dt, &r->inexact);
     if (in->gates)
-        r->gates = nsa_v__to_storage(in->gates, T * c->H * 3, dt, &r->inexact);
+        r->gates = nsa_v__to_storage(in->gates, TQ * c->H * 3, dt, &r->inexact);
     if (!r->q || !r->k || !r->v || !r->d_o || (in->gates && !r->gates)) {
         nsa_v__fmt(err, errlen, "out of memory");
         nsa_vrun_free(r);
@@ -505,8 +585,9 @@ NSAVDEF int nsa_vrun_exec(const nsa_vcase *c, const nsa_vinputs *in,
     memset(&r->batch, 0, sizeof r->batch);
     r->batch.B = c->B;
     r->batch.T = T;
-    r->batch.TQ = T;
+    r->batch.TQ = TQ;
     r->batch.cu_seqlens = c->cu;
+    r->batch.cu_seqlens_q = c->cu_q;
     r->batch.H = c->H;
     r->batch.Hkv = c->Hkv;
     r->batch.Dk = c->Dk;
@@ -622,15 +703,21 @@ typedef struct nsa_vstats {
     int64_t max_abs_at;
     double max_rel;      /* max |got - exp| / |exp| over |exp| >= 1e-3 scale */
     double scale, tol;
+    double worst;        /* max |got - exp| / (that element's tolerance) */
     int64_t first_bad;   /* first index beyond tol, -1 if none */
     int64_t n_bad;
 } nsa_vstats;
 
-/* Compares got to exp element-wise (see TOLERANCES above). scale_floor is
-   the least scale (1 for log-sum-exps, FLT_MIN otherwise). Returns 1 when
-   every element is within tolerance. */
+/* Compares got to exp element-wise (see TOLERANCES above). per_elem = 0:
+   |got_i - exp_i| <= rtol * scale, scale = max(scale_floor, max |exp|);
+   per_elem = 1 (log-sum-exps): |got_i - exp_i| <= rtol * max(scale_floor,
+   |exp_i|) + extra_i (extra may be NULL). s->tol is the array-wide
+   tolerance (per_elem = 0), s->worst the
+   largest ratio of error to that element's tolerance. Returns 1 when every
+   element is within its tolerance. */
 NSAVDEF int nsa_v_compare_f64(const double *got, const double *exp, int64_t n,
-                              double rtol, double scale_floor, nsa_vstats *s)
+                              double rtol, double scale_floor, int per_elem,
+                              const double *extra, nsa_vstats *s)
 {
     int64_t i;
     double scale = 0.0;
@@ -643,7 +730,7 @@ NSAVDEF int nsa_v_compare_f64(const double *got, const double *exp, int64_t n,
     s->scale = scale;
     s->tol = rtol * scale;
     for (i = 0; i < n; ++i) {
-        double e, g = got[i], x = exp[i];
+        double e, g = got[i], x = exp[i], tol = s->tol;
         if (!isfinite(x) || !isfinite(g)) {
             int same = (x != x) ? (g != g) : (g == x);
             e = same ? 0.0 : HUGE_VAL;
@@ -651,12 +738,16 @@ NSAVDEF int nsa_v_compare_f64(const double *got, const double *exp, int64_t n,
             e = fabs(g - x);
             if (fabs(x) >= 1e-3 * scale && e / fabs(x) > s->max_rel)
                 s->max_rel = e / fabs(x);
+            if (per_elem)
+                tol = rtol * (fabs(x) > scale_floor ? fabs(x) : scale_floor) +
+                      (extra ? extra[i] : 0.0);
         }
         if (e > s->max_abs || s->max_abs_at < 0) {
             s->max_abs = e;
             s->max_abs_at = i;
         }
-        if (e > s->tol) {
+        if (tol > 0 && e / tol > s->worst) s->worst = e / tol;
+        if (e > tol) {
             if (s->first_bad < 0) s->first_bad = i;
             ++s->n_bad;
         }
@@ -682,27 +773,43 @@ NSAVDEF void nsa_v_index_str(int64_t i, int ndim, const int64_t *shape,
     nsa_v__fmt(buf + n, n < len ? len - n : 0, "]");
 }
 
-/* Checks one float array; prints the FAIL line. */
+/* Checks one float array (per_elem: see nsa_v_compare_f64); prints the
+   FAIL line. */
 NSAVDEF int nsa_v_check_array(const char *label, const double *got,
                               const double *exp, int64_t n, int ndim,
                               const int64_t *shape, double rtol,
-                              double scale_floor)
+                              double scale_floor, int per_elem,
+                              const double *extra)
 {
     nsa_vstats s;
     char at[128];
     int64_t w;
-    if (nsa_v_compare_f64(got, exp, n, rtol, scale_floor, &s)) {
-        if (nsa_vectors_verbose)
-            printf("ok   %s: max abs err %.3g = %.3g of scale %.3g (tol %.3g)\n",
-                   label, s.max_abs, s.max_abs / s.scale, s.scale, s.tol);
+    if (nsa_v_compare_f64(got, exp, n, rtol, scale_floor, per_elem, extra,
+                          &s)) {
+        if (nsa_vectors_verbose) {
+            if (per_elem)
+                printf("ok   %s: max abs err %.3g, at most %.3g of the "
+                       "element's tolerance (rtol %.3g of max(1, |lse|)%s)\n",
+                       label, s.max_abs, s.worst, rtol,
+                       extra ? " + K_cmp's rounding bound" : "");
+            else
+                printf("ok   %s: max abs err %.3g = %.3g of scale %.3g (tol "
+                       "%.3g)\n", label, s.max_abs, s.max_abs / s.scale,
+                       s.scale, s.tol);
+        }
         return 1;
     }
-    w = s.max_abs_at;
+    w = s.first_bad;
     nsa_v_index_str(w, ndim, shape, at, sizeof at);
-    printf("FAIL %s: max abs err %.3g at index %lld %s (tol %.3g): got %.9g, "
-           "expected %.9g; %lld of %lld beyond tol\n", label, s.max_abs,
-           (long long)w, at, s.tol, got[w], exp[w], (long long)s.n_bad,
-           (long long)n);
+    printf("FAIL %s: max abs err %.3g; first beyond tol: %.3g at index %lld "
+           "%s (tol %.3g there): got %.9g, expected %.9g; %lld of %lld beyond "
+           "tol, worst %.3g times its tol\n", label, s.max_abs,
+           fabs(got[w] - exp[w]), (long long)w, at,
+           per_elem ? rtol * (fabs(exp[w]) > scale_floor ? fabs(exp[w])
+                                                        : scale_floor) +
+                          (extra ? extra[w] : 0.0)
+                    : s.tol,
+           got[w], exp[w], (long long)s.n_bad, (long long)n, s.worst);
     return 0;
 }
 
@@ -744,7 +851,8 @@ static NSAV__UNUSED void nsa_v__check_named(const nsa_vcase *c, const char *name
                                             const char *dtname, const double *got,
                                             int64_t n, int ndim,
                                             const int64_t *shape, double rtol,
-                                            double floor_, int *passed,
+                                            double floor_, int per_elem,
+                                            const double *extra, int *passed,
                                             int *failed)
 {
     double *exp = NULL;
@@ -759,7 +867,8 @@ static NSAV__UNUSED void nsa_v__check_named(const nsa_vcase *c, const char *name
         return;
     }
     nsa_v__count(got && nsa_v_check_array(label, got, exp, n, ndim, shape, rtol,
-                                          floor_), passed, failed);
+                                          floor_, per_elem, extra), passed,
+                 failed);
     free(exp);
 }
 
@@ -777,6 +886,17 @@ NSAVDEF double nsa_v_maxabs_file(const char *dir, const char *name)
     return m;
 }
 
+/* The largest finite |lse| of a case's expected lse_cmp, lse_slc, lse_win
+   (0 if it has none): the size of its logits (nsa_vectors_rtol_for). */
+NSAVDEF double nsa_v_max_lse(const char *dir)
+{
+    double a = nsa_v_maxabs_file(dir, "lse_cmp"),
+           b = nsa_v_maxabs_file(dir, "lse_slc"),
+           c = nsa_v_maxabs_file(dir, "lse_win");
+    if (b > a) a = b;
+    return c > a ? c : a;
+}
+
 /* Least scale of the dq / dk tolerance: dq = sc * sum_s dS[t,s] k_s and
    dk = sc * sum_t dS[t,s] q_t are made of the same dS terms, so the size of
    those terms (and of the fp32 rounding noise of either sum) is set by both
@@ -787,57 +907,162 @@ NSAVDEF double nsa_v_maxabs_file(const char *dir, const char *name)
    (0.5-2), so the floor does not loosen the check otherwise. */
 #define NSA_VGRAD_FLOOR 0.1
 
-/* Explains a selection difference of a 16-bit storage run: every
-   differing (unit, kv head) row must be a near-tie of the run's own block
-   scores (computed on its rounded K_cmp): the blocks it chose instead of
-   the expected ones score within rtol * (the row's max |score|) of them.
+/* Half the spacing of storage type dt at x (x a value of that type): the
+   largest error of rounding a real number to x (round to nearest). */
+NSAVDEF double nsa_v_half_ulp(double x, nsa_dtype dt)
+{
+    const int p = dt == NSA_BF16 ? 8 : dt == NSA_FP16 ? 11 : 24; /* digits */
+    const int emin = dt == NSA_FP16 ? -14 : -126;
+    int e;
+    if (!(x == x) || isinf(x)) return HUGE_VAL;
+    if (x == 0.0) e = emin;
+    else { (void)frexp(fabs(x), &e); e -= 1; if (e < emin) e = emin; }
+    return ldexp(1.0, e - p);
+}
+
+/* fp32 slack of a near-tie, relative to the row's largest |score|: the
+   run's block scores are fp32 sums (dot products of Dk terms, softmax sums
+   over the visible blocks, the overlap map, the group and tile sums),
+   each carrying a few 2^-24 of the magnitudes summed; 64 such units. */
+#define NSA_VTIE_FP32_SLACK (64.0 / 16777216.0)
+
+/* Explains a selection difference of a 16-bit storage run.
+
+   Contract (settled rules): selection scores read K_cmp in the storage
+   type, so a selection may differ from an exact computation where two
+   block scores lie within K_cmp's rounding of each other, and a checker
+   accepts such a near-tie only within that bound. The bound is computed,
+   not assumed:
+     K_ex  = the mean of K in fp64 (nsa_ref_compress, NSA_ACCUM_FP64, fp32
+             storage: K_cmp before its rounding to the storage type);
+     K_st  = the run's K_cmp, which must be K_ex rounded to the storage type
+             (|K_st - K_ex| <= half a unit of K_st; checked here: a K_cmp
+             that is not a rounding of the mean explains nothing);
+     S_st, S_ex = every block score computed from the same q with fp64 sums
+             on K_st and on K_ex; E_j = |S_st[j] - S_ex[j]| is what K_cmp's
+             rounding did to block j's score.
+   A differing (unit, kv head) row is a near-tie iff it swaps as many
+   blocks as it takes (same count), and for every block a chosen instead of
+   an expected block b, the run's own fp32 scores satisfy
+       |score[a] - score[b]| <= E_a + E_b + NSA_VTIE_FP32_SLACK * max |score|.
    Prints one note per row (at most 5) and returns 1 if all rows are
    near-ties, else prints the FAIL line and returns 0. */
 NSAVDEF int nsa_v_explain_sel(const char *label, nsa_vrun *r,
-                              const int32_t *exp, double rtol)
+                              const int32_t *exp)
 {
     const int n = r->cfg.n;
     const int64_t mb = r->sz.max_slc_blocks, rows = r->sz.units * r->batch.Hkv;
+    const nsa_dtype dt = r->dt;
+    nsa_config c64 = r->cfg;
+    nsa_batch b32 = r->batch;
     float *bs = (float *)nsa_v__alloc(r->sz.block_mask, sizeof(float));
-    int64_t row, bad = 0, worst_row = -1, printed = 0;
+    float *s_st = (float *)nsa_v__alloc(r->sz.block_mask, sizeof(float));
+    float *s_ex = (float *)nsa_v__alloc(r->sz.block_mask, sizeof(float));
+    float *q32 = (float *)nsa_v__alloc(r->sz.q, sizeof(float));
+    float *k32 = (float *)nsa_v__alloc(r->sz.k, sizeof(float));
+    float *v32 = (float *)nsa_v__alloc(r->sz.v, sizeof(float));
+    float *kst = (float *)nsa_v__alloc(r->sz.k_cmp, sizeof(float));
+    float *kex = (float *)nsa_v__alloc(r->sz.k_cmp, sizeof(float));
+    float *vex = (float *)nsa_v__alloc(r->sz.v_cmp, sizeof(float));
+    void *ws = NULL;
+    size_t wsb = 0;
+    int64_t row, i, bad = 0, worst_row = -1, printed = 0;
     double worst = 0.0;
+    int ok = 0;
     nsa_status st;
-    if (!bs) return 0;
+    if (!bs || !s_st || !s_ex || !q32 || !k32 || !v32 || !kst || !kex || !vex) {
+        printf("FAIL %s: out of memory\n", label);
+        goto done;
+    }
+    /* the run's own scores, on its K_cmp, in its numerics */
     st = nsa_ref_block_scores(&r->cfg, &r->batch, r->k_cmp, bs, r->ws,
                               r->ws_bytes);
+    /* the same q, fp64 sums, fp32 storage holding the storage values */
+    c64.accum = NSA_ACCUM_FP64;
+    for (i = 0; i < r->sz.q; ++i) q32[i] = nsa_load(r->q, dt, i);
+    for (i = 0; i < r->sz.k; ++i) k32[i] = nsa_load(r->k, dt, i);
+    for (i = 0; i < r->sz.v; ++i) v32[i] = nsa_load(r->v, dt, i);
+    for (i = 0; i < r->sz.k_cmp; ++i) kst[i] = nsa_load(r->k_cmp, dt, i);
+    b32.dtype = NSA_FP32;
+    b32.q = q32; b32.k = k32; b32.v = v32;
+    b32.sel_idx = NULL; b32.sel_count = NULL;
+    b32.q_stride_token = b32.q_stride_head = 0;
+    b32.k_stride_token = b32.k_stride_head = 0;
+    b32.v_stride_token = b32.v_stride_head = 0;
+    if (st == NSA_OK) st = nsa_ref_workspace_size(&c64, &b32, &wsb);
+    if (st == NSA_OK && !(ws = malloc(wsb ? wsb : 1))) st = NSA_ERR_WORKSPACE;
+    if (st == NSA_OK) st = nsa_ref_compress(&c64, &b32, kex, vex);
+    if (st == NSA_OK)
+        st = nsa_ref_block_scores(&c64, &b32, kst, s_st, ws, wsb);
+    if (st == NSA_OK)
+        st = nsa_ref_block_scores(&c64, &b32, kex, s_ex, ws, wsb);
     if (st != NSA_OK) {
-        printf("FAIL %s: nsa_ref_block_scores: %s\n", label, nsa_last_error());
-        free(bs);
-        return 0;
+        printf("FAIL %s: block scores: %s\n", label, nsa_last_error());
+        goto done;
+    }
+    for (i = 0; i < r->sz.k_cmp; ++i) {
+        /* K_ex is the fp64 mean rounded once to fp32: allow that rounding */
+        double lim = nsa_v_half_ulp(kst[i], dt) + fabs((double)kex[i]) * 1.2e-7;
+        if (!(fabs((double)kst[i] - (double)kex[i]) <= lim)) {
+            printf("FAIL %s: K_cmp element %lld is %.9g, not the storage "
+                   "rounding of the mean %.9g, so a selection difference "
+                   "cannot be a near-tie\n", label, (long long)i,
+                   (double)kst[i], (double)kex[i]);
+            goto done;
+        }
     }
     for (row = 0; row < rows; ++row) {
         const int32_t *g = r->sel_idx + row * n, *e = exp + row * n;
-        const float *sc = bs + row * mb;
-        double lo_got = HUGE_VAL, hi_exp = -HUGE_VAL, top = 0.0, gap;
-        int a, b, differs = 0;
+        const float *sc = bs + row * mb, *ss = s_st + row * mb,
+                    *sx = s_ex + row * mb;
+        double top = 0.0, rowworst = 0.0, gap_at = 0.0, bound_at = 0.0;
+        int a, b, differs = 0, na = 0, nb = 0, tie = 1;
         for (a = 0; a < n; ++a) if (g[a] != e[a]) differs = 1;
         if (!differs) continue;
         for (a = 0; a < mb; ++a)
             if (isfinite(sc[a]) && fabs(sc[a]) > top) top = fabs(sc[a]);
-        /* chosen-not-expected vs expected-not-chosen */
-        for (a = 0; a < n && g[a] >= 0; ++a) {
-            int in_e = 0;
-            for (b = 0; b < n; ++b) if (e[b] == g[a]) in_e = 1;
-            if (!in_e && g[a] < mb && sc[g[a]] < lo_got) lo_got = sc[g[a]];
+        for (a = 0; a < n; ++a) {
+            int ga = g[a], in_e = 0, in_g = 0;
+            for (b = 0; b < n; ++b) {
+                if (e[b] == ga) in_e = 1;
+                if (g[b] == e[a]) in_g = 1;
+            }
+            if (ga >= 0 && !in_e) ++na;
+            if (e[a] >= 0 && !in_g) ++nb;
         }
-        for (b = 0; b < n && e[b] >= 0; ++b) {
-            int in_g = 0;
-            for (a = 0; a < n; ++a) if (g[a] == e[b]) in_g = 1;
-            if (!in_g && e[b] < mb && sc[e[b]] > hi_exp) hi_exp = sc[e[b]];
+        if (na != nb || na == 0) tie = 0;
+        /* every (chosen-not-expected a, expected-not-chosen b) pair */
+        for (a = 0; a < n && tie; ++a) {
+            int ga = g[a], in_e = 0;
+            if (ga < 0) continue;
+            for (b = 0; b < n; ++b) if (e[b] == ga) in_e = 1;
+            if (in_e) continue;
+            for (b = 0; b < n && tie; ++b) {
+                int eb = e[b], in_g = 0, k2;
+                double gap, bound;
+                if (eb < 0) continue;
+                for (k2 = 0; k2 < n; ++k2) if (g[k2] == eb) in_g = 1;
+                if (in_g) continue;
+                if (ga >= mb || eb >= mb || !isfinite(sc[ga]) ||
+                    !isfinite(sc[eb])) { tie = 0; break; }
+                gap = fabs((double)sc[ga] - (double)sc[eb]);
+                bound = fabs((double)ss[ga] - (double)sx[ga]) +
+                        fabs((double)ss[eb] - (double)sx[eb]) +
+                        NSA_VTIE_FP32_SLACK * top;
+                if (!(gap <= bound)) tie = 0;
+                if (bound > 0 && gap / bound >= rowworst) {
+                    rowworst = gap / bound;
+                    gap_at = gap;
+                    bound_at = bound;
+                }
+            }
         }
-        gap = hi_exp - lo_got; /* > 0: the expected block scores higher */
-        if (!(lo_got < HUGE_VAL && hi_exp > -HUGE_VAL) ||
-            !(fabs(gap) <= rtol * top)) {
+        if (!tie) {
             if (!bad) worst_row = row;
             ++bad;
             continue;
         }
-        if (fabs(gap) > worst) worst = fabs(gap);
+        if (rowworst > worst) worst = rowworst;
         if (printed++ < 5) {
             printf("note %s: unit %lld kv head %lld: chose [", label,
                    (long long)(row / r->batch.Hkv),
@@ -845,28 +1070,97 @@ NSAVDEF int nsa_v_explain_sel(const char *label, nsa_vrun *r,
             for (a = 0; a < n; ++a) printf("%s%d", a ? " " : "", g[a]);
             printf("], expected [");
             for (a = 0; a < n; ++a) printf("%s%d", a ? " " : "", e[a]);
-            printf("]: a near-tie, score gap %.3g of the row's max score %.3g "
-                   "in the run's own block scores\n", fabs(gap), top);
+            printf("]: a near-tie, score gap %.3g within K_cmp's rounding "
+                   "of the two scores (%.3g; row max %.3g)\n", gap_at,
+                   bound_at, top);
         }
     }
-    free(bs);
     if (bad) {
         const int32_t *g = r->sel_idx + worst_row * n, *e = exp + worst_row * n;
         int a;
-        printf("FAIL %s: %lld (unit, kv head) rows differ by more than a "
-               "near-tie; first unit %lld kv head %lld: got [", label,
+        printf("FAIL %s: %lld (unit, kv head) rows differ by more than K_cmp's "
+               "rounding explains; first unit %lld kv head %lld: got [", label,
                (long long)bad, (long long)(worst_row / r->batch.Hkv),
                (long long)(worst_row % r->batch.Hkv));
         for (a = 0; a < n; ++a) printf("%s%d", a ? " " : "", g[a]);
         printf("], expected [");
         for (a = 0; a < n; ++a) printf("%s%d", a ? " " : "", e[a]);
         printf("]\n");
-        return 0;
+        goto done;
     }
     printf("note %s: %lld rows differ from the expected selection, all "
-           "near-ties (largest gap %.3g) of the scores on K_cmp rounded to "
-           "the storage type\n", label, (long long)printed, worst);
-    return 1;
+           "near-ties within K_cmp's rounding (largest gap %.3g of its "
+           "bound)\n", label, (long long)printed, worst);
+    ok = 1;
+done:
+    free(bs); free(s_st); free(s_ex); free(q32); free(k32); free(v32);
+    free(kst); free(kex); free(vex); free(ws);
+    return ok;
+}
+
+/* Bound of what rounding K_cmp to storage dt does to each lse_cmp [TQ, H]:
+   M[t,h] = max over the compressed blocks i visible to t (contract: i*d +
+   l - 1 <= t) of sc * sum_d |q[t,h,d]| * halfulp(K_cmp[i,d]), where K_cmp
+   is the fp64 mean of the case's keys rounded to dt, and halfulp its
+   rounding's largest error. Each logit s_i moves by at most that sum, and
+   lse by at most the largest such move. Also covers the fp32 rounding of
+   the mean (one more 2^-24 |K|). q [TQ, H, Dk], k [T, Hkv, Dk] (inputs as
+   doubles). Returns 0, or -1 out of memory. */
+NSAVDEF int nsa_v_lse_cmp_bound(const nsa_vcase *c, const double *q,
+                                const double *k, nsa_dtype dt, double *M)
+{
+    const int l = c->cfg.l, d = c->cfg.d, G = c->H / c->Hkv, Dk = c->Dk;
+    const double sc = c->cfg.scale > 0 ? (double)c->cfg.scale
+                                       : (double)(float)(1.0 / sqrt((double)Dk));
+    double *hu = NULL;
+    int64_t b, kc0 = 0, i, j;
+    int hk, h, e;
+    for (i = 0; i < c->TQ * c->H; ++i) M[i] = 0.0;
+    for (b = 0; b < c->B; ++b) {
+        const int64_t k0 = c->cu[b], nk = c->cu[b + 1] - c->cu[b];
+        const int64_t q0 = c->cu_q ? c->cu_q[b] : k0;
+        const int64_t nq = c->cu_q ? c->cu_q[b + 1] - c->cu_q[b] : nk;
+        const int64_t nc = (l > 0 && d > 0 && nk >= l) ? (nk - l) / d + 1 : 0;
+        if (nc <= 0) continue;
+        free(hu);
+        hu = (double *)malloc((size_t)(nc * c->Hkv * Dk) * sizeof(double));
+        if (!hu) return -1;
+        for (i = 0; i < nc; ++i)        /* K_cmp's rounding, per element */
+            for (hk = 0; hk < c->Hkv; ++hk)
+                for (e = 0; e < Dk; ++e) {
+                    double m = 0.0;
+                    float st;
+                    for (j = 0; j < l; ++j)
+                        m += k[((k0 + i * d + j) * c->Hkv + hk) * Dk + e];
+                    m /= l;
+                    st = (float)m;             /* then rounded to dt */
+                    if (dt == NSA_BF16) st = nsa_bf16_to_f32(nsa_f32_to_bf16(st));
+                    else if (dt == NSA_FP16) st = nsa_fp16_to_f32(nsa_f32_to_fp16(st));
+                    hu[(i * c->Hkv + hk) * Dk + e] =
+                        nsa_v_half_ulp(st, dt) + fabs(m) * 1.2e-7;
+                }
+        for (i = 0; i < nq; ++i) {
+            const int64_t t = nk - nq + i; /* position in the sequence */
+            int64_t nvis = t >= l - 1 ? (t - l + 1) / d + 1 : 0, ci;
+            if (nvis > nc) nvis = nc;
+            for (h = 0; h < c->H; ++h) {
+                const double *qq = q + ((q0 + i) * c->H + h) * Dk;
+                double mx = 0.0;
+                hk = h / G;
+                for (ci = 0; ci < nvis; ++ci) {
+                    const double *u = hu + (ci * c->Hkv + hk) * Dk;
+                    double a = 0.0;
+                    for (e = 0; e < Dk; ++e) a += fabs(qq[e]) * u[e];
+                    if (a > mx) mx = a;
+                }
+                M[(q0 + i) * c->H + h] = sc * mx;
+            }
+        }
+        kc0 += nc;
+    }
+    (void)kc0;
+    free(hu);
+    return 0;
 }
 
 /* Loads the expected selection of a run in storage dt: DIR/NAME.<dt>.npy
@@ -900,9 +1194,11 @@ NSAVDEF void nsa_vectors_check_run(const nsa_vcase *c, const nsa_vinputs *in,
     nsa_vrun r;
     char err[512], label[512];
     const char *dn = nsa_vectors_dtype_name(dt);
-    const double rtol = nsa_vectors_rtol(dt);
     static const char *lse_names[3] = {"lse_cmp", "lse_slc", "lse_win"};
-    int64_t T = c->T, shape[3];
+    const double L = nsa_v_max_lse(c->dir);
+    const double rtol = nsa_vectors_rtol_for(dt, L);
+    double *kbound = NULL;
+    int64_t TQ = c->TQ, shape[3];
     int i;
     const double mdq = nsa_v_maxabs_file(c->dir, "dq");
     const double mdk = nsa_v_maxabs_file(c->dir, "dk");
@@ -917,6 +1213,15 @@ NSAVDEF void nsa_vectors_check_run(const nsa_vcase *c, const nsa_vinputs *in,
         printf("note %s(%s): %lld input values are not exact in %s; the "
                "comparison is not meaningful for them\n", c->name, dn,
                (long long)r.inexact, dn);
+    if (dt != NSA_FP32 && (c->cfg.branches & NSA_BRANCH_CMP)) {
+        kbound = (double *)nsa_v__alloc(r.sz.lse, sizeof(double));
+        if (!kbound || nsa_v_lse_cmp_bound(c, in->q, in->k, dt, kbound) != 0) {
+            printf("FAIL %s/lse_cmp(%s): out of memory\n", c->name, dn);
+            ++*failed;
+            free(kbound);
+            kbound = NULL;
+        }
+    }
     if (c->cfg.branches & NSA_BRANCH_SLC) {
         int32_t *exp = NULL, *base = NULL, *cnt = NULL;
         int64_t k, e, rows = r.sz.units * c->Hkv;
@@ -940,7 +1245,7 @@ NSAVDEF void nsa_vectors_check_run(const nsa_vcase *c, const nsa_vinputs *in,
                 nsa_v__count(nsa_v_check_sel(label, r.sel_idx, exp, r.sz.units,
                                              c->Hkv, c->cfg.n), passed, failed);
             } else {
-                nsa_v__count(nsa_v_explain_sel(label, &r, exp, rtol), passed,
+                nsa_v__count(nsa_v_explain_sel(label, &r, exp), passed,
                              failed);
             }
         }
@@ -993,8 +1298,8 @@ NSAVDEF void nsa_vectors_check_run(const nsa_vcase *c, const nsa_vinputs *in,
     }
     {   /* o */
         double *g = nsa_v_storage_to_f64(r.o, dt, r.sz.o);
-        shape[0] = T; shape[1] = c->H; shape[2] = c->Dv;
-        nsa_v__check_named(c, "o", dn, g, r.sz.o, 3, shape, rtol, FLT_MIN,
+        shape[0] = TQ; shape[1] = c->H; shape[2] = c->Dv;
+        nsa_v__check_named(c, "o", dn, g, r.sz.o, 3, shape, rtol, FLT_MIN, 0, NULL,
                            passed, failed);
         free(g);
     }
@@ -1002,49 +1307,53 @@ NSAVDEF void nsa_vectors_check_run(const nsa_vcase *c, const nsa_vinputs *in,
         double *g;
         if (!(c->cfg.branches & (1u << i))) continue;
         g = nsa_v_f32_to_f64(r.lse[i], r.sz.lse);
-        shape[0] = T; shape[1] = c->H;
-        nsa_v__check_named(c, lse_names[i], dn, g, r.sz.lse, 2, shape, rtol,
-                           1.0, passed, failed);
+        shape[0] = TQ; shape[1] = c->H;
+        /* fp32 rounding per element; in 16-bit storage lse_cmp also the
+           bound of K_cmp's rounding (nsa_v_lse_cmp_bound) */
+        nsa_v__check_named(c, lse_names[i], dn, g, r.sz.lse, 2, shape,
+                           NSA_VTOL_LSE, 1.0, 1, i == 0 ? kbound : NULL,
+                           passed, failed);
         free(g);
     }
     if (c->cfg.branches & (NSA_BRANCH_CMP | NSA_BRANCH_SLC)) {
         double *g = nsa_v_storage_to_f64(r.k_cmp, dt, r.sz.k_cmp);
         shape[0] = r.sz.Tc; shape[1] = c->Hkv; shape[2] = c->Dk;
         nsa_v__check_named(c, "k_cmp", dn, g, r.sz.k_cmp, 3, shape, rtol,
-                           FLT_MIN, passed, failed);
+                           FLT_MIN, 0, NULL, passed, failed);
         free(g);
         g = nsa_v_storage_to_f64(r.v_cmp, dt, r.sz.v_cmp);
         shape[2] = c->Dv;
         nsa_v__check_named(c, "v_cmp", dn, g, r.sz.v_cmp, 3, shape, rtol,
-                           FLT_MIN, passed, failed);
+                           FLT_MIN, 0, NULL, passed, failed);
         free(g);
     }
     {
         double *g = nsa_v_storage_to_f64(r.dq, dt, r.sz.q);
-        shape[0] = T; shape[1] = c->H; shape[2] = c->Dk;
+        shape[0] = TQ; shape[1] = c->H; shape[2] = c->Dk;
         fl = NSA_VGRAD_FLOOR * mdk;
         nsa_v__check_named(c, "dq", dn, g, r.sz.q, 3, shape, rtol,
-                           fl > FLT_MIN ? fl : FLT_MIN, passed, failed);
+                           fl > FLT_MIN ? fl : FLT_MIN, 0, NULL, passed, failed);
         free(g);
         g = nsa_v_storage_to_f64(r.dk, dt, r.sz.k);
-        shape[1] = c->Hkv;
+        shape[0] = c->T; shape[1] = c->Hkv;
         fl = NSA_VGRAD_FLOOR * mdq;
         nsa_v__check_named(c, "dk", dn, g, r.sz.k, 3, shape, rtol,
-                           fl > FLT_MIN ? fl : FLT_MIN, passed, failed);
+                           fl > FLT_MIN ? fl : FLT_MIN, 0, NULL, passed, failed);
         free(g);
         g = nsa_v_storage_to_f64(r.dv, dt, r.sz.v);
         shape[2] = c->Dv;
-        nsa_v__check_named(c, "dv", dn, g, r.sz.v, 3, shape, rtol, FLT_MIN,
+        nsa_v__check_named(c, "dv", dn, g, r.sz.v, 3, shape, rtol, FLT_MIN, 0, NULL,
                            passed, failed);
         free(g);
         if (c->has_gates) {
             g = nsa_v_storage_to_f64(r.dgates, dt, r.sz.gates);
-            shape[1] = c->H; shape[2] = 3;
+            shape[0] = TQ; shape[1] = c->H; shape[2] = 3;
             nsa_v__check_named(c, "dgates", dn, g, r.sz.gates, 3, shape, rtol,
-                               FLT_MIN, passed, failed);
+                               FLT_MIN, 0, NULL, passed, failed);
             free(g);
         }
     }
+    free(kbound);
     nsa_vrun_free(&r);
 }
 
@@ -1058,26 +1367,38 @@ NSAVDEF void nsa_vectors_check_case(const nsa_vcase *c, int *passed,
     int p0 = *passed, f0 = *failed;
     int64_t b;
     int32_t *cu = NULL;
-    int rc;
-    /* cu_seqlens.npy, where present, must agree with the parameters */
-    rc = nsa_v_load_i32(c->dir, "cu_seqlens", c->B + 1, &cu, NULL, err,
-                        sizeof err);
-    if (rc < 0) {
-        printf("FAIL %s/cu_seqlens: %s\n", c->name, err);
-        ++*failed;
-        return;
-    }
-    if (rc == 1) {
-        for (b = 0; b <= c->B; ++b)
-            if (cu[b] != c->cu[b]) {
-                printf("FAIL %s/cu_seqlens: entry %lld is %d in the file and %d"
-                       " in the case's parameters\n", c->name, (long long)b,
-                       cu[b], c->cu[b]);
-                ++*failed;
-                free(cu);
-                return;
-            }
+    int rc, k;
+    /* cu_seqlens.npy and cu_seqlens_q.npy, where present, must agree with
+       the parameters (cu, cu_q); a cu_seqlens_q.npy without cu_q in the
+       parameters is a case this reader would misread, so it fails. */
+    for (k = 0; k < 2; ++k) {
+        const char *nm = k ? "cu_seqlens_q" : "cu_seqlens";
+        const int32_t *want = k ? c->cu_q : c->cu;
+        rc = nsa_v_load_i32(c->dir, nm, c->B + 1, &cu, NULL, err, sizeof err);
+        if (rc == 1 && !want) {
+            nsa_v__fmt(err, sizeof err, "the file is there, but the case's "
+                       "parameters have no cu_q");
+            rc = -1;
+        }
+        if (rc < 0) {
+            printf("FAIL %s/%s: %s\n", c->name, nm, err);
+            ++*failed;
+            free(cu);
+            return;
+        }
+        if (rc == 1) {
+            for (b = 0; b <= c->B; ++b)
+                if (cu[b] != want[b]) {
+                    printf("FAIL %s/%s: entry %lld is %d in the file and %d"
+                           " in the case's parameters\n", c->name, nm,
+                           (long long)b, cu[b], want[b]);
+                    ++*failed;
+                    free(cu);
+                    return;
+                }
+        }
         free(cu);
+        cu = NULL;
     }
     if (nsa_vinputs_load(c, &in, err, sizeof err) != 0) {
         printf("FAIL %s/inputs: %s\n", c->name, err);
@@ -1098,10 +1419,71 @@ static NSAV__UNUSED int nsa_v__cmp_str(const void *a, const void *b)
     return strcmp(*(const char *const *)a, *(const char *const *)b);
 }
 
+static NSAV__UNUSED void nsa_v__check_one_folder(const char *dir,
+                                                 int has_nested, int *passed,
+                                                 int *failed);
+
+/* Names (sorted, malloc'ed; *n of them) of the subfolders of dir that hold
+   a cases.json of their own: nested folders of cases. */
+static NSAV__UNUSED char **nsa_v__nested_folders(const char *dir, int *n)
+{
+    DIR *d = opendir(dir);
+    struct dirent *e;
+    char **names = NULL;
+    int cap = 0;
+    *n = 0;
+    if (!d) return NULL;
+    while ((e = readdir(d)) != NULL) {
+        char own[1300];
+        if (e->d_name[0] == '.') continue;
+        nsa_v__fmt(own, sizeof own, "%s/%s/cases.json", dir, e->d_name);
+        if (!nsa_v_file_exists(own)) continue;
+        if (*n == cap) {
+            char **nn;
+            cap = cap ? 2 * cap : 8;
+            nn = (char **)realloc(names, (size_t)cap * sizeof *nn);
+            if (!nn) break;
+            names = nn;
+        }
+        names[*n] = (char *)malloc(strlen(e->d_name) + 1);
+        if (!names[*n]) break;
+        strcpy(names[(*n)++], e->d_name);
+    }
+    closedir(d);
+    if (*n > 1) qsort(names, (size_t)*n, sizeof *names, nsa_v__cmp_str);
+    return names;
+}
+
 /* Reads DIR (see the top of this file for the layouts) and checks every
-   case. passed / failed are incremented per check. */
+   case, then every nested folder of cases below it (a subfolder with its
+   own cases.json, e.g. suffix_and_sharp/ beside the cases of
+   cases.json). passed / failed are incremented per check. */
+static NSAV__UNUSED void nsa_v__check_folder(const char *dir, int depth,
+                                             int *passed, int *failed)
+{
+    int i, nn = 0;
+    char **nested = depth < 4 ? nsa_v__nested_folders(dir, &nn) : NULL;
+    nsa_v__check_one_folder(dir, nn > 0, passed, failed);
+    for (i = 0; i < nn; ++i) {
+        char sub[1200];
+        nsa_v__fmt(sub, sizeof sub, "%s/%s", dir, nested[i]);
+        printf("folder %s\n", sub);
+        nsa_v__check_folder(sub, depth + 1, passed, failed);
+        free(nested[i]);
+    }
+    free(nested);
+}
+
 static NSAV__UNUSED void nsa_vectors_check_folder(const char *dir, int *passed,
                                                    int *failed)
+{
+    nsa_v__check_folder(dir, 0, passed, failed);
+}
+
+/* The cases of dir itself (cases.json, case.json or case folders). */
+static NSAV__UNUSED void nsa_v__check_one_folder(const char *dir,
+                                                 int has_nested, int *passed,
+                                                 int *failed)
 {
     char path[1200], err[512];
     json_value root;
@@ -1182,7 +1564,7 @@ static NSAV__UNUSED void nsa_vectors_check_folder(const char *dir, int *passed,
             strcpy(names[n++], e->d_name);
         }
         closedir(d);
-        if (n == 0) {
+        if (n == 0 && !has_nested) {
             printf("FAIL %s: no cases.json, no case.json, no case folders\n",
                    dir);
             ++*failed;
