@@ -205,11 +205,12 @@ select_kernel(Params p, const int64_t *pf_grp, int64_t items, float *scratch,
         const int64_t ug = p.pf[PF_UNIT][b] + u;
         for (int j = lane; j < elig; j += 32) {
             float s = 0.f;
-            for (int m = 0; m < rl; ++m)
-                for (int k = 0; k < rk; ++k) {
-                    int i = rl * j + m - k;
-                    if (i >= 0 && i < nvis) s += pc[i];
-                }
+            /* only the k whose block i = rl*j + m - k is visible, in the
+               same order (rk = l/d may be huge when no block is visible) */
+            for (int m = 0; m < rl; ++m) {
+                const int top = rl * j + m;
+                for (int k = max(0, top - nvis + 1); k < rk && k <= top; ++k) s += pc[top - k];
+            }
             if (scores_out) scores_out[(ug * p.Hkv + hkv) * max_blocks + j] = s;
             else keys[j] = score_key(s);
         }
