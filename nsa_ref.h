@@ -798,7 +798,7 @@ static int64_t nsa__vc_at(const nsa__ctx *c, int64_t blk, int hk)
    block i is visible iff i*d + l - 1 <= t). */
 static int64_t nsa__cmp_visible(const nsa__ctx *c, const nsa__seq *s, int64_t t)
 {
-    int64_t v = t < c->cfg->l - 1 ? 0 : (t - c->cfg->l + 1) / c->cfg->d + 1;
+    int64_t v = nsa_cmp_visible_count(t, c->cfg->l, c->cfg->d);
     return v < s->nc ? v : s->nc;
 }
 
@@ -990,7 +990,7 @@ static double nsa__gate(const nsa__ctx *c, const void *gates, int64_t gq,
 {
     if (!nsa__on(c, br)) return 0;
     if (gates) return nsa_load(gates, c->dt, (gq * c->H + h) * 3 + br);
-    return 1.0f / (float)c->nbranch;
+    return nsa_default_gate(c->cfg->branches);
 }
 
 /* "Gates and output": o = sum over enabled c, in order cmp, slc, win, of
@@ -1048,7 +1048,7 @@ static double nsa__overlap(const nsa__ctx *c, const double *p, int64_t nvis,
     int64_t m, k;
     for (m = 0; m < per_slc; ++m)
         for (k = 0; k < per_cmp; ++k) {
-            int64_t i = per_slc * j + m - k;
+            int64_t i = nsa_overlap_index(j, (int)m, (int)k, c->cfg->d, c->cfg->lp);
             if (i >= 0 && i < nvis) acc = nsa__r(c, acc + p[i]);
         }
     return acc;
@@ -1074,7 +1074,7 @@ static int64_t nsa__unit_scores(const nsa__ctx *c, const nsa__seq *s, int64_t u,
     double *tile = g + s->nb;
     int h;
     nsa__unit_span(c, s, u, &t0, &t1);
-    nelig = t1 / c->cfg->lp + 1; /* step 5: j*l' <= t_last */
+    nelig = nsa_slc_eligible_count(t1, c->cfg->lp); /* step 5: j*l' <= t_last */
     for (j = 0; j < nelig; ++j) tile[j] = 0;
     for (t = t0; t <= t1; ++t) {
         int64_t nvis = nsa__cmp_visible(c, s, t);
@@ -1092,23 +1092,8 @@ static int64_t nsa__unit_scores(const nsa__ctx *c, const nsa__seq *s, int64_t u,
     return nelig;
 }
 
-/* Order-preserving key of an fp32 score: -0 as +0, NaN below -inf. */
-static uint32_t nsa__score_key(float f)
-{
-    uint32_t u = nsa__f32_bits(f);
-    if (f != f) return 0u;
-    if (f == 0.0f) u = 0u;
-    return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
-}
-/* Score key above index: equal scores rank the lower index higher. */
-static uint64_t nsa__rank_key(uint32_t score_key, int64_t idx)
-{
-    return ((uint64_t)score_key << 32) | (uint64_t)(0xffffffffu - (uint32_t)idx);
-}
-static int64_t nsa__rank_idx(uint64_t key)
-{
-    return (int64_t)(0xffffffffu - (uint32_t)(key & 0xffffffffu));
-}
+/* Step 6's order is nsa.h's one encoding: nsa_score_key (-0 as +0, NaN
+   below -inf) above the complemented index (nsa_rank_key). */
 
 /* Heap sort, ascending. */
 static void nsa__sift(uint64_t *a, int64_t i, int64_t n)
@@ -1181,14 +1166,13 @@ static void nsa__unit_select(const nsa__ctx *c, int64_t t_last, const float *sco
                              int32_t *idx, int32_t *count)
 {
     const nsa_config *cfg = c->cfg;
-    const int64_t cur = t_last / cfg->lp;
     int64_t j, k = nelig < cfg->n ? nelig : cfg->n;
     for (j = 0; j < nelig; ++j) {
-        int forced = j < cfg->n_init || (j > cur - cfg->n_local && j <= cur);
-        keys[j] = nsa__rank_key(forced ? 0xffffffffu : nsa__score_key(score[j]), j);
+        int forced = nsa_slc_forced(j, t_last, cfg->lp, cfg->n_init, cfg->n_local);
+        keys[j] = nsa_rank_key(forced ? 0xffffffffu : nsa_score_key(score[j]), j);
     }
     nsa__largest(keys, nelig, k, tmp);
-    for (j = 0; j < k; ++j) keys[j] = (uint64_t)nsa__rank_idx(keys[j]);
+    for (j = 0; j < k; ++j) keys[j] = (uint64_t)nsa_rank_index(keys[j]);
     nsa__sort_u64(keys, k);
     for (j = 0; j < cfg->n; ++j) idx[j] = j < k ? (int32_t)keys[j] : -1;
     *count = (int32_t)k;
@@ -1469,7 +1453,7 @@ static void nsa__backward_cmp_block(const nsa__ctx *c, const nsa__seq *s,
                                     const nsa__bwd *B, int64_t i, int hk,
                                     nsa__row dk, nsa__row dv)
 {
-    int64_t t = i * c->cfg->d + c->cfg->l - 1;
+    int64_t t = nsa_cmp_first_query(i, c->cfg->l, c->cfg->d);
     nsa__zero(dk, c->Dk);
     nsa__zero(dv, c->Dv);
     if (nsa__on(c, NSA__CMP))
@@ -1734,18 +1718,17 @@ static nsa_status nsa__setup(nsa__ctx *c, const nsa_config *cfg,
     c->f64 = cfg->accum == NSA_ACCUM_FP64;
     c->H = x->H; c->Hkv = x->Hkv; c->G = x->H / x->Hkv;
     c->Dk = x->Dk; c->Dv = x->Dv;
-    c->sc = cfg->scale > 0 ? (double)cfg->scale
-                           : nsa__r(c, 1.0 / sqrt((double)x->Dk));
-    c->qsh = x->q_stride_head ? x->q_stride_head : x->Dk;
-    c->qst = x->q_stride_token ? x->q_stride_token : (int64_t)x->H * x->Dk;
-    c->ksh = x->k_stride_head ? x->k_stride_head : x->Dk;
-    c->kst = x->k_stride_token ? x->k_stride_token : (int64_t)x->Hkv * x->Dk;
-    c->vsh = x->v_stride_head ? x->v_stride_head : x->Dv;
-    c->vst = x->v_stride_token ? x->v_stride_token : (int64_t)x->Hkv * x->Dv;
+    /* scale and strides as the validator resolved them (nsa.h rules) */
+    c->sc = nsa__r(c, c->sz.scale);
+    c->qsh = c->sz.q_stride_head;
+    c->qst = c->sz.q_stride_token;
+    c->ksh = c->sz.k_stride_head;
+    c->kst = c->sz.k_stride_token;
+    c->vsh = c->sz.v_stride_head;
+    c->vst = c->sz.v_stride_token;
     c->cuk = x->cu_seqlens;
     c->cuq = x->cu_seqlens_q ? x->cu_seqlens_q : x->cu_seqlens;
-    c->nbranch = (int)(cfg->branches & 1u) + (int)((cfg->branches >> 1) & 1u) +
-                 (int)((cfg->branches >> 2) & 1u);
+    c->nbranch = c->sz.nbranch;
     c->nthreads = NSA__MAX_THREADS();
 #ifdef NSA__HAVE_AVX2
     c->simd = nsa__cpu_avx2();
@@ -2140,10 +2123,10 @@ NSADEF nsa_status nsa_ref_topk_rows(const float *scores, int64_t rows,
         const float *row = scores + r * row_stride;
         int64_t a = row_start ? row_start[r] : 0, e = row_end ? row_end[r] : cols;
         int64_t m = e - a, kk = k < m ? k : m, j;
-        for (j = 0; j < m; ++j) keys[j] = nsa__rank_key(nsa__score_key(row[a + j]), j);
+        for (j = 0; j < m; ++j) keys[j] = nsa_rank_key(nsa_score_key(row[a + j]), j);
         nsa__largest(keys, m, kk, tmp);
         for (j = 0; j < k; ++j)
-            out_idx[r * k + j] = j < kk ? (int32_t)nsa__rank_idx(keys[j]) : -1;
+            out_idx[r * k + j] = j < kk ? (int32_t)nsa_rank_index(keys[j]) : -1;
         if (out_count) out_count[r] = (int32_t)kk;
     }
     return NSA_OK;

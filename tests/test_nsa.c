@@ -1259,6 +1259,92 @@ static void test_topk_special_values_rank_as_contract_says(void)
 }
 
 
+/* The small rules of nsa.h (one definition each, shared by the reference and
+   the CUDA kernels) against the contract's own statement of them, written
+   out here by enumeration. */
+static void test_shared_rules_match_the_contract(void)
+{
+    static const int geo[][3] = {{4, 2, 4}, {8, 4, 16}, {32, 16, 64}, {64, 64, 64},
+                                 {16, 16, 64}, {6, 2, 4}};
+    int gi, ok_vis = 1, ok_first = 1, ok_ovl = 1, ok_pairs = 1, ok_elig = 1;
+    for (gi = 0; gi < (int)(sizeof geo / sizeof geo[0]); ++gi) {
+        const int l = geo[gi][0], d = geo[gi][1], lp = geo[gi][2];
+        int64_t t, i, j, m, k;
+        for (t = 0; t < 300; ++t) {
+            int64_t nvis = 0, nel = 0;
+            for (i = 0; i < 300; ++i) { /* block i covers keys [i*d, i*d+l-1] */
+                const int whole_block_before = i * d + l - 1 <= t;
+                nvis += whole_block_before;
+                ok_vis &= nsa_cmp_visible(i, t, l, d) == whole_block_before;
+            }
+            ok_vis &= nsa_cmp_visible_count(t, l, d) == nvis;
+            for (j = 0; j < 300; ++j) nel += j * lp <= t;
+            ok_elig &= nsa_slc_eligible_count(t, lp) == nel;
+        }
+        for (i = 0; i < 40; ++i)
+            ok_first &= nsa_cmp_visible(i, nsa_cmp_first_query(i, l, d), l, d) &&
+                        !nsa_cmp_visible(i, nsa_cmp_first_query(i, l, d) - 1, l, d);
+        for (i = 0; i < 40; ++i)
+            for (j = 0; j < 12; ++j) {
+                /* shared segments of d keys, counted key by key */
+                int64_t s0, shared = 0, pairs = 0;
+                for (s0 = 0; s0 < 40 * lp; s0 += d)
+                    shared += s0 >= i * d && s0 + d - 1 <= i * d + l - 1 &&
+                              s0 >= j * lp && s0 + d - 1 <= (j + 1) * lp - 1;
+                ok_ovl &= nsa_overlap_weight(i, j, l, d, lp) == shared;
+                for (m = 0; m < lp / d; ++m)
+                    for (k = 0; k < l / d; ++k)
+                        pairs += nsa_overlap_index(j, (int)m, (int)k, d, lp) == i;
+                ok_pairs &= pairs == shared;
+            }
+    }
+    CHECK("rule_cmp_visibility_is_whole_block_at_or_before_t", ok_vis && ok_first,
+          "visible %d, first query %d", ok_vis, ok_first);
+    CHECK("rule_overlap_weight_counts_shared_segments", ok_ovl, "weight differs");
+    CHECK("rule_overlap_index_pairs_give_the_weight", ok_pairs, "pair count differs");
+    CHECK("rule_eligible_blocks_start_at_or_before_t_last", ok_elig, "count differs");
+    {
+        /* ascending by the contract's ranking; equal neighbours marked */
+        const float v[] = {-INFINITY, -3.0e38f, -1.0f, -1e-45f, -0.0f, 0.0f,
+                           1e-45f, 1.0f, 3.0e38f, INFINITY};
+        const int same_as_prev[] = {0, 0, 0, 0, 0, 1, 0, 0, 0, 0};
+        uint32_t nan_bits[] = {0x7fc00000u, 0xffc00000u, 0x7f800001u, 0xffffffffu};
+        int n = (int)(sizeof v / sizeof v[0]), a, ok_order = 1, ok_nan = 1;
+        uint64_t rk;
+        for (a = 1; a < n; ++a)
+            ok_order &= same_as_prev[a] ? nsa_score_key(v[a]) == nsa_score_key(v[a - 1])
+                                        : nsa_score_key(v[a]) > nsa_score_key(v[a - 1]);
+        for (a = 0; a < 4; ++a) {
+            const uint32_t kn = nsa_score_key(nsa__f32_from_bits(nan_bits[a]));
+            ok_nan &= kn == NSA_SCORE_KEY_NAN && kn != 0u &&
+                      kn < nsa_score_key(-INFINITY);
+        }
+        CHECK("rule_score_key_orders_as_ranked_neg_zero_is_pos_zero", ok_order,
+              "order broken");
+        CHECK("rule_score_key_nan_is_one_key_below_neg_inf_never_zero", ok_nan,
+              "NaN key wrong");
+        rk = nsa_rank_key(nsa_score_key(0.5f), 7);
+        CHECK("rule_rank_key_ties_to_lower_index",
+              nsa_rank_index(rk) == 7 &&
+              nsa_rank_key(nsa_score_key(0.5f), 3) > rk &&
+              nsa_rank_key(nsa_score_key(0.25f), 0) < rk,
+              "rank key order");
+    }
+    CHECK("rule_defaults_strides_scale_branches",
+          nsa_head_stride(0, 96) == 96 && nsa_head_stride(200, 96) == 200 &&
+          nsa_token_stride(0, 4, 96) == 384 && nsa_token_stride(1000, 4, 96) == 1000 &&
+          nsa_scale(0.0f, 64) == 0.125 && nsa_scale(0.3f, 64) == (double)0.3f &&
+          nsa_scale(0.0f, 128) == 1.0 / sqrt(128.0) &&
+          nsa_branch_count(NSA_BRANCH_ALL) == 3 &&
+          nsa_branch_count(NSA_BRANCH_CMP | NSA_BRANCH_WIN) == 2 &&
+          nsa_default_gate(NSA_BRANCH_ALL) == 1.0f / 3.0f &&
+          nsa_default_gate(NSA_BRANCH_SLC) == 1.0f &&
+          nsa_slc_forced(0, 100, 64, 1, 2) && nsa_slc_forced(1, 100, 64, 1, 2) &&
+          !nsa_slc_forced(1, 200, 64, 1, 2) && nsa_slc_forced(2, 200, 64, 0, 2) &&
+          nsa_slc_forced(3, 200, 64, 0, 2) && !nsa_slc_forced(0, 200, 64, 0, 1),
+          "a default differs");
+}
+
 /* A NaN in the input must reach the output of every query that reads it: a
    bad value never passes for an empty branch (o = 0, lse = -inf). */
 static void test_nan_input_propagates_to_readers(void)
@@ -2232,6 +2318,7 @@ int main(int argc, char **argv)
     RUN_TEST(test_forced_blocks_near_sequence_start);
     RUN_TEST(test_topk_rows_match_full_sort);
     RUN_TEST(test_topk_special_values_rank_as_contract_says);
+    RUN_TEST(test_shared_rules_match_the_contract);
     RUN_TEST(test_nan_input_propagates_to_readers);
     RUN_TEST(test_each_sequence_equals_running_it_alone);
     RUN_TEST(test_suffix_queries_equal_full_run_rows);
