@@ -160,10 +160,15 @@ NSADEF nsa_status nsa_ref_topk_rows(const float *scores, int64_t rows,
      - Gates: o = g_cmp*o_cmp + g_slc*o_slc + g_win*o_win, left to right,
        each o_c first rounded to fp32 (the stage outputs are fp32). Without
        gates each enabled branch weighs 1.0f / (number enabled).
-     - Backward (selection held constant; P = exp(s - lse) from the saved
-       lse; w = the branch's gate weight; dov = dO . v):
-         dgate_c = dO . o_c = sum over keys, in forward order, of P * dov;
-         Delta_c = w * dgate_c;  dP = w * dov;  ds = sc * P * (dP - Delta_c);
+     - Backward (selection held constant; w = the branch's gate weight;
+       dov = dO . v). Per (query, head, branch) the forward's online softmax
+       runs again and gives o_c (normalized, as the forward's) and the row's
+       lse in the accumulation type (in fp32 the saved lse, bit for bit;
+       the saved lse only marks rows without keys). Then, the
+       FlashAttention form (MATH.md 8.1: no error that grows with |lse|):
+         dgate_c = dO . o_c (8 lanes and the tree of a dot product);
+         Delta_c = w * dgate_c;  P = exp(s - lse);  dP = w * dov;
+         ds = sc * P * (dP - Delta_c);
          dQ += ds * k, dK += ds * q, dV += (P * w) * dO.
        dQ[t,h] sums its terms branch by branch (cmp, slc, win), keys in
        forward order. dK/dV of a key sum, in this order: window queries
@@ -181,13 +186,13 @@ NSADEF nsa_status nsa_ref_topk_rows(const float *scores, int64_t rows,
      (checked at run time) the same kernels run 8 lanes wide.
    Parallel passes (threads never share an accumulator, so no atomics):
    forward rows (query, head); selection rows (unit, kv head); backward
-   A (query, head) -> dQ, dgates, Delta; B1 (compressed block, kv head) ->
+   A (query, head) -> dQ, dgates, Delta, lse; B1 (compressed block, kv head) ->
    dK_cmp, dV_cmp; B2 (key block, kv head) -> dK, dV, walking the window's
    queries and the transposed selection (a counting sort of the selection
    by block, units ascending).
-   Workspace: Delta [TQ,H,3], dK_cmp/dV_cmp [Tc,Hkv,D] (mean mode), the
+   Workspace: Delta and lse [TQ,H,3] each, dK_cmp/dV_cmp [Tc,Hkv,D] (mean mode), the
    transposed selection, then one scratch slot a thread (score and key
-   rows of selection, P and dov rows of pass A, a key block's dK/dV), for
+   rows of selection, P, dov and o_c rows of pass A, a key block's dK/dV), for
    omp_get_max_threads() threads; a call whose workspace is smaller than
    the size query gives for the current thread count returns
    NSA_ERR_WORKSPACE. The results never depend on the thread count.
@@ -236,6 +241,8 @@ typedef struct nsa__ctx {
     size_t slot_bytes;
     int nthreads;
     double *delta;           /* [TQ, H, 3] backward                     */
+    double *lse_acc;         /* [TQ, H, 3] backward: the row's lse, recomputed
+                                in the accumulation type (-inf: no key) */
     double *dkc, *dvc;       /* [Tc, Hkv, D] backward, mean mode        */
     int64_t *toff;           /* [Jtot*Hkv + 1] transposed selection     */
     int32_t *tlist;          /* [units*Hkv*n]                           */
@@ -1339,12 +1346,33 @@ static double nsa__dlogit(const nsa__ctx *c, double P, double w, double dov,
     return nsa__r(c, c->sc * nsa__r(c, P * nsa__r(c, dP - delta)));
 }
 
-/* Pass A, per (query, head): for each branch, P = exp(s - lse) and
-   dov = dO . v per key (kept in the row scratch), dgate = dO . o_c =
-   sum P dov (keys in order), Delta = w * dgate, then dQ += ds * k. */
+/* dO . o_c over Dv: dO from storage at element offset ix, o_c an
+   accumulator row; 8 lanes and the tree of nsa__dot, each operation rounded
+   to the accumulation type. */
+static double nsa__dot_row(const nsa__ctx *c, const void *x, int64_t ix,
+                           nsa__row row, int n)
+{
+    double lane[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    int i;
+    for (i = 0; i < n; ++i)
+        lane[i & 7] = nsa__r(c, lane[i & 7] +
+                                nsa__r(c, (double)nsa_load(x, c->dt, ix + i) *
+                                              nsa__get(row, i)));
+    return nsa__r(c, nsa__r(c, nsa__r(c, lane[0] + lane[4]) + nsa__r(c, lane[2] + lane[6])) +
+                         nsa__r(c, nsa__r(c, lane[1] + lane[5]) + nsa__r(c, lane[3] + lane[7])));
+}
+
+/* Pass A, per (query, head), for each branch (MATH.md 7.2, 8.1):
+   o_c and the row's lse are recomputed by the forward's own online softmax
+   (nsa__attend_row: normalized, so exactly the forward's o_c and, in fp32,
+   its saved lse bit for bit); dgate = dO . o_c and Delta = w * dgate (the
+   FlashAttention form: no error that grows with |lse|); then per key
+   P = exp(s - lse) and dov = dO . v (kept in the row scratch) and
+   dQ += ds * k. The saved lse marks rows without keys (-inf). */
 static void nsa__backward_query(const nsa__ctx *c, const nsa__seq *s,
                                 const nsa__bwd *B, int64_t i, int h,
-                                nsa__row dq, double *prow, double *dovrow)
+                                nsa__row dq, double *prow, double *dovrow,
+                                nsa__row oc)
 {
     const int64_t gq = s->q0 + i, t = s->off + i;
     const int hk = h / c->G;
@@ -1353,15 +1381,27 @@ static void nsa__backward_query(const nsa__ctx *c, const nsa__seq *s,
     nsa__zero(dq, c->Dk);
     for (br = 0; br < 3; ++br) {
         const double w = nsa__gate(c, B->gates, gq, h, br);
-        const double lse = nsa__on(c, br) ? B->lse[br][gq * c->H + h] : -INFINITY;
+        double lse = nsa__on(c, br) ? B->lse[br][gq * c->H + h] : -INFINITY;
         double dgate = 0, delta = 0;
-        if (lse != -INFINITY) { /* the branch saw keys */
-            nsa__keys K = nsa__branch_keys(c, s, br, t, hk,
+        if (lse != -INFINITY) { /* the branch saw keys: recompute o_c, lse */
+            const nsa__keys K = nsa__branch_keys(c, s, br, t, hk,
+                br == NSA__SLC ? nsa__unit_sel(c, s, B->sv->sel_idx, i, hk) : NULL,
+                br == NSA__SLC ? nsa__unit_cnt(c, s, B->sv->sel_count, i, hk) : 0);
+            int j0;
+            for (j0 = 0; j0 < c->Dv; j0 += NSA__CHUNK)
+                nsa__attend_row(c, s, &K, qoff, j0,
+                                c->Dv - j0 < NSA__CHUNK ? c->Dv - j0 : NSA__CHUNK,
+                                nsa__row_add(oc, j0), &lse);
+        }
+        if (lse != -INFINITY) {
+            const nsa__keys K = nsa__branch_keys(c, s, br, t, hk,
                 br == NSA__SLC ? nsa__unit_sel(c, s, B->sv->sel_idx, i, hk) : NULL,
                 br == NSA__SLC ? nsa__unit_cnt(c, s, B->sv->sel_count, i, hk) : 0);
             int64_t n = 0, lo, hi, r;
             int e;
-            for (e = 0; e < K.nranges; ++e) { /* P, dO . v, dgate */
+            dgate = nsa__dot_row(c, B->d_o, dooff, oc, c->Dv);
+            delta = nsa__r(c, w * dgate);
+            for (e = 0; e < K.nranges; ++e) { /* P, dO . v */
                 nsa__keys_range(c, s, &K, e, &lo, &hi);
                 for (r = lo; r < hi; r += 4) {
                     const int nr = hi - r < 4 ? (int)(hi - r) : 4;
@@ -1374,13 +1414,10 @@ static void nsa__backward_query(const nsa__ctx *c, const nsa__seq *s,
                     nsa__offsets(ia, dooff, 0, nr);
                     nsa__offsets(ib, K.vbase + r * K.vst, K.vst, nr);
                     nsa__dot4(c, B->d_o, ia, K.v, ib, nr, c->Dv, dovrow + n);
-                    for (u = 0; u < nr; ++u, ++n) {
+                    for (u = 0; u < nr; ++u, ++n)
                         prow[n] = nsa__exp(c, nsa__r(c, nsa__r(c, c->sc * dots[u]) - lse));
-                        dgate = nsa__r(c, dgate + nsa__r(c, prow[n] * dovrow[n]));
-                    }
                 }
             }
-            delta = nsa__r(c, w * dgate);
             for (e = 0, n = 0; e < K.nranges; ++e) { /* dQ += ds k */
                 nsa__keys_range(c, s, &K, e, &lo, &hi);
                 for (r = lo; r < hi; r += NSA__GROUP) {
@@ -1397,6 +1434,7 @@ static void nsa__backward_query(const nsa__ctx *c, const nsa__seq *s,
             }
         }
         c->delta[(gq * c->H + h) * 3 + br] = delta;
+        c->lse_acc[(gq * c->H + h) * 3 + br] = lse;
         if (B->gates) nsa__put(c, B->gr->dgates, (gq * c->H + h) * 3 + br, dgate);
     }
     for (j = 0; j < c->Dk; ++j)
@@ -1428,7 +1466,7 @@ static void nsa__key_terms(const nsa__ctx *c, const nsa__seq *s, const nsa__bwd 
         nsa__dot4(c, B->d_o, ia, v, ib, nr, c->Dv, dov);
         for (u = 0; u < nr; ++u) {
             const int h = (int)h0 + u;
-            const double lse = B->lse[br][gq * c->H + h];
+            const double lse = c->lse_acc[(gq * c->H + h) * 3 + br];
             double w, P;
             if (lse == -INFINITY) continue;
             w = nsa__gate(c, B->gates, gq, h, br);
@@ -1564,6 +1602,7 @@ static void nsa__backward_all(const nsa__ctx *c, const nsa__bwd *B)
     {
         double *mem = (double *)nsa__slot(c), *prow = mem + c->Dk;
         const nsa__row dq = nsa__row_of(c, mem);
+        const nsa__row oc = nsa__row_of(c, prow + 2 * c->keys_max);
         nsa__seq s;
         int b;
         nsa__seq_begin(c, &s);
@@ -1573,7 +1612,7 @@ static void nsa__backward_all(const nsa__ctx *c, const nsa__bwd *B)
             NSA__OMP(omp for schedule(dynamic, 4) nowait)
             for (r = 0; r < s.nq * c->H; ++r)
                 nsa__backward_query(c, &s, B, r / c->H, (int)(r % c->H), dq, prow,
-                                    prow + c->keys_max);
+                                    prow + c->keys_max, oc);
         }
     }
     /* pass B1: dK_cmp, dV_cmp per (compressed block, kv head) */
@@ -1636,7 +1675,7 @@ static void nsa__backward_all(const nsa__ctx *c, const nsa__bwd *B)
 /* Workspace layout for a config and batch (byte offsets from the 64-byte
    aligned start). */
 typedef struct nsa__layout {
-    size_t delta, dkc, dvc, toff, tlist, fixed, slot;
+    size_t delta, lse_acc, dkc, dvc, toff, tlist, fixed, slot;
     int64_t nk_max, nc_max, nb_max, jtot, keys_max;
     int ok;
 } nsa__layout;
@@ -1680,7 +1719,7 @@ static void nsa__make_layout(const nsa__ctx *c, nsa__layout *L)
     if (win && (cfg->w < L->nk_max ? cfg->w : L->nk_max) > keys)
         keys = cfg->w < L->nk_max ? cfg->w : L->nk_max;
     sel = L->nc_max + 5 * L->nb_max;
-    a = (int64_t)c->Dk + 2 * keys;
+    a = (int64_t)c->Dk + 2 * keys + c->Dv;
     L->keys_max = keys;
     b1 = (int64_t)c->Dk + c->Dv;
     b2 = chunk * ((int64_t)c->Dk + c->Dv);
@@ -1689,7 +1728,8 @@ static void nsa__make_layout(const nsa__ctx *c, nsa__layout *L)
     if (b2 > sel) sel = b2;
     L->slot = nsa__bytes(sel + 1, 8, &L->ok);
     L->delta = 0;
-    L->dkc = L->delta + nsa__bytes(c->sz.lse, 3 * 8, &L->ok);
+    L->lse_acc = L->delta + nsa__bytes(c->sz.lse, 3 * 8, &L->ok);
+    L->dkc = L->lse_acc + nsa__bytes(c->sz.lse, 3 * 8, &L->ok);
     L->dvc = L->dkc;
     L->toff = L->dvc;
     if (nsa__on(c, NSA__CMP) && !cfg->caller_compressed) {
@@ -1760,6 +1800,7 @@ static nsa_status nsa__use_workspace(nsa__ctx *c, void *ws, size_t bytes)
     slots = (bytes - pad - L.fixed) / L.slot;
     if ((size_t)c->nthreads > slots) c->nthreads = (int)slots;
     c->delta = (double *)(base + L.delta);
+    c->lse_acc = (double *)(base + L.lse_acc);
     c->dkc = (double *)(base + L.dkc);
     c->dvc = (double *)(base + L.dvc);
     c->toff = (int64_t *)(base + L.toff);
