@@ -937,10 +937,12 @@ static int32_t nsa__unit_cnt(const nsa__ctx *c, const nsa__seq *s,
 /* ---- attention of one branch (forward) ------------------------------------ */
 
 /* "The three branches": o_c[t,h][j0 .. j0+nj) and lse_c[t,h] by online
-   softmax over the branch's keys; o = 0, lse = -inf when no key is seen. */
+   softmax over the branch's keys; o = 0, lse = -inf when no key is seen.
+   When z is not NULL, the logit of every key goes to z[0 ..), in key order
+   (the backward reuses them). */
 static void nsa__attend_row(const nsa__ctx *c, const nsa__seq *s,
                             const nsa__keys *K, int64_t qoff, int j0, int nj,
-                            nsa__row acc, double *lse)
+                            nsa__row acc, double *lse, double *z)
 {
     double m = -INFINITY, L = 0;
     int e, j;
@@ -961,6 +963,7 @@ static void nsa__attend_row(const nsa__ctx *c, const nsa__seq *s,
             int64_t pv[4];
             for (u = 0; u < nr; ++u) {
                 double sc = nsa__r(c, c->sc * dots[u]), p;
+                if (z) *z++ = sc;
                 if (sc == -INFINITY) continue; /* probability exactly 0 */
                 if (sc > m) { /* new maximum: rescale what is summed so far */
                     double alpha = nsa__exp(c, nsa__r(c, m - sc));
@@ -1292,7 +1295,7 @@ static void nsa__forward_row(const nsa__ctx *c, const nsa__seq *s,
                 for (j = 0; j < nj; ++j) oc[br][j] = 0.0f;
                 continue;
             }
-            nsa__attend_row(c, s, &K[br], qoff, j0, nj, acc, &lse[br]);
+            nsa__attend_row(c, s, &K[br], qoff, j0, nj, acc, &lse[br], NULL);
             for (j = 0; j < nj; ++j) oc[br][j] = (float)nsa__get(acc, j);
             if (F->o_br[br])
                 for (j = 0; j < nj; ++j) F->o_br[br][orow + j0 + j] = oc[br][j];
@@ -1388,10 +1391,10 @@ static void nsa__backward_query(const nsa__ctx *c, const nsa__seq *s,
                 br == NSA__SLC ? nsa__unit_sel(c, s, B->sv->sel_idx, i, hk) : NULL,
                 br == NSA__SLC ? nsa__unit_cnt(c, s, B->sv->sel_count, i, hk) : 0);
             int j0;
-            for (j0 = 0; j0 < c->Dv; j0 += NSA__CHUNK)
+            for (j0 = 0; j0 < c->Dv; j0 += NSA__CHUNK) /* logits to prow */
                 nsa__attend_row(c, s, &K, qoff, j0,
                                 c->Dv - j0 < NSA__CHUNK ? c->Dv - j0 : NSA__CHUNK,
-                                nsa__row_add(oc, j0), &lse);
+                                nsa__row_add(oc, j0), &lse, j0 ? NULL : prow);
         }
         if (lse != -INFINITY) {
             const nsa__keys K = nsa__branch_keys(c, s, br, t, hk,
@@ -1401,21 +1404,17 @@ static void nsa__backward_query(const nsa__ctx *c, const nsa__seq *s,
             int e;
             dgate = nsa__dot_row(c, B->d_o, dooff, oc, c->Dv);
             delta = nsa__r(c, w * dgate);
-            for (e = 0; e < K.nranges; ++e) { /* P, dO . v */
+            for (e = 0; e < K.nranges; ++e) { /* P from the logits, dO . v */
                 nsa__keys_range(c, s, &K, e, &lo, &hi);
                 for (r = lo; r < hi; r += 4) {
                     const int nr = hi - r < 4 ? (int)(hi - r) : 4;
                     int64_t ia[4], ib[4];
-                    double dots[4];
                     int u;
-                    nsa__offsets(ia, qoff, 0, nr);
-                    nsa__offsets(ib, K.kbase + r * K.kst, K.kst, nr);
-                    nsa__dot4(c, c->x->q, ia, K.k, ib, nr, c->Dk, dots);
                     nsa__offsets(ia, dooff, 0, nr);
                     nsa__offsets(ib, K.vbase + r * K.vst, K.vst, nr);
                     nsa__dot4(c, B->d_o, ia, K.v, ib, nr, c->Dv, dovrow + n);
                     for (u = 0; u < nr; ++u, ++n)
-                        prow[n] = nsa__exp(c, nsa__r(c, nsa__r(c, c->sc * dots[u]) - lse));
+                        prow[n] = nsa__exp(c, nsa__r(c, prow[n] - lse));
                 }
             }
             for (e = 0, n = 0; e < K.nranges; ++e) { /* dQ += ds k */
