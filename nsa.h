@@ -290,6 +290,22 @@ static inline NSA_HD int nsa_slc_forced(int64_t j, int64_t t_last, int lp,
     return j < n_init || (j > cur - n_local && j <= cur);
 }
 
+/* Row ranges of top-k (nsa_ref_topk_rows, nsa_cuda_topk_rows): the range
+   [start, end) of a row of cols scores is clamped, start to [0, cols] and
+   end to [start, cols]; a range with end <= start is empty (count 0, every
+   index -1). Indices are relative to the clamped start. One rule that both
+   implementations follow without reading the range arrays on the host (a
+   device array cannot be validated without a host sync), so no range is
+   an error. */
+static inline NSA_HD void nsa_topk_range(int64_t start, int64_t end, int64_t cols,
+                                         int64_t *lo, int64_t *hi)
+{
+    start = start < 0 ? 0 : start > cols ? cols : start;
+    end = end < start ? start : end > cols ? cols : end;
+    *lo = start;
+    *hi = end;
+}
+
 /* Bits of an fp32 value (and back). */
 static inline NSA_HD uint32_t nsa__f32_bits(float f)
 {

@@ -105,10 +105,13 @@ NSADEF nsa_status nsa_ref_combine(const nsa_config *cfg, const nsa_batch *batch,
 /* For each of `rows` rows of fp32 scores (row r starts at
    scores + r * row_stride), the k best columns among [start_r, end_r)
    (start_r = row_start ? row_start[r] : 0, end_r = row_end ? row_end[r] :
-   cols; outside is ignored). Exact: larger scores first, ties to the lower
-   index, -0 equals +0, NaN below everything (-inf included). Writes exactly
-   min(k, end_r - start_r) indices relative to start_r, best first, then -1
-   up to k; out_count (may be NULL) gets that number. */
+   cols; outside is ignored). Ranges follow nsa.h's nsa_topk_range: start_r
+   is clamped to [0, cols], end_r to [start_r, cols], and an empty range
+   gives count 0 and -1 everywhere (never an error, as on the GPU). Exact:
+   larger scores first, ties to the lower index, -0 equals +0, NaN below
+   everything (-inf included). Writes exactly min(k, end_r - start_r)
+   indices relative to the clamped start_r, best first, then -1 up to k;
+   out_count (may be NULL) gets that number. */
 NSADEF nsa_status nsa_ref_topk_workspace_size(int64_t rows, int64_t cols, int k,
                                               size_t *bytes);
 NSADEF nsa_status nsa_ref_topk_rows(const float *scores, int64_t rows,
@@ -2134,14 +2137,6 @@ NSADEF nsa_status nsa_ref_topk_rows(const float *scores, int64_t rows,
     outn = rows * k;
     NSA__NEED(scores, rows > 0 && cols > 0, "scores");
     NSA__NEED(out_idx, outn > 0, "out_idx");
-    for (r = 0; r < rows; ++r) {
-        int64_t a = row_start ? row_start[r] : 0, e = row_end ? row_end[r] : cols;
-        if (a < 0 || a > e || e > cols)
-            return nsa__fail(NSA_ERR_INVALID_BATCH, "row_start, row_end: row %lld "
-                             "needs 0 <= start <= end <= cols (got %lld, %lld, "
-                             "cols %lld)", (long long)r, (long long)a,
-                             (long long)e, (long long)cols);
-    }
     slot = nsa__bytes(cols + 1, 16, &ok);
     if (!ok) return nsa__fail(NSA_ERR_OVERFLOW, "workspace: its size overflows");
     if (!workspace)
@@ -2161,8 +2156,12 @@ NSADEF nsa_status nsa_ref_topk_rows(const float *scores, int64_t rows,
         uint64_t *keys = (uint64_t *)(base + (size_t)NSA__TID() * slot);
         uint64_t *tmp = keys + cols;
         const float *row = scores + r * row_stride;
-        int64_t a = row_start ? row_start[r] : 0, e = row_end ? row_end[r] : cols;
-        int64_t m = e - a, kk = k < m ? k : m, j;
+        int64_t a, e, m, kk, j;
+        /* ranges are clamped, an empty one selects nothing (nsa_topk_range) */
+        nsa_topk_range(row_start ? row_start[r] : 0, row_end ? row_end[r] : cols,
+                       cols, &a, &e);
+        m = e - a;
+        kk = k < m ? k : m;
         for (j = 0; j < m; ++j) keys[j] = nsa_rank_key(nsa_score_key(row[a + j]), j);
         nsa__largest(keys, m, kk, tmp);
         for (j = 0; j < k; ++j)

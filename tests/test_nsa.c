@@ -1291,6 +1291,52 @@ static void test_topk_rows_match_full_sort(void)
     free(sc);
 }
 
+/* One rule for bad row ranges, shared with the GPU (nsa.h, nsa_topk_range;
+   MATH.md section 9): start clamped to [0, cols], end to [start, cols], an
+   empty range gives count 0 and -1 everywhere, and no range is an error.
+   Each row must equal the full sort of its clamped range. */
+static void test_topk_bad_ranges_are_clamped_not_rejected(void)
+{
+    const char *name = "topk_bad_ranges_are_clamped_empty_gives_count_0";
+    enum { ROWS = 9, COLS = 50, K = 8 };
+    /* given ranges and the clamped ones the rule gives */
+    static const int32_t rs[ROWS] = {-5, 10, 30, -10, 60, 55, INT32_MIN, 0, 49};
+    static const int32_t re[ROWS] = {20, 80, 10, -3, 70, 20, INT32_MAX, 0, 50};
+    static const int32_t lo[ROWS] = {0, 10, 30, 0, 50, 50, 0, 0, 49};
+    static const int32_t hi[ROWS] = {20, 50, 30, 0, 50, 50, 50, 0, 50};
+    float sc[ROWS * COLS];
+    int32_t idx[ROWS * K], cnt[ROWS];
+    size_t wsb = 0;
+    void *ws;
+    nsa_status st;
+    int r, i;
+    for (i = 0; i < ROWS * COLS; ++i) sc[i] = (float)check_rand_int(6) - 2.0f;
+    sc[3] = NAN;
+    for (r = 0; r < ROWS; ++r) {
+        int64_t a, e;
+        nsa_topk_range(rs[r], re[r], COLS, &a, &e);
+        CHECK(name, a == lo[r] && e == hi[r], "row %d: range [%d, %d) clamps to "
+              "[%lld, %lld), want [%d, %d)", r, (int)rs[r], (int)re[r],
+              (long long)a, (long long)e, (int)lo[r], (int)hi[r]);
+    }
+    if (!status_ok(name, "nsa_ref_topk_workspace_size",
+                   nsa_ref_topk_workspace_size(ROWS, COLS, K, &wsb)))
+        return;
+    ws = xcalloc((int64_t)wsb, 1);
+    for (i = 0; i < ROWS * K; ++i) idx[i] = 12345;
+    for (r = 0; r < ROWS; ++r) cnt[r] = 12345;
+    GUARD_CALL(st, nsa_ref_topk_rows(sc, ROWS, COLS, COLS, rs, re, K, idx, cnt, ws, wsb));
+    if (status_ok(name, "nsa_ref_topk_rows with bad ranges", st))
+        for (r = 0; r < ROWS; ++r) {
+            char detail[160] = "";
+            int ok = topk_row_check(sc + r * COLS, lo[r], hi[r], K, idx + r * K,
+                                    cnt[r], detail, sizeof detail);
+            CHECK(name, ok, "row %d [%d, %d) as [%d, %d): %s", r, (int)rs[r],
+                  (int)re[r], (int)lo[r], (int)hi[r], detail);
+        }
+    free(ws);
+}
+
 /* Small crafted rows: -0 ties +0, NaN below -inf, k beyond the valid count. */
 static void test_topk_special_values_rank_as_contract_says(void)
 {
@@ -2384,6 +2430,7 @@ int main(int argc, char **argv)
     RUN_TEST(test_forced_blocks_near_sequence_start);
     RUN_TEST(test_topk_rows_match_full_sort);
     RUN_TEST(test_topk_special_values_rank_as_contract_says);
+    RUN_TEST(test_topk_bad_ranges_are_clamped_not_rejected);
     RUN_TEST(test_shared_rules_match_the_contract);
     RUN_TEST(test_nan_input_propagates_to_readers);
     RUN_TEST(test_each_sequence_equals_running_it_alone);
