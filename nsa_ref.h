@@ -16,6 +16,10 @@
        order that does not depend on the thread count; outputs are rounded once
        to the storage type, nearest-even.
      - Results are bitwise identical for any thread count and any run.
+
+   OPTIONS (macros read by the implementation)
+     NSA_REF_NO_SIMD   build the portable C kernels only (no GNU vector
+                       types, no AVX2); the results are the same bits.
 */
 #ifndef NSA_REF_H
 #define NSA_REF_H
@@ -186,7 +190,9 @@ NSADEF nsa_status nsa_ref_topk_rows(const float *scores, int64_t rows,
      a dot product or independent elements of a row, and a fused accumulate
      (nsa__axpyn: several p * x terms swept over a row at once) adds the
      terms to each element in the order above. On x86 CPUs with AVX2
-     (checked at run time) the same kernels run 8 lanes wide.
+     (checked at run time) the same kernels run 8 lanes wide. These kernels
+     sit at the end of the implementation, after the math they serve;
+     NSA_REF_NO_SIMD leaves the portable C alone, with the same bits.
    Parallel passes (threads never share an accumulator, so no atomics):
    forward rows (query, head); selection rows (unit, kv head); backward
    A (query, head) -> dQ, dgates, Delta, lse; B1 (compressed block, kv head) ->
@@ -328,298 +334,6 @@ static void nsa__put(const nsa__ctx *c, void *p, int64_t i, double x)
     nsa_store(p, c->dt, i, c->dt == NSA_FP32 ? (float)x : nsa__f32_odd(x));
 }
 
-static inline double nsa__tree8(const double a[8])
-{
-    return ((a[0] + a[4]) + (a[2] + a[6])) + ((a[1] + a[5]) + (a[3] + a[7]));
-}
-static inline float nsa__tree8f(const float a[8])
-{
-    return ((a[0] + a[4]) + (a[2] + a[6])) + ((a[1] + a[5]) + (a[3] + a[7]));
-}
-
-/* out[r] = a . b over n elements for the pairs r < 4, a read at element
-   offset ia[r] and b at ib[r] of their storage tensors. Each dot product has
-   the order of the top of this section (8 lanes, fixed tree); four are run
-   side by side only to overlap their latencies. */
-#if defined(__GNUC__) || defined(__clang__)
-/* GNU vector types: a dot product's lanes 0-3 and 4-7 each live in one
-   4-lane register (lane j holding element i + j), the same operations as the
-   portable loop below. 4 lanes is the width every x86-64 and ARM64 has. */
-#define NSA__INLINE static inline __attribute__((always_inline))
-typedef float nsa__f4 __attribute__((vector_size(16)));
-typedef uint32_t nsa__u4 __attribute__((vector_size(16)));
-typedef uint16_t nsa__h4 __attribute__((vector_size(8)));
-NSA__INLINE nsa__f4 nsa__load4(const void *p, nsa_dtype t, int64_t i)
-{
-    nsa__f4 r;
-    int j;
-    if (t == NSA_BF16) {
-        nsa__h4 h;
-        nsa__u4 u;
-        memcpy(&h, (const uint16_t *)p + i, sizeof h);
-        u = __builtin_convertvector(h, nsa__u4) << 16;
-        memcpy(&r, &u, sizeof r);
-    } else if (t == NSA_FP32) {
-        memcpy(&r, (const float *)p + i, sizeof r);
-    } else {
-        for (j = 0; j < 4; ++j) r[j] = nsa_load(p, t, i + j);
-    }
-    return r;
-}
-/* The vector loop of nsa__dot4_32; shared = 1: the four a rows are one row
-   (ia[r] all equal), shared = 2: likewise the b rows. Reading a shared row
-   once changes no operation. */
-NSA__INLINE void nsa__dot4_32v(const void *a, const int64_t *ia, const void *b,
-                               const int64_t *ib, int n, nsa_dtype t, int shared,
-                               float s[4][8], int *done)
-{
-    const int64_t a0 = ia[0], a1 = ia[1], a2 = ia[2], a3 = ia[3];
-    const int64_t b0 = ib[0], b1 = ib[1], b2 = ib[2], b3 = ib[3];
-    const nsa__f4 z = {0, 0, 0, 0};
-    nsa__f4 l0 = z, l1 = z, l2 = z, l3 = z, h0 = z, h1 = z, h2 = z, h3 = z;
-    int i;
-    for (i = 0; i + 8 <= n; i += 8) {
-        if (shared == 1) {
-            const nsa__f4 xl = nsa__load4(a, t, a0 + i), xh = nsa__load4(a, t, a0 + i + 4);
-            l0 += xl * nsa__load4(b, t, b0 + i); h0 += xh * nsa__load4(b, t, b0 + i + 4);
-            l1 += xl * nsa__load4(b, t, b1 + i); h1 += xh * nsa__load4(b, t, b1 + i + 4);
-            l2 += xl * nsa__load4(b, t, b2 + i); h2 += xh * nsa__load4(b, t, b2 + i + 4);
-            l3 += xl * nsa__load4(b, t, b3 + i); h3 += xh * nsa__load4(b, t, b3 + i + 4);
-        } else if (shared == 2) {
-            const nsa__f4 yl = nsa__load4(b, t, b0 + i), yh = nsa__load4(b, t, b0 + i + 4);
-            l0 += nsa__load4(a, t, a0 + i) * yl; h0 += nsa__load4(a, t, a0 + i + 4) * yh;
-            l1 += nsa__load4(a, t, a1 + i) * yl; h1 += nsa__load4(a, t, a1 + i + 4) * yh;
-            l2 += nsa__load4(a, t, a2 + i) * yl; h2 += nsa__load4(a, t, a2 + i + 4) * yh;
-            l3 += nsa__load4(a, t, a3 + i) * yl; h3 += nsa__load4(a, t, a3 + i + 4) * yh;
-        } else {
-            l0 += nsa__load4(a, t, a0 + i) * nsa__load4(b, t, b0 + i);
-            h0 += nsa__load4(a, t, a0 + i + 4) * nsa__load4(b, t, b0 + i + 4);
-            l1 += nsa__load4(a, t, a1 + i) * nsa__load4(b, t, b1 + i);
-            h1 += nsa__load4(a, t, a1 + i + 4) * nsa__load4(b, t, b1 + i + 4);
-            l2 += nsa__load4(a, t, a2 + i) * nsa__load4(b, t, b2 + i);
-            h2 += nsa__load4(a, t, a2 + i + 4) * nsa__load4(b, t, b2 + i + 4);
-            l3 += nsa__load4(a, t, a3 + i) * nsa__load4(b, t, b3 + i);
-            h3 += nsa__load4(a, t, a3 + i + 4) * nsa__load4(b, t, b3 + i + 4);
-        }
-    }
-    memcpy(s[0], &l0, sizeof l0); memcpy(s[0] + 4, &h0, sizeof h0);
-    memcpy(s[1], &l1, sizeof l1); memcpy(s[1] + 4, &h1, sizeof h1);
-    memcpy(s[2], &l2, sizeof l2); memcpy(s[2] + 4, &h2, sizeof h2);
-    memcpy(s[3], &l3, sizeof l3); memcpy(s[3] + 4, &h3, sizeof h3);
-    *done = i;
-}
-#if defined(__x86_64__) || defined(__i386__)
-/* x86 with AVX2 (checked at run time): the same lanes in one 8-lane
-   register, and the same per-element operations as everywhere else (the
-   target adds no fused multiply-add: builds use -ffp-contract=off). */
-#define NSA__HAVE_AVX2 1
-#define NSA__AVX2 __attribute__((target("avx2")))
-typedef float nsa__f8 __attribute__((vector_size(32)));
-typedef uint32_t nsa__u8 __attribute__((vector_size(32)));
-typedef uint16_t nsa__h8 __attribute__((vector_size(16)));
-NSA__INLINE void nsa__load8(nsa__f8 *r, const void *p, nsa_dtype t, int64_t i)
-{
-    int j;
-    if (t == NSA_BF16) {
-        nsa__h8 h;
-        nsa__u8 u;
-        memcpy(&h, (const uint16_t *)p + i, sizeof h);
-        u = __builtin_convertvector(h, nsa__u8) << 16;
-        memcpy(r, &u, sizeof *r);
-    } else if (t == NSA_FP32) {
-        memcpy(r, (const float *)p + i, sizeof *r);
-    } else { /* fp16: through an array, so no lane of *r is read unset */
-        float f[8];
-        for (j = 0; j < 8; ++j) f[j] = nsa_load(p, t, i + j);
-        memcpy(r, f, sizeof *r);
-    }
-}
-NSA__INLINE void nsa__dot4_32w(const void *a, const int64_t *ia, const void *b,
-                               const int64_t *ib, int n, nsa_dtype t, int shared,
-                               float s[4][8], int *done)
-{
-    const int64_t a0 = ia[0], a1 = ia[1], a2 = ia[2], a3 = ia[3];
-    const int64_t b0 = ib[0], b1 = ib[1], b2 = ib[2], b3 = ib[3];
-    nsa__f8 v0 = {0, 0, 0, 0, 0, 0, 0, 0}, v1 = v0, v2 = v0, v3 = v0, x, y;
-    int i;
-    for (i = 0; i + 8 <= n; i += 8) {
-        if (shared == 1) {
-            nsa__load8(&x, a, t, a0 + i);
-            nsa__load8(&y, b, t, b0 + i); v0 += x * y;
-            nsa__load8(&y, b, t, b1 + i); v1 += x * y;
-            nsa__load8(&y, b, t, b2 + i); v2 += x * y;
-            nsa__load8(&y, b, t, b3 + i); v3 += x * y;
-        } else if (shared == 2) {
-            nsa__load8(&y, b, t, b0 + i);
-            nsa__load8(&x, a, t, a0 + i); v0 += x * y;
-            nsa__load8(&x, a, t, a1 + i); v1 += x * y;
-            nsa__load8(&x, a, t, a2 + i); v2 += x * y;
-            nsa__load8(&x, a, t, a3 + i); v3 += x * y;
-        } else {
-            nsa__load8(&x, a, t, a0 + i); nsa__load8(&y, b, t, b0 + i); v0 += x * y;
-            nsa__load8(&x, a, t, a1 + i); nsa__load8(&y, b, t, b1 + i); v1 += x * y;
-            nsa__load8(&x, a, t, a2 + i); nsa__load8(&y, b, t, b2 + i); v2 += x * y;
-            nsa__load8(&x, a, t, a3 + i); nsa__load8(&y, b, t, b3 + i); v3 += x * y;
-        }
-    }
-    memcpy(s[0], &v0, sizeof v0);
-    memcpy(s[1], &v1, sizeof v1);
-    memcpy(s[2], &v2, sizeof v2);
-    memcpy(s[3], &v3, sizeof v3);
-    *done = i;
-}
-#define NSA__DOT_SHARED(T)                                                    \
-    (shared == 1 ? nsa__dot4_32w(a, ia, b, ib, n, T, 1, s, done)             \
-     : shared == 2 ? nsa__dot4_32w(a, ia, b, ib, n, T, 2, s, done)           \
-     : nsa__dot4_32w(a, ia, b, ib, n, T, 0, s, done))
-NSA__AVX2 static void nsa__dot4_32_avx2(const void *a, const int64_t *ia,
-                                        const void *b, const int64_t *ib, int n,
-                                        nsa_dtype t, int shared, float s[4][8],
-                                        int *done)
-{
-    switch (t) {
-    case NSA_BF16: NSA__DOT_SHARED(NSA_BF16); break;
-    case NSA_FP16: NSA__DOT_SHARED(NSA_FP16); break;
-    default: NSA__DOT_SHARED(NSA_FP32); break;
-    }
-}
-#undef NSA__DOT_SHARED
-/* nsa__axpyn32's loop, 8 elements a step. */
-NSA__INLINE void nsa__axpyn32w(float *acc, const float *p, const void *x,
-                               const int64_t *ix, int m, int n, nsa_dtype t)
-{
-    nsa__f8 a, y;
-    int j = 0, u;
-    for (; j + 8 <= n; j += 8) {
-        memcpy(&a, acc + j, sizeof a);
-        for (u = 0; u < m; ++u) {
-            const nsa__f8 pu = {p[u], p[u], p[u], p[u], p[u], p[u], p[u], p[u]};
-            nsa__load8(&y, x, t, ix[u] + j);
-            a += pu * y;
-        }
-        memcpy(acc + j, &a, sizeof a);
-    }
-    for (; j < n; ++j)
-        for (u = 0; u < m; ++u) acc[j] += p[u] * nsa_load(x, t, ix[u] + j);
-}
-NSA__AVX2 static void nsa__axpyn32_avx2(float *acc, const float *p, const void *x,
-                                        const int64_t *ix, int m, int n, nsa_dtype t)
-{
-    switch (t) {
-    case NSA_BF16:
-        if (m == 4) nsa__axpyn32w(acc, p, x, ix, 4, n, NSA_BF16);
-        else nsa__axpyn32w(acc, p, x, ix, m, n, NSA_BF16);
-        break;
-    case NSA_FP16: nsa__axpyn32w(acc, p, x, ix, m, n, NSA_FP16); break;
-    default:
-        if (m == 4) nsa__axpyn32w(acc, p, x, ix, 4, n, NSA_FP32);
-        else nsa__axpyn32w(acc, p, x, ix, m, n, NSA_FP32);
-        break;
-    }
-}
-static int nsa__cpu_avx2(void)
-{
-    return __builtin_cpu_supports("avx2") ? 1 : 0;
-}
-#endif
-static inline void nsa__dot4_32(const void *a, const int64_t *ia, const void *b,
-                                const int64_t *ib, int n, nsa_dtype t, int simd,
-                                double *out)
-{
-    const int64_t a0 = ia[0], a1 = ia[1], a2 = ia[2], a3 = ia[3];
-    const int64_t b0 = ib[0], b1 = ib[1], b2 = ib[2], b3 = ib[3];
-    const int shared = (a1 == a0 && a2 == a0 && a3 == a0) ? 1
-                       : (b1 == b0 && b2 == b0 && b3 == b0) ? 2 : 0;
-    float s[4][8];
-    float *s0 = s[0], *s1 = s[1], *s2 = s[2], *s3 = s[3];
-    int i;
-#ifdef NSA__HAVE_AVX2
-    if (simd)
-        nsa__dot4_32_avx2(a, ia, b, ib, n, t, shared, s, &i);
-    else
-#endif
-    if (shared == 1)
-        nsa__dot4_32v(a, ia, b, ib, n, t, 1, s, &i);
-    else if (shared == 2)
-        nsa__dot4_32v(a, ia, b, ib, n, t, 2, s, &i);
-    else
-        nsa__dot4_32v(a, ia, b, ib, n, t, 0, s, &i);
-#else
-static inline void nsa__dot4_32(const void *a, const int64_t *ia, const void *b,
-                                const int64_t *ib, int n, nsa_dtype t, int simd,
-                                double *out)
-{
-    const int64_t a0 = ia[0], a1 = ia[1], a2 = ia[2], a3 = ia[3];
-    const int64_t b0 = ib[0], b1 = ib[1], b2 = ib[2], b3 = ib[3];
-    float s0[8], s1[8], s2[8], s3[8];
-    int i, j;
-    (void)simd;
-    for (j = 0; j < 8; ++j) s0[j] = s1[j] = s2[j] = s3[j] = 0.0f;
-    for (i = 0; i + 8 <= n; i += 8)
-        for (j = 0; j < 8; ++j) {
-            s0[j] += nsa_load(a, t, a0 + i + j) * nsa_load(b, t, b0 + i + j);
-            s1[j] += nsa_load(a, t, a1 + i + j) * nsa_load(b, t, b1 + i + j);
-            s2[j] += nsa_load(a, t, a2 + i + j) * nsa_load(b, t, b2 + i + j);
-            s3[j] += nsa_load(a, t, a3 + i + j) * nsa_load(b, t, b3 + i + j);
-        }
-#endif
-    for (; i < n; ++i) {
-        s0[i & 7] += nsa_load(a, t, a0 + i) * nsa_load(b, t, b0 + i);
-        s1[i & 7] += nsa_load(a, t, a1 + i) * nsa_load(b, t, b1 + i);
-        s2[i & 7] += nsa_load(a, t, a2 + i) * nsa_load(b, t, b2 + i);
-        s3[i & 7] += nsa_load(a, t, a3 + i) * nsa_load(b, t, b3 + i);
-    }
-    out[0] = nsa__tree8f(s0);
-    out[1] = nsa__tree8f(s1);
-    out[2] = nsa__tree8f(s2);
-    out[3] = nsa__tree8f(s3);
-}
-static inline void nsa__dot4_64(const void *a, const int64_t *ia, const void *b,
-                                const int64_t *ib, int n, nsa_dtype t, double *out)
-{
-    const int64_t a0 = ia[0], a1 = ia[1], a2 = ia[2], a3 = ia[3];
-    const int64_t b0 = ib[0], b1 = ib[1], b2 = ib[2], b3 = ib[3];
-    double s0[8], s1[8], s2[8], s3[8];
-    int i, j;
-    for (j = 0; j < 8; ++j) s0[j] = s1[j] = s2[j] = s3[j] = 0.0;
-    for (i = 0; i < n; ++i) {
-        j = i & 7;
-        s0[j] += (double)nsa_load(a, t, a0 + i) * (double)nsa_load(b, t, b0 + i);
-        s1[j] += (double)nsa_load(a, t, a1 + i) * (double)nsa_load(b, t, b1 + i);
-        s2[j] += (double)nsa_load(a, t, a2 + i) * (double)nsa_load(b, t, b2 + i);
-        s3[j] += (double)nsa_load(a, t, a3 + i) * (double)nsa_load(b, t, b3 + i);
-    }
-    out[0] = nsa__tree8(s0);
-    out[1] = nsa__tree8(s1);
-    out[2] = nsa__tree8(s2);
-    out[3] = nsa__tree8(s3);
-}
-/* The first m <= 4 pairs (unused places repeat pair 0). */
-static void nsa__dot4(const nsa__ctx *c, const void *a, const int64_t *ia,
-                      const void *b, const int64_t *ib, int m, int n, double *out)
-{
-    int64_t ja[4], jb[4];
-    double o[4];
-    int r;
-    for (r = 0; r < 4; ++r) {
-        ja[r] = ia[r < m ? r : 0];
-        jb[r] = ib[r < m ? r : 0];
-    }
-    if (c->f64) {
-        switch (c->dt) {
-        case NSA_BF16: nsa__dot4_64(a, ja, b, jb, n, NSA_BF16, o); break;
-        case NSA_FP16: nsa__dot4_64(a, ja, b, jb, n, NSA_FP16, o); break;
-        default: nsa__dot4_64(a, ja, b, jb, n, NSA_FP32, o); break;
-        }
-    } else {
-        switch (c->dt) {
-        case NSA_BF16: nsa__dot4_32(a, ja, b, jb, n, NSA_BF16, c->simd, o); break;
-        case NSA_FP16: nsa__dot4_32(a, ja, b, jb, n, NSA_FP16, c->simd, o); break;
-        default: nsa__dot4_32(a, ja, b, jb, n, NSA_FP32, c->simd, o); break;
-        }
-    }
-    for (r = 0; r < m; ++r) out[r] = o[r];
-}
 /* Offsets base + r * step, r < m. */
 static void nsa__offsets(int64_t *o, int64_t base, int64_t step, int m)
 {
@@ -662,114 +376,30 @@ static void nsa__zero(nsa__row r, int64_t n)
     for (j = 0; j < n; ++j) nsa__set(r, j, 0.0);
 }
 
-/* acc[j] += p * x[j], x read from storage. Every element is its own
-   multiply and add, so doing 8 (or 4) of them in one vector register gives
-   the same bits as the scalar loop. */
-static inline void nsa__axpy32(float *acc, float p, const void *x, int64_t ix,
-                               int n, nsa_dtype t)
-{
-    int j = 0;
-#if defined(__GNUC__) || defined(__clang__)
-    const nsa__f4 pv = {p, p, p, p};
-    for (; j + 4 <= n; j += 4) {
-        nsa__f4 a;
-        memcpy(&a, acc + j, sizeof a);
-        a += pv * nsa__load4(x, t, ix + j);
-        memcpy(acc + j, &a, sizeof a);
-    }
-#endif
-    for (; j < n; ++j) acc[j] += p * nsa_load(x, t, ix + j);
-}
-static inline void nsa__axpy64(double *acc, double p, const void *x, int64_t ix,
-                               int n, nsa_dtype t)
-{
-    int j = 0;
-#if defined(__GNUC__) || defined(__clang__)
-    typedef double nsa__d2 __attribute__((vector_size(16)));
-    const nsa__d2 pv = {p, p};
-    for (; j + 4 <= n; j += 4) {
-        const nsa__f4 y = nsa__load4(x, t, ix + j);
-        nsa__d2 a0, a1, y0 = {y[0], y[1]}, y1 = {y[2], y[3]};
-        memcpy(&a0, acc + j, sizeof a0);
-        memcpy(&a1, acc + j + 2, sizeof a1);
-        a0 += pv * y0;
-        a1 += pv * y1;
-        memcpy(acc + j, &a0, sizeof a0);
-        memcpy(acc + j + 2, &a1, sizeof a1);
-    }
-#endif
-    for (; j < n; ++j) acc[j] += p * (double)nsa_load(x, t, ix + j);
-}
+/* ---- primitives: what the math below calls --------------------------------
+   Dot products and accumulates over a head dim, with the fixed orders of
+   the top of this section. Their definitions are at the end of the
+   implementation ("kernels behind the primitives"): portable C, and vector
+   kernels (GNU vector types; AVX2, chosen at run time, on x86) that do the
+   same operations per element and per lane, so every build gives the same
+   bits. Defining NSA_REF_NO_SIMD before the implementation leaves only the
+   portable C. */
+
+/* out[r] = a . b over n elements for the first m <= 4 pairs r, a read at
+   element offset ia[r] and b at ib[r] of their storage tensors: lane j sums
+   the elements i % 8 == j in increasing i, and the lanes are combined as
+   ((l0+l4) + (l2+l6)) + ((l1+l5) + (l3+l7)), in the accumulation type. */
+static void nsa__dot4(const nsa__ctx *c, const void *a, const int64_t *ia,
+                      const void *b, const int64_t *ib, int m, int n, double *out);
+/* acc[j] += p * x[ix + j] for j < n, x read from storage. */
 static void nsa__axpy(const nsa__ctx *c, nsa__row acc, double p, const void *x,
-                      int64_t ix, int n)
-{
-    if (acc.d) {
-        switch (c->dt) {
-        case NSA_BF16: nsa__axpy64(acc.d, p, x, ix, n, NSA_BF16); break;
-        case NSA_FP16: nsa__axpy64(acc.d, p, x, ix, n, NSA_FP16); break;
-        default: nsa__axpy64(acc.d, p, x, ix, n, NSA_FP32); break;
-        }
-        return;
-    }
-    switch (c->dt) {
-    case NSA_BF16: nsa__axpy32(acc.f, (float)p, x, ix, n, NSA_BF16); break;
-    case NSA_FP16: nsa__axpy32(acc.f, (float)p, x, ix, n, NSA_FP16); break;
-    default: nsa__axpy32(acc.f, (float)p, x, ix, n, NSA_FP32); break;
-    }
-}
-
-/* acc[j] += p[0] * x[ix[0] + j], then += p[1] * x[ix[1] + j], ... for
-   u < m <= NSA__GROUP: the same operations, in the same order per element, as m
-   calls of nsa__axpy; only the accumulator row is read and written once. */
-static inline void nsa__axpyn32(float *acc, const float *p, const void *x,
-                                const int64_t *ix, int m, int n, nsa_dtype t)
-{
-    int j = 0, u;
-#if defined(__GNUC__) || defined(__clang__)
-    for (; j + 4 <= n; j += 4) {
-        nsa__f4 a;
-        memcpy(&a, acc + j, sizeof a);
-        for (u = 0; u < m; ++u) {
-            const nsa__f4 pu = {p[u], p[u], p[u], p[u]};
-            a += pu * nsa__load4(x, t, ix[u] + j);
-        }
-        memcpy(acc + j, &a, sizeof a);
-    }
-#endif
-    for (; j < n; ++j)
-        for (u = 0; u < m; ++u) acc[j] += p[u] * nsa_load(x, t, ix[u] + j);
-}
+                      int64_t ix, int n);
+/* acc[j] += p[u] * x[ix[u] + j] for u = 0, 1, .. m-1 (in that order for each
+   element), m <= NSA__GROUP: the same as m calls of nsa__axpy. */
 static void nsa__axpyn(const nsa__ctx *c, nsa__row acc, const double *p,
-                       const void *x, const int64_t *ix, int m, int n)
-{
-    float pf[NSA__GROUP];
-    int u;
-    if (m <= 0) return;
-    if (acc.d) {
-        for (u = 0; u < m; ++u) nsa__axpy(c, acc, p[u], x, ix[u], n);
-        return;
-    }
-    for (u = 0; u < m; ++u) pf[u] = (float)p[u];
-#ifdef NSA__HAVE_AVX2
-    if (c->simd) {
-        nsa__axpyn32_avx2(acc.f, pf, x, ix, m, n, c->dt);
-        return;
-    }
-#endif
-    switch (c->dt) {
-    case NSA_BF16: nsa__axpyn32(acc.f, pf, x, ix, m, n, NSA_BF16); break;
-    case NSA_FP16: nsa__axpyn32(acc.f, pf, x, ix, m, n, NSA_FP16); break;
-    default: nsa__axpyn32(acc.f, pf, x, ix, m, n, NSA_FP32); break;
-    }
-}
-
-/* acc[j] *= a. */
-static void nsa__scal(nsa__row acc, double a, int n)
-{
-    int j;
-    if (acc.d) for (j = 0; j < n; ++j) acc.d[j] *= a;
-    else for (j = 0; j < n; ++j) acc.f[j] *= (float)a;
-}
+                       const void *x, const int64_t *ix, int m, int n);
+/* acc[j] *= a for j < n. */
+static void nsa__scal(nsa__row acc, double a, int n);
 
 /* Element offsets of rows. */
 static int64_t nsa__q_at(const nsa__ctx *c, int64_t tok, int h)
@@ -1671,6 +1301,424 @@ static void nsa__backward_all(const nsa__ctx *c, const nsa__bwd *B)
         }
     }
 }
+
+/* ---- kernels behind the primitives -----------------------------------------
+   The definitions of nsa__dot4, nsa__axpy, nsa__axpyn and nsa__scal
+   (declared, with their orders, above the math). Speed never changes an
+   order: a vector register holds the 8 lanes of one dot product, or
+   independent elements of one row, and each element sees the same
+   operations as in the portable loops. NSA_REF_NO_SIMD turns the vector
+   code off; tests/simd_same.sh checks that both builds give the same
+   bits. */
+#if (defined(__GNUC__) || defined(__clang__)) && !defined(NSA_REF_NO_SIMD)
+#define NSA__VEC 1
+#else
+#define NSA__VEC 0
+#endif
+/* 1 when this build uses the vector kernels (for tests). */
+#define NSA_REF_SIMD NSA__VEC
+
+static inline double nsa__tree8(const double a[8])
+{
+    return ((a[0] + a[4]) + (a[2] + a[6])) + ((a[1] + a[5]) + (a[3] + a[7]));
+}
+static inline float nsa__tree8f(const float a[8])
+{
+    return ((a[0] + a[4]) + (a[2] + a[6])) + ((a[1] + a[5]) + (a[3] + a[7]));
+}
+
+/* out[r] = a . b over n elements for the pairs r < 4, a read at element
+   offset ia[r] and b at ib[r] of their storage tensors. Each dot product has
+   the order of the top of this section (8 lanes, fixed tree); four are run
+   side by side only to overlap their latencies. */
+#if NSA__VEC
+/* GNU vector types: a dot product's lanes 0-3 and 4-7 each live in one
+   4-lane register (lane j holding element i + j), the same operations as the
+   portable loop below. 4 lanes is the width every x86-64 and ARM64 has. */
+#define NSA__INLINE static inline __attribute__((always_inline))
+typedef float nsa__f4 __attribute__((vector_size(16)));
+typedef uint32_t nsa__u4 __attribute__((vector_size(16)));
+typedef uint16_t nsa__h4 __attribute__((vector_size(8)));
+NSA__INLINE nsa__f4 nsa__load4(const void *p, nsa_dtype t, int64_t i)
+{
+    nsa__f4 r;
+    int j;
+    if (t == NSA_BF16) {
+        nsa__h4 h;
+        nsa__u4 u;
+        memcpy(&h, (const uint16_t *)p + i, sizeof h);
+        u = __builtin_convertvector(h, nsa__u4) << 16;
+        memcpy(&r, &u, sizeof r);
+    } else if (t == NSA_FP32) {
+        memcpy(&r, (const float *)p + i, sizeof r);
+    } else {
+        for (j = 0; j < 4; ++j) r[j] = nsa_load(p, t, i + j);
+    }
+    return r;
+}
+/* The vector loop of nsa__dot4_32; shared = 1: the four a rows are one row
+   (ia[r] all equal), shared = 2: likewise the b rows. Reading a shared row
+   once changes no operation. */
+NSA__INLINE void nsa__dot4_32v(const void *a, const int64_t *ia, const void *b,
+                               const int64_t *ib, int n, nsa_dtype t, int shared,
+                               float s[4][8], int *done)
+{
+    const int64_t a0 = ia[0], a1 = ia[1], a2 = ia[2], a3 = ia[3];
+    const int64_t b0 = ib[0], b1 = ib[1], b2 = ib[2], b3 = ib[3];
+    const nsa__f4 z = {0, 0, 0, 0};
+    nsa__f4 l0 = z, l1 = z, l2 = z, l3 = z, h0 = z, h1 = z, h2 = z, h3 = z;
+    int i;
+    for (i = 0; i + 8 <= n; i += 8) {
+        if (shared == 1) {
+            const nsa__f4 xl = nsa__load4(a, t, a0 + i), xh = nsa__load4(a, t, a0 + i + 4);
+            l0 += xl * nsa__load4(b, t, b0 + i); h0 += xh * nsa__load4(b, t, b0 + i + 4);
+            l1 += xl * nsa__load4(b, t, b1 + i); h1 += xh * nsa__load4(b, t, b1 + i + 4);
+            l2 += xl * nsa__load4(b, t, b2 + i); h2 += xh * nsa__load4(b, t, b2 + i + 4);
+            l3 += xl * nsa__load4(b, t, b3 + i); h3 += xh * nsa__load4(b, t, b3 + i + 4);
+        } else if (shared == 2) {
+            const nsa__f4 yl = nsa__load4(b, t, b0 + i), yh = nsa__load4(b, t, b0 + i + 4);
+            l0 += nsa__load4(a, t, a0 + i) * yl; h0 += nsa__load4(a, t, a0 + i + 4) * yh;
+            l1 += nsa__load4(a, t, a1 + i) * yl; h1 += nsa__load4(a, t, a1 + i + 4) * yh;
+            l2 += nsa__load4(a, t, a2 + i) * yl; h2 += nsa__load4(a, t, a2 + i + 4) * yh;
+            l3 += nsa__load4(a, t, a3 + i) * yl; h3 += nsa__load4(a, t, a3 + i + 4) * yh;
+        } else {
+            l0 += nsa__load4(a, t, a0 + i) * nsa__load4(b, t, b0 + i);
+            h0 += nsa__load4(a, t, a0 + i + 4) * nsa__load4(b, t, b0 + i + 4);
+            l1 += nsa__load4(a, t, a1 + i) * nsa__load4(b, t, b1 + i);
+            h1 += nsa__load4(a, t, a1 + i + 4) * nsa__load4(b, t, b1 + i + 4);
+            l2 += nsa__load4(a, t, a2 + i) * nsa__load4(b, t, b2 + i);
+            h2 += nsa__load4(a, t, a2 + i + 4) * nsa__load4(b, t, b2 + i + 4);
+            l3 += nsa__load4(a, t, a3 + i) * nsa__load4(b, t, b3 + i);
+            h3 += nsa__load4(a, t, a3 + i + 4) * nsa__load4(b, t, b3 + i + 4);
+        }
+    }
+    memcpy(s[0], &l0, sizeof l0); memcpy(s[0] + 4, &h0, sizeof h0);
+    memcpy(s[1], &l1, sizeof l1); memcpy(s[1] + 4, &h1, sizeof h1);
+    memcpy(s[2], &l2, sizeof l2); memcpy(s[2] + 4, &h2, sizeof h2);
+    memcpy(s[3], &l3, sizeof l3); memcpy(s[3] + 4, &h3, sizeof h3);
+    *done = i;
+}
+#if defined(__x86_64__) || defined(__i386__)
+/* x86 with AVX2 (checked at run time): the same lanes in one 8-lane
+   register, and the same per-element operations as everywhere else (the
+   target adds no fused multiply-add: builds use -ffp-contract=off). */
+#define NSA__HAVE_AVX2 1
+#define NSA__AVX2 __attribute__((target("avx2")))
+typedef float nsa__f8 __attribute__((vector_size(32)));
+typedef uint32_t nsa__u8 __attribute__((vector_size(32)));
+typedef uint16_t nsa__h8 __attribute__((vector_size(16)));
+NSA__INLINE void nsa__load8(nsa__f8 *r, const void *p, nsa_dtype t, int64_t i)
+{
+    int j;
+    if (t == NSA_BF16) {
+        nsa__h8 h;
+        nsa__u8 u;
+        memcpy(&h, (const uint16_t *)p + i, sizeof h);
+        u = __builtin_convertvector(h, nsa__u8) << 16;
+        memcpy(r, &u, sizeof *r);
+    } else if (t == NSA_FP32) {
+        memcpy(r, (const float *)p + i, sizeof *r);
+    } else { /* fp16: through an array, so no lane of *r is read unset */
+        float f[8];
+        for (j = 0; j < 8; ++j) f[j] = nsa_load(p, t, i + j);
+        memcpy(r, f, sizeof *r);
+    }
+}
+NSA__INLINE void nsa__dot4_32w(const void *a, const int64_t *ia, const void *b,
+                               const int64_t *ib, int n, nsa_dtype t, int shared,
+                               float s[4][8], int *done)
+{
+    const int64_t a0 = ia[0], a1 = ia[1], a2 = ia[2], a3 = ia[3];
+    const int64_t b0 = ib[0], b1 = ib[1], b2 = ib[2], b3 = ib[3];
+    nsa__f8 v0 = {0, 0, 0, 0, 0, 0, 0, 0}, v1 = v0, v2 = v0, v3 = v0, x, y;
+    int i;
+    for (i = 0; i + 8 <= n; i += 8) {
+        if (shared == 1) {
+            nsa__load8(&x, a, t, a0 + i);
+            nsa__load8(&y, b, t, b0 + i); v0 += x * y;
+            nsa__load8(&y, b, t, b1 + i); v1 += x * y;
+            nsa__load8(&y, b, t, b2 + i); v2 += x * y;
+            nsa__load8(&y, b, t, b3 + i); v3 += x * y;
+        } else if (shared == 2) {
+            nsa__load8(&y, b, t, b0 + i);
+            nsa__load8(&x, a, t, a0 + i); v0 += x * y;
+            nsa__load8(&x, a, t, a1 + i); v1 += x * y;
+            nsa__load8(&x, a, t, a2 + i); v2 += x * y;
+            nsa__load8(&x, a, t, a3 + i); v3 += x * y;
+        } else {
+            nsa__load8(&x, a, t, a0 + i); nsa__load8(&y, b, t, b0 + i); v0 += x * y;
+            nsa__load8(&x, a, t, a1 + i); nsa__load8(&y, b, t, b1 + i); v1 += x * y;
+            nsa__load8(&x, a, t, a2 + i); nsa__load8(&y, b, t, b2 + i); v2 += x * y;
+            nsa__load8(&x, a, t, a3 + i); nsa__load8(&y, b, t, b3 + i); v3 += x * y;
+        }
+    }
+    memcpy(s[0], &v0, sizeof v0);
+    memcpy(s[1], &v1, sizeof v1);
+    memcpy(s[2], &v2, sizeof v2);
+    memcpy(s[3], &v3, sizeof v3);
+    *done = i;
+}
+#define NSA__DOT_SHARED(T)                                                    \
+    (shared == 1 ? nsa__dot4_32w(a, ia, b, ib, n, T, 1, s, done)             \
+     : shared == 2 ? nsa__dot4_32w(a, ia, b, ib, n, T, 2, s, done)           \
+     : nsa__dot4_32w(a, ia, b, ib, n, T, 0, s, done))
+NSA__AVX2 static void nsa__dot4_32_avx2(const void *a, const int64_t *ia,
+                                        const void *b, const int64_t *ib, int n,
+                                        nsa_dtype t, int shared, float s[4][8],
+                                        int *done)
+{
+    switch (t) {
+    case NSA_BF16: NSA__DOT_SHARED(NSA_BF16); break;
+    case NSA_FP16: NSA__DOT_SHARED(NSA_FP16); break;
+    default: NSA__DOT_SHARED(NSA_FP32); break;
+    }
+}
+#undef NSA__DOT_SHARED
+/* nsa__axpyn32's loop, 8 elements a step. */
+NSA__INLINE void nsa__axpyn32w(float *acc, const float *p, const void *x,
+                               const int64_t *ix, int m, int n, nsa_dtype t)
+{
+    nsa__f8 a, y;
+    int j = 0, u;
+    for (; j + 8 <= n; j += 8) {
+        memcpy(&a, acc + j, sizeof a);
+        for (u = 0; u < m; ++u) {
+            const nsa__f8 pu = {p[u], p[u], p[u], p[u], p[u], p[u], p[u], p[u]};
+            nsa__load8(&y, x, t, ix[u] + j);
+            a += pu * y;
+        }
+        memcpy(acc + j, &a, sizeof a);
+    }
+    for (; j < n; ++j)
+        for (u = 0; u < m; ++u) acc[j] += p[u] * nsa_load(x, t, ix[u] + j);
+}
+NSA__AVX2 static void nsa__axpyn32_avx2(float *acc, const float *p, const void *x,
+                                        const int64_t *ix, int m, int n, nsa_dtype t)
+{
+    switch (t) {
+    case NSA_BF16:
+        if (m == 4) nsa__axpyn32w(acc, p, x, ix, 4, n, NSA_BF16);
+        else nsa__axpyn32w(acc, p, x, ix, m, n, NSA_BF16);
+        break;
+    case NSA_FP16: nsa__axpyn32w(acc, p, x, ix, m, n, NSA_FP16); break;
+    default:
+        if (m == 4) nsa__axpyn32w(acc, p, x, ix, 4, n, NSA_FP32);
+        else nsa__axpyn32w(acc, p, x, ix, m, n, NSA_FP32);
+        break;
+    }
+}
+static int nsa__cpu_avx2(void)
+{
+    return __builtin_cpu_supports("avx2") ? 1 : 0;
+}
+#endif
+static inline void nsa__dot4_32(const void *a, const int64_t *ia, const void *b,
+                                const int64_t *ib, int n, nsa_dtype t, int simd,
+                                double *out)
+{
+    const int64_t a0 = ia[0], a1 = ia[1], a2 = ia[2], a3 = ia[3];
+    const int64_t b0 = ib[0], b1 = ib[1], b2 = ib[2], b3 = ib[3];
+    const int shared = (a1 == a0 && a2 == a0 && a3 == a0) ? 1
+                       : (b1 == b0 && b2 == b0 && b3 == b0) ? 2 : 0;
+    float s[4][8];
+    float *s0 = s[0], *s1 = s[1], *s2 = s[2], *s3 = s[3];
+    int i;
+#ifdef NSA__HAVE_AVX2
+    if (simd)
+        nsa__dot4_32_avx2(a, ia, b, ib, n, t, shared, s, &i);
+    else
+#endif
+    if (shared == 1)
+        nsa__dot4_32v(a, ia, b, ib, n, t, 1, s, &i);
+    else if (shared == 2)
+        nsa__dot4_32v(a, ia, b, ib, n, t, 2, s, &i);
+    else
+        nsa__dot4_32v(a, ia, b, ib, n, t, 0, s, &i);
+#else
+static inline void nsa__dot4_32(const void *a, const int64_t *ia, const void *b,
+                                const int64_t *ib, int n, nsa_dtype t, int simd,
+                                double *out)
+{
+    const int64_t a0 = ia[0], a1 = ia[1], a2 = ia[2], a3 = ia[3];
+    const int64_t b0 = ib[0], b1 = ib[1], b2 = ib[2], b3 = ib[3];
+    float s0[8], s1[8], s2[8], s3[8];
+    int i, j;
+    (void)simd;
+    for (j = 0; j < 8; ++j) s0[j] = s1[j] = s2[j] = s3[j] = 0.0f;
+    for (i = 0; i + 8 <= n; i += 8)
+        for (j = 0; j < 8; ++j) {
+            s0[j] += nsa_load(a, t, a0 + i + j) * nsa_load(b, t, b0 + i + j);
+            s1[j] += nsa_load(a, t, a1 + i + j) * nsa_load(b, t, b1 + i + j);
+            s2[j] += nsa_load(a, t, a2 + i + j) * nsa_load(b, t, b2 + i + j);
+            s3[j] += nsa_load(a, t, a3 + i + j) * nsa_load(b, t, b3 + i + j);
+        }
+#endif
+    for (; i < n; ++i) {
+        s0[i & 7] += nsa_load(a, t, a0 + i) * nsa_load(b, t, b0 + i);
+        s1[i & 7] += nsa_load(a, t, a1 + i) * nsa_load(b, t, b1 + i);
+        s2[i & 7] += nsa_load(a, t, a2 + i) * nsa_load(b, t, b2 + i);
+        s3[i & 7] += nsa_load(a, t, a3 + i) * nsa_load(b, t, b3 + i);
+    }
+    out[0] = nsa__tree8f(s0);
+    out[1] = nsa__tree8f(s1);
+    out[2] = nsa__tree8f(s2);
+    out[3] = nsa__tree8f(s3);
+}
+static inline void nsa__dot4_64(const void *a, const int64_t *ia, const void *b,
+                                const int64_t *ib, int n, nsa_dtype t, double *out)
+{
+    const int64_t a0 = ia[0], a1 = ia[1], a2 = ia[2], a3 = ia[3];
+    const int64_t b0 = ib[0], b1 = ib[1], b2 = ib[2], b3 = ib[3];
+    double s0[8], s1[8], s2[8], s3[8];
+    int i, j;
+    for (j = 0; j < 8; ++j) s0[j] = s1[j] = s2[j] = s3[j] = 0.0;
+    for (i = 0; i < n; ++i) {
+        j = i & 7;
+        s0[j] += (double)nsa_load(a, t, a0 + i) * (double)nsa_load(b, t, b0 + i);
+        s1[j] += (double)nsa_load(a, t, a1 + i) * (double)nsa_load(b, t, b1 + i);
+        s2[j] += (double)nsa_load(a, t, a2 + i) * (double)nsa_load(b, t, b2 + i);
+        s3[j] += (double)nsa_load(a, t, a3 + i) * (double)nsa_load(b, t, b3 + i);
+    }
+    out[0] = nsa__tree8(s0);
+    out[1] = nsa__tree8(s1);
+    out[2] = nsa__tree8(s2);
+    out[3] = nsa__tree8(s3);
+}
+/* The first m <= 4 pairs (unused places repeat pair 0). */
+static void nsa__dot4(const nsa__ctx *c, const void *a, const int64_t *ia,
+                      const void *b, const int64_t *ib, int m, int n, double *out)
+{
+    int64_t ja[4], jb[4];
+    double o[4];
+    int r;
+    for (r = 0; r < 4; ++r) {
+        ja[r] = ia[r < m ? r : 0];
+        jb[r] = ib[r < m ? r : 0];
+    }
+    if (c->f64) {
+        switch (c->dt) {
+        case NSA_BF16: nsa__dot4_64(a, ja, b, jb, n, NSA_BF16, o); break;
+        case NSA_FP16: nsa__dot4_64(a, ja, b, jb, n, NSA_FP16, o); break;
+        default: nsa__dot4_64(a, ja, b, jb, n, NSA_FP32, o); break;
+        }
+    } else {
+        switch (c->dt) {
+        case NSA_BF16: nsa__dot4_32(a, ja, b, jb, n, NSA_BF16, c->simd, o); break;
+        case NSA_FP16: nsa__dot4_32(a, ja, b, jb, n, NSA_FP16, c->simd, o); break;
+        default: nsa__dot4_32(a, ja, b, jb, n, NSA_FP32, c->simd, o); break;
+        }
+    }
+    for (r = 0; r < m; ++r) out[r] = o[r];
+}
+/* acc[j] += p * x[j], x read from storage. Every element is its own
+   multiply and add, so doing 8 (or 4) of them in one vector register gives
+   the same bits as the scalar loop. */
+static inline void nsa__axpy32(float *acc, float p, const void *x, int64_t ix,
+                               int n, nsa_dtype t)
+{
+    int j = 0;
+#if NSA__VEC
+    const nsa__f4 pv = {p, p, p, p};
+    for (; j + 4 <= n; j += 4) {
+        nsa__f4 a;
+        memcpy(&a, acc + j, sizeof a);
+        a += pv * nsa__load4(x, t, ix + j);
+        memcpy(acc + j, &a, sizeof a);
+    }
+#endif
+    for (; j < n; ++j) acc[j] += p * nsa_load(x, t, ix + j);
+}
+static inline void nsa__axpy64(double *acc, double p, const void *x, int64_t ix,
+                               int n, nsa_dtype t)
+{
+    int j = 0;
+#if NSA__VEC
+    typedef double nsa__d2 __attribute__((vector_size(16)));
+    const nsa__d2 pv = {p, p};
+    for (; j + 4 <= n; j += 4) {
+        const nsa__f4 y = nsa__load4(x, t, ix + j);
+        nsa__d2 a0, a1, y0 = {y[0], y[1]}, y1 = {y[2], y[3]};
+        memcpy(&a0, acc + j, sizeof a0);
+        memcpy(&a1, acc + j + 2, sizeof a1);
+        a0 += pv * y0;
+        a1 += pv * y1;
+        memcpy(acc + j, &a0, sizeof a0);
+        memcpy(acc + j + 2, &a1, sizeof a1);
+    }
+#endif
+    for (; j < n; ++j) acc[j] += p * (double)nsa_load(x, t, ix + j);
+}
+static void nsa__axpy(const nsa__ctx *c, nsa__row acc, double p, const void *x,
+                      int64_t ix, int n)
+{
+    if (acc.d) {
+        switch (c->dt) {
+        case NSA_BF16: nsa__axpy64(acc.d, p, x, ix, n, NSA_BF16); break;
+        case NSA_FP16: nsa__axpy64(acc.d, p, x, ix, n, NSA_FP16); break;
+        default: nsa__axpy64(acc.d, p, x, ix, n, NSA_FP32); break;
+        }
+        return;
+    }
+    switch (c->dt) {
+    case NSA_BF16: nsa__axpy32(acc.f, (float)p, x, ix, n, NSA_BF16); break;
+    case NSA_FP16: nsa__axpy32(acc.f, (float)p, x, ix, n, NSA_FP16); break;
+    default: nsa__axpy32(acc.f, (float)p, x, ix, n, NSA_FP32); break;
+    }
+}
+
+/* acc[j] += p[0] * x[ix[0] + j], then += p[1] * x[ix[1] + j], ... for
+   u < m <= NSA__GROUP: the same operations, in the same order per element, as m
+   calls of nsa__axpy; only the accumulator row is read and written once. */
+static inline void nsa__axpyn32(float *acc, const float *p, const void *x,
+                                const int64_t *ix, int m, int n, nsa_dtype t)
+{
+    int j = 0, u;
+#if NSA__VEC
+    for (; j + 4 <= n; j += 4) {
+        nsa__f4 a;
+        memcpy(&a, acc + j, sizeof a);
+        for (u = 0; u < m; ++u) {
+            const nsa__f4 pu = {p[u], p[u], p[u], p[u]};
+            a += pu * nsa__load4(x, t, ix[u] + j);
+        }
+        memcpy(acc + j, &a, sizeof a);
+    }
+#endif
+    for (; j < n; ++j)
+        for (u = 0; u < m; ++u) acc[j] += p[u] * nsa_load(x, t, ix[u] + j);
+}
+static void nsa__axpyn(const nsa__ctx *c, nsa__row acc, const double *p,
+                       const void *x, const int64_t *ix, int m, int n)
+{
+    float pf[NSA__GROUP];
+    int u;
+    if (m <= 0) return;
+    if (acc.d) {
+        for (u = 0; u < m; ++u) nsa__axpy(c, acc, p[u], x, ix[u], n);
+        return;
+    }
+    for (u = 0; u < m; ++u) pf[u] = (float)p[u];
+#ifdef NSA__HAVE_AVX2
+    if (c->simd) {
+        nsa__axpyn32_avx2(acc.f, pf, x, ix, m, n, c->dt);
+        return;
+    }
+#endif
+    switch (c->dt) {
+    case NSA_BF16: nsa__axpyn32(acc.f, pf, x, ix, m, n, NSA_BF16); break;
+    case NSA_FP16: nsa__axpyn32(acc.f, pf, x, ix, m, n, NSA_FP16); break;
+    default: nsa__axpyn32(acc.f, pf, x, ix, m, n, NSA_FP32); break;
+    }
+}
+
+/* acc[j] *= a. */
+static void nsa__scal(nsa__row acc, double a, int n)
+{
+    int j;
+    if (acc.d) for (j = 0; j < n; ++j) acc.d[j] *= a;
+    else for (j = 0; j < n; ++j) acc.f[j] *= (float)a;
+}
+
 
 /* ---- setup, validation, workspace ------------------------------------------ */
 
