@@ -1496,6 +1496,132 @@ static int same_bytes(const void *a, const void *b, int64_t n)
     return n <= 0 || memcmp(a, b, (size_t)n) == 0;
 }
 
+/* The contract's settled rules (docs/CONTRACT.md, last section) that no
+   other test pins down directly. */
+static void test_settled_rules_hold(void)
+{
+    /* (1) A +inf logit makes the branch's output and lse NaN, never an empty
+       branch. Caller-compressed, Dk = 1, q = 1, scale = 1: the compressed
+       logits are K_cmp itself. */
+    {
+        const char *name = "settled_inf_logit_gives_nan_output_and_lse";
+        nsa_config c = nsa_config_fla();
+        const int len[1] = {40};
+        prob p;
+        nsa_batch x;
+        float *o, *lse;
+        int64_t t;
+        int ok_nan = 1, ok_empty = 1;
+        c.l = c.d = c.lp = 4;
+        c.branches = NSA_BRANCH_CMP;
+        c.caller_compressed = 1;
+        c.scale = 1.0f;
+        prob_make(&p, &c, NSA_FP32, 1, len, NULL, 1, 1, 1, 2, 0);
+        for (t = 0; t < p.T; ++t) ((float *)p.q)[t] = 1.0f;
+        ((float *)p.kc)[2] = INFINITY; /* block 2, keys 8..11: seen from t = 11 */
+        x = prob_batch(&p);
+        o = (float *)xcalloc(p.TQ * 2, sizeof(float));
+        lse = (float *)xcalloc(p.TQ, sizeof(float));
+        if (status_ok(name, "nsa_ref_attend_cmp",
+                      nsa_ref_attend_cmp(&c, &x, p.kc, p.vc, o, lse))) {
+            for (t = 0; t < p.TQ; ++t) {
+                if (t >= 11) ok_nan &= isnan(lse[t]) && isnan(o[2 * t]) && isnan(o[2 * t + 1]);
+                else if (t < 3) ok_empty &= lse[t] == -INFINITY && o[2 * t] == 0.0f;
+                else ok_nan &= isfinite(lse[t]) && isfinite(o[2 * t]);
+            }
+            CHECK(name, ok_nan, "a query that sees the +inf logit is not NaN (or "
+                  "one that does not see it is not finite)");
+            CHECK(name, ok_empty, "queries before the first block are not empty");
+        }
+        free(o);
+        free(lse);
+        prob_free(&p);
+    }
+    /* (2) Logits mode: an eligible selection block that no visible
+       compressed block overlaps scores exactly 0. */
+    {
+        const char *name = "settled_logits_block_without_visible_cmp_block_scores_0";
+        nsa_config c = cfg_small(); /* l = 8, d = 4, l' = 16 */
+        const int len[2] = {70, 23};
+        prob p;
+        run r;
+        nsa_batch x;
+        float *bs;
+        size_t wsb;
+        void *ws;
+        c.score_mode = NSA_SCORE_LOGITS;
+        prob_make(&p, &c, NSA_FP32, 2, len, NULL, 4, 2, 16, 8, 0);
+        x = prob_batch(&p);
+        if (status_ok(name, "nsa_ref_forward", run_forward(&r, &c, &x, NULL))) {
+            int64_t bad = 0, zero_rows = 0, nonzero = 0, u0 = 0;
+            int b, hk;
+            bs = (float *)xcalloc(r.sz.units * p.Hkv * r.sz.max_slc_blocks, sizeof(float));
+            nsa_ref_workspace_size(&c, &x, &wsb);
+            ws = xcalloc((int64_t)wsb, 1);
+            if (status_ok(name, "nsa_ref_block_scores",
+                          nsa_ref_block_scores(&c, &x, r.kc, bs, ws, wsb)))
+                for (b = 0; b < 2; ++b) {
+                    int64_t t, j, i;
+                    for (t = 0; t < len[b]; ++t)
+                        for (hk = 0; hk < p.Hkv; ++hk)
+                            for (j = 0; j * c.lp <= t; ++j) {
+                                /* some compressed block [i*d, i*d+l-1] that is
+                                   whole at or before t meets [j*l', (j+1)*l'-1]? */
+                                int covered = 0;
+                                float v = bs[((u0 + t) * p.Hkv + hk) * r.sz.max_slc_blocks + j];
+                                for (i = 0; i * c.d + c.l - 1 <= t; ++i)
+                                    covered |= i * c.d <= (j + 1) * c.lp - 1 &&
+                                               i * c.d + c.l - 1 >= j * c.lp;
+                                if (!covered) {
+                                    ++zero_rows;
+                                    bad += v != 0.0f;
+                                } else {
+                                    nonzero += v != 0.0f;
+                                }
+                            }
+                    u0 += len[b];
+                }
+            CHECK(name, bad == 0 && zero_rows > 0 && nonzero > 0,
+                  "%lld of %lld uncovered eligible blocks do not score 0 "
+                  "(%lld covered blocks score non-zero)", (long long)bad,
+                  (long long)zero_rows, (long long)nonzero);
+            free(bs);
+            free(ws);
+        }
+        run_free(&r);
+        prob_free(&p);
+    }
+    /* (3) Tiles start at each sequence's first query: with suffix queries,
+       a one-query decode step is its own tile and selects what the same
+       query selects per token (bq = 1); longer suffixes match the oracle. */
+    {
+        const char *name = "settled_tiles_start_at_first_query_decode_is_own_tile";
+        static const int klen[3] = {90, 37, 64}, q1[3] = {1, 1, 1}, q6[3] = {6, 5, 64};
+        nsa_config c = cfg_small(), c1;
+        prob p;
+        run rt, r1;
+        nsa_batch x;
+        c.bq = 4;
+        c1 = c;
+        c1.bq = 1;
+        prob_make(&p, &c, NSA_FP32, 3, klen, q1, 4, 2, 16, 8, 1);
+        x = prob_batch(&p);
+        if (status_ok(name, "nsa_ref_forward (bq 4)", run_forward(&rt, &c, &x, p.g)) &&
+            status_ok(name, "nsa_ref_forward (bq 1)", run_forward(&r1, &c1, &x, p.g)))
+            CHECK(name, rt.sz.units == 3 &&
+                  same_bytes(rt.sel_idx, r1.sel_idx, r1.sz.sel_idx * 4) &&
+                  same_bytes(rt.sel_count, r1.sel_count, r1.sz.sel_count * 4),
+                  "decode steps with bq = 4 (%lld units) do not select as bq = 1",
+                  (long long)rt.sz.units);
+        run_free(&rt);
+        run_free(&r1);
+        prob_free(&p);
+        prob_make(&p, &c, NSA_FP32, 3, klen, q6, 4, 2, 16, 8, 1);
+        compare_with_oracle("settled_tiles_with_suffix_queries_match_oracle", &p, 1);
+        prob_free(&p);
+    }
+}
+
 /* Two runs agree bitwise on every output. */
 static int runs_equal(const run *a, const run *b, int backward, char *what,
                       size_t wn)
@@ -2433,6 +2559,7 @@ int main(int argc, char **argv)
     RUN_TEST(test_topk_bad_ranges_are_clamped_not_rejected);
     RUN_TEST(test_shared_rules_match_the_contract);
     RUN_TEST(test_nan_input_propagates_to_readers);
+    RUN_TEST(test_settled_rules_hold);
     RUN_TEST(test_each_sequence_equals_running_it_alone);
     RUN_TEST(test_suffix_queries_equal_full_run_rows);
     RUN_TEST(test_strided_inputs_equal_contiguous);
