@@ -114,10 +114,6 @@ static double tol_grad(nsa_dtype t)
     return t == NSA_FP32 ? 3e-5 : t == NSA_BF16 ? 8e-3 : 1e-3;
 }
 static double tol_lse(nsa_dtype t) { return t == NSA_FP32 ? 1e-5 : 2e-3; }
-/* Selections are compared exactly, except that two blocks whose oracle
-   scores differ by less than this (relative to the row's largest score)
-   may trade places: the reference's fp32 scores cannot order them. */
-static double tol_sel(nsa_dtype t) { return t == NSA_FP32 ? 1e-4 : 1e-2; }
 /* When > 0, the tolerance of every array in compare_with_oracle (the fp64
    accumulation mode is held to it). */
 static double tol_force;
@@ -407,22 +403,110 @@ static double cmp_lse(const char *name, const char *what, const float *got,
     return e;
 }
 
-/* Compares the reference's selection with the oracle's: same count, same
-   ascending -1-padded rows; a swap is allowed only between blocks whose
-   oracle scores are within tol of each other (relative to the row's max).
-   exact = 1 allows no swap. Returns the number of rows that differ. */
-static long cmp_selection(const char *name, const run *r, const oracle_out *oo,
-                          int n, int Hkv, double tol, int exact)
+/* How far a block score of the reference may lie from the oracle's (the
+   contract's settled rule: a near-tie is accepted only within K_cmp's
+   rounding to the storage type, never by a loose fraction). For each unit
+   row and block j: bound[j] = sum over the unit's queries t, the group's
+   heads h and the overlap pairs of block j of |dp_i|, where
+     E_i  = sc * sum_e |q_e| |K_cmp[i]_e| * (us + (Dk + 2) u) + u |z_i|
+   bounds the change of the logit z_i when every element of K_cmp[i] moves
+   by half a storage ulp (us = 2^-8 bf16, 2^-11 fp16, 2^-24 fp32) plus fp32
+   dot-product rounding (u = 2^-24); in logits mode dp_i = E_i, in probs mode
+   dp_i = p_i (E_i + sum_k p_k E_k + (nvis + 4) u) (first order of the
+   softmax); plus (terms + 2) u times the sum of |terms| for the fp32 sums.
+   Computed from the oracle's doubles with its geometry (tests/oracle.h). */
+static double *near_tie_bound(const oracle_in *in, const oracle_out *oo,
+                              nsa_dtype dt)
 {
+    const nsa_config *c = in->cfg;
+    const double u = 5.9604644775390625e-8;
+    const double us = dt == NSA_BF16 ? 1.0 / 256 : dt == NSA_FP16 ? 1.0 / 2048 : u;
+    const int G = in->H / in->Hkv, r = c->lp / c->d, lb = c->l / c->d;
+    const double sc = in->cfg->scale != 0.0f ? (double)in->cfg->scale
+                                              : 1.0 / sqrt((double)in->Dk);
+    double *bound = (double *)xcalloc(oo->units * in->Hkv * (oo->maxblk > 0 ? oo->maxblk : 1),
+                                      sizeof(double));
+    double *z = (double *)xcalloc(oo->Tc + 1, sizeof(double));
+    double *E = (double *)xcalloc(oo->Tc + 1, sizeof(double));
+    double *pa = (double *)xcalloc(oo->maxblk + 1, sizeof(double));
+    int64_t c_acc = 0, u_acc = 0, un, i, ic, j;
+    int b, hk, h, x;
+    for (b = 0; b < in->B; ++b) {
+        oracle__seq sq = oracle__seq_at(in, b, &c_acc, &u_acc);
+        for (un = 0; un < sq.nu; ++un) {
+            int64_t ilo = un * c->bq, ihi = ilo + c->bq;
+            if (ihi > sq.nq) ihi = sq.nq;
+            for (hk = 0; hk < in->Hkv; ++hk) {
+                double *bd = bound + ((sq.u0 + un) * in->Hkv + hk) * oo->maxblk;
+                const double nadd = (double)((ihi - ilo) * G * lb * r + 2);
+                for (j = 0; j < oo->maxblk; ++j) pa[j] = 0.0;
+                for (i = ilo; i < ihi; ++i) {
+                    const int64_t t = oracle__pos(&sq, i);
+                    for (h = hk * G; h < (hk + 1) * G; ++h) {
+                        const double *qv = in->q + ((sq.q0 + i) * in->H + h) * in->Dk;
+                        int64_t nvis = 0;
+                        double m = -INFINITY, sum = 0.0, ebar = 0.0;
+                        for (ic = 0; ic < sq.nc && ic * c->d + c->l - 1 <= t; ++ic) {
+                            const double *kc = oo->k_cmp + ((sq.c0 + ic) * in->Hkv + hk) * in->Dk;
+                            double dot = 0.0, ad = 0.0;
+                            for (x = 0; x < in->Dk; ++x) {
+                                dot += qv[x] * kc[x];
+                                ad += fabs(qv[x] * kc[x]);
+                            }
+                            z[ic] = sc * dot;
+                            E[ic] = sc * ad * (us + (in->Dk + 2) * u) + u * fabs(z[ic]);
+                            if (z[ic] > m) m = z[ic];
+                            nvis = ic + 1;
+                        }
+                        if (c->score_mode == NSA_SCORE_PROBS && nvis > 0) {
+                            for (ic = 0; ic < nvis; ++ic) sum += exp(z[ic] - m);
+                            for (ic = 0; ic < nvis; ++ic) {
+                                z[ic] = exp(z[ic] - m) / sum; /* now p_i */
+                                ebar += z[ic] * E[ic];
+                            }
+                            for (ic = 0; ic < nvis; ++ic)
+                                E[ic] = z[ic] * (E[ic] + ebar + (double)(nvis + 4) * u);
+                        }
+                        for (ic = 0; ic < nvis; ++ic)
+                            for (j = 0; j < sq.nb; ++j) {
+                                int64_t lo = ic > j * r ? ic : j * r;
+                                int64_t hi = ic + lb - 1 < (j + 1) * r - 1
+                                                 ? ic + lb - 1 : (j + 1) * r - 1;
+                                if (hi >= lo) {
+                                    bd[j] += (double)(hi - lo + 1) * E[ic];
+                                    pa[j] += (double)(hi - lo + 1) * fabs(z[ic]);
+                                }
+                            }
+                    }
+                }
+                for (j = 0; j < oo->maxblk; ++j) bd[j] += nadd * u * pa[j];
+            }
+        }
+    }
+    free(z);
+    free(E);
+    free(pa);
+    return bound;
+}
+
+/* Compares the reference's selection with the oracle's: same count, same
+   ascending -1-padded rows; a swap is allowed only between blocks a, b
+   whose oracle scores differ by at most bound[a] + bound[b]
+   (near_tie_bound). bound = NULL allows no swap. Returns the number of rows
+   that differ. */
+static long cmp_selection(const char *name, const run *r, const oracle_out *oo,
+                          int n, int Hkv, const double *bound)
+{
+    const int exact = bound == NULL;
     int64_t row, rows = oo->units * Hkv;
     long bad = 0, differ = 0;
     char detail[256] = "";
     for (row = 0; row < rows; ++row) {
         const int32_t *a = r->sel_idx + row * n, *b = oo->sel_idx + row * n;
         const double *sc = oo->scores + row * oo->maxblk;
+        const double *bd = bound ? bound + row * oo->maxblk : NULL;
         int32_t ca = r->sel_count[row], cb = oo->sel_count[row];
         int e, same = 1, ok = 1;
-        double mx = 0.0;
         if (ca != cb) {
             ok = 0;
             snprintf(detail, sizeof detail, "row %lld: count %d, oracle %d",
@@ -446,8 +530,6 @@ static long cmp_selection(const char *name, const run *r, const oracle_out *oo,
                with every block in the other and not the one. */
             int i, j;
             ++differ;
-            for (j = 0; j < oo->maxblk; ++j)
-                if (isfinite(sc[j]) && fabs(sc[j]) > mx) mx = fabs(sc[j]);
             for (i = 0; ok && i < ca; ++i) {
                 int inb = 0;
                 for (j = 0; j < cb; ++j) inb |= b[j] == a[i];
@@ -456,7 +538,7 @@ static long cmp_selection(const char *name, const run *r, const oracle_out *oo,
                     int ina = 0, k;
                     for (k = 0; k < ca; ++k) ina |= a[k] == b[j];
                     if (ina) continue;
-                    if (exact || !(fabs(sc[a[i]] - sc[b[j]]) <= tol * mx)) {
+                    if (exact || !(fabs(sc[a[i]] - sc[b[j]]) <= bd[a[i]] + bd[b[j]])) {
                         ok = 0;
                         snprintf(detail, sizeof detail, "row %lld: chose block "
                                  "%d (oracle score %.9g) over block %d (%.9g)",
@@ -498,7 +580,10 @@ static void compare_with_oracle(const char *name, prob *p, int backward)
           "sizes: Tc %lld units %lld, oracle %lld %lld", (long long)r.sz.Tc,
           (long long)r.sz.units, (long long)oo.Tc, (long long)oo.units);
     if ((c->branches & NSA_BRANCH_SLC) && !p->sel_idx) {
-        if (cmp_selection(name, &r, &oo, c->n, p->Hkv, tol_sel(p->dt), 0)) {
+        double *bound = near_tie_bound(&in, &oo, p->dt);
+        long differ = cmp_selection(name, &r, &oo, c->n, p->Hkv, bound);
+        free(bound);
+        if (differ) {
             in.sel_idx = r.sel_idx;
             in.sel_count = r.sel_count;
             oracle_forward(&in, &oo2);
@@ -1103,7 +1188,7 @@ static void test_selection_ties_pick_lower_index(void)
             if (v < 2) check_tie_rows(name, &p, &r);
             in = prob_oracle_in(&p);
             oracle_forward(&in, &oo);
-            cmp_selection(name, &r, &oo, c.n, p.Hkv, 0.0, 1);
+            cmp_selection(name, &r, &oo, c.n, p.Hkv, NULL);
             oracle_free(&oo);
         }
         run_free(&r);
@@ -1126,12 +1211,93 @@ static void test_selection_ties_pick_lower_index(void)
             in = prob_oracle_in(&p);
             oracle_forward(&in, &oo);
             cmp_selection("selection_ties_pick_lower_index_overlapping_blocks", &r,
-                          &oo, c.n, p.Hkv, 0.0, 1);
+                          &oo, c.n, p.Hkv, NULL);
             oracle_free(&oo);
         }
         run_free(&r);
         prob_free(&p);
     }
+}
+
+/* The selection comparison must fail what is wrong: a selected block
+   swapped for an unselected eligible one whose score gap is beyond the
+   derived near-tie bound is reported (bf16 storage, where the bound is
+   widest), and the unchanged selection is not. */
+static void test_near_tie_bound_rejects_a_real_swap(void)
+{
+    const char *name = "near_tie_bound_rejects_a_swap_beyond_k_cmp_rounding";
+    nsa_config c = cfg_small();
+    const int len[2] = {120, 77};
+    prob p;
+    run r;
+    nsa_batch x;
+    c.n_init = 0;
+    c.n_local = 1;
+    prob_make(&p, &c, NSA_BF16, 2, len, NULL, 4, 2, 16, 8, 0);
+    x = prob_batch(&p);
+    if (status_ok(name, "nsa_ref_forward", run_forward(&r, &c, &x, NULL))) {
+        oracle_in in = prob_oracle_in(&p);
+        oracle_out oo;
+        double *bound;
+        int64_t row, rows;
+        long f0 = check_failed_count, p0 = check_passed_count, fails_same, fails_swap;
+        int swapped = 0;
+        oracle_forward(&in, &oo);
+        bound = near_tie_bound(&in, &oo, p.dt);
+        rows = oo.units * p.Hkv;
+        /* the oracle's own selection against itself: no failure */
+        memcpy(r.sel_idx, oo.sel_idx, (size_t)(rows * c.n) * 4);
+        memcpy(r.sel_count, oo.sel_count, (size_t)rows * 4);
+        cmp_selection(name, &r, &oo, c.n, p.Hkv, bound);
+        fails_same = check_failed_count - f0;
+        /* one row: the lowest-scoring free selected block a for the best
+           unselected eligible block b, far apart */
+        for (row = 0; row < rows && !swapped; ++row) {
+            int32_t *sel = r.sel_idx + row * c.n;
+            const double *sc = oo.scores + row * oo.maxblk, *bd = bound + row * oo.maxblk;
+            int cnt = r.sel_count[row], e, e2, j;
+            if (cnt < c.n) continue; /* every eligible block is taken */
+            for (e = 0; e < cnt && !swapped; ++e) {
+                const int32_t a = sel[e];
+                if (a == sel[cnt - 1]) continue; /* the local (forced) block */
+                for (j = 0; j < oo.maxblk && !swapped; ++j) {
+                    int in_sel = 0;
+                    for (e2 = 0; e2 < cnt; ++e2) in_sel |= sel[e2] == j;
+                    if (in_sel || !isfinite(sc[j]) || j > sel[cnt - 1]) continue;
+                    if (fabs(sc[a] - sc[j]) > 10.0 * (bd[a] + bd[j])) {
+                        sel[e] = j;
+                        for (e2 = cnt - 1; e2 > 0; --e2) /* keep it ascending */
+                            if (sel[e2 - 1] > sel[e2]) {
+                                int32_t tmp = sel[e2];
+                                sel[e2] = sel[e2 - 1];
+                                sel[e2 - 1] = tmp;
+                            }
+                        for (e2 = 0; e2 + 1 < cnt; ++e2)
+                            if (sel[e2] > sel[e2 + 1]) {
+                                int32_t tmp = sel[e2];
+                                sel[e2] = sel[e2 + 1];
+                                sel[e2 + 1] = tmp;
+                            }
+                        swapped = 1;
+                    }
+                }
+            }
+        }
+        f0 = check_failed_count;
+        printf("(expected: the next FAIL line reports the deliberate swap)\n");
+        cmp_selection(name, &r, &oo, c.n, p.Hkv, bound);
+        fails_swap = check_failed_count - f0;
+        /* the two calls above were probes: count them as this one check */
+        check_failed_count -= fails_same + fails_swap;
+        check_passed_count = p0;
+        CHECK(name, swapped && fails_same == 0 && fails_swap == 1,
+              "swap found %d; failures: unchanged %ld (want 0), swapped %ld "
+              "(want 1)", swapped, fails_same, fails_swap);
+        free(bound);
+        oracle_free(&oo);
+    }
+    run_free(&r);
+    prob_free(&p);
 }
 
 static void test_forced_blocks_near_sequence_start(void)
@@ -1168,8 +1334,11 @@ static void test_forced_blocks_near_sequence_start(void)
                 }
             CHECK(name, bad == 0, "n_init=%d: %lld forced-block or count "
                   "violations", n_init, (long long)bad);
+            double *bound;
             oracle_forward(&in, &oo);
-            cmp_selection(name, &r, &oo, c.n, p.Hkv, tol_sel(NSA_FP32), 0);
+            bound = near_tie_bound(&in, &oo, NSA_FP32);
+            cmp_selection(name, &r, &oo, c.n, p.Hkv, bound);
+            free(bound);
             oracle_free(&oo);
         }
         run_free(&r);
@@ -2554,6 +2723,7 @@ int main(int argc, char **argv)
     RUN_TEST(test_sharp_inputs_match_oracle);
     RUN_TEST(test_selection_ties_pick_lower_index);
     RUN_TEST(test_forced_blocks_near_sequence_start);
+    RUN_TEST(test_near_tie_bound_rejects_a_real_swap);
     RUN_TEST(test_topk_rows_match_full_sort);
     RUN_TEST(test_topk_special_values_rank_as_contract_says);
     RUN_TEST(test_topk_bad_ranges_are_clamped_not_rejected);
