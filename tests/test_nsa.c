@@ -1241,6 +1241,7 @@ static void test_near_tie_bound_rejects_a_real_swap(void)
         double *bound;
         int64_t row, rows;
         long f0 = check_failed_count, p0 = check_passed_count, fails_same, fails_swap;
+        const long ties0 = near_tie_rows;
         int swapped = 0;
         oracle_forward(&in, &oo);
         bound = near_tie_bound(&in, &oo, p.dt);
@@ -1290,6 +1291,7 @@ static void test_near_tie_bound_rejects_a_real_swap(void)
         /* the two calls above were probes: count them as this one check */
         check_failed_count -= fails_same + fails_swap;
         check_passed_count = p0;
+        near_tie_rows = ties0;
         CHECK(name, swapped && fails_same == 0 && fails_swap == 1,
               "swap found %d; failures: unchanged %ld (want 0), swapped %ld "
               "(want 1)", swapped, fails_same, fails_swap);
