@@ -37,7 +37,7 @@ TEST_H  = $(wildcard tests/*.h)
 PROGRAMS = $(BUILD)/example $(BUILD)/test_nsa $(BUILD)/test_nsa_clang \
            $(BUILD)/nsa_vectors $(BUILD)/nsa_vectors_clang $(BUILD)/test_npy \
            $(BUILD)/nsa_picture $(BUILD)/nsa_picture_clang $(BUILD)/bench_ref \
-           $(BUILD)/cxx_headers.o
+           $(BUILD)/cxx_headers.o $(BUILD)/digest $(BUILD)/digest_nosimd
 
 .PHONY: all test sanitize bench vectors pictures fuzz clean
 all: $(PROGRAMS)
@@ -58,6 +58,11 @@ $(BUILD)/nsa_picture: tools/nsa_picture.c $(HEADERS) $(TOOLS_H) | $(BUILD)
 	$(CC) $(ALL_CFLAGS) $< $(LDLIBS) -o $@
 $(BUILD)/bench_ref: bench/bench_ref.c $(HEADERS) | $(BUILD)
 	$(CC) $(ALL_CFLAGS) $< $(LDLIBS) -o $@
+# The reference with and without its vector kernels (tests/simd_same.sh).
+$(BUILD)/digest: tests/digest.c $(HEADERS) | $(BUILD)
+	$(CC) $(ALL_CFLAGS) $< $(LDLIBS) -o $@
+$(BUILD)/digest_nosimd: tests/digest.c $(HEADERS) | $(BUILD)
+	$(CC) $(ALL_CFLAGS) -DNSA_REF_NO_SIMD $< $(LDLIBS) -o $@
 
 # clang builds of the same sources ---------------------------------------
 $(BUILD)/test_nsa_clang: tests/test_nsa.c $(HEADERS) $(TEST_H) $(TOOLS_H) | $(BUILD)
@@ -80,7 +85,8 @@ test: all
 sanitize:
 	$(MAKE) BUILD=build-san CC=$(CLANG) \
 	    CFLAGS="-O1 -g -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer" \
-	    build-san/test_nsa build-san/nsa_vectors build-san/test_npy build-san/nsa_picture
+	    build-san/test_nsa build-san/nsa_vectors build-san/test_npy build-san/nsa_picture \
+	    build-san/digest build-san/digest_nosimd
 	NSA_TEST_QUICK=1 VECTORS=$(VECTORS) BUILD=build-san NSA_SANITIZE=1 bash tests/run.sh
 
 bench: $(BUILD)/bench_ref

@@ -41,6 +41,7 @@
 #ifndef NSA_H
 #define NSA_H
 
+#include <math.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -165,6 +166,12 @@ typedef struct nsa_sizes {
     int64_t sel_idx;     /* units*Hkv*n                                    */
     int64_t sel_count;   /* units*Hkv                                      */
     int64_t block_mask;  /* units*Hkv*max_slc_blocks                       */
+    /* Resolved once by the validator, by the rules below: */
+    double scale;        /* nsa_scale(cfg.scale, Dk), exact                */
+    int nbranch;         /* nsa_branch_count(cfg.branches)                 */
+    int64_t q_stride_token, q_stride_head;  /* element strides, 0 resolved */
+    int64_t k_stride_token, k_stride_head;  /* by nsa_token_stride and     */
+    int64_t v_stride_token, v_stride_head;  /* nsa_head_stride             */
 } nsa_sizes;
 
 /* Validates cfg and the batch's shapes, strides and cu_seqlens (every rule
@@ -195,45 +202,192 @@ typedef struct nsa_grads {
 } nsa_grads;
 
 /* ------------------------------------------------------------------------ */
-/* Small shared rules (contract, "The three branches")                       */
+/* Small shared rules                                                        */
+/* Each rule of the contract that more than one implementation needs is
+   written once, here, as a small function that host and device code can
+   call (NSA_HD is __host__ __device__ under nvcc). The CPU reference and the
+   CUDA kernels call these; the test oracle (tests/oracle.h) does not, so
+   that it stays an independent statement of the contract.                 */
 
-/* Compressed blocks of a sequence of N keys: max(0, floor((N-l)/d) + 1). */
-static inline int64_t nsa_cmp_blocks(int64_t N, int l, int d)
+#if defined(__CUDACC__)
+#define NSA_HD __host__ __device__
+#else
+#define NSA_HD
+#endif
+
+/* Compressed blocks of a sequence of N keys: max(0, floor((N-l)/d) + 1)
+   (contract, branch 1). */
+static inline NSA_HD int64_t nsa_cmp_blocks(int64_t N, int l, int d)
 {
     return N < l ? 0 : (N - l) / d + 1;
 }
-/* Selection blocks of a sequence of N keys: ceil(N / l'). */
-static inline int64_t nsa_slc_blocks(int64_t N, int lp)
+/* Selection blocks of a sequence of N keys: ceil(N / l') (branch 2). */
+static inline NSA_HD int64_t nsa_slc_blocks(int64_t N, int lp)
 {
     return (N + lp - 1) / lp;
 }
-/* Selection units of a sequence with TQ queries: ceil(TQ / bq). */
-static inline int64_t nsa_units(int64_t TQ, int bq)
+/* Selection units of a sequence with TQ queries: ceil(TQ / bq) (Selection
+   step 4: tiles start at the sequence's first query). */
+static inline NSA_HD int64_t nsa_units(int64_t TQ, int bq)
 {
     return (TQ + bq - 1) / bq;
+}
+
+/* Compressed-block causality (contract, branch 1): query position t sees
+   compressed block i iff the whole block is at or before t,
+   i*d + l - 1 <= t. */
+static inline NSA_HD int nsa_cmp_visible(int64_t i, int64_t t, int l, int d)
+{
+    return i * d + l - 1 <= t;
+}
+/* The first position that sees compressed block i: i*d + l - 1. */
+static inline NSA_HD int64_t nsa_cmp_first_query(int64_t i, int l, int d)
+{
+    return i * d + l - 1;
+}
+/* How many compressed blocks position t sees, i = 0 .. count-1 (not capped
+   by the sequence's own block count: take the min with nsa_cmp_blocks). */
+static inline NSA_HD int64_t nsa_cmp_visible_count(int64_t t, int l, int d)
+{
+    return t < l - 1 ? 0 : (t - l + 1) / d + 1;
+}
+
+/* The overlap map (contract, Selection step 2). With segments of d keys,
+   segment m (0 <= m < l'/d) of selection block j is segment k
+   (0 <= k < l/d) of compressed block nsa_overlap_index(j, m, k, ...) =
+   (l'/d)*j + m - k; score[j] sums p[i] over all pairs (m, k) whose index
+   is a visible block (others are skipped). Summed over m outer, k inner
+   (the order of the reference and of the kernels). */
+static inline NSA_HD int64_t nsa_overlap_index(int64_t j, int m, int k, int d,
+                                               int lp)
+{
+    return (int64_t)(lp / d) * j + m - k;
+}
+/* The same map as a weight: the number of d-key segments that compressed
+   block i and selection block j share (0 when they do not overlap). */
+static inline NSA_HD int nsa_overlap_weight(int64_t i, int64_t j, int l, int d,
+                                            int lp)
+{
+    const int64_t a0 = i, a1 = i + l / d;                       /* [a0, a1) */
+    const int64_t b0 = j * (lp / d), b1 = (j + 1) * (lp / d);   /* [b0, b1) */
+    const int64_t lo = a0 > b0 ? a0 : b0, hi = a1 < b1 ? a1 : b1;
+    return hi > lo ? (int)(hi - lo) : 0;
+}
+
+/* Eligible selection blocks of a unit whose last query is t_last
+   (Selection step 5): j*l' <= t_last, i.e. j < t_last/l' + 1 (take the min
+   with nsa_slc_blocks). */
+static inline NSA_HD int64_t nsa_slc_eligible_count(int64_t t_last, int lp)
+{
+    return t_last / lp + 1;
+}
+/* Is eligible block j forced (step 5)? The first n_init blocks and the
+   n_local blocks ending at t_last's block floor(t_last/l'). */
+static inline NSA_HD int nsa_slc_forced(int64_t j, int64_t t_last, int lp,
+                                        int n_init, int n_local)
+{
+    const int64_t cur = t_last / lp;
+    return j < n_init || (j > cur - n_local && j <= cur);
+}
+
+/* Row ranges of top-k (nsa_ref_topk_rows, nsa_cuda_topk_rows): the range
+   [start, end) of a row of cols scores is clamped, start to [0, cols] and
+   end to [start, cols]; a range with end <= start is empty (count 0, every
+   index -1). Indices are relative to the clamped start. One rule that both
+   implementations follow without reading the range arrays on the host (a
+   device array cannot be validated without a host sync), so no range is
+   an error. */
+static inline NSA_HD void nsa_topk_range(int64_t start, int64_t end, int64_t cols,
+                                         int64_t *lo, int64_t *hi)
+{
+    start = start < 0 ? 0 : start > cols ? cols : start;
+    end = end < start ? start : end > cols ? cols : end;
+    *lo = start;
+    *hi = end;
+}
+
+/* Bits of an fp32 value (and back). */
+static inline NSA_HD uint32_t nsa__f32_bits(float f)
+{
+    union { float f; uint32_t u; } x;
+    x.f = f;
+    return x.u;
+}
+static inline NSA_HD float nsa__f32_from_bits(uint32_t u)
+{
+    union { float f; uint32_t u; } x;
+    x.u = u;
+    return x.f;
+}
+
+/* The ranking of Selection step 6 as one unsigned order. nsa_score_key maps
+   an fp32 score to a 32-bit key that orders as the contract ranks: larger
+   score, larger key; -0 and +0 the same key; every NaN the key 1, below
+   -inf (whose key is 0x007fffff). Key 0 is never produced: an
+   implementation may use it for "not a candidate". */
+#define NSA_SCORE_KEY_NAN 1u
+static inline NSA_HD uint32_t nsa_score_key(float f)
+{
+    uint32_t u = nsa__f32_bits(f);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return NSA_SCORE_KEY_NAN;
+    if (u == 0x80000000u) u = 0u; /* -0 ranks as +0 */
+    return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
+}
+/* A candidate's 64-bit rank key: its score key above the complement of its
+   index, so that all keys of a row are distinct and equal scores rank the
+   lower index higher ("the k largest keys" is then exactly the rule). */
+static inline NSA_HD uint64_t nsa_rank_key(uint32_t score_key, int64_t idx)
+{
+    return ((uint64_t)score_key << 32) | (uint64_t)(0xffffffffu - (uint32_t)idx);
+}
+/* The index back from a rank key. */
+static inline NSA_HD int64_t nsa_rank_index(uint64_t rank_key)
+{
+    return (int64_t)(0xffffffffu - (uint32_t)(rank_key & 0xffffffffu));
+}
+
+/* Default strides (contract, Shapes: 0 means contiguous), in elements, of
+   a [N, heads, D] tensor. */
+static inline NSA_HD int64_t nsa_head_stride(int64_t given, int D)
+{
+    return given ? given : (int64_t)D;
+}
+static inline NSA_HD int64_t nsa_token_stride(int64_t given, int heads, int D)
+{
+    return given ? given : (int64_t)heads * D;
+}
+
+/* Softmax scale (contract, "The three branches"): cfg.scale, or 1/sqrt(Dk)
+   when it is 0. Returned exactly; fp32 arithmetic (the contract's) rounds it
+   to fp32 once, (float)nsa_scale(...), and the reference's fp64 mode uses
+   the double. */
+static inline NSA_HD double nsa_scale(float scale, int Dk)
+{
+    return scale > 0.0f ? (double)scale : 1.0 / sqrt((double)Dk);
+}
+
+/* Number of enabled branches (the NSA_BRANCH_* bits that are on). */
+static inline NSA_HD int nsa_branch_count(unsigned branches)
+{
+    return (int)(branches & 1u) + (int)((branches >> 1) & 1u) +
+           (int)((branches >> 2) & 1u);
+}
+/* The gate of an enabled branch when no gates are given (contract, "Gates
+   and output"): 1 / (number of enabled branches), in fp32. */
+static inline NSA_HD float nsa_default_gate(unsigned branches)
+{
+    return 1.0f / (float)nsa_branch_count(branches);
 }
 
 /* ------------------------------------------------------------------------ */
 /* bf16 / fp16 <-> fp32, exact round-to-nearest-even, NaN kept, subnormals
    right. Shared by both implementations and by the tests.                  */
 
-static inline uint32_t nsa__f32_bits(float f)
-{
-    union { float f; uint32_t u; } x;
-    x.f = f;
-    return x.u;
-}
-static inline float nsa__f32_from_bits(uint32_t u)
-{
-    union { float f; uint32_t u; } x;
-    x.u = u;
-    return x.f;
-}
-static inline float nsa_bf16_to_f32(uint16_t h)
+static inline NSA_HD float nsa_bf16_to_f32(uint16_t h)
 {
     return nsa__f32_from_bits((uint32_t)h << 16);
 }
-static inline uint16_t nsa_f32_to_bf16(float f)
+static inline NSA_HD uint16_t nsa_f32_to_bf16(float f)
 {
     uint32_t u = nsa__f32_bits(f);
     if ((u & 0x7fffffffu) > 0x7f800000u) /* NaN: keep sign, force quiet */
@@ -241,7 +395,7 @@ static inline uint16_t nsa_f32_to_bf16(float f)
     u += 0x7fffu + ((u >> 16) & 1u); /* round to nearest, ties to even */
     return (uint16_t)(u >> 16);
 }
-static inline float nsa_fp16_to_f32(uint16_t h)
+static inline NSA_HD float nsa_fp16_to_f32(uint16_t h)
 {
     uint32_t sign = (uint32_t)(h & 0x8000u) << 16;
     uint32_t exp = (h >> 10) & 0x1fu, man = h & 0x3ffu;
@@ -253,7 +407,7 @@ static inline float nsa_fp16_to_f32(uint16_t h)
     }
     return nsa__f32_from_bits(sign | ((exp + 112u) << 23) | (man << 13));
 }
-static inline uint16_t nsa_f32_to_fp16(float f)
+static inline NSA_HD uint16_t nsa_f32_to_fp16(float f)
 {
     uint32_t u = nsa__f32_bits(f);
     uint16_t sign = (uint16_t)((u >> 16) & 0x8000u);
@@ -523,8 +677,8 @@ static nsa_status nsa__check_tensor(const char *name, const void *p, int64_t N,
         return nsa__fail(NSA_ERR_INVALID_BATCH, "batch.%s strides: must be >= 0"
                          " (token %lld, head %lld)", name, (long long)*st,
                          (long long)*sh);
-    if (*sh == 0) *sh = D;
-    if (*st == 0) *st = (int64_t)heads * D;
+    *sh = nsa_head_stride(*sh, D);
+    *st = nsa_token_stride(*st, heads, D);
     if (nsa__extent(N, heads, D, *st, *sh) < 0)
         return nsa__fail(NSA_ERR_OVERFLOW, "batch.%s: offsets of a [%lld, %d, "
                          "%d] tensor with these strides overflow 64 bits", name,
@@ -537,7 +691,7 @@ static nsa_status nsa__sizes(const nsa_config *cfg, const nsa_batch *x,
 {
     nsa_status st;
     int64_t TQ, Tc = 0, units = 0, maxblk = 0, t;
-    int64_t ts, hs;
+    int64_t ts, hs, st_r[6];
     int b;
     if (!x) return nsa__fail(NSA_ERR_NULL_POINTER, "batch: is NULL");
     if (!s) return nsa__fail(NSA_ERR_NULL_POINTER, "sizes: is NULL");
@@ -582,12 +736,15 @@ static nsa_status nsa__sizes(const nsa_config *cfg, const nsa_batch *x,
     ts = x->q_stride_token; hs = x->q_stride_head;
     if ((st = nsa__check_tensor("q", x->q, TQ, x->H, x->Dk, &ts, &hs, check_pointers)))
         return st;
+    st_r[0] = ts; st_r[1] = hs;
     ts = x->k_stride_token; hs = x->k_stride_head;
     if ((st = nsa__check_tensor("k", x->k, x->T, x->Hkv, x->Dk, &ts, &hs, check_pointers)))
         return st;
+    st_r[2] = ts; st_r[3] = hs;
     ts = x->v_stride_token; hs = x->v_stride_head;
     if ((st = nsa__check_tensor("v", x->v, x->T, x->Hkv, x->Dv, &ts, &hs, check_pointers)))
         return st;
+    st_r[4] = ts; st_r[5] = hs;
 
     for (b = 0; b < x->B; ++b) {
         int64_t nk = x->cu_seqlens[b + 1] - x->cu_seqlens[b];
@@ -607,6 +764,11 @@ static nsa_status nsa__sizes(const nsa_config *cfg, const nsa_batch *x,
     s->Tc = Tc;
     s->units = units;
     s->max_slc_blocks = maxblk;
+    s->scale = nsa_scale(cfg->scale, x->Dk);
+    s->nbranch = nsa_branch_count(cfg->branches);
+    s->q_stride_token = st_r[0]; s->q_stride_head = st_r[1];
+    s->k_stride_token = st_r[2]; s->k_stride_head = st_r[3];
+    s->v_stride_token = st_r[4]; s->v_stride_head = st_r[5];
     /* T < 2^31 and H, D < 2^31, so every product below of three such
        factors fits in 93 bits only in theory: check each one. */
     if (!nsa__mul(TQ, x->H, &t) || !nsa__mul(t, x->Dk, &s->q) ||

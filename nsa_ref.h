@@ -16,6 +16,10 @@
        order that does not depend on the thread count; outputs are rounded once
        to the storage type, nearest-even.
      - Results are bitwise identical for any thread count and any run.
+
+   OPTIONS (macros read by the implementation)
+     NSA_REF_NO_SIMD   build the portable C kernels only (no GNU vector
+                       types, no AVX2); the results are the same bits.
 */
 #ifndef NSA_REF_H
 #define NSA_REF_H
@@ -105,10 +109,13 @@ NSADEF nsa_status nsa_ref_combine(const nsa_config *cfg, const nsa_batch *batch,
 /* For each of `rows` rows of fp32 scores (row r starts at
    scores + r * row_stride), the k best columns among [start_r, end_r)
    (start_r = row_start ? row_start[r] : 0, end_r = row_end ? row_end[r] :
-   cols; outside is ignored). Exact: larger scores first, ties to the lower
-   index, -0 equals +0, NaN below everything (-inf included). Writes exactly
-   min(k, end_r - start_r) indices relative to start_r, best first, then -1
-   up to k; out_count (may be NULL) gets that number. */
+   cols; outside is ignored). Ranges follow nsa.h's nsa_topk_range: start_r
+   is clamped to [0, cols], end_r to [start_r, cols], and an empty range
+   gives count 0 and -1 everywhere (never an error, as on the GPU). Exact:
+   larger scores first, ties to the lower index, -0 equals +0, NaN below
+   everything (-inf included). Writes exactly min(k, end_r - start_r)
+   indices relative to the clamped start_r, best first, then -1 up to k;
+   out_count (may be NULL) gets that number. */
 NSADEF nsa_status nsa_ref_topk_workspace_size(int64_t rows, int64_t cols, int k,
                                               size_t *bytes);
 NSADEF nsa_status nsa_ref_topk_rows(const float *scores, int64_t rows,
@@ -160,10 +167,15 @@ NSADEF nsa_status nsa_ref_topk_rows(const float *scores, int64_t rows,
      - Gates: o = g_cmp*o_cmp + g_slc*o_slc + g_win*o_win, left to right,
        each o_c first rounded to fp32 (the stage outputs are fp32). Without
        gates each enabled branch weighs 1.0f / (number enabled).
-     - Backward (selection held constant; P = exp(s - lse) from the saved
-       lse; w = the branch's gate weight; dov = dO . v):
-         dgate_c = dO . o_c = sum over keys, in forward order, of P * dov;
-         Delta_c = w * dgate_c;  dP = w * dov;  ds = sc * P * (dP - Delta_c);
+     - Backward (selection held constant; w = the branch's gate weight;
+       dov = dO . v). Per (query, head, branch) the forward's online softmax
+       runs again and gives o_c (normalized, as the forward's) and the row's
+       lse in the accumulation type (in fp32 the saved lse, bit for bit;
+       the saved lse only marks rows without keys). Then, the
+       FlashAttention form (MATH.md 8.1: no error that grows with |lse|):
+         dgate_c = dO . o_c (8 lanes and the tree of a dot product);
+         Delta_c = w * dgate_c;  P = exp(s - lse);  dP = w * dov;
+         ds = sc * P * (dP - Delta_c);
          dQ += ds * k, dK += ds * q, dV += (P * w) * dO.
        dQ[t,h] sums its terms branch by branch (cmp, slc, win), keys in
        forward order. dK/dV of a key sum, in this order: window queries
@@ -178,16 +190,18 @@ NSADEF nsa_status nsa_ref_topk_rows(const float *scores, int64_t rows,
      a dot product or independent elements of a row, and a fused accumulate
      (nsa__axpyn: several p * x terms swept over a row at once) adds the
      terms to each element in the order above. On x86 CPUs with AVX2
-     (checked at run time) the same kernels run 8 lanes wide.
+     (checked at run time) the same kernels run 8 lanes wide. These kernels
+     sit at the end of the implementation, after the math they serve;
+     NSA_REF_NO_SIMD leaves the portable C alone, with the same bits.
    Parallel passes (threads never share an accumulator, so no atomics):
    forward rows (query, head); selection rows (unit, kv head); backward
-   A (query, head) -> dQ, dgates, Delta; B1 (compressed block, kv head) ->
+   A (query, head) -> dQ, dgates, Delta, lse; B1 (compressed block, kv head) ->
    dK_cmp, dV_cmp; B2 (key block, kv head) -> dK, dV, walking the window's
    queries and the transposed selection (a counting sort of the selection
    by block, units ascending).
-   Workspace: Delta [TQ,H,3], dK_cmp/dV_cmp [Tc,Hkv,D] (mean mode), the
+   Workspace: Delta and lse [TQ,H,3] each, dK_cmp/dV_cmp [Tc,Hkv,D] (mean mode), the
    transposed selection, then one scratch slot a thread (score and key
-   rows of selection, P and dov rows of pass A, a key block's dK/dV), for
+   rows of selection, P, dov and o_c rows of pass A, a key block's dK/dV), for
    omp_get_max_threads() threads; a call whose workspace is smaller than
    the size query gives for the current thread count returns
    NSA_ERR_WORKSPACE. The results never depend on the thread count.
@@ -236,6 +250,8 @@ typedef struct nsa__ctx {
     size_t slot_bytes;
     int nthreads;
     double *delta;           /* [TQ, H, 3] backward                     */
+    double *lse_acc;         /* [TQ, H, 3] backward: the row's lse, recomputed
+                                in the accumulation type (-inf: no key) */
     double *dkc, *dvc;       /* [Tc, Hkv, D] backward, mean mode        */
     int64_t *toff;           /* [Jtot*Hkv + 1] transposed selection     */
     int32_t *tlist;          /* [units*Hkv*n]                           */
@@ -318,6 +334,994 @@ static void nsa__put(const nsa__ctx *c, void *p, int64_t i, double x)
     nsa_store(p, c->dt, i, c->dt == NSA_FP32 ? (float)x : nsa__f32_odd(x));
 }
 
+/* Offsets base + r * step, r < m. */
+static void nsa__offsets(int64_t *o, int64_t base, int64_t step, int m)
+{
+    int r;
+    for (r = 0; r < m; ++r) o[r] = base + r * step;
+}
+
+/* An accumulator row: fp32 values in fp32 mode, fp64 values in fp64 mode
+   (one of the two pointers is set). Scratch gives it 8 bytes an element. */
+typedef struct nsa__row {
+    float *f;
+    double *d;
+} nsa__row;
+
+static nsa__row nsa__row_of(const nsa__ctx *c, void *mem)
+{
+    nsa__row r;
+    r.f = c->f64 ? NULL : (float *)mem;
+    r.d = c->f64 ? (double *)mem : NULL;
+    return r;
+}
+static nsa__row nsa__row_add(nsa__row r, int64_t off)
+{
+    if (r.f) r.f += off;
+    else r.d += off;
+    return r;
+}
+static double nsa__get(nsa__row r, int64_t j)
+{
+    return r.f ? (double)r.f[j] : r.d[j];
+}
+static void nsa__set(nsa__row r, int64_t j, double x)
+{
+    if (r.f) r.f[j] = (float)x;
+    else r.d[j] = x;
+}
+static void nsa__zero(nsa__row r, int64_t n)
+{
+    int64_t j;
+    for (j = 0; j < n; ++j) nsa__set(r, j, 0.0);
+}
+
+/* ---- primitives: what the math below calls --------------------------------
+   Dot products and accumulates over a head dim, with the fixed orders of
+   the top of this section. Their definitions are at the end of the
+   implementation ("kernels behind the primitives"): portable C, and vector
+   kernels (GNU vector types; AVX2, chosen at run time, on x86) that do the
+   same operations per element and per lane, so every build gives the same
+   bits. Defining NSA_REF_NO_SIMD before the implementation leaves only the
+   portable C. */
+
+/* out[r] = a . b over n elements for the first m <= 4 pairs r, a read at
+   element offset ia[r] and b at ib[r] of their storage tensors: lane j sums
+   the elements i % 8 == j in increasing i, and the lanes are combined as
+   ((l0+l4) + (l2+l6)) + ((l1+l5) + (l3+l7)), in the accumulation type. */
+static void nsa__dot4(const nsa__ctx *c, const void *a, const int64_t *ia,
+                      const void *b, const int64_t *ib, int m, int n, double *out);
+/* acc[j] += p * x[ix + j] for j < n, x read from storage. */
+static void nsa__axpy(const nsa__ctx *c, nsa__row acc, double p, const void *x,
+                      int64_t ix, int n);
+/* acc[j] += p[u] * x[ix[u] + j] for u = 0, 1, .. m-1 (in that order for each
+   element), m <= NSA__GROUP: the same as m calls of nsa__axpy. */
+static void nsa__axpyn(const nsa__ctx *c, nsa__row acc, const double *p,
+                       const void *x, const int64_t *ix, int m, int n);
+/* acc[j] *= a for j < n. */
+static void nsa__scal(nsa__row acc, double a, int n);
+
+/* Element offsets of rows. */
+static int64_t nsa__q_at(const nsa__ctx *c, int64_t tok, int h)
+{
+    return tok * c->qst + (int64_t)h * c->qsh;
+}
+static int64_t nsa__k_at(const nsa__ctx *c, int64_t tok, int hk)
+{
+    return tok * c->kst + (int64_t)hk * c->ksh;
+}
+static int64_t nsa__v_at(const nsa__ctx *c, int64_t tok, int hk)
+{
+    return tok * c->vst + (int64_t)hk * c->vsh;
+}
+/* Gradient outputs are contiguous [T, Hkv, D]. */
+static int64_t nsa__k_out(const nsa__ctx *c, int64_t tok, int hk)
+{
+    return (tok * c->Hkv + hk) * (int64_t)c->Dk;
+}
+static int64_t nsa__v_out(const nsa__ctx *c, int64_t tok, int hk)
+{
+    return (tok * c->Hkv + hk) * (int64_t)c->Dv;
+}
+static int64_t nsa__kc_at(const nsa__ctx *c, int64_t blk, int hk)
+{
+    return (blk * c->Hkv + hk) * (int64_t)c->Dk;
+}
+static int64_t nsa__vc_at(const nsa__ctx *c, int64_t blk, int hk)
+{
+    return (blk * c->Hkv + hk) * (int64_t)c->Dv;
+}
+
+/* ---- branch 1: compression ----------------------------------------------- */
+
+/* Compressed blocks visible to position t (contract, branch 1 causality:
+   block i is visible iff i*d + l - 1 <= t). */
+static int64_t nsa__cmp_visible(const nsa__ctx *c, const nsa__seq *s, int64_t t)
+{
+    int64_t v = nsa_cmp_visible_count(t, c->cfg->l, c->cfg->d);
+    return v < s->nc ? v : s->nc;
+}
+
+/* Branch 1: one element of K_cmp[i] (or V_cmp[i]) = mean of the block's l
+   keys: fp32 sum in key order, divided by l. */
+static double nsa__compress_mean(const nsa__ctx *c, const void *src,
+                                 int64_t first, int64_t tok_stride)
+{
+    double acc = 0;
+    int s;
+    for (s = 0; s < c->cfg->l; ++s)
+        acc = nsa__r(c, acc + nsa_load(src, c->dt, first + s * tok_stride));
+    return nsa__r(c, acc / c->cfg->l);
+}
+
+static void nsa__compress_all(const nsa__ctx *c, void *k_cmp, void *v_cmp)
+{
+    const nsa_batch *x = c->x;
+    NSA__OMP(omp parallel num_threads(c->nthreads))
+    {
+        nsa__seq s;
+        int b;
+        nsa__seq_begin(c, &s);
+        for (b = 0; b < x->B; ++b) {
+            int64_t r;
+            if (b) nsa__seq_step(c, b, &s);
+            NSA__OMP(omp for schedule(static) nowait)
+            for (r = 0; r < s.nc * c->Hkv; ++r) {
+                int64_t i = r / c->Hkv, tok = s.k0 + i * c->cfg->d;
+                int hk = (int)(r % c->Hkv), j;
+                for (j = 0; j < c->Dk; ++j)
+                    nsa__put(c, k_cmp, nsa__kc_at(c, s.c0 + i, hk) + j,
+                             nsa__compress_mean(c, x->k, nsa__k_at(c, tok, hk) + j,
+                                                c->kst));
+                for (j = 0; j < c->Dv; ++j)
+                    nsa__put(c, v_cmp, nsa__vc_at(c, s.c0 + i, hk) + j,
+                             nsa__compress_mean(c, x->v, nsa__v_at(c, tok, hk) + j,
+                                                c->vst));
+            }
+        }
+    }
+}
+
+/* ---- key sets of the three branches -------------------------------------- */
+
+/* The keys a branch shows query position t, as ranges [lo, hi) of rows of
+   one K/V source: compressed blocks (cmp) or keys of the sequence. */
+typedef struct nsa__keys {
+    const void *k, *v;
+    int64_t kbase, vbase, kst, vst; /* element offset of row r: base + r*st */
+    int nranges;
+    const int32_t *sel;  /* slc: the used selection entries */
+    int64_t lo, hi;      /* cmp, win: the single range      */
+    int64_t t;
+} nsa__keys;
+
+/* Is a selection entry used? (contract: entry used iff 0 <= idx < nb). */
+static int nsa__sel_ok(const nsa__seq *s, int32_t j)
+{
+    return j >= 0 && (int64_t)j < s->nb;
+}
+static int nsa__sel_clamp(const nsa__ctx *c, int32_t cnt)
+{
+    return cnt < 0 ? 0 : cnt > c->cfg->n ? c->cfg->n : (int)cnt;
+}
+
+/* Unit (packed) of query i of sequence s. */
+static int64_t nsa__unit_of(const nsa__ctx *c, const nsa__seq *s, int64_t i)
+{
+    return s->u0 + i / c->cfg->bq;
+}
+
+static nsa__keys nsa__branch_keys(const nsa__ctx *c, const nsa__seq *s, int br,
+                                  int64_t t, int hk, const int32_t *sel,
+                                  int32_t sel_count)
+{
+    nsa__keys K;
+    memset(&K, 0, sizeof K);
+    K.t = t;
+    if (br == NSA__CMP) { /* branch 1: blocks i with i*d + l - 1 <= t */
+        K.k = c->kc; K.v = c->vc;
+        K.kbase = nsa__kc_at(c, s->c0, hk); K.kst = (int64_t)c->Hkv * c->Dk;
+        K.vbase = nsa__vc_at(c, s->c0, hk); K.vst = (int64_t)c->Hkv * c->Dv;
+        K.lo = 0; K.hi = nsa__cmp_visible(c, s, t);
+        K.nranges = 1;
+        return K;
+    }
+    K.k = c->x->k; K.v = c->x->v;
+    K.kbase = nsa__k_at(c, s->k0, hk); K.kst = c->kst;
+    K.vbase = nsa__v_at(c, s->k0, hk); K.vst = c->vst;
+    if (br == NSA__WIN) { /* branch 3: keys max(0, t-w+1) .. t */
+        K.lo = t - c->cfg->w + 1 < 0 ? 0 : t - c->cfg->w + 1;
+        K.hi = t + 1;
+        K.nranges = 1;
+    } else { /* branch 2: keys of the selected blocks with s <= t */
+        K.sel = sel;
+        K.nranges = nsa__sel_clamp(c, sel_count);
+    }
+    return K;
+}
+
+/* Range e of a key set; empty for unused selection entries. */
+static void nsa__keys_range(const nsa__ctx *c, const nsa__seq *s,
+                            const nsa__keys *K, int e, int64_t *lo, int64_t *hi)
+{
+    int64_t j, end;
+    if (!K->sel) { *lo = K->lo; *hi = K->hi; return; }
+    j = K->sel[e];
+    if (!nsa__sel_ok(s, (int32_t)j)) { *lo = *hi = 0; return; }
+    end = (j + 1) * c->cfg->lp;
+    if (end > s->nk) end = s->nk;
+    if (end > K->t + 1) end = K->t + 1;
+    *lo = j * c->cfg->lp;
+    *hi = end > *lo ? end : *lo;
+}
+
+/* Selection entries of the unit holding query i (slc). */
+static const int32_t *nsa__unit_sel(const nsa__ctx *c, const nsa__seq *s,
+                                    const int32_t *sel_idx, int64_t i, int hk)
+{
+    return sel_idx + (nsa__unit_of(c, s, i) * c->Hkv + hk) * (int64_t)c->cfg->n;
+}
+static int32_t nsa__unit_cnt(const nsa__ctx *c, const nsa__seq *s,
+                             const int32_t *sel_count, int64_t i, int hk)
+{
+    return sel_count[nsa__unit_of(c, s, i) * c->Hkv + hk];
+}
+
+/* ---- attention of one branch (forward) ------------------------------------ */
+
+/* "The three branches": o_c[t,h][j0 .. j0+nj) and lse_c[t,h] by online
+   softmax over the branch's keys; o = 0, lse = -inf when no key is seen.
+   When z is not NULL, the logit of every key goes to z[0 ..), in key order
+   (the backward reuses them). */
+static void nsa__attend_row(const nsa__ctx *c, const nsa__seq *s,
+                            const nsa__keys *K, int64_t qoff, int j0, int nj,
+                            nsa__row acc, double *lse, double *z)
+{
+    double m = -INFINITY, L = 0;
+    int e, j;
+    nsa__zero(acc, nj);
+    for (e = 0; e < K->nranges; ++e) {
+        int64_t lo, hi, r;
+        nsa__keys_range(c, s, K, e, &lo, &hi);
+        for (r = lo; r < hi; r += 4) {
+            const int nr = hi - r < 4 ? (int)(hi - r) : 4;
+            int64_t ia[4], ib[4];
+            double dots[4];
+            int u;
+            nsa__offsets(ia, qoff, 0, nr);
+            nsa__offsets(ib, K->kbase + r * K->kst, K->kst, nr);
+            nsa__dot4(c, c->x->q, ia, K->k, ib, nr, c->Dk, dots);
+            int np = 0;           /* p * v terms not yet added to acc */
+            double pp[4];
+            int64_t pv[4];
+            for (u = 0; u < nr; ++u) {
+                double sc = nsa__r(c, c->sc * dots[u]), p;
+                if (z) *z++ = sc;
+                if (sc == -INFINITY) continue; /* probability exactly 0 */
+                if (sc > m) { /* new maximum: rescale what is summed so far */
+                    double alpha = nsa__exp(c, nsa__r(c, m - sc));
+                    L = nsa__r(c, L * alpha);
+                    nsa__axpyn(c, acc, pp, K->v, pv, np, nj);
+                    np = 0;
+                    nsa__scal(acc, alpha, nj);
+                    m = sc;
+                }
+                p = nsa__exp(c, nsa__r(c, sc - m));
+                L = nsa__r(c, L + p);
+                pp[np] = p;
+                pv[np++] = K->vbase + (r + u) * K->vst + j0;
+            }
+            nsa__axpyn(c, acc, pp, K->v, pv, np, nj);
+        }
+    }
+    /* L == 0 only when no key was summed: an empty key set, or only -inf
+       logits. A NaN or +inf logit makes L NaN, and NaN then reaches o and
+       lse: a bad input must not look like an empty branch. */
+    if (L == 0) {
+        nsa__zero(acc, nj);
+        *lse = -INFINITY;
+        return;
+    }
+    for (j = 0; j < nj; ++j) nsa__set(acc, j, nsa__r(c, nsa__get(acc, j) / L));
+    *lse = nsa__r(c, m + nsa__log(c, L));
+}
+
+/* Gate weight of branch br for (query token gq, head h): the caller's gate,
+   or 1 / (number of enabled branches) in fp32 ("Gates and output"). */
+static double nsa__gate(const nsa__ctx *c, const void *gates, int64_t gq,
+                        int h, int br)
+{
+    if (!nsa__on(c, br)) return 0;
+    if (gates) return nsa_load(gates, c->dt, (gq * c->H + h) * 3 + br);
+    return nsa_default_gate(c->cfg->branches);
+}
+
+/* "Gates and output": o = sum over enabled c, in order cmp, slc, win, of
+   g_c * o_c, o_c being the fp32 branch output. */
+static double nsa__combine_one(const nsa__ctx *c, const double g[3],
+                               const float oc[3])
+{
+    double acc = 0;
+    int br;
+    for (br = 0; br < 3; ++br)
+        if (nsa__on(c, br))
+            acc = nsa__r(c, acc + nsa__r(c, g[br] * (double)oc[br]));
+    return acc;
+}
+
+/* ---- selection ------------------------------------------------------------ */
+
+/* Selection step 1: importance p[i] of the compressed blocks visible to t
+   (i < nvis), for query row qoff of kv head hk. probs: softmax of
+   sc * q . K_cmp[i] over the visible blocks; logits: the raw value. */
+static void nsa__importance(const nsa__ctx *c, const nsa__seq *s, int64_t qoff,
+                            int hk, int64_t nvis, double *p)
+{
+    double m = -INFINITY, L = 0;
+    int64_t i;
+    for (i = 0; i < nvis; i += 4) {
+        const int nr = nvis - i < 4 ? (int)(nvis - i) : 4;
+        int64_t ia[4], ib[4];
+        double dots[4];
+        int u;
+        nsa__offsets(ia, qoff, 0, nr);
+        nsa__offsets(ib, nsa__kc_at(c, s->c0 + i, hk), (int64_t)c->Hkv * c->Dk, nr);
+        nsa__dot4(c, c->x->q, ia, c->kc, ib, nr, c->Dk, dots);
+        for (u = 0; u < nr; ++u) {
+            p[i + u] = nsa__r(c, c->sc * dots[u]);
+            if (p[i + u] > m) m = p[i + u];
+        }
+    }
+    if (c->cfg->score_mode == NSA_SCORE_LOGITS || nvis == 0) return;
+    for (i = 0; i < nvis; ++i) {
+        p[i] = nsa__exp(c, nsa__r(c, p[i] - m));
+        L = nsa__r(c, L + p[i]);
+    }
+    for (i = 0; i < nvis; ++i) p[i] = nsa__r(c, p[i] / L);
+}
+
+/* Selection step 2: score of selection block j from one head's importance:
+   sum over m < l'/d (outer), k < l/d (inner) of p[(l'/d)*j + m - k], indices
+   outside [0, nvis) skipped (the overlap form). */
+static double nsa__overlap(const nsa__ctx *c, const double *p, int64_t nvis,
+                           int64_t j)
+{
+    const int64_t per_slc = c->cfg->lp / c->cfg->d, per_cmp = c->cfg->l / c->cfg->d;
+    double acc = 0;
+    int64_t m, k, k0, k1;
+    for (m = 0; m < per_slc; ++m) {
+        /* only the k with 0 <= i < nvis, in the same ascending order: the
+           same sum, in O(visible) steps rather than O(l/d) (a long l with
+           few visible blocks would otherwise spin) */
+        const int64_t top = nsa_overlap_index(j, (int)m, 0, c->cfg->d, c->cfg->lp); /* i = top - k */
+        k0 = top - nvis + 1 > 0 ? top - nvis + 1 : 0;
+        k1 = top < per_cmp - 1 ? top : per_cmp - 1;
+        for (k = k0; k <= k1; ++k) acc = nsa__r(c, acc + p[top - k]);
+    }
+    return acc;
+}
+
+/* First and last query position of unit u (local) of sequence s. */
+static void nsa__unit_span(const nsa__ctx *c, const nsa__seq *s, int64_t u,
+                           int64_t *t0, int64_t *t1)
+{
+    int64_t last = (u + 1) * c->cfg->bq;
+    if (last > s->nq) last = s->nq;
+    *t0 = s->off + u * c->cfg->bq;
+    *t1 = s->off + last - 1;
+}
+
+/* Selection steps 1-4 for unit u (local) and kv head hk: score[j] for the
+   eligible blocks j (j*l' <= t_last; returns their number), rounded to
+   fp32. Scratch: p [nc], g [2 nb]. */
+static int64_t nsa__unit_scores(const nsa__ctx *c, const nsa__seq *s, int64_t u,
+                                int hk, double *p, double *g, float *score)
+{
+    int64_t t0, t1, t, j, nelig;
+    double *tile = g + s->nb;
+    int h;
+    nsa__unit_span(c, s, u, &t0, &t1);
+    nelig = nsa_slc_eligible_count(t1, c->cfg->lp); /* step 5: j*l' <= t_last */
+    for (j = 0; j < nelig; ++j) tile[j] = 0;
+    for (t = t0; t <= t1; ++t) {
+        int64_t nvis = nsa__cmp_visible(c, s, t);
+        int64_t gq = s->q0 + (t - s->off);
+        for (j = 0; j < nelig; ++j) g[j] = 0;
+        for (h = hk * c->G; h < (hk + 1) * c->G; ++h) { /* step 3: group */
+            nsa__importance(c, s, nsa__q_at(c, gq, h), hk, nvis, p);
+            for (j = 0; j < nelig; ++j)
+                g[j] = nsa__r(c, g[j] + nsa__overlap(c, p, nvis, j));
+        }
+        for (j = 0; j < nelig; ++j) /* step 4: tile */
+            tile[j] = nsa__r(c, tile[j] + g[j]);
+    }
+    for (j = 0; j < nelig; ++j) score[j] = (float)tile[j];
+    return nelig;
+}
+
+/* Step 6's order is nsa.h's one encoding: nsa_score_key (-0 as +0, NaN
+   below -inf) above the complemented index (nsa_rank_key). */
+
+/* Heap sort, ascending. */
+static void nsa__sift(uint64_t *a, int64_t i, int64_t n)
+{
+    for (;;) {
+        int64_t m = i, l = 2 * i + 1, r = l + 1;
+        uint64_t t;
+        if (l < n && a[l] > a[m]) m = l;
+        if (r < n && a[r] > a[m]) m = r;
+        if (m == i) return;
+        t = a[i]; a[i] = a[m]; a[m] = t;
+        i = m;
+    }
+}
+static void nsa__sort_u64(uint64_t *a, int64_t n)
+{
+    int64_t i;
+    for (i = n / 2 - 1; i >= 0; --i) nsa__sift(a, i, n);
+    for (i = n - 1; i > 0; --i) {
+        uint64_t t = a[0];
+        a[0] = a[i]; a[i] = t;
+        nsa__sift(a, 0, i);
+    }
+}
+
+/* The k largest of m distinct keys, to keys[0 .. k) in descending order.
+   Radix select over 8-bit digits from the top finds the k-th largest key
+   (the candidates sharing the chosen prefix are kept in tmp), then one pass
+   collects every key at or above it: exactly k, since keys are distinct. */
+static void nsa__largest(uint64_t *keys, int64_t m, int64_t k, uint64_t *tmp)
+{
+    uint64_t prefix = 0;
+    const uint64_t *cand = keys;
+    int64_t ncand = m, need = k, i, n = 0;
+    int shift;
+    if (k <= 0) return;
+    if (k < m) {
+        for (shift = 56; shift >= 0; shift -= 8) {
+            int64_t hist[256];
+            int dg;
+            memset(hist, 0, sizeof hist);
+            for (i = 0; i < ncand; ++i) ++hist[(cand[i] >> shift) & 255u];
+            for (dg = 255; dg > 0 && hist[dg] < need; --dg) need -= hist[dg];
+            prefix |= (uint64_t)dg << shift;
+            if (hist[dg] == need) break; /* all of this digit are in */
+            for (i = 0, n = 0; i < ncand; ++i)
+                if (((cand[i] >> shift) & 255u) == (uint64_t)dg) tmp[n++] = cand[i];
+            cand = tmp;
+            ncand = n;
+        }
+        for (i = 0, n = 0; i < m; ++i)
+            if (keys[i] >= prefix) tmp[n++] = keys[i];
+        memcpy(keys, tmp, (size_t)k * sizeof *keys);
+    }
+    if (k > m) k = m;
+    nsa__sort_u64(keys, k);
+    for (i = 0; i < k / 2; ++i) {
+        uint64_t t = keys[i];
+        keys[i] = keys[k - 1 - i];
+        keys[k - 1 - i] = t;
+    }
+}
+
+/* Selection steps 5-7 for a unit whose last query is t_last, from the
+   eligible scores: forced blocks (first n_init, and the n_local blocks ending
+   at floor(t_last/l')) first, then the best scores; exactly min(n, nelig)
+   blocks, ascending, -1 padded. Scratch: keys, tmp [nelig]. */
+static void nsa__unit_select(const nsa__ctx *c, int64_t t_last, const float *score,
+                             int64_t nelig, uint64_t *keys, uint64_t *tmp,
+                             int32_t *idx, int32_t *count)
+{
+    const nsa_config *cfg = c->cfg;
+    int64_t j, k = nelig < cfg->n ? nelig : cfg->n;
+    for (j = 0; j < nelig; ++j) {
+        int forced = nsa_slc_forced(j, t_last, cfg->lp, cfg->n_init, cfg->n_local);
+        keys[j] = nsa_rank_key(forced ? 0xffffffffu : nsa_score_key(score[j]), j);
+    }
+    nsa__largest(keys, nelig, k, tmp);
+    for (j = 0; j < k; ++j) keys[j] = (uint64_t)nsa_rank_index(keys[j]);
+    nsa__sort_u64(keys, k);
+    for (j = 0; j < cfg->n; ++j) idx[j] = j < k ? (int32_t)keys[j] : -1;
+    *count = (int32_t)k;
+}
+
+/* Scratch of one thread, as typed rows. */
+static unsigned char *nsa__slot(const nsa__ctx *c)
+{
+    return c->slots + (size_t)NSA__TID() * c->slot_bytes;
+}
+
+/* Selection for every unit: block scores (when score_out) and/or the
+   selection (when idx_out). */
+static void nsa__select_all(const nsa__ctx *c, float *score_out,
+                            int32_t *idx_out, int32_t *cnt_out)
+{
+    NSA__OMP(omp parallel num_threads(c->nthreads))
+    {
+        double *p = (double *)nsa__slot(c);
+        double *g = p + c->nc_max;                      /* 2 * nb_max */
+        float *score = (float *)(g + 2 * c->nb_max);    /* nb_max     */
+        uint64_t *keys = (uint64_t *)(g + 3 * c->nb_max);
+        uint64_t *tmp = keys + c->nb_max;
+        nsa__seq s;
+        int b;
+        nsa__seq_begin(c, &s);
+        for (b = 0; b < c->x->B; ++b) {
+            int64_t r;
+            if (b) nsa__seq_step(c, b, &s);
+            NSA__OMP(omp for schedule(dynamic, 1) nowait)
+            for (r = 0; r < s.nu * c->Hkv; ++r) {
+                int64_t u = r / c->Hkv, t0, t1, j, nelig, unit = s.u0 + u;
+                int hk = (int)(r % c->Hkv);
+                nelig = nsa__unit_scores(c, &s, u, hk, p, g, score);
+                nsa__unit_span(c, &s, u, &t0, &t1);
+                if (score_out) {
+                    float *row = score_out + (unit * c->Hkv + hk) * c->sz.max_slc_blocks;
+                    for (j = 0; j < c->sz.max_slc_blocks; ++j)
+                        row[j] = j < nelig ? score[j] : -INFINITY;
+                }
+                if (idx_out)
+                    nsa__unit_select(c, t1, score, nelig, keys, tmp,
+                                     idx_out + (unit * c->Hkv + hk) * (int64_t)c->cfg->n,
+                                     cnt_out + unit * c->Hkv + hk);
+            }
+        }
+    }
+}
+
+/* A caller's selection, its used entries kept in order, -1 padded (forward
+   saves it so that backward reads one format). */
+static void nsa__copy_selection(const nsa__ctx *c, int32_t *idx_out,
+                                int32_t *cnt_out)
+{
+    nsa__seq s;
+    int b;
+    nsa__seq_begin(c, &s);
+    for (b = 0; b < c->x->B; ++b) {
+        int64_t r;
+        if (b) nsa__seq_step(c, b, &s);
+        for (r = s.u0 * c->Hkv; r < (s.u0 + s.nu) * c->Hkv; ++r) {
+            const int32_t *in = c->x->sel_idx + r * c->cfg->n;
+            int32_t *out = idx_out + r * c->cfg->n;
+            int cnt = nsa__sel_clamp(c, c->x->sel_count[r]), e, k = 0;
+            for (e = 0; e < cnt; ++e)
+                if (nsa__sel_ok(&s, in[e])) out[k++] = in[e];
+            cnt_out[r] = k;
+            for (e = k; e < c->cfg->n; ++e) out[e] = -1;
+        }
+    }
+}
+
+/* ---- forward over all rows -------------------------------------------------- */
+
+/* Per (query, head) rows of the forward: every enabled branch attends
+   (NSA__CHUNK output dims at a time), then either the branch outputs go to
+   o_br / lse_br (stage functions) or the gated sum goes to o and each lse to
+   lse_br (nsa_ref_forward). */
+typedef struct nsa__fwd {
+    const int32_t *sel_idx, *sel_count;
+    const void *gates;
+    void *o;           /* combined output (storage dtype) or NULL          */
+    float *o_br[3];    /* fp32 branch outputs [TQ, H, Dv], or NULL         */
+    float *lse_br[3];  /* [TQ, H] for the branches wanted, or NULL          */
+    int want[3];       /* branches to compute                              */
+} nsa__fwd;
+
+static void nsa__forward_row(const nsa__ctx *c, const nsa__seq *s,
+                             const nsa__fwd *F, int64_t i, int h)
+{
+    const int64_t gq = s->q0 + i, t = s->off + i;
+    const int hk = h / c->G;
+    const int64_t qoff = nsa__q_at(c, gq, h), orow = (gq * c->H + h) * c->Dv;
+    double accd[NSA__CHUNK], g[3], lse[3];
+    float accf[NSA__CHUNK], oc[3][NSA__CHUNK];
+    const nsa__row acc = c->f64 ? nsa__row_of(c, accd) : nsa__row_of(c, accf);
+    nsa__keys K[3];
+    int br, j0, j;
+    for (br = 0; br < 3; ++br) {
+        g[br] = nsa__gate(c, F->gates, gq, h, br);
+        if (!F->want[br]) continue;
+        K[br] = nsa__branch_keys(c, s, br, t, hk,
+                                 br == NSA__SLC ? nsa__unit_sel(c, s, F->sel_idx, i, hk) : NULL,
+                                 br == NSA__SLC ? nsa__unit_cnt(c, s, F->sel_count, i, hk) : 0);
+    }
+    for (j0 = 0; j0 < c->Dv; j0 += NSA__CHUNK) {
+        const int nj = c->Dv - j0 < NSA__CHUNK ? c->Dv - j0 : NSA__CHUNK;
+        for (br = 0; br < 3; ++br) {
+            if (!F->want[br]) {
+                for (j = 0; j < nj; ++j) oc[br][j] = 0.0f;
+                continue;
+            }
+            nsa__attend_row(c, s, &K[br], qoff, j0, nj, acc, &lse[br], NULL);
+            for (j = 0; j < nj; ++j) oc[br][j] = (float)nsa__get(acc, j);
+            if (F->o_br[br])
+                for (j = 0; j < nj; ++j) F->o_br[br][orow + j0 + j] = oc[br][j];
+        }
+        if (F->o)
+            for (j = 0; j < nj; ++j) {
+                float o3[3];
+                o3[0] = oc[0][j]; o3[1] = oc[1][j]; o3[2] = oc[2][j];
+                nsa__put(c, F->o, orow + j0 + j, nsa__combine_one(c, g, o3));
+            }
+    }
+    for (br = 0; br < 3; ++br)
+        if (F->want[br] && F->lse_br[br])
+            F->lse_br[br][gq * c->H + h] = (float)lse[br];
+}
+
+static void nsa__forward_all(const nsa__ctx *c, const nsa__fwd *F)
+{
+    NSA__OMP(omp parallel num_threads(c->nthreads))
+    {
+        nsa__seq s;
+        int b;
+        nsa__seq_begin(c, &s);
+        for (b = 0; b < c->x->B; ++b) {
+            int64_t r;
+            if (b) nsa__seq_step(c, b, &s);
+            NSA__OMP(omp for schedule(dynamic, 4) nowait)
+            for (r = 0; r < s.nq * c->H; ++r)
+                nsa__forward_row(c, &s, F, r / c->H, (int)(r % c->H));
+        }
+    }
+}
+
+/* ---- backward --------------------------------------------------------------- */
+
+/* Per (query, head, branch) quantities of the backward. */
+typedef struct nsa__bwd {
+    const void *gates, *d_o;
+    const nsa_saved *sv;
+    const nsa_grads *gr;
+    const float *lse[3];
+} nsa__bwd;
+
+/* Backward of one (key, query, head) term: the gradient of the logit's
+   dot product, ds = sc * P * (dP - Delta) with dP = w * (dO . v), from
+   P = exp(s - lse), the gate weight w and Delta = dO_c . o_c. */
+static double nsa__dlogit(const nsa__ctx *c, double P, double w, double dov,
+                          double delta)
+{
+    const double dP = nsa__r(c, w * dov);
+    return nsa__r(c, c->sc * nsa__r(c, P * nsa__r(c, dP - delta)));
+}
+
+/* dO . o_c over Dv: dO from storage at element offset ix, o_c an
+   accumulator row; 8 lanes and the tree of nsa__dot, each operation rounded
+   to the accumulation type. */
+static double nsa__dot_row(const nsa__ctx *c, const void *x, int64_t ix,
+                           nsa__row row, int n)
+{
+    double lane[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    int i;
+    for (i = 0; i < n; ++i)
+        lane[i & 7] = nsa__r(c, lane[i & 7] +
+                                nsa__r(c, (double)nsa_load(x, c->dt, ix + i) *
+                                              nsa__get(row, i)));
+    return nsa__r(c, nsa__r(c, nsa__r(c, lane[0] + lane[4]) + nsa__r(c, lane[2] + lane[6])) +
+                         nsa__r(c, nsa__r(c, lane[1] + lane[5]) + nsa__r(c, lane[3] + lane[7])));
+}
+
+/* Pass A, per (query, head), for each branch (MATH.md 7.2, 8.1):
+   o_c and the row's lse are recomputed by the forward's own online softmax
+   (nsa__attend_row: normalized, so exactly the forward's o_c and, in fp32,
+   its saved lse bit for bit); dgate = dO . o_c and Delta = w * dgate (the
+   FlashAttention form: no error that grows with |lse|); then per key
+   P = exp(s - lse) and dov = dO . v (kept in the row scratch) and
+   dQ += ds * k. The saved lse marks rows without keys (-inf). */
+static void nsa__backward_query(const nsa__ctx *c, const nsa__seq *s,
+                                const nsa__bwd *B, int64_t i, int h,
+                                nsa__row dq, double *prow, double *dovrow,
+                                nsa__row oc)
+{
+    const int64_t gq = s->q0 + i, t = s->off + i;
+    const int hk = h / c->G;
+    const int64_t qoff = nsa__q_at(c, gq, h), dooff = (gq * c->H + h) * c->Dv;
+    int br, j;
+    nsa__zero(dq, c->Dk);
+    for (br = 0; br < 3; ++br) {
+        const double w = nsa__gate(c, B->gates, gq, h, br);
+        double lse = nsa__on(c, br) ? B->lse[br][gq * c->H + h] : -INFINITY;
+        double dgate = 0, delta = 0;
+        if (lse != -INFINITY) { /* the branch saw keys: recompute o_c, lse */
+            const nsa__keys K = nsa__branch_keys(c, s, br, t, hk,
+                br == NSA__SLC ? nsa__unit_sel(c, s, B->sv->sel_idx, i, hk) : NULL,
+                br == NSA__SLC ? nsa__unit_cnt(c, s, B->sv->sel_count, i, hk) : 0);
+            int j0;
+            for (j0 = 0; j0 < c->Dv; j0 += NSA__CHUNK) /* logits to prow */
+                nsa__attend_row(c, s, &K, qoff, j0,
+                                c->Dv - j0 < NSA__CHUNK ? c->Dv - j0 : NSA__CHUNK,
+                                nsa__row_add(oc, j0), &lse, j0 ? NULL : prow);
+        }
+        if (lse != -INFINITY) {
+            const nsa__keys K = nsa__branch_keys(c, s, br, t, hk,
+                br == NSA__SLC ? nsa__unit_sel(c, s, B->sv->sel_idx, i, hk) : NULL,
+                br == NSA__SLC ? nsa__unit_cnt(c, s, B->sv->sel_count, i, hk) : 0);
+            int64_t n = 0, lo, hi, r;
+            int e;
+            dgate = nsa__dot_row(c, B->d_o, dooff, oc, c->Dv);
+            delta = nsa__r(c, w * dgate);
+            for (e = 0; e < K.nranges; ++e) { /* P from the logits, dO . v */
+                nsa__keys_range(c, s, &K, e, &lo, &hi);
+                for (r = lo; r < hi; r += 4) {
+                    const int nr = hi - r < 4 ? (int)(hi - r) : 4;
+                    int64_t ia[4], ib[4];
+                    int u;
+                    nsa__offsets(ia, dooff, 0, nr);
+                    nsa__offsets(ib, K.vbase + r * K.vst, K.vst, nr);
+                    nsa__dot4(c, B->d_o, ia, K.v, ib, nr, c->Dv, dovrow + n);
+                    for (u = 0; u < nr; ++u, ++n)
+                        prow[n] = nsa__exp(c, nsa__r(c, prow[n] - lse));
+                }
+            }
+            for (e = 0, n = 0; e < K.nranges; ++e) { /* dQ += ds k */
+                nsa__keys_range(c, s, &K, e, &lo, &hi);
+                for (r = lo; r < hi; r += NSA__GROUP) {
+                    const int nr = hi - r < NSA__GROUP ? (int)(hi - r) : NSA__GROUP;
+                    double ds[NSA__GROUP];
+                    int64_t ik[NSA__GROUP];
+                    int u;
+                    for (u = 0; u < nr; ++u, ++n) {
+                        ds[u] = nsa__dlogit(c, prow[n], w, dovrow[n], delta);
+                        ik[u] = K.kbase + (r + u) * K.kst;
+                    }
+                    nsa__axpyn(c, dq, ds, K.k, ik, nr, c->Dk);
+                }
+            }
+        }
+        c->delta[(gq * c->H + h) * 3 + br] = delta;
+        c->lse_acc[(gq * c->H + h) * 3 + br] = lse;
+        if (B->gates) nsa__put(c, B->gr->dgates, (gq * c->H + h) * 3 + br, dgate);
+    }
+    for (j = 0; j < c->Dk; ++j)
+        nsa__put(c, B->gr->dq, (gq * c->H + h) * (int64_t)c->Dk + j, nsa__get(dq, j));
+}
+
+/* Adds to dk, dv (one key's accumulators) the terms of query position t,
+   heads of group hk ascending, for the key at koff / voff in branch br:
+   dK += ds q, dV += P w dO. Used by pass B. */
+static void nsa__key_terms(const nsa__ctx *c, const nsa__seq *s, const nsa__bwd *B,
+                           int br, int hk, int64_t t, const void *k, int64_t koff,
+                           const void *v, int64_t voff, nsa__row dk, nsa__row dv)
+{
+    const int64_t gq = s->q0 + (t - s->off), h1 = (int64_t)(hk + 1) * c->G;
+    int64_t h0;
+    double ds[NSA__GROUP], pw[NSA__GROUP];
+    int64_t iq[NSA__GROUP], io[NSA__GROUP];
+    int m = 0;
+    for (h0 = (int64_t)hk * c->G; h0 < h1; h0 += 4) {
+        const int nr = h1 - h0 < 4 ? (int)(h1 - h0) : 4;
+        int64_t ia[4], ib[4];
+        double qk[4], dov[4];
+        int u;
+        nsa__offsets(ia, nsa__q_at(c, gq, (int)h0), c->qsh, nr);
+        nsa__offsets(ib, koff, 0, nr);
+        nsa__dot4(c, c->x->q, ia, k, ib, nr, c->Dk, qk);
+        nsa__offsets(ia, (gq * c->H + h0) * c->Dv, c->Dv, nr);
+        nsa__offsets(ib, voff, 0, nr);
+        nsa__dot4(c, B->d_o, ia, v, ib, nr, c->Dv, dov);
+        for (u = 0; u < nr; ++u) {
+            const int h = (int)h0 + u;
+            const double lse = c->lse_acc[(gq * c->H + h) * 3 + br];
+            double w, P;
+            if (lse == -INFINITY) continue;
+            w = nsa__gate(c, B->gates, gq, h, br);
+            P = nsa__exp(c, nsa__r(c, nsa__r(c, c->sc * qk[u]) - lse));
+            ds[m] = nsa__dlogit(c, P, w, dov[u], c->delta[(gq * c->H + h) * 3 + br]);
+            pw[m] = nsa__r(c, P * w);
+            iq[m] = nsa__q_at(c, gq, h);
+            io[m++] = (gq * c->H + h) * c->Dv;
+        }
+        if (m + 4 > NSA__GROUP || h0 + 4 >= h1) {
+            /* dK += ds q, dV += P w dO, heads ascending (per element) */
+            nsa__axpyn(c, dk, ds, c->x->q, iq, m, c->Dk);
+            nsa__axpyn(c, dv, pw, B->d_o, io, m, c->Dv);
+            m = 0;
+        }
+    }
+}
+
+/* Pass B1, per (compressed block, kv head): dK_cmp, dV_cmp from the queries
+   that see the block (t >= i*d + l - 1), ascending. */
+static void nsa__backward_cmp_block(const nsa__ctx *c, const nsa__seq *s,
+                                    const nsa__bwd *B, int64_t i, int hk,
+                                    nsa__row dk, nsa__row dv)
+{
+    int64_t t = nsa_cmp_first_query(i, c->cfg->l, c->cfg->d);
+    nsa__zero(dk, c->Dk);
+    nsa__zero(dv, c->Dv);
+    if (nsa__on(c, NSA__CMP))
+        for (t = t < s->off ? s->off : t; t < s->nk; ++t)
+            nsa__key_terms(c, s, B, NSA__CMP, hk, t, c->kc, nsa__kc_at(c, s->c0 + i, hk),
+                           c->vc, nsa__vc_at(c, s->c0 + i, hk), dk, dv);
+}
+
+/* Pass B2, per (key chunk [k0, k1) of the sequence, kv head): dK, dV of its
+   keys: window terms, selected terms (the chunk is selection block jb when
+   the selected branch is on), then dK_cmp / l of the blocks holding a key. */
+static void nsa__backward_keys(const nsa__ctx *c, const nsa__seq *s,
+                               const nsa__bwd *B, int64_t k0, int64_t k1,
+                               int64_t jb, int hk, nsa__row dk, nsa__row dv)
+{
+    const int Dk = c->Dk, Dv = c->Dv;
+    int64_t sp, t, j;
+    nsa__zero(dk, (k1 - k0) * Dk);
+    nsa__zero(dv, (k1 - k0) * Dv);
+    if (nsa__on(c, NSA__WIN)) { /* window: t in [s, s + w - 1] */
+        int64_t tend = k1 - 1 + c->cfg->w - 1;
+        if (tend > s->nk - 1) tend = s->nk - 1;
+        for (t = k0 > s->off ? k0 : s->off; t <= tend; ++t)
+            for (sp = (t - c->cfg->w + 1 > k0 ? t - c->cfg->w + 1 : k0);
+                 sp < k1 && sp <= t; ++sp)
+                nsa__key_terms(c, s, B, NSA__WIN, hk, t, c->x->k,
+                               nsa__k_at(c, s->k0 + sp, hk), c->x->v,
+                               nsa__v_at(c, s->k0 + sp, hk),
+                               nsa__row_add(dk, (sp - k0) * Dk),
+                               nsa__row_add(dv, (sp - k0) * Dv));
+    }
+    if (nsa__on(c, NSA__SLC)) { /* selected: units that chose block jb */
+        const int64_t x = (s->j0 + jb) * c->Hkv + hk;
+        int64_t e;
+        for (e = c->toff[x]; e < c->toff[x + 1]; ++e) {
+            int64_t u = c->tlist[e] - s->u0, t0, t1;
+            nsa__unit_span(c, s, u, &t0, &t1);
+            for (t = t0 > k0 ? t0 : k0; t <= t1; ++t)
+                for (sp = k0; sp < k1 && sp <= t; ++sp)
+                    nsa__key_terms(c, s, B, NSA__SLC, hk, t, c->x->k,
+                                   nsa__k_at(c, s->k0 + sp, hk), c->x->v,
+                                   nsa__v_at(c, s->k0 + sp, hk),
+                                   nsa__row_add(dk, (sp - k0) * Dk),
+                                   nsa__row_add(dv, (sp - k0) * Dv));
+        }
+    }
+    if (nsa__on(c, NSA__CMP) && !c->cfg->caller_compressed) {
+        /* mean compression: dK_cmp[i] / l to each key of block i */
+        const int l = c->cfg->l, d = c->cfg->d;
+        for (sp = k0; sp < k1; ++sp) {
+            int64_t i = sp < l - 1 ? 0 : (sp - l + 1 + d - 1) / d, jj;
+            for (; i * d <= sp && i < s->nc; ++i)
+                for (jj = 0; jj < Dk + Dv; ++jj) {
+                    const nsa__row acc = jj < Dk ? dk : dv;
+                    const int64_t at = jj < Dk ? (sp - k0) * Dk + jj : (sp - k0) * Dv + (jj - Dk);
+                    double g = jj < Dk ? c->dkc[((s->c0 + i) * c->Hkv + hk) * Dk + jj]
+                                       : c->dvc[((s->c0 + i) * c->Hkv + hk) * Dv + (jj - Dk)];
+                    nsa__set(acc, at, nsa__r(c, nsa__get(acc, at) + nsa__r(c, g / l)));
+                }
+        }
+    }
+    for (sp = k0; sp < k1; ++sp) {
+        for (j = 0; j < Dk; ++j)
+            nsa__put(c, B->gr->dk, nsa__k_out(c, s->k0 + sp, hk) + j,
+                     nsa__get(dk, (sp - k0) * Dk + j));
+        for (j = 0; j < Dv; ++j)
+            nsa__put(c, B->gr->dv, nsa__v_out(c, s->k0 + sp, hk) + j,
+                     nsa__get(dv, (sp - k0) * Dv + j));
+    }
+}
+
+/* Transposed selection: for each (selection block, kv head), the units that
+   selected it, ascending (a counting sort: exact and deterministic). */
+static void nsa__transpose_selection(const nsa__ctx *c, const nsa_saved *sv)
+{
+    const int64_t X = c->jtot * c->Hkv;
+    nsa__seq s;
+    int64_t x, r;
+    int b, e, pass;
+    for (x = 0; x <= X; ++x) c->toff[x] = 0;
+    for (pass = 0; pass < 2; ++pass) {
+        nsa__seq_begin(c, &s);
+        for (b = 0; b < c->x->B; ++b) {
+            if (b) nsa__seq_step(c, b, &s);
+            for (r = s.u0 * c->Hkv; r < (s.u0 + s.nu) * c->Hkv; ++r) {
+                const int32_t *sel = sv->sel_idx + r * c->cfg->n;
+                int cnt = nsa__sel_clamp(c, sv->sel_count[r]);
+                for (e = 0; e < cnt; ++e) {
+                    if (!nsa__sel_ok(&s, sel[e])) continue;
+                    x = (s.j0 + sel[e]) * c->Hkv + r % c->Hkv;
+                    if (pass == 0) ++c->toff[x + 1];
+                    else c->tlist[c->toff[x]++] = (int32_t)(r / c->Hkv);
+                }
+            }
+        }
+        if (pass == 0)
+            for (x = 0; x < X; ++x) c->toff[x + 1] += c->toff[x];
+    }
+    for (x = X; x > 0; --x) c->toff[x] = c->toff[x - 1];
+    c->toff[0] = 0;
+}
+
+static void nsa__backward_all(const nsa__ctx *c, const nsa__bwd *B)
+{
+    const int64_t chunk = nsa__on(c, NSA__SLC) ? c->cfg->lp : 64;
+    /* pass A: dQ, dgates, Delta per (query, head) */
+    NSA__OMP(omp parallel num_threads(c->nthreads))
+    {
+        double *mem = (double *)nsa__slot(c), *prow = mem + c->Dk;
+        const nsa__row dq = nsa__row_of(c, mem);
+        const nsa__row oc = nsa__row_of(c, prow + 2 * c->keys_max);
+        nsa__seq s;
+        int b;
+        nsa__seq_begin(c, &s);
+        for (b = 0; b < c->x->B; ++b) {
+            int64_t r;
+            if (b) nsa__seq_step(c, b, &s);
+            NSA__OMP(omp for schedule(dynamic, 4) nowait)
+            for (r = 0; r < s.nq * c->H; ++r)
+                nsa__backward_query(c, &s, B, r / c->H, (int)(r % c->H), dq, prow,
+                                    prow + c->keys_max, oc);
+        }
+    }
+    /* pass B1: dK_cmp, dV_cmp per (compressed block, kv head) */
+    if ((c->cfg->branches & (NSA_BRANCH_CMP | NSA_BRANCH_SLC)) &&
+        (c->cfg->caller_compressed || nsa__on(c, NSA__CMP)))
+        NSA__OMP(omp parallel num_threads(c->nthreads))
+        {
+            double *mem = (double *)nsa__slot(c);
+            const nsa__row dk = nsa__row_of(c, mem), dv = nsa__row_of(c, mem + c->Dk);
+            nsa__seq s;
+            int b, j;
+            nsa__seq_begin(c, &s);
+            for (b = 0; b < c->x->B; ++b) {
+                int64_t r;
+                if (b) nsa__seq_step(c, b, &s);
+                NSA__OMP(omp for schedule(dynamic, 1) nowait)
+                for (r = 0; r < s.nc * c->Hkv; ++r) {
+                    const int64_t i = r / c->Hkv;
+                    const int hk = (int)(r % c->Hkv);
+                    nsa__backward_cmp_block(c, &s, B, i, hk, dk, dv);
+                    for (j = 0; j < c->Dk; ++j) {
+                        if (c->cfg->caller_compressed)
+                            nsa__put(c, B->gr->dk_cmp, nsa__kc_at(c, s.c0 + i, hk) + j, nsa__get(dk, j));
+                        else
+                            c->dkc[nsa__kc_at(c, s.c0 + i, hk) + j] = nsa__get(dk, j);
+                    }
+                    for (j = 0; j < c->Dv; ++j) {
+                        if (c->cfg->caller_compressed)
+                            nsa__put(c, B->gr->dv_cmp, nsa__vc_at(c, s.c0 + i, hk) + j, nsa__get(dv, j));
+                        else
+                            c->dvc[nsa__vc_at(c, s.c0 + i, hk) + j] = nsa__get(dv, j);
+                    }
+                }
+            }
+        }
+    /* pass B2: dK, dV per (key chunk, kv head) */
+    NSA__OMP(omp parallel num_threads(c->nthreads))
+    {
+        double *mem = (double *)nsa__slot(c);
+        const nsa__row dk = nsa__row_of(c, mem), dv = nsa__row_of(c, mem + chunk * c->Dk);
+        nsa__seq s;
+        int b;
+        nsa__seq_begin(c, &s);
+        for (b = 0; b < c->x->B; ++b) {
+            int64_t r, nchunks;
+            if (b) nsa__seq_step(c, b, &s);
+            nchunks = (s.nk + chunk - 1) / chunk;
+            NSA__OMP(omp for schedule(dynamic, 1) nowait)
+            for (r = 0; r < nchunks * c->Hkv; ++r) {
+                const int64_t jb = r / c->Hkv, k0 = jb * chunk;
+                const int64_t k1 = k0 + chunk < s.nk ? k0 + chunk : s.nk;
+                nsa__backward_keys(c, &s, B, k0, k1, jb, (int)(r % c->Hkv), dk, dv);
+            }
+        }
+    }
+}
+
+/* ---- kernels behind the primitives -----------------------------------------
+   The definitions of nsa__dot4, nsa__axpy, nsa__axpyn and nsa__scal
+   (declared, with their orders, above the math). Speed never changes an
+   order: a vector register holds the 8 lanes of one dot product, or
+   independent elements of one row, and each element sees the same
+   operations as in the portable loops. NSA_REF_NO_SIMD turns the vector
+   code off; tests/simd_same.sh checks that both builds give the same
+   bits. */
+#if (defined(__GNUC__) || defined(__clang__)) && !defined(NSA_REF_NO_SIMD)
+#define NSA__VEC 1
+#else
+#define NSA__VEC 0
+#endif
+/* 1 when this build uses the vector kernels (for tests). */
+#define NSA_REF_SIMD NSA__VEC
+
 static inline double nsa__tree8(const double a[8])
 {
     return ((a[0] + a[4]) + (a[2] + a[6])) + ((a[1] + a[5]) + (a[3] + a[7]));
@@ -331,7 +1335,7 @@ static inline float nsa__tree8f(const float a[8])
    offset ia[r] and b at ib[r] of their storage tensors. Each dot product has
    the order of the top of this section (8 lanes, fixed tree); four are run
    side by side only to overlap their latencies. */
-#if defined(__GNUC__) || defined(__clang__)
+#if NSA__VEC
 /* GNU vector types: a dot product's lanes 0-3 and 4-7 each live in one
    4-lane register (lane j holding element i + j), the same operations as the
    portable loop below. 4 lanes is the width every x86-64 and ARM64 has. */
@@ -610,48 +1614,6 @@ static void nsa__dot4(const nsa__ctx *c, const void *a, const int64_t *ia,
     }
     for (r = 0; r < m; ++r) out[r] = o[r];
 }
-/* Offsets base + r * step, r < m. */
-static void nsa__offsets(int64_t *o, int64_t base, int64_t step, int m)
-{
-    int r;
-    for (r = 0; r < m; ++r) o[r] = base + r * step;
-}
-
-/* An accumulator row: fp32 values in fp32 mode, fp64 values in fp64 mode
-   (one of the two pointers is set). Scratch gives it 8 bytes an element. */
-typedef struct nsa__row {
-    float *f;
-    double *d;
-} nsa__row;
-
-static nsa__row nsa__row_of(const nsa__ctx *c, void *mem)
-{
-    nsa__row r;
-    r.f = c->f64 ? NULL : (float *)mem;
-    r.d = c->f64 ? (double *)mem : NULL;
-    return r;
-}
-static nsa__row nsa__row_add(nsa__row r, int64_t off)
-{
-    if (r.f) r.f += off;
-    else r.d += off;
-    return r;
-}
-static double nsa__get(nsa__row r, int64_t j)
-{
-    return r.f ? (double)r.f[j] : r.d[j];
-}
-static void nsa__set(nsa__row r, int64_t j, double x)
-{
-    if (r.f) r.f[j] = (float)x;
-    else r.d[j] = x;
-}
-static void nsa__zero(nsa__row r, int64_t n)
-{
-    int64_t j;
-    for (j = 0; j < n; ++j) nsa__set(r, j, 0.0);
-}
-
 /* acc[j] += p * x[j], x read from storage. Every element is its own
    multiply and add, so doing 8 (or 4) of them in one vector register gives
    the same bits as the scalar loop. */
@@ -659,7 +1621,7 @@ static inline void nsa__axpy32(float *acc, float p, const void *x, int64_t ix,
                                int n, nsa_dtype t)
 {
     int j = 0;
-#if defined(__GNUC__) || defined(__clang__)
+#if NSA__VEC
     const nsa__f4 pv = {p, p, p, p};
     for (; j + 4 <= n; j += 4) {
         nsa__f4 a;
@@ -674,7 +1636,7 @@ static inline void nsa__axpy64(double *acc, double p, const void *x, int64_t ix,
                                int n, nsa_dtype t)
 {
     int j = 0;
-#if defined(__GNUC__) || defined(__clang__)
+#if NSA__VEC
     typedef double nsa__d2 __attribute__((vector_size(16)));
     const nsa__d2 pv = {p, p};
     for (; j + 4 <= n; j += 4) {
@@ -715,7 +1677,7 @@ static inline void nsa__axpyn32(float *acc, const float *p, const void *x,
                                 const int64_t *ix, int m, int n, nsa_dtype t)
 {
     int j = 0, u;
-#if defined(__GNUC__) || defined(__clang__)
+#if NSA__VEC
     for (; j + 4 <= n; j += 4) {
         nsa__f4 a;
         memcpy(&a, acc + j, sizeof a);
@@ -761,902 +1723,13 @@ static void nsa__scal(nsa__row acc, double a, int n)
     else for (j = 0; j < n; ++j) acc.f[j] *= (float)a;
 }
 
-/* Element offsets of rows. */
-static int64_t nsa__q_at(const nsa__ctx *c, int64_t tok, int h)
-{
-    return tok * c->qst + (int64_t)h * c->qsh;
-}
-static int64_t nsa__k_at(const nsa__ctx *c, int64_t tok, int hk)
-{
-    return tok * c->kst + (int64_t)hk * c->ksh;
-}
-static int64_t nsa__v_at(const nsa__ctx *c, int64_t tok, int hk)
-{
-    return tok * c->vst + (int64_t)hk * c->vsh;
-}
-/* Gradient outputs are contiguous [T, Hkv, D]. */
-static int64_t nsa__k_out(const nsa__ctx *c, int64_t tok, int hk)
-{
-    return (tok * c->Hkv + hk) * (int64_t)c->Dk;
-}
-static int64_t nsa__v_out(const nsa__ctx *c, int64_t tok, int hk)
-{
-    return (tok * c->Hkv + hk) * (int64_t)c->Dv;
-}
-static int64_t nsa__kc_at(const nsa__ctx *c, int64_t blk, int hk)
-{
-    return (blk * c->Hkv + hk) * (int64_t)c->Dk;
-}
-static int64_t nsa__vc_at(const nsa__ctx *c, int64_t blk, int hk)
-{
-    return (blk * c->Hkv + hk) * (int64_t)c->Dv;
-}
-
-/* ---- branch 1: compression ----------------------------------------------- */
-
-/* Compressed blocks visible to position t (contract, branch 1 causality:
-   block i is visible iff i*d + l - 1 <= t). */
-static int64_t nsa__cmp_visible(const nsa__ctx *c, const nsa__seq *s, int64_t t)
-{
-    int64_t v = t < c->cfg->l - 1 ? 0 : (t - c->cfg->l + 1) / c->cfg->d + 1;
-    return v < s->nc ? v : s->nc;
-}
-
-/* Branch 1: one element of K_cmp[i] (or V_cmp[i]) = mean of the block's l
-   keys: fp32 sum in key order, divided by l. */
-static double nsa__compress_mean(const nsa__ctx *c, const void *src,
-                                 int64_t first, int64_t tok_stride)
-{
-    double acc = 0;
-    int s;
-    for (s = 0; s < c->cfg->l; ++s)
-        acc = nsa__r(c, acc + nsa_load(src, c->dt, first + s * tok_stride));
-    return nsa__r(c, acc / c->cfg->l);
-}
-
-static void nsa__compress_all(const nsa__ctx *c, void *k_cmp, void *v_cmp)
-{
-    const nsa_batch *x = c->x;
-    NSA__OMP(omp parallel num_threads(c->nthreads))
-    {
-        nsa__seq s;
-        int b;
-        nsa__seq_begin(c, &s);
-        for (b = 0; b < x->B; ++b) {
-            int64_t r;
-            if (b) nsa__seq_step(c, b, &s);
-            NSA__OMP(omp for schedule(static) nowait)
-            for (r = 0; r < s.nc * c->Hkv; ++r) {
-                int64_t i = r / c->Hkv, tok = s.k0 + i * c->cfg->d;
-                int hk = (int)(r % c->Hkv), j;
-                for (j = 0; j < c->Dk; ++j)
-                    nsa__put(c, k_cmp, nsa__kc_at(c, s.c0 + i, hk) + j,
-                             nsa__compress_mean(c, x->k, nsa__k_at(c, tok, hk) + j,
-                                                c->kst));
-                for (j = 0; j < c->Dv; ++j)
-                    nsa__put(c, v_cmp, nsa__vc_at(c, s.c0 + i, hk) + j,
-                             nsa__compress_mean(c, x->v, nsa__v_at(c, tok, hk) + j,
-                                                c->vst));
-            }
-        }
-    }
-}
-
-/* ---- key sets of the three branches -------------------------------------- */
-
-/* The keys a branch shows query position t, as ranges [lo, hi) of rows of
-   one K/V source: compressed blocks (cmp) or keys of the sequence. */
-typedef struct nsa__keys {
-    const void *k, *v;
-    int64_t kbase, vbase, kst, vst; /* element offset of row r: base + r*st */
-    int nranges;
-    const int32_t *sel;  /* slc: the used selection entries */
-    int64_t lo, hi;      /* cmp, win: the single range      */
-    int64_t t;
-} nsa__keys;
-
-/* Is a selection entry used? (contract: entry used iff 0 <= idx < nb). */
-static int nsa__sel_ok(const nsa__seq *s, int32_t j)
-{
-    return j >= 0 && (int64_t)j < s->nb;
-}
-static int nsa__sel_clamp(const nsa__ctx *c, int32_t cnt)
-{
-    return cnt < 0 ? 0 : cnt > c->cfg->n ? c->cfg->n : (int)cnt;
-}
-
-/* Unit (packed) of query i of sequence s. */
-static int64_t nsa__unit_of(const nsa__ctx *c, const nsa__seq *s, int64_t i)
-{
-    return s->u0 + i / c->cfg->bq;
-}
-
-static nsa__keys nsa__branch_keys(const nsa__ctx *c, const nsa__seq *s, int br,
-                                  int64_t t, int hk, const int32_t *sel,
-                                  int32_t sel_count)
-{
-    nsa__keys K;
-    memset(&K, 0, sizeof K);
-    K.t = t;
-    if (br == NSA__CMP) { /* branch 1: blocks i with i*d + l - 1 <= t */
-        K.k = c->kc; K.v = c->vc;
-        K.kbase = nsa__kc_at(c, s->c0, hk); K.kst = (int64_t)c->Hkv * c->Dk;
-        K.vbase = nsa__vc_at(c, s->c0, hk); K.vst = (int64_t)c->Hkv * c->Dv;
-        K.lo = 0; K.hi = nsa__cmp_visible(c, s, t);
-        K.nranges = 1;
-        return K;
-    }
-    K.k = c->x->k; K.v = c->x->v;
-    K.kbase = nsa__k_at(c, s->k0, hk); K.kst = c->kst;
-    K.vbase = nsa__v_at(c, s->k0, hk); K.vst = c->vst;
-    if (br == NSA__WIN) { /* branch 3: keys max(0, t-w+1) .. t */
-        K.lo = t - c->cfg->w + 1 < 0 ? 0 : t - c->cfg->w + 1;
-        K.hi = t + 1;
-        K.nranges = 1;
-    } else { /* branch 2: keys of the selected blocks with s <= t */
-        K.sel = sel;
-        K.nranges = nsa__sel_clamp(c, sel_count);
-    }
-    return K;
-}
-
-/* Range e of a key set; empty for unused selection entries. */
-static void nsa__keys_range(const nsa__ctx *c, const nsa__seq *s,
-                            const nsa__keys *K, int e, int64_t *lo, int64_t *hi)
-{
-    int64_t j, end;
-    if (!K->sel) { *lo = K->lo; *hi = K->hi; return; }
-    j = K->sel[e];
-    if (!nsa__sel_ok(s, (int32_t)j)) { *lo = *hi = 0; return; }
-    end = (j + 1) * c->cfg->lp;
-    if (end > s->nk) end = s->nk;
-    if (end > K->t + 1) end = K->t + 1;
-    *lo = j * c->cfg->lp;
-    *hi = end > *lo ? end : *lo;
-}
-
-/* Selection entries of the unit holding query i (slc). */
-static const int32_t *nsa__unit_sel(const nsa__ctx *c, const nsa__seq *s,
-                                    const int32_t *sel_idx, int64_t i, int hk)
-{
-    return sel_idx + (nsa__unit_of(c, s, i) * c->Hkv + hk) * (int64_t)c->cfg->n;
-}
-static int32_t nsa__unit_cnt(const nsa__ctx *c, const nsa__seq *s,
-                             const int32_t *sel_count, int64_t i, int hk)
-{
-    return sel_count[nsa__unit_of(c, s, i) * c->Hkv + hk];
-}
-
-/* ---- attention of one branch (forward) ------------------------------------ */
-
-/* "The three branches": o_c[t,h][j0 .. j0+nj) and lse_c[t,h] by online
-   softmax over the branch's keys; o = 0, lse = -inf when no key is seen. */
-static void nsa__attend_row(const nsa__ctx *c, const nsa__seq *s,
-                            const nsa__keys *K, int64_t qoff, int j0, int nj,
-                            nsa__row acc, double *lse)
-{
-    double m = -INFINITY, L = 0;
-    int e, j;
-    nsa__zero(acc, nj);
-    for (e = 0; e < K->nranges; ++e) {
-        int64_t lo, hi, r;
-        nsa__keys_range(c, s, K, e, &lo, &hi);
-        for (r = lo; r < hi; r += 4) {
-            const int nr = hi - r < 4 ? (int)(hi - r) : 4;
-            int64_t ia[4], ib[4];
-            double dots[4];
-            int u;
-            nsa__offsets(ia, qoff, 0, nr);
-            nsa__offsets(ib, K->kbase + r * K->kst, K->kst, nr);
-            nsa__dot4(c, c->x->q, ia, K->k, ib, nr, c->Dk, dots);
-            int np = 0;           /* p * v terms not yet added to acc */
-            double pp[4];
-            int64_t pv[4];
-            for (u = 0; u < nr; ++u) {
-                double sc = nsa__r(c, c->sc * dots[u]), p;
-                if (sc == -INFINITY) continue; /* probability exactly 0 */
-                if (sc > m) { /* new maximum: rescale what is summed so far */
-                    double alpha = nsa__exp(c, nsa__r(c, m - sc));
-                    L = nsa__r(c, L * alpha);
-                    nsa__axpyn(c, acc, pp, K->v, pv, np, nj);
-                    np = 0;
-                    nsa__scal(acc, alpha, nj);
-                    m = sc;
-                }
-                p = nsa__exp(c, nsa__r(c, sc - m));
-                L = nsa__r(c, L + p);
-                pp[np] = p;
-                pv[np++] = K->vbase + (r + u) * K->vst + j0;
-            }
-            nsa__axpyn(c, acc, pp, K->v, pv, np, nj);
-        }
-    }
-    /* L == 0 only when no key was summed: an empty key set, or only -inf
-       logits. A NaN or +inf logit makes L NaN, and NaN then reaches o and
-       lse: a bad input must not look like an empty branch. */
-    if (L == 0) {
-        nsa__zero(acc, nj);
-        *lse = -INFINITY;
-        return;
-    }
-    for (j = 0; j < nj; ++j) nsa__set(acc, j, nsa__r(c, nsa__get(acc, j) / L));
-    *lse = nsa__r(c, m + nsa__log(c, L));
-}
-
-/* Gate weight of branch br for (query token gq, head h): the caller's gate,
-   or 1 / (number of enabled branches) in fp32 ("Gates and output"). */
-static double nsa__gate(const nsa__ctx *c, const void *gates, int64_t gq,
-                        int h, int br)
-{
-    if (!nsa__on(c, br)) return 0;
-    if (gates) return nsa_load(gates, c->dt, (gq * c->H + h) * 3 + br);
-    return 1.0f / (float)c->nbranch;
-}
-
-/* "Gates and output": o = sum over enabled c, in order cmp, slc, win, of
-   g_c * o_c, o_c being the fp32 branch output. */
-static double nsa__combine_one(const nsa__ctx *c, const double g[3],
-                               const float oc[3])
-{
-    double acc = 0;
-    int br;
-    for (br = 0; br < 3; ++br)
-        if (nsa__on(c, br))
-            acc = nsa__r(c, acc + nsa__r(c, g[br] * (double)oc[br]));
-    return acc;
-}
-
-/* ---- selection ------------------------------------------------------------ */
-
-/* Selection step 1: importance p[i] of the compressed blocks visible to t
-   (i < nvis), for query row qoff of kv head hk. probs: softmax of
-   sc * q . K_cmp[i] over the visible blocks; logits: the raw value. */
-static void nsa__importance(const nsa__ctx *c, const nsa__seq *s, int64_t qoff,
-                            int hk, int64_t nvis, double *p)
-{
-    double m = -INFINITY, L = 0;
-    int64_t i;
-    for (i = 0; i < nvis; i += 4) {
-        const int nr = nvis - i < 4 ? (int)(nvis - i) : 4;
-        int64_t ia[4], ib[4];
-        double dots[4];
-        int u;
-        nsa__offsets(ia, qoff, 0, nr);
-        nsa__offsets(ib, nsa__kc_at(c, s->c0 + i, hk), (int64_t)c->Hkv * c->Dk, nr);
-        nsa__dot4(c, c->x->q, ia, c->kc, ib, nr, c->Dk, dots);
-        for (u = 0; u < nr; ++u) {
-            p[i + u] = nsa__r(c, c->sc * dots[u]);
-            if (p[i + u] > m) m = p[i + u];
-        }
-    }
-    if (c->cfg->score_mode == NSA_SCORE_LOGITS || nvis == 0) return;
-    for (i = 0; i < nvis; ++i) {
-        p[i] = nsa__exp(c, nsa__r(c, p[i] - m));
-        L = nsa__r(c, L + p[i]);
-    }
-    for (i = 0; i < nvis; ++i) p[i] = nsa__r(c, p[i] / L);
-}
-
-/* Selection step 2: score of selection block j from one head's importance:
-   sum over m < l'/d (outer), k < l/d (inner) of p[(l'/d)*j + m - k], indices
-   outside [0, nvis) skipped (the overlap form). */
-static double nsa__overlap(const nsa__ctx *c, const double *p, int64_t nvis,
-                           int64_t j)
-{
-    const int64_t per_slc = c->cfg->lp / c->cfg->d, per_cmp = c->cfg->l / c->cfg->d;
-    double acc = 0;
-    int64_t m, k, k0, k1;
-    for (m = 0; m < per_slc; ++m) {
-        /* only the k with 0 <= i < nvis, in the same ascending order: the
-           same sum, in O(visible) steps rather than O(l/d) (a long l with
-           few visible blocks would otherwise spin) */
-        const int64_t top = per_slc * j + m; /* i = top - k */
-        k0 = top - nvis + 1 > 0 ? top - nvis + 1 : 0;
-        k1 = top < per_cmp - 1 ? top : per_cmp - 1;
-        for (k = k0; k <= k1; ++k) acc = nsa__r(c, acc + p[top - k]);
-    }
-    return acc;
-}
-
-/* First and last query position of unit u (local) of sequence s. */
-static void nsa__unit_span(const nsa__ctx *c, const nsa__seq *s, int64_t u,
-                           int64_t *t0, int64_t *t1)
-{
-    int64_t last = (u + 1) * c->cfg->bq;
-    if (last > s->nq) last = s->nq;
-    *t0 = s->off + u * c->cfg->bq;
-    *t1 = s->off + last - 1;
-}
-
-/* Selection steps 1-4 for unit u (local) and kv head hk: score[j] for the
-   eligible blocks j (j*l' <= t_last; returns their number), rounded to
-   fp32. Scratch: p [nc], g [2 nb]. */
-static int64_t nsa__unit_scores(const nsa__ctx *c, const nsa__seq *s, int64_t u,
-                                int hk, double *p, double *g, float *score)
-{
-    int64_t t0, t1, t, j, nelig;
-    double *tile = g + s->nb;
-    int h;
-    nsa__unit_span(c, s, u, &t0, &t1);
-    nelig = t1 / c->cfg->lp + 1; /* step 5: j*l' <= t_last */
-    for (j = 0; j < nelig; ++j) tile[j] = 0;
-    for (t = t0; t <= t1; ++t) {
-        int64_t nvis = nsa__cmp_visible(c, s, t);
-        int64_t gq = s->q0 + (t - s->off);
-        for (j = 0; j < nelig; ++j) g[j] = 0;
-        for (h = hk * c->G; h < (hk + 1) * c->G; ++h) { /* step 3: group */
-            nsa__importance(c, s, nsa__q_at(c, gq, h), hk, nvis, p);
-            for (j = 0; j < nelig; ++j)
-                g[j] = nsa__r(c, g[j] + nsa__overlap(c, p, nvis, j));
-        }
-        for (j = 0; j < nelig; ++j) /* step 4: tile */
-            tile[j] = nsa__r(c, tile[j] + g[j]);
-    }
-    for (j = 0; j < nelig; ++j) score[j] = (float)tile[j];
-    return nelig;
-}
-
-/* Order-preserving key of an fp32 score: -0 as +0, NaN below -inf. */
-static uint32_t nsa__score_key(float f)
-{
-    uint32_t u = nsa__f32_bits(f);
-    if (f != f) return 0u;
-    if (f == 0.0f) u = 0u;
-    return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
-}
-/* Score key above index: equal scores rank the lower index higher. */
-static uint64_t nsa__rank_key(uint32_t score_key, int64_t idx)
-{
-    return ((uint64_t)score_key << 32) | (uint64_t)(0xffffffffu - (uint32_t)idx);
-}
-static int64_t nsa__rank_idx(uint64_t key)
-{
-    return (int64_t)(0xffffffffu - (uint32_t)(key & 0xffffffffu));
-}
-
-/* Heap sort, ascending. */
-static void nsa__sift(uint64_t *a, int64_t i, int64_t n)
-{
-    for (;;) {
-        int64_t m = i, l = 2 * i + 1, r = l + 1;
-        uint64_t t;
-        if (l < n && a[l] > a[m]) m = l;
-        if (r < n && a[r] > a[m]) m = r;
-        if (m == i) return;
-        t = a[i]; a[i] = a[m]; a[m] = t;
-        i = m;
-    }
-}
-static void nsa__sort_u64(uint64_t *a, int64_t n)
-{
-    int64_t i;
-    for (i = n / 2 - 1; i >= 0; --i) nsa__sift(a, i, n);
-    for (i = n - 1; i > 0; --i) {
-        uint64_t t = a[0];
-        a[0] = a[i]; a[i] = t;
-        nsa__sift(a, 0, i);
-    }
-}
-
-/* The k largest of m distinct keys, to keys[0 .. k) in descending order.
-   Radix select over 8-bit digits from the top finds the k-th largest key
-   (the candidates sharing the chosen prefix are kept in tmp), then one pass
-   collects every key at or above it: exactly k, since keys are distinct. */
-static void nsa__largest(uint64_t *keys, int64_t m, int64_t k, uint64_t *tmp)
-{
-    uint64_t prefix = 0;
-    const uint64_t *cand = keys;
-    int64_t ncand = m, need = k, i, n = 0;
-    int shift;
-    if (k <= 0) return;
-    if (k < m) {
-        for (shift = 56; shift >= 0; shift -= 8) {
-            int64_t hist[256];
-            int dg;
-            memset(hist, 0, sizeof hist);
-            for (i = 0; i < ncand; ++i) ++hist[(cand[i] >> shift) & 255u];
-            for (dg = 255; dg > 0 && hist[dg] < need; --dg) need -= hist[dg];
-            prefix |= (uint64_t)dg << shift;
-            if (hist[dg] == need) break; /* all of this digit are in */
-            for (i = 0, n = 0; i < ncand; ++i)
-                if (((cand[i] >> shift) & 255u) == (uint64_t)dg) tmp[n++] = cand[i];
-            cand = tmp;
-            ncand = n;
-        }
-        for (i = 0, n = 0; i < m; ++i)
-            if (keys[i] >= prefix) tmp[n++] = keys[i];
-        memcpy(keys, tmp, (size_t)k * sizeof *keys);
-    }
-    if (k > m) k = m;
-    nsa__sort_u64(keys, k);
-    for (i = 0; i < k / 2; ++i) {
-        uint64_t t = keys[i];
-        keys[i] = keys[k - 1 - i];
-        keys[k - 1 - i] = t;
-    }
-}
-
-/* Selection steps 5-7 for a unit whose last query is t_last, from the
-   eligible scores: forced blocks (first n_init, and the n_local blocks ending
-   at floor(t_last/l')) first, then the best scores; exactly min(n, nelig)
-   blocks, ascending, -1 padded. Scratch: keys, tmp [nelig]. */
-static void nsa__unit_select(const nsa__ctx *c, int64_t t_last, const float *score,
-                             int64_t nelig, uint64_t *keys, uint64_t *tmp,
-                             int32_t *idx, int32_t *count)
-{
-    const nsa_config *cfg = c->cfg;
-    const int64_t cur = t_last / cfg->lp;
-    int64_t j, k = nelig < cfg->n ? nelig : cfg->n;
-    for (j = 0; j < nelig; ++j) {
-        int forced = j < cfg->n_init || (j > cur - cfg->n_local && j <= cur);
-        keys[j] = nsa__rank_key(forced ? 0xffffffffu : nsa__score_key(score[j]), j);
-    }
-    nsa__largest(keys, nelig, k, tmp);
-    for (j = 0; j < k; ++j) keys[j] = (uint64_t)nsa__rank_idx(keys[j]);
-    nsa__sort_u64(keys, k);
-    for (j = 0; j < cfg->n; ++j) idx[j] = j < k ? (int32_t)keys[j] : -1;
-    *count = (int32_t)k;
-}
-
-/* Scratch of one thread, as typed rows. */
-static unsigned char *nsa__slot(const nsa__ctx *c)
-{
-    return c->slots + (size_t)NSA__TID() * c->slot_bytes;
-}
-
-/* Selection for every unit: block scores (when score_out) and/or the
-   selection (when idx_out). */
-static void nsa__select_all(const nsa__ctx *c, float *score_out,
-                            int32_t *idx_out, int32_t *cnt_out)
-{
-    NSA__OMP(omp parallel num_threads(c->nthreads))
-    {
-        double *p = (double *)nsa__slot(c);
-        double *g = p + c->nc_max;                      /* 2 * nb_max */
-        float *score = (float *)(g + 2 * c->nb_max);    /* nb_max     */
-        uint64_t *keys = (uint64_t *)(g + 3 * c->nb_max);
-        uint64_t *tmp = keys + c->nb_max;
-        nsa__seq s;
-        int b;
-        nsa__seq_begin(c, &s);
-        for (b = 0; b < c->x->B; ++b) {
-            int64_t r;
-            if (b) nsa__seq_step(c, b, &s);
-            NSA__OMP(omp for schedule(dynamic, 1) nowait)
-            for (r = 0; r < s.nu * c->Hkv; ++r) {
-                int64_t u = r / c->Hkv, t0, t1, j, nelig, unit = s.u0 + u;
-                int hk = (int)(r % c->Hkv);
-                nelig = nsa__unit_scores(c, &s, u, hk, p, g, score);
-                nsa__unit_span(c, &s, u, &t0, &t1);
-                if (score_out) {
-                    float *row = score_out + (unit * c->Hkv + hk) * c->sz.max_slc_blocks;
-                    for (j = 0; j < c->sz.max_slc_blocks; ++j)
-                        row[j] = j < nelig ? score[j] : -INFINITY;
-                }
-                if (idx_out)
-                    nsa__unit_select(c, t1, score, nelig, keys, tmp,
-                                     idx_out + (unit * c->Hkv + hk) * (int64_t)c->cfg->n,
-                                     cnt_out + unit * c->Hkv + hk);
-            }
-        }
-    }
-}
-
-/* A caller's selection, its used entries kept in order, -1 padded (forward
-   saves it so that backward reads one format). */
-static void nsa__copy_selection(const nsa__ctx *c, int32_t *idx_out,
-                                int32_t *cnt_out)
-{
-    nsa__seq s;
-    int b;
-    nsa__seq_begin(c, &s);
-    for (b = 0; b < c->x->B; ++b) {
-        int64_t r;
-        if (b) nsa__seq_step(c, b, &s);
-        for (r = s.u0 * c->Hkv; r < (s.u0 + s.nu) * c->Hkv; ++r) {
-            const int32_t *in = c->x->sel_idx + r * c->cfg->n;
-            int32_t *out = idx_out + r * c->cfg->n;
-            int cnt = nsa__sel_clamp(c, c->x->sel_count[r]), e, k = 0;
-            for (e = 0; e < cnt; ++e)
-                if (nsa__sel_ok(&s, in[e])) out[k++] = in[e];
-            cnt_out[r] = k;
-            for (e = k; e < c->cfg->n; ++e) out[e] = -1;
-        }
-    }
-}
-
-/* ---- forward over all rows -------------------------------------------------- */
-
-/* Per (query, head) rows of the forward: every enabled branch attends
-   (NSA__CHUNK output dims at a time), then either the branch outputs go to
-   o_br / lse_br (stage functions) or the gated sum goes to o and each lse to
-   lse_br (nsa_ref_forward). */
-typedef struct nsa__fwd {
-    const int32_t *sel_idx, *sel_count;
-    const void *gates;
-    void *o;           /* combined output (storage dtype) or NULL          */
-    float *o_br[3];    /* fp32 branch outputs [TQ, H, Dv], or NULL         */
-    float *lse_br[3];  /* [TQ, H] for the branches wanted, or NULL          */
-    int want[3];       /* branches to compute                              */
-} nsa__fwd;
-
-static void nsa__forward_row(const nsa__ctx *c, const nsa__seq *s,
-                             const nsa__fwd *F, int64_t i, int h)
-{
-    const int64_t gq = s->q0 + i, t = s->off + i;
-    const int hk = h / c->G;
-    const int64_t qoff = nsa__q_at(c, gq, h), orow = (gq * c->H + h) * c->Dv;
-    double accd[NSA__CHUNK], g[3], lse[3];
-    float accf[NSA__CHUNK], oc[3][NSA__CHUNK];
-    const nsa__row acc = c->f64 ? nsa__row_of(c, accd) : nsa__row_of(c, accf);
-    nsa__keys K[3];
-    int br, j0, j;
-    for (br = 0; br < 3; ++br) {
-        g[br] = nsa__gate(c, F->gates, gq, h, br);
-        if (!F->want[br]) continue;
-        K[br] = nsa__branch_keys(c, s, br, t, hk,
-                                 br == NSA__SLC ? nsa__unit_sel(c, s, F->sel_idx, i, hk) : NULL,
-                                 br == NSA__SLC ? nsa__unit_cnt(c, s, F->sel_count, i, hk) : 0);
-    }
-    for (j0 = 0; j0 < c->Dv; j0 += NSA__CHUNK) {
-        const int nj = c->Dv - j0 < NSA__CHUNK ? c->Dv - j0 : NSA__CHUNK;
-        for (br = 0; br < 3; ++br) {
-            if (!F->want[br]) {
-                for (j = 0; j < nj; ++j) oc[br][j] = 0.0f;
-                continue;
-            }
-            nsa__attend_row(c, s, &K[br], qoff, j0, nj, acc, &lse[br]);
-            for (j = 0; j < nj; ++j) oc[br][j] = (float)nsa__get(acc, j);
-            if (F->o_br[br])
-                for (j = 0; j < nj; ++j) F->o_br[br][orow + j0 + j] = oc[br][j];
-        }
-        if (F->o)
-            for (j = 0; j < nj; ++j) {
-                float o3[3];
-                o3[0] = oc[0][j]; o3[1] = oc[1][j]; o3[2] = oc[2][j];
-                nsa__put(c, F->o, orow + j0 + j, nsa__combine_one(c, g, o3));
-            }
-    }
-    for (br = 0; br < 3; ++br)
-        if (F->want[br] && F->lse_br[br])
-            F->lse_br[br][gq * c->H + h] = (float)lse[br];
-}
-
-static void nsa__forward_all(const nsa__ctx *c, const nsa__fwd *F)
-{
-    NSA__OMP(omp parallel num_threads(c->nthreads))
-    {
-        nsa__seq s;
-        int b;
-        nsa__seq_begin(c, &s);
-        for (b = 0; b < c->x->B; ++b) {
-            int64_t r;
-            if (b) nsa__seq_step(c, b, &s);
-            NSA__OMP(omp for schedule(dynamic, 4) nowait)
-            for (r = 0; r < s.nq * c->H; ++r)
-                nsa__forward_row(c, &s, F, r / c->H, (int)(r % c->H));
-        }
-    }
-}
-
-/* ---- backward --------------------------------------------------------------- */
-
-/* Per (query, head, branch) quantities of the backward. */
-typedef struct nsa__bwd {
-    const void *gates, *d_o;
-    const nsa_saved *sv;
-    const nsa_grads *gr;
-    const float *lse[3];
-} nsa__bwd;
-
-/* Backward of one (key, query, head) term: the gradient of the logit's
-   dot product, ds = sc * P * (dP - Delta) with dP = w * (dO . v), from
-   P = exp(s - lse), the gate weight w and Delta = dO_c . o_c. */
-static double nsa__dlogit(const nsa__ctx *c, double P, double w, double dov,
-                          double delta)
-{
-    const double dP = nsa__r(c, w * dov);
-    return nsa__r(c, c->sc * nsa__r(c, P * nsa__r(c, dP - delta)));
-}
-
-/* Pass A, per (query, head): for each branch, P = exp(s - lse) and
-   dov = dO . v per key (kept in the row scratch), dgate = dO . o_c =
-   sum P dov (keys in order), Delta = w * dgate, then dQ += ds * k. */
-static void nsa__backward_query(const nsa__ctx *c, const nsa__seq *s,
-                                const nsa__bwd *B, int64_t i, int h,
-                                nsa__row dq, double *prow, double *dovrow)
-{
-    const int64_t gq = s->q0 + i, t = s->off + i;
-    const int hk = h / c->G;
-    const int64_t qoff = nsa__q_at(c, gq, h), dooff = (gq * c->H + h) * c->Dv;
-    int br, j;
-    nsa__zero(dq, c->Dk);
-    for (br = 0; br < 3; ++br) {
-        const double w = nsa__gate(c, B->gates, gq, h, br);
-        const double lse = nsa__on(c, br) ? B->lse[br][gq * c->H + h] : -INFINITY;
-        double dgate = 0, delta = 0;
-        if (lse != -INFINITY) { /* the branch saw keys */
-            nsa__keys K = nsa__branch_keys(c, s, br, t, hk,
-                br == NSA__SLC ? nsa__unit_sel(c, s, B->sv->sel_idx, i, hk) : NULL,
-                br == NSA__SLC ? nsa__unit_cnt(c, s, B->sv->sel_count, i, hk) : 0);
-            int64_t n = 0, lo, hi, r;
-            int e;
-            for (e = 0; e < K.nranges; ++e) { /* P, dO . v, dgate */
-                nsa__keys_range(c, s, &K, e, &lo, &hi);
-                for (r = lo; r < hi; r += 4) {
-                    const int nr = hi - r < 4 ? (int)(hi - r) : 4;
-                    int64_t ia[4], ib[4];
-                    double dots[4];
-                    int u;
-                    nsa__offsets(ia, qoff, 0, nr);
-                    nsa__offsets(ib, K.kbase + r * K.kst, K.kst, nr);
-                    nsa__dot4(c, c->x->q, ia, K.k, ib, nr, c->Dk, dots);
-                    nsa__offsets(ia, dooff, 0, nr);
-                    nsa__offsets(ib, K.vbase + r * K.vst, K.vst, nr);
-                    nsa__dot4(c, B->d_o, ia, K.v, ib, nr, c->Dv, dovrow + n);
-                    for (u = 0; u < nr; ++u, ++n) {
-                        prow[n] = nsa__exp(c, nsa__r(c, nsa__r(c, c->sc * dots[u]) - lse));
-                        dgate = nsa__r(c, dgate + nsa__r(c, prow[n] * dovrow[n]));
-                    }
-                }
-            }
-            delta = nsa__r(c, w * dgate);
-            for (e = 0, n = 0; e < K.nranges; ++e) { /* dQ += ds k */
-                nsa__keys_range(c, s, &K, e, &lo, &hi);
-                for (r = lo; r < hi; r += NSA__GROUP) {
-                    const int nr = hi - r < NSA__GROUP ? (int)(hi - r) : NSA__GROUP;
-                    double ds[NSA__GROUP];
-                    int64_t ik[NSA__GROUP];
-                    int u;
-                    for (u = 0; u < nr; ++u, ++n) {
-                        ds[u] = nsa__dlogit(c, prow[n], w, dovrow[n], delta);
-                        ik[u] = K.kbase + (r + u) * K.kst;
-                    }
-                    nsa__axpyn(c, dq, ds, K.k, ik, nr, c->Dk);
-                }
-            }
-        }
-        c->delta[(gq * c->H + h) * 3 + br] = delta;
-        if (B->gates) nsa__put(c, B->gr->dgates, (gq * c->H + h) * 3 + br, dgate);
-    }
-    for (j = 0; j < c->Dk; ++j)
-        nsa__put(c, B->gr->dq, (gq * c->H + h) * (int64_t)c->Dk + j, nsa__get(dq, j));
-}
-
-/* Adds to dk, dv (one key's accumulators) the terms of query position t,
-   heads of group hk ascending, for the key at koff / voff in branch br:
-   dK += ds q, dV += P w dO. Used by pass B. */
-static void nsa__key_terms(const nsa__ctx *c, const nsa__seq *s, const nsa__bwd *B,
-                           int br, int hk, int64_t t, const void *k, int64_t koff,
-                           const void *v, int64_t voff, nsa__row dk, nsa__row dv)
-{
-    const int64_t gq = s->q0 + (t - s->off), h1 = (int64_t)(hk + 1) * c->G;
-    int64_t h0;
-    double ds[NSA__GROUP], pw[NSA__GROUP];
-    int64_t iq[NSA__GROUP], io[NSA__GROUP];
-    int m = 0;
-    for (h0 = (int64_t)hk * c->G; h0 < h1; h0 += 4) {
-        const int nr = h1 - h0 < 4 ? (int)(h1 - h0) : 4;
-        int64_t ia[4], ib[4];
-        double qk[4], dov[4];
-        int u;
-        nsa__offsets(ia, nsa__q_at(c, gq, (int)h0), c->qsh, nr);
-        nsa__offsets(ib, koff, 0, nr);
-        nsa__dot4(c, c->x->q, ia, k, ib, nr, c->Dk, qk);
-        nsa__offsets(ia, (gq * c->H + h0) * c->Dv, c->Dv, nr);
-        nsa__offsets(ib, voff, 0, nr);
-        nsa__dot4(c, B->d_o, ia, v, ib, nr, c->Dv, dov);
-        for (u = 0; u < nr; ++u) {
-            const int h = (int)h0 + u;
-            const double lse = B->lse[br][gq * c->H + h];
-            double w, P;
-            if (lse == -INFINITY) continue;
-            w = nsa__gate(c, B->gates, gq, h, br);
-            P = nsa__exp(c, nsa__r(c, nsa__r(c, c->sc * qk[u]) - lse));
-            ds[m] = nsa__dlogit(c, P, w, dov[u], c->delta[(gq * c->H + h) * 3 + br]);
-            pw[m] = nsa__r(c, P * w);
-            iq[m] = nsa__q_at(c, gq, h);
-            io[m++] = (gq * c->H + h) * c->Dv;
-        }
-        if (m + 4 > NSA__GROUP || h0 + 4 >= h1) {
-            /* dK += ds q, dV += P w dO, heads ascending (per element) */
-            nsa__axpyn(c, dk, ds, c->x->q, iq, m, c->Dk);
-            nsa__axpyn(c, dv, pw, B->d_o, io, m, c->Dv);
-            m = 0;
-        }
-    }
-}
-
-/* Pass B1, per (compressed block, kv head): dK_cmp, dV_cmp from the queries
-   that see the block (t >= i*d + l - 1), ascending. */
-static void nsa__backward_cmp_block(const nsa__ctx *c, const nsa__seq *s,
-                                    const nsa__bwd *B, int64_t i, int hk,
-                                    nsa__row dk, nsa__row dv)
-{
-    int64_t t = i * c->cfg->d + c->cfg->l - 1;
-    nsa__zero(dk, c->Dk);
-    nsa__zero(dv, c->Dv);
-    if (nsa__on(c, NSA__CMP))
-        for (t = t < s->off ? s->off : t; t < s->nk; ++t)
-            nsa__key_terms(c, s, B, NSA__CMP, hk, t, c->kc, nsa__kc_at(c, s->c0 + i, hk),
-                           c->vc, nsa__vc_at(c, s->c0 + i, hk), dk, dv);
-}
-
-/* Pass B2, per (key chunk [k0, k1) of the sequence, kv head): dK, dV of its
-   keys: window terms, selected terms (the chunk is selection block jb when
-   the selected branch is on), then dK_cmp / l of the blocks holding a key. */
-static void nsa__backward_keys(const nsa__ctx *c, const nsa__seq *s,
-                               const nsa__bwd *B, int64_t k0, int64_t k1,
-                               int64_t jb, int hk, nsa__row dk, nsa__row dv)
-{
-    const int Dk = c->Dk, Dv = c->Dv;
-    int64_t sp, t, j;
-    nsa__zero(dk, (k1 - k0) * Dk);
-    nsa__zero(dv, (k1 - k0) * Dv);
-    if (nsa__on(c, NSA__WIN)) { /* window: t in [s, s + w - 1] */
-        int64_t tend = k1 - 1 + c->cfg->w - 1;
-        if (tend > s->nk - 1) tend = s->nk - 1;
-        for (t = k0 > s->off ? k0 : s->off; t <= tend; ++t)
-            for (sp = (t - c->cfg->w + 1 > k0 ? t - c->cfg->w + 1 : k0);
-                 sp < k1 && sp <= t; ++sp)
-                nsa__key_terms(c, s, B, NSA__WIN, hk, t, c->x->k,
-                               nsa__k_at(c, s->k0 + sp, hk), c->x->v,
-                               nsa__v_at(c, s->k0 + sp, hk),
-                               nsa__row_add(dk, (sp - k0) * Dk),
-                               nsa__row_add(dv, (sp - k0) * Dv));
-    }
-    if (nsa__on(c, NSA__SLC)) { /* selected: units that chose block jb */
-        const int64_t x = (s->j0 + jb) * c->Hkv + hk;
-        int64_t e;
-        for (e = c->toff[x]; e < c->toff[x + 1]; ++e) {
-            int64_t u = c->tlist[e] - s->u0, t0, t1;
-            nsa__unit_span(c, s, u, &t0, &t1);
-            for (t = t0 > k0 ? t0 : k0; t <= t1; ++t)
-                for (sp = k0; sp < k1 && sp <= t; ++sp)
-                    nsa__key_terms(c, s, B, NSA__SLC, hk, t, c->x->k,
-                                   nsa__k_at(c, s->k0 + sp, hk), c->x->v,
-                                   nsa__v_at(c, s->k0 + sp, hk),
-                                   nsa__row_add(dk, (sp - k0) * Dk),
-                                   nsa__row_add(dv, (sp - k0) * Dv));
-        }
-    }
-    if (nsa__on(c, NSA__CMP) && !c->cfg->caller_compressed) {
-        /* mean compression: dK_cmp[i] / l to each key of block i */
-        const int l = c->cfg->l, d = c->cfg->d;
-        for (sp = k0; sp < k1; ++sp) {
-            int64_t i = sp < l - 1 ? 0 : (sp - l + 1 + d - 1) / d, jj;
-            for (; i * d <= sp && i < s->nc; ++i)
-                for (jj = 0; jj < Dk + Dv; ++jj) {
-                    const nsa__row acc = jj < Dk ? dk : dv;
-                    const int64_t at = jj < Dk ? (sp - k0) * Dk + jj : (sp - k0) * Dv + (jj - Dk);
-                    double g = jj < Dk ? c->dkc[((s->c0 + i) * c->Hkv + hk) * Dk + jj]
-                                       : c->dvc[((s->c0 + i) * c->Hkv + hk) * Dv + (jj - Dk)];
-                    nsa__set(acc, at, nsa__r(c, nsa__get(acc, at) + nsa__r(c, g / l)));
-                }
-        }
-    }
-    for (sp = k0; sp < k1; ++sp) {
-        for (j = 0; j < Dk; ++j)
-            nsa__put(c, B->gr->dk, nsa__k_out(c, s->k0 + sp, hk) + j,
-                     nsa__get(dk, (sp - k0) * Dk + j));
-        for (j = 0; j < Dv; ++j)
-            nsa__put(c, B->gr->dv, nsa__v_out(c, s->k0 + sp, hk) + j,
-                     nsa__get(dv, (sp - k0) * Dv + j));
-    }
-}
-
-/* Transposed selection: for each (selection block, kv head), the units that
-   selected it, ascending (a counting sort: exact and deterministic). */
-static void nsa__transpose_selection(const nsa__ctx *c, const nsa_saved *sv)
-{
-    const int64_t X = c->jtot * c->Hkv;
-    nsa__seq s;
-    int64_t x, r;
-    int b, e, pass;
-    for (x = 0; x <= X; ++x) c->toff[x] = 0;
-    for (pass = 0; pass < 2; ++pass) {
-        nsa__seq_begin(c, &s);
-        for (b = 0; b < c->x->B; ++b) {
-            if (b) nsa__seq_step(c, b, &s);
-            for (r = s.u0 * c->Hkv; r < (s.u0 + s.nu) * c->Hkv; ++r) {
-                const int32_t *sel = sv->sel_idx + r * c->cfg->n;
-                int cnt = nsa__sel_clamp(c, sv->sel_count[r]);
-                for (e = 0; e < cnt; ++e) {
-                    if (!nsa__sel_ok(&s, sel[e])) continue;
-                    x = (s.j0 + sel[e]) * c->Hkv + r % c->Hkv;
-                    if (pass == 0) ++c->toff[x + 1];
-                    else c->tlist[c->toff[x]++] = (int32_t)(r / c->Hkv);
-                }
-            }
-        }
-        if (pass == 0)
-            for (x = 0; x < X; ++x) c->toff[x + 1] += c->toff[x];
-    }
-    for (x = X; x > 0; --x) c->toff[x] = c->toff[x - 1];
-    c->toff[0] = 0;
-}
-
-static void nsa__backward_all(const nsa__ctx *c, const nsa__bwd *B)
-{
-    const int64_t chunk = nsa__on(c, NSA__SLC) ? c->cfg->lp : 64;
-    /* pass A: dQ, dgates, Delta per (query, head) */
-    NSA__OMP(omp parallel num_threads(c->nthreads))
-    {
-        double *mem = (double *)nsa__slot(c), *prow = mem + c->Dk;
-        const nsa__row dq = nsa__row_of(c, mem);
-        nsa__seq s;
-        int b;
-        nsa__seq_begin(c, &s);
-        for (b = 0; b < c->x->B; ++b) {
-            int64_t r;
-            if (b) nsa__seq_step(c, b, &s);
-            NSA__OMP(omp for schedule(dynamic, 4) nowait)
-            for (r = 0; r < s.nq * c->H; ++r)
-                nsa__backward_query(c, &s, B, r / c->H, (int)(r % c->H), dq, prow,
-                                    prow + c->keys_max);
-        }
-    }
-    /* pass B1: dK_cmp, dV_cmp per (compressed block, kv head) */
-    if ((c->cfg->branches & (NSA_BRANCH_CMP | NSA_BRANCH_SLC)) &&
-        (c->cfg->caller_compressed || nsa__on(c, NSA__CMP)))
-        NSA__OMP(omp parallel num_threads(c->nthreads))
-        {
-            double *mem = (double *)nsa__slot(c);
-            const nsa__row dk = nsa__row_of(c, mem), dv = nsa__row_of(c, mem + c->Dk);
-            nsa__seq s;
-            int b, j;
-            nsa__seq_begin(c, &s);
-            for (b = 0; b < c->x->B; ++b) {
-                int64_t r;
-                if (b) nsa__seq_step(c, b, &s);
-                NSA__OMP(omp for schedule(dynamic, 1) nowait)
-                for (r = 0; r < s.nc * c->Hkv; ++r) {
-                    const int64_t i = r / c->Hkv;
-                    const int hk = (int)(r % c->Hkv);
-                    nsa__backward_cmp_block(c, &s, B, i, hk, dk, dv);
-                    for (j = 0; j < c->Dk; ++j) {
-                        if (c->cfg->caller_compressed)
-                            nsa__put(c, B->gr->dk_cmp, nsa__kc_at(c, s.c0 + i, hk) + j, nsa__get(dk, j));
-                        else
-                            c->dkc[nsa__kc_at(c, s.c0 + i, hk) + j] = nsa__get(dk, j);
-                    }
-                    for (j = 0; j < c->Dv; ++j) {
-                        if (c->cfg->caller_compressed)
-                            nsa__put(c, B->gr->dv_cmp, nsa__vc_at(c, s.c0 + i, hk) + j, nsa__get(dv, j));
-                        else
-                            c->dvc[nsa__vc_at(c, s.c0 + i, hk) + j] = nsa__get(dv, j);
-                    }
-                }
-            }
-        }
-    /* pass B2: dK, dV per (key chunk, kv head) */
-    NSA__OMP(omp parallel num_threads(c->nthreads))
-    {
-        double *mem = (double *)nsa__slot(c);
-        const nsa__row dk = nsa__row_of(c, mem), dv = nsa__row_of(c, mem + chunk * c->Dk);
-        nsa__seq s;
-        int b;
-        nsa__seq_begin(c, &s);
-        for (b = 0; b < c->x->B; ++b) {
-            int64_t r, nchunks;
-            if (b) nsa__seq_step(c, b, &s);
-            nchunks = (s.nk + chunk - 1) / chunk;
-            NSA__OMP(omp for schedule(dynamic, 1) nowait)
-            for (r = 0; r < nchunks * c->Hkv; ++r) {
-                const int64_t jb = r / c->Hkv, k0 = jb * chunk;
-                const int64_t k1 = k0 + chunk < s.nk ? k0 + chunk : s.nk;
-                nsa__backward_keys(c, &s, B, k0, k1, jb, (int)(r % c->Hkv), dk, dv);
-            }
-        }
-    }
-}
 
 /* ---- setup, validation, workspace ------------------------------------------ */
 
 /* Workspace layout for a config and batch (byte offsets from the 64-byte
    aligned start). */
 typedef struct nsa__layout {
-    size_t delta, dkc, dvc, toff, tlist, fixed, slot;
+    size_t delta, lse_acc, dkc, dvc, toff, tlist, fixed, slot;
     int64_t nk_max, nc_max, nb_max, jtot, keys_max;
     int ok;
 } nsa__layout;
@@ -1700,7 +1773,7 @@ static void nsa__make_layout(const nsa__ctx *c, nsa__layout *L)
     if (win && (cfg->w < L->nk_max ? cfg->w : L->nk_max) > keys)
         keys = cfg->w < L->nk_max ? cfg->w : L->nk_max;
     sel = L->nc_max + 5 * L->nb_max;
-    a = (int64_t)c->Dk + 2 * keys;
+    a = (int64_t)c->Dk + 2 * keys + c->Dv;
     L->keys_max = keys;
     b1 = (int64_t)c->Dk + c->Dv;
     b2 = chunk * ((int64_t)c->Dk + c->Dv);
@@ -1709,7 +1782,8 @@ static void nsa__make_layout(const nsa__ctx *c, nsa__layout *L)
     if (b2 > sel) sel = b2;
     L->slot = nsa__bytes(sel + 1, 8, &L->ok);
     L->delta = 0;
-    L->dkc = L->delta + nsa__bytes(c->sz.lse, 3 * 8, &L->ok);
+    L->lse_acc = L->delta + nsa__bytes(c->sz.lse, 3 * 8, &L->ok);
+    L->dkc = L->lse_acc + nsa__bytes(c->sz.lse, 3 * 8, &L->ok);
     L->dvc = L->dkc;
     L->toff = L->dvc;
     if (nsa__on(c, NSA__CMP) && !cfg->caller_compressed) {
@@ -1738,18 +1812,17 @@ static nsa_status nsa__setup(nsa__ctx *c, const nsa_config *cfg,
     c->f64 = cfg->accum == NSA_ACCUM_FP64;
     c->H = x->H; c->Hkv = x->Hkv; c->G = x->H / x->Hkv;
     c->Dk = x->Dk; c->Dv = x->Dv;
-    c->sc = cfg->scale > 0 ? (double)cfg->scale
-                           : nsa__r(c, 1.0 / sqrt((double)x->Dk));
-    c->qsh = x->q_stride_head ? x->q_stride_head : x->Dk;
-    c->qst = x->q_stride_token ? x->q_stride_token : (int64_t)x->H * x->Dk;
-    c->ksh = x->k_stride_head ? x->k_stride_head : x->Dk;
-    c->kst = x->k_stride_token ? x->k_stride_token : (int64_t)x->Hkv * x->Dk;
-    c->vsh = x->v_stride_head ? x->v_stride_head : x->Dv;
-    c->vst = x->v_stride_token ? x->v_stride_token : (int64_t)x->Hkv * x->Dv;
+    /* scale and strides as the validator resolved them (nsa.h rules) */
+    c->sc = nsa__r(c, c->sz.scale);
+    c->qsh = c->sz.q_stride_head;
+    c->qst = c->sz.q_stride_token;
+    c->ksh = c->sz.k_stride_head;
+    c->kst = c->sz.k_stride_token;
+    c->vsh = c->sz.v_stride_head;
+    c->vst = c->sz.v_stride_token;
     c->cuk = x->cu_seqlens;
     c->cuq = x->cu_seqlens_q ? x->cu_seqlens_q : x->cu_seqlens;
-    c->nbranch = (int)(cfg->branches & 1u) + (int)((cfg->branches >> 1) & 1u) +
-                 (int)((cfg->branches >> 2) & 1u);
+    c->nbranch = c->sz.nbranch;
     c->nthreads = NSA__MAX_THREADS();
 #ifdef NSA__HAVE_AVX2
     c->simd = nsa__cpu_avx2();
@@ -1781,6 +1854,7 @@ static nsa_status nsa__use_workspace(nsa__ctx *c, void *ws, size_t bytes)
     slots = (bytes - pad - L.fixed) / L.slot;
     if ((size_t)c->nthreads > slots) c->nthreads = (int)slots;
     c->delta = (double *)(base + L.delta);
+    c->lse_acc = (double *)(base + L.lse_acc);
     c->dkc = (double *)(base + L.dkc);
     c->dvc = (double *)(base + L.dvc);
     c->toff = (int64_t *)(base + L.toff);
@@ -2115,14 +2189,6 @@ NSADEF nsa_status nsa_ref_topk_rows(const float *scores, int64_t rows,
     outn = rows * k;
     NSA__NEED(scores, rows > 0 && cols > 0, "scores");
     NSA__NEED(out_idx, outn > 0, "out_idx");
-    for (r = 0; r < rows; ++r) {
-        int64_t a = row_start ? row_start[r] : 0, e = row_end ? row_end[r] : cols;
-        if (a < 0 || a > e || e > cols)
-            return nsa__fail(NSA_ERR_INVALID_BATCH, "row_start, row_end: row %lld "
-                             "needs 0 <= start <= end <= cols (got %lld, %lld, "
-                             "cols %lld)", (long long)r, (long long)a,
-                             (long long)e, (long long)cols);
-    }
     slot = nsa__bytes(cols + 1, 16, &ok);
     if (!ok) return nsa__fail(NSA_ERR_OVERFLOW, "workspace: its size overflows");
     if (!workspace)
@@ -2142,12 +2208,16 @@ NSADEF nsa_status nsa_ref_topk_rows(const float *scores, int64_t rows,
         uint64_t *keys = (uint64_t *)(base + (size_t)NSA__TID() * slot);
         uint64_t *tmp = keys + cols;
         const float *row = scores + r * row_stride;
-        int64_t a = row_start ? row_start[r] : 0, e = row_end ? row_end[r] : cols;
-        int64_t m = e - a, kk = k < m ? k : m, j;
-        for (j = 0; j < m; ++j) keys[j] = nsa__rank_key(nsa__score_key(row[a + j]), j);
+        int64_t a, e, m, kk, j;
+        /* ranges are clamped, an empty one selects nothing (nsa_topk_range) */
+        nsa_topk_range(row_start ? row_start[r] : 0, row_end ? row_end[r] : cols,
+                       cols, &a, &e);
+        m = e - a;
+        kk = k < m ? k : m;
+        for (j = 0; j < m; ++j) keys[j] = nsa_rank_key(nsa_score_key(row[a + j]), j);
         nsa__largest(keys, m, kk, tmp);
         for (j = 0; j < k; ++j)
-            out_idx[r * k + j] = j < kk ? (int32_t)nsa__rank_idx(keys[j]) : -1;
+            out_idx[r * k + j] = j < kk ? (int32_t)nsa_rank_index(keys[j]) : -1;
         if (out_count) out_count[r] = (int32_t)kk;
     }
     return NSA_OK;

@@ -28,9 +28,9 @@ topk_kernel(const float *scores, int64_t cols, int64_t row_stride, const int32_t
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
     const int64_t r = blockIdx.x;
     const float *row = scores + r * row_stride;
-    int64_t st = row_start ? row_start[r] : 0, en = row_end ? row_end[r] : cols;
-    st = max((int64_t)0, min(st, cols));
-    en = max(st, min(en, cols));
+    int64_t st, en; /* clamped, empty when en <= st: nsa.h's one rule */
+    nsa_topk_range(row_start ? row_start[r] : 0, row_end ? row_end[r] : cols, cols,
+                   &st, &en);
     const int64_t width = en - st;
     const int kk = (int)min((int64_t)k, width);
     int32_t *out = out_idx + r * (int64_t)k;

@@ -405,8 +405,13 @@ static int write_case_json(gen_state *g, const nsa_vrun *r, int sel_agree,
                   "once to float32 as the reference returns it (storage fp32; "
                   "block_scores, o_cmp/o_slc/o_win, lse_* are fp32 by API), "
                   "then written exactly as float64. These are the expected "
-                  "values: their own error is ~1e-7 relative, far below any "
-                  "tolerance below.");
+                  "values. Their own error is bounded against the array's "
+                  "scale (max |value|), not element by element: within 1e-6 "
+                  "of scale against an independent fp64 brute force, sharp "
+                  "inputs (|lse| in the hundreds) included (about 1e-7 "
+                  "measured, mostly the final rounding to float32); an "
+                  "element much smaller than its array's scale may carry a "
+                  "larger relative error.");
     nsa_v__fmt(buf, sizeof buf, "NAME.%s.npy", dn);
     jw_key(&w, buf);
     jw_string(&w, "the storage run: the reference with the case's storage "
