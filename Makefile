@@ -4,13 +4,16 @@
 #                   headers)
 #   make test       build and run the whole test suite (the README's command)
 #   make sanitize   the same suite under AddressSanitizer + UBSan
+#   make mutants    the mutation check: each small bug of tests/mutants.txt
+#                   must make the CPU suite fail
 #   make cuda       compile and link all CUDA code with nvcc (no GPU needed)
 #   make bench      build the CPU reference benchmark
 #   make vectors    write the curated golden-vector suite to build/vectors
 #                   and check the reference against it
 #   make pictures   redraw the selection pictures in docs/
 #
-# VECTORS names the folder of independent test cases (default ../shared/vectors).
+# VECTORS names the folder of independent test cases (default ../shared/vectors);
+# a missing folder fails the tests unless NSA_SKIP_VECTORS=1.
 
 CC      ?= gcc
 CLANG   ?= clang
@@ -36,7 +39,7 @@ PROGRAMS = $(BUILD)/example $(BUILD)/test_nsa $(BUILD)/test_nsa_clang \
            $(BUILD)/nsa_picture $(BUILD)/nsa_picture_clang $(BUILD)/bench_ref \
            $(BUILD)/cxx_headers.o
 
-.PHONY: all test sanitize bench vectors pictures clean
+.PHONY: all test sanitize mutants bench vectors pictures clean
 all: $(PROGRAMS)
 
 $(BUILD):
@@ -79,6 +82,10 @@ sanitize:
 	    CFLAGS="-O1 -g -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer" \
 	    build-san/test_nsa build-san/nsa_vectors build-san/test_npy build-san/nsa_picture
 	NSA_TEST_QUICK=1 VECTORS=$(VECTORS) BUILD=build-san NSA_SANITIZE=1 bash tests/run.sh
+
+# Mutation check: a scratch copy of the tree per mutant (see tests/mutants.sh).
+mutants:
+	CC=$(CC) bash tests/mutants.sh
 
 bench: $(BUILD)/bench_ref
 
