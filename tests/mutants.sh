@@ -52,6 +52,7 @@ while IFS= read -r line || [ -n "$line" ]; do
             [ -n "$cur" ] || parse_error "'in' before any '@' entry"
             file=${line#in }
             [ -f "$file" ] || parse_error "no file $file"
+            printf '%s\n' "$file" >>"$WORK/files"
             ;;
         '-' | '- '*)
             [ -n "$file" ] || parse_error "hunk before an 'in FILE' line"
@@ -80,11 +81,19 @@ if [ "${1:-}" = --list ]; then
 fi
 
 # ---- the scratch tree ---------------------------------------------------------
+# The headers, tests/ and tools/; every file an entry edits is kept pristine
+# in $WORK/orig and restored before each mutant.
 T=$WORK/tree
 mkdir -p "$T" "$WORK/orig"
-cp nsa.h nsa_ref.h "$T/"
+cp ./*.h "$T/"
 cp -r tests tools "$T/"
-cp nsa.h nsa_ref.h "$WORK/orig/"
+sort -u "$WORK/files" >"$WORK/files.u"
+while IFS= read -r f; do
+    mkdir -p "$WORK/orig/$(dirname "$f")" "$T/$(dirname "$f")"
+    cp "$f" "$WORK/orig/$f"
+    cp "$f" "$T/$f"
+done <"$WORK/files.u"
+restore() { while IFS= read -r f; do cp "$WORK/orig/$f" "$T/$f"; done <"$WORK/files.u"; }
 
 # read_all FILE: the file's exact bytes into $REPLY (trailing newlines kept)
 read_all() { REPLY=$(cat "$1"; printf x); REPLY=${REPLY%x}; }
@@ -118,7 +127,7 @@ for d in "$WORK"/m/*; do
     name=$(cat "$d/name")
     if [ -n "$ONLY" ] && [[ ",$ONLY," != *",$name,"* ]]; then continue; fi
     ran=$((ran + 1))
-    cp "$WORK/orig/nsa.h" "$WORK/orig/nsa_ref.h" "$T/"
+    restore
     bad=""
     for h in "$d"/hunks/*.file; do
         k=${h%.file}

@@ -6,9 +6,11 @@
    Run from the repository root:
      build/test_nsa [vectors-folder]
    The golden vectors come from argv[1], else $NSA_VECTORS_DIR, else
-   ../shared/vectors. NSA_TEST_SEED=N replays a run; NSA_TEST_QUICK=1 shrinks
-   the long top-k rows (for sanitizer builds); NSA_TEST_VERBOSE=1 prints each
-   test's CPU time.
+   ../shared/vectors; a missing folder is a failure unless NSA_SKIP_VECTORS=1
+   (then a counted skip). NSA_TEST_SEED=N replays a run; NSA_TEST_QUICK=1
+   shrinks the long top-k rows (for sanitizer builds and the mutation
+   check); NSA_TEST_STOP=1 exits at the first failure; NSA_TEST_VERBOSE=1
+   prints each test's CPU time.
 
    Each test names the property it checks. Results are compared with an
    independent fp64 oracle (tests/oracle.h) at tolerances derived below, or
@@ -1049,6 +1051,40 @@ static void test_caller_selection_is_used_as_given(void)
         p.sel_count = sn;
         compare_with_oracle(t ? "caller_selection_is_used_as_given_with_tiles"
                               : "caller_selection_is_used_as_given", &p, 1);
+        {
+            /* Forward saves the caller's used entries (0 <= idx < blocks of
+               the sequence, among the first clamp(count, 0, n)) in their
+               order, -1 padded, with their number as the count. */
+            nsa_batch x = prob_batch(&p);
+            run r;
+            int64_t bad = 0, first = -1;
+            if (status_ok("caller_selection_is_saved_as_its_used_entries",
+                          "nsa_ref_forward", run_forward(&r, &c, &x, p.g))) {
+                row = 0;
+                for (b = 0; b < 3; ++b) {
+                    int64_t nb = nsa_slc_blocks(klen[b], c.lp), u;
+                    for (u = 0; u < nsa_units(klen[b], c.bq) * p.Hkv; ++u, ++row) {
+                        int cnt = sn[row] < 0 ? 0 : sn[row] > c.n ? c.n : sn[row];
+                        int k = 0, ok = 1;
+                        for (i = 0; i < cnt; ++i) {
+                            int32_t j = si[row * c.n + i];
+                            if (j >= 0 && j < nb) ok &= r.sel_idx[row * c.n + k++] == j;
+                        }
+                        ok &= r.sel_count[row] == k;
+                        for (; k < c.n; ++k) ok &= r.sel_idx[row * c.n + k] == -1;
+                        if (!ok) {
+                            if (first < 0) first = row;
+                            ++bad;
+                        }
+                    }
+                }
+                CHECK("caller_selection_is_saved_as_its_used_entries", bad == 0,
+                      "bq=%d: %lld saved rows differ from the caller's used "
+                      "entries; first row %lld", c.bq, (long long)bad,
+                      (long long)first);
+            }
+            run_free(&r);
+        }
         free(si);
         free(sn);
         prob_free(&p);
@@ -1207,6 +1243,65 @@ static void test_converters_match_independent_rounding(void)
               "than nearest-even; first %.9g", bf ? "bf16" : "fp16", bad_enc,
               (double)first_bad);
         bad_dec = bad_enc = 0;
+    }
+}
+
+/* Every accumulated value reaches its storage type through one rounding
+   (nsa__put, the reference's single store of outputs and gradients): a
+   double just off a 16-bit rounding midpoint must round as the exact value
+   does, not through an fp32 value that lands on the midpoint. This calls
+   the reference's internal store directly: no output of random data comes
+   near enough to a midpoint often enough to show a double rounding. */
+static void test_outputs_are_rounded_once_to_nearest_even(void)
+{
+    const char *name = "outputs_rounded_once_to_nearest_even_no_double_rounding";
+    static const nsa_dtype dts[3] = {NSA_BF16, NSA_FP16, NSA_FP32};
+    int t;
+    for (t = 0; t < 3; ++t) {
+        nsa__ctx c;
+        check_fmt f = dtype_fmt(dts[t]);
+        int64_t i, bad = 0;
+        double first = 0.0;
+        memset(&c, 0, sizeof c);
+        c.dt = dts[t];
+        for (i = 0; i < 300000; ++i) {
+            uint16_t h16 = 0;
+            float f32 = 0.0f;
+            double x, got, want;
+            /* a finite positive value of the format (any fp32 value for
+               fp32), the midpoint above it, nudged by 2^-40 of itself (below
+               fp32's resolution) or not, or a random point near it */
+            double v = t == 2 ? check_uniform(0.0, 4.0)
+                              : decode16((uint16_t)check_rand_int(0x7c00), t == 0);
+            {
+                int e;
+                (void)frexp(v == 0.0 ? 1.0 : v, &e);
+                if (e - 1 < f.emin) e = f.emin + 1;
+                x = v + ldexp(1.0, e - f.p - 1); /* midpoint above v */
+                switch (check_rand_int(4)) {
+                case 0: x += ldexp(x, -40); break;
+                case 1: x -= ldexp(x, -40); break;
+                case 2: break;
+                default: x = v + ldexp(check_uniform(-1.0, 1.0), e - f.p); break;
+                }
+                if (check_rand_int(2)) x = -x;
+            }
+            if (dts[t] == NSA_FP32) {
+                nsa__put(&c, &f32, 0, x);
+                got = f32;
+            } else {
+                nsa__put(&c, &h16, 0, x);
+                got = decode16(h16, t == 0);
+            }
+            want = check_round(x, f);
+            if (!(got == want)) {
+                if (!bad) first = x;
+                ++bad;
+            }
+        }
+        CHECK(name, bad == 0, "%s: %lld of 300000 values near rounding midpoints "
+              "stored otherwise than rounded once; first %.17g", dtype_name(dts[t]),
+              (long long)bad, first);
     }
 }
 
@@ -2620,8 +2715,18 @@ int main(int argc, char **argv)
 #else
     printf("OpenMP: off (single-threaded)\n");
 #endif
+    /* Quick unit-level checks first, the central differences (slowest)
+       last: with NSA_TEST_STOP a planted bug is reported sooner. */
+    RUN_TEST(test_converters_match_independent_rounding);
+    RUN_TEST(test_outputs_are_rounded_once_to_nearest_even);
+    RUN_TEST(test_topk_special_values_rank_as_contract_says);
+    RUN_TEST(test_bad_input_is_rejected);
+    RUN_TEST(test_sizes_query_needs_no_data_pointers);
+    RUN_TEST(test_selection_ties_pick_lower_index);
+    RUN_TEST(test_forced_blocks_near_sequence_start);
     RUN_TEST(test_oracle_gradient_matches_central_differences);
     RUN_TEST(test_forward_backward_match_oracle_in_each_dtype);
+    RUN_TEST(test_topk_rows_match_full_sort);
     RUN_TEST(test_presets_match_oracle);
     RUN_TEST(test_gqa_ratios_match_oracle);
     RUN_TEST(test_head_dims_match_oracle);
@@ -2632,12 +2737,6 @@ int main(int argc, char **argv)
     RUN_TEST(test_caller_selection_is_used_as_given);
     RUN_TEST(test_straddling_tiles_and_zero_query_sequences_match_oracle);
     RUN_TEST(test_fp64_accumulation_matches_oracle_at_its_precision);
-    RUN_TEST(test_converters_match_independent_rounding);
-    RUN_TEST(test_gradients_match_central_differences);
-    RUN_TEST(test_selection_ties_pick_lower_index);
-    RUN_TEST(test_forced_blocks_near_sequence_start);
-    RUN_TEST(test_topk_rows_match_full_sort);
-    RUN_TEST(test_topk_special_values_rank_as_contract_says);
     RUN_TEST(test_nan_input_propagates_to_readers);
     RUN_TEST(test_each_sequence_equals_running_it_alone);
     RUN_TEST(test_suffix_queries_equal_full_run_rows);
@@ -2645,8 +2744,7 @@ int main(int argc, char **argv)
     RUN_TEST(test_stages_compose_to_forward);
     RUN_TEST(test_logits_tile_score_is_q_mean_score);
     RUN_TEST(test_results_are_bitwise_deterministic);
-    RUN_TEST(test_bad_input_is_rejected);
-    RUN_TEST(test_sizes_query_needs_no_data_pointers);
+    RUN_TEST(test_gradients_match_central_differences);
 
     /* Golden vectors from an outside fp64 implementation. A missing folder
        fails the run unless NSA_SKIP_VECTORS=1 asks to skip them. */
