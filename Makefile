@@ -4,6 +4,8 @@
 #                   headers)
 #   make test       build and run the whole test suite (the README's command)
 #   make sanitize   the same suite under AddressSanitizer + UBSan
+#   make mutants    the mutation check: each small bug of tests/mutants.txt
+#                   must make the CPU suite fail
 #   make cuda       compile and link all CUDA code with nvcc (no GPU needed)
 #   make bench      build the CPU reference benchmark
 #   make vectors    write the curated golden-vector suite to build/vectors
@@ -13,7 +15,8 @@
 #                   validator with libFuzzer (clang; FUZZ_TIME seconds each,
 #                   default 60; seeds in tests/fuzz/corpus)
 #
-# VECTORS names the folder of independent test cases (default ../shared/vectors).
+# VECTORS names the folder of independent test cases (default ../shared/vectors);
+# a missing folder fails the tests unless NSA_SKIP_VECTORS=1.
 
 CC      ?= gcc
 CLANG   ?= clang
@@ -39,7 +42,7 @@ PROGRAMS = $(BUILD)/example $(BUILD)/test_nsa $(BUILD)/test_nsa_clang \
            $(BUILD)/nsa_picture $(BUILD)/nsa_picture_clang $(BUILD)/bench_ref \
            $(BUILD)/cxx_headers.o $(BUILD)/digest $(BUILD)/digest_nosimd
 
-.PHONY: all test sanitize bench vectors pictures fuzz clean
+.PHONY: all test sanitize mutants bench vectors pictures fuzz clean
 all: $(PROGRAMS)
 
 $(BUILD):
@@ -88,6 +91,10 @@ sanitize:
 	    build-san/test_nsa build-san/nsa_vectors build-san/test_npy build-san/nsa_picture \
 	    build-san/digest build-san/digest_nosimd
 	NSA_TEST_QUICK=1 VECTORS=$(VECTORS) BUILD=build-san NSA_SANITIZE=1 bash tests/run.sh
+
+# Mutation check: a scratch copy of the tree per mutant (see tests/mutants.sh).
+mutants:
+	CC=$(CC) bash tests/mutants.sh
 
 bench: $(BUILD)/bench_ref
 

@@ -7,7 +7,7 @@
 # case); compute-sanitizer memcheck, racecheck and initcheck on the quick
 # cases; the benchmark (bench/bench_cuda.cu) and the dense SDPA / torch.topk
 # baseline (bench/bench_dense.py). Logs go to LOGDIR; a short table is
-# printed last. Exits non-zero if a check failed.
+# printed last. Exits non-zero if a check failed or if no GPU check ran.
 #
 #   SKIP_BUILD=1   use the binaries already in build/
 #   SKIP_BENCH=1   checks only;  SKIP_SAN=1  no compute-sanitizer;
@@ -49,6 +49,12 @@ tail -60 "$LOGDIR/test_cuda.out"
 line=$(grep -E '^[0-9]+ passed, [0-9]+ failed$' "$LOGDIR/test_cuda.out" | tail -1)
 note "test_cuda       ${line:-died (rc $rc)}"
 [ $rc -ne 0 ] && status=1
+# No GPU check at all (no device, or every case skipped) is a failure here:
+# this script exists to run them.
+if [ -z "$line" ] || [ "${line%% passed*}" -eq 0 ]; then
+    note "test_cuda       FAILED: no GPU check ran"
+    status=1
+fi
 
 if [ "${SKIP_SAN:-0}" != 1 ] && command -v compute-sanitizer > /dev/null; then
     for tool in memcheck racecheck initcheck; do

@@ -38,6 +38,13 @@ typedef struct oracle_in {
     /* Mean compression: the contract stores K_cmp / V_cmp in the storage
        type; this rounds a double to it (NULL: keep the double). */
     double (*round_cmp)(double);
+    /* Mean compression: when set, these K_cmp / V_cmp [Tc,Hkv,D] are used
+       instead of the rounded means. A test hands in the library's own after
+       checking that each element is a correctly rounded mean: a mean whose
+       exact value lies near a rounding midpoint may round either way from an
+       fp32 sum, and that one-ulp choice must not be mistaken downstream for
+       an attention error. */
+    const double *k_cmp_used, *v_cmp_used;
     /* Optional fixed selection [units, Hkv, n] + counts (as the library's
        caller indices): skips steps 1-6. */
     const int32_t *sel_idx, *sel_count;
@@ -398,8 +405,10 @@ static void oracle_forward(const oracle_in *in, oracle_out *out)
                 int64_t row = (s.c0 + ic) * in->Hkv + hk;
                 for (x = 0; x < in->Dk; ++x) {
                     double m = 0.0;
-                    if (c->caller_compressed) {
-                        out->k_cmp[row * in->Dk + x] = in->k_cmp[row * in->Dk + x];
+                    if (c->caller_compressed || in->k_cmp_used) {
+                        out->k_cmp[row * in->Dk + x] = c->caller_compressed
+                            ? in->k_cmp[row * in->Dk + x]
+                            : in->k_cmp_used[row * in->Dk + x];
                         continue;
                     }
                     for (sk = ic * c->d; sk < ic * c->d + c->l; ++sk)
@@ -409,8 +418,10 @@ static void oracle_forward(const oracle_in *in, oracle_out *out)
                 }
                 for (x = 0; x < in->Dv; ++x) {
                     double m = 0.0;
-                    if (c->caller_compressed) {
-                        out->v_cmp[row * in->Dv + x] = in->v_cmp[row * in->Dv + x];
+                    if (c->caller_compressed || in->v_cmp_used) {
+                        out->v_cmp[row * in->Dv + x] = c->caller_compressed
+                            ? in->v_cmp[row * in->Dv + x]
+                            : in->v_cmp_used[row * in->Dv + x];
                         continue;
                     }
                     for (sk = ic * c->d; sk < ic * c->d + c->l; ++sk)
