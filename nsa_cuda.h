@@ -216,12 +216,13 @@ static nsa_status plan_make(const nsa_config *cfg, const nsa_batch *x, Plan &P)
     P.shape.lp = slc ? cfg->lp : 1;
     P.shape.n = slc ? cfg->n : 1;
     P.shape.bq = slc ? cfg->bq : 1;
-    P.qst = x->q_stride_token ? x->q_stride_token : (int64_t)x->H * x->Dk;
-    P.qsh = x->q_stride_head ? x->q_stride_head : x->Dk;
-    P.kst = x->k_stride_token ? x->k_stride_token : (int64_t)x->Hkv * x->Dk;
-    P.ksh = x->k_stride_head ? x->k_stride_head : x->Dk;
-    P.vst = x->v_stride_token ? x->v_stride_token : (int64_t)x->Hkv * x->Dv;
-    P.vsh = x->v_stride_head ? x->v_stride_head : x->Dv;
+    /* strides as the validator resolved them (nsa_token_stride, nsa_head_stride) */
+    P.qst = P.sz.q_stride_token;
+    P.qsh = P.sz.q_stride_head;
+    P.kst = P.sz.k_stride_token;
+    P.ksh = P.sz.k_stride_head;
+    P.vst = P.sz.v_stride_token;
+    P.vsh = P.sz.v_stride_head;
     if (!aligned16(x->q) || !aligned16(x->k) || !aligned16(x->v) ||
         (P.qst | P.qsh | P.kst | P.ksh | P.vst | P.vsh) % 8 != 0 ||
         !aligned16(x->k_cmp) || !aligned16(x->v_cmp))
@@ -309,10 +310,9 @@ static nsak::Params params(const nsa_config *cfg, const nsa_batch *x, const Plan
     p.w = cfg->w;
     p.bq = P.shape.bq;
     p.probs = cfg->score_mode == NSA_SCORE_PROBS;
-    p.sc = cfg->scale > 0.f ? cfg->scale : (float)(1.0 / sqrt((double)x->Dk));
+    p.sc = (float)nsa_scale(cfg->scale, x->Dk);
     p.sl2 = p.sc * NSA_LOG2E;
-    int nb = ((cfg->branches & 1) != 0) + ((cfg->branches & 2) != 0) + ((cfg->branches & 4) != 0);
-    p.gate_default = 1.0f / (float)nb;
+    p.gate_default = nsa_default_gate(cfg->branches);
     p.cuk = x->cu_seqlens_dev;
     p.cuq = x->cu_seqlens_q_dev ? x->cu_seqlens_q_dev : x->cu_seqlens_dev;
     int64_t *pf = (int64_t *)((char *)ws + P.o_pf);

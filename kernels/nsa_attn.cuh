@@ -311,7 +311,7 @@ row_kernel(Params p, int mode, unsigned br_mask)
                    (rows past the tile's end are never written) */
                 const int s1 = s0 + cnt - 1;
                 const bool whole = cnt == KN &&
-                    (br == BR_CMP ? s1 * p.d + p.l - 1 <= tminw
+                    (br == BR_CMP ? nsa_cmp_visible(s1, tminw, p.l, p.d)
                      : br == BR_WIN ? (s1 <= tminw && s0 > tmaxw - p.w)
                                     : s1 <= tminw);
                 mask_chunk(p, br, S, s0, cnt, whole, tA, tB, lane);
@@ -477,7 +477,7 @@ __global__ void __launch_bounds__(128) kv_kernel(Params p)
         b = find_seq(p.pf[PF_CMPT], p.B, blockIdx.x);
         int nk = p.cuk[b + 1] - p.cuk[b];
         key0 = (int)(blockIdx.x - p.pf[PF_CMPT][b]) * 64;
-        key_end = (int)min((int64_t)key0 + 64, seq_cmp_blocks(nk, p.l, p.d));
+        key_end = (int)min((int64_t)key0 + 64, nsa_cmp_blocks(nk, p.l, p.d));
     }
     if (key0 >= key_end) return;
     const int64_t qs = p.cuq[b];
@@ -514,7 +514,7 @@ __global__ void __launch_bounds__(128) kv_kernel(Params p)
         int tlo = max(key0, pos0), thi = min(key_end - 1 + p.w - 1, nk - 1);
         if (thi >= tlo) { rlo = (int64_t)(tlo - pos0) * G; rhi = (int64_t)(thi - pos0 + 1) * G; }
     } else if (BR == BR_CMP) {
-        int tlo = max(key0 * p.d + p.l - 1, pos0);
+        int tlo = max((int)nsa_cmp_first_query(key0, p.l, p.d), pos0);
         if (tlo <= nk - 1) { rlo = (int64_t)(tlo - pos0) * G; rhi = (int64_t)nq * G; }
     } else {
         int64_t key = (int64_t)hkv * p.nsel_tot + jg;

@@ -15,6 +15,8 @@
 #include <cuda_fp16.h>
 #include <stdint.h>
 
+#include "../nsa.h" /* the contract's small rules (NSA_HD functions) */
+
 namespace nsak {
 
 #define NSA_KN 32 /* keys per chunk in the row-centric kernels */
@@ -46,14 +48,6 @@ __host__ __device__ inline int64_t cdiv64(int64_t a, int64_t b)
 {
     return (a + b - 1) / b;
 }
-__host__ __device__ inline int64_t seq_cmp_blocks(int64_t nk, int l, int d)
-{
-    return nk < l ? 0 : (nk - l) / d + 1;
-}
-__host__ __device__ inline int64_t seq_units(int64_t nq, int bq)
-{
-    return cdiv64(nq, bq);
-}
 /* Row tiles of NSA_ROWS flattened (token, head) rows over a whole sequence. */
 __host__ __device__ inline int64_t seq_row_tiles(int64_t nq, int G)
 {
@@ -82,10 +76,10 @@ enum {
 __host__ __device__ inline void seq_counts(int64_t nq, int64_t nk,
                                            const Shape &s, int64_t out[PF_COUNT])
 {
-    int64_t nc = seq_cmp_blocks(nk, s.l, s.d);
+    int64_t nc = nsa_cmp_blocks(nk, s.l, s.d);
     out[PF_CMP] = nc;
-    out[PF_UNIT] = seq_units(nq, s.bq);
-    out[PF_SLC] = cdiv64(nk, s.lp);
+    out[PF_UNIT] = nsa_units(nq, s.bq);
+    out[PF_SLC] = nsa_slc_blocks(nk, s.lp);
     out[PF_ROWT] = seq_row_tiles(nq, s.G);
     out[PF_UNITT] = seq_unit_tiles(nq, s.G, s.bq);
     out[PF_KEYT] = cdiv64(nk, 64);
@@ -290,17 +284,6 @@ __device__ inline float quad_sum(float x)
     x += __shfl_xor_sync(0xffffffffu, x, 1);
     x += __shfl_xor_sync(0xffffffffu, x, 2);
     return x;
-}
-
-/* Order-preserving key of an fp32 score: larger score, larger key; -0 = +0;
-   NaN = 1, below -inf; 0 is free for "taken / not eligible". */
-__host__ __device__ inline uint32_t score_key(float f)
-{
-    uint32_t u;
-    memcpy(&u, &f, 4);
-    if ((u & 0x7fffffffu) > 0x7f800000u) return 1u;
-    if (u == 0x80000000u) u = 0;
-    return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
 }
 
 #define NSA_LOG2E 1.4426950408889634f

@@ -46,7 +46,7 @@ select_kernel(Params p, const int64_t *pf_grp, int64_t items, float *scratch,
         const int64_t qs = p.cuq[b];
         const int nq = p.cuq[b + 1] - (int)qs, nk = p.cuk[b + 1] - p.cuk[b];
         const int pos0 = nk - nq;
-        const int nunits = (int)seq_units(nq, p.bq);
+        const int nunits = (int)nsa_units(nq, p.bq);
         const int u0 = (int)(grp - pf_grp[b]) * 4;
         const int u = u0 + warp;
         const bool wvalid = u < nunits;
@@ -54,7 +54,7 @@ select_kernel(Params p, const int64_t *pf_grp, int64_t items, float *scratch,
         const int64_t frows = (int64_t)ntok * G;
         const int t_last_w = pos0 + u * p.bq + ntok - 1;
         const int t_cta = pos0 + min((u0 + 4) * p.bq, nq) - 1;
-        const int64_t nc = seq_cmp_blocks(nk, p.l, p.d);
+        const int64_t nc = nsa_cmp_blocks(nk, p.l, p.d);
         const int nvis = t_cta >= p.l - 1 ? (int)min(nc, (int64_t)((t_cta - p.l + 1) / p.d + 1)) : 0;
         const int nrc = (int)cdiv64((int64_t)min(p.bq, nq - u0 * p.bq) * G, 16);
         const int64_t c0 = p.pf[PF_CMP][b];
@@ -133,7 +133,7 @@ select_kernel(Params p, const int64_t *pf_grp, int64_t items, float *scratch,
                             for (int e = 0; e < 4; ++e) {
                                 int col = nt * 8 + 2 * (lane & 3) + (e & 1);
                                 int t = e < 2 ? tA : tB;
-                                okm[nt][e] = col < cnt && t >= 0 && (s0 + col) * p.d + p.l - 1 <= t;
+                                okm[nt][e] = col < cnt && t >= 0 && nsa_cmp_visible(s0 + col, t, p.l, p.d);
                             }
                         if (pass == 0) {
                             float xA = -INFINITY, xB = -INFINITY;
@@ -199,7 +199,7 @@ select_kernel(Params p, const int64_t *pf_grp, int64_t items, float *scratch,
         if (!wvalid) continue;
 
         /* overlap map onto selection blocks (step 2), then keys */
-        const int nsel = (int)cdiv64(nk, p.lp);
+        const int nsel = (int)nsa_slc_blocks(nk, p.lp);
         const int elig = min(nsel, t_last_w / p.lp + 1);
         const int rl = p.lp / p.d, rk = p.l / p.d;
         const int64_t ug = p.pf[PF_UNIT][b] + u;
@@ -212,7 +212,7 @@ select_kernel(Params p, const int64_t *pf_grp, int64_t items, float *scratch,
                 for (int k = max(0, top - nvis + 1); k < rk && k <= top; ++k) s += pc[top - k];
             }
             if (scores_out) scores_out[(ug * p.Hkv + hkv) * max_blocks + j] = s;
-            else keys[j] = score_key(s);
+            else keys[j] = nsa_score_key(s);
         }
         if (scores_out) {
             for (int64_t j = elig + lane; j < max_blocks; j += 32)
@@ -236,7 +236,7 @@ select_kernel(Params p, const int64_t *pf_grp, int64_t items, float *scratch,
             for (int j = lane; j < elig; j += 32) {
                 uint32_t k = keys[j];
                 if (k) {
-                    unsigned long long c = ((unsigned long long)k << 32) | (0xffffffffu - (uint32_t)j);
+                    unsigned long long c = nsa_rank_key(k, j);
                     best = c > best ? c : best;
                 }
             }
@@ -250,7 +250,7 @@ select_kernel(Params p, const int64_t *pf_grp, int64_t items, float *scratch,
                 unsigned long long x = __shfl_xor_sync(0xffffffffu, w, o);
                 w = x > w ? x : w;
             }
-            int j = (int)(0xffffffffu - (uint32_t)(w & 0xffffffffu));
+            int j = (int)nsa_rank_index(w);
             if ((j & 31) == lane) {
                 keys[j] = 0u;
                 mine = lane_best();
@@ -392,7 +392,7 @@ __global__ void finish_kv_kernel(Params p, int D, int64_t total, const float *ac
             int64_t r = x - sg * per;
             int b = find_seq32(p.cuk, p.B, sg);
             int64_t s = sg - p.cuk[b];
-            int64_t nc = seq_cmp_blocks(p.cuk[b + 1] - p.cuk[b], p.l, p.d);
+            int64_t nc = nsa_cmp_blocks(p.cuk[b + 1] - p.cuk[b], p.l, p.d);
             int64_t lo = s - p.l + 1 <= 0 ? 0 : (s - p.l + 1 + p.d - 1) / p.d;
             int64_t hi = min(nc - 1, s / p.d);
             int64_t c0 = p.pf[PF_CMP][b];

@@ -123,7 +123,7 @@ __device__ inline void sel_chunk_sums(const Params &p, const uint32_t (&qa)[DK /
                 for (int e = 0; e < 2; ++e) {
                     const int t = tq[nt][e];
                     const float s = St[mt][nt][2 * h + e];
-                    const bool vis = t >= 0 && i * p.d + p.l - 1 <= t; /* step 1's visibility */
+                    const bool vis = t >= 0 && nsa_cmp_visible(i, t, p.l, p.d); /* step 1 */
                     v[nt][e] = !vis ? 0.f : p.probs ? exp2f(s * p.sl2 - l2[nt][e]) : s * p.sc;
                 }
             /* query row r = nt*8 + 2*t4 + e belongs to token r / G (G is a
@@ -173,7 +173,7 @@ __device__ inline void sel_chunk_merge(const Params &p, int t, int s0, const flo
             float s = 0.f;
             for (int m = 0; m < rl; ++m)
                 for (int k = 0; k < rk; ++k) s += cs[NSA_SEL_HALO + rl * lane + m - k];
-            key = ((u64)score_key(s) << 32) | (u64)(0xffffffffu - (uint32_t)j);
+            key = nsa_rank_key(nsa_score_key(s), j);
         }
     }
     u64 cur = lane < n ? top[lane] : 0ull;
@@ -206,7 +206,7 @@ __device__ inline void sel_finish(const Params &p, int t, const u64 *top, int32_
     int v = 0x7fffffff;
     if (lane < a) v = lane;
     else if (lane < forced) v = llo + (lane - a);
-    else if (lane < forced + want) v = (int)(0xffffffffu - (uint32_t)(top[lane - forced] & 0xffffffffu));
+    else if (lane < forced + want) v = (int)nsa_rank_index(top[lane - forced]);
     int rank = 0;
     for (int k = 0; k < 32; ++k) rank += __shfl_sync(0xffffffffu, v, k) < v;
     const int total = forced + want;

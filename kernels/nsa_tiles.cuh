@@ -107,7 +107,7 @@ struct KeySrc {
 
 __device__ inline bool visible(const Params &p, int br, int t, int s)
 {
-    if (br == BR_CMP) return s * p.d + p.l - 1 <= t;
+    if (br == BR_CMP) return nsa_cmp_visible(s, t, p.l, p.d);
     if (br == BR_WIN) return s <= t && s > t - p.w;
     return s <= t;
 }
@@ -134,7 +134,7 @@ __device__ inline KeySrc make_src(const Params &p, int br, const RowTile &rt, in
     s.cnt = s.nsel = s.cpb = 0;
     s.lo = s.hi = 0;
     if (br == BR_CMP) {
-        int64_t nc = seq_cmp_blocks(rt.nk, p.l, p.d);
+        int64_t nc = nsa_cmp_blocks(rt.nk, p.l, p.d);
         s.lo = 0;
         s.hi = rt.t_last >= p.l - 1 ? (int)min(nc, (int64_t)((rt.t_last - p.l + 1) / p.d + 1)) : 0;
         int64_t c0 = p.pf[PF_CMP][rt.b];
@@ -155,7 +155,7 @@ __device__ inline KeySrc make_src(const Params &p, int br, const RowTile &rt, in
             int64_t ug = p.pf[PF_UNIT][rt.b] + rt.unit;
             s.idx = p.sel_idx + (ug * p.Hkv + hkv) * p.n;
             s.cnt = min(max(__ldg(p.sel_cnt + ug * p.Hkv + hkv), 0), p.n);
-            s.nsel = (int)cdiv64(rt.nk, p.lp);
+            s.nsel = (int)nsa_slc_blocks(rt.nk, p.lp);
             s.cpb = (p.lp + NSA_KN - 1) / NSA_KN;
         }
     }

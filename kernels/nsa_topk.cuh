@@ -1,6 +1,6 @@
 /* kernels/nsa_topk.cuh -- exact top-k per row (nsa_cuda_topk_rows).
 
-   One CTA per row. Scores become order-preserving 32-bit keys (score_key:
+   One CTA per row. Scores become order-preserving 32-bit keys (nsa_score_key:
    -0 = +0, NaN lowest); a radix select over 4 passes of 8 bits finds the
    k-th largest key K*; every key > K* is taken, and the keys == K* are
    taken in index order until k are held (a block-wide prefix count keeps
@@ -43,7 +43,7 @@ topk_kernel(const float *scores, int64_t cols, int64_t row_stride, const int32_t
             for (int i = tid; i < 256; i += blockDim.x) hist[i] = 0;
             __syncthreads();
             for (int64_t i = st + tid; i < en; i += blockDim.x) {
-                uint32_t key = score_key(row[i]);
+                uint32_t key = nsa_score_key(row[i]);
                 if ((key & pmask) == prefix) atomicAdd(&hist[(key >> shift) & 255u], 1u);
             }
             __syncthreads();
@@ -69,7 +69,7 @@ topk_kernel(const float *scores, int64_t cols, int64_t row_stride, const int32_t
         /* collect: > kth in any order, == kth in index order */
         for (int64_t base = st; base < en; base += blockDim.x) {
             int64_t i = base + tid;
-            uint32_t key = i < en ? score_key(row[i]) : 0u;
+            uint32_t key = i < en ? nsa_score_key(row[i]) : 0u;
             bool gt = i < en && key > kth, eq = i < en && key == kth;
             unsigned m = __ballot_sync(0xffffffffu, eq);
             if (lane == 0) wcount[warp] = __popc(m);
@@ -77,8 +77,7 @@ topk_kernel(const float *scores, int64_t cols, int64_t row_stride, const int32_t
             uint32_t before = s_eqbase;
             for (int w = 0; w < warp; ++w) before += wcount[w];
             before += __popc(m & ((1u << lane) - 1u));
-            unsigned long long pk = ((unsigned long long)key << 32) |
-                                    (0xffffffffu - (uint32_t)(i - st));
+            unsigned long long pk = nsa_rank_key(key, i - st);
             if (gt) {
                 uint32_t pos = atomicAdd(&s_ngt, 1u);
                 sel[pos] = pk;
@@ -110,7 +109,7 @@ topk_kernel(const float *scores, int64_t cols, int64_t row_stride, const int32_t
                 __syncthreads();
             }
         for (int i = tid; i < kk; i += blockDim.x)
-            out[i] = (int32_t)(0xffffffffu - (uint32_t)(sel[i] & 0xffffffffu));
+            out[i] = (int32_t)nsa_rank_index(sel[i]);
     }
     for (int i = kk + tid; i < k; i += blockDim.x) out[i] = -1;
     if (tid == 0 && out_count) out_count[r] = kk;

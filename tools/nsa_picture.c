@@ -488,8 +488,10 @@ int main(int argc, char **argv)
                 const int t_last = (u + 1) * cfg.bq - 1 < T - 1
                                        ? (u + 1) * cfg.bq - 1 : T - 1;
                 const int64_t base = ((int64_t)u * o.Hkv + o.head);
-                const int cmp_reach = t >= cfg.l - 1
-                    ? ((t - cfg.l + 1) / cfg.d) * cfg.d + cfg.l - 1 : -1;
+                /* last key of the last compressed block t sees (nsa.h's rule) */
+                const int64_t nvis = nsa_cmp_visible_count(t, cfg.l, cfg.d);
+                const int cmp_reach = nvis > 0
+                    ? (int)nsa_cmp_first_query(nvis - 1, cfg.l, cfg.d) : -1;
                 memset(blk, 0, (size_t)nblk + 1);
                 for (i = 0; i < sel_cnt[base] && i < cfg.n; ++i) {
                     int j = sel_idx[base * cfg.n + i];
