@@ -97,6 +97,61 @@ template <typename F> static float median_ms(F f, int reps)
 
 /* ---- gather bandwidth: the selected branch's access pattern, no math ---- */
 
+/* Hopper bulk copies completing on an mbarrier (sm_90), for the gather
+   benchmark's bulk variant (the library's gather uses cp.async: faster).
+   One instruction moves a whole row (global -> shared) through the copy
+   engine, so a warp gathering scattered key rows spends one issue slot per
+   row instead of one per 16 bytes. The barrier's phase completes when its
+   one arrival (with the expected byte count) and all the bytes are in. */
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+#define NSA_HAS_BULK 1
+#else
+#define NSA_HAS_BULK 0
+#endif
+
+__device__ inline void mbar_init(uint64_t *bar, unsigned count)
+{
+#if NSA_HAS_BULK
+    asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" :: "r"(nsak::smem_u32(bar)), "r"(count));
+    asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+#endif
+}
+__device__ inline void mbar_expect_tx(uint64_t *bar, unsigned bytes)
+{
+#if NSA_HAS_BULK
+    asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n"
+                 :: "r"(nsak::smem_u32(bar)), "r"(bytes) : "memory");
+#endif
+}
+__device__ inline void mbar_wait(uint64_t *bar, unsigned parity)
+{
+#if NSA_HAS_BULK
+    asm volatile("{\n"
+                 ".reg .pred done;\n"
+                 "WAIT_%=:\n"
+                 "mbarrier.try_wait.parity.shared::cta.b64 done, [%0], %1;\n"
+                 "@!done bra WAIT_%=;\n"
+                 "}\n" :: "r"(nsak::smem_u32(bar)), "r"(parity) : "memory");
+#endif
+}
+/* bytes % 16 == 0, both addresses 16-byte aligned. */
+__device__ inline void bulk_row(void *dst, const void *src, unsigned bytes, uint64_t *bar)
+{
+#if NSA_HAS_BULK
+    asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes "
+                 "[%0], [%1], %2, [%3];\n"
+                 :: "r"(nsak::smem_u32(dst)), "l"(src), "r"(bytes), "r"(nsak::smem_u32(bar)) : "memory");
+#endif
+}
+/* Generic-proxy accesses of shared memory before async-proxy ones after. */
+__device__ inline void fence_proxy_async()
+{
+#if NSA_HAS_BULK
+    asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+#endif
+}
+
+
 /* One warp per (token, kv head): n blocks of 64 rows of K and of V (Dk =
    Dv = D), block indices from idx, through a 3-stage ring of 32-row chunks,
    one row per lane per chunk. Each chunk's first word is folded into a sum
@@ -116,21 +171,21 @@ __global__ void __launch_bounds__(32) gather_kernel(const __nv_bfloat16 *k, cons
 #if NSA_HAS_BULK
     __shared__ uint64_t bar[NS];
     if (lane == 0)
-        for (int s = 0; s < NS; ++s) nsak::mbar_init(&bar[s], 1);
+        for (int s = 0; s < NS; ++s) mbar_init(&bar[s], 1);
     __syncwarp();
     auto issue = [&](int c) {
         if (c >= nch) return;
         const int buf = c % NS;
         const int64_t row = (int64_t)__ldg(blk + c / 2) * 64 + (c & 1) * KN + lane;
-        if (lane == 0) nsak::mbar_expect_tx(&bar[buf], KN * D * 4);
-        nsak::bulk_row(Ks + (buf * KN + lane) * LD, k + (row * Hkv + h) * D, D * 2, &bar[buf]);
-        nsak::bulk_row(Vs + (buf * KN + lane) * LD, v + (row * Hkv + h) * D, D * 2, &bar[buf]);
+        if (lane == 0) mbar_expect_tx(&bar[buf], KN * D * 4);
+        bulk_row(Ks + (buf * KN + lane) * LD, k + (row * Hkv + h) * D, D * 2, &bar[buf]);
+        bulk_row(Vs + (buf * KN + lane) * LD, v + (row * Hkv + h) * D, D * 2, &bar[buf]);
     };
     for (int c = 0; c < NS - 1; ++c) issue(c);
     for (int c = 0; c < nch; ++c) {
-        nsak::fence_proxy_async();
+        fence_proxy_async();
         issue(c + NS - 1);
-        nsak::mbar_wait(&bar[c % NS], (unsigned)(c / NS) & 1u);
+        mbar_wait(&bar[c % NS], (unsigned)(c / NS) & 1u);
         acc += __bfloat162float(Ks[(c % NS) * KN * LD + lane * LD]) +
                __bfloat162float(Vs[(c % NS) * KN * LD + lane * LD]);
         __syncwarp();

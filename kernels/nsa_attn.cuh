@@ -196,7 +196,7 @@ __host__ __device__ constexpr int row_stages(bool slc, bool dq)
    backward (M_PREP), or dQ (DQ = true). br_mask: branches run, in the order
    cmp, slc, win. */
 template <typename T, int DK, int DV, int NW, bool SLC, bool DQ>
-__global__ void __launch_bounds__(NW * 32, (SLC || DQ) ? 1 : NSA_ROW_MIN_CTAS)
+__global__ void __launch_bounds__(NW * 32, 1)
 row_kernel(Params p, int mode, unsigned br_mask)
 {
     constexpr int LDK = DK + 8, LDV = DV + 8, KN = NSA_KN;
@@ -225,15 +225,7 @@ row_kernel(Params p, int mode, unsigned br_mask)
     const int tmaxw = rt.pos0 + rt.tok_off +
                       (int)((min(rt.fbase + warp * 16 + 15, rt.fmax - 1)) / G);
 
-    auto qrow = [&](int r) -> const T * {
-        int64_t f = rt.fbase + r;
-        if (f >= rt.fmax) return nullptr;
-        int tok = rt.tok_off + (int)(f / G), g = (int)(f % G);
-        return (const T *)p.q + (rt.q0 + tok) * p.qst + (int64_t)(hkv * G + g) * p.qsh;
-    };
-    stage_rows<DK, LDK>(Qs, NW * 16, qrow, tid, NW * 32);
-    cp_commit();
-    cp_wait<0>();
+    stage_q_rows<DK, LDK>(p, rt, hkv, G, Qs, NW * 16, tid, NW * 32);
     __syncthreads();
     uint32_t qa[DK / 16][4];
 #pragma unroll

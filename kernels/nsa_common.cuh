@@ -33,10 +33,6 @@ namespace nsak {
 #ifndef NSA_ROW_STAGES
 #define NSA_ROW_STAGES 4
 #endif
-/* CTAs per SM the forward row kernel is compiled for (a register cap). */
-#ifndef NSA_ROW_MIN_CTAS
-#define NSA_ROW_MIN_CTAS 1
-#endif
 
 /* ---- per-sequence counts (host and device use the same formulas) ------- */
 
@@ -218,59 +214,6 @@ __device__ inline void stage_rows(T *dst, int rows, F src, int tid, int nthreads
         cp16(dst + r * LD + c * 8, p ? (const void *)(p + c * 8) : (const void *)dst,
              p ? 16 : 0);
     }
-}
-
-/* ---- Hopper bulk copies completing on an mbarrier (sm_90) ---------------
-   One instruction moves a whole row (global -> shared) through the copy
-   engine, so a warp gathering scattered key rows spends one issue slot per
-   row instead of one per 16 bytes. The barrier's phase completes when its
-   one arrival (with the expected byte count) and all the bytes are in. */
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-#define NSA_HAS_BULK 1
-#else
-#define NSA_HAS_BULK 0
-#endif
-
-__device__ inline void mbar_init(uint64_t *bar, unsigned count)
-{
-#if NSA_HAS_BULK
-    asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" :: "r"(smem_u32(bar)), "r"(count));
-    asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
-#endif
-}
-__device__ inline void mbar_expect_tx(uint64_t *bar, unsigned bytes)
-{
-#if NSA_HAS_BULK
-    asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n"
-                 :: "r"(smem_u32(bar)), "r"(bytes) : "memory");
-#endif
-}
-__device__ inline void mbar_wait(uint64_t *bar, unsigned parity)
-{
-#if NSA_HAS_BULK
-    asm volatile("{\n"
-                 ".reg .pred done;\n"
-                 "WAIT_%=:\n"
-                 "mbarrier.try_wait.parity.shared::cta.b64 done, [%0], %1;\n"
-                 "@!done bra WAIT_%=;\n"
-                 "}\n" :: "r"(smem_u32(bar)), "r"(parity) : "memory");
-#endif
-}
-/* bytes % 16 == 0, both addresses 16-byte aligned. */
-__device__ inline void bulk_row(void *dst, const void *src, unsigned bytes, uint64_t *bar)
-{
-#if NSA_HAS_BULK
-    asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes "
-                 "[%0], [%1], %2, [%3];\n"
-                 :: "r"(smem_u32(dst)), "l"(src), "r"(bytes), "r"(smem_u32(bar)) : "memory");
-#endif
-}
-/* Generic-proxy accesses of shared memory before async-proxy ones after. */
-__device__ inline void fence_proxy_async()
-{
-#if NSA_HAS_BULK
-    asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
-#endif
 }
 
 __device__ inline float warp_max4(float x)

@@ -264,12 +264,10 @@ __device__ void fused_select_sweep(const Params &p, const RowTile &rt, int hkv,
         if (wactive) {
             sel_chunk_sums<T, DK, LDK, G>(p, qa, Ks + (c % NS) * KN * LDK, s0, l2, tq, sm.tsc, lane);
             __syncwarp();
-#ifndef NSA_SEL_NOMERGE /* timing experiments only: wrong selections */
             for (int tk = 0; tk < tpw; ++tk) {
                 const int t = sel_token_pos(rt, G, warp, tk);
                 if (t >= 0) sel_chunk_merge(p, t, s0, sm.tsc + tk * LDT, sm.top + tk * n, lane);
             }
-#endif
             __syncwarp();
             /* halo: the chunk's last rk - 1 scores serve the next chunk */
             if (lane < rk - 1)
@@ -310,14 +308,7 @@ __global__ void __launch_bounds__(NW * 32) select_sweep_kernel(Params p)
     const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, hkv = blockIdx.y;
     RowTile rt;
     if (!locate_rows<false, NW>(p, rt)) return;
-    stage_rows<DK, LDK>(Qs, NW * 16, [&](int r) -> const T * {
-        const int64_t f = rt.fbase + r;
-        if (f >= rt.fmax) return nullptr;
-        const int tok = rt.tok_off + (int)(f / G), g = (int)(f % G);
-        return (const T *)p.q + (rt.q0 + tok) * p.qst + (int64_t)(hkv * G + g) * p.qsh;
-    }, tid, NW * 32);
-    cp_commit();
-    cp_wait<0>();
+    stage_q_rows<DK, LDK>(p, rt, hkv, G, Qs, NW * 16, tid, NW * 32);
     __syncthreads();
     uint32_t qa[DK / 16][4];
 #pragma unroll

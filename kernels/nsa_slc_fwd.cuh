@@ -6,11 +6,10 @@
    serves the whole group). The unit's blocks are a gather of scattered key
    rows, so the kernel is bound by how fast rows arrive, not by the tensor
    cores (about 16 FLOP per gathered byte at G = 16):
-     - on sm_90, each lane moves one K row and one V row per chunk with a
-       bulk copy (one instruction per row, completing on the stage's
-       mbarrier), NS stages deep, so NS - 1 chunks are in flight while one
-       is computed;
-     - elsewhere, the same pipeline with 16-byte cp.async.
+   its 16-byte cp.async copies run NS stages deep, so NS - 1 chunks are in
+   flight while one is computed. (Two stages measured fastest on an H100:
+   more CTAs per SM beat depth. One bulk copy per row through the copy
+   engine was slower: bench/RESULTS.md.)
    Rows past a chunk's last key repeat its first key: finite values that the
    mask removes (a zero-probability key times a NaN would not vanish). */
 #ifndef NSA_KERNELS_SLC_FWD_CUH
@@ -23,13 +22,6 @@ namespace nsak {
 #ifndef NSA_SLC_STAGES
 #define NSA_SLC_STAGES 2
 #endif
-/* Bulk row copies for the gather: one instruction per 256-byte row, but the
-   copy engine moves such small rows slower than 16-byte cp.async from many
-   warps (measured: bench gather_bw), so they are off unless asked for. */
-#ifndef NSA_SLC_BULK
-#define NSA_SLC_BULK 0
-#endif
-#define NSA_SLC_USE_BULK (NSA_HAS_BULK && NSA_SLC_BULK)
 
 template <int DK, int DV, int NS>
 constexpr size_t slc_fwd_smem()
@@ -49,9 +41,6 @@ __global__ void __launch_bounds__(32) slc_fwd_kernel(Params p, int mode)
     T *Qs = (T *)smem_raw;      /* [16][LDK]     */
     T *Ks = Qs + 16 * LDK;      /* [NS][KN][LDK] */
     T *Vs = Ks + NS * KN * LDK; /* [NS][KN][LDV] */
-#if NSA_SLC_USE_BULK
-    __shared__ uint64_t bar[NS];
-#endif
     const int lane = threadIdx.x, hkv = blockIdx.y;
     RowTile rt;
     if (!locate_rows<true, 1>(p, rt)) return;
@@ -63,14 +52,7 @@ __global__ void __launch_bounds__(32) slc_fwd_kernel(Params p, int mode)
     const int64_t rowA = (rt.q0 + tokA) * p.H + hkv * G + (int)(fA % G);
     const int64_t rowB = (rt.q0 + tokB) * p.H + hkv * G + (int)(fB % G);
 
-    stage_rows<DK, LDK>(Qs, 16, [&](int r) -> const T * {
-        const int64_t f = rt.fbase + r;
-        if (f >= rt.fmax) return nullptr;
-        const int tok = rt.tok_off + (int)(f / G), g = (int)(f % G);
-        return (const T *)p.q + (rt.q0 + tok) * p.qst + (int64_t)(hkv * G + g) * p.qsh;
-    }, lane, 32);
-    cp_commit();
-    cp_wait<0>();
+    stage_q_rows<DK, LDK>(p, rt, hkv, G, Qs, 16, lane, 32);
     __syncwarp();
     uint32_t qa[DK / 16][4];
 #pragma unroll
@@ -80,25 +62,11 @@ __global__ void __launch_bounds__(32) slc_fwd_kernel(Params p, int mode)
     int64_t kst, vst;
     const KeySrc src = make_src<T>(p, BR_SLC, rt, hkv, kb, vb, kst, vst, DK, DV);
     const int nch = src.nchunks();
-#if NSA_SLC_USE_BULK
-    if (lane == 0)
-        for (int s = 0; s < NS; ++s) mbar_init(&bar[s], 1);
-    __syncwarp();
-#endif
     /* stage c % NS <- chunk c */
     auto issue = [&](int c) {
         const int buf = c % NS;
         int s0 = 0, cnt = c < nch ? src.chunk(c, s0) : 0;
         T *kd = Ks + buf * KN * LDK, *vd = Vs + buf * KN * LDV;
-#if NSA_SLC_USE_BULK
-        if (c >= nch) return;
-        if (lane == 0) mbar_expect_tx(&bar[buf], cnt > 0 ? (unsigned)(KN * (DK + DV) * 2) : 0u);
-        if (cnt > 0) {
-            const int r = lane < cnt ? lane : 0;
-            bulk_row(kd + lane * LDK, kb + (int64_t)(s0 + r) * kst, DK * 2, &bar[buf]);
-            bulk_row(vd + lane * LDV, vb + (int64_t)(s0 + r) * vst, DV * 2, &bar[buf]);
-        }
-#else
         if (cnt > 0) {
             stage_rows<DK, LDK>(kd, KN, [&](int r) -> const T * {
                 return kb + (int64_t)(s0 + (r < cnt ? r : 0)) * kst; }, lane, 32);
@@ -106,7 +74,6 @@ __global__ void __launch_bounds__(32) slc_fwd_kernel(Params p, int mode)
                 return vb + (int64_t)(s0 + (r < cnt ? r : 0)) * vst; }, lane, 32);
         }
         cp_commit(); /* one group per chunk, empty or not, so the count holds */
-#endif
     };
 
     float mA = -INFINITY, mB = -INFINITY, lA = 0.f, lB = 0.f;
@@ -115,15 +82,9 @@ __global__ void __launch_bounds__(32) slc_fwd_kernel(Params p, int mode)
     for (int i = 0; i < DV / 8; ++i) acc[i][0] = acc[i][1] = acc[i][2] = acc[i][3] = 0.f;
     for (int c = 0; c < NS - 1; ++c) issue(c);
     for (int c = 0; c < nch; ++c) {
-        /* the stage refilled here was read in iteration c - 1 */
-        fence_proxy_async();
-        issue(c + NS - 1);
-#if NSA_SLC_USE_BULK
-        mbar_wait(&bar[c % NS], (unsigned)(c / NS) & 1u);
-#else
+        issue(c + NS - 1); /* into the stage read in iteration c - 1 */
         cp_wait<NS - 1>();
         __syncwarp();
-#endif
         int s0, cnt = src.chunk(c, s0);
         if (cnt > 0) {
             float S[KN / 8][4];
@@ -134,9 +95,7 @@ __global__ void __launch_bounds__(32) slc_fwd_kernel(Params p, int mode)
         }
         __syncwarp();
     }
-#if !NSA_SLC_USE_BULK
     cp_wait<0>();
-#endif
 
     lA = quad_sum(lA);
     lB = quad_sum(lB);

@@ -385,51 +385,41 @@ static Result gpu_result(const Case &c, Gpu &G)
     return r;
 }
 
-/* relative L2 error over finite truth entries; -1 if an infinity differs or
-   a finite truth has a non-finite value. */
-static double rel_err(const std::vector<double> &x, const std::vector<double> &t)
+/* Errors of x against the truth t over t's finite entries: the relative L2
+   error of the whole array, and the largest |x - t| relative to max |t| (the
+   per-element bound, so that a few bad rows cannot hide in the norm). Both
+   are -1 if an infinity differs or a finite truth has a non-finite value. */
+struct ArrayErr {
+    double rel, max;
+};
+static ArrayErr array_err(const std::vector<double> &x, const std::vector<double> &t)
 {
-    double num = 0, den = 0;
-    if (x.size() != t.size()) return -1;
+    ArrayErr e = {-1.0, -1.0};
+    double num = 0, den = 0, mnum = 0, mden = 0;
+    if (x.size() != t.size()) return e;
     for (size_t i = 0; i < t.size(); ++i) {
         if (!std::isfinite(t[i])) {
-            if (x[i] != t[i]) return -1;
+            if (x[i] != t[i]) return e;
             continue;
         }
-        if (!std::isfinite(x[i])) return -1;
-        num += (x[i] - t[i]) * (x[i] - t[i]);
+        if (!std::isfinite(x[i])) return e;
+        const double d = x[i] - t[i];
+        num += d * d;
         den += t[i] * t[i];
+        mnum = std::max(mnum, fabs(d));
+        mden = std::max(mden, fabs(t[i]));
     }
-    if (den == 0) return num == 0 ? 0 : sqrt(num);
-    return sqrt(num / den);
-}
-
-/* largest |x - t| over finite truth entries, relative to max |t| (the same
-   -1 cases as rel_err): the per-element bound, so that a few bad rows cannot
-   hide in the whole-array norm. */
-static double max_err(const std::vector<double> &x, const std::vector<double> &t)
-{
-    double num = 0, den = 0;
-    if (x.size() != t.size()) return -1;
-    for (size_t i = 0; i < t.size(); ++i) {
-        if (!std::isfinite(t[i])) {
-            if (x[i] != t[i]) return -1;
-            continue;
-        }
-        if (!std::isfinite(x[i])) return -1;
-        num = std::max(num, fabs(x[i] - t[i]));
-        den = std::max(den, fabs(t[i]));
-    }
-    if (den == 0) return num;
-    return num / den;
+    e.rel = den == 0 ? (num == 0 ? 0 : sqrt(num)) : sqrt(num / den);
+    e.max = mden == 0 ? mnum : mnum / mden;
+    return e;
 }
 
 static void check(Row &row, const char *what, const std::vector<double> &gpu,
                   const std::vector<double> &ref, const std::vector<double> &truth,
                   double floor_)
 {
-    double eg = rel_err(gpu, truth), er = rel_err(ref, truth);
-    double mg = max_err(gpu, truth), mr = max_err(ref, truth);
+    const ArrayErr g = array_err(gpu, truth), r = array_err(ref, truth);
+    const double eg = g.rel, er = r.rel, mg = g.max, mr = r.max;
     /* whole array: twice the reference's error; every element: four times
        the reference's worst element (both round once to the storage type) */
     bool ok = eg >= 0 && er >= 0 && eg <= 2.0 * er + floor_ && mg >= 0 && mr >= 0 &&
