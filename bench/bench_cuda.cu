@@ -395,10 +395,35 @@ static void run_preset(const Ctx &c, const char *name, nsa_config cfg, int T, in
             CN(nsa_cuda_backward(&cfg, &x, NULL, d_o, &sv, &gr, ws, wsb, 0));
         }, reps > 10 && T >= 65536 ? 10 : reps);
 
+    /* the backward alone, whole and one branch at a time (each after its
+       own forward, which saved what the backward reads) */
+    struct { const char *what; unsigned br; double floor; float ms; } bs[] = {
+        {"bwd", cfg.branches, 0, 0.f},
+        {"bwd_stage_cmp", NSA_BRANCH_CMP, 2.5 * f_cmp / pk, 0.f},
+        {"bwd_stage_slc", NSA_BRANCH_SLC,
+         std::max(2.5 * fl.keys[1] * 4.0 * D / pk, 2 * fl_slc), 0.f},
+        {"bwd_stage_win", NSA_BRANCH_WIN, 2.5 * f_win / pk, 0.f}};
+    bs[0].floor = bs[1].floor + bs[2].floor + bs[3].floor;
+    if (bwd)
+        for (auto &b : bs) {
+            if (!(cfg.branches & b.br)) continue;
+            nsa_config cb = cfg;
+            cb.branches = b.br;
+            CN(nsa_cuda_forward(&cb, &x, NULL, o, &sv, ws, wsb, 0));
+            b.ms = median_ms([&] { CN(nsa_cuda_backward(&cb, &x, NULL, d_o, &sv, &gr, ws, wsb, 0)); },
+                             reps > 10 && T >= 65536 ? 10 : reps);
+        }
+
     printf("%-6s %7d | %8.3f | %8.3f %7.3f | %8.3f %7.3f | %8.3f %7.3f | %8.3f %7.3f | %9.3f %8.3f",
            name, T, t_cz, t_sel, fl_sel, t_slc, fl_slc, t_cmp, fl_cmp, t_win, fl_win, t_fwd, fl_fwd);
     if (bwd) printf(" | %9.3f %8.3f", t_fb, fl_fb);
     printf(" | cmp+win fwd %.3f\n", t_cw);
+    if (bwd)
+        for (auto &b : bs)
+            if (cfg.branches & b.br) {
+                printf("    %-14s %9.3f ms  floor %8.3f\n", b.what, b.ms, b.floor);
+                emit(c, name, T, b.what, b.ms, b.floor);
+            }
     emit(c, name, T, "fwd", t_fwd, fl_fwd);
     if (bwd) emit(c, name, T, "fwd_bwd", t_fb, fl_fb);
     emit(c, name, T, "fwd_cmp_win", t_cw, fl_cmp + fl_win);
