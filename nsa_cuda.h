@@ -109,7 +109,10 @@ NSADEF nsa_status nsa_cuda_combine(const nsa_config *cfg, const nsa_batch *batch
                                    const float *o_slc, const float *o_win,
                                    void *o, nsa_cuda_stream stream);
 
-/* Top-k per row of fp32 scores, as nsa_ref_topk_rows (k <= 4096 here). */
+/* Top-k per row of fp32 scores, as nsa_ref_topk_rows (k <= 4096 here).
+   The workspace (nsa_cuda_topk_workspace_size: 0 bytes when the rows are
+   many, a few hundred KB a row when they are few and long) is the call's
+   until the stream has run it. */
 NSADEF nsa_status nsa_cuda_topk_workspace_size(int64_t rows, int64_t cols, int k,
                                                size_t *bytes);
 NSADEF nsa_status nsa_cuda_topk_rows(const float *scores, int64_t rows,
@@ -956,17 +959,58 @@ NSADEF nsa_status nsa_cuda_combine(const nsa_config *cfg, const nsa_batch *batch
                          (cudaStream_t)stream);
 }
 
+/* ---- top-k per row --------------------------------------------------------- */
+
+namespace nsah {
+
+/* Which kernels a top-k call runs and where its workspace regions lie
+   (kernels/nsa_topk.cuh): few long rows are split over several CTAs each
+   and need the workspace; many rows take one CTA each and need none. */
+struct TopkPlan {
+    bool split;
+    int slices;
+    int64_t cap; /* pivot-list entries per row */
+    size_t o_hist, o_info, o_sure, o_piv, clear, total;
+};
+
+static nsa_status topk_plan(int64_t rows, int64_t cols, int k, TopkPlan &T)
+{
+    if (rows < 0 || cols < 0 || cols > INT32_MAX || k < 0)
+        return nsa__fail(NSA_ERR_INVALID_BATCH, "rows, cols, k: must be >= 0 and cols "
+                         "< 2^31 (got %lld, %lld, %d)", (long long)rows, (long long)cols, k);
+    if (k > NSA_TOPK_KMAX)
+        return nsa__fail(NSA_ERR_UNSUPPORTED, "k: %d exceeds the CUDA path's %d", k,
+                         NSA_TOPK_KMAX);
+    if (rows > INT32_MAX)
+        return nsa__fail(NSA_ERR_UNSUPPORTED, "rows: more than 2^31 - 1");
+    memset(&T, 0, sizeof T);
+    T.cap = nsak::topk_piv_cap(k);
+    T.split = rows > 0 && k > 0 && rows <= NSA_TOPK_SPLIT_ROWS && cols >= 2 * NSA_TOPK_SLICE;
+    if (!T.split) return NSA_OK;
+    const int64_t by_cols = nsak::cdiv64(cols, NSA_TOPK_SLICE);
+    const int64_t by_rows = NSA_TOPK_SPLIT_CTAS / rows > 2 ? NSA_TOPK_SPLIT_CTAS / rows : 2;
+    T.slices = (int)(by_cols < by_rows ? by_cols : by_rows);
+    size_t o = 0;
+    T.o_hist = o; o = align256(o + (size_t)rows * NSA_TOPK_BINS * 4);
+    T.o_info = o; o = align256(o + (size_t)rows * sizeof(nsak::TopkRowInfo));
+    T.clear = o;
+    T.o_sure = o; o = align256(o + (size_t)rows * k * 8);
+    T.o_piv = o; o = align256(o + (size_t)rows * T.cap * 8);
+    T.total = o;
+    return NSA_OK;
+}
+
+} /* namespace nsah */
+
 NSADEF nsa_status nsa_cuda_topk_workspace_size(int64_t rows, int64_t cols, int k,
                                                size_t *bytes)
 {
     nsa__clear_error();
     if (!bytes) return nsa__fail(NSA_ERR_NULL_POINTER, "bytes: is NULL");
-    if (rows < 0 || cols < 0 || k < 0)
-        return nsa__fail(NSA_ERR_INVALID_BATCH, "rows, cols, k: must be >= 0");
-    if (k > NSA_TOPK_KMAX)
-        return nsa__fail(NSA_ERR_UNSUPPORTED, "k: %d exceeds the CUDA path's %d", k,
-                         NSA_TOPK_KMAX);
-    *bytes = 0;
+    nsah::TopkPlan T = {};
+    nsa_status st = nsah::topk_plan(rows, cols, k, T);
+    if (st) return st;
+    *bytes = T.total;
     return NSA_OK;
 }
 
@@ -976,23 +1020,49 @@ NSADEF nsa_status nsa_cuda_topk_rows(const float *scores, int64_t rows, int64_t 
                                      int32_t *out_count, void *workspace,
                                      size_t workspace_bytes, nsa_cuda_stream stream)
 {
-    size_t need;
-    nsa_status st = nsa_cuda_topk_workspace_size(rows, cols, k, &need);
-    (void)workspace;
+    nsa__clear_error();
+    nsah::TopkPlan T = {};
+    nsa_status st = nsah::topk_plan(rows, cols, k, T);
     if (st) return st;
-    if (workspace_bytes < need)
-        return nsa__fail(NSA_ERR_WORKSPACE, "workspace_bytes: too small");
+    if (T.total > 0 && !workspace) return nsa__fail(NSA_ERR_NULL_POINTER, "workspace: is NULL");
+    if (workspace_bytes < T.total)
+        return nsa__fail(NSA_ERR_WORKSPACE, "workspace: %zu bytes is smaller than the %zu "
+                         "this call needs (see nsa_cuda_topk_workspace_size)",
+                         workspace_bytes, T.total);
     if (rows > 0 && cols > 0 && !scores) return nsa__fail(NSA_ERR_NULL_POINTER, "scores: is NULL");
     if (rows > 0 && k > 0 && !out_idx) return nsa__fail(NSA_ERR_NULL_POINTER, "out_idx: is NULL");
     if (rows > 1 && row_stride < cols)
         return nsa__fail(NSA_ERR_INVALID_BATCH, "row_stride: %lld is less than cols %lld",
                          (long long)row_stride, (long long)cols);
-    if (rows > INT32_MAX)
-        return nsa__fail(NSA_ERR_UNSUPPORTED, "rows: more than 2^31 - 1");
     if (rows == 0) return NSA_OK;
-    nsak::topk_kernel<<<(unsigned)rows, NSA_TOPK_THREADS, 0, (cudaStream_t)stream>>>(
-        scores, cols, row_stride, row_start, row_end, k, out_idx, out_count);
-    NSA__CK(cudaGetLastError());
+    cudaStream_t s = (cudaStream_t)stream;
+    if (k == 0) { /* nothing to select: the counts are 0 */
+        if (out_count) NSA__CK(cudaMemsetAsync(out_count, 0, (size_t)rows * 4, s));
+        return NSA_OK;
+    }
+    if (!T.split) {
+        if ((st = nsah::set_smem(nsak::topk_row_kernel, NSA_TOPK_SMEM))) return st;
+        nsak::topk_row_kernel<<<(unsigned)rows, NSA_TOPK_THREADS, NSA_TOPK_SMEM, s>>>(
+            scores, cols, row_stride, row_start, row_end, k, out_idx, out_count);
+        NSA__LAUNCHED();
+        return NSA_OK;
+    }
+    char *ws = (char *)workspace;
+    uint32_t *hist = (uint32_t *)(ws + T.o_hist);
+    nsak::TopkRowInfo *info = (nsak::TopkRowInfo *)(ws + T.o_info);
+    uint64_t *sure = (uint64_t *)(ws + T.o_sure), *piv = (uint64_t *)(ws + T.o_piv);
+    NSA__CK(cudaMemsetAsync(ws, 0, T.clear, s)); /* histograms and counters */
+    const dim3 grid((unsigned)T.slices, (unsigned)rows);
+    nsak::topk_split_hist_kernel<<<grid, NSA_TOPK_SPLIT_THREADS, 0, s>>>(
+        scores, cols, row_stride, row_start, row_end, k, hist, info);
+    NSA__LAUNCHED();
+    nsak::topk_split_scatter_kernel<<<grid, NSA_TOPK_SPLIT_THREADS, 0, s>>>(
+        scores, cols, row_stride, row_start, row_end, k, info, sure, piv, T.cap);
+    NSA__LAUNCHED();
+    if ((st = nsah::set_smem(nsak::topk_split_finish_kernel, NSA_TOPK_SMEM))) return st;
+    nsak::topk_split_finish_kernel<<<(unsigned)rows, NSA_TOPK_THREADS, NSA_TOPK_SMEM, s>>>(
+        scores, cols, row_stride, row_start, row_end, k, info, sure, piv, out_idx, out_count);
+    NSA__LAUNCHED();
     return NSA_OK;
 }
 
