@@ -10,8 +10,10 @@
    checks then run the reference on the GPU's selection (caller indices), so
    they test attention apart from selection.
 
-   usage: test_cuda [--quick] [--big] [--vectors DIR [--vectors-only]] [--log FILE]
+   usage: test_cuda [--quick] [--big] [--vectors DIR [--vectors-only]] [--topk-only]
+                    [--log FILE]
      --quick   a few small cases (for compute-sanitizer)
+     --topk-only   only the top-k cross-checks (nsa_cuda_topk_rows)
      --vectors-only   only the cases of --vectors DIR
      --big     also the >= 256K-token case with T*H*D > 2^31
    Without a CUDA device it prints that the GPU tests were skipped and exits
@@ -741,6 +743,201 @@ static void run_graph(const Case &c)
     gpu_free(G);
 }
 
+/* ---- top-k per row: exact against nsa_ref_topk_rows ---------------------
+   Every output index and count is compared with the reference's, after
+   poisoning them (0xa5 bytes: neither an index nor the -1 padding), so an
+   element the GPU leaves unwritten fails. The shapes reach both ways the
+   rows are spread (kernels/nsa_topk.cuh: up to NSA_TOPK_SPLIT_ROWS rows of
+   2 * NSA_TOPK_SLICE columns or more are split over several CTAs; more rows
+   take one CTA each) and both ways a row is finished (the pivot digit's
+   keys in shared memory, or, when they do not fit, passes over the row). */
+enum TopkFill { TK_UNIFORM, TK_SIGNED, TK_EQUAL, TK_SPECIAL, TK_FEW_LEVELS, TK_MANY_LEVELS };
+
+static float topk_value(TopkFill f, int64_t i)
+{
+    switch (f) {
+    case TK_UNIFORM: return (float)urand();                      /* torch.rand-like */
+    case TK_SIGNED: return (float)(urand() * 2.0 - 1.0);
+    case TK_EQUAL: return 0.5f;                                   /* every key ties */
+    case TK_SPECIAL: {                                            /* NaN, +-0, +-inf */
+        static const float v[8] = {NAN, -0.0f, 0.0f, INFINITY, -INFINITY, 1.0f, -1.0f, -NAN};
+        return urand() < 0.5 ? v[(i * 7 + (int64_t)(urand() * 8)) & 7] : (float)(urand() - 0.5);
+    }
+    case TK_FEW_LEVELS: return (float)(int)(urand() * 5);          /* ties at the k-th place */
+    case TK_MANY_LEVELS: return (float)(int)(urand() * 3000) / 64.f;
+    }
+    return 0.f;
+}
+
+struct TopkCase {
+    std::string name;
+    int64_t rows, cols, stride;
+    int k;
+    TopkFill fill;
+    bool ranges; /* random ranges: short, empty, reversed, outside the row */
+};
+
+static bool topk_run(const TopkCase &t, cudaStream_t s, const float *dsc, const int32_t *drs,
+                     const int32_t *dre, int32_t *di, int32_t *dc, void *ws, size_t wsb)
+{
+    nsa_status st = nsa_cuda_topk_rows(dsc, t.rows, t.cols, t.stride, drs, dre, t.k, di, dc, ws,
+                                       wsb, (nsa_cuda_stream)s);
+    if (st) logf_("  nsa_cuda_topk_rows: %s\n", nsa_last_error());
+    return st == NSA_OK;
+}
+
+static void topk_case(Row &row, const TopkCase &t, bool graph)
+{
+    std::vector<float> sc((size_t)(t.rows * t.stride));
+    for (size_t i = 0; i < sc.size(); ++i) sc[i] = topk_value(t.fill, (int64_t)i);
+    std::vector<int32_t> rs, re;
+    if (t.ranges)
+        for (int64_t r = 0; r < t.rows; ++r) {
+            const int32_t c = (int32_t)t.cols;
+            int32_t a = (int32_t)(urand() * c), b = a + (int32_t)(urand() * 2.0 * t.k);
+            switch (r % 8) {
+            case 0: a = -5; b = c + 7; break;                /* whole row, clamped */
+            case 1: b = a + t.k / 2; break;                 /* fewer than k */
+            case 2: b = a; break;                            /* empty */
+            case 3: std::swap(a, b); a += 1; break;          /* reversed: empty */
+            case 4: a = c + 3; b = c + 9; break;             /* outside: empty */
+            case 5: b = (int32_t)(a + urand() * (c - a)) + 1; break; /* long */
+            default: break;
+            }
+            rs.push_back(a);
+            re.push_back(b);
+        }
+    std::vector<int32_t> ri((size_t)(t.rows * t.k)), rc((size_t)t.rows);
+    size_t rwsb;
+    if (nsa_ref_topk_workspace_size(t.rows, t.cols, t.k, &rwsb)) {
+        logf_("ref topk workspace: %s\n", nsa_last_error());
+        exit(2);
+    }
+    std::vector<unsigned char> rws(rwsb);
+    if (nsa_ref_topk_rows(sc.data(), t.rows, t.cols, t.stride, t.ranges ? rs.data() : NULL,
+                          t.ranges ? re.data() : NULL, t.k, ri.data(), rc.data(), rws.data(),
+                          rwsb)) {
+        logf_("ref topk: %s\n", nsa_last_error());
+        exit(2);
+    }
+    float *dsc = dup(sc);
+    int32_t *drs = t.ranges ? dup(rs) : NULL, *dre = t.ranges ? dup(re) : NULL;
+    int32_t *di = dalloc<int32_t>(ri.size()), *dc = dalloc<int32_t>(rc.size());
+    size_t wsb = 0;
+    bool ok = nsa_cuda_topk_workspace_size(t.rows, t.cols, t.k, &wsb) == NSA_OK;
+    void *ws = NULL;
+    if (wsb) CK(cudaMalloc(&ws, wsb));
+    cudaStream_t s;
+    CK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
+    for (int rep = 0; rep < (graph ? 2 : 1) && ok; ++rep) {
+        CK(cudaMemsetAsync(di, 0xa5, ri.size() * 4 + (ri.empty() ? 4 : 0), s));
+        CK(cudaMemsetAsync(dc, 0xa5, rc.size() * 4, s));
+        if (rep == 0) {
+            ok = topk_run(t, s, dsc, drs, dre, di, dc, ws, wsb);
+        } else { /* captured into a graph and replayed: the same results */
+            cudaGraph_t g;
+            cudaGraphExec_t ge;
+            CK(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal));
+            ok = topk_run(t, s, dsc, drs, dre, di, dc, ws, wsb);
+            CK(cudaStreamEndCapture(s, &g));
+            if (ok) {
+                CK(cudaGraphInstantiate(&ge, g, 0));
+                CK(cudaGraphLaunch(ge, s));
+                CK(cudaGraphLaunch(ge, s));
+                CK(cudaStreamSynchronize(s));
+                cudaGraphExecDestroy(ge);
+            }
+            cudaGraphDestroy(g);
+        }
+        CK(cudaStreamSynchronize(s));
+        CK(cudaGetLastError());
+        std::vector<int32_t> gi = back(di, ri.size()), gc = back(dc, rc.size());
+        int64_t bad_rows = 0, first = -1;
+        for (int64_t r = 0; r < t.rows; ++r) {
+            bool same = gc[r] == rc[r] &&
+                        !memcmp(&gi[(size_t)(r * t.k)], &ri[(size_t)(r * t.k)], (size_t)t.k * 4);
+            if (!same && first < 0) first = r;
+            bad_rows += !same;
+        }
+        if (bad_rows) {
+            logf_("  %lld rows differ; first %lld: count gpu %d ref %d, idx[0..3] gpu %d %d %d ref %d %d %d\n",
+                  (long long)bad_rows, (long long)first, gc[first], rc[first],
+                  t.k > 0 ? gi[first * t.k] : 0, t.k > 1 ? gi[first * t.k + 1] : 0,
+                  t.k > 2 ? gi[first * t.k + 2] : 0, t.k > 0 ? ri[first * t.k] : 0,
+                  t.k > 1 ? ri[first * t.k + 1] : 0, t.k > 2 ? ri[first * t.k + 2] : 0);
+            ok = false;
+        }
+    }
+    row.checks++; if (!ok) row.fails++; (ok ? g_pass : g_fail)++;
+    logf_("  %-6s %s%s\n", ok ? "ok" : "FAIL", t.name.c_str(), graph ? " (and graph replay)" : "");
+    cudaStreamDestroy(s);
+    cudaFree(dsc); cudaFree(drs); cudaFree(dre); cudaFree(di); cudaFree(dc); cudaFree(ws);
+}
+
+static void run_topk(bool quick)
+{
+    logf_("== top-k per row against the reference (exact)\n");
+    Row &row = new_row("topk rows");
+    const int64_t C = 129280;
+    std::vector<TopkCase> ts;
+    auto add = [&](const char *what, int64_t rows, int64_t cols, int64_t stride, int k, TopkFill f,
+                   bool ranges) {
+        char name[160];
+        snprintf(name, sizeof name, "topk_%s_r%lld_c%lld_k%d", what, (long long)rows,
+                 (long long)cols, k);
+        ts.push_back(TopkCase{name, rows, cols, stride, k, f, ranges});
+    };
+    /* split path (few long rows) and one-CTA path (many rows) */
+    add("split_random", 4, 20000, 20000, 100, TK_SIGNED, false);
+    add("row_random", 140, 3000, 3003, 100, TK_SIGNED, true);
+    add("split_all_equal_rows_take_lowest_indices", 3, 9000, 9000, 700, TK_EQUAL, false);
+    if (!quick) {
+        for (int k : {64, 1024, 2048, 4096}) add("split_uniform", 32, C, C, k, TK_UNIFORM, false);
+        for (int k : {64, 1024, 2048}) add("row_uniform", 256, C, C, k, TK_UNIFORM, false);
+        add("split_signed_strided", 32, C, C + 3, 1024, TK_SIGNED, false);
+        add("row_signed_strided", 200, 20000, 20001, 2048, TK_SIGNED, false);
+        add("split_all_equal_rows_take_lowest_indices", 8, 50000, 50000, 1024, TK_EQUAL, false);
+        add("row_all_equal_rows_take_lowest_indices", 200, 20000, 20000, 1024, TK_EQUAL, false);
+        add("split_nan_lowest_neg_zero_ties_pos_zero", 16, 30000, 30000, 2048, TK_SPECIAL, false);
+        add("row_nan_lowest_neg_zero_ties_pos_zero", 150, 9000, 9000, 4096, TK_SPECIAL, false);
+        add("split_ties_at_kth_place_do_not_over_select", 8, 40000, 40000, 1000, TK_FEW_LEVELS, false);
+        add("row_ties_at_kth_place_do_not_over_select", 150, 40000, 40000, 1000, TK_FEW_LEVELS, false);
+        add("split_ties_within_pivot_digit", 32, C, C, 2048, TK_MANY_LEVELS, false);
+        add("row_ties_within_pivot_digit", 150, 40000, 40000, 2048, TK_MANY_LEVELS, false);
+        add("split_short_bad_ranges_k_above_width", 32, C, C, 1024, TK_SIGNED, true);
+        add("row_short_bad_ranges_k_above_width", 300, 9000, 9005, 512, TK_SIGNED, true);
+        add("row_k_larger_than_cols", 140, 1000, 1000, 2048, TK_SIGNED, false);
+        add("split_k1", 8, 70000, 70000, 1, TK_SIGNED, true);
+        add("row_k1", 140, 5000, 5000, 1, TK_SPECIAL, false);
+        add("one_row_split", 1, C, C, 2048, TK_UNIFORM, false);
+    }
+    for (size_t i = 0; i < ts.size(); ++i) topk_case(row, ts[i], i == 0 || i == 1);
+    /* validation: host-side, the reference's statuses */
+    size_t wsb = 0;
+    struct E { const char *what; nsa_status want, got; };
+    std::vector<E> es;
+    es.push_back({"k above 4096", NSA_ERR_UNSUPPORTED, nsa_cuda_topk_workspace_size(32, C, 4097, &wsb)});
+    es.push_back({"negative cols", NSA_ERR_INVALID_BATCH, nsa_cuda_topk_workspace_size(32, -1, 8, &wsb)});
+    nsa_cuda_topk_workspace_size(32, C, 64, &wsb);
+    int32_t *di = dalloc<int32_t>(32 * 64);
+    float *dsc = dalloc<float>(32 * C);
+    es.push_back({"split rows need a workspace", NSA_ERR_NULL_POINTER,
+                  nsa_cuda_topk_rows(dsc, 32, C, C, NULL, NULL, 64, di, NULL, NULL, wsb, 0)});
+    void *ws;
+    CK(cudaMalloc(&ws, wsb + 1));
+    es.push_back({"workspace small", NSA_ERR_WORKSPACE,
+                  nsa_cuda_topk_rows(dsc, 32, C, C, NULL, NULL, 64, di, NULL, ws, wsb - 1, 0)});
+    es.push_back({"row_stride < cols", NSA_ERR_INVALID_BATCH,
+                  nsa_cuda_topk_rows(dsc, 32, C, C - 1, NULL, NULL, 64, di, NULL, ws, wsb, 0)});
+    CK(cudaDeviceSynchronize());
+    for (auto &e : es) {
+        bool ok = e.want == e.got;
+        row.checks++; if (!ok) row.fails++; (ok ? g_pass : g_fail)++;
+        logf_("  %-6s topk %-28s -> %s\n", ok ? "ok" : "FAIL", e.what, nsa_status_string(e.got));
+    }
+    cudaFree(di); cudaFree(dsc); cudaFree(ws);
+}
+
 /* ---- errors: validation on the host, same status as the reference ------- */
 static void run_errors()
 {
@@ -1152,12 +1349,13 @@ static void run_big()
 
 int main(int argc, char **argv)
 {
-    bool quick = false, big = false, vectors_only = false;
+    bool quick = false, big = false, vectors_only = false, topk_only = false;
     const char *vec = NULL;
     for (int i = 1; i < argc; ++i) {
         if (!strcmp(argv[i], "--quick")) quick = true;
         else if (!strcmp(argv[i], "--big")) big = true;
         else if (!strcmp(argv[i], "--vectors-only")) vectors_only = true;
+        else if (!strcmp(argv[i], "--topk-only")) topk_only = true;
         else if (!strcmp(argv[i], "--vectors") && i + 1 < argc) vec = argv[++i];
         else if (!strcmp(argv[i], "--log") && i + 1 < argc) g_log = fopen(argv[++i], "w");
     }
@@ -1213,15 +1411,18 @@ int main(int argc, char **argv)
         Case strided = mk("GQA16 H32 fp16 d128 gates", nsa_config_paper(), {0, 640}, 32, 2, 128, 128, NSA_FP16, true);
         cases.push_back(strided);
     }
-    if (!vectors_only) {
+    if (topk_only) {
+        run_topk(quick);
+    } else if (!vectors_only) {
         for (auto &c : cases) run_case(c);
         run_stages(cases[0]);
         if (!quick) run_stages(mk("stages paper G4 bf16", nsa_config_paper(), {0, 3, 600, 1100}, 8, 2, 64, 64, NSA_BF16, true));
         run_graph(cases[0]);
         run_errors();
+        run_topk(quick);
     }
-    if (vec) run_vectors(vec);
-    if (big) run_big();
+    if (vec && !topk_only) run_vectors(vec);
+    if (big && !topk_only) run_big();
 
     logf_("\n%-42s %6s %6s %10s %24s\n", "case", "checks", "fails", "worst g/r", "sel rows/diff/near-tie");
     for (auto &r : g_rows)
