@@ -21,7 +21,8 @@
      device,date,commit,preset,B,T,H,Hkv,D,dtype,what,ms,floor_ms
    (what: fwd, fwd_bwd, stage_<name>; gather_bw: the micro-benchmark's time
    for 64K tokens x 4 kv heads x 16 blocks of K and V, 137 GB;
-   topk_r<rows>_k<k>).
+   topk_r<rows>_k<k>: top-k of [rows, 129280] fp32 scores, its floor the
+   scores' bytes over the measured device-to-device copy bandwidth).
 
    usage: bench_cuda [--tmin T] [--tmax T] [--tmul M] [--reps N] [--csv FILE]
                      [--commit SHA] [--presets paper,fla,tile] [--bwd]
@@ -437,31 +438,58 @@ static void run_preset(const Ctx &c, const char *name, nsa_config cfg, int T, in
     for (void *p : ps) cudaFree(p);
 }
 
+/* Device-to-device copy bandwidth (read + write bytes over time): the
+   read-once floor of a top-k is its scores' bytes over this. */
+static double copy_bw(int reps)
+{
+    const size_t n = (size_t)1 << 30;
+    void *a, *b;
+    CK(cudaMalloc(&a, n));
+    CK(cudaMalloc(&b, n));
+    CK(cudaMemset(a, 0, n));
+    float ms = median_ms([&] { CK(cudaMemcpyAsync(b, a, n, cudaMemcpyDeviceToDevice, 0)); }, reps);
+    cudaFree(a);
+    cudaFree(b);
+    return 2.0 * n / (ms * 1e-3);
+}
+
+/* Top-k per row of [rows, 129280] fp32 scores (uniform in [0, 1), as
+   torch.rand in bench_dense.py), each beside its read-once floor. */
 static void run_topk(const Ctx &c, int reps)
 {
     const int64_t cols = 129280;
-    printf("\ntop-k per row, %lld columns, fp32 scores, median of %d\n", (long long)cols, reps);
-    printf("%6s %6s %10s %12s\n", "rows", "k", "ms", "GB/s (1 read)");
-    for (int rows : {32, 2048})
-        for (int k : {64, 2048}) {
-            std::vector<float> h((size_t)rows * cols);
-            uint64_t s = 12345 + (uint64_t)time(NULL);
-            for (auto &v : h) { s ^= s << 13; s ^= s >> 7; s ^= s << 17; v = (float)((s >> 11) * (1.0 / 9007199254740992.0)); }
-            float *d;
+    const double bw = copy_bw(reps);
+    printf("\ntop-k per row, %lld columns, fp32 scores, median of %d; floor = reading the "
+           "scores once at the copy bandwidth (%.2f TB/s)\n", (long long)cols, reps, bw / 1e12);
+    printf("%6s %6s %10s %10s %8s %12s\n", "rows", "k", "ms", "floor ms", "x floor", "GB/s (1 read)");
+    for (int rows : {32, 2048}) {
+        std::vector<float> h((size_t)rows * cols);
+        uint64_t s = 12345 + (uint64_t)time(NULL);
+        for (auto &v : h) { s ^= s << 13; s ^= s >> 7; s ^= s << 17; v = (float)((s >> 11) * (1.0 / 9007199254740992.0)); }
+        float *d;
+        CK(cudaMalloc(&d, h.size() * 4));
+        CK(cudaMemcpy(d, h.data(), h.size() * 4, cudaMemcpyHostToDevice));
+        for (int k : {64, 1024, 2048}) {
             int32_t *oi, *oc;
-            CK(cudaMalloc(&d, h.size() * 4));
-            CK(cudaMemcpy(d, h.data(), h.size() * 4, cudaMemcpyHostToDevice));
             CK(cudaMalloc(&oi, (size_t)rows * k * 4));
             CK(cudaMalloc(&oc, (size_t)rows * 4));
-            float t = median_ms([&] { CN(nsa_cuda_topk_rows(d, rows, cols, cols, NULL, NULL, k, oi, oc, NULL, 0, 0)); }, reps);
-            printf("%6d %6d %10.4f %12.1f\n", rows, k, t, rows * cols * 4.0 / (t * 1e-3) / 1e9);
+            size_t wsb;
+            CN(nsa_cuda_topk_workspace_size(rows, cols, k, &wsb));
+            void *ws = NULL;
+            if (wsb) CK(cudaMalloc(&ws, wsb));
+            float t = median_ms([&] { CN(nsa_cuda_topk_rows(d, rows, cols, cols, NULL, NULL, k, oi, oc, ws, wsb, 0)); }, reps);
+            const double bytes = rows * cols * 4.0, fl = bytes / bw * 1e3;
+            printf("%6d %6d %10.4f %10.4f %8.2f %12.1f\n", rows, k, t, fl, t / fl,
+                   bytes / (t * 1e-3) / 1e9);
             char what[64];
             snprintf(what, sizeof what, "topk_r%d_k%d", rows, k);
             if (c.csv)
-                fprintf(c.csv, "%s,%s,%s,topk,1,%lld,,,,fp32,%s,%.4f,\n", c.device.c_str(),
-                        c.date.c_str(), c.commit.c_str(), (long long)cols, what, t);
-            cudaFree(d); cudaFree(oi); cudaFree(oc);
+                fprintf(c.csv, "%s,%s,%s,topk,1,%lld,,,,fp32,%s,%.4f,%.4f\n", c.device.c_str(),
+                        c.date.c_str(), c.commit.c_str(), (long long)cols, what, t, fl);
+            cudaFree(oi); cudaFree(oc); cudaFree(ws);
         }
+        cudaFree(d);
+    }
 }
 
 int main(int argc, char **argv)

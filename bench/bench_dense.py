@@ -4,11 +4,14 @@ Same shape as bench_cuda's NSA rows: B=1, H=64 query heads, Hkv=4 (K/V
 expanded to 64 heads before timing), D=128, bf16, causal; forward and
 forward+backward through the cuDNN and the flash backends of
 torch.nn.functional.scaled_dot_product_attention; then torch.topk on
-[rows, 129280] fp32 for rows 32 and 2048. CUDA events, warm-up, median.
+[rows, 129280] fp32 for rows 32 and 2048, k = 64, 1024, 2048 (what:
+torch_topk_r<rows>_k<k>, beside bench_cuda's topk_r<rows>_k<k>). CUDA
+events, warm-up, median.
 Useful TFLOP/s counts 4*D*H*T*(T+1)/2 for the forward, 2.5x that more for
 the backward.
 
-usage: python3 bench_dense.py [--tmin T] [--tmax T] [--reps N] [--csv FILE]"""
+usage: python3 bench_dense.py [--tmin T] [--tmax T] [--reps N] [--csv FILE]
+                              [--topk-only]"""
 import argparse
 import statistics
 
@@ -40,6 +43,7 @@ def main():
     ap.add_argument("--reps", type=int, default=20)
     ap.add_argument("--tmul", type=int, default=2)
     ap.add_argument("--csv", default=None)
+    ap.add_argument("--topk-only", action="store_true", help="skip SDPA, time torch.topk only")
     a = ap.parse_args()
     name = torch.cuda.get_device_name(0)
     peak = 756.0 if "PCIe" in name else 989.0
@@ -51,7 +55,7 @@ def main():
     print(f"\ndense causal SDPA, B=1 H={H} D={D} bf16")
     print(f"{'backend':>8} {'T':>7} {'reps':>5} {'fwd ms':>9} {'TFLOP/s':>8} {'fwd+bwd ms':>11} {'TFLOP/s':>8} {'of peak':>8}")
     T = a.tmin
-    while T <= a.tmax:
+    while T <= a.tmax and not a.topk_only:
         # the largest sizes take seconds per call: fewer repetitions there
         reps = a.reps if T <= 32768 else max(3, a.reps // 4)
         q = torch.randn(1, H, T, D, device="cuda", dtype=torch.bfloat16, requires_grad=True)
@@ -85,14 +89,15 @@ def main():
         torch.cuda.empty_cache()
         T *= a.tmul
     cols = 129280
-    print(f"\ntorch.topk per row, {cols} columns, fp32")
+    print(f"\ntorch.topk per row, {cols} columns, fp32 (the shapes of bench_cuda --topk)")
     for rows in (32, 2048):
-        for kk in (64, 2048):
-            x = torch.rand(rows, cols, device="cuda")
+        x = torch.rand(rows, cols, device="cuda")
+        for kk in (64, 1024, 2048):
             t = median_ms(lambda: torch.topk(x, kk, dim=1), a.reps)
             print(f"{rows:>6} {kk:>6} {t:>10.4f} ms")
             if out:
-                out.write(f"torch_topk_rows{rows}_k{kk},{cols},{t:.4f},,\n")
+                out.write(f"torch_topk_r{rows}_k{kk},{cols},{t:.4f},,\n")
+        del x
     if out:
         out.close()
 
