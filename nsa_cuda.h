@@ -171,10 +171,21 @@ struct Plan {
     int64_t qst, qsh, kst, ksh, vst, vsh;
     /* workspace regions (byte offsets) */
     size_t o_pf, o_acc, o_delta, o_dk, o_dv, o_dkc, o_dvc, o_trk, o_trk2, o_trv,
-        o_trv2, o_trs, o_cub, o_sel, total;
+        o_trv2, o_trs, o_cub, o_sel, o_kvseg[3], o_part, total;
     size_t cub_bytes;
     int64_t tr_n, sel_ctas, slot_stride;
+    /* key-centric backward per branch (nsak::BR_*): tiles per kv head, a
+       bound on the row chunks (NSA_KV_ROWS rows) of all tiles, chunks per
+       segment and a bound on the segments beyond each tile's first
+       (kernels/nsa_attn.cuh) */
+    int64_t kv_tiles[3], kv_chunks[3], kv_seg_len[3], kv_extra[3];
 };
+
+/* Partial slots of the key-centric backward: a branch's chunks are cut so
+   that at most this many segments beyond the tiles' first ones exist;
+   segments hold at least NSA_KV_SEG_MIN chunks. */
+#define NSA_KV_PARTS 4096
+#define NSA_KV_SEG_MIN 32
 
 static bool head_dims_ok(int dk, int dv)
 {
@@ -234,6 +245,7 @@ static nsa_status plan_make(const nsa_config *cfg, const nsa_batch *x, Plan &P)
                          " are multiples of 8 elements");
     for (int i = 0; i <= PF_COUNT; ++i) P.tot[i] = 0;
     P.nc_max = P.nsel_max = 0;
+    int64_t cmp_chunks = 0; /* compressed tiles x the row chunks of their sequence */
     for (int b = 0; b < x->B; ++b) {
         int64_t nk = x->cu_seqlens[b + 1] - x->cu_seqlens[b];
         int64_t nq = x->cu_seqlens_q ? x->cu_seqlens_q[b + 1] - x->cu_seqlens_q[b] : nk;
@@ -243,6 +255,7 @@ static nsa_status plan_make(const nsa_config *cfg, const nsa_batch *x, Plan &P)
         P.tot[PF_COUNT] += nsak::cdiv64(v[nsak::PF_UNIT], 4);
         if (v[nsak::PF_CMP] > P.nc_max) P.nc_max = v[nsak::PF_CMP];
         if (v[nsak::PF_SLC] > P.nsel_max) P.nsel_max = v[nsak::PF_SLC];
+        cmp_chunks += v[nsak::PF_CMPT] * nsak::cdiv64(nq * P.G, NSA_KV_ROWS);
     }
     P.nsel_tot = P.tot[nsak::PF_SLC];
     const int64_t TQ = P.sz.TQ, T = P.sz.T, Tc = P.sz.Tc;
@@ -264,6 +277,26 @@ static nsa_status plan_make(const nsa_config *cfg, const nsa_batch *x, Plan &P)
     P.sel_ctas = slc ? (P.tot[PF_COUNT] * x->Hkv < NSA_SEL_SLOTS_CTA
                             ? P.tot[PF_COUNT] * x->Hkv : NSA_SEL_SLOTS_CTA) : 0;
     P.slot_stride = (P.nc_max + P.nsel_max + 3) & ~(int64_t)3;
+    {
+        const int64_t subt = nsak::cdiv64(P.shape.lp, 64);
+        const int64_t tpu = nsak::cdiv64((int64_t)P.shape.bq * P.G, 16);
+        P.kv_tiles[nsak::BR_CMP] = P.tot[nsak::PF_CMPT];
+        P.kv_tiles[nsak::BR_SLC] = P.nsel_tot * subt;
+        P.kv_tiles[nsak::BR_WIN] = P.tot[nsak::PF_KEYT];
+        P.kv_chunks[nsak::BR_CMP] = cmp_chunks * x->Hkv;
+        /* a tile's 16-row pieces, rounded up to whole chunks */
+        P.kv_chunks[nsak::BR_SLC] = nsak::cdiv64(P.tr_n * subt * tpu, NSA_KV_ROWS / 16) +
+                                    P.kv_tiles[nsak::BR_SLC] * x->Hkv;
+        P.kv_chunks[nsak::BR_WIN] = P.tot[nsak::PF_KEYT] * x->Hkv *
+                                    nsak::cdiv64((int64_t)(63 + cfg->w) * P.G, NSA_KV_ROWS);
+        const unsigned on[3] = {NSA_BRANCH_CMP, NSA_BRANCH_SLC, NSA_BRANCH_WIN};
+        for (int i = 0; i < 3; ++i) {
+            if (!(cfg->branches & on[i])) P.kv_tiles[i] = P.kv_chunks[i] = 0;
+            int64_t len = nsak::cdiv64(P.kv_chunks[i], NSA_KV_PARTS);
+            P.kv_seg_len[i] = len > NSA_KV_SEG_MIN ? len : NSA_KV_SEG_MIN;
+            P.kv_extra[i] = P.kv_chunks[i] / P.kv_seg_len[i];
+        }
+    }
     size_t o = 0;
     P.o_pf = o; o = align256(o + (size_t)(PF_COUNT + 1) * (x->B + 1) * 8);
     P.o_acc = o; o = align256(o + (size_t)TQ * x->H * Dm * 4);
@@ -279,6 +312,13 @@ static nsa_status plan_make(const nsa_config *cfg, const nsa_batch *x, Plan &P)
     P.o_trs = o; o = align256(o + (size_t)(slc ? x->Hkv * P.nsel_tot + 1 : 0) * 4);
     P.o_cub = o; o = align256(o + P.cub_bytes);
     P.o_sel = o; o = align256(o + (size_t)P.sel_ctas * 4 * P.slot_stride * 4);
+    int64_t parts = 0;
+    for (int i = 0; i < 3; ++i) {
+        P.o_kvseg[i] = o;
+        o = align256(o + (size_t)(x->Hkv * P.kv_tiles[i] + 1) * 8);
+        if (P.kv_extra[i] > parts) parts = P.kv_extra[i];
+    }
+    P.o_part = o; o = align256(o + (size_t)parts * 64 * (x->Dk + x->Dv) * 4);
     P.total = o;
     return NSA_OK;
 }
@@ -475,18 +515,35 @@ static nsa_status run_compress(const Plan &P, const nsak::Params &p, void *kc, v
     return NSA_OK;
 }
 
+/* dK, dV of one branch into the fp32 accumulators: segment counts, the
+   key-centric pass, then the partials of split tiles in segment order. */
 template <typename T, int DK, int DV, int BR>
-static nsa_status run_kv(const Plan &P, const nsak::Params &p, cudaStream_t s)
+static nsa_status run_kv(const Plan &P, const nsak::Params &p, void *ws, cudaStream_t s)
 {
     nsa_status st;
-    int64_t n = BR == nsak::BR_SLC ? P.nsel_tot * ((P.shape.lp + 63) / 64)
-              : BR == nsak::BR_WIN ? P.tot[nsak::PF_KEYT] : P.tot[nsak::PF_CMPT];
-    if (n == 0) return NSA_OK;
+    const int64_t tiles = P.kv_tiles[BR] * P.Hkv;
+    if (tiles == 0) return NSA_OK;
+    nsak::KvSplit sp;
+    int64_t *seg_start = (int64_t *)((char *)ws + P.o_kvseg[BR]);
+    sp.seg_start = seg_start;
+    sp.tiles = P.kv_tiles[BR];
+    sp.seg_len = P.kv_seg_len[BR];
+    sp.part = (float *)((char *)ws + P.o_part);
+    nsak::kv_split_count_kernel<BR><<<1, NSA_KV_SCAN_THREADS, 0, s>>>(p, sp, seg_start);
+    NSA__LAUNCHED();
+    const int64_t ctas = tiles + P.kv_extra[BR];
+    if (ctas > INT32_MAX)
+        return nsa__fail(NSA_ERR_UNSUPPORTED, "batch: %lld key tiles exceed the CUDA "
+                         "path's 2^31 limit", (long long)ctas);
     size_t sm = nsak::kv_smem<DK, DV>();
     auto k = nsak::kv_kernel<T, DK, DV, BR>;
     if ((st = set_smem(k, sm))) return st;
-    k<<<dim3((unsigned)n, (unsigned)P.Hkv), 128, sm, s>>>(p);
+    k<<<(unsigned)ctas, 128, sm, s>>>(p, sp);
     NSA__LAUNCHED();
+    if (P.kv_extra[BR] > 0) {
+        nsak::kv_split_finish_kernel<DK, DV, BR><<<(unsigned)tiles, 256, 0, s>>>(p, sp);
+        NSA__LAUNCHED();
+    }
     return NSA_OK;
 }
 
@@ -626,15 +683,15 @@ static nsa_status bwd_typed(const nsa_config *cfg, const nsa_batch *, const Plan
     if (P.sz.v > 0) NSA__CK(cudaMemsetAsync(p.dv_acc, 0, (size_t)P.sz.v * 4, s));
     if (br & NSA_BRANCH_SLC) {
         if ((st = run_transpose(P, p, ws, s))) return st;
-        if ((st = run_kv<T, DK, DV, nsak::BR_SLC>(P, p, s))) return st;
+        if ((st = run_kv<T, DK, DV, nsak::BR_SLC>(P, p, ws, s))) return st;
     }
     if (br & NSA_BRANCH_WIN)
-        if ((st = run_kv<T, DK, DV, nsak::BR_WIN>(P, p, s))) return st;
+        if ((st = run_kv<T, DK, DV, nsak::BR_WIN>(P, p, ws, s))) return st;
     const bool cmp = (br & NSA_BRANCH_CMP) != 0;
     if (cmp && P.sz.k_cmp > 0) {
         NSA__CK(cudaMemsetAsync(p.dkc_acc, 0, (size_t)P.sz.k_cmp * 4, s));
         NSA__CK(cudaMemsetAsync(p.dvc_acc, 0, (size_t)P.sz.v_cmp * 4, s));
-        if ((st = run_kv<T, DK, DV, nsak::BR_CMP>(P, p, s))) return st;
+        if ((st = run_kv<T, DK, DV, nsak::BR_CMP>(P, p, ws, s))) return st;
     }
     /* 4. mean compression's backward, rounding */
     const bool fold = cmp && !cfg->caller_compressed && P.sz.k_cmp > 0;

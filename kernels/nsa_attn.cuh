@@ -23,6 +23,8 @@
 
 #include "nsa_tiles.cuh"
 
+#include <cub/block/block_scan.cuh>
+
 namespace nsak {
 
 /* A fragment of fp32 pairs as hi + lo in the storage type: the gradient
@@ -377,7 +379,7 @@ row_kernel(Params p, int mode, unsigned br_mask)
         } else { /* M_PREP: dg = dO . O_c, Delta = g dg */
             float sA = 0.f, sB = 0.f;
             const T *dA = (const T *)p.dout + rowA * DV, *dB = (const T *)p.dout + rowB * DV;
-#pragma unroll
+        #pragma unroll
             for (int nt = 0; nt < DV / 8; ++nt) {
                 int dcol = nt * 8 + 2 * (lane & 3);
                 if (vA) {
@@ -434,47 +436,173 @@ constexpr size_t row_smem()
 }
 
 /* ------------------------------------------------------------------------ */
-/* Key-centric kernel: dK, dV of one branch for 64 keys of one kv head. */
+/* Key-centric pass: dK, dV of one branch, 64 keys of one kv head a tile.
+
+   A tile's query rows are walked in chunks of NSA_KV_ROWS rows. Keys that many queries
+   see (selection block 0 and the local blocks, the first compressed
+   blocks) would leave one CTA walking most of the sequence alone, so a
+   tile's chunks are cut into segments of at most seg_len chunks, each its
+   own CTA: segment 0 adds into the fp32 accumulators, the others write a
+   partial that kv_split_finish_kernel then adds in segment order -- the
+   same sums in the same order on every run, no atomics. seg_start
+   (kv_split_count_kernel) is the exclusive prefix of the segment counts
+   over tiles (kv head major). */
+/* Query rows a key-centric CTA stages and multiplies at a time: four
+   16-row pieces, so each warp's S^T, dP^T run 8 independent mma chains. */
+#define NSA_KV_ROWS 64
+
+struct KvSplit {
+    const int64_t *seg_start; /* [Hkv * tiles + 1] */
+    int64_t tiles;            /* tiles per kv head */
+    int64_t seg_len;          /* chunks per segment */
+    float *part;              /* [extra segments][64][DK + DV] */
+};
+
+/* The keys a tile holds and the query rows that may see them. */
+struct KvTile {
+    int b, key0, key_end, nq, nk, pos0;
+    int64_t jg;     /* slc: the selection block (in the batch) */
+    int64_t rlo, rhi; /* cmp / win: flattened rows [rlo, rhi) */
+    int64_t e0, ne;   /* slc: entries of the transposed list  */
+    int64_t nch;      /* NSA_KV_ROWS-row chunks; 0 when the tile holds no key */
+};
+
+template <int BR>
+__device__ inline KvTile kv_tile(const Params &p, int64_t tile, int hkv)
+{
+    KvTile t;
+    t.jg = 0;
+    t.rlo = t.rhi = t.e0 = t.ne = t.nch = 0;
+    if (BR == BR_SLC) {
+        int subt = (p.lp + 63) / 64;
+        t.jg = tile / subt;
+        int sub = (int)(tile - t.jg * subt);
+        t.b = find_seq(p.pf[PF_SLC], p.B, t.jg);
+        int j = (int)(t.jg - p.pf[PF_SLC][t.b]);
+        int nk = p.cuk[t.b + 1] - p.cuk[t.b];
+        t.key0 = j * p.lp + sub * 64;
+        t.key_end = min(min(t.key0 + 64, j * p.lp + p.lp), nk);
+    } else if (BR == BR_WIN) {
+        t.b = find_seq(p.pf[PF_KEYT], p.B, tile);
+        int nk = p.cuk[t.b + 1] - p.cuk[t.b];
+        t.key0 = (int)(tile - p.pf[PF_KEYT][t.b]) * 64;
+        t.key_end = min(t.key0 + 64, nk);
+    } else {
+        t.b = find_seq(p.pf[PF_CMPT], p.B, tile);
+        int nk = p.cuk[t.b + 1] - p.cuk[t.b];
+        t.key0 = (int)(tile - p.pf[PF_CMPT][t.b]) * 64;
+        t.key_end = (int)min((int64_t)t.key0 + 64, nsa_cmp_blocks(nk, p.l, p.d));
+    }
+    t.nq = p.cuq[t.b + 1] - p.cuq[t.b];
+    t.nk = p.cuk[t.b + 1] - p.cuk[t.b];
+    t.pos0 = t.nk - t.nq;
+    if (t.key0 >= t.key_end) return t;
+    const int G = p.G;
+    if (BR == BR_WIN) {
+        int tlo = max(t.key0, t.pos0), thi = min(t.key_end - 1 + p.w - 1, t.nk - 1);
+        if (thi >= tlo) {
+            t.rlo = (int64_t)(tlo - t.pos0) * G;
+            t.rhi = (int64_t)(thi - t.pos0 + 1) * G;
+        }
+    } else if (BR == BR_CMP) {
+        int tlo = max((int)nsa_cmp_first_query(t.key0, p.l, p.d), t.pos0);
+        if (tlo <= t.nk - 1) {
+            t.rlo = (int64_t)(tlo - t.pos0) * G;
+            t.rhi = (int64_t)t.nq * G;
+        }
+    } else {
+        int64_t key = (int64_t)hkv * p.nsel_tot + t.jg;
+        t.e0 = p.tr_start[key];
+        t.ne = p.tr_start[key + 1] - t.e0;
+    }
+    t.nch = BR == BR_SLC ? cdiv64(t.ne * cdiv64((int64_t)p.bq * G, 16), NSA_KV_ROWS / 16)
+                         : cdiv64(t.rhi - t.rlo, NSA_KV_ROWS);
+    return t;
+}
+
+/* seg_start: the exclusive prefix of max(1, ceil(nch / seg_len)) over the
+   Hkv * tiles tiles, and its total last. One CTA of KV_SCAN_THREADS. */
+#define NSA_KV_SCAN_THREADS 1024
+template <int BR>
+__global__ void __launch_bounds__(NSA_KV_SCAN_THREADS) kv_split_count_kernel(Params p, KvSplit sp,
+                                                                           int64_t *seg_start)
+{
+    typedef cub::BlockScan<int64_t, NSA_KV_SCAN_THREADS> Scan;
+    __shared__ typename Scan::TempStorage tmp;
+    const int64_t n = (int64_t)p.Hkv * sp.tiles;
+    const int64_t per = cdiv64(n, NSA_KV_SCAN_THREADS);
+    const int64_t f0 = min(n, threadIdx.x * per), f1 = min(n, f0 + per);
+    auto nseg = [&](int64_t f) -> int64_t {
+        KvTile t = kv_tile<BR>(p, f % sp.tiles, (int)(f / sp.tiles));
+        return t.nch <= sp.seg_len ? 1 : cdiv64(t.nch, sp.seg_len);
+    };
+    int64_t sum = 0;
+    for (int64_t f = f0; f < f1; ++f) sum += nseg(f);
+    int64_t base, total;
+    Scan(tmp).ExclusiveSum(sum, base, total);
+    for (int64_t f = f0; f < f1; ++f) {
+        seg_start[f] = base;
+        base += nseg(f);
+    }
+    if (threadIdx.x == 0) seg_start[n] = total;
+}
+
+/* Adds each split tile's partials (segments 1, 2, ...) into the
+   accumulators, in segment order. One CTA per tile. */
+template <int DK, int DV, int BR>
+__global__ void __launch_bounds__(256) kv_split_finish_kernel(Params p, KvSplit sp)
+{
+    const int64_t f = blockIdx.x;
+    const int64_t s0 = sp.seg_start[f], nseg = sp.seg_start[f + 1] - s0;
+    if (nseg <= 1) return;
+    const int hkv = (int)(f / sp.tiles);
+    const KvTile t = kv_tile<BR>(p, f % sp.tiles, hkv);
+    const int nkeys = t.key_end - t.key0;
+    float *dka = BR == BR_CMP ? p.dkc_acc : p.dk_acc;
+    float *dva = BR == BR_CMP ? p.dvc_acc : p.dv_acc;
+    const int64_t kbase = BR == BR_CMP ? p.pf[PF_CMP][t.b] : (int64_t)p.cuk[t.b];
+    const float *part = sp.part + (s0 - f) * 64 * (DK + DV); /* segment 1's partial */
+    for (int e = threadIdx.x; e < nkeys * (DK + DV); e += blockDim.x) {
+        const int r = e / (DK + DV), c = e - r * (DK + DV);
+        const int64_t kg = kbase + t.key0 + r;
+        float *a = c < DK ? dka + (kg * p.Hkv + hkv) * DK + c
+                          : dva + (kg * p.Hkv + hkv) * DV + (c - DK);
+        float v = *a;
+        for (int64_t sg = 1; sg < nseg; ++sg) v += part[(sg - 1) * 64 * (DK + DV) + e];
+        *a = v;
+    }
+}
+
 template <typename T, int DK, int DV, int BR>
-__global__ void __launch_bounds__(128) kv_kernel(Params p)
+__global__ void __launch_bounds__(128) kv_kernel(Params p, KvSplit sp)
 {
     constexpr int LDK = DK + 8, LDV = DV + 8;
     extern __shared__ __align__(16) unsigned char smem_raw[];
     T *Ks = (T *)smem_raw;            /* [64][LDK] */
     T *Vs = Ks + 64 * LDK;            /* [64][LDV] */
-    T *Qs = Vs + 64 * LDV;            /* [2][16][LDK] */
-    T *Os = Qs + 2 * 16 * LDK;        /* [2][16][LDV] */
-    float *info = (float *)(Os + 2 * 16 * LDV); /* [2][4][16]: lse2, delta, g, t */
+    constexpr int RC = NSA_KV_ROWS, RH = 32;
+    T *Qs = Vs + 64 * LDV;            /* [2][RC][LDK] */
+    T *Os = Qs + 2 * RC * LDK;        /* [2][RC][LDV] */
+    float *info = (float *)(Os + 2 * RC * LDV); /* [2][4][RC]: lse2, delta, g, t */
     const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
-    const int hkv = blockIdx.y;
     const int G = p.G;
 
-    int b, key0, key_end; /* keys (or blocks) [key0, key_end) of the sequence */
-    int64_t jg = 0;
-    if (BR == BR_SLC) {
-        int subt = (p.lp + 63) / 64;
-        jg = blockIdx.x / subt;
-        int sub = blockIdx.x - (int)jg * subt;
-        b = find_seq(p.pf[PF_SLC], p.B, jg);
-        int j = (int)(jg - p.pf[PF_SLC][b]);
-        int nk = p.cuk[b + 1] - p.cuk[b];
-        key0 = j * p.lp + sub * 64;
-        key_end = min(min(key0 + 64, j * p.lp + p.lp), nk);
-    } else if (BR == BR_WIN) {
-        b = find_seq(p.pf[PF_KEYT], p.B, blockIdx.x);
-        int nk = p.cuk[b + 1] - p.cuk[b];
-        key0 = (int)(blockIdx.x - p.pf[PF_KEYT][b]) * 64;
-        key_end = min(key0 + 64, nk);
-    } else {
-        b = find_seq(p.pf[PF_CMPT], p.B, blockIdx.x);
-        int nk = p.cuk[b + 1] - p.cuk[b];
-        key0 = (int)(blockIdx.x - p.pf[PF_CMPT][b]) * 64;
-        key_end = (int)min((int64_t)key0 + 64, nsa_cmp_blocks(nk, p.l, p.d));
+    /* this CTA's tile and segment: the last f with seg_start[f] <= x */
+    const int64_t x = blockIdx.x, ntot = (int64_t)p.Hkv * sp.tiles;
+    if (x >= sp.seg_start[ntot]) return;
+    int64_t flo = 0, fhi = ntot - 1;
+    while (flo < fhi) {
+        int64_t mid = (flo + fhi + 1) >> 1;
+        if (sp.seg_start[mid] <= x) flo = mid;
+        else fhi = mid - 1;
     }
-    if (key0 >= key_end) return;
+    const int64_t seg = x - sp.seg_start[flo];
+    const int hkv = (int)(flo / sp.tiles);
+    const KvTile t = kv_tile<BR>(p, flo % sp.tiles, hkv);
+    if (t.key0 >= t.key_end) return;
+    const int b = t.b, key0 = t.key0, key_end = t.key_end;
     const int64_t qs = p.cuq[b];
-    const int nq = p.cuq[b + 1] - (int)qs, nk = p.cuk[b + 1] - p.cuk[b];
-    const int pos0 = nk - nq;
+    const int nq = t.nq, pos0 = t.pos0;
 
     const T *kb, *vb;
     int64_t kst, vst;
@@ -498,36 +626,26 @@ __global__ void __launch_bounds__(128) kv_kernel(Params p)
         return r < nkeys ? vb + (int64_t)(key0 + r) * vst : nullptr; }, tid, 128);
     cp_commit();
 
-    /* the query rows that may see these keys */
-    int64_t rlo = 0, rhi = 0; /* cmp / win: flattened rows [rlo, rhi) */
-    int64_t e0 = 0, ne = 0;   /* slc: entries of the transposed list  */
+    const int64_t rlo = t.rlo, rhi = t.rhi, e0 = t.e0, ne = t.ne;
     const int tpu = (int)cdiv64((int64_t)p.bq * G, 16);
-    if (BR == BR_WIN) {
-        int tlo = max(key0, pos0), thi = min(key_end - 1 + p.w - 1, nk - 1);
-        if (thi >= tlo) { rlo = (int64_t)(tlo - pos0) * G; rhi = (int64_t)(thi - pos0 + 1) * G; }
-    } else if (BR == BR_CMP) {
-        int tlo = max((int)nsa_cmp_first_query(key0, p.l, p.d), pos0);
-        if (tlo <= nk - 1) { rlo = (int64_t)(tlo - pos0) * G; rhi = (int64_t)nq * G; }
-    } else {
-        int64_t key = (int64_t)hkv * p.nsel_tot + jg;
-        e0 = p.tr_start[key];
-        ne = p.tr_start[key + 1] - e0;
-    }
-    const int64_t nch = BR == BR_SLC ? ne * tpu : cdiv64(rhi - rlo, 16);
+    const int64_t cbeg = seg * sp.seg_len, cend = min(t.nch, cbeg + sp.seg_len);
 
-    /* flattened row of chunk c, row r: returns false if none */
+    /* flattened row of chunk c, row r: returns false if none. A selected
+       block's chunk holds RC / 16 units of 16 rows (a unit's bq * G rows
+       padded to whole 16-row pieces, tpu pieces a unit). */
     auto rowof = [&](int64_t c, int r, int &tok, int &g) -> bool {
         int64_t f, fmax;
         int tok_off;
         if (BR == BR_SLC) {
-            int64_t e = c / tpu;
+            const int64_t sc = c * (RC / 16) + r / 16, e = sc / tpu;
+            if (e >= ne) return false;
             int u = (int)(p.tr_units[e0 + e] - p.pf[PF_UNIT][b]);
             tok_off = u * p.bq;
-            f = (c - e * tpu) * 16 + r;
+            f = (sc - e * tpu) * 16 + (r & 15);
             fmax = (int64_t)min(p.bq, nq - tok_off) * G;
         } else {
             tok_off = 0;
-            f = rlo + c * 16 + r;
+            f = rlo + c * RC + r;
             fmax = rhi;
         }
         if (f >= fmax) return false;
@@ -536,30 +654,30 @@ __global__ void __launch_bounds__(128) kv_kernel(Params p)
         return true;
     };
     auto load = [&](int64_t c, int buf) {
-        T *qd = Qs + buf * 16 * LDK, *od = Os + buf * 16 * LDV;
-        stage_rows<DK, LDK>(qd, 16, [&](int r) -> const T * {
+        T *qd = Qs + buf * RC * LDK, *od = Os + buf * RC * LDV;
+        stage_rows<DK, LDK>(qd, RC, [&](int r) -> const T * {
             int tok, g;
             if (!rowof(c, r, tok, g)) return nullptr;
             return (const T *)p.q + (qs + tok) * p.qst + (int64_t)(hkv * G + g) * p.qsh; }, tid, 128);
-        stage_rows<DV, LDV>(od, 16, [&](int r) -> const T * {
+        stage_rows<DV, LDV>(od, RC, [&](int r) -> const T * {
             int tok, g;
             if (!rowof(c, r, tok, g)) return nullptr;
             return (const T *)p.dout + ((qs + tok) * p.H + hkv * G + g) * DV; }, tid, 128);
         cp_commit();
-        if (tid < 16) {
+        if (tid < RC) {
             int tok, g;
-            float *inf = info + buf * 64;
+            float *inf = info + buf * 4 * RC;
             if (rowof(c, tid, tok, g)) {
                 int64_t row = (qs + tok) * p.H + hkv * G + g;
                 inf[tid] = p.lse[BR][row] * NSA_LOG2E;
-                inf[16 + tid] = p.delta[BR][row];
-                inf[32 + tid] = gate_of<T>(p, row, BR);
-                inf[48 + tid] = __int_as_float(pos0 + tok);
+                inf[RC + tid] = p.delta[BR][row];
+                inf[2 * RC + tid] = gate_of<T>(p, row, BR);
+                inf[3 * RC + tid] = __int_as_float(pos0 + tok);
             } else {
                 inf[tid] = INFINITY;
-                inf[16 + tid] = 0.f;
-                inf[32 + tid] = 0.f;
-                inf[48 + tid] = __int_as_float(-1);
+                inf[RC + tid] = 0.f;
+                inf[2 * RC + tid] = 0.f;
+                inf[3 * RC + tid] = __int_as_float(-1);
             }
         }
     };
@@ -574,83 +692,91 @@ __global__ void __launch_bounds__(128) kv_kernel(Params p)
     const int sA = key0 + kw0 + (lane >> 2), sB = sA + 8;
     const bool kvA = sA < key_end, kvB = sB < key_end;
 
-    if (nch > 0) load(0, 0);
-    for (int64_t c = 0; c < nch; ++c) {
-        if (c + 1 < nch) { load(c + 1, (int)((c + 1) & 1)); cp_wait<1>(); }
+    if (cbeg < cend) load(cbeg, 0);
+    for (int64_t c = cbeg; c < cend; ++c) {
+        const int buf = (int)((c - cbeg) & 1);
+        if (c + 1 < cend) { load(c + 1, buf ^ 1); cp_wait<1>(); }
         else cp_wait<0>();
         __syncthreads();
-        const T *Qc = Qs + (c & 1) * 16 * LDK, *Oc = Os + (c & 1) * 16 * LDV;
-        const float *inf = info + (c & 1) * 64;
-        if (wactive) {
-            float St[2][4] = {{0.f, 0.f, 0.f, 0.f}, {0.f, 0.f, 0.f, 0.f}};
-            float dPt[2][4] = {{0.f, 0.f, 0.f, 0.f}, {0.f, 0.f, 0.f, 0.f}};
+        const T *Qc = Qs + buf * RC * LDK, *Oc = Os + buf * RC * LDV;
+        const float *inf = info + buf * 4 * RC;
+        /* RH rows at a time: S^T and dP^T of the warp's 16 keys in one loop
+           (2 * RH / 8 independent mma chains), then their products */
+#pragma unroll 1
+        for (int rh = 0; wactive && rh < RC; rh += RH) {
+            float St[RH / 8][4], dPt[RH / 8][4];
+#pragma unroll
+            for (int nt = 0; nt < RH / 8; ++nt)
+#pragma unroll
+                for (int e = 0; e < 4; ++e) St[nt][e] = dPt[nt][e] = 0.f;
+            static_assert(DK % 32 == 0 && DV % 32 == 0 && DK >= DV, "head dims");
 #pragma unroll
             for (int kp = 0; kp < DK / 32; ++kp) {
-                uint32_t a0[4], a1[4];
+                uint32_t a0[4], a1[4], c0[4], c1[4];
                 lda<LDK>(a0, Ks, kw0, kp * 32, lane);
                 lda<LDK>(a1, Ks, kw0, kp * 32 + 16, lane);
+                if (kp < DV / 32) {
+                    lda<LDV>(c0, Vs, kw0, kp * 32, lane);
+                    lda<LDV>(c1, Vs, kw0, kp * 32 + 16, lane);
+                }
 #pragma unroll
-                for (int nt = 0; nt < 2; ++nt) {
+                for (int nt = 0; nt < RH / 8; ++nt) {
                     uint32_t bb[4];
-                    ldb_nk<LDK>(bb, Qc, nt * 8, kp * 32, lane);
+                    ldb_nk<LDK>(bb, Qc, rh + nt * 8, kp * 32, lane);
                     mma<T>(St[nt], a0, bb[0], bb[1]);
                     mma<T>(St[nt], a1, bb[2], bb[3]);
+                    if (kp < DV / 32) {
+                        ldb_nk<LDV>(bb, Oc, rh + nt * 8, kp * 32, lane);
+                        mma<T>(dPt[nt], c0, bb[0], bb[1]);
+                        mma<T>(dPt[nt], c1, bb[2], bb[3]);
+                    }
                 }
             }
+            /* in place: St becomes g P, dPt becomes dS = P (g dP - Delta) */
 #pragma unroll
-            for (int kp = 0; kp < DV / 32; ++kp) {
-                uint32_t a0[4], a1[4];
-                lda<LDV>(a0, Vs, kw0, kp * 32, lane);
-                lda<LDV>(a1, Vs, kw0, kp * 32 + 16, lane);
-#pragma unroll
-                for (int nt = 0; nt < 2; ++nt) {
-                    uint32_t bb[4];
-                    ldb_nk<LDV>(bb, Oc, nt * 8, kp * 32, lane);
-                    mma<T>(dPt[nt], a0, bb[0], bb[1]);
-                    mma<T>(dPt[nt], a1, bb[2], bb[3]);
-                }
-            }
-            float Pg[2][4], dS[2][4];
-#pragma unroll
-            for (int nt = 0; nt < 2; ++nt)
+            for (int nt = 0; nt < RH / 8; ++nt)
 #pragma unroll
                 for (int e = 0; e < 4; ++e) {
-                    int col = nt * 8 + 2 * (lane & 3) + (e & 1);
+                    int col = rh + nt * 8 + 2 * (lane & 3) + (e & 1);
                     int s = e < 2 ? sA : sB;
                     bool kv = e < 2 ? kvA : kvB;
-                    int t = __float_as_int(inf[48 + col]);
+                    int t = __float_as_int(inf[3 * RC + col]);
                     bool ok = kv && t >= 0 && visible(p, BR, t, s);
                     float pr = ok ? exp2f(St[nt][e] * p.sl2 - inf[col]) : 0.f;
-                    float g = inf[32 + col];
-                    Pg[nt][e] = pr * g;
-                    dS[nt][e] = pr * (g * dPt[nt][e] - inf[16 + col]);
+                    float g = inf[2 * RC + col];
+                    St[nt][e] = pr * g;
+                    dPt[nt][e] = pr * (g * dPt[nt][e] - inf[RC + col]);
                 }
-            uint32_t pa[4], pl[4], sa[4], sl[4];
-            split2<T>(Pg[0][0], Pg[0][1], pa[0], pl[0]);
-            split2<T>(Pg[0][2], Pg[0][3], pa[1], pl[1]);
-            split2<T>(Pg[1][0], Pg[1][1], pa[2], pl[2]);
-            split2<T>(Pg[1][2], Pg[1][3], pa[3], pl[3]);
-            split2<T>(dS[0][0], dS[0][1], sa[0], sl[0]);
-            split2<T>(dS[0][2], dS[0][3], sa[1], sl[1]);
-            split2<T>(dS[1][0], dS[1][1], sa[2], sl[2]);
-            split2<T>(dS[1][2], dS[1][3], sa[3], sl[3]);
+            /* dV += (g P)^T dO, dK += dS^T Q, 16 rows a step */
 #pragma unroll
-            for (int np = 0; np < DV / 16; ++np) {
-                uint32_t bb[4];
-                ldb_kn<LDV>(bb, Oc, 0, np * 16, lane);
-                mma<T>(dv[2 * np], pa, bb[0], bb[1]);
-                mma<T>(dv[2 * np + 1], pa, bb[2], bb[3]);
-                mma<T>(dv[2 * np], pl, bb[0], bb[1]);
-                mma<T>(dv[2 * np + 1], pl, bb[2], bb[3]);
-            }
+            for (int kk = 0; kk < RH / 16; ++kk) {
+                uint32_t pa[4], pl[4], sa[4], sl[4];
+                split2<T>(St[2 * kk][0], St[2 * kk][1], pa[0], pl[0]);
+                split2<T>(St[2 * kk][2], St[2 * kk][3], pa[1], pl[1]);
+                split2<T>(St[2 * kk + 1][0], St[2 * kk + 1][1], pa[2], pl[2]);
+                split2<T>(St[2 * kk + 1][2], St[2 * kk + 1][3], pa[3], pl[3]);
+                split2<T>(dPt[2 * kk][0], dPt[2 * kk][1], sa[0], sl[0]);
+                split2<T>(dPt[2 * kk][2], dPt[2 * kk][3], sa[1], sl[1]);
+                split2<T>(dPt[2 * kk + 1][0], dPt[2 * kk + 1][1], sa[2], sl[2]);
+                split2<T>(dPt[2 * kk + 1][2], dPt[2 * kk + 1][3], sa[3], sl[3]);
 #pragma unroll
-            for (int np = 0; np < DK / 16; ++np) {
-                uint32_t bb[4];
-                ldb_kn<LDK>(bb, Qc, 0, np * 16, lane);
-                mma<T>(dk[2 * np], sa, bb[0], bb[1]);
-                mma<T>(dk[2 * np + 1], sa, bb[2], bb[3]);
-                mma<T>(dk[2 * np], sl, bb[0], bb[1]);
-                mma<T>(dk[2 * np + 1], sl, bb[2], bb[3]);
+                for (int np = 0; np < DV / 16; ++np) {
+                    uint32_t bb[4];
+                    ldb_kn<LDV>(bb, Oc, rh + kk * 16, np * 16, lane);
+                    mma<T>(dv[2 * np], pa, bb[0], bb[1]);
+                    mma<T>(dv[2 * np + 1], pa, bb[2], bb[3]);
+                    mma<T>(dv[2 * np], pl, bb[0], bb[1]);
+                    mma<T>(dv[2 * np + 1], pl, bb[2], bb[3]);
+                }
+#pragma unroll
+                for (int np = 0; np < DK / 16; ++np) {
+                    uint32_t bb[4];
+                    ldb_kn<LDK>(bb, Qc, rh + kk * 16, np * 16, lane);
+                    mma<T>(dk[2 * np], sa, bb[0], bb[1]);
+                    mma<T>(dk[2 * np + 1], sa, bb[2], bb[3]);
+                    mma<T>(dk[2 * np], sl, bb[0], bb[1]);
+                    mma<T>(dk[2 * np + 1], sl, bb[2], bb[3]);
+                }
             }
         }
         __syncthreads();
@@ -659,25 +785,42 @@ __global__ void __launch_bounds__(128) kv_kernel(Params p)
     float *dka = BR == BR_CMP ? p.dkc_acc : p.dk_acc;
     float *dva = BR == BR_CMP ? p.dvc_acc : p.dv_acc;
     int64_t kbase = BR == BR_CMP ? p.pf[PF_CMP][b] : (int64_t)p.cuk[b];
+    /* segment 0 adds into the accumulators; segment s > 0 writes partial
+       s - 1 of its tile (rows: the tile's keys, columns: dK then dV) */
+    float *part = seg == 0 ? nullptr
+                : sp.part + (sp.seg_start[flo] - flo + seg - 1) * 64 * (DK + DV);
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
         if (!(h ? kvB : kvA)) continue;
+        const int r = kw0 + (lane >> 2) + 8 * h;
         int64_t kg = kbase + (h ? sB : sA);
 #pragma unroll
         for (int nt = 0; nt < DK / 8; ++nt) {
-            float2 *q2 = (float2 *)(dka + (kg * p.Hkv + hkv) * DK + nt * 8 + 2 * (lane & 3));
-            float2 a = *q2;
-            a.x += dk[nt][2 * h] * p.sc;
-            a.y += dk[nt][2 * h + 1] * p.sc;
-            *q2 = a;
+            float2 v = make_float2(dk[nt][2 * h] * p.sc, dk[nt][2 * h + 1] * p.sc);
+            const int c = nt * 8 + 2 * (lane & 3);
+            if (part) {
+                *(float2 *)(part + r * (DK + DV) + c) = v;
+            } else {
+                float2 *q2 = (float2 *)(dka + (kg * p.Hkv + hkv) * DK + c);
+                float2 a = *q2;
+                a.x += v.x;
+                a.y += v.y;
+                *q2 = a;
+            }
         }
 #pragma unroll
         for (int nt = 0; nt < DV / 8; ++nt) {
-            float2 *q2 = (float2 *)(dva + (kg * p.Hkv + hkv) * DV + nt * 8 + 2 * (lane & 3));
-            float2 a = *q2;
-            a.x += dv[nt][2 * h];
-            a.y += dv[nt][2 * h + 1];
-            *q2 = a;
+            float2 v = make_float2(dv[nt][2 * h], dv[nt][2 * h + 1]);
+            const int c = nt * 8 + 2 * (lane & 3);
+            if (part) {
+                *(float2 *)(part + r * (DK + DV) + DK + c) = v;
+            } else {
+                float2 *q2 = (float2 *)(dva + (kg * p.Hkv + hkv) * DV + c);
+                float2 a = *q2;
+                a.x += v.x;
+                a.y += v.y;
+                *q2 = a;
+            }
         }
     }
 }
@@ -685,8 +828,8 @@ __global__ void __launch_bounds__(128) kv_kernel(Params p)
 template <int DK, int DV>
 constexpr size_t kv_smem()
 {
-    return (size_t)(64 * (DK + 8) + 64 * (DV + 8) + 2 * 16 * (DK + 8) + 2 * 16 * (DV + 8)) * 2 +
-           2 * 64 * sizeof(float);
+    return (size_t)(64 * (DK + 8) + 64 * (DV + 8) + 2 * NSA_KV_ROWS * (DK + 8 + DV + 8)) * 2 +
+           2 * 4 * NSA_KV_ROWS * sizeof(float);
 }
 
 } /* namespace nsak */
