@@ -416,24 +416,17 @@ static nsa_status run_rows(const Plan &P, const nsak::Params &p, int mode, unsig
     int64_t tiles = P.tot[slc ? nsak::PF_UNITT : nsak::PF_ROWT];
     if (tiles == 0) return NSA_OK;
     dim3 grid((unsigned)tiles, (unsigned)P.Hkv);
-    if (slc && mode != nsak::M_PREP && !dq) {
+    if (slc && !dq) {
         constexpr int NS = NSA_SLC_STAGES;
         size_t sm = nsak::slc_fwd_smem<DK, DV, NS>();
         auto k = nsak::slc_fwd_kernel<T, DK, DV, NS>;
         if ((st = set_smem(k, sm))) return st;
         k<<<grid, 32, sm, s>>>(p, mode);
     } else if (slc) {
-        if (dq) {
-            size_t sm = nsak::row_smem<DK, DV, 1, true, true>();
-            auto k = nsak::row_kernel<T, DK, DV, 1, true, true>;
-            if ((st = set_smem(k, sm))) return st;
-            k<<<grid, 32, sm, s>>>(p, mode, br);
-        } else {
-            size_t sm = nsak::row_smem<DK, DV, 1, true, false>();
-            auto k = nsak::row_kernel<T, DK, DV, 1, true, false>;
-            if ((st = set_smem(k, sm))) return st;
-            k<<<grid, 32, sm, s>>>(p, mode, br);
-        }
+        size_t sm = nsak::row_smem<DK, DV, 1, true, true>();
+        auto k = nsak::row_kernel<T, DK, DV, 1, true, true>;
+        if ((st = set_smem(k, sm))) return st;
+        k<<<grid, 32, sm, s>>>(p, mode, br);
     } else {
         constexpr int NW = NSA_ROW_WARPS;
         if (dq) {

@@ -388,23 +388,27 @@ static void run_preset(const Ctx &c, const char *name, nsa_config cfg, int T, in
     float t_slc = median_ms([&] { CN(nsa_cuda_attend_slc(&cfg, &x, sv.sel_idx, sv.sel_count, ob, lb, ws, wsb, 0)); }, reps);
     float t_cmp = median_ms([&] { CN(nsa_cuda_attend_cmp(&cfg, &x, sv.k_cmp, sv.v_cmp, ob, lb, ws, wsb, 0)); }, reps);
     float t_win = median_ms([&] { CN(nsa_cuda_attend_win(&cfg, &x, ob, lb, ws, wsb, 0)); }, reps);
+    /* the backward alone, whole and one branch at a time (each after its
+       own forward, which saved what the backward reads). Floors: 2.5x the
+       forward's useful FLOPs (the FlashAttention convention); the selected
+       branch at least gathers its K/V blocks once more (for dQ) and reads
+       Q and dO once per chosen block (a quarter of those bytes when
+       G = 16 heads share a block), 1.25x the forward's gather. */
+    struct { const char *what; unsigned br; double floor; float ms; } bs[] = {
+        {"bwd", cfg.branches, 0, 0.f},
+        {"bwd_stage_cmp", NSA_BRANCH_CMP, 2.5 * f_cmp / pk, 0.f},
+        {"bwd_stage_slc", NSA_BRANCH_SLC,
+         std::max(2.5 * fl.keys[1] * 4.0 * D / pk, 1.25 * fl_slc), 0.f},
+        {"bwd_stage_win", NSA_BRANCH_WIN, 2.5 * f_win / pk, 0.f}};
+    bs[0].floor = bs[1].floor + bs[2].floor + bs[3].floor;
     float t_fb = 0.f;
-    double fl_fb = fl_fwd + 2.5 * (f_cmp + f_win + fl.keys[1] * 4.0 * D) / pk;
+    const double fl_fb = fl_fwd + bs[0].floor;
     if (bwd)
         t_fb = median_ms([&] {
             CN(nsa_cuda_forward(&cfg, &x, NULL, o, &sv, ws, wsb, 0));
             CN(nsa_cuda_backward(&cfg, &x, NULL, d_o, &sv, &gr, ws, wsb, 0));
         }, reps > 10 && T >= 65536 ? 10 : reps);
 
-    /* the backward alone, whole and one branch at a time (each after its
-       own forward, which saved what the backward reads) */
-    struct { const char *what; unsigned br; double floor; float ms; } bs[] = {
-        {"bwd", cfg.branches, 0, 0.f},
-        {"bwd_stage_cmp", NSA_BRANCH_CMP, 2.5 * f_cmp / pk, 0.f},
-        {"bwd_stage_slc", NSA_BRANCH_SLC,
-         std::max(2.5 * fl.keys[1] * 4.0 * D / pk, 2 * fl_slc), 0.f},
-        {"bwd_stage_win", NSA_BRANCH_WIN, 2.5 * f_win / pk, 0.f}};
-    bs[0].floor = bs[1].floor + bs[2].floor + bs[3].floor;
     if (bwd)
         for (auto &b : bs) {
             if (!(cfg.branches & b.br)) continue;

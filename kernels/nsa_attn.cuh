@@ -184,6 +184,42 @@ __device__ inline void store_gated(const Params &p, int br, bool fin, bool prev,
     }
 }
 
+/* The backward's per-row terms of one branch from its recomputed output
+   O_c = acc * i (M_PREP): dg_c = dO . O_c, Delta_c = g_c dg_c (the
+   FlashAttention form, normalized probabilities). */
+template <typename T, int DV>
+__device__ inline void store_delta(const Params &p, int br, bool vA, bool vB, int64_t rowA,
+                                   int64_t rowB, float iA, float iB,
+                                   const float (&acc)[DV / 8][4], int lane)
+{
+    float sA = 0.f, sB = 0.f;
+    const T *dA = (const T *)p.dout + rowA * DV, *dB = (const T *)p.dout + rowB * DV;
+#pragma unroll
+    for (int nt = 0; nt < DV / 8; ++nt) {
+        int dcol = nt * 8 + 2 * (lane & 3);
+        if (vA) {
+            float2 x = Ty<T>::unpack(*(const uint32_t *)(dA + dcol));
+            sA += x.x * (acc[nt][0] * iA) + x.y * (acc[nt][1] * iA);
+        }
+        if (vB) {
+            float2 x = Ty<T>::unpack(*(const uint32_t *)(dB + dcol));
+            sB += x.x * (acc[nt][2] * iB) + x.y * (acc[nt][3] * iB);
+        }
+    }
+    sA = quad_sum(sA);
+    sB = quad_sum(sB);
+    if ((lane & 3) == 0) {
+        if (vA) {
+            p.delta[br][rowA] = gate_of<T>(p, rowA, br) * sA;
+            if (p.dgates) ((T *)p.dgates)[rowA * 3 + br] = Ty<T>::from_f(sA);
+        }
+        if (vB) {
+            p.delta[br][rowB] = gate_of<T>(p, rowB, br) * sB;
+            if (p.dgates) ((T *)p.dgates)[rowB * 3 + br] = Ty<T>::from_f(sB);
+        }
+    }
+}
+
 /* K / V stages of a row kernel: the compressed and window passes stream
    long key ranges at one CTA per SM and keep NSA_ROW_STAGES in flight; the
    one-warp selected-branch CTAs and dQ keep two, so that more of them fit
@@ -376,33 +412,9 @@ row_kernel(Params p, int mode, unsigned br_mask)
             if constexpr (!DQ)
                 store_gated<T, DV>(p, br, p.final_out && (unsigned)br == last_br, prev, vA, vB,
                                    rowA, rowB, iA, iB, acc, lane);
-        } else { /* M_PREP: dg = dO . O_c, Delta = g dg */
-            float sA = 0.f, sB = 0.f;
-            const T *dA = (const T *)p.dout + rowA * DV, *dB = (const T *)p.dout + rowB * DV;
-        #pragma unroll
-            for (int nt = 0; nt < DV / 8; ++nt) {
-                int dcol = nt * 8 + 2 * (lane & 3);
-                if (vA) {
-                    float2 x = Ty<T>::unpack(*(const uint32_t *)(dA + dcol));
-                    sA += x.x * (acc[nt][0] * iA) + x.y * (acc[nt][1] * iA);
-                }
-                if (vB) {
-                    float2 x = Ty<T>::unpack(*(const uint32_t *)(dB + dcol));
-                    sB += x.x * (acc[nt][2] * iB) + x.y * (acc[nt][3] * iB);
-                }
-            }
-            sA = quad_sum(sA);
-            sB = quad_sum(sB);
-            if ((lane & 3) == 0) {
-                if (vA) {
-                    p.delta[br][rowA] = gate_of<T>(p, rowA, br) * sA;
-                    if (p.dgates) ((T *)p.dgates)[rowA * 3 + br] = Ty<T>::from_f(sA);
-                }
-                if (vB) {
-                    p.delta[br][rowB] = gate_of<T>(p, rowB, br) * sB;
-                    if (p.dgates) ((T *)p.dgates)[rowB * 3 + br] = Ty<T>::from_f(sB);
-                }
-            }
+        } else {
+            if constexpr (!DQ)
+                store_delta<T, DV>(p, br, vA, vB, rowA, rowB, iA, iB, acc, lane);
         }
         prev = true;
     }

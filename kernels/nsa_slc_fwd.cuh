@@ -29,8 +29,9 @@ constexpr size_t slc_fwd_smem()
     return (size_t)(16 * (DK + 8) + NS * NSA_KN * (DK + 8) + NS * NSA_KN * (DV + 8)) * 2;
 }
 
-/* mode: M_FWD (gated into the output) or M_STAGE (this branch's O and lse
-   alone, fp32, for nsa_cuda_attend_slc). */
+/* mode: M_FWD (gated into the output), M_STAGE (this branch's O and lse
+   alone, fp32, for nsa_cuda_attend_slc) or M_PREP (the backward's Delta
+   and dg from the recomputed O, store_delta). */
 template <typename T, int DK, int DV, int NS>
 __global__ void __launch_bounds__(32) slc_fwd_kernel(Params p, int mode)
 {
@@ -99,11 +100,15 @@ __global__ void __launch_bounds__(32) slc_fwd_kernel(Params p, int mode)
 
     lA = quad_sum(lA);
     lB = quad_sum(lB);
+    const float iA = inv_sum(lA), iB = inv_sum(lB);
+    if (mode == M_PREP) {
+        store_delta<T, DV>(p, BR_SLC, vA, vB, rowA, rowB, iA, iB, acc, lane);
+        return;
+    }
     if ((lane & 3) == 0) {
         if (vA) p.lse[BR_SLC][rowA] = lse_of(mA, lA);
         if (vB) p.lse[BR_SLC][rowB] = lse_of(mB, lB);
     }
-    const float iA = inv_sum(lA), iB = inv_sum(lB);
     if (mode == M_STAGE) {
 #pragma unroll
         for (int nt = 0; nt < DV / 8; ++nt) {
