@@ -450,17 +450,19 @@ constexpr size_t row_smem()
 /* ------------------------------------------------------------------------ */
 /* Key-centric pass: dK, dV of one branch, 64 keys of one kv head a tile.
 
-   A tile's query rows are walked in chunks of NSA_KV_ROWS rows. Keys that many queries
-   see (selection block 0 and the local blocks, the first compressed
-   blocks) would leave one CTA walking most of the sequence alone, so a
-   tile's chunks are cut into segments of at most seg_len chunks, each its
-   own CTA: segment 0 adds into the fp32 accumulators, the others write a
-   partial that kv_split_finish_kernel then adds in segment order -- the
-   same sums in the same order on every run, no atomics. seg_start
-   (kv_split_count_kernel) is the exclusive prefix of the segment counts
-   over tiles (kv head major). */
-/* Query rows a key-centric CTA stages and multiplies at a time: four
-   16-row pieces, so each warp's S^T, dP^T run 8 independent mma chains. */
+   A tile's query rows are walked in chunks of NSA_KV_ROWS rows. Keys that
+   many queries see (selection block 0 and the local blocks, the first
+   compressed blocks) would leave one CTA walking most of the sequence
+   alone, so a tile's chunks are cut into segments of at most seg_len
+   chunks, each its own CTA: segment 0 adds into the fp32 accumulators, the
+   others write a partial that kv_split_finish_kernel then adds in segment
+   order -- the same sums in the same order on every run, no atomics.
+   seg_start (kv_split_count_kernel) is the exclusive prefix of the segment
+   counts over tiles (kv head major). */
+
+/* Query rows a key-centric CTA stages at a time (one pair of barriers per
+   chunk); its warps multiply them 32 rows at a time, S^T and dP^T
+   interleaved: 8 independent mma chains. */
 #define NSA_KV_ROWS 64
 
 struct KvSplit {
