@@ -53,11 +53,11 @@ __device__ inline float inv_sum(float l) { return l == 0.f ? 0.f : 1.f / l; }
 
 /* S = Q K^T: qa holds the warp's Q rows as A fragments, Kc the chunk's keys
    [KN][LDK] in shared memory. */
-template <typename T, int DK, int LDK>
-__device__ inline void qk_chunk(float (&S)[NSA_KN / 8][4], const uint32_t (&qa)[DK / 16][4],
+template <typename T, int DK, int LDK, int NT>
+__device__ inline void qk_chunk(float (&S)[NT][4], const uint32_t (&qa)[DK / 16][4],
                                 const T *Kc, int lane)
 {
-    constexpr int KN = NSA_KN;
+    constexpr int KN = NT * 8;
 #pragma unroll
     for (int nt = 0; nt < KN / 8; ++nt) S[nt][0] = S[nt][1] = S[nt][2] = S[nt][3] = 0.f;
     /* for each 32 of the head dim, the KN/8 accumulators are independent:
@@ -77,10 +77,11 @@ __device__ inline void qk_chunk(float (&S)[NSA_KN / 8][4], const uint32_t (&qa)[
 /* Logits to log2 units; -inf where the key is past the chunk's cnt keys or
    not visible to the row's position (branch rules, visible()). whole: every
    key is visible to every row. */
-__device__ inline void mask_chunk(const Params &p, int br, float (&S)[NSA_KN / 8][4], int s0,
+template <int NT>
+__device__ inline void mask_chunk(const Params &p, int br, float (&S)[NT][4], int s0,
                                   int cnt, bool whole, int tA, int tB, int lane)
 {
-    constexpr int KN = NSA_KN;
+    constexpr int KN = NT * 8;
     if (whole) {
 #pragma unroll
         for (int nt = 0; nt < KN / 8; ++nt)
@@ -102,12 +103,12 @@ __device__ inline void mask_chunk(const Params &p, int br, float (&S)[NSA_KN / 8
 /* Online softmax (FlashAttention-2, log2 domain): running max m, running sum
    l and O (acc) rescaled by the change of max, then O += P V, Vc the chunk's
    values [KN][LDV]. Rows A and B are the lane's rows lane/4 and lane/4 + 8. */
-template <typename T, int DV, int LDV>
-__device__ inline void softmax_pv_chunk(float (&S)[NSA_KN / 8][4], const T *Vc, float &mA,
+template <typename T, int DV, int LDV, int NT>
+__device__ inline void softmax_pv_chunk(float (&S)[NT][4], const T *Vc, float &mA,
                                         float &mB, float &lA, float &lB,
                                         float (&acc)[DV / 8][4], int lane)
 {
-    constexpr int KN = NSA_KN;
+    constexpr int KN = NT * 8;
     float xA = -INFINITY, xB = -INFINITY;
 #pragma unroll
     for (int nt = 0; nt < KN / 8; ++nt) {
@@ -229,6 +230,15 @@ __host__ __device__ constexpr int row_stages(bool slc, bool dq)
     return (slc || dq) ? 2 : NSA_ROW_STAGES;
 }
 
+/* Keys a row kernel stages and multiplies at a time: the forward's
+   compressed and window passes take NSA_ROW_KN (more mma per softmax
+   rescale and per barrier); the selected branch's 64-key blocks and the
+   dQ pass (which also holds dP) keep NSA_KN. */
+__host__ __device__ constexpr int row_kn(bool slc, bool dq)
+{
+    return (slc || dq) ? NSA_KN : NSA_ROW_KN;
+}
+
 /* ------------------------------------------------------------------------ */
 /* Row-centric kernel: forward (M_STAGE / M_FWD), forward recompute for the
    backward (M_PREP), or dQ (DQ = true). br_mask: branches run, in the order
@@ -237,7 +247,7 @@ template <typename T, int DK, int DV, int NW, bool SLC, bool DQ>
 __global__ void __launch_bounds__(NW * 32, 1)
 row_kernel(Params p, int mode, unsigned br_mask)
 {
-    constexpr int LDK = DK + 8, LDV = DV + 8, KN = NSA_KN;
+    constexpr int LDK = DK + 8, LDV = DV + 8, KN = row_kn(SLC, DQ);
     extern __shared__ __align__(16) unsigned char smem_raw[];
     T *Qs = (T *)smem_raw;          /* [NW*16][LDK] */
     constexpr int NS = row_stages(SLC, DQ);
@@ -299,6 +309,7 @@ row_kernel(Params p, int mode, unsigned br_mask)
         const T *kb, *vb;
         int64_t kst, vst;
         KeySrc src = make_src<T>(p, br, rt, hkv, kb, vb, kst, vst, DK, DV);
+        if (br != BR_SLC) src.kn = KN;
         const int nch = src.nchunks();
         float mA = -INFINITY, mB = -INFINITY, lA = 0.f, lB = 0.f;
         float lse2A = 0.f, lse2B = 0.f, dlA = 0.f, dlB = 0.f, gA = 0.f, gB = 0.f;
@@ -444,7 +455,7 @@ row_kernel(Params p, int mode, unsigned br_mask)
 template <int DK, int DV, int NW, bool SLC, bool DQ>
 constexpr size_t row_smem()
 {
-    return (size_t)(NW * 16 * (DK + 8) + row_stages(SLC, DQ) * NSA_KN * (DK + 8 + DV + 8)) * 2;
+    return (size_t)(NW * 16 * (DK + 8) + row_stages(SLC, DQ) * row_kn(SLC, DQ) * (DK + 8 + DV + 8)) * 2;
 }
 
 /* ------------------------------------------------------------------------ */

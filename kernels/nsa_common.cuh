@@ -20,6 +20,9 @@
 namespace nsak {
 
 #define NSA_KN 32 /* keys per chunk in the row-centric kernels */
+#ifndef NSA_ROW_KN
+#define NSA_ROW_KN 64 /* ... in the forward's compressed and window passes */
+#endif
 /* Warps of the row-centric CTAs of the compressed and window branches (16
    rows each). More rows per CTA means each K / V chunk staged in shared
    memory serves more queries: the compressed branch re-reads K_cmp once

@@ -102,16 +102,17 @@ struct KeySrc {
     const int32_t *idx;  /* slc: the unit's block list                */
     int cnt, nsel, cpb;  /* slc: entries, blocks in sequence, chunks per block */
     int lp, nk, t_last;
+    int kn;              /* cmp / win: keys per chunk (NSA_KN unless set) */
     __device__ inline int nchunks() const
     {
         if (br == BR_SLC) return cnt * cpb;
-        return hi > lo ? (hi - lo + NSA_KN - 1) / NSA_KN : 0;
+        return hi > lo ? (hi - lo + kn - 1) / kn : 0;
     }
     __device__ inline int chunk(int c, int &s0) const
     {
         if (br != BR_SLC) {
-            s0 = lo + c * NSA_KN;
-            return min(NSA_KN, hi - s0);
+            s0 = lo + c * kn;
+            return min(kn, hi - s0);
         }
         int e = c / cpb, sub = c - e * cpb;
         int j = __ldg(idx + e);
@@ -144,6 +145,7 @@ __device__ inline KeySrc make_src(const Params &p, int br, const RowTile &rt, in
 {
     KeySrc s;
     s.br = br;
+    s.kn = NSA_KN;
     s.lp = p.lp;
     s.nk = rt.nk;
     s.t_last = rt.t_last;
