@@ -26,7 +26,10 @@
 
    usage: bench_cuda [--tmin T] [--tmax T] [--tmul M] [--reps N] [--csv FILE]
                      [--commit SHA] [--presets paper,fla,tile] [--bwd]
-                     [--topk] */
+                     [--topk] [--long T]
+   --long T: also one sequence of T tokens at H=32, Hkv=8 (paper and fla
+   presets): forward, forward + backward and the device memory held (what:
+   peak_mem_gib, in GiB); --tmin 1 --tmax 0 runs it alone. */
 #define NSA_IMPLEMENTATION
 #define NSA_CUDA_IMPLEMENTATION
 #include "../nsa_cuda.h"
@@ -316,11 +319,11 @@ struct Ctx {
 };
 
 static void emit(const Ctx &c, const char *preset, int T, const char *what, double ms,
-                 double floor_ms)
+                 double floor_ms, int H = 64, int Hkv = 4)
 {
     if (!c.csv) return;
-    fprintf(c.csv, "%s,%s,%s,%s,1,%d,64,4,128,bf16,%s,%.4f,", c.device.c_str(), c.date.c_str(),
-            c.commit.c_str(), preset, T, what, ms);
+    fprintf(c.csv, "%s,%s,%s,%s,1,%d,%d,%d,128,bf16,%s,%.4f,", c.device.c_str(),
+            c.date.c_str(), c.commit.c_str(), preset, T, H, Hkv, what, ms);
     if (floor_ms > 0) fprintf(c.csv, "%.4f", floor_ms);
     fprintf(c.csv, "\n");
     fflush(c.csv);
@@ -459,6 +462,116 @@ static double copy_bw(int reps)
 
 /* Top-k per row of [rows, 129280] fp32 scores (uniform in [0, 1), as
    torch.rand in bench_dense.py), each beside its read-once floor. */
+/* Uniform bf16 in [-1, 1) from a hash of the index, on the device (the
+   long runs' tensors are too large to fill from the host quickly). */
+__global__ void fill_bf16_kernel(uint16_t *x, int64_t n, uint64_t seed)
+{
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
+         i += (int64_t)gridDim.x * blockDim.x) {
+        uint64_t z = (uint64_t)i * 0x9E3779B97F4A7C15ull + seed;
+        z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+        z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+        z ^= z >> 31;
+        float u = (float)((double)(z >> 11) / 9007199254740992.0 * 2.0 - 1.0);
+        __nv_bfloat16 b = __float2bfloat16_rn(u);
+        x[i] = *(uint16_t *)&b;
+    }
+}
+
+static void *dfill_bf16(size_t n, uint64_t seed)
+{
+    void *d;
+    CK(cudaMalloc(&d, n * 2));
+    fill_bf16_kernel<<<4096, 256>>>((uint16_t *)d, (int64_t)n,
+                                    seed * 0x2545F4914F6CDD1Dull + (uint64_t)time(NULL));
+    CK(cudaGetLastError());
+    return d;
+}
+
+/* One long sequence (--long T): H=32, Hkv=8, D=128, forward and forward +
+   backward (1 warm-up, median of reps), and the device memory the run
+   holds (caller's tensors, saved tensors, workspace: the library allocates
+   nothing), in GiB in the ms column of what = peak_mem_gib. */
+static void run_long(const Ctx &c, const char *name, nsa_config cfg, int T, int reps)
+{
+    const int H = 32, Hkv = 8, D = 128;
+    size_t free0, total;
+    CK(cudaMemGetInfo(&free0, &total));
+    int32_t cu[2] = {0, T};
+    int32_t *cud;
+    CK(cudaMalloc(&cud, 8));
+    CK(cudaMemcpy(cud, cu, 8, cudaMemcpyHostToDevice));
+    nsa_batch x;
+    memset(&x, 0, sizeof x);
+    x.B = 1; x.T = T; x.cu_seqlens = cu; x.cu_seqlens_dev = cud;
+    x.H = H; x.Hkv = Hkv; x.Dk = D; x.Dv = D; x.dtype = NSA_BF16;
+    x.q = dfill_bf16((size_t)T * H * D, 1);
+    x.k = dfill_bf16((size_t)T * Hkv * D, 2);
+    x.v = dfill_bf16((size_t)T * Hkv * D, 3);
+    nsa_sizes sz;
+    CN(nsa_sizes_get(&cfg, &x, &sz));
+    size_t wsb;
+    CN(nsa_cuda_workspace_size(&cfg, &x, &wsb));
+    void *ws, *o, *d_o = dfill_bf16((size_t)sz.o, 4), *dq, *dk, *dv;
+    CK(cudaMalloc(&ws, wsb));
+    CK(cudaMalloc(&o, sz.o * 2));
+    CK(cudaMalloc(&dq, sz.q * 2));
+    CK(cudaMalloc(&dk, sz.k * 2));
+    CK(cudaMalloc(&dv, sz.v * 2));
+    nsa_saved sv;
+    memset(&sv, 0, sizeof sv);
+    CK(cudaMalloc((void **)&sv.lse_cmp, sz.lse * 4));
+    CK(cudaMalloc((void **)&sv.lse_slc, sz.lse * 4));
+    CK(cudaMalloc((void **)&sv.lse_win, sz.lse * 4));
+    CK(cudaMalloc((void **)&sv.sel_idx, sz.sel_idx * 4));
+    CK(cudaMalloc((void **)&sv.sel_count, sz.sel_count * 4));
+    CK(cudaMalloc(&sv.k_cmp, sz.k_cmp * 2));
+    CK(cudaMalloc(&sv.v_cmp, sz.v_cmp * 2));
+    nsa_grads gr;
+    memset(&gr, 0, sizeof gr);
+    gr.dq = dq; gr.dk = dk; gr.dv = dv;
+    size_t free1;
+    CK(cudaMemGetInfo(&free1, &total));
+    const double gib = (double)(free0 - free1) / (1u << 30);
+    const double caller = (double)(sz.q * 2 + sz.k * 2 + sz.v * 2 + sz.o * 2 * 2 + sz.q * 2 +
+                                   sz.k * 2 + sz.v * 2) / (1u << 30);
+    auto timed = [&](auto f) {
+        f(); /* warm-up */
+        CK(cudaDeviceSynchronize());
+        std::vector<float> t;
+        cudaEvent_t a, b;
+        CK(cudaEventCreate(&a));
+        CK(cudaEventCreate(&b));
+        for (int i = 0; i < reps; ++i) {
+            CK(cudaEventRecord(a));
+            f();
+            CK(cudaEventRecord(b));
+            CK(cudaEventSynchronize(b));
+            float ms;
+            CK(cudaEventElapsedTime(&ms, a, b));
+            t.push_back(ms);
+        }
+        cudaEventDestroy(a);
+        cudaEventDestroy(b);
+        std::sort(t.begin(), t.end());
+        return t[t.size() / 2];
+    };
+    float t_fwd = timed([&] { CN(nsa_cuda_forward(&cfg, &x, NULL, o, &sv, ws, wsb, 0)); });
+    float t_fb = timed([&] {
+        CN(nsa_cuda_forward(&cfg, &x, NULL, o, &sv, ws, wsb, 0));
+        CN(nsa_cuda_backward(&cfg, &x, NULL, d_o, &sv, &gr, ws, wsb, 0));
+    });
+    printf("%-6s T=%d H=%d Hkv=%d: fwd %.1f ms, fwd+bwd %.1f ms, device memory %.1f GiB "
+           "(caller's q k v o dO dq dk dv %.1f GiB, workspace %.1f GiB)\n", name, T, H, Hkv,
+           t_fwd, t_fb, gib, caller, wsb / (double)(1u << 30));
+    emit(c, name, T, "fwd", t_fwd, 0, H, Hkv);
+    emit(c, name, T, "fwd_bwd", t_fb, 0, H, Hkv);
+    emit(c, name, T, "peak_mem_gib", gib, 0, H, Hkv);
+    void *ps[] = {cud, (void *)x.q, (void *)x.k, (void *)x.v, ws, o, d_o, dq, dk, dv, sv.lse_cmp,
+                  sv.lse_slc, sv.lse_win, sv.sel_idx, sv.sel_count, sv.k_cmp, sv.v_cmp};
+    for (void *p : ps) cudaFree(p);
+}
+
 static void run_topk(const Ctx &c, int reps)
 {
     const int64_t cols = 129280;
@@ -500,6 +613,7 @@ int main(int argc, char **argv)
 {
     int tmin = 8192, tmax = 65536, reps = 20, tmul = 2;
     bool bwd = false, topk = false;
+    int tlong = 0;
     std::string presets = "paper,fla,tile";
     Ctx c;
     c.csv = NULL;
@@ -514,6 +628,7 @@ int main(int argc, char **argv)
         else if (!strcmp(argv[i], "--presets") && i + 1 < argc) presets = argv[++i];
         else if (!strcmp(argv[i], "--bwd")) bwd = true;
         else if (!strcmp(argv[i], "--topk")) topk = true;
+        else if (!strcmp(argv[i], "--long") && i + 1 < argc) tlong = atoi(argv[++i]);
     }
     int ndev = 0;
     if (cudaGetDeviceCount(&ndev) != cudaSuccess || ndev == 0) {
@@ -553,6 +668,14 @@ int main(int argc, char **argv)
             run_preset(c, "tile", nsa_config_tile(64, 64), T, reps, bwd);
     }
     if (topk) run_topk(c, reps);
+    if (tlong > 0) {
+        printf("\none sequence of %d tokens, H=32 Hkv=8 D=128 bf16, median of %d after a warm-up\n",
+               tlong, reps);
+        if (presets.find("paper") != std::string::npos)
+            run_long(c, "paper", nsa_config_paper(), tlong, reps);
+        if (presets.find("fla") != std::string::npos)
+            run_long(c, "fla", nsa_config_fla(), tlong, reps);
+    }
     if (c.csv) fclose(c.csv);
     return 0;
 }
