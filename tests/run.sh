@@ -57,7 +57,8 @@ if [ "${NSA_SANITIZE:-0}" = 0 ]; then
         run_suite "vectors command" "$BUILD/nsa_vectors" check "$VECTORS"
     fi
 fi
-run_suite "vector kernels on and off" env BUILD="$BUILD" bash tests/simd_same.sh
+run_suite "vector kernels on and off, contraction" env BUILD="$BUILD" bash tests/simd_same.sh
+run_suite "implementation macros" bash tests/one_macro.sh
 run_suite "golden-vector tools" env BUILD="$BUILD" bash tools/test_tools.sh
 run_suite "selection pictures" bash tools/test_picture.sh "$BUILD/nsa_picture"
 
