@@ -8,6 +8,9 @@
 #                   must make the CPU suite fail
 #   make cuda       compile and link all CUDA code with nvcc (no GPU needed)
 #   make bench      build the CPU reference benchmark
+#   make shared     build/libnsa.so, the reference as a shared library for
+#                   the Python module (python/nsa.py); where nvcc exists
+#                   also build/libnsa_cuda.so with the CUDA path
 #   make vectors    write the curated golden-vector suite to build/vectors
 #                   and check the reference against it
 #   make pictures   redraw the selection pictures in docs/
@@ -43,9 +46,9 @@ PROGRAMS = $(BUILD)/example $(BUILD)/test_nsa $(BUILD)/test_nsa_clang \
            $(BUILD)/nsa_vectors $(BUILD)/nsa_vectors_clang $(BUILD)/test_npy \
            $(BUILD)/nsa_picture $(BUILD)/nsa_picture_clang $(BUILD)/bench_ref \
            $(BUILD)/cxx_headers.o $(BUILD)/digest $(BUILD)/digest_nosimd \
-           $(BUILD)/digest_contract $(BUILD)/digest_contract_clang
+           $(BUILD)/digest_contract $(BUILD)/digest_contract_clang $(BUILD)/libnsa.so
 
-.PHONY: all test sanitize mutants bench vectors pictures fuzz clean
+.PHONY: all test sanitize mutants bench vectors pictures fuzz clean shared
 all: $(PROGRAMS)
 
 $(BUILD):
@@ -108,6 +111,12 @@ mutants:
 	CC=$(CC) bash tests/mutants.sh
 
 bench: $(BUILD)/bench_ref
+
+# The Python binding's library (python/nsa.py loads it through ctypes).
+$(BUILD)/libnsa.so: python/nsa_lib.c $(HEADERS) | $(BUILD)
+	$(CC) $(ALL_CFLAGS) -fPIC -shared $< $(LDLIBS) -o $@
+HAVE_NVCC := $(shell command -v $(or $(NVCC),nvcc) >/dev/null 2>&1 && echo 1)
+shared: $(BUILD)/libnsa.so $(if $(HAVE_NVCC),$(BUILD)/libnsa_cuda.so)
 
 vectors: $(BUILD)/nsa_vectors
 	rm -rf $(BUILD)/vectors

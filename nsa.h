@@ -39,7 +39,11 @@
        is contiguous.
      - No entry point allocates: scratch is a caller-owned workspace whose
        size a query returns; what backward needs is kept by forward in a
-       caller-owned nsa_saved.
+       caller-owned nsa_saved (nsa_buffers_place cuts it and nsa_grads from
+       one block).
+     - No output may overlap an input or another output (o over q
+       included): outputs are written while inputs are still being read.
+       Nothing checks this; the results are undefined.
 
    OPTIONS (macros read by this header)
      NSA_IMPLEMENTATION   define the shared functions in this translation unit
