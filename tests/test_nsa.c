@@ -23,7 +23,6 @@
 #define _POSIX_C_SOURCE 200809L
 #endif
 
-#define NSA_IMPLEMENTATION
 #define NSA_REF_IMPLEMENTATION
 #include "../nsa_ref.h"
 
