@@ -252,7 +252,7 @@ def ref_forward(cfg, q, k, v, cu_seqlens, gates=None, cu_seqlens_q=None,
         if _np_dtype(np.asarray(a), dtype) != dt:
             raise TypeError("%s: must have q's storage type" % name)
     s = RefSaved()
-    s.cfg = cfg
+    s.cfg = cfg = Config.from_buffer_copy(cfg)  # backward needs this one
     s.dtype = dtype
     s.q, s.k, s.v = q, k, v
     s.gates = None if gates is None else np.ascontiguousarray(gates)
@@ -380,6 +380,7 @@ def _function():
         def forward(ctx, q, k, v, gates, cu_seqlens, cu_seqlens_q, cfg,
                     sel_idx, sel_count):
             lib = library()
+            cfg = Config.from_buffer_copy(cfg)  # backward needs forward's
             dev = q.device
             cuda = dev.type == "cuda"
             if cuda and not _has_cuda(lib):
