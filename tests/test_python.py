@@ -9,10 +9,11 @@ Needs build/libnsa.so (make shared) and numpy. Without --cuda: the reference
 through numpy in fp32 on every case (outputs, lse, selection exact,
 gradients) and in bf16 on one, the errors the binding raises, and, when
 torch is installed, torch.autograd on CPU tensors (the reference) against
-the numpy path, bit for bit. With --cuda (tests/gpu.sh): every case on the
-GPU through nsa.attention in bf16, zero-padded to supported head dims and
-on the vectors' own selection, outputs and autograd gradients against the
-vectors; a missing torch, GPU or CUDA library is a counted skip, said so.
+the numpy path, bit for bit, and the GPU check's steps on CPU tensors. With
+--cuda (tests/gpu.sh): every case on the GPU through nsa.attention in bf16,
+zero-padded to supported head dims and on the vectors' own selection,
+outputs and autograd gradients against the vectors; a missing torch, GPU
+or CUDA library is a counted skip, said so.
 Tolerances are tools/vectors.h's. Ends with "N passed, N failed".
 """
 import ctypes
@@ -227,19 +228,20 @@ def pad_dims(Dk, Dv):
     return None
 
 
-def check_torch_cuda(c, a, gates):
-    """The CUDA path through nsa.attention and autograd, bf16, on the
-    vectors' own selection, zero-padded to supported head dims (the padded
-    components change no logit; the scale stays the case's 1/sqrt(Dk))."""
+def check_torch_device(c, a, gates, where):
+    """nsa.attention and autograd on torch tensors of device `where`, bf16,
+    on the vectors' own selection, zero-padded to the head dims the CUDA
+    path supports (the padded components change no logit; the scale stays
+    the case's 1/sqrt(Dk)). "cuda" is the GPU path; "cpu" runs the same
+    steps on the reference, which checks this test itself where no GPU is."""
     import torch
-    name = c["name"]
+    name = "%s/%s" % (c["name"], where)
     dims = pad_dims(c["Dk"], c["Dv"])
     if dims is None:
-        skip("%s/cuda" % name, "no supported head dims hold Dk %d, Dv %d"
-             % (c["Dk"], c["Dv"]))
+        skip(name, "no supported head dims hold Dk %d, Dv %d" % (c["Dk"], c["Dv"]))
         return
     Pk, Pv = dims
-    dev = torch.device("cuda")
+    dev = torch.device(where)
 
     def padded(x, P):
         out = np.zeros(x.shape[:-1] + (P,), np.float32)
@@ -257,16 +259,18 @@ def check_torch_cuda(c, a, gates):
     o = nsa.attention(q, k, v, torch.from_numpy(a["cu_seqlens"]), cfg=cfg, gates=tg,
                       cu_seqlens_q=cuq, sel_idx=sel, sel_count=cnt)
     (o.float() * do).sum().backward()
-    torch.cuda.synchronize()
+    if where == "cuda":
+        torch.cuda.synchronize()
     exp = {n: a[n] for n in ("dq", "dk", "dv")}
-    close("%s/cuda o(bf16)" % name, o.float()[..., :c["Dv"]].cpu().numpy(), a["o"], VTOL_BF16)
-    check("%s/cuda padded o components are zero" % name,
+    close("%s o(bf16)" % name, o.detach().float()[..., :c["Dv"]].cpu().numpy(), a["o"],
+          VTOL_BF16)
+    check("%s padded o components are zero" % name,
           bool((o[..., c["Dv"]:] == 0).all()))
     for n, t, D in (("dq", q, c["Dk"]), ("dk", k, c["Dk"]), ("dv", v, c["Dv"])):
-        close("%s/cuda %s(bf16)" % (name, n), t.grad.float()[..., :D].cpu().numpy(),
+        close("%s %s(bf16)" % (name, n), t.grad.float()[..., :D].cpu().numpy(),
               a[n], VTOL_BF16, grad_floor(exp, n))
     if tg is not None:
-        close("%s/cuda dgates(bf16)" % name, tg.grad.float().cpu().numpy(),
+        close("%s dgates(bf16)" % name, tg.grad.float().cpu().numpy(),
               a["dgates"], VTOL_BF16)
 
 
@@ -313,8 +317,9 @@ def main():
             bf16_done = True
         if have_torch and c["name"] in ("paper_varlen", "suffix_decode_prefill"):
             check_torch_cpu(c, a, gates, cfg)
+            check_torch_device(c, a, gates, "cpu")
         if cuda_ok:
-            check_torch_cuda(c, a, gates)
+            check_torch_device(c, a, gates, "cuda")
     if all_cases:
         check("a_bf16_case_ran", bf16_done)
     if skipped:
