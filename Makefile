@@ -8,6 +8,9 @@
 #                   must make the CPU suite fail
 #   make cuda       compile and link all CUDA code with nvcc (no GPU needed)
 #   make bench      build the CPU reference benchmark
+#   make shared     build/libnsa.so, the reference as a shared library for
+#                   the Python module (python/nsa.py); where nvcc exists
+#                   also build/libnsa_cuda.so with the CUDA path
 #   make vectors    write the curated golden-vector suite to build/vectors
 #                   and check the reference against it
 #   make pictures   redraw the selection pictures in docs/
@@ -26,7 +29,9 @@ VECTORS ?= ../shared/vectors
 
 WARN    = -std=c99 -Wall -Wextra -Werror -pedantic
 # fp-contract=off: the reference's documented summation order has no fused
-# multiply-adds, so every compiler gives the same bits.
+# multiply-adds, so every compiler gives the same bits. nsa_ref.h turns
+# contraction off for its own code (digest_contract checks it); this flag
+# keeps the tests' own arithmetic (the oracle) uncontracted too.
 NUMERIC = -ffp-contract=off
 CFLAGS  ?= -O2
 OMP     ?= -fopenmp
@@ -40,9 +45,10 @@ TEST_H  = $(wildcard tests/*.h)
 PROGRAMS = $(BUILD)/example $(BUILD)/test_nsa $(BUILD)/test_nsa_clang \
            $(BUILD)/nsa_vectors $(BUILD)/nsa_vectors_clang $(BUILD)/test_npy \
            $(BUILD)/nsa_picture $(BUILD)/nsa_picture_clang $(BUILD)/bench_ref \
-           $(BUILD)/cxx_headers.o $(BUILD)/digest $(BUILD)/digest_nosimd
+           $(BUILD)/cxx_headers.o $(BUILD)/digest $(BUILD)/digest_nosimd \
+           $(BUILD)/digest_contract $(BUILD)/digest_contract_clang $(BUILD)/libnsa.so
 
-.PHONY: all test sanitize mutants bench vectors pictures fuzz clean
+.PHONY: all test sanitize mutants bench vectors pictures fuzz clean shared
 all: $(PROGRAMS)
 
 $(BUILD):
@@ -66,6 +72,14 @@ $(BUILD)/digest: tests/digest.c $(HEADERS) | $(BUILD)
 	$(CC) $(ALL_CFLAGS) $< $(LDLIBS) -o $@
 $(BUILD)/digest_nosimd: tests/digest.c $(HEADERS) | $(BUILD)
 	$(CC) $(ALL_CFLAGS) -DNSA_REF_NO_SIMD $< $(LDLIBS) -o $@
+# The reference as a user may build it: GNU C, the host's instruction set,
+# each compiler's default contraction of a*b + c into fused multiply-adds
+# (gcc: across statements; clang: within one), none of our flags.
+CONTRACT_FLAGS = -std=gnu99 -O2 -march=native $(OMP) -I.
+$(BUILD)/digest_contract: tests/digest.c $(HEADERS) | $(BUILD)
+	$(CC) $(CONTRACT_FLAGS) $< $(LDLIBS) -o $@
+$(BUILD)/digest_contract_clang: tests/digest.c $(HEADERS) | $(BUILD)
+	$(CLANG) $(CONTRACT_FLAGS) $< $(LDLIBS) -o $@
 
 # clang builds of the same sources ---------------------------------------
 $(BUILD)/test_nsa_clang: tests/test_nsa.c $(HEADERS) $(TEST_H) $(TOOLS_H) | $(BUILD)
@@ -97,6 +111,12 @@ mutants:
 	CC=$(CC) bash tests/mutants.sh
 
 bench: $(BUILD)/bench_ref
+
+# The Python binding's library (python/nsa.py loads it through ctypes).
+$(BUILD)/libnsa.so: python/nsa_lib.c $(HEADERS) | $(BUILD)
+	$(CC) $(ALL_CFLAGS) -fPIC -shared $< $(LDLIBS) -o $@
+HAVE_NVCC := $(shell command -v $(or $(NVCC),nvcc) >/dev/null 2>&1 && echo 1)
+shared: $(BUILD)/libnsa.so $(if $(HAVE_NVCC),$(BUILD)/libnsa_cuda.so)
 
 vectors: $(BUILD)/nsa_vectors
 	rm -rf $(BUILD)/vectors

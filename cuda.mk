@@ -6,6 +6,10 @@
 #                      path through nsa_cuda.h, linked with one nvcc object
 #   make cuda-test     build/test_cuda: GPU vs CPU reference cross-checks
 #   make cuda-bench    build/bench_cuda: GPU benchmark
+#   build/libnsa_cuda.so  the Python binding's library with the CUDA path:
+#                      the reference from a C file that defines
+#                      NSA_SHARED_IN_OTHER_FILE, the CUDA path and the shared
+#                      part from nsa_cuda.o (the two-file case of nsa.h)
 #
 # On a machine with a GPU, tests/gpu.sh OUTDIR builds and runs all of it.
 
@@ -19,14 +23,20 @@ CUDA_LIBS  = -L$(CUDA_HOME)/lib64 -lcudart
 CUDA_SRC   = nsa_cuda.h $(wildcard kernels/*.cuh) nsa.h
 
 .PHONY: cuda cuda-example cuda-test cuda-bench
-cuda: $(BUILD)/cuda_example $(BUILD)/test_cuda $(BUILD)/bench_cuda
+cuda: $(BUILD)/cuda_example $(BUILD)/test_cuda $(BUILD)/bench_cuda $(BUILD)/libnsa_cuda.so
 cuda-example: $(BUILD)/cuda_example
 cuda-test: $(BUILD)/test_cuda
 cuda-bench: $(BUILD)/bench_cuda
 
 # The library object: nsa.h's shared part + the CUDA implementation.
+# Position-independent, so that the shared library can use it too.
 $(BUILD)/nsa_cuda.o: examples/nsa_cuda.cu $(CUDA_SRC) | $(BUILD)
-	$(NVCC) $(NVCC_FLAGS) -c $< -o $@
+	$(NVCC) $(NVCC_FLAGS) -Xcompiler -fPIC -c $< -o $@
+
+$(BUILD)/nsa_lib_ref.o: python/nsa_lib.c nsa.h nsa_ref.h | $(BUILD)
+	$(CC) $(ALL_CFLAGS) -fPIC -DNSA_SHARED_IN_OTHER_FILE -c $< -o $@
+$(BUILD)/libnsa_cuda.so: $(BUILD)/nsa_lib_ref.o $(BUILD)/nsa_cuda.o
+	$(NVCC) -shared $(CUDA_ARCH) -cudart static $^ -o $@ -lgomp -lm
 
 # A plain C program (gcc, C99) that never sees CUDA syntax.
 $(BUILD)/cuda_example.o: examples/cuda_example.c nsa.h nsa_cuda.h | $(BUILD)

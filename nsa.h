@@ -13,13 +13,21 @@
 
    USING IT
      In exactly one C or C++ file of your program:
-         #define NSA_IMPLEMENTATION      // the shared part below
          #define NSA_REF_IMPLEMENTATION  // the CPU reference
          #include "nsa_ref.h"
      Everywhere else include "nsa_ref.h" (or "nsa.h") as a plain header.
      The CUDA path is compiled once from a .cu file that defines
      NSA_CUDA_IMPLEMENTATION before including "nsa_cuda.h"; C files then call
      it through the plain declarations of nsa_cuda.h.
+     Either implementation macro also defines the shared part of this header
+     (presets, validation, errors), which a program must hold exactly once:
+       - both implementations in one file: define both macros there;
+       - in two files: define NSA_SHARED_IN_OTHER_FILE in one of them
+         (otherwise the link fails with a duplicate symbol whose name says
+         so: nsa_shared_part_is_in_two_files_define_NSA_SHARED_IN_OTHER_FILE
+         _in_one);
+       - the shared part alone (a program that only sizes buffers):
+         NSA_IMPLEMENTATION.
 
    CONVENTIONS
      - Every entry point returns nsa_status; NSA_OK is 0. On any other status
@@ -31,10 +39,17 @@
        is contiguous.
      - No entry point allocates: scratch is a caller-owned workspace whose
        size a query returns; what backward needs is kept by forward in a
-       caller-owned nsa_saved.
+       caller-owned nsa_saved (nsa_buffers_place cuts it and nsa_grads from
+       one block).
+     - No output may overlap an input or another output (o over q
+       included): outputs are written while inputs are still being read.
+       Nothing checks this; the results are undefined.
 
    OPTIONS (macros read by this header)
      NSA_IMPLEMENTATION   define the shared functions in this translation unit
+                          (implied by NSA_REF_IMPLEMENTATION and
+                          NSA_CUDA_IMPLEMENTATION)
+     NSA_SHARED_IN_OTHER_FILE  another file of the program defines them
      NSADEF               storage class of every function (default extern)
 
    LICENSE: MIT. */
@@ -46,6 +61,7 @@
 #include <stdint.h>
 
 #ifndef NSADEF
+#define NSA__DEFAULT_NSADEF /* the sentinel below needs external linkage */
 #ifdef __cplusplus
 #define NSADEF extern "C"
 #else
@@ -200,6 +216,20 @@ typedef struct nsa_grads {
     void *dk_cmp;   /* [Tc, Hkv, Dk]; required in caller_compressed  */
     void *dv_cmp;   /* [Tc, Hkv, Dv]; required in caller_compressed  */
 } nsa_grads;
+
+/* Every buffer of nsa_saved and nsa_grads in one caller-owned block, for
+   either implementation (host or device memory: the block is only cut, never
+   read). with_gates: 1 if the calls will pass gates (grads.dgates is then
+   placed too). nsa_buffers_bytes gives the block's size in bytes, alignment
+   slack included; nsa_buffers_place cuts block into the buffers that cfg
+   needs, each aligned to NSA_BUFFER_ALIGN bytes, and sets the others to
+   NULL. The block must stay alive as long as saved and grads are used. */
+#define NSA_BUFFER_ALIGN 256
+NSADEF nsa_status nsa_buffers_bytes(const nsa_config *cfg, const nsa_batch *batch,
+                                    int with_gates, size_t *bytes);
+NSADEF nsa_status nsa_buffers_place(const nsa_config *cfg, const nsa_batch *batch,
+                                    int with_gates, void *block, size_t bytes,
+                                    nsa_saved *saved, nsa_grads *grads);
 
 /* ------------------------------------------------------------------------ */
 /* Small shared rules                                                        */
@@ -477,6 +507,19 @@ NSADEF nsa_status nsa__check_grads(const nsa_config *cfg, const nsa_sizes *sizes
 #endif /* NSA_H */
 
 /* ======================================================================== */
+/* Which file holds the shared part: the one that defines an implementation
+   (single-header libraries are used with one macro in one file), unless the
+   caller says another file does. Evaluated at every inclusion, so that
+   nsa_ref.h and nsa_cuda.h can include this header again from their own
+   implementation sections. */
+#if defined(NSA_IMPLEMENTATION) && defined(NSA_SHARED_IN_OTHER_FILE)
+#error "nsa.h: NSA_IMPLEMENTATION and NSA_SHARED_IN_OTHER_FILE contradict each other: keep NSA_IMPLEMENTATION in the one file that holds the shared part"
+#endif
+#if (defined(NSA_REF_IMPLEMENTATION) || defined(NSA_CUDA_IMPLEMENTATION)) && \
+    !defined(NSA_SHARED_IN_OTHER_FILE) && !defined(NSA_IMPLEMENTATION)
+#define NSA_IMPLEMENTATION
+#endif
+
 #ifdef NSA_IMPLEMENTATION
 #ifndef NSA_IMPLEMENTATION_DONE
 #define NSA_IMPLEMENTATION_DONE
@@ -493,6 +536,13 @@ NSADEF nsa_status nsa__check_grads(const nsa_config *cfg, const nsa_sizes *sizes
 #endif
 
 static NSA__THREAD_LOCAL char nsa__error_message[512];
+
+#ifdef NSA__DEFAULT_NSADEF
+/* Defined only here, so that a program holding the shared part twice fails
+   to link with a name that says what to do. */
+NSADEF void nsa_shared_part_is_in_two_files_define_NSA_SHARED_IN_OTHER_FILE_in_one(void);
+NSADEF void nsa_shared_part_is_in_two_files_define_NSA_SHARED_IN_OTHER_FILE_in_one(void) {}
+#endif
 
 NSADEF const char *nsa_last_error(void) { return nsa__error_message; }
 
@@ -637,8 +687,9 @@ static int nsa__mul(int64_t a, int64_t b, int64_t *out)
     return 1;
 }
 
+/* cu (named name) against B and the token count in the field total_name. */
 static nsa_status nsa__check_cu(const char *name, const int32_t *cu, int B,
-                                int64_t total)
+                                const char *total_name, int64_t total)
 {
     int b;
     if (cu[0] != 0)
@@ -651,8 +702,8 @@ static nsa_status nsa__check_cu(const char *name, const int32_t *cu, int B,
                              (int)cu[b + 1], b, (int)cu[b]);
     if ((int64_t)cu[B] != total)
         return nsa__fail(NSA_ERR_INVALID_BATCH, "%s: last entry %d must equal "
-                         "the token count %lld", name, (int)cu[B],
-                         (long long)total);
+                         "%s, the token count (got %s = %lld)", name,
+                         (int)cu[B], total_name, total_name, (long long)total);
     return NSA_OK;
 }
 
@@ -716,13 +767,13 @@ static nsa_status nsa__sizes(const nsa_config *cfg, const nsa_batch *x,
                          " (got %lld)", (long long)x->T);
     if (!x->cu_seqlens)
         return nsa__fail(NSA_ERR_NULL_POINTER, "batch.cu_seqlens: is NULL");
-    if ((st = nsa__check_cu("batch.cu_seqlens", x->cu_seqlens, x->B, x->T)))
+    if ((st = nsa__check_cu("batch.cu_seqlens", x->cu_seqlens, x->B, "batch.T", x->T)))
         return st;
     TQ = x->T;
     if (x->cu_seqlens_q) {
         TQ = x->TQ;
         if ((st = nsa__check_cu("batch.cu_seqlens_q", x->cu_seqlens_q, x->B,
-                                x->TQ)))
+                                "batch.TQ", x->TQ)))
             return st;
         for (b = 0; b < x->B; ++b) {
             int64_t nq = x->cu_seqlens_q[b + 1] - x->cu_seqlens_q[b];
@@ -805,6 +856,114 @@ NSADEF nsa_status nsa__validate(const nsa_config *cfg, const nsa_batch *x,
                                 nsa_sizes *s)
 {
     return nsa__sizes(cfg, x, s, 1);
+}
+
+/* The buffers of nsa_buffers_place in their order, with their byte sizes
+   (0 where cfg does not need one): the same rules as nsa__check_saved (for
+   forward, which writes the most) and nsa__check_grads. */
+enum { NSA__NBUF = 13 };
+static nsa_status nsa__buffer_sizes(const nsa_config *cfg, const nsa_batch *x,
+                                    int with_gates, int64_t bytes[NSA__NBUF])
+{
+    nsa_sizes s;
+    nsa_status st = nsa_sizes_get(cfg, x, &s);
+    unsigned br;
+    int mean, caller_cmp;
+    int64_t e;
+    if (st) return st;
+    br = cfg->branches;
+    mean = !cfg->caller_compressed && (br & (NSA_BRANCH_CMP | NSA_BRANCH_SLC)) != 0;
+    caller_cmp = cfg->caller_compressed && (br & (NSA_BRANCH_CMP | NSA_BRANCH_SLC)) != 0;
+    e = (int64_t)nsa_dtype_size(x->dtype);
+    {
+        const int64_t count[NSA__NBUF] = {
+            (br & NSA_BRANCH_CMP) ? s.lse : 0,       /* lse_cmp   fp32  */
+            (br & NSA_BRANCH_SLC) ? s.lse : 0,       /* lse_slc   fp32  */
+            (br & NSA_BRANCH_WIN) ? s.lse : 0,       /* lse_win   fp32  */
+            (br & NSA_BRANCH_SLC) ? s.sel_idx : 0,   /* sel_idx   int32 */
+            (br & NSA_BRANCH_SLC) ? s.sel_count : 0, /* sel_count int32 */
+            mean ? s.k_cmp : 0, mean ? s.v_cmp : 0,  /* k_cmp, v_cmp    */
+            s.q, s.k, s.v,                           /* dq, dk, dv      */
+            with_gates ? s.gates : 0,                /* dgates          */
+            caller_cmp ? s.k_cmp : 0, caller_cmp ? s.v_cmp : 0 /* dk_cmp, dv_cmp */
+        };
+        int i;
+        for (i = 0; i < NSA__NBUF; ++i)
+            if (!nsa__mul(count[i], i < 5 ? 4 : e, &bytes[i]))
+                return nsa__fail(NSA_ERR_OVERFLOW, "buffers: a buffer's size "
+                                 "in bytes overflows 64 bits");
+    }
+    return NSA_OK;
+}
+
+/* The block's size: each buffer rounded up to NSA_BUFFER_ALIGN, plus the
+   slack to align the block's start. */
+static nsa_status nsa__buffers_total(const int64_t bytes[NSA__NBUF], size_t *total)
+{
+    const uint64_t a = NSA_BUFFER_ALIGN;
+    uint64_t sum = a - 1;
+    int i;
+    for (i = 0; i < NSA__NBUF; ++i) {
+        uint64_t r = ((uint64_t)bytes[i] + a - 1) / a * a;
+        if (r > (uint64_t)SIZE_MAX - sum)
+            return nsa__fail(NSA_ERR_OVERFLOW, "buffers: the block's size "
+                             "overflows size_t");
+        sum += r;
+    }
+    *total = (size_t)sum;
+    return NSA_OK;
+}
+
+NSADEF nsa_status nsa_buffers_bytes(const nsa_config *cfg, const nsa_batch *x,
+                                    int with_gates, size_t *bytes)
+{
+    int64_t b[NSA__NBUF];
+    nsa_status st = nsa__buffer_sizes(cfg, x, with_gates, b);
+    if (st) return st;
+    if (!bytes) return nsa__fail(NSA_ERR_NULL_POINTER, "bytes: is NULL");
+    return nsa__buffers_total(b, bytes);
+}
+
+NSADEF nsa_status nsa_buffers_place(const nsa_config *cfg, const nsa_batch *x,
+                                    int with_gates, void *block, size_t bytes,
+                                    nsa_saved *saved, nsa_grads *grads)
+{
+    int64_t b[NSA__NBUF];
+    void *p[NSA__NBUF];
+    size_t need = 0;
+    uintptr_t at;
+    int i;
+    nsa_status st = nsa__buffer_sizes(cfg, x, with_gates, b);
+    if (st) return st;
+    if (!saved) return nsa__fail(NSA_ERR_NULL_POINTER, "saved: is NULL");
+    if (!grads) return nsa__fail(NSA_ERR_NULL_POINTER, "grads: is NULL");
+    if ((st = nsa__buffers_total(b, &need))) return st;
+    if (!block) return nsa__fail(NSA_ERR_NULL_POINTER, "block: is NULL");
+    if (bytes < need)
+        return nsa__fail(NSA_ERR_WORKSPACE, "block: %zu bytes is smaller than "
+                         "the %zu that nsa_buffers_bytes gives", bytes, need);
+    /* Pointer arithmetic through uintptr_t: a device block is never read. */
+    at = ((uintptr_t)block + NSA_BUFFER_ALIGN - 1) / NSA_BUFFER_ALIGN *
+         NSA_BUFFER_ALIGN;
+    for (i = 0; i < NSA__NBUF; ++i) {
+        p[i] = b[i] > 0 ? (void *)at : NULL;
+        at += ((uintptr_t)b[i] + NSA_BUFFER_ALIGN - 1) / NSA_BUFFER_ALIGN *
+              NSA_BUFFER_ALIGN;
+    }
+    saved->lse_cmp = (float *)p[0];
+    saved->lse_slc = (float *)p[1];
+    saved->lse_win = (float *)p[2];
+    saved->sel_idx = (int32_t *)p[3];
+    saved->sel_count = (int32_t *)p[4];
+    saved->k_cmp = p[5];
+    saved->v_cmp = p[6];
+    grads->dq = p[7];
+    grads->dk = p[8];
+    grads->dv = p[9];
+    grads->dgates = p[10];
+    grads->dk_cmp = p[11];
+    grads->dv_cmp = p[12];
+    return NSA_OK;
 }
 
 #define NSA__REQUIRE(ptr, needed, what)                                       \

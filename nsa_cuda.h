@@ -8,11 +8,10 @@
      Declarations are plain C (no CUDA syntax): any C or C++ file may include
      this header and call the functions. The definitions are compiled once,
      by nvcc, from one .cu file:
-         #define NSA_IMPLEMENTATION       // nsa.h's shared part, unless
-                                          // another file of the program
-                                          // defines it already
-         #define NSA_CUDA_IMPLEMENTATION
+         #define NSA_CUDA_IMPLEMENTATION  // with nsa.h's shared part
          #include "nsa_cuda.h"
+     (if another file of the program defines NSA_REF_IMPLEMENTATION, one of
+     the two also defines NSA_SHARED_IN_OTHER_FILE; see nsa.h, "USING IT")
      and the program links that object and the CUDA runtime (-lcudart).
      examples/cuda_example.c (gcc) + examples/nsa_cuda.cu (nvcc) show it.
      Build for sm_80 and up; sm_90a is the Hopper target:
@@ -133,6 +132,8 @@ NSADEF nsa_status nsa_cuda_topk_rows(const float *scores, int64_t rows,
 #ifndef __CUDACC__
 #error "NSA_CUDA_IMPLEMENTATION must be compiled by nvcc (a .cu file)"
 #endif
+/* nsa.h's shared part, which this macro implies (see nsa.h, "USING IT"). */
+#include "nsa.h"
 
 #include <cuda_runtime.h>
 #include <cub/device/device_radix_sort.cuh>

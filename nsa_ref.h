@@ -1,9 +1,9 @@
 /* nsa_ref.h -- the exact CPU reference of Native Sparse Attention.
 
-   Declarations always; definitions in the one file that defines
-   NSA_REF_IMPLEMENTATION (and NSA_IMPLEMENTATION, for nsa.h's shared part)
-   before including this header. C99; OpenMP is used when the file is built
-   with -fopenmp and is not needed otherwise.
+   Declarations always; definitions, with nsa.h's shared part, in the one
+   file that defines NSA_REF_IMPLEMENTATION before including this header
+   (nsa.h, "USING IT", for the CUDA path beside it). C99; OpenMP is used
+   when the file is built with -fopenmp and is not needed otherwise.
 
    Every function below computes one equation of the contract and says which.
    All pointers are host pointers. Stage outputs that feed a later stage are
@@ -15,7 +15,13 @@
        accumulated in fp32 (or fp64 with cfg.accum = NSA_ACCUM_FP64) in a fixed
        order that does not depend on the thread count; outputs are rounded once
        to the storage type, nearest-even.
-     - Results are bitwise identical for any thread count and any run.
+     - Results are bitwise identical for any thread count and any run, and
+       across gcc and clang and their -O and -march flags: the
+       implementation turns off the contraction of a*b + c into one fused
+       rounding itself (except under nvcc, see below). Flags that reorder
+       sums (-ffast-math, -Ofast, -fassociative-math) break this promise,
+       and so does clang's explicit -ffp-contract=fast, which overrides the
+       pragma.
 
    OPTIONS (macros read by the implementation)
      NSA_REF_NO_SIMD   build the portable C kernels only (no GNU vector
@@ -130,6 +136,21 @@ NSADEF nsa_status nsa_ref_topk_rows(const float *scores, int64_t rows,
 #ifdef NSA_REF_IMPLEMENTATION
 #ifndef NSA_REF_IMPLEMENTATION_DONE
 #define NSA_REF_IMPLEMENTATION_DONE
+/* nsa.h's shared part, which this macro implies (unless
+   NSA_SHARED_IN_OTHER_FILE), even when nsa.h was included plainly before. */
+#include "nsa.h"
+/* No contraction of a*b + c into one fused rounding: the summation order
+   of NUMERICS has none, and with it the bits would change between
+   compilers and -march flags (gcc contracts by default outside ISO mode,
+   clang within expressions). Set here so that no user has to pass
+   -ffp-contract=off; nvcc's front end takes no such pragma, so a .cu file
+   that defines NSA_REF_IMPLEMENTATION passes -Xcompiler -ffp-contract=off. */
+#if defined(__clang__)
+#pragma STDC FP_CONTRACT OFF
+#elif defined(__GNUC__) && !defined(__CUDACC__)
+#pragma GCC push_options
+#pragma GCC optimize("fp-contract=off")
+#endif
 /* ========================================================================
 
    HOW THE REFERENCE COMPUTES (read this before the code)
@@ -2223,5 +2244,10 @@ NSADEF nsa_status nsa_ref_topk_rows(const float *scores, int64_t rows,
     return NSA_OK;
 }
 
+#if defined(__clang__)
+#pragma STDC FP_CONTRACT DEFAULT
+#elif defined(__GNUC__) && !defined(__CUDACC__)
+#pragma GCC pop_options
+#endif
 #endif /* NSA_REF_IMPLEMENTATION_DONE */
 #endif /* NSA_REF_IMPLEMENTATION */

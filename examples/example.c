@@ -4,7 +4,6 @@
      make build/example && ./build/example
 */
 #define _POSIX_C_SOURCE 199309L
-#define NSA_IMPLEMENTATION
 #define NSA_REF_IMPLEMENTATION
 #include "nsa_ref.h"
 
@@ -62,10 +61,11 @@ int main(void)
     nsa_sizes sz;
     nsa_saved saved;
     nsa_grads grads;
-    size_t ws_bytes;
-    void *ws, *o, *d_o;
+    size_t ws_bytes, block_bytes;
+    void *ws, *block, *o, *d_o;
     float *o_branch[3];
     const char *branch_name[3] = {"compressed", "selected", "window"};
+    const char *o_name[3] = {"o_cmp", "o_slc", "o_win"};
     double t0, t_fwd, t_bwd;
     int c, probe;
 
@@ -83,17 +83,11 @@ int main(void)
     d_o = random_bf16(sz.o, &rng);
     o = malloc((size_t)sz.o * 2);
 
-    saved.lse_cmp = (float *)malloc((size_t)sz.lse * sizeof(float));
-    saved.lse_slc = (float *)malloc((size_t)sz.lse * sizeof(float));
-    saved.lse_win = (float *)malloc((size_t)sz.lse * sizeof(float));
-    saved.sel_idx = (int32_t *)malloc((size_t)sz.sel_idx * sizeof(int32_t));
-    saved.sel_count = (int32_t *)malloc((size_t)sz.sel_count * sizeof(int32_t));
-    saved.k_cmp = malloc((size_t)sz.k_cmp * 2);
-    saved.v_cmp = malloc((size_t)sz.v_cmp * 2);
-    grads.dq = malloc((size_t)sz.q * 2);
-    grads.dk = malloc((size_t)sz.k * 2);
-    grads.dv = malloc((size_t)sz.v * 2);
-    grads.dgates = grads.dk_cmp = grads.dv_cmp = NULL;
+    /* Everything forward keeps for backward, and the gradients, in one
+       block (no gates here: with_gates = 0). */
+    CHECK(nsa_buffers_bytes(&cfg, &x, 0, &block_bytes));
+    block = malloc(block_bytes);
+    CHECK(nsa_buffers_place(&cfg, &x, 0, block, block_bytes, &saved, &grads));
 
     CHECK(nsa_ref_workspace_size(&cfg, &x, &ws_bytes));
     ws = malloc(ws_bytes ? ws_bytes : 1);
@@ -120,7 +114,7 @@ int main(void)
                              o_branch[1], saved.lse_slc));
     CHECK(nsa_ref_attend_win(&cfg, &x, o_branch[2], saved.lse_win));
     for (c = 0; c < 3; ++c)
-        printf("  %-10s branch: |o_c| = %.4f\n", branch_name[c],
+        printf("  %-10s branch: |%s| = %.4f\n", branch_name[c], o_name[c],
                norm_f32(o_branch[c], sz.o));
 
     /* Selected blocks of a few queries of the second sequence (bq = 1, so
@@ -141,10 +135,7 @@ int main(void)
            (long long)x.T);
 
     for (c = 0; c < 3; ++c) free(o_branch[c]);
-    free(ws); free(grads.dq); free(grads.dk); free(grads.dv);
-    free(saved.lse_cmp); free(saved.lse_slc); free(saved.lse_win);
-    free(saved.sel_idx); free(saved.sel_count); free(saved.k_cmp);
-    free(saved.v_cmp); free(o); free(d_o);
+    free(ws); free(block); free(o); free(d_o);
     free((void *)x.q); free((void *)x.k); free((void *)x.v);
     return 0;
 }

@@ -1,6 +1,5 @@
 // The headers compile as C++ (extern "C" declarations, implementations
 // included): what a C++ trainer that includes them sees.
-#define NSA_IMPLEMENTATION
 #define NSA_REF_IMPLEMENTATION
 #include "nsa_ref.h"
 #include "nsa_cuda.h"

@@ -8,7 +8,6 @@
    they compute the same bits. tests/simd_same.sh compares the build with
    vector kernels against the one built with NSA_REF_NO_SIMD (MATH.md
    section 8: the vector kernels change no operation). */
-#define NSA_IMPLEMENTATION
 #define NSA_REF_IMPLEMENTATION
 #include "../nsa_ref.h"
 

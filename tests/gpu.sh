@@ -4,7 +4,8 @@
 # Builds with nvcc here (sm_80 and sm_90a), then runs: the C example; the
 # cross-checks against the CPU reference (tests/test_cuda.cu, with the
 # shared vectors when VECTORS names their folder, and the >= 256K-token
-# case); compute-sanitizer memcheck, racecheck and initcheck on the quick
+# case); the Python binding with torch on the GPU (tests/test_python.py
+# --cuda; skipped with a line when torch is absent); compute-sanitizer memcheck, racecheck and initcheck on the quick
 # cases; the benchmark (bench/bench_cuda.cu) and the dense SDPA / torch.topk
 # baseline (bench/bench_dense.py). Logs go to LOGDIR; a short table is
 # printed last. Exits non-zero if a check failed or if no GPU check ran.
@@ -31,7 +32,7 @@ echo "device: $(cat "$LOGDIR/device.txt")"
 
 if [ "${SKIP_BUILD:-0}" != 1 ]; then
     echo "== build"
-    if make -k -j8 cuda > "$LOGDIR/build.log" 2>&1; then note "build           ok"
+    if make -k -j8 cuda shared > "$LOGDIR/build.log" 2>&1; then note "build           ok"
     else note "build           FAILED (see build.log)"; tail -30 "$LOGDIR/build.log"; status=1; fi
 fi
 
@@ -55,6 +56,17 @@ if [ -z "$line" ] || [ "${line%% passed*}" -eq 0 ]; then
     note "test_cuda       FAILED: no GPU check ran"
     status=1
 fi
+
+# The Python binding: torch tensors on the GPU through nsa.attention and
+# autograd, against the shared vectors (skipped, with a line, without torch).
+echo "== python binding (torch on the GPU)"
+python3 tests/test_python.py --cuda "$VECTORS" > "$LOGDIR/python.log" 2>&1
+rc=$?
+grep -E '^(FAIL|SKIP)' "$LOGDIR/python.log" | head -20
+line=$(grep -E '^[0-9]+ passed, [0-9]+ failed$' "$LOGDIR/python.log" | tail -1)
+skips=$(grep -c '^SKIP' "$LOGDIR/python.log")
+note "python torch    ${line:-died (rc $rc)}$([ "$skips" -gt 0 ] && echo ", $skips skipped (see python.log)")"
+[ $rc -ne 0 ] && status=1
 
 if [ "${SKIP_SAN:-0}" != 1 ] && command -v compute-sanitizer > /dev/null; then
     for tool in memcheck racecheck initcheck; do

@@ -57,7 +57,22 @@ if [ "${NSA_SANITIZE:-0}" = 0 ]; then
         run_suite "vectors command" "$BUILD/nsa_vectors" check "$VECTORS"
     fi
 fi
-run_suite "vector kernels on and off" env BUILD="$BUILD" bash tests/simd_same.sh
+run_suite "vector kernels on and off, contraction" env BUILD="$BUILD" bash tests/simd_same.sh
+run_suite "implementation macros" bash tests/one_macro.sh
+# The Python binding on the reference (numpy); its library is built by
+# `make all` (a sanitizer build has none: Python cannot load it).
+if [ ! -f "$BUILD/libnsa.so" ]; then
+    echo "== Python binding"
+    echo "SKIP Python binding: no $BUILD/libnsa.so"
+    total_skip=$((total_skip + 1))
+elif ! python3 -c 'import numpy' >/dev/null 2>&1; then
+    echo "== Python binding"
+    echo "SKIP Python binding: python3 with numpy not found"
+    total_skip=$((total_skip + 1))
+else
+    run_suite "Python binding (reference, numpy)" \
+        env NSA_LIBRARY="$BUILD/libnsa.so" python3 tests/test_python.py "$VECTORS"
+fi
 run_suite "golden-vector tools" env BUILD="$BUILD" bash tools/test_tools.sh
 run_suite "selection pictures" bash tools/test_picture.sh "$BUILD/nsa_picture"
 

@@ -23,7 +23,6 @@
 #define _POSIX_C_SOURCE 200809L
 #endif
 
-#define NSA_IMPLEMENTATION
 #define NSA_REF_IMPLEMENTATION
 #include "../nsa_ref.h"
 
@@ -2873,6 +2872,116 @@ static void test_sizes_query_needs_no_data_pointers(void)
     }
 }
 
+/* nsa_buffers_place: every buffer forward and backward need, cut from one
+   block, aligned, inside it and disjoint; forward and backward through them
+   give the bits of separately allocated buffers. Cases: gates and all
+   branches (bf16), caller-compressed K/V (dk_cmp, dv_cmp), the window alone
+   (no saved selection, lse or K_cmp); each also checks which pointers are
+   NULL, and that a block one byte short is refused. */
+static void test_buffers_in_one_block_equal_separate_buffers(void)
+{
+    const char *name = "buffers_in_one_block_equal_separate_buffers";
+    int klen[3] = {40, 9, 70};
+    int cs;
+    for (cs = 0; cs < 3; ++cs) {
+        nsa_config c = cfg_small();
+        nsa_dtype dt = cs == 0 ? NSA_BF16 : NSA_FP32;
+        int gates = cs == 0;
+        prob p;
+        run r;
+        nsa_batch x;
+        nsa_saved sv;
+        nsa_grads gr;
+        void *o, *ws, *ptr[13];
+        unsigned char *block;
+        size_t bytes = 0, es = nsa_dtype_size(dt);
+        int64_t len[13];
+        int i, j;
+        nsa_status st;
+        const void *g;
+        if (cs == 1) c.caller_compressed = 1;
+        if (cs == 2) c.branches = NSA_BRANCH_WIN;
+        prob_make(&p, &c, dt, 3, klen, NULL, 4, 2, 16, 8, gates);
+        x = prob_batch(&p);
+        g = gates ? p.g : NULL;
+        memset(&r, 0, sizeof r);
+        if (!status_ok(name, "nsa_ref_forward", run_forward(&r, &c, &x, g)) ||
+            !status_ok(name, "nsa_ref_backward",
+                       run_backward(&r, &c, &x, g, p.dO)) ||
+            !status_ok(name, "nsa_buffers_bytes",
+                       nsa_buffers_bytes(&c, &x, gates, &bytes))) {
+            run_free(&r);
+            prob_free(&p);
+            continue;
+        }
+        /* One byte in front, so that the block's start is misaligned. */
+        block = (unsigned char *)xcalloc((int64_t)bytes + 1, 1) + 1;
+        st = nsa_buffers_place(&c, &x, gates, block, bytes - 1, &sv, &gr);
+        CHECK(name, st == NSA_ERR_WORKSPACE && names_arg(nsa_last_error(), "block"),
+              "case %d: a block one byte short gave %s (%s)", cs, status_name(st),
+              nsa_last_error());
+        st = nsa_buffers_place(&c, &x, gates, block, bytes, &sv, &gr);
+        if (!status_ok(name, "nsa_buffers_place", st)) {
+            free(block - 1);
+            run_free(&r);
+            prob_free(&p);
+            continue;
+        }
+        ptr[0] = sv.lse_cmp; ptr[1] = sv.lse_slc; ptr[2] = sv.lse_win;
+        ptr[3] = sv.sel_idx; ptr[4] = sv.sel_count; ptr[5] = sv.k_cmp;
+        ptr[6] = sv.v_cmp; ptr[7] = gr.dq; ptr[8] = gr.dk; ptr[9] = gr.dv;
+        ptr[10] = gr.dgates; ptr[11] = gr.dk_cmp; ptr[12] = gr.dv_cmp;
+        len[0] = len[1] = len[2] = r.sz.lse * 4;
+        len[3] = r.sz.sel_idx * 4; len[4] = r.sz.sel_count * 4;
+        len[5] = len[11] = r.sz.k_cmp * (int64_t)es;
+        len[6] = len[12] = r.sz.v_cmp * (int64_t)es;
+        len[7] = r.sz.q * (int64_t)es; len[8] = r.sz.k * (int64_t)es;
+        len[9] = r.sz.v * (int64_t)es; len[10] = r.sz.gates * (int64_t)es;
+        for (i = 0; i < 13; ++i) {
+            /* Which buffers this case needs (nsa.h, nsa_saved and nsa_grads). */
+            int needed = i >= 7 && i <= 9;
+            if (i <= 2) needed = (c.branches >> i) & 1u;
+            if (i == 3 || i == 4) needed = (c.branches & NSA_BRANCH_SLC) != 0;
+            if (i == 5 || i == 6) needed = cs == 0;
+            if (i == 10) needed = gates;
+            if (i >= 11) needed = cs == 1;
+            CHECK(name, (ptr[i] != NULL) == needed, "case %d: buffer %d is %s",
+                  cs, i, ptr[i] ? "placed but not needed" : "needed but NULL");
+            if (!ptr[i]) continue;
+            CHECK(name, (uintptr_t)ptr[i] % NSA_BUFFER_ALIGN == 0 &&
+                        (unsigned char *)ptr[i] >= block &&
+                        (unsigned char *)ptr[i] + len[i] <= block + bytes,
+                  "case %d: buffer %d misaligned or outside the block", cs, i);
+            for (j = 0; j < i; ++j)
+                if (ptr[j])
+                    CHECK(name, (unsigned char *)ptr[j] + len[j] <= (unsigned char *)ptr[i] ||
+                                (unsigned char *)ptr[i] + len[i] <= (unsigned char *)ptr[j],
+                          "case %d: buffers %d and %d overlap", cs, j, i);
+        }
+        o = xcalloc(r.sz.o, es);
+        ws = xcalloc((int64_t)r.wsb, 1);
+        st = nsa_ref_forward(&c, &x, g, o, &sv, ws, r.wsb);
+        if (st == NSA_OK)
+            st = nsa_ref_backward(&c, &x, g, p.dO, &sv, &gr, ws, r.wsb);
+        if (status_ok(name, "forward and backward on the block", st)) {
+            CHECK(name, memcmp(o, r.o, (size_t)r.sz.o * es) == 0 &&
+                        memcmp(gr.dq, r.gr.dq, (size_t)len[7]) == 0 &&
+                        memcmp(gr.dk, r.gr.dk, (size_t)len[8]) == 0 &&
+                        memcmp(gr.dv, r.gr.dv, (size_t)len[9]) == 0 &&
+                        (!gates || memcmp(gr.dgates, r.gr.dgates, (size_t)len[10]) == 0) &&
+                        (cs != 1 || (memcmp(gr.dk_cmp, r.gr.dk_cmp, (size_t)len[11]) == 0 &&
+                                     memcmp(gr.dv_cmp, r.gr.dv_cmp, (size_t)len[12]) == 0)),
+                  "case %d: results through the block differ from separate "
+                  "buffers", cs);
+        }
+        free(o);
+        free(ws);
+        free(block - 1);
+        run_free(&r);
+        prob_free(&p);
+    }
+}
+
 static void test_bad_input_is_rejected(void)
 {
     nsa_config c = cfg_small();
@@ -3015,6 +3124,17 @@ static void test_bad_input_is_rejected(void)
     y = x; y.cu_seqlens = cu;
     bad_forward("cu_seqlens_not_ending_at_T_is_rejected", &c, &y, &r, p.g,
                 NSA_ERR_INVALID_BATCH, "cu_seqlens");
+    /* The message names the field to fix: the count, not the array. */
+    y = x; y.T = 0;
+    bad_forward("T_left_zero_is_named_in_the_message", &c, &y, &r, p.g,
+                NSA_ERR_INVALID_BATCH, "batch.T,");
+    {
+        static int32_t cq[4];
+        cq[0] = 0; cq[1] = 30; cq[2] = 39; cq[3] = 60;
+        y = x; y.cu_seqlens_q = cq; y.TQ = 0;
+        bad_forward("TQ_left_zero_is_named_in_the_message", &c, &y, &r, p.g,
+                    NSA_ERR_INVALID_BATCH, "batch.TQ,");
+    }
     memcpy(cu, p.cu, sizeof cu);
     cu[0] = 1;
     y = x; y.cu_seqlens = cu;
@@ -3219,6 +3339,7 @@ int main(int argc, char **argv)
     RUN_TEST(test_topk_special_values_rank_as_contract_says);
     RUN_TEST(test_bad_input_is_rejected);
     RUN_TEST(test_sizes_query_needs_no_data_pointers);
+    RUN_TEST(test_buffers_in_one_block_equal_separate_buffers);
     RUN_TEST(test_selection_ties_pick_lower_index);
     RUN_TEST(test_forced_blocks_near_sequence_start);
     RUN_TEST(test_oracle_gradient_matches_central_differences);

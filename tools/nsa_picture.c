@@ -28,7 +28,6 @@
                              [--bq N] [--w N] [--n N] [--cell C] [--tiles]
                              [--plain]
                              [--out FILE.svg]                                */
-#define NSA_IMPLEMENTATION
 #define NSA_REF_IMPLEMENTATION
 #include "nsa_ref.h"
 

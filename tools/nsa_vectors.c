@@ -51,7 +51,6 @@
    The case layout and the meaning of every file are written into each
    case.json ("layout", "selection", "tolerances", "files"); see
    write_case_json below and tools/VECTORS.md. */
-#define NSA_IMPLEMENTATION
 #define NSA_REF_IMPLEMENTATION
 #include "../nsa_ref.h"
 #include "vectors.h"

@@ -73,8 +73,8 @@
    Report: every failed check prints one line
      FAIL case/array(dtype): max abs err X at index i (tol Y)
    and every case one summary line. All functions are static: include this
-   file in the one translation unit that also defines NSA_IMPLEMENTATION and
-   NSA_REF_IMPLEMENTATION before including nsa_ref.h. */
+   file in the one translation unit that also defines NSA_REF_IMPLEMENTATION
+   before including nsa_ref.h. */
 #ifndef NSA_TOOLS_VECTORS_H
 #define NSA_TOOLS_VECTORS_H
 

@@ -8,7 +8,6 @@
    does before it allocates anything.
 
    Build and run: make fuzz. */
-#define NSA_IMPLEMENTATION
 #define NSA_REF_IMPLEMENTATION
 #include "../../nsa_ref.h"
 #include "../../tools/vectors.h"

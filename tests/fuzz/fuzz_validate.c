@@ -15,7 +15,6 @@
    refused with NSA_ERR_WORKSPACE.
 
    Build and run: make fuzz. */
-#define NSA_IMPLEMENTATION
 #define NSA_REF_IMPLEMENTATION
 #include "../../nsa_ref.h"
 
