@@ -1121,7 +1121,8 @@ static nsa_status run_decode(const nsa_config *cfg, const Plan &P, nsak::Params 
                                                                                    first);
         NSA__LAUNCHED();
     }
-    nsak::decode_combine_kernel<T, DV><<<pairs, NSA_DEC_THREADS, 0, s>>>(p, dc, br);
+    nsak::decode_combine_kernel<T, DV>
+        <<<dim3((unsigned)P.G, (unsigned)P.Hkv, (unsigned)P.B), DV, 0, s>>>(p, dc, br);
     NSA__LAUNCHED();
     return NSA_OK;
 }

@@ -56,7 +56,7 @@ namespace nsak {
 #define NSA_DEC_MIN_CHUNKS 4
 #define NSA_DEC_WIN_KEYS 128
 #define NSA_DEC_SLC_KEYS 128
-#define NSA_DEC_THREADS 256 /* decode_select_kernel, decode_combine_kernel */
+#define NSA_DEC_THREADS 256 /* decode_select_kernel */
 
 /* The decode plan (host) and the kernels' view of it. Slots of one
    (sequence, kv head) pair: cmp [0, nsc), win [nsc, nsc + nsw), slc
@@ -308,45 +308,33 @@ __global__ void __launch_bounds__(NSA_DEC_THREADS) decode_select_kernel(Params p
 }
 
 /* Each branch's partials combined in slot order, its lse, and the gated
-   output; grid (Hkv, B), NSA_DEC_THREADS threads, a thread per column. */
+   output of one row (query head): grid (G, Hkv, B), DV threads, a thread
+   per column. */
 template <typename T, int DV>
-__global__ void __launch_bounds__(NSA_DEC_THREADS) decode_combine_kernel(Params p, Decode dc,
-                                                                         unsigned br_mask)
+__global__ void __launch_bounds__(DV) decode_combine_kernel(Params p, Decode dc, unsigned br_mask)
 {
-    const int tid = threadIdx.x, hkv = blockIdx.x, b = blockIdx.y, G = p.G;
+    const int d = threadIdx.x, r = blockIdx.x, hkv = blockIdx.y, b = blockIdx.z, G = p.G;
     const int64_t bh = (int64_t)b * p.Hkv + hkv, stride = dec_part_floats(DV);
     const float *part = dc.part + bh * dc.nslots * stride;
+    const int64_t row = (int64_t)p.cuq[b] * p.H + hkv * G + r;
     /* slot ranges of cmp, slc, win (the gate order) */
     const int lo[3] = {0, dc.nsc + dc.nsw, dc.nsc};
     const int hi[3] = {dc.nsc, dc.nslots, dc.nsc + dc.nsw};
-    for (int r = 0; r < G; ++r) {
-        const int64_t row = (int64_t)p.cuq[b] * p.H + hkv * G + r;
-        float x[(DV + NSA_DEC_THREADS - 1) / NSA_DEC_THREADS] = {};
-        bool first = true;
-        for (int br = 0; br < 3; ++br) {
-            if (!(br_mask & (1u << br))) continue;
-            float M, Mb, L;
-            dec_merge_ml(part, stride, lo[br], hi[br], r, M, Mb, L);
-            if (tid == 0) p.lse[br][row] = lse_of(M, L);
-            const float inv = inv_sum(L), g = gate_of<T>(p, row, br);
-#pragma unroll
-            for (int u = 0; u * NSA_DEC_THREADS < DV; ++u) {
-                const int d = u * NSA_DEC_THREADS + tid;
-                if (d >= DV) continue;
-                float o = 0.f;
-                for (int s = lo[br]; s < hi[br]; ++s)
-                    o += part[s * stride + 32 + r * DV + d] * exp2f(part[s * stride + r] - Mb);
-                const float y = g * (o * inv);
-                x[u] = first ? y : x[u] + y;
-            }
-            first = false;
-        }
-#pragma unroll
-        for (int u = 0; u * NSA_DEC_THREADS < DV; ++u) {
-            const int d = u * NSA_DEC_THREADS + tid;
-            if (d < DV) ((T *)p.out)[row * DV + d] = Ty<T>::from_f(x[u]);
-        }
+    float x = 0.f;
+    bool first = true;
+    for (int br = 0; br < 3; ++br) {
+        if (!(br_mask & (1u << br))) continue;
+        float M, Mb, L;
+        dec_merge_ml(part, stride, lo[br], hi[br], r, M, Mb, L);
+        if (d == 0) p.lse[br][row] = lse_of(M, L);
+        float o = 0.f;
+        for (int s = lo[br]; s < hi[br]; ++s)
+            o += part[s * stride + 32 + r * DV + d] * exp2f(part[s * stride + r] - Mb);
+        const float y = gate_of<T>(p, row, br) * (o * inv_sum(L));
+        x = first ? y : x + y;
+        first = false;
     }
+    ((T *)p.out)[row * DV + d] = Ty<T>::from_f(x);
 }
 
 /* Compression of a growing cache: grid (B, y), the blocks of sequence b
