@@ -503,6 +503,11 @@ NSADEF nsa_status nsa__check_saved(const nsa_config *cfg, const nsa_sizes *sizes
                                    const nsa_saved *saved, int for_backward);
 NSADEF nsa_status nsa__check_grads(const nsa_config *cfg, const nsa_sizes *sizes,
                                    const void *gates, const nsa_grads *grads);
+/* The key counts of a growing cache at its last compression (the
+   *_compress_append entry points): host, batch.B entries, each in
+   [0, keys of the sequence now]. Run after nsa__validate. */
+NSADEF nsa_status nsa__check_seqlens_old(const nsa_batch *batch,
+                                         const int32_t *seqlens_old);
 
 #endif /* NSA_H */
 
@@ -1011,6 +1016,21 @@ NSADEF nsa_status nsa__check_grads(const nsa_config *cfg, const nsa_sizes *s,
     return NSA_OK;
 }
 #undef NSA__REQUIRE
+
+NSADEF nsa_status nsa__check_seqlens_old(const nsa_batch *x, const int32_t *old)
+{
+    int b;
+    if (x->B > 0 && !old)
+        return nsa__fail(NSA_ERR_NULL_POINTER, "seqlens_old: is NULL");
+    for (b = 0; b < x->B; ++b) {
+        int64_t nk = (int64_t)x->cu_seqlens[b + 1] - x->cu_seqlens[b];
+        if (old[b] < 0 || old[b] > nk)
+            return nsa__fail(NSA_ERR_INVALID_BATCH, "seqlens_old: entry %d = %d must "
+                             "be in [0, %lld], the keys sequence %d holds now (a "
+                             "cache only grows)", b, (int)old[b], (long long)nk, b);
+    }
+    return NSA_OK;
+}
 
 #endif /* NSA_IMPLEMENTATION_DONE */
 #endif /* NSA_IMPLEMENTATION */

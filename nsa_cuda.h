@@ -69,6 +69,14 @@ NSADEF nsa_status nsa_cuda_backward(const nsa_config *cfg, const nsa_batch *batc
 NSADEF nsa_status nsa_cuda_compress(const nsa_config *cfg, const nsa_batch *batch,
                                     void *k_cmp, void *v_cmp, void *workspace,
                                     size_t workspace_bytes, nsa_cuda_stream stream);
+/* nsa_ref_compress_append on the GPU: the blocks completed since each
+   sequence held seqlens_old[b] keys (host, for validation and the launch
+   size; seqlens_old_dev: its device copy, which the kernel reads). */
+NSADEF nsa_status nsa_cuda_compress_append(const nsa_config *cfg, const nsa_batch *batch,
+                                           const int32_t *seqlens_old,
+                                           const int32_t *seqlens_old_dev, void *k_cmp,
+                                           void *v_cmp, void *workspace,
+                                           size_t workspace_bytes, nsa_cuda_stream stream);
 NSADEF nsa_status nsa_cuda_block_scores(const nsa_config *cfg,
                                         const nsa_batch *batch, const void *k_cmp,
                                         float *block_scores, void *workspace,
@@ -144,6 +152,7 @@ NSADEF nsa_status nsa_cuda_topk_rows(const float *scores, int64_t rows,
 #include "kernels/nsa_select.cuh"
 #include "kernels/nsa_slc_fwd.cuh"
 #include "kernels/nsa_topk.cuh"
+#include "kernels/nsa_decode.cuh"
 
 namespace nsah {
 
@@ -180,7 +189,15 @@ struct Plan {
        segment and a bound on the segments beyond each tile's first
        (kernels/nsa_attn.cuh) */
     int64_t kv_tiles[3], kv_chunks[3], kv_seg_len[3], kv_extra[3];
+    nsak::Decode dec; /* the decode path's slots and workspace (section "decoding") */
 };
+
+/* Decoding (section "decoding" below): the plan's decode part, appended to
+   the workspace at offset o, and the forward's decode path. */
+static void decode_plan(const nsa_config *cfg, const nsa_batch *x, Plan &P, size_t &o);
+template <typename T, int DK, int DV>
+static nsa_status run_decode(const nsa_config *cfg, const Plan &P, nsak::Params &p,
+                             nsa_saved *sv, void *ws, cudaStream_t s);
 
 /* Partial slots of the key-centric backward: a branch's chunks are cut so
    that at most this many segments beyond the tiles' first ones exist;
@@ -320,6 +337,7 @@ static nsa_status plan_make(const nsa_config *cfg, const nsa_batch *x, Plan &P)
         if (P.kv_extra[i] > parts) parts = P.kv_extra[i];
     }
     P.o_part = o; o = align256(o + (size_t)parts * 64 * (x->Dk + x->Dv) * 4);
+    decode_plan(cfg, x, P, o);
     P.total = o;
     return NSA_OK;
 }
@@ -587,6 +605,7 @@ static nsa_status fwd_typed(const nsa_config *cfg, const nsa_batch *x, const Pla
         p.kc = sv->k_cmp;
         p.vc = sv->v_cmp;
     }
+    if (P.dec.on) return run_decode<T, DK, DV>(cfg, P, p, sv, ws, s);
     const bool slc = (br & NSA_BRANCH_SLC) != 0;
     /* One-query units with the compressed branch on: one pass over K_cmp
        per row tile scores and selects (kernels/nsa_select_fused.cuh). */
@@ -1008,6 +1027,153 @@ NSADEF nsa_status nsa_cuda_combine(const nsa_config *cfg, const nsa_batch *batch
     p.gates = gates;
     return NSA__DISPATCH(P, nsah::stage_combine, P, p, o_cmp, o_slc, o_win, o,
                          (cudaStream_t)stream);
+}
+
+/* ---- decoding ---------------------------------------------------------------
+   One query per sequence (kernels/nsa_decode.cuh): the forward splits each
+   branch's keys over many one-warp CTAs and combines them in a fixed order;
+   the compression of a growing cache computes only its new blocks. */
+
+namespace nsah {
+
+/* The decode path serves forwards whose every sequence has exactly one query
+   (cu_seqlens_q given), G <= 16 (one warp's rows), no caller selection, and
+   for the selected branch bq = 1 and n <= 32 (sel_finish's lanes). Others
+   take the general path, which computes the same. */
+static void decode_plan(const nsa_config *cfg, const nsa_batch *x, Plan &P, size_t &o)
+{
+    nsak::Decode &D = P.dec;
+    memset(&D, 0, sizeof D);
+    const unsigned br = cfg->branches;
+    const bool slc = (br & NSA_BRANCH_SLC) != 0;
+    const bool cb = (br & (NSA_BRANCH_CMP | NSA_BRANCH_SLC)) != 0;
+    if (!x->cu_seqlens_q || x->B < 1 || x->B > 65535 || x->Hkv > 65535 || P.G > 16 ||
+        x->sel_idx)
+        return;
+    if (slc && (cfg->bq != 1 || cfg->n > 32)) return;
+    int64_t nk_max = 0;
+    for (int b = 0; b < x->B; ++b) {
+        if (x->cu_seqlens_q[b + 1] - x->cu_seqlens_q[b] != 1) return;
+        const int64_t nk = x->cu_seqlens[b + 1] - x->cu_seqlens[b];
+        if (nk > nk_max) nk_max = nk;
+    }
+    const int64_t bh = (int64_t)x->B * x->Hkv;
+    if (cb && P.nc_max > 0) {
+        /* enough cmp slots over all pairs for NSA_DEC_CTAS CTAs, but no
+           fewer than NSA_DEC_MIN_CHUNKS chunks a slot */
+        const int64_t want = nsak::cdiv64(NSA_DEC_CTAS, bh);
+        const int64_t chunks = nsak::cdiv64(P.nc_max, NSA_KN);
+        int64_t per = nsak::cdiv64(chunks, want);
+        if (per < NSA_DEC_MIN_CHUNKS) per = NSA_DEC_MIN_CHUNKS;
+        D.cspl = (int)(per * NSA_KN);
+        D.nsc = (int)nsak::cdiv64(P.nc_max, D.cspl);
+    }
+    if (br & NSA_BRANCH_WIN) {
+        D.wspl = NSA_DEC_WIN_KEYS;
+        D.nsw = (int)nsak::cdiv64(cfg->w < nk_max ? cfg->w : nk_max, D.wspl);
+    }
+    if (slc) {
+        D.spb = NSA_DEC_SLC_KEYS / cfg->lp > 1 ? NSA_DEC_SLC_KEYS / cfg->lp : 1;
+        D.nss = (int)nsak::cdiv64(cfg->n, D.spb);
+    }
+    D.nslots = D.nsc + D.nsw + D.nss;
+    D.ldl = (int64_t)D.nsc * D.cspl;
+    D.on = 1;
+    D.o_part = o;
+    o = align256(o + (size_t)bh * D.nslots * nsak::dec_part_floats(x->Dv) * 4);
+    D.o_logit = o;
+    o = align256(o + (slc ? (size_t)bh * P.G * D.ldl * 4 : 0));
+    D.o_tsc = o;
+    o = align256(o + (slc ? (size_t)bh * D.ldl * 4 : 0));
+}
+
+/* The forward on the decode path, after the compression (mean mode): cmp and
+   win slots, the selection, slc slots, the combine (kernels/nsa_decode.cuh). */
+template <typename T, int DK, int DV>
+static nsa_status run_decode(const nsa_config *cfg, const Plan &P, nsak::Params &p,
+                             nsa_saved *sv, void *ws, cudaStream_t s)
+{
+    nsa_status st;
+    const unsigned br = cfg->branches;
+    const bool slc = (br & NSA_BRANCH_SLC) != 0;
+    nsak::Decode dc = P.dec;
+    char *w = (char *)ws;
+    dc.part = (float *)(w + dc.o_part);
+    dc.logit = slc ? (float *)(w + dc.o_logit) : NULL;
+    dc.tsc = slc ? (float *)(w + dc.o_tsc) : NULL;
+    constexpr int NS = NSA_DEC_STAGES;
+    const size_t sm = nsak::dec_split_smem<DK, DV, NS>();
+    auto split = nsak::decode_split_kernel<T, DK, DV, NS>;
+    if ((st = set_smem(split, sm))) return st;
+    const dim3 pairs((unsigned)P.Hkv, (unsigned)P.B);
+    const int first = dc.nsc + dc.nsw; /* the cmp and win slots */
+    if (first > 0) {
+        split<<<dim3((unsigned)first, (unsigned)P.Hkv, (unsigned)P.B), 32, sm, s>>>(p, dc, 0);
+        NSA__LAUNCHED();
+    }
+    if (slc) {
+        p.sel_out_idx = sv->sel_idx;
+        p.sel_out_cnt = sv->sel_count;
+        nsak::decode_select_kernel<DV><<<pairs, NSA_DEC_THREADS, 0, s>>>(p, dc);
+        NSA__LAUNCHED();
+        p.sel_idx = sv->sel_idx;
+        p.sel_cnt = sv->sel_count;
+        split<<<dim3((unsigned)dc.nss, (unsigned)P.Hkv, (unsigned)P.B), 32, sm, s>>>(p, dc,
+                                                                                   first);
+        NSA__LAUNCHED();
+    }
+    nsak::decode_combine_kernel<T, DV>
+        <<<dim3((unsigned)P.G, (unsigned)P.Hkv, (unsigned)P.B), DV, 0, s>>>(p, dc, br);
+    NSA__LAUNCHED();
+    return NSA_OK;
+}
+
+template <typename T, int DK, int DV>
+static nsa_status stage_compress_append(const Plan &P, nsak::Params &p, const int32_t *old_dev,
+                                        int64_t max_new, void *kc, void *vc, void *ws,
+                                        cudaStream_t s)
+{
+    nsa_status st;
+    if ((st = launch_meta(P, p, ws, s))) return st;
+    if (max_new == 0) return NSA_OK;
+    const int64_t work = max_new * P.Hkv * (DK + DV);
+    const int64_t y = nsak::cdiv64(work, 256);
+    nsak::compress_append_kernel<T><<<dim3((unsigned)P.B, (unsigned)(y < 65535 ? y : 65535)),
+                                      256, 0, s>>>(p, old_dev, DK, DV, (T *)kc, (T *)vc);
+    NSA__LAUNCHED();
+    return NSA_OK;
+}
+
+} /* namespace nsah */
+
+NSADEF nsa_status nsa_cuda_compress_append(const nsa_config *cfg, const nsa_batch *batch,
+                                           const int32_t *seqlens_old,
+                                           const int32_t *seqlens_old_dev, void *k_cmp,
+                                           void *v_cmp, void *workspace,
+                                           size_t workspace_bytes, nsa_cuda_stream stream)
+{
+    nsah::Plan P;
+    nsa_status st = nsah::stage_begin(cfg, batch, P, 0, "nsa_cuda_compress_append",
+                                      workspace, workspace_bytes);
+    if (st) return st;
+    if ((st = nsa__check_seqlens_old(batch, seqlens_old))) return st;
+    if (batch->B > 0 && !seqlens_old_dev)
+        return nsa__fail(NSA_ERR_NULL_POINTER, "seqlens_old_dev: is NULL (the CUDA path "
+                         "reads the device copy)");
+    if (P.sz.k_cmp > 0 && (!k_cmp || !v_cmp))
+        return nsa__fail(NSA_ERR_NULL_POINTER, "k_cmp, v_cmp: is NULL");
+    /* the most blocks one sequence gains: the launch's size */
+    int64_t max_new = 0;
+    if (cfg->branches & (NSA_BRANCH_CMP | NSA_BRANCH_SLC))
+        for (int b = 0; b < batch->B; ++b) {
+            const int64_t nk = batch->cu_seqlens[b + 1] - batch->cu_seqlens[b];
+            const int64_t gain = nsa_cmp_blocks(nk, cfg->l, cfg->d) -
+                                 nsa_cmp_blocks(seqlens_old[b], cfg->l, cfg->d);
+            if (gain > max_new) max_new = gain;
+        }
+    nsak::Params p = nsah::params(cfg, batch, P, workspace);
+    return NSA__DISPATCH(P, nsah::stage_compress_append, P, p, seqlens_old_dev, max_new, k_cmp,
+                         v_cmp, workspace, (cudaStream_t)stream);
 }
 
 /* ---- top-k per row --------------------------------------------------------- */

@@ -62,6 +62,19 @@ NSADEF nsa_status nsa_ref_backward(const nsa_config *cfg, const nsa_batch *batch
 NSADEF nsa_status nsa_ref_compress(const nsa_config *cfg, const nsa_batch *batch,
                                    void *k_cmp, void *v_cmp);
 
+/* Branch 1 for a growing cache (decoding): the blocks that became complete
+   since each sequence held seqlens_old[b] keys, and only those. k_cmp,
+   v_cmp are in the batch's packed layout (nsa_sizes.k_cmp, .v_cmp
+   elements); sequence b's blocks 0 .. nsa_cmp_blocks(seqlens_old[b]) - 1
+   are neither read nor written (appending keeps earlier keys, so those
+   blocks are unchanged), the rest are written as nsa_ref_compress writes
+   them: the result equals a full recompression bit for bit. seqlens_old
+   (host, B entries) needs 0 <= seqlens_old[b] <= the sequence's keys. */
+NSADEF nsa_status nsa_ref_compress_append(const nsa_config *cfg,
+                                          const nsa_batch *batch,
+                                          const int32_t *seqlens_old,
+                                          void *k_cmp, void *v_cmp);
+
 /* Selection steps 1-4: block_scores [units, Hkv, max_slc_blocks] fp32, the
    score of every selection block that is eligible (step 5) for the unit;
    -inf for blocks that are not eligible or do not exist in the sequence.
@@ -475,7 +488,11 @@ static double nsa__compress_mean(const nsa__ctx *c, const void *src,
     return nsa__r(c, acc / c->cfg->l);
 }
 
-static void nsa__compress_all(const nsa__ctx *c, void *k_cmp, void *v_cmp)
+/* Blocks from_blocks .. nc - 1 of each sequence, from_blocks =
+   nsa_cmp_blocks(seqlens_old[b]) (0 for every sequence when seqlens_old is
+   NULL: the whole compression). */
+static void nsa__compress_all(const nsa__ctx *c, const int32_t *seqlens_old,
+                              void *k_cmp, void *v_cmp)
 {
     const nsa_batch *x = c->x;
     NSA__OMP(omp parallel num_threads(c->nthreads))
@@ -484,10 +501,12 @@ static void nsa__compress_all(const nsa__ctx *c, void *k_cmp, void *v_cmp)
         int b;
         nsa__seq_begin(c, &s);
         for (b = 0; b < x->B; ++b) {
-            int64_t r;
+            int64_t r, i0;
             if (b) nsa__seq_step(c, b, &s);
+            i0 = seqlens_old ? nsa_cmp_blocks(seqlens_old[b], c->cfg->l, c->cfg->d) : 0;
+            if (i0 > s.nc) i0 = s.nc;
             NSA__OMP(omp for schedule(static) nowait)
-            for (r = 0; r < s.nc * c->Hkv; ++r) {
+            for (r = i0 * c->Hkv; r < s.nc * c->Hkv; ++r) {
                 int64_t i = r / c->Hkv, tok = s.k0 + i * c->cfg->d;
                 int hk = (int)(r % c->Hkv), j;
                 for (j = 0; j < c->Dk; ++j)
@@ -1939,7 +1958,7 @@ NSADEF nsa_status nsa_ref_forward(const nsa_config *cfg, const nsa_batch *batch,
     if ((st = nsa__use_workspace(&c, workspace, workspace_bytes))) return st;
 
     if (mean) { /* branch 1: K_cmp, V_cmp, read back rounded */
-        nsa__compress_all(&c, saved->k_cmp, saved->v_cmp);
+        nsa__compress_all(&c, NULL, saved->k_cmp, saved->v_cmp);
         c.kc = saved->k_cmp;
         c.vc = saved->v_cmp;
     }
@@ -1999,7 +2018,22 @@ NSADEF nsa_status nsa_ref_compress(const nsa_config *cfg, const nsa_batch *batch
     if (st) return st;
     NSA__NEED(k_cmp, c.sz.k_cmp > 0, "k_cmp");
     NSA__NEED(v_cmp, c.sz.v_cmp > 0, "v_cmp");
-    nsa__compress_all(&c, k_cmp, v_cmp);
+    nsa__compress_all(&c, NULL, k_cmp, v_cmp);
+    return NSA_OK;
+}
+
+NSADEF nsa_status nsa_ref_compress_append(const nsa_config *cfg,
+                                          const nsa_batch *batch,
+                                          const int32_t *seqlens_old,
+                                          void *k_cmp, void *v_cmp)
+{
+    nsa__ctx c;
+    nsa_status st = nsa__setup(&c, cfg, batch);
+    if (st) return st;
+    if ((st = nsa__check_seqlens_old(batch, seqlens_old))) return st;
+    NSA__NEED(k_cmp, c.sz.k_cmp > 0, "k_cmp");
+    NSA__NEED(v_cmp, c.sz.v_cmp > 0, "v_cmp");
+    nsa__compress_all(&c, seqlens_old, k_cmp, v_cmp);
     return NSA_OK;
 }
 

@@ -24,9 +24,14 @@
    topk_r<rows>_k<k>: top-k of [rows, 129280] fp32 scores, its floor the
    scores' bytes over the measured device-to-device copy bandwidth).
 
+   --decode times decoding instead (run_decode below): one query per
+   sequence, contexts 8K, 64K, 128K, batch 1, 8, 64, rows what =
+   decode_b<B>_ctx<T> (floor: the bytes a step reads over the copy
+   bandwidth) and compress_append_b<B>_ctx<T>.
+
    usage: bench_cuda [--tmin T] [--tmax T] [--tmul M] [--reps N] [--csv FILE]
                      [--commit SHA] [--presets paper,fla,tile] [--bwd]
-                     [--topk] [--long T]
+                     [--topk] [--decode] [--long T]
    --long T: also one sequence of T tokens at H=32, Hkv=8 (paper and fla
    presets): forward, forward + backward and the device memory held (what:
    peak_mem_gib, in GiB); --tmin 1 --tmax 0 runs it alone. */
@@ -609,10 +614,95 @@ static void run_topk(const Ctx &c, int reps)
     }
 }
 
+/* ---- decoding: one query per sequence against a long cache -------------
+   Paper preset, H=64, Hkv=4, D=128, bf16, caller-compressed (K_cmp kept up
+   to date by nsa_cuda_compress_append, timed on its own for one appended
+   token per sequence). The floor of a step is the bytes it must read over
+   the measured device-to-device copy bandwidth: per (sequence, kv head),
+   K_cmp and V_cmp, the n selected blocks of l' keys, and the window's keys
+   outside the forced local blocks (those are read once), K and V. */
+static void run_decode(const Ctx &c, int reps)
+{
+    const int H = 64, Hkv = 4, D = 128;
+    const double bw = copy_bw(reps);
+    nsa_config cfg = nsa_config_paper();
+    cfg.caller_compressed = 1;
+    printf("\ndecoding: paper preset, H=%d Hkv=%d D=%d bf16, one query per sequence, median of "
+           "%d; floor = bytes a step reads at the copy bandwidth (%.2f TB/s)\n", H, Hkv, D, reps,
+           bw / 1e12);
+    printf("%4s %7s | %9s %9s %7s %7s | %11s\n", "B", "ctx", "step ms", "floor ms", "of bw",
+           "GB", "append ms");
+    for (int T : {8192, 65536, 131072})
+        for (int B : {1, 8, 64}) {
+            std::vector<int32_t> cu(B + 1), cuq(B + 1), old(B);
+            for (int b = 0; b <= B; ++b) { cu[b] = b * T; cuq[b] = b; }
+            for (int b = 0; b < B; ++b) old[b] = T - 1;
+            int32_t *cud, *cuqd, *oldd;
+            CK(cudaMalloc(&cud, (B + 1) * 4));
+            CK(cudaMalloc(&cuqd, (B + 1) * 4));
+            CK(cudaMalloc(&oldd, B * 4));
+            CK(cudaMemcpy(cud, cu.data(), (B + 1) * 4, cudaMemcpyHostToDevice));
+            CK(cudaMemcpy(cuqd, cuq.data(), (B + 1) * 4, cudaMemcpyHostToDevice));
+            CK(cudaMemcpy(oldd, old.data(), B * 4, cudaMemcpyHostToDevice));
+            nsa_batch x;
+            memset(&x, 0, sizeof x);
+            x.B = B; x.T = (int64_t)B * T; x.TQ = B;
+            x.cu_seqlens = cu.data(); x.cu_seqlens_q = cuq.data();
+            x.cu_seqlens_dev = cud; x.cu_seqlens_q_dev = cuqd;
+            x.H = H; x.Hkv = Hkv; x.Dk = D; x.Dv = D; x.dtype = NSA_BF16;
+            nsa_sizes sz;
+            x.q = x.k = x.v = x.k_cmp = x.v_cmp = (const void *)16; /* sizes only */
+            CN(nsa_sizes_get(&cfg, &x, &sz));
+            x.q = drand_bf16((size_t)sz.q, 1);
+            x.k = drand_bf16((size_t)sz.k, 2);
+            x.v = drand_bf16((size_t)sz.v, 3);
+            void *kc, *vc, *o, *ws;
+            CK(cudaMalloc(&kc, (size_t)sz.k_cmp * 2));
+            CK(cudaMalloc(&vc, (size_t)sz.v_cmp * 2));
+            CK(cudaMalloc(&o, (size_t)sz.o * 2));
+            x.k_cmp = kc; x.v_cmp = vc;
+            size_t wsb;
+            CN(nsa_cuda_workspace_size(&cfg, &x, &wsb));
+            CK(cudaMalloc(&ws, wsb));
+            CN(nsa_cuda_compress(&cfg, &x, kc, vc, ws, wsb, 0));
+            nsa_saved sv;
+            memset(&sv, 0, sizeof sv);
+            CK(cudaMalloc((void **)&sv.lse_cmp, (size_t)sz.lse * 4));
+            CK(cudaMalloc((void **)&sv.lse_slc, (size_t)sz.lse * 4));
+            CK(cudaMalloc((void **)&sv.lse_win, (size_t)sz.lse * 4));
+            CK(cudaMalloc((void **)&sv.sel_idx, (size_t)sz.sel_idx * 4));
+            CK(cudaMalloc((void **)&sv.sel_count, (size_t)sz.sel_count * 4));
+            const float t_step = median_ms([&] {
+                CN(nsa_cuda_forward(&cfg, &x, NULL, o, &sv, ws, wsb, 0)); }, reps);
+            const float t_app = median_ms([&] {
+                CN(nsa_cuda_compress_append(&cfg, &x, old.data(), oldd, kc, vc, ws, wsb, 0)); }, reps);
+            const int64_t nc = nsa_cmp_blocks(T, cfg.l, cfg.d);
+            const int64_t win_extra = std::max<int64_t>(0, std::min<int64_t>(cfg.w, T) -
+                                                               (int64_t)cfg.n_local * cfg.lp);
+            const int64_t slc_keys = std::min<int64_t>((int64_t)cfg.n * cfg.lp, T);
+            const double bytes = (double)B * Hkv * (nc + slc_keys + win_extra) * 2 * D * 2;
+            const double fl = bytes / bw * 1e3;
+            printf("%4d %7d | %9.4f %9.4f %6.1f%% %7.3f | %11.4f\n", B, T, t_step, fl,
+                   100.0 * fl / t_step, bytes / 1e9, t_app);
+            char what[64];
+            snprintf(what, sizeof what, "decode_b%d_ctx%d", B, T);
+            if (c.csv)
+                fprintf(c.csv, "%s,%s,%s,paper,%d,%d,%d,%d,%d,bf16,%s,%.4f,%.4f\n", c.device.c_str(),
+                        c.date.c_str(), c.commit.c_str(), B, T, H, Hkv, D, what, t_step, fl);
+            snprintf(what, sizeof what, "compress_append_b%d_ctx%d", B, T);
+            if (c.csv)
+                fprintf(c.csv, "%s,%s,%s,paper,%d,%d,%d,%d,%d,bf16,%s,%.4f,\n", c.device.c_str(),
+                        c.date.c_str(), c.commit.c_str(), B, T, H, Hkv, D, what, t_app);
+            void *ps[] = {cud, cuqd, oldd, (void *)x.q, (void *)x.k, (void *)x.v, kc, vc, o, ws,
+                          sv.lse_cmp, sv.lse_slc, sv.lse_win, sv.sel_idx, sv.sel_count};
+            for (void *p : ps) cudaFree(p);
+        }
+}
+
 int main(int argc, char **argv)
 {
     int tmin = 8192, tmax = 65536, reps = 20, tmul = 2;
-    bool bwd = false, topk = false;
+    bool bwd = false, topk = false, decode = false;
     int tlong = 0;
     std::string presets = "paper,fla,tile";
     Ctx c;
@@ -629,6 +719,7 @@ int main(int argc, char **argv)
         else if (!strcmp(argv[i], "--bwd")) bwd = true;
         else if (!strcmp(argv[i], "--topk")) topk = true;
         else if (!strcmp(argv[i], "--long") && i + 1 < argc) tlong = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--decode")) decode = true;
     }
     int ndev = 0;
     if (cudaGetDeviceCount(&ndev) != cudaSuccess || ndev == 0) {
@@ -647,6 +738,11 @@ int main(int argc, char **argv)
     printf("device: %s, tensor-core peak %.0f TFLOP/s (dense bf16, datasheet)\n", prop.name,
            c.peak_flops / 1e12);
 
+    if (decode) { /* decoding alone: its floor needs only the copy bandwidth */
+        run_decode(c, reps);
+        if (c.csv) fclose(c.csv);
+        return 0;
+    }
     float gms;
     c.gather_Bps = gather_bw(65536, 4, 16, reps, &gms);
     printf("gather bandwidth (64-key blocks of 256-byte rows, random blocks, 64K tokens x 4 kv heads"

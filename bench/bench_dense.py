@@ -10,8 +10,17 @@ events, warm-up, median.
 Useful TFLOP/s counts 4*D*H*T*(T+1)/2 for the forward, 2.5x that more for
 the backward.
 
+--decode times dense decoding instead, the shapes of bench_cuda --decode:
+one query per sequence (q [B, 64, 1, 128]) against the whole cache
+(K, V [B, 4, ctx, 128], GQA without expanding K and V), batch 1, 8, 64 and
+ctx 8K, 64K, 128K, through each SDPA backend that takes the shape, and
+flash_attn_with_kvcache (flash-decoding) when the flash_attn package is
+installed; what = sdpa_<backend>_decode_b<B>_ctx<T> or
+flash_decoding_b<B>_ctx<T>, and dense_best_decode_b<B>_ctx<T> for the
+fastest, beside bench_cuda's decode_b<B>_ctx<T>.
+
 usage: python3 bench_dense.py [--tmin T] [--tmax T] [--reps N] [--csv FILE]
-                              [--topk-only]"""
+                              [--topk-only] [--decode]"""
 import argparse
 import statistics
 
@@ -36,6 +45,57 @@ def median_ms(fn, reps):
     return statistics.median(ts)
 
 
+def run_decode(reps, out):
+    """Dense decoding: the time of one step and the bandwidth it reaches on
+    the cache's bytes (K and V read once)."""
+    H, Hkv, D = 64, 4, 128
+    try:
+        from flash_attn import flash_attn_with_kvcache
+    except ImportError:
+        flash_attn_with_kvcache = None
+    backends = (("cudnn", SDPBackend.CUDNN_ATTENTION), ("flash", SDPBackend.FLASH_ATTENTION),
+                ("efficient", SDPBackend.EFFICIENT_ATTENTION), ("math", SDPBackend.MATH))
+    print(f"\ndense decoding, H={H} Hkv={Hkv} D={D} bf16, one query per sequence")
+    print(f"{'backend':>16} {'B':>4} {'ctx':>7} {'ms':>9} {'TB/s':>7}")
+    for T in (8192, 65536, 131072):
+        for B in (1, 8, 64):
+            q = torch.randn(B, H, 1, D, device="cuda", dtype=torch.bfloat16)
+            k = torch.randn(B, Hkv, T, D, device="cuda", dtype=torch.bfloat16)
+            v = torch.randn(B, Hkv, T, D, device="cuda", dtype=torch.bfloat16)
+            nbytes = 2.0 * B * Hkv * T * D * 2
+            times = {}
+            for bname, be in backends:
+                if bname == "math" and B * T > 65536:
+                    continue  # materialises [B, H, 1, T] scores and expanded K, V: slow
+                try:
+                    with sdpa_kernel(be):
+                        def step():
+                            with torch.no_grad():
+                                F.scaled_dot_product_attention(q, k, v, enable_gqa=True)
+                        times[f"sdpa_{bname}"] = median_ms(step, reps)
+                except Exception as e:  # backend not available for this shape
+                    print(f"{bname:>16} {B:>4} {T:>7} unavailable: {str(e)[:60]}")
+            if flash_attn_with_kvcache is not None:
+                qf, kf, vf = (x.transpose(1, 2).contiguous() for x in (q, k, v))
+
+                def fd():
+                    with torch.no_grad():
+                        flash_attn_with_kvcache(qf, kf, vf)
+                times["flash_decoding"] = median_ms(fd, reps)
+                del qf, kf, vf
+            for name, t in times.items():
+                print(f"{name:>16} {B:>4} {T:>7} {t:>9.4f} {nbytes / t / 1e9:>7.2f}")
+                if out:
+                    out.write(f"{name}_decode_b{B}_ctx{T},{T},{t:.4f},,\n")
+            if times:
+                best = min(times, key=times.get)
+                print(f"{'best: ' + best:>30} {times[best]:.4f} ms")
+                if out:
+                    out.write(f"dense_best_decode_b{B}_ctx{T},{T},{times[best]:.4f},,\n")
+            del q, k, v
+            torch.cuda.empty_cache()
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--tmin", type=int, default=8192)
@@ -44,6 +104,7 @@ def main():
     ap.add_argument("--tmul", type=int, default=2)
     ap.add_argument("--csv", default=None)
     ap.add_argument("--topk-only", action="store_true", help="skip SDPA, time torch.topk only")
+    ap.add_argument("--decode", action="store_true", help="time dense decoding only")
     a = ap.parse_args()
     name = torch.cuda.get_device_name(0)
     peak = 756.0 if "PCIe" in name else 989.0
@@ -51,6 +112,11 @@ def main():
     out = open(a.csv, "w") if a.csv else None
     if out:
         out.write("what,T,ms,tflops,frac_peak\n")
+    if a.decode:
+        run_decode(a.reps, out)
+        if out:
+            out.close()
+        return
     H, D = 64, 128
     print(f"\ndense causal SDPA, B=1 H={H} D={D} bf16")
     print(f"{'backend':>8} {'T':>7} {'reps':>5} {'fwd ms':>9} {'TFLOP/s':>8} {'fwd+bwd ms':>11} {'TFLOP/s':>8} {'of peak':>8}")

@@ -340,7 +340,27 @@ __global__ void meta_kernel(const int32_t *cuk, const int32_t *cuq, int B, Shape
 }
 
 /* K_cmp[i] = mean of K over keys [i*d, i*d + l - 1] (fp32 sum in key order,
-   divided by l, rounded once); V likewise. */
+   divided by l, rounded once); V likewise. One element: compressed block i
+   of sequence b (c = its packed index), kv head hkv, column r of the
+   row's Dk + Dv (K first). */
+template <typename T>
+__device__ inline void compress_elem(const Params &p, int Dk, int Dv, int b, int64_t i,
+                                     int64_t c, int hkv, int r, T *kc, T *vc)
+{
+    const int64_t s0 = p.cuk[b] + i * p.d;
+    float s = 0.f;
+    if (r < Dk) {
+        const T *k = (const T *)p.k + hkv * p.ksh + r;
+        for (int j = 0; j < p.l; ++j) s += Ty<T>::to_f(k[(s0 + j) * p.kst]);
+        kc[(c * p.Hkv + hkv) * Dk + r] = Ty<T>::from_f(s / (float)p.l);
+    } else {
+        r -= Dk;
+        const T *v = (const T *)p.v + hkv * p.vsh + r;
+        for (int j = 0; j < p.l; ++j) s += Ty<T>::to_f(v[(s0 + j) * p.vst]);
+        vc[(c * p.Hkv + hkv) * Dv + r] = Ty<T>::from_f(s / (float)p.l);
+    }
+}
+
 template <typename T>
 __global__ void compress_kernel(Params p, int Dk, int Dv, int64_t total, T *kc, T *vc)
 {
@@ -351,19 +371,7 @@ __global__ void compress_kernel(Params p, int Dk, int Dv, int64_t total, T *kc, 
         int r = (int)(x - c * per);
         int hkv = r / (Dk + Dv), dd = r - hkv * (Dk + Dv);
         int b = find_seq(p.pf[PF_CMP], p.B, c);
-        int64_t i = c - p.pf[PF_CMP][b];
-        int64_t s0 = p.cuk[b] + i * p.d;
-        float s = 0.f;
-        if (dd < Dk) {
-            const T *k = (const T *)p.k + hkv * p.ksh + dd;
-            for (int j = 0; j < p.l; ++j) s += Ty<T>::to_f(k[(s0 + j) * p.kst]);
-            kc[(c * p.Hkv + hkv) * Dk + dd] = Ty<T>::from_f(s / (float)p.l);
-        } else {
-            dd -= Dk;
-            const T *v = (const T *)p.v + hkv * p.vsh + dd;
-            for (int j = 0; j < p.l; ++j) s += Ty<T>::to_f(v[(s0 + j) * p.vst]);
-            vc[(c * p.Hkv + hkv) * Dv + dd] = Ty<T>::from_f(s / (float)p.l);
-        }
+        compress_elem<T>(p, Dk, Dv, b, c - p.pf[PF_CMP][b], c, hkv, dd, kc, vc);
     }
 }
 

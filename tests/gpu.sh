@@ -16,6 +16,7 @@
 #   BENCH_TMIN, BENCH_TMAX, BENCH_TMUL   the lengths (8K .. 64K, x2)
 #   BENCH_PRESETS=paper,fla,tile   BENCH_BWD=1 forward+backward too
 #   BENCH_TOPK=1   top-k rows too;  SKIP_DENSE=1  no torch SDPA/topk script
+#   BENCH_DECODE=1 decoding too (bench_cuda --decode, bench_dense.py --decode)
 #   PEERS=DIR      also time dense cuDNN and the public Triton NSA kernels
 #                  (their packages in DIR; PEERS_SIDE=side.py, PEERS_T="T ...")
 set -u
@@ -97,6 +98,13 @@ if [ "${SKIP_BENCH:-0}" != 1 ]; then
         note "peers           $(($(grep -c . "$LOGDIR/peers.csv") - 1)) csv lines"
     fi
     [ "${SKIP_DENSE:-0}" != 1 ] && PYTHONUNBUFFERED=1 python3 bench/bench_dense.py --tmax "${BENCH_TMAX:-65536}" --tmul "${BENCH_TMUL:-2}" --csv "$LOGDIR/bench_dense.csv" 2>&1 | tee "$LOGDIR/bench_dense.log"
+    if [ "${BENCH_DECODE:-0}" = 1 ]; then
+        ./build/bench_cuda --decode --commit "$commit" --csv "$LOGDIR/bench_decode.csv" 2>&1 |
+            tee "$LOGDIR/bench_decode.log"
+        note "bench decode    $(grep -c . "$LOGDIR/bench_decode.csv" 2>/dev/null || echo 0) csv lines"
+        [ "${SKIP_DENSE:-0}" != 1 ] && PYTHONUNBUFFERED=1 python3 bench/bench_dense.py --decode \
+            --csv "$LOGDIR/bench_dense_decode.csv" 2>&1 | tee "$LOGDIR/bench_dense_decode.log"
+    fi
 fi
 
 echo

@@ -990,6 +990,84 @@ static void run_errors()
     gpu_free(G);
 }
 
+/* ---- growing cache: nsa_cuda_compress_append against the reference ------
+   A cache whose first seqlens_old[b] keys were compressed before (the
+   blocks from then are poison here: they must be neither read nor written)
+   grows to the batch's lengths; the new blocks must equal the reference's
+   full compression bit for bit. */
+static void run_compress_append()
+{
+    logf_("== compress append\n");
+    Row &row = new_row("compress append");
+    const nsa_config presets[2] = {nsa_config_paper(), nsa_config_fla()};
+    const int appends[5] = {1, 15, 16, 64, 700};
+    for (int pi = 0; pi < 2; ++pi)
+        for (int ai = 0; ai < 5; ++ai) {
+            Case c;
+            c.name = "append";
+            c.cfg = presets[pi];
+            c.cu = {0, 1000, 1033, 1033, 2500};
+            c.H = 8; c.Hkv = 2; c.Dk = 128; c.Dv = 128; c.dt = NSA_BF16;
+            c.gates = false; c.caller_sel = c.caller_cmp = false; c.qscale = 1;
+            Inputs in = make_inputs(c);
+            Gpu G;
+            gpu_setup(c, in, G);
+            const int B = (int)c.cu.size() - 1;
+            std::vector<int32_t> old(B);
+            for (int b = 0; b < B; ++b) {
+                int nk = c.cu[b + 1] - c.cu[b];
+                old[b] = b == 3 ? nk : std::max(0, nk - appends[ai]); /* seq 3 did not grow */
+            }
+            int32_t *old_dev = dup(old);
+            nsa_status st = nsa_cuda_compress_append(&G.cfg, &G.b, old.data(), old_dev, G.skc, G.svc,
+                                                     G.ws, G.wsb, 0);
+            CK(cudaDeviceSynchronize());
+            /* the reference's full compression */
+            nsa_batch b = G.b;
+            std::vector<uint16_t> q = to_u16(in.q, c.dt), k = to_u16(in.k, c.dt), v = to_u16(in.v, c.dt);
+            b.q = q.data(); b.k = k.data(); b.v = v.data();
+            b.cu_seqlens_dev = b.cu_seqlens_q_dev = NULL;
+            std::vector<uint16_t> kc((size_t)G.sz.k_cmp + 1), vc((size_t)G.sz.v_cmp + 1);
+            nsa_status rs = nsa_ref_compress(&G.cfg, &b, kc.data(), vc.data());
+            std::vector<uint16_t> gk = back(G.skc, (size_t)G.sz.k_cmp), gv = back(G.svc, (size_t)G.sz.v_cmp);
+            int64_t wrong_new = 0, written_old = 0, c0 = 0;
+            for (int bb = 0; bb < B; ++bb) {
+                int64_t nc = nsa_cmp_blocks(c.cu[bb + 1] - c.cu[bb], c.cfg.l, c.cfg.d);
+                int64_t i0 = nsa_cmp_blocks(old[bb], c.cfg.l, c.cfg.d);
+                for (int64_t i = 0; i < nc; ++i)
+                    for (int64_t e = 0; e < (int64_t)c.Hkv * c.Dk; ++e) {
+                        size_t x = (size_t)((c0 + i) * c.Hkv * c.Dk + e); /* Dk = Dv here */
+                        if (i < i0) written_old += (gk[x] != 0xffff) + (gv[x] != 0xffff);
+                        else wrong_new += (gk[x] != kc[x]) + (gv[x] != vc[x]);
+                    }
+                c0 += nc;
+            }
+            bool ok = st == NSA_OK && rs == NSA_OK && wrong_new == 0 && written_old == 0;
+            row.checks++; if (!ok) row.fails++; (ok ? g_pass : g_fail)++;
+            logf_("  %-6s %s append %d: %s, %lld new elements differ from the reference, %lld old "
+                  "ones written\n", ok ? "ok" : "FAIL", pi ? "fla" : "paper", appends[ai],
+                  nsa_status_string(st), (long long)wrong_new, (long long)written_old);
+            if (pi == 0 && ai == 0) { /* bad arguments: the reference's statuses */
+                std::vector<int32_t> bad = old;
+                bad[1] = c.cu[2] - c.cu[1] + 1;
+                struct E { const char *what; nsa_status want, got; } es[3] = {
+                    {"seqlens_old NULL", NSA_ERR_NULL_POINTER,
+                     nsa_cuda_compress_append(&G.cfg, &G.b, NULL, old_dev, G.skc, G.svc, G.ws, G.wsb, 0)},
+                    {"seqlens_old_dev NULL", NSA_ERR_NULL_POINTER,
+                     nsa_cuda_compress_append(&G.cfg, &G.b, old.data(), NULL, G.skc, G.svc, G.ws, G.wsb, 0)},
+                    {"cache shrank", NSA_ERR_INVALID_BATCH,
+                     nsa_cuda_compress_append(&G.cfg, &G.b, bad.data(), old_dev, G.skc, G.svc, G.ws, G.wsb, 0)}};
+                for (auto &e : es) {
+                    bool eok = e.want == e.got;
+                    row.checks++; if (!eok) row.fails++; (eok ? g_pass : g_fail)++;
+                    logf_("  %-6s %-20s -> %s\n", eok ? "ok" : "FAIL", e.what, nsa_status_string(e.got));
+                }
+            }
+            cudaFree(old_dev);
+            gpu_free(G);
+        }
+}
+
 /* ---- shared vectors: zero-padded to the nearest supported head dims ------
    Each case's Q, K (and V) are zero-padded to the smallest pair of head dims
    the CUDA path supports (nsa_cuda.h: (64, 64), (128, 128), (192, 128))
@@ -1410,6 +1488,27 @@ int main(int argc, char **argv)
         chk2.cuq = {0, 100, 101}; cases.push_back(chk2);
         Case strided = mk("GQA16 H32 fp16 d128 gates", nsa_config_paper(), {0, 640}, 32, 2, 128, 128, NSA_FP16, true);
         cases.push_back(strided);
+        /* decode path (one query per sequence, kernels/nsa_decode.cuh): batch 1, 3, 8;
+           caches not multiples of d, l, l'; fewer blocks than n; both presets */
+        Case d1 = mk("decode b1 paper G16 d128 gates", nsa_config_paper(), {0, 9001}, 16, 1, 128, 128, NSA_BF16, true);
+        d1.cuq = {0, 1}; cases.push_back(d1);
+        Case d3 = mk("decode b3 paper G4 fp16", nsa_config_paper(), {0, 1, 778, 2067}, 8, 2, 128, 128, NSA_FP16, false);
+        d3.cuq = {0, 1, 2, 3}; cases.push_back(d3);
+        Case d8 = mk("decode b8 fla G16 d64 gates", nsa_config_fla(), {0, 63, 127, 192, 1192, 1321, 1323, 5420, 5720}, 16, 1, 64, 64, NSA_BF16, true);
+        d8.cuq = {0, 1, 2, 3, 4, 5, 6, 7, 8}; cases.push_back(d8);
+        Case d8p = mk("decode b8 paper G8 d128 short", nsa_config_paper(), {0, 31, 32, 33, 100, 600, 1111, 1151, 1600}, 16, 2, 128, 128, NSA_BF16, true);
+        d8p.cuq = {0, 1, 2, 3, 4, 5, 6, 7, 8}; cases.push_back(d8p);
+        Case dg1 = mk("decode b3 paper G1 d192", nsa_config_paper(), {0, 3000, 3517, 4000}, 2, 2, 192, 128, NSA_BF16, true);
+        dg1.cuq = {0, 1, 2, 3}; cases.push_back(dg1);
+        nsa_config dlg = nsa_config_paper(); dlg.score_mode = NSA_SCORE_LOGITS;
+        Case dl = mk("decode b3 paper logits G4 d64", dlg, {0, 700, 1500, 3000}, 8, 2, 64, 64, NSA_BF16, false);
+        dl.cuq = {0, 1, 2, 3}; cases.push_back(dl);
+        nsa_config dsw = nsa_config_paper(); dsw.branches = NSA_BRANCH_SLC | NSA_BRANCH_WIN;
+        Case ds = mk("decode b3 slc+win caller-compressed", dsw, {0, 200, 1000, 2100}, 8, 2, 128, 128, NSA_BF16, true);
+        ds.cuq = {0, 1, 2, 3}; ds.caller_cmp = true; ds.cfg.caller_compressed = 1; cases.push_back(ds);
+        nsa_config dcw = nsa_config_paper(); dcw.branches = NSA_BRANCH_CMP | NSA_BRANCH_WIN;
+        Case dc = mk("decode b3 cmp+win", dcw, {0, 20, 1000, 2100}, 8, 2, 128, 128, NSA_BF16, false);
+        dc.cuq = {0, 1, 2, 3}; cases.push_back(dc);
     }
     if (topk_only) {
         run_topk(quick);
@@ -1419,6 +1518,7 @@ int main(int argc, char **argv)
         if (!quick) run_stages(mk("stages paper G4 bf16", nsa_config_paper(), {0, 3, 600, 1100}, 8, 2, 64, 64, NSA_BF16, true));
         run_graph(cases[0]);
         run_errors();
+        run_compress_append();
         run_topk(quick);
     }
     if (vec && !topk_only) run_vectors(vec);

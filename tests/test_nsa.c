@@ -3315,6 +3315,123 @@ static int verbose_mode, skip_vectors;
                    (double)(clock() - t_) / CLOCKS_PER_SEC);               \
     } while (0)
 
+/* Growing cache: nsa_ref_compress_append over a cache whose first
+   seqlens_old[b] keys were compressed before equals a full recompression
+   bit for bit, writes only the blocks that became complete, and rejects a
+   cache that shrank. Appends of 1, d-1, d, l and many keys, varlen with an
+   empty sequence and one that did not grow; both presets' (l, d). */
+static void compress_append_case(const char *name, const nsa_config *c, nsa_dtype dt,
+                                 int append)
+{
+    enum { B = 4, HKV = 2, DK = 16, DV = 8 };
+    static const int klen[B] = {203, 47, 0, 130};
+    const size_t es = nsa_dtype_size(dt);
+    int32_t cu[B + 1] = {0}, cu_old[B + 1] = {0}, cuq[B + 1] = {0}, old[B];
+    int64_t c0[B + 1] = {0}, c0_old[B + 1] = {0}, i;
+    nsa_batch x, y;
+    void *k, *v, *k_old, *v_old, *kc_full, *vc_full, *kc_old, *vc_old, *kc, *vc;
+    int b, new_ok = 1, old_kept = 1;
+    for (b = 0; b < B; ++b) {
+        /* sequence 3 did not grow; the others grew by `append` keys */
+        old[b] = b == 3 ? klen[b] : (klen[b] > append ? klen[b] - append : 0);
+        cu[b + 1] = cu[b] + klen[b];
+        cu_old[b + 1] = cu_old[b] + old[b];
+        c0[b + 1] = c0[b] + nsa_cmp_blocks(klen[b], c->l, c->d);
+        c0_old[b + 1] = c0_old[b] + nsa_cmp_blocks(old[b], c->l, c->d);
+    }
+    k = xcalloc((int64_t)cu[B] * HKV * DK, es);
+    v = xcalloc((int64_t)cu[B] * HKV * DV, es);
+    for (i = 0; i < (int64_t)cu[B] * HKV * DK; ++i) nsa_store(k, dt, i, (float)check_uniform(-1, 1));
+    for (i = 0; i < (int64_t)cu[B] * HKV * DV; ++i) nsa_store(v, dt, i, (float)check_uniform(-1, 1));
+    /* the cache as it was: each sequence's first old[b] keys, packed */
+    k_old = xcalloc((int64_t)cu_old[B] * HKV * DK, es);
+    v_old = xcalloc((int64_t)cu_old[B] * HKV * DV, es);
+    for (b = 0; b < B; ++b) {
+        memcpy((char *)k_old + (size_t)cu_old[b] * HKV * DK * es,
+               (char *)k + (size_t)cu[b] * HKV * DK * es, (size_t)old[b] * HKV * DK * es);
+        memcpy((char *)v_old + (size_t)cu_old[b] * HKV * DV * es,
+               (char *)v + (size_t)cu[b] * HKV * DV * es, (size_t)old[b] * HKV * DV * es);
+    }
+    memset(&x, 0, sizeof x);
+    x.B = B; x.T = cu[B]; x.TQ = 0; x.cu_seqlens = cu; x.cu_seqlens_q = cuq;
+    x.H = 2 * HKV; x.Hkv = HKV; x.Dk = DK; x.Dv = DV; x.dtype = dt; x.k = k; x.v = v;
+    y = x;
+    y.T = cu_old[B]; y.cu_seqlens = cu_old; y.k = k_old; y.v = v_old;
+    kc_full = xcalloc(c0[B] * HKV * DK, es); vc_full = xcalloc(c0[B] * HKV * DV, es);
+    kc = xcalloc(c0[B] * HKV * DK, es); vc = xcalloc(c0[B] * HKV * DV, es);
+    kc_old = xcalloc(c0_old[B] * HKV * DK, es); vc_old = xcalloc(c0_old[B] * HKV * DV, es);
+    memset(kc, 0xA7, (size_t)(c0[B] * HKV * DK) * es);
+    memset(vc, 0xA7, (size_t)(c0[B] * HKV * DV) * es);
+    if (status_ok(name, "nsa_ref_compress (grown cache)", nsa_ref_compress(c, &x, kc_full, vc_full)) &&
+        status_ok(name, "nsa_ref_compress (cache before)", nsa_ref_compress(c, &y, kc_old, vc_old)) &&
+        status_ok(name, "nsa_ref_compress_append", nsa_ref_compress_append(c, &x, old, kc, vc))) {
+        for (b = 0; b < B; ++b) {
+            const int64_t nold = c0_old[b + 1] - c0_old[b], rk = HKV * DK * es, rv = HKV * DV * es;
+            const int64_t nnew = c0[b + 1] - c0[b] - nold;
+            char *pk = (char *)kc + c0[b] * rk, *pv = (char *)vc + c0[b] * rv;
+            /* the new blocks: as the full recompression */
+            if (!same_bytes(pk + nold * rk, (char *)kc_full + (c0[b] + nold) * rk, nnew * rk) ||
+                !same_bytes(pv + nold * rv, (char *)vc_full + (c0[b] + nold) * rv, nnew * rv))
+                new_ok = 0;
+            /* the old blocks: never written (still the fill) */
+            for (i = 0; i < nold * rk; ++i) if ((unsigned char)pk[i] != 0xA7) old_kept = 0;
+            for (i = 0; i < nold * rv; ++i) if ((unsigned char)pv[i] != 0xA7) old_kept = 0;
+            /* with the earlier compression's blocks in place: the whole cache */
+            memcpy(pk, (char *)kc_old + c0_old[b] * rk, (size_t)(nold * rk));
+            memcpy(pv, (char *)vc_old + c0_old[b] * rv, (size_t)(nold * rv));
+        }
+        CHECK(name, new_ok, "append %d: a new block differs from the full recompression", append);
+        CHECK(name, old_kept, "append %d: a block that was complete before was written", append);
+        CHECK(name, same_bytes(kc, kc_full, c0[B] * HKV * DK * (int64_t)es) &&
+                        same_bytes(vc, vc_full, c0[B] * HKV * DV * (int64_t)es),
+              "append %d: old + appended blocks differ from the full recompression", append);
+    }
+    if (append == 1) { /* bad arguments: a clear status, nothing written */
+        int32_t bad[B];
+        memcpy(bad, old, sizeof bad);
+        memset(kc, 0x5C, (size_t)(c0[B] * HKV * DK) * es);
+        CHECK("compress_append_null_seqlens_old_is_rejected",
+              nsa_ref_compress_append(c, &x, NULL, kc, vc) == NSA_ERR_NULL_POINTER &&
+                  names_arg(nsa_last_error(), "seqlens_old"),
+              "status or message wrong: %s", nsa_last_error());
+        bad[1] = klen[1] + 1;
+        CHECK("compress_append_cache_that_shrank_is_rejected",
+              nsa_ref_compress_append(c, &x, bad, kc, vc) == NSA_ERR_INVALID_BATCH &&
+                  names_arg(nsa_last_error(), "seqlens_old"),
+              "status or message wrong: %s", nsa_last_error());
+        bad[1] = -1;
+        CHECK("compress_append_negative_seqlens_old_is_rejected",
+              nsa_ref_compress_append(c, &x, bad, kc, vc) == NSA_ERR_INVALID_BATCH &&
+                  names_arg(nsa_last_error(), "seqlens_old"),
+              "status or message wrong: %s", nsa_last_error());
+        CHECK("compress_append_null_k_cmp_is_rejected",
+              nsa_ref_compress_append(c, &x, old, NULL, vc) == NSA_ERR_NULL_POINTER &&
+                  names_arg(nsa_last_error(), "k_cmp"),
+              "status or message wrong: %s", nsa_last_error());
+        for (i = 0; i < c0[B] * HKV * DK * (int64_t)es; ++i)
+            if (((unsigned char *)kc)[i] != 0x5C) break;
+        CHECK("compress_append_rejected_call_writes_nothing",
+              i == c0[B] * HKV * DK * (int64_t)es, "k_cmp byte %lld was written", (long long)i);
+    }
+    free(k); free(v); free(k_old); free(v_old); free(kc_full); free(vc_full);
+    free(kc); free(vc); free(kc_old); free(vc_old);
+}
+
+static void test_compress_append_equals_full_recompression(void)
+{
+    const char *name = "compress_append_equals_full_recompression_bitwise";
+    nsa_config presets[2];
+    int pi, ai;
+    presets[0] = nsa_config_paper();
+    presets[1] = nsa_config_fla();
+    for (pi = 0; pi < 2; ++pi) {
+        const nsa_config *c = &presets[pi];
+        const int appends[5] = {1, c->d - 1, c->d, c->l, 150};
+        for (ai = 0; ai < 5; ++ai)
+            compress_append_case(name, c, pi ? NSA_FP32 : NSA_BF16, appends[ai]);
+    }
+}
+
 int main(int argc, char **argv)
 {
     const char *vec = argc > 1 ? argv[1] : getenv("NSA_VECTORS_DIR");
@@ -3363,6 +3480,7 @@ int main(int argc, char **argv)
     RUN_TEST(test_settled_rules_hold);
     RUN_TEST(test_each_sequence_equals_running_it_alone);
     RUN_TEST(test_suffix_queries_equal_full_run_rows);
+    RUN_TEST(test_compress_append_equals_full_recompression);
     RUN_TEST(test_strided_inputs_equal_contiguous);
     RUN_TEST(test_stages_compose_to_forward);
     RUN_TEST(test_logits_tile_score_is_q_mean_score);
