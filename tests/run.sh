@@ -57,6 +57,9 @@ if [ "${NSA_SANITIZE:-0}" = 0 ]; then
         run_suite "vectors command" "$BUILD/nsa_vectors" check "$VECTORS"
     fi
 fi
+if [ -x "$BUILD/test_cp_layout" ]; then
+    run_suite "context parallelism plan (reference)" "$BUILD/test_cp_layout"
+fi
 run_suite "vector kernels on and off" env BUILD="$BUILD" bash tests/simd_same.sh
 run_suite "golden-vector tools" env BUILD="$BUILD" bash tools/test_tools.sh
 run_suite "selection pictures" bash tools/test_picture.sh "$BUILD/nsa_picture"
