@@ -46,7 +46,8 @@ PROGRAMS = $(BUILD)/example $(BUILD)/test_nsa $(BUILD)/test_nsa_clang \
            $(BUILD)/nsa_vectors $(BUILD)/nsa_vectors_clang $(BUILD)/test_npy \
            $(BUILD)/nsa_picture $(BUILD)/nsa_picture_clang $(BUILD)/bench_ref \
            $(BUILD)/cxx_headers.o $(BUILD)/digest $(BUILD)/digest_nosimd \
-           $(BUILD)/digest_contract $(BUILD)/digest_contract_clang $(BUILD)/libnsa.so
+           $(BUILD)/digest_contract $(BUILD)/digest_contract_clang $(BUILD)/libnsa.so \
+           $(BUILD)/test_cp_layout
 
 .PHONY: all test sanitize mutants bench vectors pictures fuzz clean shared
 all: $(PROGRAMS)
@@ -58,6 +59,9 @@ $(BUILD):
 $(BUILD)/example: examples/example.c $(HEADERS) | $(BUILD)
 	$(CC) $(ALL_CFLAGS) $< $(LDLIBS) -o $@
 $(BUILD)/test_nsa: tests/test_nsa.c $(HEADERS) $(TEST_H) $(TOOLS_H) | $(BUILD)
+	$(CC) $(ALL_CFLAGS) $< $(LDLIBS) -o $@
+# Context parallelism's plan replayed on the reference (no NCCL, no GPU).
+$(BUILD)/test_cp_layout: tests/test_cp_layout.c $(HEADERS) nsa_cuda.h nsa_cp.h $(TEST_H) | $(BUILD)
 	$(CC) $(ALL_CFLAGS) $< $(LDLIBS) -o $@
 $(BUILD)/nsa_vectors: tools/nsa_vectors.c $(HEADERS) $(TOOLS_H) | $(BUILD)
 	$(CC) $(ALL_CFLAGS) $< $(LDLIBS) -o $@

@@ -49,3 +49,18 @@ $(BUILD)/test_cuda: tests/test_cuda.cu $(CUDA_SRC) nsa_ref.h $(wildcard tools/*.
 	$(NVCC) $(NVCC_FLAGS) -Xcompiler -fopenmp $< -o $@ -lm -lgomp
 $(BUILD)/bench_cuda: bench/bench_cuda.cu $(CUDA_SRC) | $(BUILD)
 	$(NVCC) $(NVCC_FLAGS) $< -o $@ -lm
+
+# Context parallelism (nsa_cp.h) over NCCL: only with `make cp`, never part
+# of `make cuda`. NCCL_HOME holds include/nccl.h and lib/libnccl.so[.2];
+# by default python3's nvidia-nccl wheel (pip install nvidia-nccl-cu13).
+#   make cp    build/test_cp: 1- and 2-rank checks, and --bench T
+NCCL_HOME ?= $(shell python3 -c "import nvidia.nccl as m; print(list(m.__path__)[0])" 2>/dev/null)
+NCCL_LIB   = $(firstword $(wildcard $(NCCL_HOME)/lib/libnccl.so $(NCCL_HOME)/lib/libnccl.so.2))
+
+.PHONY: cp
+cp: $(BUILD)/test_cp
+$(BUILD)/test_cp: tests/test_cp.cu nsa_cp.h $(CUDA_SRC) nsa_ref.h | $(BUILD)
+	@test -f "$(NCCL_HOME)/include/nccl.h" && test -n "$(NCCL_LIB)" || \
+	    { echo "NCCL not found: set NCCL_HOME (include/nccl.h, lib/libnccl.so*)"; exit 1; }
+	$(NVCC) $(NVCC_FLAGS) -isystem $(NCCL_HOME)/include -Xcompiler -fopenmp $< -o $@ \
+	    -L$(NCCL_HOME)/lib -l:$(notdir $(NCCL_LIB)) -Xlinker -rpath,$(NCCL_HOME)/lib -lm -lgomp

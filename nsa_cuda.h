@@ -116,6 +116,18 @@ NSADEF nsa_status nsa_cuda_combine(const nsa_config *cfg, const nsa_batch *batch
                                    const float *o_slc, const float *o_win,
                                    void *o, nsa_cuda_stream stream);
 
+/* nsa_cuda_backward with dK and dV left unrounded: grads->dk and grads->dv
+   are float [T, Hkv, Dk] and [T, Hkv, Dv]; every other gradient as there.
+   For callers that add partial gradients of several calls and round once
+   (context parallelism, nsa_cp.h): rounding each partial first would add
+   one rounding error per partial. */
+NSADEF nsa_status nsa_cuda_backward_f32kv(const nsa_config *cfg,
+                                          const nsa_batch *batch, const void *gates,
+                                          const void *d_o, const nsa_saved *saved,
+                                          nsa_grads *grads, void *workspace,
+                                          size_t workspace_bytes,
+                                          nsa_cuda_stream stream);
+
 /* Top-k per row of fp32 scores, as nsa_ref_topk_rows (k <= 4096 here).
    The workspace (nsa_cuda_topk_workspace_size: 0 bytes when the rows are
    many, a few hundred KB a row when they are few and long) is the call's
@@ -153,6 +165,13 @@ NSADEF nsa_status nsa_cuda_topk_rows(const float *scores, int64_t rows,
 #include "kernels/nsa_slc_fwd.cuh"
 #include "kernels/nsa_topk.cuh"
 #include "kernels/nsa_decode.cuh"
+
+namespace nsak {
+/* fp32 "storage" for the unrounded dK, dV of nsa_cuda_backward_f32kv */
+template <> struct Ty<float> {
+    static __device__ inline float from_f(float x) { return x; }
+};
+} /* namespace nsak */
 
 namespace nsah {
 
@@ -649,7 +668,8 @@ static nsa_status fwd_typed(const nsa_config *cfg, const nsa_batch *x, const Pla
 template <typename T, int DK, int DV>
 static nsa_status bwd_typed(const nsa_config *cfg, const nsa_batch *, const Plan &P,
                             nsak::Params &p, const void *gates, const void *d_o,
-                            const nsa_saved *sv, nsa_grads *g, void *ws, cudaStream_t s)
+                            const nsa_saved *sv, nsa_grads *g, void *ws, cudaStream_t s,
+                            bool kv_f32)
 {
     nsa_status st;
     const unsigned br = cfg->branches;
@@ -709,13 +729,21 @@ static nsa_status bwd_typed(const nsa_config *cfg, const nsa_batch *, const Plan
     /* 4. mean compression's backward, rounding */
     const bool fold = cmp && !cfg->caller_compressed && P.sz.k_cmp > 0;
     if (P.sz.k > 0) {
-        nsak::finish_kv_kernel<T><<<grid_for(P.sz.k, 256), 256, 0, s>>>(
-            p, DK, P.sz.k, p.dk_acc, fold ? p.dkc_acc : NULL, (T *)g->dk);
+        if (kv_f32)
+            nsak::finish_kv_kernel<float><<<grid_for(P.sz.k, 256), 256, 0, s>>>(
+                p, DK, P.sz.k, p.dk_acc, fold ? p.dkc_acc : NULL, (float *)g->dk);
+        else
+            nsak::finish_kv_kernel<T><<<grid_for(P.sz.k, 256), 256, 0, s>>>(
+                p, DK, P.sz.k, p.dk_acc, fold ? p.dkc_acc : NULL, (T *)g->dk);
         NSA__LAUNCHED();
     }
     if (P.sz.v > 0) {
-        nsak::finish_kv_kernel<T><<<grid_for(P.sz.v, 256), 256, 0, s>>>(
-            p, DV, P.sz.v, p.dv_acc, fold ? p.dvc_acc : NULL, (T *)g->dv);
+        if (kv_f32)
+            nsak::finish_kv_kernel<float><<<grid_for(P.sz.v, 256), 256, 0, s>>>(
+                p, DV, P.sz.v, p.dv_acc, fold ? p.dvc_acc : NULL, (float *)g->dv);
+        else
+            nsak::finish_kv_kernel<T><<<grid_for(P.sz.v, 256), 256, 0, s>>>(
+                p, DV, P.sz.v, p.dv_acc, fold ? p.dvc_acc : NULL, (T *)g->dv);
         NSA__LAUNCHED();
     }
     if (cfg->caller_compressed && (br & (NSA_BRANCH_CMP | NSA_BRANCH_SLC)) && P.sz.k_cmp > 0) {
@@ -779,11 +807,11 @@ NSADEF nsa_status nsa_cuda_forward(const nsa_config *cfg, const nsa_batch *batch
                          (cudaStream_t)stream);
 }
 
-NSADEF nsa_status nsa_cuda_backward(const nsa_config *cfg, const nsa_batch *batch,
-                                    const void *gates, const void *d_o,
-                                    const nsa_saved *saved, nsa_grads *grads,
-                                    void *workspace, size_t workspace_bytes,
-                                    nsa_cuda_stream stream)
+namespace nsah {
+static nsa_status backward(const nsa_config *cfg, const nsa_batch *batch, const void *gates,
+                           const void *d_o, const nsa_saved *saved, nsa_grads *grads,
+                           void *workspace, size_t workspace_bytes, nsa_cuda_stream stream,
+                           bool kv_f32)
 {
     nsah::Plan P;
     nsa_status st;
@@ -799,7 +827,28 @@ NSADEF nsa_status nsa_cuda_backward(const nsa_config *cfg, const nsa_batch *batc
     if (P.sz.TQ == 0 && P.sz.T == 0) return NSA_OK;
     nsak::Params p = nsah::params(cfg, batch, P, workspace);
     return NSA__DISPATCH(P, nsah::bwd_typed, cfg, batch, P, p, gates, d_o, saved, grads,
-                         workspace, (cudaStream_t)stream);
+                         workspace, (cudaStream_t)stream, kv_f32);
+}
+} /* namespace nsah */
+
+NSADEF nsa_status nsa_cuda_backward(const nsa_config *cfg, const nsa_batch *batch,
+                                    const void *gates, const void *d_o,
+                                    const nsa_saved *saved, nsa_grads *grads,
+                                    void *workspace, size_t workspace_bytes,
+                                    nsa_cuda_stream stream)
+{
+    return nsah::backward(cfg, batch, gates, d_o, saved, grads, workspace, workspace_bytes,
+                          stream, false);
+}
+
+NSADEF nsa_status nsa_cuda_backward_f32kv(const nsa_config *cfg, const nsa_batch *batch,
+                                          const void *gates, const void *d_o,
+                                          const nsa_saved *saved, nsa_grads *grads,
+                                          void *workspace, size_t workspace_bytes,
+                                          nsa_cuda_stream stream)
+{
+    return nsah::backward(cfg, batch, gates, d_o, saved, grads, workspace, workspace_bytes,
+                          stream, true);
 }
 
 /* ---- stages -------------------------------------------------------------- */

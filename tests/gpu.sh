@@ -17,6 +17,10 @@
 #   BENCH_PRESETS=paper,fla,tile   BENCH_BWD=1 forward+backward too
 #   BENCH_TOPK=1   top-k rows too;  SKIP_DENSE=1  no torch SDPA/topk script
 #   BENCH_DECODE=1 decoding too (bench_cuda --decode, bench_dense.py --decode)
+#   NCCL_HOME      NCCL for tests/test_cp.cu (default: python3's nvidia-nccl
+#                  wheel, else /usr/local/nccl, /usr/local/cuda, /usr); 1 rank,
+#                  and 2 ranks when 2 GPUs are present; BENCH_CP_T=T also
+#                  times T tokens on 2 GPUs against one
 #   PEERS=DIR      also time dense cuDNN and the public Triton NSA kernels
 #                  (their packages in DIR; PEERS_SIDE=side.py, PEERS_T="T ...")
 set -u
@@ -68,6 +72,40 @@ line=$(grep -E '^[0-9]+ passed, [0-9]+ failed$' "$LOGDIR/python.log" | tail -1)
 skips=$(grep -c '^SKIP' "$LOGDIR/python.log")
 note "python torch    ${line:-died (rc $rc)}$([ "$skips" -gt 0 ] && echo ", $skips skipped (see python.log)")"
 [ $rc -ne 0 ] && status=1
+
+echo "== context parallelism (NCCL)"
+# The tests need no NVLink multicast (NVLS): keep it off.
+export NCCL_NVLS_ENABLE=0
+nccl_home=${NCCL_HOME:-}
+if [ -z "$nccl_home" ]; then
+    for d in "$(python3 -c 'import nvidia.nccl as m; print(list(m.__path__)[0])' 2>/dev/null)" \
+             /usr/local/nccl /usr/local/cuda /usr; do
+        if [ -n "$d" ] && [ -f "$d/include/nccl.h" ] && ls "$d"/lib/libnccl.so* > /dev/null 2>&1; then
+            nccl_home=$d; break
+        fi
+    done
+fi
+ngpu=$(nvidia-smi -L 2>/dev/null | grep -c '^GPU')
+if [ -z "$nccl_home" ]; then
+    note "test_cp         SKIPPED: no NCCL (nccl.h and libnccl.so) found; set NCCL_HOME"
+elif ! make cp NCCL_HOME="$nccl_home" > "$LOGDIR/build_cp.log" 2>&1; then
+    note "test_cp         build FAILED (see build_cp.log)"; tail -30 "$LOGDIR/build_cp.log"; status=1
+else
+    cp_ranks=(--ranks 1)
+    if [ "$ngpu" -ge 2 ]; then cp_ranks+=(--ranks 2)
+    else note "test_cp         2 ranks SKIPPED: $ngpu GPU(s)"; fi
+    OMP_NUM_THREADS=${OMP_NUM_THREADS:-$(nproc)} ./build/test_cp "${cp_ranks[@]}" > "$LOGDIR/test_cp.out" 2>&1
+    rc=$?
+    tail -40 "$LOGDIR/test_cp.out"
+    line=$(grep -E '^[0-9]+ passed, [0-9]+ failed$' "$LOGDIR/test_cp.out" | tail -1)
+    note "test_cp         ${line:-died (rc $rc)}"
+    [ $rc -ne 0 ] && status=1
+    if [ "${SKIP_BENCH:-0}" != 1 ] && [ "$ngpu" -ge 2 ] && [ -n "${BENCH_CP_T:-}" ]; then
+        ./build/test_cp --bench "$BENCH_CP_T" --ranks 2 --reps 1 --csv "$LOGDIR/bench_cp.csv" \
+            --commit "$(git rev-parse --short HEAD 2>/dev/null || echo unknown)" 2>&1 | tee "$LOGDIR/bench_cp.log"
+        note "bench_cp        $(grep -c . "$LOGDIR/bench_cp.csv" 2>/dev/null || echo 0) csv lines"
+    fi
+fi
 
 if [ "${SKIP_SAN:-0}" != 1 ] && command -v compute-sanitizer > /dev/null; then
     for tool in memcheck racecheck initcheck; do

@@ -73,6 +73,7 @@ else
     run_suite "Python binding (reference, numpy)" \
         env NSA_LIBRARY="$BUILD/libnsa.so" python3 tests/test_python.py "$VECTORS"
 fi
+run_suite "context parallelism plan (reference)" "$BUILD/test_cp_layout"
 run_suite "golden-vector tools" env BUILD="$BUILD" bash tools/test_tools.sh
 run_suite "selection pictures" bash tools/test_picture.sh "$BUILD/nsa_picture"
 
