@@ -231,9 +231,12 @@ static bool head_dims_ok(int dk, int dv)
 
 static bool aligned16(const void *p) { return ((uintptr_t)p & 15u) == 0; }
 
-static nsa_status plan_make(const nsa_config *cfg, const nsa_batch *x, Plan &P)
+/* pointers: check the batch's data and device pointers too (the calls
+   that run); the size function reads the shapes only. */
+static nsa_status plan_make(const nsa_config *cfg, const nsa_batch *x, Plan &P,
+                            bool pointers = true)
 {
-    nsa_status st = nsa__validate(cfg, x, &P.sz);
+    nsa_status st = pointers ? nsa__validate(cfg, x, &P.sz) : nsa_sizes_get(cfg, x, &P.sz);
     if (st != NSA_OK) return st;
     if (cfg->accum != NSA_ACCUM_FP32)
         return nsa__fail(NSA_ERR_UNSUPPORTED, "cfg.accum: the CUDA path accumulates "
@@ -245,10 +248,10 @@ static nsa_status plan_make(const nsa_config *cfg, const nsa_batch *x, Plan &P)
         return nsa__fail(NSA_ERR_UNSUPPORTED, "batch.Dk, batch.Dv: (%d, %d) is not "
                          "supported by the CUDA path; supported: (64, 64), "
                          "(128, 128), (192, 128)", x->Dk, x->Dv);
-    if (x->B > 0 && !x->cu_seqlens_dev)
+    if (pointers && x->B > 0 && !x->cu_seqlens_dev)
         return nsa__fail(NSA_ERR_NULL_POINTER, "batch.cu_seqlens_dev: is NULL "
                          "(the CUDA path reads the device copy)");
-    if (x->cu_seqlens_q && !x->cu_seqlens_q_dev)
+    if (pointers && x->cu_seqlens_q && !x->cu_seqlens_q_dev)
         return nsa__fail(NSA_ERR_NULL_POINTER, "batch.cu_seqlens_q_dev: is NULL "
                          "while batch.cu_seqlens_q is set");
     P.B = x->B;
@@ -781,7 +784,7 @@ NSADEF nsa_status nsa_cuda_workspace_size(const nsa_config *cfg, const nsa_batch
     nsa_status st;
     nsa__clear_error();
     if (!bytes) return nsa__fail(NSA_ERR_NULL_POINTER, "bytes: is NULL");
-    if ((st = nsah::plan_make(cfg, batch, P))) return st;
+    if ((st = nsah::plan_make(cfg, batch, P, false))) return st;
     *bytes = P.total;
     return NSA_OK;
 }

@@ -1498,7 +1498,9 @@ int main(int argc, char **argv)
         d8.cuq = {0, 1, 2, 3, 4, 5, 6, 7, 8}; cases.push_back(d8);
         Case d8p = mk("decode b8 paper G8 d128 short", nsa_config_paper(), {0, 31, 32, 33, 100, 600, 1111, 1151, 1600}, 16, 2, 128, 128, NSA_BF16, true);
         d8p.cuq = {0, 1, 2, 3, 4, 5, 6, 7, 8}; cases.push_back(d8p);
-        Case dg1 = mk("decode b3 paper G1 d192", nsa_config_paper(), {0, 3000, 3517, 4000}, 2, 2, 192, 128, NSA_BF16, true);
+        /* G = 1: 8 heads, so that dgates (3 queries x H x 3) is large enough
+           for its error to be a measure, not one element's rounding */
+        Case dg1 = mk("decode b3 paper G1 d192", nsa_config_paper(), {0, 3000, 3517, 4000}, 8, 8, 192, 128, NSA_BF16, true);
         dg1.cuq = {0, 1, 2, 3}; cases.push_back(dg1);
         nsa_config dlg = nsa_config_paper(); dlg.score_mode = NSA_SCORE_LOGITS;
         Case dl = mk("decode b3 paper logits G4 d64", dlg, {0, 700, 1500, 3000}, 8, 2, 64, 64, NSA_BF16, false);
