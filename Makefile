@@ -107,7 +107,7 @@ sanitize:
 	$(MAKE) BUILD=build-san CC=$(CLANG) \
 	    CFLAGS="-O1 -g -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer" \
 	    build-san/test_nsa build-san/nsa_vectors build-san/test_npy build-san/nsa_picture \
-	    build-san/digest build-san/digest_nosimd
+	    build-san/digest build-san/digest_nosimd build-san/test_cp_layout
 	NSA_TEST_QUICK=1 VECTORS=$(VECTORS) BUILD=build-san NSA_SANITIZE=1 bash tests/run.sh
 
 # Mutation check: a scratch copy of the tree per mutant (see tests/mutants.sh).
