@@ -81,6 +81,32 @@ static void *drand_bf16(size_t n, uint64_t seed)
     return d;
 }
 
+/* Uniform bf16 in [-1, 1) from a hash of the index, on the device (the
+   long runs' tensors are too large to fill from the host quickly). */
+__global__ void fill_bf16_kernel(uint16_t *x, int64_t n, uint64_t seed)
+{
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
+         i += (int64_t)gridDim.x * blockDim.x) {
+        uint64_t z = (uint64_t)i * 0x9E3779B97F4A7C15ull + seed;
+        z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+        z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+        z ^= z >> 31;
+        float u = (float)((double)(z >> 11) / 9007199254740992.0 * 2.0 - 1.0);
+        __nv_bfloat16 b = __float2bfloat16_rn(u);
+        x[i] = *(uint16_t *)&b;
+    }
+}
+
+static void *dfill_bf16(size_t n, uint64_t seed)
+{
+    void *d;
+    CK(cudaMalloc(&d, n * 2));
+    fill_bf16_kernel<<<4096, 256>>>((uint16_t *)d, (int64_t)n,
+                                    seed * 0x2545F4914F6CDD1Dull + (uint64_t)time(NULL));
+    CK(cudaGetLastError());
+    return d;
+}
+
 template <typename F> static float median_ms(F f, int reps)
 {
     cudaEvent_t a, b;
@@ -334,45 +360,73 @@ static void emit(const Ctx &c, const char *preset, int T, const char *what, doub
     fflush(c.csv);
 }
 
+/* One sequence of T tokens: inputs (fill: random bf16 in [-1, 1)), the
+   outputs, saved tensors, gradients and workspace of a forward + backward,
+   all on the device. In place only (x points at cu). */
+struct Run {
+    int32_t cu[2];
+    int32_t *cud;
+    nsa_batch x;
+    nsa_sizes sz;
+    size_t wsb;
+    void *ws, *o, *d_o, *dq, *dk, *dv;
+    nsa_saved sv;
+    nsa_grads gr;
+    Run(const Run &) = delete;
+    Run &operator=(const Run &) = delete;
+    Run(const nsa_config &cfg, int T, int H, int Hkv, int D, void *(*fill)(size_t, uint64_t))
+    {
+        cu[0] = 0;
+        cu[1] = T;
+        CK(cudaMalloc(&cud, 8));
+        CK(cudaMemcpy(cud, cu, 8, cudaMemcpyHostToDevice));
+        memset(&x, 0, sizeof x);
+        x.B = 1; x.T = T; x.cu_seqlens = cu; x.cu_seqlens_dev = cud;
+        x.H = H; x.Hkv = Hkv; x.Dk = D; x.Dv = D; x.dtype = NSA_BF16;
+        x.q = fill((size_t)T * H * D, 1);
+        x.k = fill((size_t)T * Hkv * D, 2);
+        x.v = fill((size_t)T * Hkv * D, 3);
+        CN(nsa_sizes_get(&cfg, &x, &sz));
+        CN(nsa_cuda_workspace_size(&cfg, &x, &wsb));
+        d_o = fill((size_t)sz.o, 4);
+        CK(cudaMalloc(&ws, wsb));
+        CK(cudaMalloc(&o, sz.o * 2));
+        CK(cudaMalloc(&dq, sz.q * 2));
+        CK(cudaMalloc(&dk, sz.k * 2));
+        CK(cudaMalloc(&dv, sz.v * 2));
+        memset(&sv, 0, sizeof sv);
+        CK(cudaMalloc((void **)&sv.lse_cmp, sz.lse * 4));
+        CK(cudaMalloc((void **)&sv.lse_slc, sz.lse * 4));
+        CK(cudaMalloc((void **)&sv.lse_win, sz.lse * 4));
+        CK(cudaMalloc((void **)&sv.sel_idx, sz.sel_idx * 4));
+        CK(cudaMalloc((void **)&sv.sel_count, sz.sel_count * 4));
+        CK(cudaMalloc(&sv.k_cmp, sz.k_cmp * 2));
+        CK(cudaMalloc(&sv.v_cmp, sz.v_cmp * 2));
+        memset(&gr, 0, sizeof gr);
+        gr.dq = dq; gr.dk = dk; gr.dv = dv;
+    }
+    ~Run()
+    {
+        void *ps[] = {cud, (void *)x.q, (void *)x.k, (void *)x.v, ws, o, d_o, dq, dk, dv,
+                      sv.lse_cmp, sv.lse_slc, sv.lse_win, sv.sel_idx, sv.sel_count, sv.k_cmp,
+                      sv.v_cmp};
+        for (void *p : ps) cudaFree(p);
+    }
+};
+
 static void run_preset(const Ctx &c, const char *name, nsa_config cfg, int T, int reps, bool bwd)
 {
     const int H = 64, Hkv = 4, D = 128;
-    int32_t cu[2] = {0, T};
-    int32_t *cud;
-    CK(cudaMalloc(&cud, 8));
-    CK(cudaMemcpy(cud, cu, 8, cudaMemcpyHostToDevice));
-    nsa_batch x;
-    memset(&x, 0, sizeof x);
-    x.B = 1; x.T = T; x.cu_seqlens = cu; x.cu_seqlens_dev = cud;
-    x.H = H; x.Hkv = Hkv; x.Dk = D; x.Dv = D; x.dtype = NSA_BF16;
-    x.q = drand_bf16((size_t)T * H * D, 1);
-    x.k = drand_bf16((size_t)T * Hkv * D, 2);
-    x.v = drand_bf16((size_t)T * Hkv * D, 3);
-    nsa_sizes sz;
-    CN(nsa_sizes_get(&cfg, &x, &sz));
-    size_t wsb;
-    CN(nsa_cuda_workspace_size(&cfg, &x, &wsb));
-    void *ws, *o, *d_o = drand_bf16((size_t)sz.o, 4), *dq, *dk, *dv;
-    CK(cudaMalloc(&ws, wsb));
-    CK(cudaMalloc(&o, sz.o * 2));
-    CK(cudaMalloc(&dq, sz.q * 2));
-    CK(cudaMalloc(&dk, sz.k * 2));
-    CK(cudaMalloc(&dv, sz.v * 2));
-    nsa_saved sv;
-    memset(&sv, 0, sizeof sv);
-    CK(cudaMalloc((void **)&sv.lse_cmp, sz.lse * 4));
-    CK(cudaMalloc((void **)&sv.lse_slc, sz.lse * 4));
-    CK(cudaMalloc((void **)&sv.lse_win, sz.lse * 4));
-    CK(cudaMalloc((void **)&sv.sel_idx, sz.sel_idx * 4));
-    CK(cudaMalloc((void **)&sv.sel_count, sz.sel_count * 4));
-    CK(cudaMalloc(&sv.k_cmp, sz.k_cmp * 2));
-    CK(cudaMalloc(&sv.v_cmp, sz.v_cmp * 2));
+    Run R(cfg, T, H, Hkv, D, drand_bf16);
+    const nsa_batch &x = R.x;
+    const nsa_sizes &sz = R.sz;
+    const size_t wsb = R.wsb;
+    void *ws = R.ws, *o = R.o, *d_o = R.d_o;
+    nsa_saved &sv = R.sv;
+    nsa_grads &gr = R.gr;
     float *ob, *lb;
     CK(cudaMalloc((void **)&ob, sz.o * 4));
     CK(cudaMalloc((void **)&lb, sz.lse * 4));
-    nsa_grads gr;
-    memset(&gr, 0, sizeof gr);
-    gr.dq = dq; gr.dk = dk; gr.dv = dv;
 
     float t_fwd = median_ms([&] { CN(nsa_cuda_forward(&cfg, &x, NULL, o, &sv, ws, wsb, 0)); }, reps);
     /* useful work from the forward's own selection */
@@ -445,9 +499,8 @@ static void run_preset(const Ctx &c, const char *name, nsa_config cfg, int T, in
     emit(c, name, T, "stage_slc", t_slc, fl_slc);
     emit(c, name, T, "stage_cmp", t_cmp, fl_cmp);
     emit(c, name, T, "stage_win", t_win, fl_win);
-    void *ps[] = {cud, (void *)x.q, (void *)x.k, (void *)x.v, ws, o, d_o, dq, dk, dv, sv.lse_cmp,
-                  sv.lse_slc, sv.lse_win, sv.sel_idx, sv.sel_count, sv.k_cmp, sv.v_cmp, ob, lb};
-    for (void *p : ps) cudaFree(p);
+    cudaFree(ob);
+    cudaFree(lb);
 }
 
 /* Device-to-device copy bandwidth (read + write bytes over time): the
@@ -467,32 +520,6 @@ static double copy_bw(int reps)
 
 /* Top-k per row of [rows, 129280] fp32 scores (uniform in [0, 1), as
    torch.rand in bench_dense.py), each beside its read-once floor. */
-/* Uniform bf16 in [-1, 1) from a hash of the index, on the device (the
-   long runs' tensors are too large to fill from the host quickly). */
-__global__ void fill_bf16_kernel(uint16_t *x, int64_t n, uint64_t seed)
-{
-    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
-         i += (int64_t)gridDim.x * blockDim.x) {
-        uint64_t z = (uint64_t)i * 0x9E3779B97F4A7C15ull + seed;
-        z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-        z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-        z ^= z >> 31;
-        float u = (float)((double)(z >> 11) / 9007199254740992.0 * 2.0 - 1.0);
-        __nv_bfloat16 b = __float2bfloat16_rn(u);
-        x[i] = *(uint16_t *)&b;
-    }
-}
-
-static void *dfill_bf16(size_t n, uint64_t seed)
-{
-    void *d;
-    CK(cudaMalloc(&d, n * 2));
-    fill_bf16_kernel<<<4096, 256>>>((uint16_t *)d, (int64_t)n,
-                                    seed * 0x2545F4914F6CDD1Dull + (uint64_t)time(NULL));
-    CK(cudaGetLastError());
-    return d;
-}
-
 /* One long sequence (--long T): H=32, Hkv=8, D=128, forward and forward +
    backward (1 warm-up, median of reps), and the device memory the run
    holds (caller's tensors, saved tensors, workspace: the library allocates
@@ -502,39 +529,13 @@ static void run_long(const Ctx &c, const char *name, nsa_config cfg, int T, int 
     const int H = 32, Hkv = 8, D = 128;
     size_t free0, total;
     CK(cudaMemGetInfo(&free0, &total));
-    int32_t cu[2] = {0, T};
-    int32_t *cud;
-    CK(cudaMalloc(&cud, 8));
-    CK(cudaMemcpy(cud, cu, 8, cudaMemcpyHostToDevice));
-    nsa_batch x;
-    memset(&x, 0, sizeof x);
-    x.B = 1; x.T = T; x.cu_seqlens = cu; x.cu_seqlens_dev = cud;
-    x.H = H; x.Hkv = Hkv; x.Dk = D; x.Dv = D; x.dtype = NSA_BF16;
-    x.q = dfill_bf16((size_t)T * H * D, 1);
-    x.k = dfill_bf16((size_t)T * Hkv * D, 2);
-    x.v = dfill_bf16((size_t)T * Hkv * D, 3);
-    nsa_sizes sz;
-    CN(nsa_sizes_get(&cfg, &x, &sz));
-    size_t wsb;
-    CN(nsa_cuda_workspace_size(&cfg, &x, &wsb));
-    void *ws, *o, *d_o = dfill_bf16((size_t)sz.o, 4), *dq, *dk, *dv;
-    CK(cudaMalloc(&ws, wsb));
-    CK(cudaMalloc(&o, sz.o * 2));
-    CK(cudaMalloc(&dq, sz.q * 2));
-    CK(cudaMalloc(&dk, sz.k * 2));
-    CK(cudaMalloc(&dv, sz.v * 2));
-    nsa_saved sv;
-    memset(&sv, 0, sizeof sv);
-    CK(cudaMalloc((void **)&sv.lse_cmp, sz.lse * 4));
-    CK(cudaMalloc((void **)&sv.lse_slc, sz.lse * 4));
-    CK(cudaMalloc((void **)&sv.lse_win, sz.lse * 4));
-    CK(cudaMalloc((void **)&sv.sel_idx, sz.sel_idx * 4));
-    CK(cudaMalloc((void **)&sv.sel_count, sz.sel_count * 4));
-    CK(cudaMalloc(&sv.k_cmp, sz.k_cmp * 2));
-    CK(cudaMalloc(&sv.v_cmp, sz.v_cmp * 2));
-    nsa_grads gr;
-    memset(&gr, 0, sizeof gr);
-    gr.dq = dq; gr.dk = dk; gr.dv = dv;
+    Run R(cfg, T, H, Hkv, D, dfill_bf16);
+    const nsa_batch &x = R.x;
+    const nsa_sizes &sz = R.sz;
+    const size_t wsb = R.wsb;
+    void *ws = R.ws, *o = R.o, *d_o = R.d_o;
+    nsa_saved &sv = R.sv;
+    nsa_grads &gr = R.gr;
     size_t free1;
     CK(cudaMemGetInfo(&free1, &total));
     const double gib = (double)(free0 - free1) / (1u << 30);
@@ -572,9 +573,6 @@ static void run_long(const Ctx &c, const char *name, nsa_config cfg, int T, int 
     emit(c, name, T, "fwd", t_fwd, 0, H, Hkv);
     emit(c, name, T, "fwd_bwd", t_fb, 0, H, Hkv);
     emit(c, name, T, "peak_mem_gib", gib, 0, H, Hkv);
-    void *ps[] = {cud, (void *)x.q, (void *)x.k, (void *)x.v, ws, o, d_o, dq, dk, dv, sv.lse_cmp,
-                  sv.lse_slc, sv.lse_win, sv.sel_idx, sv.sel_count, sv.k_cmp, sv.v_cmp};
-    for (void *p : ps) cudaFree(p);
 }
 
 static void run_topk(const Ctx &c, int reps)
