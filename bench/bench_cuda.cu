@@ -107,12 +107,14 @@ static void *dfill_bf16(size_t n, uint64_t seed)
     return d;
 }
 
-template <typename F> static float median_ms(F f, int reps)
+/* Median of reps timed calls after warm warm-up calls (3; the long runs,
+   seconds a call, take 1). */
+template <typename F> static float median_ms(F f, int reps, int warm = 3)
 {
     cudaEvent_t a, b;
     CK(cudaEventCreate(&a));
     CK(cudaEventCreate(&b));
-    for (int i = 0; i < 3; ++i) f();
+    for (int i = 0; i < warm; ++i) f();
     CK(cudaDeviceSynchronize());
     std::vector<float> t;
     for (int i = 0; i < reps; ++i) {
@@ -541,32 +543,12 @@ static void run_long(const Ctx &c, const char *name, nsa_config cfg, int T, int 
     const double gib = (double)(free0 - free1) / (1u << 30);
     const double caller = (double)(sz.q * 2 + sz.k * 2 + sz.v * 2 + sz.o * 2 * 2 + sz.q * 2 +
                                    sz.k * 2 + sz.v * 2) / (1u << 30);
-    auto timed = [&](auto f) {
-        f(); /* warm-up */
-        CK(cudaDeviceSynchronize());
-        std::vector<float> t;
-        cudaEvent_t a, b;
-        CK(cudaEventCreate(&a));
-        CK(cudaEventCreate(&b));
-        for (int i = 0; i < reps; ++i) {
-            CK(cudaEventRecord(a));
-            f();
-            CK(cudaEventRecord(b));
-            CK(cudaEventSynchronize(b));
-            float ms;
-            CK(cudaEventElapsedTime(&ms, a, b));
-            t.push_back(ms);
-        }
-        cudaEventDestroy(a);
-        cudaEventDestroy(b);
-        std::sort(t.begin(), t.end());
-        return t[t.size() / 2];
-    };
-    float t_fwd = timed([&] { CN(nsa_cuda_forward(&cfg, &x, NULL, o, &sv, ws, wsb, 0)); });
-    float t_fb = timed([&] {
+    float t_fwd = median_ms([&] { CN(nsa_cuda_forward(&cfg, &x, NULL, o, &sv, ws, wsb, 0)); },
+                            reps, 1);
+    float t_fb = median_ms([&] {
         CN(nsa_cuda_forward(&cfg, &x, NULL, o, &sv, ws, wsb, 0));
         CN(nsa_cuda_backward(&cfg, &x, NULL, d_o, &sv, &gr, ws, wsb, 0));
-    });
+    }, reps, 1);
     printf("%-6s T=%d H=%d Hkv=%d: fwd %.1f ms, fwd+bwd %.1f ms, device memory %.1f GiB "
            "(caller's q k v o dO dq dk dv %.1f GiB, workspace %.1f GiB)\n", name, T, H, Hkv,
            t_fwd, t_fb, gib, caller, wsb / (double)(1u << 30));
