@@ -161,6 +161,7 @@ NSADEF nsa_status nsa_cuda_topk_rows(const float *scores, int64_t rows,
 
 #include "kernels/nsa_common.cuh"
 #include "kernels/nsa_attn.cuh"
+#include "kernels/nsa_attn_sm90.cuh"
 #include "kernels/nsa_select.cuh"
 #include "kernels/nsa_slc_fwd.cuh"
 #include "kernels/nsa_topk.cuh"
@@ -476,8 +477,8 @@ static nsa_status run_rows(const Plan &P, const nsak::Params &p, int mode, unsig
             if ((st = set_smem(k, sm))) return st;
             k<<<grid, NW * 32, sm, s>>>(p, mode, br);
         } else {
-            size_t sm = nsak::row_smem<DK, DV, NW, false, false>();
-            auto k = nsak::row_kernel<T, DK, DV, NW, false, false>;
+            size_t sm = nsak::cw_fwd_smem<DK, DV, NW>();
+            auto k = nsak::cw_fwd_kernel<T, DK, DV, NW>;
             if ((st = set_smem(k, sm))) return st;
             k<<<grid, NW * 32, sm, s>>>(p, mode, br);
         }

@@ -100,18 +100,17 @@ __device__ inline void mask_chunk(const Params &p, int br, float (&S)[NT][4], in
         }
 }
 
-/* Online softmax (FlashAttention-2, log2 domain): running max m, running sum
-   l and O (acc) rescaled by the change of max, then O += P V, Vc the chunk's
-   values [KN][LDV]. Rows A and B are the lane's rows lane/4 and lane/4 + 8. */
-template <typename T, int DV, int LDV, int NT>
-__device__ inline void softmax_pv_chunk(float (&S)[NT][4], const T *Vc, float &mA,
-                                        float &mB, float &lA, float &lB,
-                                        float (&acc)[DV / 8][4], int lane)
+/* Online softmax (FlashAttention-2, log2 domain), the scores' half: the
+   running max m and sum l move to the chunk's S, S becomes its unnormalised
+   probabilities P, and aA, aB are the factors O must be rescaled by (the
+   change of max). Rows A and B are the lane's rows lane/4 and lane/4 + 8. */
+template <int NT>
+__device__ inline void softmax_scores(float (&S)[NT][4], float &mA, float &mB, float &lA,
+                                      float &lB, float &aA, float &aB)
 {
-    constexpr int KN = NT * 8;
     float xA = -INFINITY, xB = -INFINITY;
 #pragma unroll
-    for (int nt = 0; nt < KN / 8; ++nt) {
+    for (int nt = 0; nt < NT; ++nt) {
         xA = fmaxf(xA, fmaxf(S[nt][0], S[nt][1]));
         xB = fmaxf(xB, fmaxf(S[nt][2], S[nt][3]));
     }
@@ -119,12 +118,13 @@ __device__ inline void softmax_pv_chunk(float (&S)[NT][4], const T *Vc, float &m
     xB = warp_max4(xB);
     float nA = fmaxf(mA, xA), nB = fmaxf(mB, xB);
     float bA = nA == -INFINITY ? 0.f : nA, bB = nB == -INFINITY ? 0.f : nB;
-    float aA = exp2f(mA - bA), aB = exp2f(mB - bB);
+    aA = exp2f(mA - bA);
+    aB = exp2f(mB - bB);
     mA = nA;
     mB = nB;
     float sA = 0.f, sB = 0.f;
 #pragma unroll
-    for (int nt = 0; nt < KN / 8; ++nt) {
+    for (int nt = 0; nt < NT; ++nt) {
         S[nt][0] = exp2f(S[nt][0] - bA);
         S[nt][1] = exp2f(S[nt][1] - bA);
         S[nt][2] = exp2f(S[nt][2] - bB);
@@ -134,17 +134,51 @@ __device__ inline void softmax_pv_chunk(float (&S)[NT][4], const T *Vc, float &m
     }
     lA = lA * aA + sA;
     lB = lB * aB + sB;
+}
+
+/* The output's half: O *= a per row. */
+template <int N>
+__device__ inline void rescale_rows(float (&acc)[N][4], float aA, float aB)
+{
 #pragma unroll
-    for (int i = 0; i < DV / 8; ++i) {
+    for (int i = 0; i < N; ++i) {
         acc[i][0] *= aA; acc[i][1] *= aA;
         acc[i][2] *= aB; acc[i][3] *= aB;
     }
+}
+
+/* Both halves: the online softmax of one chunk. */
+template <int DV, int NT>
+__device__ inline void softmax_chunk(float (&S)[NT][4], float &mA, float &mB, float &lA,
+                                     float &lB, float (&acc)[DV / 8][4])
+{
+    float aA, aB;
+    softmax_scores(S, mA, mB, lA, lB, aA, aB);
+    rescale_rows(acc, aA, aB);
+}
+
+/* P (fp32 accumulator fragments of 16 keys) as the A fragment of the next
+   product, in the storage type. */
+template <typename T, int NT>
+__device__ inline void p_fragment(uint32_t (&pa)[4], const float (&S)[NT][4], int kk)
+{
+    pa[0] = Ty<T>::pack(S[2 * kk][0], S[2 * kk][1]);
+    pa[1] = Ty<T>::pack(S[2 * kk][2], S[2 * kk][3]);
+    pa[2] = Ty<T>::pack(S[2 * kk + 1][0], S[2 * kk + 1][1]);
+    pa[3] = Ty<T>::pack(S[2 * kk + 1][2], S[2 * kk + 1][3]);
+}
+
+/* softmax_chunk, then O += P V with Vc the chunk's values [KN][LDV]. */
+template <typename T, int DV, int LDV, int NT>
+__device__ inline void softmax_pv_chunk(float (&S)[NT][4], const T *Vc, float &mA,
+                                        float &mB, float &lA, float &lB,
+                                        float (&acc)[DV / 8][4], int lane)
+{
+    softmax_chunk<DV>(S, mA, mB, lA, lB, acc);
 #pragma unroll
-    for (int kk = 0; kk < KN / 16; ++kk) {
-        uint32_t pa[4] = {Ty<T>::pack(S[2 * kk][0], S[2 * kk][1]),
-                          Ty<T>::pack(S[2 * kk][2], S[2 * kk][3]),
-                          Ty<T>::pack(S[2 * kk + 1][0], S[2 * kk + 1][1]),
-                          Ty<T>::pack(S[2 * kk + 1][2], S[2 * kk + 1][3])};
+    for (int kk = 0; kk < NT / 2; ++kk) {
+        uint32_t pa[4];
+        p_fragment<T>(pa, S, kk);
 #pragma unroll
         for (int np = 0; np < DV / 16; ++np) {
             uint32_t bb[4];
@@ -221,6 +255,78 @@ __device__ inline void store_delta(const Params &p, int br, bool vA, bool vB, in
     }
 }
 
+/* The two rows a lane holds in a warp's 16-row tile (rows lane/4 and
+   lane/4 + 8, from flattened row f0 of the tile): validity, position, and
+   global (token, head) row. */
+struct LaneRows {
+    bool vA, vB;
+    int tA, tB;          /* positions, -1 when not valid */
+    int64_t rowA, rowB;  /* (token * H + head) */
+    int tmin, tmax;      /* positions of the warp's first and last valid rows */
+};
+
+__device__ inline LaneRows lane_rows(const Params &p, const RowTile &rt, int hkv, int64_t f0,
+                                     int lane)
+{
+    const int G = p.G;
+    const int64_t fA = f0 + (lane >> 2), fB = fA + 8;
+    LaneRows r;
+    r.vA = fA < rt.fmax;
+    r.vB = fB < rt.fmax;
+    const int tokA = rt.tok_off + (int)(fA / G), tokB = rt.tok_off + (int)(fB / G);
+    r.tA = r.vA ? rt.pos0 + tokA : -1;
+    r.tB = r.vB ? rt.pos0 + tokB : -1;
+    r.rowA = (rt.q0 + tokA) * p.H + hkv * G + (int)(fA % G);
+    r.rowB = (rt.q0 + tokB) * p.H + hkv * G + (int)(fB % G);
+    r.tmin = rt.pos0 + rt.tok_off + (int)(f0 / G);
+    r.tmax = rt.pos0 + rt.tok_off + (int)(min(f0 + 15, rt.fmax - 1) / G);
+    return r;
+}
+
+/* Whether every row of a warp sees every key of a full chunk [s0, s0 + KN)
+   of branch br (then the chunk needs no mask; rows past the tile's end are
+   never written). */
+__device__ inline bool chunk_whole(const Params &p, int br, int s0, int cnt, int KN,
+                                   const LaneRows &r)
+{
+    const int s1 = s0 + cnt - 1;
+    return cnt == KN && (br == BR_CMP ? nsa_cmp_visible(s1, r.tmin, p.l, p.d)
+                         : br == BR_WIN ? (s1 <= r.tmin && s0 > r.tmax - p.w)
+                                        : s1 <= r.tmin);
+}
+
+/* The end of one branch for a lane's two rows (forward kinds): lse, then
+   the normalised output staged in fp32 (M_STAGE), gated into the output
+   (M_FWD; fin: the last branch, prev: an earlier branch wrote the
+   accumulator), or Delta and dg (M_PREP). */
+template <typename T, int DV>
+__device__ inline void branch_epilogue(const Params &p, int br, int mode, bool fin, bool prev,
+                                       const LaneRows &r, float mA, float mB, float lA,
+                                       float lB, const float (&acc)[DV / 8][4], int lane)
+{
+    lA = quad_sum(lA);
+    lB = quad_sum(lB);
+    const float iA = inv_sum(lA), iB = inv_sum(lB);
+    if (mode == M_PREP) {
+        store_delta<T, DV>(p, br, r.vA, r.vB, r.rowA, r.rowB, iA, iB, acc, lane);
+        return;
+    }
+    if ((lane & 3) == 0) {
+        if (r.vA) p.lse[br][r.rowA] = lse_of(mA, lA);
+        if (r.vB) p.lse[br][r.rowB] = lse_of(mB, lB);
+    }
+    if (mode == M_STAGE) {
+#pragma unroll
+        for (int nt = 0; nt < DV / 8; ++nt) {
+            const int dcol = nt * 8 + 2 * (lane & 3);
+            if (r.vA) *(float2 *)(p.ostage + r.rowA * DV + dcol) = make_float2(acc[nt][0] * iA, acc[nt][1] * iA);
+            if (r.vB) *(float2 *)(p.ostage + r.rowB * DV + dcol) = make_float2(acc[nt][2] * iB, acc[nt][3] * iB);
+        }
+        return;
+    }
+    store_gated<T, DV>(p, br, fin, prev, r.vA, r.vB, r.rowA, r.rowB, iA, iB, acc, lane);
+}
+
 /* K / V stages of a row kernel: the compressed and window passes stream
    long key ranges at one CTA per SM and keep NSA_ROW_STAGES in flight; the
    one-warp selected-branch CTAs and dQ keep two, so that more of them fit
@@ -244,8 +350,7 @@ __host__ __device__ constexpr int row_kn(bool slc, bool dq)
    backward (M_PREP), or dQ (DQ = true). br_mask: branches run, in the order
    cmp, slc, win. */
 template <typename T, int DK, int DV, int NW, bool SLC, bool DQ>
-__global__ void __launch_bounds__(NW * 32, 1)
-row_kernel(Params p, int mode, unsigned br_mask)
+__device__ inline void row_body(const Params &p, int mode, unsigned br_mask)
 {
     constexpr int LDK = DK + 8, LDV = DV + 8, KN = row_kn(SLC, DQ);
     extern __shared__ __align__(16) unsigned char smem_raw[];
@@ -259,19 +364,10 @@ row_kernel(Params p, int mode, unsigned br_mask)
     if (!locate_rows<SLC, NW>(p, rt)) return;
     const int G = p.G;
 
-    /* this lane's two rows: A = lane/4, B = lane/4 + 8 of the warp's 16 */
-    int64_t fA = rt.fbase + warp * 16 + (lane >> 2), fB = fA + 8;
-    bool vA = fA < rt.fmax, vB = fB < rt.fmax;
-    int tokA = rt.tok_off + (int)(fA / G), tokB = rt.tok_off + (int)(fB / G);
-    int hA = hkv * G + (int)(fA % G), hB = hkv * G + (int)(fB % G);
-    int tA = vA ? rt.pos0 + tokA : -1, tB = vB ? rt.pos0 + tokB : -1;
-    int64_t rowA = (rt.q0 + tokA) * p.H + hA, rowB = (rt.q0 + tokB) * p.H + hB;
+    const LaneRows lr = lane_rows(p, rt, hkv, rt.fbase + warp * 16, lane);
+    const bool vA = lr.vA, vB = lr.vB;
+    const int64_t rowA = lr.rowA, rowB = lr.rowB;
     const bool wactive = rt.fbase + warp * 16 < rt.fmax;
-    /* positions of the warp's first and last valid rows (for the fast path
-       of chunks that every row of the warp sees whole) */
-    const int tminw = rt.pos0 + rt.tok_off + (int)((rt.fbase + warp * 16) / G);
-    const int tmaxw = rt.pos0 + rt.tok_off +
-                      (int)((min(rt.fbase + warp * 16 + 15, rt.fmax - 1)) / G);
 
     stage_q_rows<DK, LDK>(p, rt, hkv, G, Qs, NW * 16, tid, NW * 32);
     __syncthreads();
@@ -348,14 +444,8 @@ row_kernel(Params p, int mode, unsigned br_mask)
             if (wactive && cnt > 0) {
                 float S[KN / 8][4];
                 qk_chunk<T, DK, LDK>(S, qa, Kc, lane);
-                /* a chunk that every row of the warp sees whole needs no mask
-                   (rows past the tile's end are never written) */
-                const int s1 = s0 + cnt - 1;
-                const bool whole = cnt == KN &&
-                    (br == BR_CMP ? nsa_cmp_visible(s1, tminw, p.l, p.d)
-                     : br == BR_WIN ? (s1 <= tminw && s0 > tmaxw - p.w)
-                                    : s1 <= tminw);
-                mask_chunk(p, br, S, s0, cnt, whole, tA, tB, lane);
+                const bool whole = chunk_whole(p, br, s0, cnt, KN, lr);
+                mask_chunk(p, br, S, s0, cnt, whole, lr.tA, lr.tB, lane);
                 if constexpr (!DQ) {
                     softmax_pv_chunk<T, DV, LDV>(S, Vc, mA, mB, lA, lB, acc, lane);
                 } else {
@@ -401,33 +491,12 @@ row_kernel(Params p, int mode, unsigned br_mask)
             }
             __syncthreads();
         }
-        if constexpr (DQ) continue;
-        if (!wactive) continue;
-
-        /* ---- epilogue of one branch (forward kinds) ---- */
-        lA = quad_sum(lA);
-        lB = quad_sum(lB);
-        float iA = inv_sum(lA), iB = inv_sum(lB);
-        if (mode != M_PREP && (lane & 3) == 0) {
-            if (vA) p.lse[br][rowA] = lse_of(mA, lA);
-            if (vB) p.lse[br][rowB] = lse_of(mB, lB);
+        if constexpr (!DQ) {
+            if (wactive)
+                branch_epilogue<T, DV>(p, br, mode, p.final_out && (unsigned)br == last_br, prev,
+                                       lr, mA, mB, lA, lB, acc, lane);
+            prev = true;
         }
-        if (mode == M_STAGE) {
-#pragma unroll
-            for (int nt = 0; nt < DV / 8; ++nt) {
-                int dcol = nt * 8 + 2 * (lane & 3);
-                if (vA) *(float2 *)(p.ostage + rowA * DV + dcol) = make_float2(acc[nt][0] * iA, acc[nt][1] * iA);
-                if (vB) *(float2 *)(p.ostage + rowB * DV + dcol) = make_float2(acc[nt][2] * iB, acc[nt][3] * iB);
-            }
-        } else if (mode == M_FWD) {
-            if constexpr (!DQ)
-                store_gated<T, DV>(p, br, p.final_out && (unsigned)br == last_br, prev, vA, vB,
-                                   rowA, rowB, iA, iB, acc, lane);
-        } else {
-            if constexpr (!DQ)
-                store_delta<T, DV>(p, br, vA, vB, rowA, rowB, iA, iB, acc, lane);
-        }
-        prev = true;
     }
     if constexpr (DQ) if (wactive) {
         bool fin = p.final_out != 0;
@@ -450,6 +519,12 @@ row_kernel(Params p, int mode, unsigned br_mask)
             }
         }
     }
+}
+
+template <typename T, int DK, int DV, int NW, bool SLC, bool DQ>
+__global__ void __launch_bounds__(NW * 32, 1) row_kernel(Params p, int mode, unsigned br_mask)
+{
+    row_body<T, DK, DV, NW, SLC, DQ>(p, mode, br_mask);
 }
 
 template <int DK, int DV, int NW, bool SLC, bool DQ>

@@ -46,12 +46,7 @@ __global__ void __launch_bounds__(32) slc_fwd_kernel(Params p, int mode)
     RowTile rt;
     if (!locate_rows<true, 1>(p, rt)) return;
     const int G = p.G;
-    const int64_t fA = rt.fbase + (lane >> 2), fB = fA + 8;
-    const bool vA = fA < rt.fmax, vB = fB < rt.fmax;
-    const int tokA = rt.tok_off + (int)(fA / G), tokB = rt.tok_off + (int)(fB / G);
-    const int tA = vA ? rt.pos0 + tokA : -1, tB = vB ? rt.pos0 + tokB : -1;
-    const int64_t rowA = (rt.q0 + tokA) * p.H + hkv * G + (int)(fA % G);
-    const int64_t rowB = (rt.q0 + tokB) * p.H + hkv * G + (int)(fB % G);
+    const LaneRows lr = lane_rows(p, rt, hkv, rt.fbase, lane);
 
     stage_q_rows<DK, LDK>(p, rt, hkv, G, Qs, 16, lane, 32);
     __syncwarp();
@@ -90,36 +85,16 @@ __global__ void __launch_bounds__(32) slc_fwd_kernel(Params p, int mode)
         if (cnt > 0) {
             float S[KN / 8][4];
             qk_chunk<T, DK, LDK>(S, qa, Ks + (c % NS) * KN * LDK, lane);
-            mask_chunk(p, BR_SLC, S, s0, cnt, cnt == KN && s0 + cnt - 1 <= rt.t_first, tA, tB,
-                       lane);
+            mask_chunk(p, BR_SLC, S, s0, cnt, cnt == KN && s0 + cnt - 1 <= rt.t_first, lr.tA,
+                       lr.tB, lane);
             softmax_pv_chunk<T, DV, LDV>(S, Vs + (c % NS) * KN * LDV, mA, mB, lA, lB, acc, lane);
         }
         __syncwarp();
     }
     cp_wait<0>();
 
-    lA = quad_sum(lA);
-    lB = quad_sum(lB);
-    const float iA = inv_sum(lA), iB = inv_sum(lB);
-    if (mode == M_PREP) {
-        store_delta<T, DV>(p, BR_SLC, vA, vB, rowA, rowB, iA, iB, acc, lane);
-        return;
-    }
-    if ((lane & 3) == 0) {
-        if (vA) p.lse[BR_SLC][rowA] = lse_of(mA, lA);
-        if (vB) p.lse[BR_SLC][rowB] = lse_of(mB, lB);
-    }
-    if (mode == M_STAGE) {
-#pragma unroll
-        for (int nt = 0; nt < DV / 8; ++nt) {
-            const int dcol = nt * 8 + 2 * (lane & 3);
-            if (vA) *(float2 *)(p.ostage + rowA * DV + dcol) = make_float2(acc[nt][0] * iA, acc[nt][1] * iA);
-            if (vB) *(float2 *)(p.ostage + rowB * DV + dcol) = make_float2(acc[nt][2] * iB, acc[nt][3] * iB);
-        }
-        return;
-    }
-    store_gated<T, DV>(p, BR_SLC, p.final_out != 0, p.acc_in != 0, vA, vB, rowA, rowB, iA, iB,
-                       acc, lane);
+    branch_epilogue<T, DV>(p, BR_SLC, mode, p.final_out != 0, p.acc_in != 0, lr, mA, mB, lA,
+                           lB, acc, lane);
 }
 
 } /* namespace nsak */

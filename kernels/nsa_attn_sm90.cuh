@@ -1,0 +1,357 @@
+/* kernels/nsa_attn_sm90.cuh -- the forward's compressed and window passes
+   on Hopper's warpgroup MMA (wgmma), sm_90a.
+
+   The same row tile as row_kernel (NW warps, NW*16 flattened (token, head)
+   rows of one kv head, the group's heads adjacent), the same key chunks,
+   masks, online softmax and epilogue; only the products change. A
+   warpgroup (4 warps, 64 rows) multiplies
+     S = Q K^T   as DK/16 wgmma m64n64k16, Q and K both read from shared
+                 memory (K-major), so the 64 rows of a warpgroup share each
+                 read of K instead of each warp reading it again;
+     O += P V    as KN/16 wgmma m64nDVk16, P from registers (its fp32
+                 accumulator fragments packed in place: the accumulator
+                 layout of S is the A-fragment layout of P), V read from
+                 shared memory N-major (transposed by the tensor core).
+   Shared tiles are stored in the 128-byte swizzle the tensor core reads
+   (panels of 64 columns, 16-byte chunk c of row r at c ^ (r % 8)), filled
+   by cp.async and made visible to the tensor core's (async) proxy by a
+   proxy fence before the barrier.
+
+   cw_fwd_kernel is the one entry: compiled for sm_90a it runs this path,
+   for any other target the mma.sync row kernel (row_body), so a build for
+   sm_80 or plain sm_90 keeps the portable path and its cross-checks. */
+#ifndef NSA_KERNELS_ATTN_SM90_CUH
+#define NSA_KERNELS_ATTN_SM90_CUH
+
+#include "nsa_attn.cuh"
+
+namespace nsak {
+
+/* K / V stages of the wgmma path: 32 KB a stage at D = 128. */
+#ifndef NSA_WG_STAGES
+#define NSA_WG_STAGES 4
+#endif
+#define NSA_WG_KN 64 /* keys a chunk: one m64n64 product per 16 of the head dim */
+
+template <int DK, int DV, int NW>
+constexpr size_t wg_smem()
+{
+    /* + 1024: the swizzled panels start on a 1024-byte boundary */
+    return (size_t)(NW * 16 * DK + NSA_WG_STAGES * NSA_WG_KN * (DK + DV)) * 2 + 1024;
+}
+
+/* Shared memory of cw_fwd_kernel: enough for either path. */
+template <int DK, int DV, int NW>
+constexpr size_t cw_fwd_smem()
+{
+    return wg_smem<DK, DV, NW>() > row_smem<DK, DV, NW, false, false>()
+               ? wg_smem<DK, DV, NW>()
+               : row_smem<DK, DV, NW, false, false>();
+}
+
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+
+/* ---- wgmma primitives --------------------------------------------------- */
+
+/* Shared-memory matrix descriptor, 128-byte swizzle: start address, leading
+   byte offset (K-major: unused; N-major: between 64-column panels), stride
+   byte offset 1024 (between groups of 8 rows of 128 bytes). */
+__device__ inline uint64_t sw128_desc(const void *s, uint32_t lbo)
+{
+    const uint32_t a = smem_u32(s);
+    return (uint64_t)((a & 0x3FFFF) >> 4) | ((uint64_t)(lbo >> 4) << 16) |
+           ((uint64_t)(1024 >> 4) << 32) | (1ull << 62);
+}
+__device__ inline void wg_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
+__device__ inline void wg_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
+template <int N>
+__device__ inline void wg_wait() { asm volatile("wgmma.wait_group.sync.aligned %0;\n" :: "n"(N) : "memory"); }
+/* cp.async writes (generic proxy) made visible to wgmma reads (async proxy) */
+__device__ inline void fence_async_smem()
+{
+    asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+}
+/* Ties accumulator registers to this point: nothing reads or rewrites them
+   between an issued wgmma and its wait. */
+template <int N>
+__device__ inline void wg_hold(float (&d)[N][4])
+{
+#pragma unroll
+    for (int i = 0; i < N; ++i)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) asm volatile("" : "+f"(d[i][e]) :: "memory");
+}
+
+/* S (+)= A B^T, m64n64k16: A and B K-major in shared memory. */
+template <typename T>
+__device__ inline void wgmma_qk(float (&d)[8][4], uint64_t a, uint64_t b, int accumulate);
+/* D += A B, m64nNk16: A in registers, B N-major in shared memory. */
+template <typename T, int N>
+__device__ inline void wgmma_pv(float (&d)[N / 8][4], const uint32_t (&a)[4], uint64_t b);
+
+template <>
+__device__ inline void wgmma_qk<__nv_bfloat16>(float (&d)[8][4], uint64_t a, uint64_t b, int accumulate)
+{
+    asm volatile(
+        "{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n"
+        "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 "
+        "{%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,%29,%30,%31}, %32, %33, p, 1, 1, 0, 0;\n}\n"
+        : "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]), "+f"(d[1][0]), "+f"(d[1][1]), "+f"(d[1][2]), "+f"(d[1][3]),
+          "+f"(d[2][0]), "+f"(d[2][1]), "+f"(d[2][2]), "+f"(d[2][3]), "+f"(d[3][0]), "+f"(d[3][1]), "+f"(d[3][2]), "+f"(d[3][3]),
+          "+f"(d[4][0]), "+f"(d[4][1]), "+f"(d[4][2]), "+f"(d[4][3]), "+f"(d[5][0]), "+f"(d[5][1]), "+f"(d[5][2]), "+f"(d[5][3]),
+          "+f"(d[6][0]), "+f"(d[6][1]), "+f"(d[6][2]), "+f"(d[6][3]), "+f"(d[7][0]), "+f"(d[7][1]), "+f"(d[7][2]), "+f"(d[7][3])
+        : "l"(a), "l"(b), "r"(accumulate));
+}
+
+template <>
+__device__ inline void wgmma_qk<__half>(float (&d)[8][4], uint64_t a, uint64_t b, int accumulate)
+{
+    asm volatile(
+        "{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n"
+        "wgmma.mma_async.sync.aligned.m64n64k16.f32.f16.f16 "
+        "{%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,%29,%30,%31}, %32, %33, p, 1, 1, 0, 0;\n}\n"
+        : "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]), "+f"(d[1][0]), "+f"(d[1][1]), "+f"(d[1][2]), "+f"(d[1][3]),
+          "+f"(d[2][0]), "+f"(d[2][1]), "+f"(d[2][2]), "+f"(d[2][3]), "+f"(d[3][0]), "+f"(d[3][1]), "+f"(d[3][2]), "+f"(d[3][3]),
+          "+f"(d[4][0]), "+f"(d[4][1]), "+f"(d[4][2]), "+f"(d[4][3]), "+f"(d[5][0]), "+f"(d[5][1]), "+f"(d[5][2]), "+f"(d[5][3]),
+          "+f"(d[6][0]), "+f"(d[6][1]), "+f"(d[6][2]), "+f"(d[6][3]), "+f"(d[7][0]), "+f"(d[7][1]), "+f"(d[7][2]), "+f"(d[7][3])
+        : "l"(a), "l"(b), "r"(accumulate));
+}
+
+template <>
+__device__ inline void wgmma_pv<__nv_bfloat16, 64>(float (&d)[8][4], const uint32_t (&a)[4], uint64_t b)
+{
+    asm volatile(
+        "{\n.reg .pred p;\nsetp.ne.b32 p, %37, 0;\n"
+        "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 "
+        "{%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,%29,%30,%31}, {%32,%33,%34,%35}, %36, p, 1, 1, 1;\n}\n"
+        : "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]), "+f"(d[1][0]), "+f"(d[1][1]), "+f"(d[1][2]), "+f"(d[1][3]),
+          "+f"(d[2][0]), "+f"(d[2][1]), "+f"(d[2][2]), "+f"(d[2][3]), "+f"(d[3][0]), "+f"(d[3][1]), "+f"(d[3][2]), "+f"(d[3][3]),
+          "+f"(d[4][0]), "+f"(d[4][1]), "+f"(d[4][2]), "+f"(d[4][3]), "+f"(d[5][0]), "+f"(d[5][1]), "+f"(d[5][2]), "+f"(d[5][3]),
+          "+f"(d[6][0]), "+f"(d[6][1]), "+f"(d[6][2]), "+f"(d[6][3]), "+f"(d[7][0]), "+f"(d[7][1]), "+f"(d[7][2]), "+f"(d[7][3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b), "r"(1));
+}
+
+template <>
+__device__ inline void wgmma_pv<__nv_bfloat16, 128>(float (&d)[16][4], const uint32_t (&a)[4], uint64_t b)
+{
+    asm volatile(
+        "{\n.reg .pred p;\nsetp.ne.b32 p, %69, 0;\n"
+        "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 "
+        "{%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,%29,%30,%31,%32,%33,%34,%35,%36,%37,%38,%39,%40,%41,%42,%43,%44,%45,%46,%47,%48,%49,%50,%51,%52,%53,%54,%55,%56,%57,%58,%59,%60,%61,%62,%63}, {%64,%65,%66,%67}, %68, p, 1, 1, 1;\n}\n"
+        : "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]), "+f"(d[1][0]), "+f"(d[1][1]), "+f"(d[1][2]), "+f"(d[1][3]),
+          "+f"(d[2][0]), "+f"(d[2][1]), "+f"(d[2][2]), "+f"(d[2][3]), "+f"(d[3][0]), "+f"(d[3][1]), "+f"(d[3][2]), "+f"(d[3][3]),
+          "+f"(d[4][0]), "+f"(d[4][1]), "+f"(d[4][2]), "+f"(d[4][3]), "+f"(d[5][0]), "+f"(d[5][1]), "+f"(d[5][2]), "+f"(d[5][3]),
+          "+f"(d[6][0]), "+f"(d[6][1]), "+f"(d[6][2]), "+f"(d[6][3]), "+f"(d[7][0]), "+f"(d[7][1]), "+f"(d[7][2]), "+f"(d[7][3]),
+          "+f"(d[8][0]), "+f"(d[8][1]), "+f"(d[8][2]), "+f"(d[8][3]), "+f"(d[9][0]), "+f"(d[9][1]), "+f"(d[9][2]), "+f"(d[9][3]),
+          "+f"(d[10][0]), "+f"(d[10][1]), "+f"(d[10][2]), "+f"(d[10][3]), "+f"(d[11][0]), "+f"(d[11][1]), "+f"(d[11][2]), "+f"(d[11][3]),
+          "+f"(d[12][0]), "+f"(d[12][1]), "+f"(d[12][2]), "+f"(d[12][3]), "+f"(d[13][0]), "+f"(d[13][1]), "+f"(d[13][2]), "+f"(d[13][3]),
+          "+f"(d[14][0]), "+f"(d[14][1]), "+f"(d[14][2]), "+f"(d[14][3]), "+f"(d[15][0]), "+f"(d[15][1]), "+f"(d[15][2]), "+f"(d[15][3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b), "r"(1));
+}
+
+template <>
+__device__ inline void wgmma_pv<__half, 64>(float (&d)[8][4], const uint32_t (&a)[4], uint64_t b)
+{
+    asm volatile(
+        "{\n.reg .pred p;\nsetp.ne.b32 p, %37, 0;\n"
+        "wgmma.mma_async.sync.aligned.m64n64k16.f32.f16.f16 "
+        "{%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,%29,%30,%31}, {%32,%33,%34,%35}, %36, p, 1, 1, 1;\n}\n"
+        : "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]), "+f"(d[1][0]), "+f"(d[1][1]), "+f"(d[1][2]), "+f"(d[1][3]),
+          "+f"(d[2][0]), "+f"(d[2][1]), "+f"(d[2][2]), "+f"(d[2][3]), "+f"(d[3][0]), "+f"(d[3][1]), "+f"(d[3][2]), "+f"(d[3][3]),
+          "+f"(d[4][0]), "+f"(d[4][1]), "+f"(d[4][2]), "+f"(d[4][3]), "+f"(d[5][0]), "+f"(d[5][1]), "+f"(d[5][2]), "+f"(d[5][3]),
+          "+f"(d[6][0]), "+f"(d[6][1]), "+f"(d[6][2]), "+f"(d[6][3]), "+f"(d[7][0]), "+f"(d[7][1]), "+f"(d[7][2]), "+f"(d[7][3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b), "r"(1));
+}
+
+template <>
+__device__ inline void wgmma_pv<__half, 128>(float (&d)[16][4], const uint32_t (&a)[4], uint64_t b)
+{
+    asm volatile(
+        "{\n.reg .pred p;\nsetp.ne.b32 p, %69, 0;\n"
+        "wgmma.mma_async.sync.aligned.m64n128k16.f32.f16.f16 "
+        "{%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,%29,%30,%31,%32,%33,%34,%35,%36,%37,%38,%39,%40,%41,%42,%43,%44,%45,%46,%47,%48,%49,%50,%51,%52,%53,%54,%55,%56,%57,%58,%59,%60,%61,%62,%63}, {%64,%65,%66,%67}, %68, p, 1, 1, 1;\n}\n"
+        : "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]), "+f"(d[1][0]), "+f"(d[1][1]), "+f"(d[1][2]), "+f"(d[1][3]),
+          "+f"(d[2][0]), "+f"(d[2][1]), "+f"(d[2][2]), "+f"(d[2][3]), "+f"(d[3][0]), "+f"(d[3][1]), "+f"(d[3][2]), "+f"(d[3][3]),
+          "+f"(d[4][0]), "+f"(d[4][1]), "+f"(d[4][2]), "+f"(d[4][3]), "+f"(d[5][0]), "+f"(d[5][1]), "+f"(d[5][2]), "+f"(d[5][3]),
+          "+f"(d[6][0]), "+f"(d[6][1]), "+f"(d[6][2]), "+f"(d[6][3]), "+f"(d[7][0]), "+f"(d[7][1]), "+f"(d[7][2]), "+f"(d[7][3]),
+          "+f"(d[8][0]), "+f"(d[8][1]), "+f"(d[8][2]), "+f"(d[8][3]), "+f"(d[9][0]), "+f"(d[9][1]), "+f"(d[9][2]), "+f"(d[9][3]),
+          "+f"(d[10][0]), "+f"(d[10][1]), "+f"(d[10][2]), "+f"(d[10][3]), "+f"(d[11][0]), "+f"(d[11][1]), "+f"(d[11][2]), "+f"(d[11][3]),
+          "+f"(d[12][0]), "+f"(d[12][1]), "+f"(d[12][2]), "+f"(d[12][3]), "+f"(d[13][0]), "+f"(d[13][1]), "+f"(d[13][2]), "+f"(d[13][3]),
+          "+f"(d[14][0]), "+f"(d[14][1]), "+f"(d[14][2]), "+f"(d[14][3]), "+f"(d[15][0]), "+f"(d[15][1]), "+f"(d[15][2]), "+f"(d[15][3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b), "r"(1));
+}
+
+/* Rows of D elements into 128-byte-swizzled panels of 64 columns: element
+   (r, c) of a [ROWS][D] tile at panel c / 64, row r, 16-byte chunk
+   ((c % 64) / 8) ^ (r % 8). Row r comes from src(r), zeros where NULL. The
+   trip count is a constant: no branch that depends on the thread, so the
+   code around the wgmma stays provably uniform (ptxas serialises wgmma
+   across divergent paths). */
+template <int D, int ROWS, int NTHREADS, typename T, typename F>
+__device__ inline void stage_rows_sw128(T *dst, F src, int tid)
+{
+    constexpr int CH = D / 8;
+    static_assert(ROWS * CH % NTHREADS == 0, "whole passes");
+#pragma unroll
+    for (int j = 0; j < ROWS * CH / NTHREADS; ++j) {
+        const int i = tid + j * NTHREADS, r = i / CH, c = i % CH;
+        const T *p = src(r);
+        T *d = dst + (c >> 3) * ROWS * 64 + r * 64 + (((c & 7) ^ (r & 7)) << 3);
+        cp16(d, p ? (const void *)(p + c * 8) : (const void *)d, p ? 16 : 0);
+    }
+}
+
+/* x of lane 0: a value the compiler then knows to be warp-uniform. */
+__device__ inline int uniform(int x) { return __shfl_sync(0xffffffffu, x, 0); }
+
+/* ---- the row tile on wgmma ---------------------------------------------- */
+template <typename T, int DK, int DV, int NW>
+__device__ inline void row_fwd_sm90(const Params &p, int mode, unsigned br_mask)
+{
+    constexpr int KN = NSA_WG_KN, NS = NSA_WG_STAGES, ROWS = NW * 16;
+    static_assert(NS >= 3, "chunk c + 1 resident while chunk c is computed");
+    static_assert(DK % 64 == 0 && DV % 64 == 0 && DV <= 128, "64-column panels");
+    extern __shared__ __align__(16) unsigned char smem_raw[];
+    T *Qs = (T *)(smem_raw + ((1024 - (smem_u32(smem_raw) & 1023)) & 1023)); /* [DK/64][ROWS][64] */
+    T *Ks = Qs + ROWS * DK;      /* [NS][DK/64][KN][64] */
+    T *Vs = Ks + NS * KN * DK;   /* [NS][DV/64][KN][64] */
+    const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, wg = warp >> 2;
+    const int hkv = blockIdx.y;
+    RowTile rt;
+    /* every branch below is uniform across the CTA; uniform() says so */
+    if (!uniform(locate_rows<false, NW>(p, rt))) return;
+    const int G = p.G;
+    const LaneRows lr = lane_rows(p, rt, hkv, rt.fbase + warp * 16, lane);
+    /* every warpgroup multiplies, also one whose rows are all past the
+       tile's end (zeros, never written): wgmma stays on uniform paths */
+    const bool wactive = rt.fbase + warp * 16 < rt.fmax;
+
+    stage_rows_sw128<DK, ROWS, NW * 32>(Qs, [&](int r) -> const T * {
+        const int64_t f = rt.fbase + r;
+        if (f >= rt.fmax) return nullptr;
+        const int tok = rt.tok_off + (int)(f / G), g = (int)(f % G);
+        return (const T *)p.q + (rt.q0 + tok) * p.qst + (int64_t)(hkv * G + g) * p.qsh;
+    }, tid);
+    cp_commit();
+    const T *Qw = Qs + wg * 64 * 64; /* this warpgroup's 64 rows of each panel */
+
+    bool prev = p.acc_in != 0;
+    unsigned last_br = 0;
+    for (int br = 0; br < 3; ++br) if (br_mask & (1u << br)) last_br = br;
+
+    for (int br = 0; br < 3; ++br) {
+        if (!(br_mask & (1u << br))) continue;
+        const T *kb, *vb;
+        int64_t kst, vst;
+        KeySrc src = make_src<T>(p, br, rt, hkv, kb, vb, kst, vst, DK, DV);
+        src.kn = KN;
+        const int nch = uniform(src.nchunks());
+        float mA = -INFINITY, mB = -INFINITY, lA = 0.f, lB = 0.f;
+        float acc[DV / 8][4], S[KN / 8][4];
+        uint32_t pa[KN / 16][4];
+#pragma unroll
+        for (int i = 0; i < DV / 8; ++i) acc[i][0] = acc[i][1] = acc[i][2] = acc[i][3] = 0.f;
+        /* stage c % NS <- chunk c, one commit group per chunk (row_body) */
+        auto load = [&](int c) {
+            if (c < nch) {
+                int s0, cnt = src.chunk(c, s0);
+                stage_rows_sw128<DK, KN, NW * 32>(Ks + (c % NS) * KN * DK, [&](int r) -> const T * {
+                    return r < cnt ? kb + (int64_t)(s0 + r) * kst : nullptr; }, tid);
+                stage_rows_sw128<DV, KN, NW * 32>(Vs + (c % NS) * KN * DV, [&](int r) -> const T * {
+                    return r < cnt ? vb + (int64_t)(s0 + r) * vst : nullptr; }, tid);
+            }
+            cp_commit();
+        };
+        /* S = Q K_c^T, issued without waiting */
+        auto issue_qk = [&](int c) {
+            const T *Kc = Ks + (c % NS) * KN * DK;
+            wg_fence();
+#pragma unroll
+            for (int k = 0; k < DK / 16; ++k) /* panel k / 4, 32 bytes per 16 columns */
+                wgmma_qk<T>(S, sw128_desc(Qw + (k >> 2) * ROWS * 64 + (k & 3) * 16, 16),
+                            sw128_desc(Kc + (k >> 2) * KN * 64 + (k & 3) * 16, 16), k > 0);
+            wg_commit();
+        };
+        /* acc += P V_c, issued without waiting */
+        auto issue_pv = [&](int c) {
+            const T *Vc = Vs + (c % NS) * KN * DV;
+            wg_fence();
+#pragma unroll
+            for (int kk = 0; kk < KN / 16; ++kk) /* 16 keys: 16 rows of 128 bytes */
+                wgmma_pv<T, DV>(acc, pa[kk], sw128_desc(Vc + kk * 16 * 64, KN * 64 * 2));
+            wg_commit();
+        };
+        /* mask and online softmax of S_c (its wgmma complete); returns the
+           rescale factors of acc */
+        auto scores = [&](int c, float &aA, float &aB) {
+            int s0, cnt = src.chunk(c, s0);
+            mask_chunk(p, br, S, s0, cnt, uniform(chunk_whole(p, br, s0, cnt, KN, lr)), lr.tA,
+                       lr.tB, lane);
+            softmax_scores(S, mA, mB, lA, lB, aA, aB);
+        };
+        /* Stages: chunk c lives in stage c % NS. Step c reads K_c and
+           V_{c-1} while chunk c + 1 may still be landing, and loads chunk
+           c + NS - 2 into the stage P_{c-2} V_{c-2} freed. landed(): this
+           thread's copies, then everyone's, visible to the tensor core. */
+        auto landed = [&]() {
+            fence_async_smem();
+            __syncthreads();
+        };
+        __syncthreads();
+        for (int c = 0; c < NS - 1; ++c) load(c);
+        cp_wait<NS - 2>(); /* chunk 0 (and Q) */
+        landed();
+        if (nch > 0) {
+            float aA, aB;
+            issue_qk(0);
+            wg_wait<0>();
+            wg_hold(S);
+            scores(0, aA, aB);
+#pragma unroll
+            for (int kk = 0; kk < KN / 16; ++kk) p_fragment<T>(pa[kk], S, kk);
+        }
+        /* Step c (FlashAttention-3's intra-warpgroup overlap): S_c = Q K_c^T
+           and acc += P_{c-1} V_{c-1} issued together; the softmax of S_c
+           runs while the second product is in flight. */
+        for (int c = 1; c < nch; ++c) {
+            cp_wait<NS - 3>(); /* chunk c landed for this thread */
+            landed();          /* ... for all; stage (c + NS - 2) % NS is free */
+            load(c + NS - 2);
+            float aA, aB;
+            issue_qk(c);
+            issue_pv(c - 1);
+            wg_wait<1>();
+            wg_hold(S);
+            scores(c, aA, aB);
+            wg_wait<0>();
+            wg_hold(acc);
+            rescale_rows(acc, aA, aB);
+#pragma unroll
+            for (int kk = 0; kk < KN / 16; ++kk) p_fragment<T>(pa[kk], S, kk);
+        }
+        if (nch > 0) issue_pv(nch - 1);
+        wg_wait<0>();
+        wg_hold(acc);
+        if (wactive)
+            branch_epilogue<T, DV>(p, br, mode, p.final_out && (unsigned)br == last_br, prev, lr,
+                                   mA, mB, lA, lB, acc, lane);
+        prev = true;
+    }
+}
+
+#endif /* __CUDA_ARCH_FEAT_SM90_ALL */
+
+/* The forward's compressed and window passes (M_STAGE, M_FWD, M_PREP):
+   wgmma on sm_90a, the mma.sync row kernel elsewhere. */
+template <typename T, int DK, int DV, int NW>
+__global__ void __launch_bounds__(NW * 32, 1) cw_fwd_kernel(Params p, int mode, unsigned br_mask)
+{
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+    if constexpr (NW % 4 == 0 && DV <= 128) row_fwd_sm90<T, DK, DV, NW>(p, mode, br_mask); else
+#endif
+    row_body<T, DK, DV, NW, false, false>(p, mode, br_mask);
+}
+
+} /* namespace nsak */
+
+#endif
