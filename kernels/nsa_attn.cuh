@@ -74,39 +74,43 @@ __device__ inline void qk_chunk(float (&S)[NT][4], const uint32_t (&qa)[DK / 16]
     }
 }
 
-/* Logits to log2 units; -inf where the key is past the chunk's cnt keys or
-   not visible to the row's position (branch rules, visible()). whole: every
-   key is visible to every row. */
+/* -inf where the key is past the chunk's cnt keys or not visible to the
+   row's position (branch rules, visible()); the logits stay unscaled (the
+   softmax scales them). whole: every key is visible to every row. */
 template <int NT>
 __device__ inline void mask_chunk(const Params &p, int br, float (&S)[NT][4], int s0,
                                   int cnt, bool whole, int tA, int tB, int lane)
 {
-    constexpr int KN = NT * 8;
-    if (whole) {
+    if (whole) return;
 #pragma unroll
-        for (int nt = 0; nt < KN / 8; ++nt)
-#pragma unroll
-            for (int e = 0; e < 4; ++e) S[nt][e] *= p.sl2;
-        return;
-    }
-#pragma unroll
-    for (int nt = 0; nt < KN / 8; ++nt)
+    for (int nt = 0; nt < NT; ++nt)
 #pragma unroll
         for (int e = 0; e < 4; ++e) {
             int col = nt * 8 + 2 * (lane & 3) + (e & 1);
             int t = e < 2 ? tA : tB;
             bool ok = col < cnt && t >= 0 && visible(p, br, t, s0 + col);
-            S[nt][e] = ok ? S[nt][e] * p.sl2 : -INFINITY;
+            if (!ok) S[nt][e] = -INFINITY;
         }
 }
 
+/* 2^x on the special-function unit, subnormal results flushed to zero: a
+   probability below 2^-126 of the row's largest adds nothing to its sum. */
+__device__ inline float exp2_ftz(float x)
+{
+    float y;
+    asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
+    return y;
+}
+
 /* Online softmax (FlashAttention-2, log2 domain), the scores' half: the
-   running max m and sum l move to the chunk's S, S becomes its unnormalised
-   probabilities P, and aA, aB are the factors O must be rescaled by (the
-   change of max). Rows A and B are the lane's rows lane/4 and lane/4 + 8. */
+   running max m (log2 units) and sum l move to the chunk's logits S scaled
+   by sl2 (> 0, so the max of S scales to the max of sl2 S), S becomes its
+   unnormalised probabilities P = 2^(sl2 S - m), one FFMA and one EX2 each,
+   and aA, aB are the factors O must be rescaled by (the change of max).
+   Rows A and B are the lane's rows lane/4 and lane/4 + 8. */
 template <int NT>
-__device__ inline void softmax_scores(float (&S)[NT][4], float &mA, float &mB, float &lA,
-                                      float &lB, float &aA, float &aB)
+__device__ inline void softmax_scores(float (&S)[NT][4], float sl2, float &mA, float &mB,
+                                      float &lA, float &lB, float &aA, float &aB)
 {
     float xA = -INFINITY, xB = -INFINITY;
 #pragma unroll
@@ -114,21 +118,21 @@ __device__ inline void softmax_scores(float (&S)[NT][4], float &mA, float &mB, f
         xA = fmaxf(xA, fmaxf(S[nt][0], S[nt][1]));
         xB = fmaxf(xB, fmaxf(S[nt][2], S[nt][3]));
     }
-    xA = warp_max4(xA);
-    xB = warp_max4(xB);
+    xA = warp_max4(xA) * sl2;
+    xB = warp_max4(xB) * sl2;
     float nA = fmaxf(mA, xA), nB = fmaxf(mB, xB);
     float bA = nA == -INFINITY ? 0.f : nA, bB = nB == -INFINITY ? 0.f : nB;
-    aA = exp2f(mA - bA);
-    aB = exp2f(mB - bB);
+    aA = exp2_ftz(mA - bA);
+    aB = exp2_ftz(mB - bB);
     mA = nA;
     mB = nB;
     float sA = 0.f, sB = 0.f;
 #pragma unroll
     for (int nt = 0; nt < NT; ++nt) {
-        S[nt][0] = exp2f(S[nt][0] - bA);
-        S[nt][1] = exp2f(S[nt][1] - bA);
-        S[nt][2] = exp2f(S[nt][2] - bB);
-        S[nt][3] = exp2f(S[nt][3] - bB);
+        S[nt][0] = exp2_ftz(fmaf(S[nt][0], sl2, -bA));
+        S[nt][1] = exp2_ftz(fmaf(S[nt][1], sl2, -bA));
+        S[nt][2] = exp2_ftz(fmaf(S[nt][2], sl2, -bB));
+        S[nt][3] = exp2_ftz(fmaf(S[nt][3], sl2, -bB));
         sA += S[nt][0] + S[nt][1];
         sB += S[nt][2] + S[nt][3];
     }
@@ -149,11 +153,11 @@ __device__ inline void rescale_rows(float (&acc)[N][4], float aA, float aB)
 
 /* Both halves: the online softmax of one chunk. */
 template <int DV, int NT>
-__device__ inline void softmax_chunk(float (&S)[NT][4], float &mA, float &mB, float &lA,
-                                     float &lB, float (&acc)[DV / 8][4])
+__device__ inline void softmax_chunk(float (&S)[NT][4], float sl2, float &mA, float &mB,
+                                     float &lA, float &lB, float (&acc)[DV / 8][4])
 {
     float aA, aB;
-    softmax_scores(S, mA, mB, lA, lB, aA, aB);
+    softmax_scores(S, sl2, mA, mB, lA, lB, aA, aB);
     rescale_rows(acc, aA, aB);
 }
 
@@ -170,11 +174,11 @@ __device__ inline void p_fragment(uint32_t (&pa)[4], const float (&S)[NT][4], in
 
 /* softmax_chunk, then O += P V with Vc the chunk's values [KN][LDV]. */
 template <typename T, int DV, int LDV, int NT>
-__device__ inline void softmax_pv_chunk(float (&S)[NT][4], const T *Vc, float &mA,
-                                        float &mB, float &lA, float &lB,
+__device__ inline void softmax_pv_chunk(float (&S)[NT][4], float sl2, const T *Vc,
+                                        float &mA, float &mB, float &lA, float &lB,
                                         float (&acc)[DV / 8][4], int lane)
 {
-    softmax_chunk<DV>(S, mA, mB, lA, lB, acc);
+    softmax_chunk<DV>(S, sl2, mA, mB, lA, lB, acc);
 #pragma unroll
     for (int kk = 0; kk < NT / 2; ++kk) {
         uint32_t pa[4];
@@ -447,7 +451,7 @@ __device__ inline void row_body(const Params &p, int mode, unsigned br_mask)
                 const bool whole = chunk_whole(p, br, s0, cnt, KN, lr);
                 mask_chunk(p, br, S, s0, cnt, whole, lr.tA, lr.tB, lane);
                 if constexpr (!DQ) {
-                    softmax_pv_chunk<T, DV, LDV>(S, Vc, mA, mB, lA, lB, acc, lane);
+                    softmax_pv_chunk<T, DV, LDV>(S, p.sl2, Vc, mA, mB, lA, lB, acc, lane);
                 } else {
                     /* dQ: P from the saved lse, dP = dO V^T, dS = P (g dP - Delta) */
                     float dP[KN / 8][4];
@@ -467,7 +471,7 @@ __device__ inline void row_body(const Params &p, int mode, unsigned br_mask)
 #pragma unroll
                         for (int e = 0; e < 4; ++e) {
                             bool a = e < 2;
-                            float pr = S[nt][e] == -INFINITY ? 0.f : exp2f(S[nt][e] - (a ? lse2A : lse2B));
+                            float pr = S[nt][e] == -INFINITY ? 0.f : exp2f(S[nt][e] * p.sl2 - (a ? lse2A : lse2B));
                             S[nt][e] = pr * ((a ? gA : gB) * dP[nt][e] - (a ? dlA : dlB));
                         }
 #pragma unroll

@@ -62,6 +62,9 @@ __device__ inline uint64_t sw128_desc(const void *s, uint32_t lbo)
     return (uint64_t)((a & 0x3FFFF) >> 4) | ((uint64_t)(lbo >> 4) << 16) |
            ((uint64_t)(1024 >> 4) << 32) | (1ull << 62);
 }
+/* A descriptor moved by a byte offset: the address field holds bytes / 16
+   in its low 14 bits, and shared addresses stay below 2^18. */
+__host__ __device__ constexpr uint64_t desc_step(int bytes) { return (uint64_t)(bytes >> 4); }
 __device__ inline void wg_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
 __device__ inline void wg_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
 template <int N>
@@ -233,7 +236,10 @@ __device__ inline void row_fwd_sm90(const Params &p, int mode, unsigned br_mask)
         return (const T *)p.q + (rt.q0 + tok) * p.qst + (int64_t)(hkv * G + g) * p.qsh;
     }, tid);
     cp_commit();
-    const T *Qw = Qs + wg * 64 * 64; /* this warpgroup's 64 rows of each panel */
+    /* descriptors of this warpgroup's 64 rows of Q, and of stage 0 of K, V
+       (N-major: the next 64 columns of V lie KN rows further) */
+    const uint64_t qdesc = sw128_desc(Qs + wg * 64 * 64, 16);
+    const uint64_t kdesc = sw128_desc(Ks, 16), vdesc = sw128_desc(Vs, KN * 128);
 
     bool prev = p.acc_in != 0;
     unsigned last_br = 0;
@@ -262,23 +268,25 @@ __device__ inline void row_fwd_sm90(const Params &p, int mode, unsigned br_mask)
             }
             cp_commit();
         };
-        /* S = Q K_c^T, issued without waiting */
+        /* S = Q K_c^T, issued without waiting. The k-th 16 columns of a
+           [rows][DK] tile: panel k / 4, 32 bytes into its rows. */
         auto issue_qk = [&](int c) {
-            const T *Kc = Ks + (c % NS) * KN * DK;
+            const uint64_t kd = kdesc + desc_step((c % NS) * KN * DK * 2);
             wg_fence();
 #pragma unroll
-            for (int k = 0; k < DK / 16; ++k) /* panel k / 4, 32 bytes per 16 columns */
-                wgmma_qk<T>(S, sw128_desc(Qw + (k >> 2) * ROWS * 64 + (k & 3) * 16, 16),
-                            sw128_desc(Kc + (k >> 2) * KN * 64 + (k & 3) * 16, 16), k > 0);
+            for (int k = 0; k < DK / 16; ++k)
+                wgmma_qk<T>(S, qdesc + desc_step((k >> 2) * ROWS * 128 + (k & 3) * 32),
+                            kd + desc_step((k >> 2) * KN * 128 + (k & 3) * 32), k > 0);
             wg_commit();
         };
-        /* acc += P V_c, issued without waiting */
+        /* acc += P V_c, issued without waiting; 16 keys are 16 rows of 128
+           bytes */
         auto issue_pv = [&](int c) {
-            const T *Vc = Vs + (c % NS) * KN * DV;
+            const uint64_t vd = vdesc + desc_step((c % NS) * KN * DV * 2);
             wg_fence();
 #pragma unroll
-            for (int kk = 0; kk < KN / 16; ++kk) /* 16 keys: 16 rows of 128 bytes */
-                wgmma_pv<T, DV>(acc, pa[kk], sw128_desc(Vc + kk * 16 * 64, KN * 64 * 2));
+            for (int kk = 0; kk < KN / 16; ++kk)
+                wgmma_pv<T, DV>(acc, pa[kk], vd + desc_step(kk * 16 * 128));
             wg_commit();
         };
         /* mask and online softmax of S_c (its wgmma complete); returns the
@@ -287,7 +295,7 @@ __device__ inline void row_fwd_sm90(const Params &p, int mode, unsigned br_mask)
             int s0, cnt = src.chunk(c, s0);
             mask_chunk(p, br, S, s0, cnt, uniform(chunk_whole(p, br, s0, cnt, KN, lr)), lr.tA,
                        lr.tB, lane);
-            softmax_scores(S, mA, mB, lA, lB, aA, aB);
+            softmax_scores(S, p.sl2, mA, mB, lA, lB, aA, aB);
         };
         /* Stages: chunk c lives in stage c % NS. Step c reads K_c and
            V_{c-1} while chunk c + 1 may still be landing, and loads chunk

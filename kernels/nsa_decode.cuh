@@ -182,7 +182,7 @@ __global__ void __launch_bounds__(32) decode_split_kernel(Params p, Decode dc, i
             }
             const bool whole = cnt == KN && visible(p, br, t, s0) && visible(p, br, t, s0 + cnt - 1);
             mask_chunk(p, br, S, s0, cnt, whole, tA, tB, lane);
-            softmax_pv_chunk<T, DV, LDV>(S, Vs + (c % NS) * KN * LDV, mA, mB, lA, lB, acc, lane);
+            softmax_pv_chunk<T, DV, LDV>(S, p.sl2, Vs + (c % NS) * KN * LDV, mA, mB, lA, lB, acc, lane);
         }
         __syncwarp();
     }

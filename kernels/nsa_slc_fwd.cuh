@@ -87,7 +87,7 @@ __global__ void __launch_bounds__(32) slc_fwd_kernel(Params p, int mode)
             qk_chunk<T, DK, LDK>(S, qa, Ks + (c % NS) * KN * LDK, lane);
             mask_chunk(p, BR_SLC, S, s0, cnt, cnt == KN && s0 + cnt - 1 <= rt.t_first, lr.tA,
                        lr.tB, lane);
-            softmax_pv_chunk<T, DV, LDV>(S, Vs + (c % NS) * KN * LDV, mA, mB, lA, lB, acc, lane);
+            softmax_pv_chunk<T, DV, LDV>(S, p.sl2, Vs + (c % NS) * KN * LDV, mA, mB, lA, lB, acc, lane);
         }
         __syncwarp();
     }
