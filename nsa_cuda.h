@@ -162,6 +162,7 @@ NSADEF nsa_status nsa_cuda_topk_rows(const float *scores, int64_t rows,
 #include "kernels/nsa_common.cuh"
 #include "kernels/nsa_attn.cuh"
 #include "kernels/nsa_attn_sm90.cuh"
+#include "kernels/nsa_select_sm90.cuh"
 #include "kernels/nsa_select.cuh"
 #include "kernels/nsa_slc_fwd.cuh"
 #include "kernels/nsa_topk.cuh"
@@ -512,7 +513,7 @@ static nsa_status run_select_sweep_g(const Plan &P, const nsak::Params &p, cudaS
 {
     nsa_status st;
     constexpr int NW = NSA_ROW_WARPS;
-    const size_t sm = nsak::select_sweep_smem<DK, NW>() + nsak::fused_select_smem(NW, G, p.n);
+    const size_t sm = nsak::select_sweep_kernel_smem<DK, NW>(G, p.n);
     auto k = nsak::select_sweep_kernel<T, DK, NW, G>;
     if ((st = set_smem(k, sm))) return st;
     k<<<dim3((unsigned)P.tot[nsak::PF_ROWT], (unsigned)P.Hkv), NW * 32, sm, s>>>(p);

@@ -51,11 +51,11 @@ __host__ __device__ inline bool fused_select_ok(int G, int bq, int n, int l, int
 /* Shared memory of the fused selection for a CTA of NW warps:
    top-n lists [NW][16/G][n] (u64), row lse [NW*16], token scores
    [NW][16/G][HALO + KN]. */
-__host__ __device__ inline size_t fused_select_smem(int NW, int G, int n)
+__host__ __device__ inline size_t fused_select_smem(int NW, int G, int n, int KN = NSA_KN)
 {
     const int tpw = 16 / G;
     return (size_t)NW * tpw * n * 8 + (size_t)NW * 16 * 4 +
-           (size_t)NW * tpw * (NSA_SEL_HALO + NSA_KN) * 4;
+           (size_t)NW * tpw * (NSA_SEL_HALO + KN) * 4;
 }
 
 struct SelSmem {
@@ -64,7 +64,7 @@ struct SelSmem {
     float *tsc;  /* this warp's token scores, [16/G][HALO + KN]    */
 };
 
-template <int NW>
+template <int NW, int KN = NSA_KN>
 __device__ inline SelSmem sel_smem(unsigned char *base, int G, int n, int warp)
 {
     const int tpw = 16 / G;
@@ -72,7 +72,7 @@ __device__ inline SelSmem sel_smem(unsigned char *base, int G, int n, int warp)
     s.top = (u64 *)base + (size_t)warp * tpw * n;
     s.lse2 = (float *)(base + (size_t)NW * tpw * n * 8) + warp * 16;
     s.tsc = (float *)(base + (size_t)NW * tpw * n * 8) + NW * 16 +
-            (size_t)warp * tpw * (NSA_SEL_HALO + NSA_KN);
+            (size_t)warp * tpw * (NSA_SEL_HALO + KN);
     return s;
 }
 
@@ -157,7 +157,9 @@ __device__ inline void sel_chunk_sums(const Params &p, const uint32_t (&qa)[DK /
 
 /* Steps 2-4 for one token and one chunk: score the selection blocks the
    chunk completes, and fold the eligible, unforced ones into the token's
-   top-n list (held by lanes 0..n-1 while merging). */
+   top-n list (held by lanes 0..n-1 while merging). A chunk of KN blocks
+   completes KN / rl selection blocks, a lane each: KN / rl <= 32. */
+template <int KN = NSA_KN>
 __device__ inline void sel_chunk_merge(const Params &p, int t, int s0, const float *cs,
                                        u64 *top, int lane)
 {
@@ -166,7 +168,7 @@ __device__ inline void sel_chunk_merge(const Params &p, int t, int s0, const flo
     const int a = min(p.n_init, jt + 1);                   /* step 5: initial  */
     const int llo = p.n_local > 0 ? max(0, jt - p.n_local + 1) : jt + 1; /* local */
     u64 key = 0;
-    if (lane < NSA_KN / rl) {
+    if (lane < KN / rl) {
         const int j = s0 / rl + lane;
         if (j <= jt && j >= a && j < llo) {
             /* step 2: sum over m < rl, k < rk of p_cmp[rl*j + m - k] */
@@ -213,6 +215,22 @@ __device__ inline void sel_finish(const Params &p, int t, const u64 *top, int32_
     if (lane < total) out[rank] = v;
     else if (lane < n) out[lane] = -1;
     if (lane == 0) *count = total;
+}
+
+/* Step 7 for the warp's tokens, into p.sel_out_idx / p.sel_out_cnt. */
+template <int G>
+__device__ inline void sel_finish_warp(const Params &p, const RowTile &rt, int hkv,
+                                       const SelSmem &sm, int warp, int lane)
+{
+    const int n = p.n;
+    for (int tk = 0; tk < 16 / G; ++tk) {
+        const int t = sel_token_pos(rt, G, warp, tk);
+        if (t < 0) continue;
+        const int64_t f = rt.fbase + warp * 16 + (int64_t)tk * G;
+        const int64_t ug = p.pf[PF_UNIT][rt.b] + rt.tok_off + f / G; /* bq = 1: unit = query */
+        sel_finish(p, t, sm.top + tk * n, p.sel_out_idx + (ug * p.Hkv + hkv) * n,
+                   p.sel_out_cnt + ug * p.Hkv + hkv, lane);
+    }
 }
 
 /* The second sweep over K_cmp. Called by every thread of the CTA after the
@@ -278,15 +296,7 @@ __device__ void fused_select_sweep(const Params &p, const RowTile &rt, int hkv,
         }
         __syncthreads();
     }
-    if (!wactive) return;
-    for (int tk = 0; tk < tpw; ++tk) {
-        const int t = sel_token_pos(rt, G, warp, tk);
-        if (t < 0) continue;
-        const int64_t f = rt.fbase + warp * 16 + (int64_t)tk * G;
-        const int64_t ug = p.pf[PF_UNIT][rt.b] + rt.tok_off + f / G; /* bq = 1: unit = query */
-        sel_finish(p, t, sm.top + tk * n, p.sel_out_idx + (ug * p.Hkv + hkv) * n,
-                   p.sel_out_cnt + ug * p.Hkv + hkv, lane);
-    }
+    if (wactive) sel_finish_warp<G>(p, rt, hkv, sm, warp, lane);
 }
 
 /* The selection kernel: rows as the compressed pass's CTA (locate_rows),
@@ -298,7 +308,7 @@ constexpr size_t select_sweep_smem()
 }
 
 template <typename T, int DK, int NW, int G>
-__global__ void __launch_bounds__(NW * 32) select_sweep_kernel(Params p)
+__device__ inline void select_sweep_body(const Params &p)
 {
     constexpr int LDK = DK + 8;
     extern __shared__ __align__(16) unsigned char smem_raw[];
