@@ -33,11 +33,25 @@ namespace nsak {
 #endif
 #define NSA_WG_KN 64 /* keys a chunk: one m64n64 product per 16 of the head dim */
 
+/* The compressed branch's gated output waits in shared memory for the
+   window branch (fp32, [DV / 2][NW * 32] float2, each thread its own)
+   instead of a round trip through the fp32 accumulator in global memory,
+   where it fits beside the stages. */
 template <int DK, int DV, int NW>
-constexpr size_t wg_smem()
+__host__ __device__ constexpr size_t wg_stage_smem()
 {
     /* + 1024: the swizzled panels start on a 1024-byte boundary */
     return (size_t)(NW * 16 * DK + NSA_WG_STAGES * NSA_WG_KN * (DK + DV)) * 2 + 1024;
+}
+template <int DK, int DV, int NW>
+__host__ __device__ constexpr bool wg_held()
+{
+    return wg_stage_smem<DK, DV, NW>() + (size_t)NW * 16 * DV * 4 <= 227 * 1024;
+}
+template <int DK, int DV, int NW>
+constexpr size_t wg_smem()
+{
+    return wg_stage_smem<DK, DV, NW>() + (wg_held<DK, DV, NW>() ? (size_t)NW * 16 * DV * 4 : 0);
 }
 
 /* Shared memory of cw_fwd_kernel: enough for either path. */
@@ -207,6 +221,52 @@ __device__ inline void stage_rows_sw128(T *dst, F src, int tid)
 /* x of lane 0: a value the compiler then knows to be warp-uniform. */
 __device__ inline int uniform(int x) { return __shfl_sync(0xffffffffu, x, 0); }
 
+/* The forward epilogue (M_FWD) of a branch when the CTA runs two: the
+   first's gated output g O / l goes to the thread's slots of `held`, the
+   second adds it as store_gated adds the accumulator's (same order, same
+   bits), then stores. */
+template <typename T, int DV, int NTHREADS>
+__device__ inline void epilogue_held(const Params &p, int br, bool first, bool fin,
+                                     const LaneRows &r, float mA, float mB, float lA, float lB,
+                                     const float (&acc)[DV / 8][4], float2 *held, int tid)
+{
+    const int lane = tid & 31;
+    lA = quad_sum(lA);
+    lB = quad_sum(lB);
+    const float iA = inv_sum(lA), iB = inv_sum(lB);
+    if ((lane & 3) == 0) {
+        if (r.vA) p.lse[br][r.rowA] = lse_of(mA, lA);
+        if (r.vB) p.lse[br][r.rowB] = lse_of(mB, lB);
+    }
+    const float ga = r.vA ? gate_of<T>(p, r.rowA, br) : 0.f;
+    const float gb = r.vB ? gate_of<T>(p, r.rowB, br) : 0.f;
+#pragma unroll
+    for (int nt = 0; nt < DV / 8; ++nt) {
+        const int dcol = nt * 8 + 2 * (lane & 3);
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+            if (!(h ? r.vB : r.vA)) continue;
+            const int64_t off = (h ? r.rowB : r.rowA) * DV + dcol;
+            const float g = h ? gb : ga, in = h ? iB : iA;
+            float x0 = g * (acc[nt][2 * h] * in), x1 = g * (acc[nt][2 * h + 1] * in);
+            float2 &slot = held[(nt * 2 + h) * NTHREADS + tid];
+            if (first) {
+                if (p.acc_in) {
+                    const float2 a = *(const float2 *)(p.acc + off);
+                    x0 = a.x + x0;
+                    x1 = a.y + x1;
+                }
+                slot = make_float2(x0, x1);
+                continue;
+            }
+            x0 = slot.x + x0;
+            x1 = slot.y + x1;
+            if (fin) *(uint32_t *)((T *)p.out + off) = Ty<T>::pack(x0, x1);
+            else *(float2 *)(p.acc + off) = make_float2(x0, x1);
+        }
+    }
+}
+
 /* ---- the row tile on wgmma ---------------------------------------------- */
 template <typename T, int DK, int DV, int NW>
 __device__ inline void row_fwd_sm90(const Params &p, int mode, unsigned br_mask)
@@ -218,6 +278,7 @@ __device__ inline void row_fwd_sm90(const Params &p, int mode, unsigned br_mask)
     T *Qs = (T *)(smem_raw + ((1024 - (smem_u32(smem_raw) & 1023)) & 1023)); /* [DK/64][ROWS][64] */
     T *Ks = Qs + ROWS * DK;      /* [NS][DK/64][KN][64] */
     T *Vs = Ks + NS * KN * DK;   /* [NS][DV/64][KN][64] */
+    float2 *held = (float2 *)(Vs + NS * KN * DV); /* wg_held(): [DV/2][NW*32] */
     const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, wg = warp >> 2;
     const int hkv = blockIdx.y;
     RowTile rt;
@@ -242,8 +303,10 @@ __device__ inline void row_fwd_sm90(const Params &p, int mode, unsigned br_mask)
     const uint64_t kdesc = sw128_desc(Ks, 16), vdesc = sw128_desc(Vs, KN * 128);
 
     bool prev = p.acc_in != 0;
-    unsigned last_br = 0;
+    unsigned last_br = 0, first_br = 3;
+    for (int br = 2; br >= 0; --br) if (br_mask & (1u << br)) first_br = br;
     for (int br = 0; br < 3; ++br) if (br_mask & (1u << br)) last_br = br;
+    const bool hold = wg_held<DK, DV, NW>() && mode == M_FWD && first_br != last_br;
 
     for (int br = 0; br < 3; ++br) {
         if (!(br_mask & (1u << br))) continue;
@@ -340,9 +403,15 @@ __device__ inline void row_fwd_sm90(const Params &p, int mode, unsigned br_mask)
         if (nch > 0) issue_pv(nch - 1);
         wg_wait<0>();
         wg_hold(acc);
-        if (wactive)
-            branch_epilogue<T, DV>(p, br, mode, p.final_out && (unsigned)br == last_br, prev, lr,
-                                   mA, mB, lA, lB, acc, lane);
+        if (wactive) {
+            if (hold)
+                epilogue_held<T, DV, NW * 32>(p, br, (unsigned)br == first_br,
+                                              p.final_out != 0, lr, mA, mB, lA, lB, acc, held,
+                                              tid);
+            else
+                branch_epilogue<T, DV>(p, br, mode, p.final_out && (unsigned)br == last_br, prev,
+                                       lr, mA, mB, lA, lB, acc, lane);
+        }
         prev = true;
     }
 }
