@@ -6,6 +6,8 @@
 #                      path through nsa_cuda.h, linked with one nvcc object
 #   make cuda-test     build/test_cuda: GPU vs CPU reference cross-checks
 #   make cuda-bench    build/bench_cuda: GPU benchmark
+#   make build/test_cuda_portable  the cross-checks built for plain sm_90
+#                      (the mma.sync kernels, also on a Hopper GPU)
 #   build/libnsa_cuda.so  the Python binding's library with the CUDA path:
 #                      the reference from a C file that defines
 #                      NSA_SHARED_IN_OTHER_FILE, the CUDA path and the shared
@@ -18,7 +20,12 @@ BUILD     ?= build
 CUDA_HOME ?= /usr/local/cuda
 CUDA_ARCH ?= -gencode=arch=compute_80,code=sm_80 -gencode=arch=compute_90a,code=sm_90a
 NVCC_WARN  = -Werror all-warnings -Xcompiler -Wall,-Wextra,-Werror
-NVCC_FLAGS = -std=c++17 -O3 $(CUDA_ARCH) $(NVCC_WARN) -I. -Xcompiler -ffp-contract=off
+NVCC_BASE  = -std=c++17 -O3 $(NVCC_WARN) -I. -Xcompiler -ffp-contract=off
+NVCC_FLAGS = $(NVCC_BASE) $(CUDA_ARCH)
+# The portable kernels: plain sm_90 compiles no sm_90a (wgmma) path, so on a
+# Hopper GPU build/test_cuda_portable cross-checks the mma.sync kernels that
+# sm_80 runs (tests/gpu.sh builds and runs it; `make cuda` does not).
+PORTABLE_ARCH = -gencode=arch=compute_80,code=sm_80 -gencode=arch=compute_90,code=sm_90
 CUDA_LIBS  = -L$(CUDA_HOME)/lib64 -lcudart
 CUDA_SRC   = nsa_cuda.h $(wildcard kernels/*.cuh) nsa.h
 
@@ -47,6 +54,8 @@ $(BUILD)/cuda_example: $(BUILD)/cuda_example.o $(BUILD)/nsa_cuda.o
 # Tests and benchmarks: one translation unit each (reference + CUDA).
 $(BUILD)/test_cuda: tests/test_cuda.cu $(CUDA_SRC) nsa_ref.h $(wildcard tools/*.h) | $(BUILD)
 	$(NVCC) $(NVCC_FLAGS) -Xcompiler -fopenmp $< -o $@ -lm -lgomp
+$(BUILD)/test_cuda_portable: tests/test_cuda.cu $(CUDA_SRC) nsa_ref.h $(wildcard tools/*.h) | $(BUILD)
+	$(NVCC) $(NVCC_BASE) $(PORTABLE_ARCH) -Xcompiler -fopenmp $< -o $@ -lm -lgomp
 $(BUILD)/bench_cuda: bench/bench_cuda.cu $(CUDA_SRC) | $(BUILD)
 	$(NVCC) $(NVCC_FLAGS) $< -o $@ -lm
 

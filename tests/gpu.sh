@@ -4,7 +4,8 @@
 # Builds with nvcc here (sm_80 and sm_90a), then runs: the C example; the
 # cross-checks against the CPU reference (tests/test_cuda.cu, with the
 # shared vectors when VECTORS names their folder, and the >= 256K-token
-# case); the Python binding with torch on the GPU (tests/test_python.py
+# case), and again from a plain sm_90 build (the portable mma.sync
+# kernels, build/test_cuda_portable); the Python binding with torch on the GPU (tests/test_python.py
 # --cuda; skipped with a line when torch is absent); compute-sanitizer memcheck, racecheck and initcheck on the quick
 # cases; the benchmark (bench/bench_cuda.cu) and the dense SDPA / torch.topk
 # baseline (bench/bench_dense.py). Logs go to LOGDIR; a short table is
@@ -37,7 +38,7 @@ echo "device: $(cat "$LOGDIR/device.txt")"
 
 if [ "${SKIP_BUILD:-0}" != 1 ]; then
     echo "== build"
-    if make -k -j8 cuda shared > "$LOGDIR/build.log" 2>&1; then note "build           ok"
+    if make -k -j8 cuda shared build/test_cuda_portable > "$LOGDIR/build.log" 2>&1; then note "build           ok"
     else note "build           FAILED (see build.log)"; tail -30 "$LOGDIR/build.log"; status=1; fi
 fi
 
@@ -60,6 +61,23 @@ note "test_cuda       ${line:-died (rc $rc)}"
 if [ -z "$line" ] || [ "${line%% passed*}" -eq 0 ]; then
     note "test_cuda       FAILED: no GPU check ran"
     status=1
+fi
+
+# The portable kernels: on a Hopper GPU the library runs wgmma kernels
+# (sm_90a); the mma.sync ones that other GPUs run are cross-checked here
+# from a build for plain sm_90.
+echo "== cross-checks, portable kernels"
+if [ -x ./build/test_cuda_portable ]; then
+    pargs=()
+    [ -d "$VECTORS" ] && pargs+=(--vectors "$VECTORS")
+    OMP_NUM_THREADS=${OMP_NUM_THREADS:-$(nproc)} ./build/test_cuda_portable "${pargs[@]}" --log "$LOGDIR/test_cuda_portable.log" > "$LOGDIR/test_cuda_portable.out" 2>&1
+    rc=$?
+    grep -E 'FAIL' "$LOGDIR/test_cuda_portable.log" | head -10
+    line=$(grep -E '^[0-9]+ passed, [0-9]+ failed$' "$LOGDIR/test_cuda_portable.out" | tail -1)
+    note "test portable   ${line:-died (rc $rc)}"
+    [ $rc -ne 0 ] && status=1
+else
+    note "test portable   FAILED: build/test_cuda_portable missing"; status=1
 fi
 
 # The Python binding: torch tensors on the GPU through nsa.attention and
