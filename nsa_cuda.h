@@ -473,8 +473,8 @@ static nsa_status run_rows(const Plan &P, const nsak::Params &p, int mode, unsig
     } else {
         constexpr int NW = NSA_ROW_WARPS;
         if (dq) {
-            size_t sm = nsak::row_smem<DK, DV, NW, false, true>();
-            auto k = nsak::row_kernel<T, DK, DV, NW, false, true>;
+            size_t sm = nsak::cw_dq_smem<DK, DV, NW>();
+            auto k = nsak::cw_dq_kernel<T, DK, DV, NW>;
             if ((st = set_smem(k, sm))) return st;
             k<<<grid, NW * 32, sm, s>>>(p, mode, br);
         } else {

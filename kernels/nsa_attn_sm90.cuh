@@ -54,6 +54,22 @@ constexpr size_t wg_smem()
     return wg_stage_smem<DK, DV, NW>() + (wg_held<DK, DV, NW>() ? (size_t)NW * 16 * DV * 4 : 0);
 }
 
+/* dQ on wgmma: Q and dO of the tile, K and V stages. */
+template <int DK, int DV, int NW>
+constexpr size_t wg_dq_smem()
+{
+    return (size_t)(NW * 16 * (DK + DV) + NSA_WG_STAGES * NSA_WG_KN * (DK + DV)) * 2 + 1024;
+}
+/* cw_dq_kernel's shared memory: enough for either path (the wgmma one runs
+   for head dims up to 128). */
+template <int DK, int DV, int NW>
+constexpr size_t cw_dq_smem()
+{
+    return DK <= 128 && wg_dq_smem<DK, DV, NW>() > row_smem<DK, DV, NW, false, true>()
+               ? wg_dq_smem<DK, DV, NW>()
+               : row_smem<DK, DV, NW, false, true>();
+}
+
 /* Shared memory of cw_fwd_kernel: enough for either path. */
 template <int DK, int DV, int NW>
 constexpr size_t cw_fwd_smem()
@@ -416,7 +432,160 @@ __device__ inline void row_fwd_sm90(const Params &p, int mode, unsigned br_mask)
     }
 }
 
+/* ---- dQ of the compressed and window branches on wgmma ------------------
+
+   The row tile of row_fwd_sm90. Per chunk: S = Q K^T and dP = dO V^T (both
+   m64n64k16, A and B from shared memory), then P = 2^(sl2 S - lse2) from
+   the saved lse (exact exp2f, as row_body), dS = P (g dP - Delta), split
+   into hi + lo in the storage type (split2: the rounding of dS costs no
+   accuracy), and dQ += dS_hi K + dS_lo K with dS from registers and K read
+   N-major. A fixed order of products: same bits run after run. */
+template <typename T, int DK, int DV, int NW>
+__device__ inline void row_dq_sm90(const Params &p, unsigned br_mask)
+{
+    constexpr int KN = NSA_WG_KN, NS = NSA_WG_STAGES, ROWS = NW * 16;
+    static_assert(NS >= 2 && DK % 64 == 0 && DV % 64 == 0 && DK <= 128, "64-column panels");
+    extern __shared__ __align__(16) unsigned char smem_raw[];
+    T *Qs = (T *)(smem_raw + ((1024 - (smem_u32(smem_raw) & 1023)) & 1023)); /* [DK/64][ROWS][64] */
+    T *Os = Qs + ROWS * DK;      /* dO, [DV/64][ROWS][64] */
+    T *Ks = Os + ROWS * DV;      /* [NS][DK/64][KN][64]   */
+    T *Vs = Ks + NS * KN * DK;   /* [NS][DV/64][KN][64]   */
+    const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, wg = warp >> 2;
+    const int hkv = blockIdx.y;
+    RowTile rt;
+    if (!uniform(locate_rows<false, NW>(p, rt))) return;
+    const int G = p.G;
+    const LaneRows lr = lane_rows(p, rt, hkv, rt.fbase + warp * 16, lane);
+    const bool wactive = rt.fbase + warp * 16 < rt.fmax;
+    auto row_of = [&](int r, const T *base, int64_t st, int64_t sh) -> const T * {
+        const int64_t f = rt.fbase + r;
+        if (f >= rt.fmax) return nullptr;
+        const int tok = rt.tok_off + (int)(f / G), g = (int)(f % G);
+        return base + (rt.q0 + tok) * st + (int64_t)(hkv * G + g) * sh;
+    };
+    stage_rows_sw128<DK, ROWS, NW * 32>(Qs, [&](int r) {
+        return row_of(r, (const T *)p.q, p.qst, p.qsh); }, tid);
+    stage_rows_sw128<DV, ROWS, NW * 32>(Os, [&](int r) {
+        return row_of(r, (const T *)p.dout, (int64_t)p.H * DV, DV); }, tid);
+    cp_commit();
+    const uint64_t qdesc = sw128_desc(Qs + wg * 64 * 64, 16), odesc = sw128_desc(Os + wg * 64 * 64, 16);
+    const uint64_t kdesc = sw128_desc(Ks, 16), vdesc = sw128_desc(Vs, 16);
+    const uint64_t kndesc = sw128_desc(Ks, KN * 128); /* K as the N-major B of dS K */
+
+    float acc[DK / 8][4]; /* dQ over the branches */
+#pragma unroll
+    for (int i = 0; i < DK / 8; ++i) acc[i][0] = acc[i][1] = acc[i][2] = acc[i][3] = 0.f;
+    for (int br = 0; br < 3; ++br) {
+        if (!(br_mask & (1u << br))) continue;
+        const T *kb, *vb;
+        int64_t kst, vst;
+        KeySrc src = make_src<T>(p, br, rt, hkv, kb, vb, kst, vst, DK, DV);
+        src.kn = KN;
+        const int nch = uniform(src.nchunks());
+        const float lse2A = lr.vA ? p.lse[br][lr.rowA] * NSA_LOG2E : INFINITY;
+        const float lse2B = lr.vB ? p.lse[br][lr.rowB] * NSA_LOG2E : INFINITY;
+        const float dlA = lr.vA ? p.delta[br][lr.rowA] : 0.f, dlB = lr.vB ? p.delta[br][lr.rowB] : 0.f;
+        const float gA = lr.vA ? gate_of<T>(p, lr.rowA, br) : 0.f;
+        const float gB = lr.vB ? gate_of<T>(p, lr.rowB, br) : 0.f;
+        auto load = [&](int c) {
+            if (c < nch) {
+                int s0, cnt = src.chunk(c, s0);
+                stage_rows_sw128<DK, KN, NW * 32>(Ks + (c % NS) * KN * DK, [&](int r) -> const T * {
+                    return r < cnt ? kb + (int64_t)(s0 + r) * kst : nullptr; }, tid);
+                stage_rows_sw128<DV, KN, NW * 32>(Vs + (c % NS) * KN * DV, [&](int r) -> const T * {
+                    return r < cnt ? vb + (int64_t)(s0 + r) * vst : nullptr; }, tid);
+            }
+            cp_commit();
+        };
+        __syncthreads();
+        for (int c = 0; c < NS - 1; ++c) load(c);
+        for (int c = 0; c < nch; ++c) {
+            load(c + NS - 1); /* into the stage read in step c - 1 */
+            cp_wait<NS - 1>(); /* chunk c (and Q, dO) */
+            fence_async_smem();
+            __syncthreads();
+            float S[KN / 8][4], dP[KN / 8][4];
+            const uint64_t kd = kdesc + desc_step((c % NS) * KN * DK * 2);
+            const uint64_t vd = vdesc + desc_step((c % NS) * KN * DV * 2);
+            wg_fence();
+#pragma unroll
+            for (int k = 0; k < DK / 16; ++k)
+                wgmma_qk<T>(S, qdesc + desc_step((k >> 2) * ROWS * 128 + (k & 3) * 32),
+                            kd + desc_step((k >> 2) * KN * 128 + (k & 3) * 32), k > 0);
+#pragma unroll
+            for (int k = 0; k < DV / 16; ++k)
+                wgmma_qk<T>(dP, odesc + desc_step((k >> 2) * ROWS * 128 + (k & 3) * 32),
+                            vd + desc_step((k >> 2) * KN * 128 + (k & 3) * 32), k > 0);
+            wg_commit();
+            wg_wait<0>();
+            wg_hold(S);
+            wg_hold(dP);
+            int s0, cnt = src.chunk(c, s0);
+            mask_chunk(p, br, S, s0, cnt, uniform(chunk_whole(p, br, s0, cnt, KN, lr)), lr.tA,
+                       lr.tB, lane);
+#pragma unroll
+            for (int nt = 0; nt < KN / 8; ++nt)
+#pragma unroll
+                for (int e = 0; e < 4; ++e) {
+                    const bool a = e < 2;
+                    const float pr = S[nt][e] == -INFINITY ? 0.f : exp2f(S[nt][e] * p.sl2 - (a ? lse2A : lse2B));
+                    S[nt][e] = pr * ((a ? gA : gB) * dP[nt][e] - (a ? dlA : dlB));
+                }
+            uint32_t ph[KN / 16][4], pl[KN / 16][4];
+#pragma unroll
+            for (int kk = 0; kk < KN / 16; ++kk) {
+                split2<T>(S[2 * kk][0], S[2 * kk][1], ph[kk][0], pl[kk][0]);
+                split2<T>(S[2 * kk][2], S[2 * kk][3], ph[kk][1], pl[kk][1]);
+                split2<T>(S[2 * kk + 1][0], S[2 * kk + 1][1], ph[kk][2], pl[kk][2]);
+                split2<T>(S[2 * kk + 1][2], S[2 * kk + 1][3], ph[kk][3], pl[kk][3]);
+            }
+            const uint64_t knd = kndesc + desc_step((c % NS) * KN * DK * 2);
+            wg_hold(acc);
+            wg_fence();
+#pragma unroll
+            for (int kk = 0; kk < KN / 16; ++kk) {
+                wgmma_pv<T, DK>(acc, ph[kk], knd + desc_step(kk * 16 * 128));
+                wgmma_pv<T, DK>(acc, pl[kk], knd + desc_step(kk * 16 * 128));
+            }
+            wg_commit();
+            wg_wait<0>();
+            wg_hold(acc);
+            __syncthreads(); /* every warpgroup done with stage c % NS */
+        }
+    }
+    if (!wactive) return;
+    const bool fin = p.final_out != 0;
+#pragma unroll
+    for (int nt = 0; nt < DK / 8; ++nt) {
+        const int dcol = nt * 8 + 2 * (lane & 3);
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+            if (!(h ? lr.vB : lr.vA)) continue;
+            const int64_t off = (h ? lr.rowB : lr.rowA) * DK + dcol;
+            float x0 = acc[nt][2 * h] * p.sc, x1 = acc[nt][2 * h + 1] * p.sc;
+            if (p.acc_in) {
+                const float2 a = *(const float2 *)(p.acc + off);
+                x0 = a.x + x0;
+                x1 = a.y + x1;
+            }
+            if (fin) *(uint32_t *)((T *)p.out + off) = Ty<T>::pack(x0, x1);
+            else *(float2 *)(p.acc + off) = make_float2(x0, x1);
+        }
+    }
+}
+
 #endif /* __CUDA_ARCH_FEAT_SM90_ALL */
+
+/* dQ of the compressed and window branches: wgmma on sm_90a (head dims up
+   to 128), the mma.sync row kernel elsewhere. */
+template <typename T, int DK, int DV, int NW>
+__global__ void __launch_bounds__(NW * 32, 1) cw_dq_kernel(Params p, int mode, unsigned br_mask)
+{
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+    if constexpr (NW % 4 == 0 && DK <= 128) row_dq_sm90<T, DK, DV, NW>(p, br_mask); else
+#endif
+    row_body<T, DK, DV, NW, false, true>(p, mode, br_mask);
+}
 
 /* The forward's compressed and window passes (M_STAGE, M_FWD, M_PREP):
    wgmma on sm_90a, the mma.sync row kernel elsewhere. */
