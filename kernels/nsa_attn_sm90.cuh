@@ -191,6 +191,25 @@ __device__ inline void stage_rows_sw128(T *dst, F src, int tid)
     }
 }
 
+/* Chunk c of a branch's keys into stage c % NS of the swizzled K and V
+   tiles (zeros past the chunk's keys): one cp.async group per call, empty
+   past the last chunk, so that waiting for all but the newest groups finds
+   the chunk wanted. */
+template <int DK, int DV, int NS, int NTHREADS, typename T>
+__device__ inline void load_kv_chunk(T *Ks, T *Vs, const KeySrc &src, const T *kb, const T *vb,
+                                     int64_t kst, int64_t vst, int c, int nch, int tid)
+{
+    constexpr int KN = NSA_WG_KN;
+    if (c < nch) {
+        int s0, cnt = src.chunk(c, s0);
+        stage_rows_sw128<DK, KN, NTHREADS>(Ks + (c % NS) * KN * DK, [&](int r) -> const T * {
+            return r < cnt ? kb + (int64_t)(s0 + r) * kst : nullptr; }, tid);
+        stage_rows_sw128<DV, KN, NTHREADS>(Vs + (c % NS) * KN * DV, [&](int r) -> const T * {
+            return r < cnt ? vb + (int64_t)(s0 + r) * vst : nullptr; }, tid);
+    }
+    cp_commit();
+}
+
 /* x of lane 0: a value the compiler then knows to be warp-uniform. */
 __device__ inline int uniform(int x) { return __shfl_sync(0xffffffffu, x, 0); }
 
@@ -293,16 +312,8 @@ __device__ inline void row_fwd_sm90(const Params &p, int mode, unsigned br_mask)
         uint32_t pa[KN / 16][4];
 #pragma unroll
         for (int i = 0; i < DV / 8; ++i) acc[i][0] = acc[i][1] = acc[i][2] = acc[i][3] = 0.f;
-        /* stage c % NS <- chunk c, one commit group per chunk (row_body) */
         auto load = [&](int c) {
-            if (c < nch) {
-                int s0, cnt = src.chunk(c, s0);
-                stage_rows_sw128<DK, KN, NW * 32>(Ks + (c % NS) * KN * DK, [&](int r) -> const T * {
-                    return r < cnt ? kb + (int64_t)(s0 + r) * kst : nullptr; }, tid);
-                stage_rows_sw128<DV, KN, NW * 32>(Vs + (c % NS) * KN * DV, [&](int r) -> const T * {
-                    return r < cnt ? vb + (int64_t)(s0 + r) * vst : nullptr; }, tid);
-            }
-            cp_commit();
+            load_kv_chunk<DK, DV, NS, NW * 32>(Ks, Vs, src, kb, vb, kst, vst, c, nch, tid);
         };
         /* S = Q K_c^T, issued without waiting. The k-th 16 columns of a
            [rows][DK] tile: panel k / 4, 32 bytes into its rows. */
@@ -445,14 +456,7 @@ __device__ inline void row_dq_sm90(const Params &p, unsigned br_mask)
         const float gA = lr.vA ? gate_of<T>(p, lr.rowA, br) : 0.f;
         const float gB = lr.vB ? gate_of<T>(p, lr.rowB, br) : 0.f;
         auto load = [&](int c) {
-            if (c < nch) {
-                int s0, cnt = src.chunk(c, s0);
-                stage_rows_sw128<DK, KN, NW * 32>(Ks + (c % NS) * KN * DK, [&](int r) -> const T * {
-                    return r < cnt ? kb + (int64_t)(s0 + r) * kst : nullptr; }, tid);
-                stage_rows_sw128<DV, KN, NW * 32>(Vs + (c % NS) * KN * DV, [&](int r) -> const T * {
-                    return r < cnt ? vb + (int64_t)(s0 + r) * vst : nullptr; }, tid);
-            }
-            cp_commit();
+            load_kv_chunk<DK, DV, NS, NW * 32>(Ks, Vs, src, kb, vb, kst, vst, c, nch, tid);
         };
         __syncthreads();
         for (int c = 0; c < NS - 1; ++c) load(c);
