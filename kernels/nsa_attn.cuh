@@ -193,13 +193,26 @@ __device__ inline void softmax_pv_chunk(float (&S)[NT][4], float sl2, const T *V
     }
 }
 
+/* A branch's gated output kept for the next branch of the same CTA in the
+   thread's own shared-memory slots (slot[(nt * 2 + h) * stride]): the
+   first branch leaves it there instead of storing it, the second adds it
+   where an earlier pass's accumulator would be added (same order, same
+   bits), then stores. */
+struct HeldOut {
+    float2 *slot; /* NULL: none */
+    int stride;
+    bool first;
+};
+
 /* Forward epilogue: o_acc (+)= g_br * O_br / l for the lane's rows, written
    in the storage type when this is the last branch (fin), else to the fp32
-   accumulator (contract, "Gates": o = sum of g_c * o_c, rounded once). */
+   accumulator (contract, "Gates": o = sum of g_c * o_c, rounded once);
+   prev: the accumulator holds earlier branches; held: see HeldOut. */
 template <typename T, int DV>
 __device__ inline void store_gated(const Params &p, int br, bool fin, bool prev, bool vA,
                                    bool vB, int64_t rowA, int64_t rowB, float iA, float iB,
-                                   const float (&acc)[DV / 8][4], int lane)
+                                   const float (&acc)[DV / 8][4], int lane,
+                                   HeldOut held = HeldOut{nullptr, 0, false})
 {
     float ga = vA ? gate_of<T>(p, rowA, br) : 0.f, gb = vB ? gate_of<T>(p, rowB, br) : 0.f;
 #pragma unroll
@@ -216,6 +229,15 @@ __device__ inline void store_gated(const Params &p, int br, bool fin, bool prev,
                 float2 a = *(const float2 *)(p.acc + off);
                 x0 = a.x + x0;
                 x1 = a.y + x1;
+            }
+            if (held.slot) {
+                float2 &s = held.slot[(nt * 2 + h) * held.stride];
+                if (held.first) {
+                    s = make_float2(x0, x1);
+                    continue;
+                }
+                x0 = s.x + x0;
+                x1 = s.y + x1;
             }
             if (fin) *(uint32_t *)((T *)p.out + off) = Ty<T>::pack(x0, x1);
             else *(float2 *)(p.acc + off) = make_float2(x0, x1);
@@ -302,11 +324,12 @@ __device__ inline bool chunk_whole(const Params &p, int br, int s0, int cnt, int
 /* The end of one branch for a lane's two rows (forward kinds): lse, then
    the normalised output staged in fp32 (M_STAGE), gated into the output
    (M_FWD; fin: the last branch, prev: an earlier branch wrote the
-   accumulator), or Delta and dg (M_PREP). */
+   accumulator, held: store_gated), or Delta and dg (M_PREP). */
 template <typename T, int DV>
 __device__ inline void branch_epilogue(const Params &p, int br, int mode, bool fin, bool prev,
                                        const LaneRows &r, float mA, float mB, float lA,
-                                       float lB, const float (&acc)[DV / 8][4], int lane)
+                                       float lB, const float (&acc)[DV / 8][4], int lane,
+                                       HeldOut held = HeldOut{nullptr, 0, false})
 {
     lA = quad_sum(lA);
     lB = quad_sum(lB);
@@ -328,7 +351,34 @@ __device__ inline void branch_epilogue(const Params &p, int br, int mode, bool f
         }
         return;
     }
-    store_gated<T, DV>(p, br, fin, prev, r.vA, r.vB, r.rowA, r.rowB, iA, iB, acc, lane);
+    store_gated<T, DV>(p, br, fin, prev, r.vA, r.vB, r.rowA, r.rowB, iA, iB, acc, lane, held);
+}
+
+/* dQ epilogue for a lane's two rows: sc * the sum over the branches, plus
+   the accumulator of an earlier pass (acc_in), into the output in the
+   storage type (final_out) or the fp32 accumulator. */
+template <typename T, int DK>
+__device__ inline void store_dq(const Params &p, const LaneRows &r, const float (&acc)[DK / 8][4],
+                                int lane)
+{
+    const bool fin = p.final_out != 0;
+#pragma unroll
+    for (int nt = 0; nt < DK / 8; ++nt) {
+        const int dcol = nt * 8 + 2 * (lane & 3);
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+            if (!(h ? r.vB : r.vA)) continue;
+            const int64_t off = (h ? r.rowB : r.rowA) * DK + dcol;
+            float x0 = acc[nt][2 * h] * p.sc, x1 = acc[nt][2 * h + 1] * p.sc;
+            if (p.acc_in) {
+                const float2 a = *(const float2 *)(p.acc + off);
+                x0 = a.x + x0;
+                x1 = a.y + x1;
+            }
+            if (fin) *(uint32_t *)((T *)p.out + off) = Ty<T>::pack(x0, x1);
+            else *(float2 *)(p.acc + off) = make_float2(x0, x1);
+        }
+    }
 }
 
 /* K / V stages of a row kernel: the compressed and window passes stream
@@ -381,13 +431,9 @@ __device__ inline void row_body(const Params &p, int mode, unsigned br_mask)
     uint32_t da[DQ ? DV / 16 : 1][4];
     if constexpr (DQ) {
         __syncthreads();
-        auto orow = [&](int r) -> const T * {
-            int64_t f = rt.fbase + r;
-            if (f >= rt.fmax) return nullptr;
-            int tok = rt.tok_off + (int)(f / G), g = (int)(f % G);
-            return (const T *)p.dout + ((rt.q0 + tok) * p.H + hkv * G + g) * DV;
-        };
-        stage_rows<DV, LDK>(Qs, NW * 16, orow, tid, NW * 32);
+        stage_rows<DV, LDK>(Qs, NW * 16, [&](int r) {
+            return tile_row(rt, hkv, G, r, (const T *)p.dout, (int64_t)p.H * DV, DV); },
+            tid, NW * 32);
         cp_commit();
         cp_wait<0>();
         __syncthreads();
@@ -502,27 +548,7 @@ __device__ inline void row_body(const Params &p, int mode, unsigned br_mask)
             prev = true;
         }
     }
-    if constexpr (DQ) if (wactive) {
-        bool fin = p.final_out != 0;
-#pragma unroll
-        for (int nt = 0; nt < DK / 8; ++nt) {
-            int dcol = nt * 8 + 2 * (lane & 3);
-#pragma unroll
-            for (int h = 0; h < 2; ++h) {
-                bool vv = h ? vB : vA;
-                if (!vv) continue;
-                int64_t off = (h ? rowB : rowA) * DK + dcol;
-                float x0 = acc[nt][2 * h] * p.sc, x1 = acc[nt][2 * h + 1] * p.sc;
-                if (p.acc_in) {
-                    float2 a = *(const float2 *)(p.acc + off);
-                    x0 = a.x + x0;
-                    x1 = a.y + x1;
-                }
-                if (fin) *(uint32_t *)((T *)p.out + off) = Ty<T>::pack(x0, x1);
-                else *(float2 *)(p.acc + off) = make_float2(x0, x1);
-            }
-        }
-    }
+    if constexpr (DQ) if (wactive) store_dq<T, DK>(p, lr, acc, lane);
 }
 
 template <typename T, int DK, int DV, int NW, bool SLC, bool DQ>

@@ -213,52 +213,6 @@ __device__ inline void load_kv_chunk(T *Ks, T *Vs, const KeySrc &src, const T *k
 /* x of lane 0: a value the compiler then knows to be warp-uniform. */
 __device__ inline int uniform(int x) { return __shfl_sync(0xffffffffu, x, 0); }
 
-/* The forward epilogue (M_FWD) of a branch when the CTA runs two: the
-   first's gated output g O / l goes to the thread's slots of `held`, the
-   second adds it as store_gated adds the accumulator's (same order, same
-   bits), then stores. */
-template <typename T, int DV, int NTHREADS>
-__device__ inline void epilogue_held(const Params &p, int br, bool first, bool fin,
-                                     const LaneRows &r, float mA, float mB, float lA, float lB,
-                                     const float (&acc)[DV / 8][4], float2 *held, int tid)
-{
-    const int lane = tid & 31;
-    lA = quad_sum(lA);
-    lB = quad_sum(lB);
-    const float iA = inv_sum(lA), iB = inv_sum(lB);
-    if ((lane & 3) == 0) {
-        if (r.vA) p.lse[br][r.rowA] = lse_of(mA, lA);
-        if (r.vB) p.lse[br][r.rowB] = lse_of(mB, lB);
-    }
-    const float ga = r.vA ? gate_of<T>(p, r.rowA, br) : 0.f;
-    const float gb = r.vB ? gate_of<T>(p, r.rowB, br) : 0.f;
-#pragma unroll
-    for (int nt = 0; nt < DV / 8; ++nt) {
-        const int dcol = nt * 8 + 2 * (lane & 3);
-#pragma unroll
-        for (int h = 0; h < 2; ++h) {
-            if (!(h ? r.vB : r.vA)) continue;
-            const int64_t off = (h ? r.rowB : r.rowA) * DV + dcol;
-            const float g = h ? gb : ga, in = h ? iB : iA;
-            float x0 = g * (acc[nt][2 * h] * in), x1 = g * (acc[nt][2 * h + 1] * in);
-            float2 &slot = held[(nt * 2 + h) * NTHREADS + tid];
-            if (first) {
-                if (p.acc_in) {
-                    const float2 a = *(const float2 *)(p.acc + off);
-                    x0 = a.x + x0;
-                    x1 = a.y + x1;
-                }
-                slot = make_float2(x0, x1);
-                continue;
-            }
-            x0 = slot.x + x0;
-            x1 = slot.y + x1;
-            if (fin) *(uint32_t *)((T *)p.out + off) = Ty<T>::pack(x0, x1);
-            else *(float2 *)(p.acc + off) = make_float2(x0, x1);
-        }
-    }
-}
-
 /* ---- the row tile on wgmma ---------------------------------------------- */
 template <typename T, int DK, int DV, int NW>
 __device__ inline void row_fwd_sm90(const Params &p, int mode, unsigned br_mask)
@@ -282,12 +236,8 @@ __device__ inline void row_fwd_sm90(const Params &p, int mode, unsigned br_mask)
        tile's end (zeros, never written): wgmma stays on uniform paths */
     const bool wactive = rt.fbase + warp * 16 < rt.fmax;
 
-    stage_rows_sw128<DK, ROWS, NW * 32>(Qs, [&](int r) -> const T * {
-        const int64_t f = rt.fbase + r;
-        if (f >= rt.fmax) return nullptr;
-        const int tok = rt.tok_off + (int)(f / G), g = (int)(f % G);
-        return (const T *)p.q + (rt.q0 + tok) * p.qst + (int64_t)(hkv * G + g) * p.qsh;
-    }, tid);
+    stage_rows_sw128<DK, ROWS, NW * 32>(Qs, [&](int r) {
+        return tile_row(rt, hkv, G, r, (const T *)p.q, p.qst, p.qsh); }, tid);
     cp_commit();
     /* descriptors of this warpgroup's 64 rows of Q, and of stage 0 of K, V
        (N-major: the next 64 columns of V lie KN rows further) */
@@ -388,13 +338,11 @@ __device__ inline void row_fwd_sm90(const Params &p, int mode, unsigned br_mask)
         wg_wait<0>();
         wg_hold(acc);
         if (wactive) {
-            if (hold)
-                epilogue_held<T, DV, NW * 32>(p, br, (unsigned)br == first_br,
-                                              p.final_out != 0, lr, mA, mB, lA, lB, acc, held,
-                                              tid);
-            else
-                branch_epilogue<T, DV>(p, br, mode, p.final_out && (unsigned)br == last_br, prev,
-                                       lr, mA, mB, lA, lB, acc, lane);
+            /* held: the first branch's output never reached the accumulator */
+            const bool first = (unsigned)br == first_br;
+            branch_epilogue<T, DV>(p, br, mode, p.final_out && (unsigned)br == last_br,
+                                   prev && !(hold && !first), lr, mA, mB, lA, lB, acc, lane,
+                                   HeldOut{hold ? held + tid : nullptr, NW * 32, first});
         }
         prev = true;
     }
@@ -425,16 +373,10 @@ __device__ inline void row_dq_sm90(const Params &p, unsigned br_mask)
     const int G = p.G;
     const LaneRows lr = lane_rows(p, rt, hkv, rt.fbase + warp * 16, lane);
     const bool wactive = rt.fbase + warp * 16 < rt.fmax;
-    auto row_of = [&](int r, const T *base, int64_t st, int64_t sh) -> const T * {
-        const int64_t f = rt.fbase + r;
-        if (f >= rt.fmax) return nullptr;
-        const int tok = rt.tok_off + (int)(f / G), g = (int)(f % G);
-        return base + (rt.q0 + tok) * st + (int64_t)(hkv * G + g) * sh;
-    };
     stage_rows_sw128<DK, ROWS, NW * 32>(Qs, [&](int r) {
-        return row_of(r, (const T *)p.q, p.qst, p.qsh); }, tid);
+        return tile_row(rt, hkv, G, r, (const T *)p.q, p.qst, p.qsh); }, tid);
     stage_rows_sw128<DV, ROWS, NW * 32>(Os, [&](int r) {
-        return row_of(r, (const T *)p.dout, (int64_t)p.H * DV, DV); }, tid);
+        return tile_row(rt, hkv, G, r, (const T *)p.dout, (int64_t)p.H * DV, DV); }, tid);
     cp_commit();
     const uint64_t qdesc = sw128_desc(Qs + wg * 64 * 64, 16), odesc = sw128_desc(Os + wg * 64 * 64, 16);
     const uint64_t kdesc = sw128_desc(Ks, 16), vdesc = sw128_desc(Vs, 16);
@@ -514,25 +456,7 @@ __device__ inline void row_dq_sm90(const Params &p, unsigned br_mask)
             __syncthreads(); /* every warpgroup done with stage c % NS */
         }
     }
-    if (!wactive) return;
-    const bool fin = p.final_out != 0;
-#pragma unroll
-    for (int nt = 0; nt < DK / 8; ++nt) {
-        const int dcol = nt * 8 + 2 * (lane & 3);
-#pragma unroll
-        for (int h = 0; h < 2; ++h) {
-            if (!(h ? lr.vB : lr.vA)) continue;
-            const int64_t off = (h ? lr.rowB : lr.rowA) * DK + dcol;
-            float x0 = acc[nt][2 * h] * p.sc, x1 = acc[nt][2 * h + 1] * p.sc;
-            if (p.acc_in) {
-                const float2 a = *(const float2 *)(p.acc + off);
-                x0 = a.x + x0;
-                x1 = a.y + x1;
-            }
-            if (fin) *(uint32_t *)((T *)p.out + off) = Ty<T>::pack(x0, x1);
-            else *(float2 *)(p.acc + off) = make_float2(x0, x1);
-        }
-    }
+    if (wactive) store_dq<T, DK>(p, lr, acc, lane);
 }
 
 #endif /* __CUDA_ARCH_FEAT_SM90_ALL */

@@ -127,12 +127,8 @@ __device__ inline void select_sweep_sm90(const Params &p)
     if (!uniform(locate_rows<false, NW>(p, rt))) return;
     const bool wactive = rt.fbase + warp * 16 < rt.fmax;
     const LaneRows lr = lane_rows(p, rt, hkv, rt.fbase + warp * 16, lane);
-    stage_rows_sw128<DK, ROWS, NW * 32>(Qs, [&](int r) -> const T * {
-        const int64_t f = rt.fbase + r;
-        if (f >= rt.fmax) return nullptr;
-        const int tok = rt.tok_off + (int)(f / G), gg = (int)(f % G);
-        return (const T *)p.q + (rt.q0 + tok) * p.qst + (int64_t)(hkv * G + gg) * p.qsh;
-    }, tid);
+    stage_rows_sw128<DK, ROWS, NW * 32>(Qs, [&](int r) {
+        return tile_row(rt, hkv, G, r, (const T *)p.q, p.qst, p.qsh); }, tid);
     cp_commit();
     const SelSmem sm = sel_smem<NW, KN>(selm, G, n, warp);
     for (int i = lane; i < tpw * n; i += 32) sm.top[i] = 0ull; /* key 0: empty */

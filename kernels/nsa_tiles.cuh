@@ -78,19 +78,28 @@ __device__ inline bool locate_rows(const Params &p, RowTile &r)
     return true;
 }
 
-/* Stages the tile's Q rows into Qs (row stride LDK) and waits for them:
-   tile row r is query tok_off + (fbase + r) / G, head hkv*G + (fbase + r) % G;
-   rows past fmax are zeros. The caller synchronises its threads after. */
+/* Tile row r's row of a per-(token, head) tensor at base (token stride st,
+   head stride sh): query tok_off + (fbase + r) / G, head hkv*G +
+   (fbase + r) % G; NULL past fmax (staged as zeros). */
+template <typename T>
+__device__ inline const T *tile_row(const RowTile &rt, int hkv, int G, int r, const T *base,
+                                    int64_t st, int64_t sh)
+{
+    const int64_t f = rt.fbase + r;
+    if (f >= rt.fmax) return nullptr;
+    const int tok = rt.tok_off + (int)(f / G), g = (int)(f % G);
+    return base + (rt.q0 + tok) * st + (int64_t)(hkv * G + g) * sh;
+}
+
+/* Stages the tile's Q rows into Qs (row stride LDK) and waits for them
+   (tile_row; rows past fmax are zeros). The caller synchronises its
+   threads after. */
 template <int DK, int LDK, typename T>
 __device__ inline void stage_q_rows(const Params &p, const RowTile &rt, int hkv, int G, T *Qs,
                                     int rows, int tid, int nthreads)
 {
-    stage_rows<DK, LDK>(Qs, rows, [&](int r) -> const T * {
-        const int64_t f = rt.fbase + r;
-        if (f >= rt.fmax) return nullptr;
-        const int tok = rt.tok_off + (int)(f / G), g = (int)(f % G);
-        return (const T *)p.q + (rt.q0 + tok) * p.qst + (int64_t)(hkv * G + g) * p.qsh;
-    }, tid, nthreads);
+    stage_rows<DK, LDK>(Qs, rows, [&](int r) {
+        return tile_row(rt, hkv, G, r, (const T *)p.q, p.qst, p.qsh); }, tid, nthreads);
     cp_commit();
     cp_wait<0>();
 }
