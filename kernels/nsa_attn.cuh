@@ -208,6 +208,27 @@ struct HeldOut {
    in the storage type when this is the last branch (fin), else to the fp32
    accumulator (contract, "Gates": o = sum of g_c * o_c, rounded once);
    prev: the accumulator holds earlier branches; held: see HeldOut. */
+/* The fp32 sums earlier passes left in p.acc for a lane's rows A and B,
+   NB column tiles at a time and before any store: the compiler cannot
+   move a load of p.acc above a store to p.out (they might alias), so a
+   load beside each store waited out one memory latency per tile (a
+   quarter of the selected branch's time went there). */
+template <int D>
+struct PrevSums {
+    static constexpr int NB = D / 8 < 8 ? D / 8 : 8;
+    static_assert((D / 8) % NB == 0, "whole batches");
+    /* tiles nt0 .. nt0 + NB - 1, from the column dcol of tile nt0 */
+    __device__ static inline void load(const Params &p, bool vA, bool vB, int64_t rowA,
+                                       int64_t rowB, int dcol, float2 (&b)[NB][2])
+    {
+#pragma unroll
+        for (int i = 0; i < NB; ++i)
+#pragma unroll
+            for (int h = 0; h < 2; ++h)
+                if (h ? vB : vA) b[i][h] = *(const float2 *)(p.acc + (h ? rowB : rowA) * D + dcol + i * 8);
+    }
+};
+
 template <typename T, int DV>
 __device__ inline void store_gated(const Params &p, int br, bool fin, bool prev, bool vA,
                                    bool vB, int64_t rowA, int64_t rowB, float iA, float iB,
@@ -215,9 +236,12 @@ __device__ inline void store_gated(const Params &p, int br, bool fin, bool prev,
                                    HeldOut held = HeldOut{nullptr, 0, false})
 {
     float ga = vA ? gate_of<T>(p, rowA, br) : 0.f, gb = vB ? gate_of<T>(p, rowB, br) : 0.f;
+    constexpr int NB = PrevSums<DV>::NB;
+    float2 before[NB][2];
 #pragma unroll
     for (int nt = 0; nt < DV / 8; ++nt) {
         int dcol = nt * 8 + 2 * (lane & 3);
+        if (prev && nt % NB == 0) PrevSums<DV>::load(p, vA, vB, rowA, rowB, dcol, before);
 #pragma unroll
         for (int h = 0; h < 2; ++h) {
             bool vv = h ? vB : vA;
@@ -226,7 +250,7 @@ __device__ inline void store_gated(const Params &p, int br, bool fin, bool prev,
             float g = h ? gb : ga, in = h ? iB : iA;
             float x0 = g * (acc[nt][2 * h] * in), x1 = g * (acc[nt][2 * h + 1] * in);
             if (prev) {
-                float2 a = *(const float2 *)(p.acc + off);
+                const float2 a = before[nt % NB][h];
                 x0 = a.x + x0;
                 x1 = a.y + x1;
             }
@@ -362,16 +386,19 @@ __device__ inline void store_dq(const Params &p, const LaneRows &r, const float 
                                 int lane)
 {
     const bool fin = p.final_out != 0;
+    constexpr int NB = PrevSums<DK>::NB;
+    float2 before[NB][2];
 #pragma unroll
     for (int nt = 0; nt < DK / 8; ++nt) {
         const int dcol = nt * 8 + 2 * (lane & 3);
+        if (p.acc_in && nt % NB == 0) PrevSums<DK>::load(p, r.vA, r.vB, r.rowA, r.rowB, dcol, before);
 #pragma unroll
         for (int h = 0; h < 2; ++h) {
             if (!(h ? r.vB : r.vA)) continue;
             const int64_t off = (h ? r.rowB : r.rowA) * DK + dcol;
             float x0 = acc[nt][2 * h] * p.sc, x1 = acc[nt][2 * h + 1] * p.sc;
             if (p.acc_in) {
-                const float2 a = *(const float2 *)(p.acc + off);
+                const float2 a = before[nt % NB][h];
                 x0 = a.x + x0;
                 x1 = a.y + x1;
             }
@@ -476,10 +503,8 @@ __device__ inline void row_body(const Params &p, int mode, unsigned br_mask)
             if (c < nch) {
                 int s0, cnt = src.chunk(c, s0);
                 T *kd = Ks + (c % NS) * KN * LDK, *vd = Vs + (c % NS) * KN * LDV;
-                stage_rows<DK, LDK>(kd, KN, [&](int r) -> const T * {
-                    return r < cnt ? kb + (int64_t)(s0 + r) * kst : nullptr; }, tid, NW * 32);
-                stage_rows<DV, LDV>(vd, KN, [&](int r) -> const T * {
-                    return r < cnt ? vb + (int64_t)(s0 + r) * vst : nullptr; }, tid, NW * 32);
+                stage_run<DK, LDK, KN, NW * 32>(kd, kb + s0 * kst, kst, cnt, tid);
+                stage_run<DV, LDV, KN, NW * 32>(vd, vb + s0 * vst, vst, cnt, tid);
             }
             cp_commit();
         };
@@ -750,10 +775,8 @@ __global__ void __launch_bounds__(128) kv_kernel(Params p, KvSplit sp)
         vst = p.vst;
     }
     const int nkeys = key_end - key0;
-    stage_rows<DK, LDK>(Ks, 64, [&](int r) -> const T * {
-        return r < nkeys ? kb + (int64_t)(key0 + r) * kst : nullptr; }, tid, 128);
-    stage_rows<DV, LDV>(Vs, 64, [&](int r) -> const T * {
-        return r < nkeys ? vb + (int64_t)(key0 + r) * vst : nullptr; }, tid, 128);
+    stage_run<DK, LDK, 64, 128>(Ks, kb + key0 * kst, kst, nkeys, tid);
+    stage_run<DV, LDV, 64, 128>(Vs, vb + key0 * vst, vst, nkeys, tid);
     cp_commit();
 
     const int64_t rlo = t.rlo, rhi = t.rhi, e0 = t.e0, ne = t.ne;

@@ -191,6 +191,15 @@ __device__ inline void stage_rows_sw128(T *dst, F src, int tid)
     }
 }
 
+/* stage_run_to into the swizzled panels of stage_rows_sw128. */
+template <int D, int ROWS, int NTHREADS, typename T>
+__device__ inline void stage_run_sw128(T *dst, const T *run, int64_t st, int cnt, int tid)
+{
+    stage_run_to<D, ROWS, NTHREADS>([&](int r, int c) {
+        return dst + (c >> 3) * ROWS * 64 + r * 64 + (((c & 7) ^ (r & 7)) << 3); }, run, st, cnt,
+                                    tid);
+}
+
 /* Chunk c of a branch's keys into stage c % NS of the swizzled K and V
    tiles (zeros past the chunk's keys): one cp.async group per call, empty
    past the last chunk, so that waiting for all but the newest groups finds
@@ -202,10 +211,8 @@ __device__ inline void load_kv_chunk(T *Ks, T *Vs, const KeySrc &src, const T *k
     constexpr int KN = NSA_WG_KN;
     if (c < nch) {
         int s0, cnt = src.chunk(c, s0);
-        stage_rows_sw128<DK, KN, NTHREADS>(Ks + (c % NS) * KN * DK, [&](int r) -> const T * {
-            return r < cnt ? kb + (int64_t)(s0 + r) * kst : nullptr; }, tid);
-        stage_rows_sw128<DV, KN, NTHREADS>(Vs + (c % NS) * KN * DV, [&](int r) -> const T * {
-            return r < cnt ? vb + (int64_t)(s0 + r) * vst : nullptr; }, tid);
+        stage_run_sw128<DK, KN, NTHREADS>(Ks + (c % NS) * KN * DK, kb + s0 * kst, kst, cnt, tid);
+        stage_run_sw128<DV, KN, NTHREADS>(Vs + (c % NS) * KN * DV, vb + s0 * vst, vst, cnt, tid);
     }
     cp_commit();
 }

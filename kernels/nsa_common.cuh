@@ -219,6 +219,50 @@ __device__ inline void stage_rows(T *dst, int rows, F src, int tid, int nthreads
     }
 }
 
+/* Stage ROWS consecutive rows of D elements of a strided run -- row r from
+   run + r * st for r < cnt, zeros past cnt -- to dst_of(r, c), the shared
+   address of row r's 16-byte column c. Where NTHREADS is a multiple of the
+   D / 8 columns of a row, a thread keeps one column and steps down the rows
+   by constants: a few instructions a copy, where computing each row's
+   address from scratch costs tens (the gather kernels were bound by it). */
+template <int D, int ROWS, int NTHREADS, typename T, typename Dst>
+__device__ inline void stage_run_to(Dst dst_of, const T *run, int64_t st, int cnt, int tid)
+{
+    constexpr int CH = D / 8;
+    if constexpr (NTHREADS % CH == 0) {
+        constexpr int RSTEP = NTHREADS / CH, STEPS = (ROWS + RSTEP - 1) / RSTEP;
+        const int r0 = tid / CH, c = tid % CH;
+        const T *src = run + r0 * st + c * 8;
+        const int64_t step = RSTEP * st;
+        if (cnt >= ROWS) {
+#pragma unroll
+            for (int j = 0; j < STEPS; ++j)
+                if (ROWS % RSTEP == 0 || r0 + j * RSTEP < ROWS)
+                    cp16(dst_of(r0 + j * RSTEP, c), src + j * step, 16);
+        } else {
+#pragma unroll
+            for (int j = 0; j < STEPS; ++j) {
+                const int r = r0 + j * RSTEP;
+                if (ROWS % RSTEP == 0 || r < ROWS)
+                    cp16(dst_of(r, c), r < cnt ? src + j * step : run, r < cnt ? 16 : 0);
+            }
+        }
+    } else {
+        for (int i = tid; i < ROWS * CH; i += NTHREADS) {
+            const int r = i / CH, c = i - r * CH;
+            cp16(dst_of(r, c), r < cnt ? run + r * st + c * 8 : run, r < cnt ? 16 : 0);
+        }
+    }
+}
+
+/* stage_run_to into a row-major tile of row stride LD. */
+template <int D, int LD, int ROWS, int NTHREADS, typename T>
+__device__ inline void stage_run(T *dst, const T *run, int64_t st, int cnt, int tid)
+{
+    stage_run_to<D, ROWS, NTHREADS>([&](int r, int c) { return dst + r * LD + c * 8; }, run, st,
+                                     cnt, tid);
+}
+
 __device__ inline float warp_max4(float x)
 {
     x = fmaxf(x, __shfl_xor_sync(0xffffffffu, x, 1));

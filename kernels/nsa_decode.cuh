@@ -150,10 +150,8 @@ __global__ void __launch_bounds__(32) decode_split_kernel(Params p, Decode dc, i
         int s0 = 0, cnt = c < nch ? src.chunk(c, s0) : 0;
         if (cnt > 0) {
             T *kd = Ks + (c % NS) * KN * LDK, *vd = Vs + (c % NS) * KN * LDV;
-            stage_rows<DK, LDK>(kd, KN, [&](int r) -> const T * {
-                return r < cnt ? kb + (int64_t)(s0 + r) * kst : nullptr; }, lane, 32);
-            stage_rows<DV, LDV>(vd, KN, [&](int r) -> const T * {
-                return r < cnt ? vb + (int64_t)(s0 + r) * vst : nullptr; }, lane, 32);
+            stage_run<DK, LDK, KN, 32>(kd, kb + s0 * kst, kst, cnt, lane);
+            stage_run<DV, LDV, KN, 32>(vd, vb + s0 * vst, vst, cnt, lane);
         }
         cp_commit(); /* one group per chunk, empty or not, so the count holds */
     };

@@ -99,8 +99,7 @@ select_kernel(Params p, const int64_t *pf_grp, int64_t items, float *scratch,
 
             auto load = [&](int c, int buf) {
                 int s0 = c * KN, cnt = min(KN, nvis - s0);
-                stage_rows<DK, LDK>(Ks + buf * KN * LDK, KN, [&](int r) -> const T * {
-                    return r < cnt ? kb + (int64_t)(s0 + r) * kst : nullptr; }, tid, 128);
+                stage_run<DK, LDK, KN, 128>(Ks + buf * KN * LDK, kb + s0 * kst, kst, cnt, tid);
                 cp_commit();
             };
             for (int pass = p.probs && !have_lse ? 0 : 1; pass < 2; ++pass) {

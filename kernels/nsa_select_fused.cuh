@@ -158,22 +158,49 @@ __device__ inline void sel_chunk_sums(const Params &p, const uint32_t (&qa)[DK /
 /* Steps 2-4 for one token and one chunk: score the selection blocks the
    chunk completes, and fold the eligible, unforced ones into the token's
    top-n list (held by lanes 0..n-1 while merging). A chunk of KN blocks
-   completes KN / rl selection blocks, a lane each: KN / rl <= 32. */
-template <int KN = NSA_KN>
-__device__ inline void sel_chunk_merge(const Params &p, int t, int s0, const float *cs,
-                                       u64 *top, int lane)
+   completes KN / rl selection blocks, a lane each: KN / rl <= 32. The
+   divisions are done once a kernel (SelGeo) and once a token (jt = t / l',
+   sel_token_jt), not once a chunk. */
+struct SelGeo {
+    int rl, rk; /* rl = l' / d compressed blocks a selection block; rk = l / d */
+    int bpc;    /* selection blocks NSA_KN compressed blocks complete (NSA_KN / rl) */
+};
+__device__ inline SelGeo sel_geo(const Params &p)
 {
-    const int rl = p.lp / p.d, rk = p.l / p.d, n = p.n;
-    const int jt = t / p.lp;                               /* step 4: j*l' <= t */
+    SelGeo g;
+    g.rl = p.lp / p.d;
+    g.rk = p.l / p.d;
+    g.bpc = NSA_KN / g.rl;
+    return g;
+}
+
+/* Lane tk (< 16 / G) holds jt = t / l' of the warp's token tk, -1 past the
+   tile's rows; a chunk's merge takes it with a shuffle. */
+__device__ inline int sel_token_jt(const Params &p, const RowTile &rt, int G, int warp, int lane)
+{
+    const int t = lane < 16 / G ? sel_token_pos(rt, G, warp, lane) : -1;
+    return t >= 0 ? t / p.lp : -1;
+}
+
+template <int KN = NSA_KN>
+__device__ inline void sel_chunk_merge(const Params &p, const SelGeo &g, int jt, int s0,
+                                       const float *cs, u64 *top, int lane)
+{
+    static_assert(KN % NSA_KN == 0, "chunks of whole NSA_KN blocks");
+    const int rl = g.rl, rk = g.rk, n = p.n;               /* step 4: j*l' <= t */
     const int a = min(p.n_init, jt + 1);                   /* step 5: initial  */
     const int llo = p.n_local > 0 ? max(0, jt - p.n_local + 1) : jt + 1; /* local */
     u64 key = 0;
-    if (lane < KN / rl) {
-        const int j = s0 / rl + lane;
+    if (lane < (KN / NSA_KN) * g.bpc) {
+        const int j = (s0 / NSA_KN) * g.bpc + lane;
         if (j <= jt && j >= a && j < llo) {
-            /* step 2: sum over m < rl, k < rk of p_cmp[rl*j + m - k] */
+            /* step 2: sum over m < rl, k < rk of p_cmp[rl*j + m - k], in
+               this order; unrolled for the usual rl <= 4, rk <= 2 (a
+               rolled loop cost more instructions than the sums) */
             float s = 0.f;
+#pragma unroll 4
             for (int m = 0; m < rl; ++m)
+#pragma unroll 2
                 for (int k = 0; k < rk; ++k) s += cs[NSA_SEL_HALO + rl * lane + m - k];
             key = nsa_rank_key(nsa_score_key(s), j);
         }
@@ -245,7 +272,9 @@ __device__ void fused_select_sweep(const Params &p, const RowTile &rt, int hkv,
     constexpr int LDK = DK + 8, KN = NSA_KN, LDT = NSA_SEL_HALO + NSA_KN;
     const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
     constexpr int tpw = 16 / G;
-    const int n = p.n, rl = p.lp / p.d, rk = p.l / p.d;
+    const int n = p.n;
+    const SelGeo geo = sel_geo(p);
+    const int rk = geo.rk, jt_lane = sel_token_jt(p, rt, G, warp, lane);
     for (int i = lane; i < tpw * n; i += 32) sm.top[i] = 0ull; /* key 0: empty */
     for (int i = lane; i < tpw * LDT; i += 32) sm.tsc[i] = 0.f;
     float l2[2][2];
@@ -260,15 +289,14 @@ __device__ void fused_select_sweep(const Params &p, const RowTile &rt, int hkv,
             l2[nt][e] = sm.lse2[r];
         }
     /* cover every selection block the tile's last token may take */
-    const int ncov = max(hi, (rt.t_last / p.lp + 1) * rl);
+    const int ncov = max(hi, (rt.t_last / p.lp + 1) * geo.rl);
     const int nch = (ncov + KN - 1) / KN;
     /* the row kernel's K stages, NS deep (V is not needed) */
     constexpr int NS = NSA_ROW_STAGES;
     auto load = [&](int c) {
         if (c < nch) {
             const int s0 = c * KN, cnt = min(KN, hi - s0);
-            stage_rows<DK, LDK>(Ks + (c % NS) * KN * LDK, KN, [&](int r) -> const T * {
-                return r < cnt ? kb + (int64_t)(s0 + r) * kst : nullptr; }, tid, NW * 32);
+            stage_run<DK, LDK, KN, NW * 32>(Ks + (c % NS) * KN * LDK, kb + s0 * kst, kst, cnt, tid);
         }
         cp_commit();
     };
@@ -283,8 +311,8 @@ __device__ void fused_select_sweep(const Params &p, const RowTile &rt, int hkv,
             sel_chunk_sums<T, DK, LDK, G>(p, qa, Ks + (c % NS) * KN * LDK, s0, l2, tq, sm.tsc, lane);
             __syncwarp();
             for (int tk = 0; tk < tpw; ++tk) {
-                const int t = sel_token_pos(rt, G, warp, tk);
-                if (t >= 0) sel_chunk_merge(p, t, s0, sm.tsc + tk * LDT, sm.top + tk * n, lane);
+                const int jt = __shfl_sync(0xffffffffu, jt_lane, tk);
+                if (jt >= 0) sel_chunk_merge(p, geo, jt, s0, sm.tsc + tk * LDT, sm.top + tk * n, lane);
             }
             __syncwarp();
             /* halo: the chunk's last rk - 1 scores serve the next chunk */

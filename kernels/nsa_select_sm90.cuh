@@ -42,6 +42,21 @@ inline size_t select_sweep_kernel_smem(int G, int n)
 
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
 
+/* One level of the group sum's reduce-scatter: lanes that differ in bit
+   `mask` swap halves of w[0 .. 2 HALF) and add, so each keeps the sum of
+   one half in w[0 .. HALF). HALF is a constant, so w stays in registers
+   (an index computed at run time put it in local memory). */
+template <int HALF>
+__device__ inline void reduce_scatter_half(float *w, int mask, int lane)
+{
+    const bool up = lane & mask;
+#pragma unroll
+    for (int i = 0; i < HALF; ++i) {
+        const float send = up ? w[i] : w[i + HALF], keep = up ? w[i + HALF] : w[i];
+        w[i] = keep + __shfl_xor_sync(0xffffffffu, send, mask);
+    }
+}
+
 /* Step 1 for one chunk: the lane's probabilities (or logits) of rows g and
    g + 8, summed over each token's G heads into tsc[token][HALO + column].
    Rows past the tile's end hold Q = 0 and lse2 = +inf, so they add 0
@@ -55,11 +70,19 @@ __device__ inline void sel_group_sums(const Params &p, const float (&S)[NSA_WG_K
     constexpr int NT = NSA_WG_KN / 8, LDT = NSA_SEL_HALO + NSA_WG_KN;
     const int g = lane >> 2, t4 = lane & 3;
     float v[NT][4];
+    if (p.probs) { /* one test a chunk, not one an element */
+        const float sl2 = p.sl2;
 #pragma unroll
-    for (int nt = 0; nt < NT; ++nt)
+        for (int nt = 0; nt < NT; ++nt)
 #pragma unroll
-        for (int e = 0; e < 4; ++e)
-            v[nt][e] = p.probs ? exp2f(S[nt][e] * p.sl2 - (e < 2 ? l2A : l2B)) : S[nt][e] * p.sc;
+            for (int e = 0; e < 4; ++e) v[nt][e] = exp2f(S[nt][e] * sl2 - (e < 2 ? l2A : l2B));
+    } else {
+        const float sc = p.sc;
+#pragma unroll
+        for (int nt = 0; nt < NT; ++nt)
+#pragma unroll
+            for (int e = 0; e < 4; ++e) v[nt][e] = S[nt][e] * sc;
+    }
     if (!whole)
 #pragma unroll
         for (int nt = 0; nt < NT; ++nt)
@@ -78,16 +101,9 @@ __device__ inline void sel_group_sums(const Params &p, const float (&S)[NSA_WG_K
             w[2 * nt] = v[nt][0] + v[nt][2];
             w[2 * nt + 1] = v[nt][1] + v[nt][3];
         }
-#pragma unroll
-        for (int lv = 0; lv < 3; ++lv) {
-            const int mask = 16 >> lv, half = NT >> lv; /* 8, 4, 2 values move */
-            const bool up = lane & mask;
-#pragma unroll
-            for (int i = 0; i < half; ++i) {
-                const float send = up ? w[i] : w[i + half], keep = up ? w[i + half] : w[i];
-                w[i] = keep + __shfl_xor_sync(0xffffffffu, send, mask);
-            }
-        }
+        reduce_scatter_half<NT>(w, 16, lane);     /* 8 values move */
+        reduce_scatter_half<NT / 2>(w, 8, lane);  /* 4 */
+        reduce_scatter_half<NT / 4>(w, 4, lane);  /* 2 */
         *(float2 *)(tsc + NSA_SEL_HALO + g * 8 + 2 * t4) = make_float2(w[0], w[1]);
     } else { /* rows g and g + 8 are tokens g / G and (g + 8) / G */
 #pragma unroll
@@ -122,7 +138,7 @@ __device__ inline void select_sweep_sm90(const Params &p)
     T *Ks = Qs + ROWS * DK;                                         /* [NS][DK/64][KN][64] */
     unsigned char *selm = (unsigned char *)(Ks + NS * KN * DK);
     const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, wg = warp >> 2;
-    const int hkv = blockIdx.y, n = p.n, rk = p.l / p.d;
+    const int hkv = blockIdx.y, n = p.n;
     RowTile rt;
     if (!uniform(locate_rows<false, NW>(p, rt))) return;
     const bool wactive = rt.fbase + warp * 16 < rt.fmax;
@@ -145,14 +161,16 @@ __device__ inline void select_sweep_sm90(const Params &p)
     const T *kb, *vb;
     int64_t kst, vst;
     const KeySrc src = make_src<T>(p, BR_CMP, rt, hkv, kb, vb, kst, vst, DK, DK);
-    const int hi = src.hi, rl = p.lp / p.d;
+    const int hi = src.hi;
+    const SelGeo geo = sel_geo(p);
+    const int rk = geo.rk, jt_lane = sel_token_jt(p, rt, G, warp, lane);
     /* cover every selection block the tile's last token may take */
-    const int nch = uniform((max(hi, (rt.t_last / p.lp + 1) * rl) + KN - 1) / KN);
+    const int nch = uniform((max(hi, (rt.t_last / p.lp + 1) * geo.rl) + KN - 1) / KN);
     auto load = [&](int c) {
         if (c < nch) {
             const int s0 = c * KN;
-            stage_rows_sw128<DK, KN, NW * 32>(Ks + (c % NS) * KN * DK, [&](int r) -> const T * {
-                return s0 + r < hi ? kb + (int64_t)(s0 + r) * kst : nullptr; }, tid);
+            stage_run_sw128<DK, KN, NW * 32>(Ks + (c % NS) * KN * DK, kb + s0 * kst, kst, hi - s0,
+                                             tid);
         }
         cp_commit();
     };
@@ -186,14 +204,15 @@ __device__ inline void select_sweep_sm90(const Params &p)
         __syncwarp();
         if (wactive)
             for (int tk = 0; tk < tpw; ++tk) {
-                const int t = sel_token_pos(rt, G, warp, tk);
-                if (t < 0) continue;
+                const int jt = __shfl_sync(0xffffffffu, jt_lane, tk);
+                if (jt < 0) continue;
                 const float *cs = sm.tsc + tk * LDT;
-                if (rl >= KN / 32) {
-                    sel_chunk_merge<KN>(p, t, s0, cs, sm.top + tk * n, lane);
+                if (geo.rl >= KN / 32) {
+                    sel_chunk_merge<KN>(p, geo, jt, s0, cs, sm.top + tk * n, lane);
                 } else { /* more selection blocks than lanes: two halves */
-                    sel_chunk_merge<NSA_KN>(p, t, s0, cs, sm.top + tk * n, lane);
-                    sel_chunk_merge<NSA_KN>(p, t, s0 + NSA_KN, cs + NSA_KN, sm.top + tk * n, lane);
+                    sel_chunk_merge<NSA_KN>(p, geo, jt, s0, cs, sm.top + tk * n, lane);
+                    sel_chunk_merge<NSA_KN>(p, geo, jt, s0 + NSA_KN, cs + NSA_KN, sm.top + tk * n,
+                                            lane);
                 }
             }
         __syncwarp();

@@ -10,8 +10,8 @@
    flight while one is computed. (Two stages measured fastest on an H100:
    more CTAs per SM beat depth. One bulk copy per row through the copy
    engine was slower: bench/RESULTS.md.)
-   Rows past a chunk's last key repeat its first key: finite values that the
-   mask removes (a zero-probability key times a NaN would not vanish). */
+   Rows past a chunk's last key are zeros: finite values that the mask
+   removes (a zero-probability key times a NaN would not vanish). */
 #ifndef NSA_KERNELS_SLC_FWD_CUH
 #define NSA_KERNELS_SLC_FWD_CUH
 
@@ -23,10 +23,14 @@ namespace nsak {
 #define NSA_SLC_STAGES 2
 #endif
 
+/* Q is staged in the first K stage and read into registers before any
+   chunk is: without a Q tile of its own, six CTAs fit an SM instead of
+   five (at DK = DV = 128, two stages), and more gathers are in flight. */
 template <int DK, int DV, int NS>
 constexpr size_t slc_fwd_smem()
 {
-    return (size_t)(16 * (DK + 8) + NS * NSA_KN * (DK + 8) + NS * NSA_KN * (DV + 8)) * 2;
+    static_assert(16 <= NSA_KN, "Q fits in one K stage");
+    return (size_t)(NS * NSA_KN * (DK + 8) + NS * NSA_KN * (DV + 8)) * 2;
 }
 
 /* mode: M_FWD (gated into the output), M_STAGE (this branch's O and lse
@@ -39,9 +43,9 @@ __global__ void __launch_bounds__(32) slc_fwd_kernel(Params p, int mode)
     static_assert(KN == 32, "one key row per lane");
     static_assert(NS >= 2, "a pipeline needs two stages");
     extern __shared__ __align__(16) unsigned char smem_raw[];
-    T *Qs = (T *)smem_raw;      /* [16][LDK]     */
-    T *Ks = Qs + 16 * LDK;      /* [NS][KN][LDK] */
+    T *Ks = (T *)smem_raw;      /* [NS][KN][LDK] */
     T *Vs = Ks + NS * KN * LDK; /* [NS][KN][LDV] */
+    T *Qs = Ks;                 /* [16][LDK], read before chunk 0 is staged */
     const int lane = threadIdx.x, hkv = blockIdx.y;
     RowTile rt;
     if (!locate_rows<true, 1>(p, rt)) return;
@@ -53,6 +57,7 @@ __global__ void __launch_bounds__(32) slc_fwd_kernel(Params p, int mode)
     uint32_t qa[DK / 16][4];
 #pragma unroll
     for (int k = 0; k < DK / 16; ++k) lda<LDK>(qa[k], Qs, 0, k * 16, lane);
+    __syncwarp(); /* every lane has read Q before the K stages overwrite it */
 
     const T *kb, *vb;
     int64_t kst, vst;
@@ -64,10 +69,8 @@ __global__ void __launch_bounds__(32) slc_fwd_kernel(Params p, int mode)
         int s0 = 0, cnt = c < nch ? src.chunk(c, s0) : 0;
         T *kd = Ks + buf * KN * LDK, *vd = Vs + buf * KN * LDV;
         if (cnt > 0) {
-            stage_rows<DK, LDK>(kd, KN, [&](int r) -> const T * {
-                return kb + (int64_t)(s0 + (r < cnt ? r : 0)) * kst; }, lane, 32);
-            stage_rows<DV, LDV>(vd, KN, [&](int r) -> const T * {
-                return vb + (int64_t)(s0 + (r < cnt ? r : 0)) * vst; }, lane, 32);
+            stage_run<DK, LDK, KN, 32>(kd, kb + s0 * kst, kst, cnt, lane);
+            stage_run<DV, LDV, KN, 32>(vd, vb + s0 * vst, vst, cnt, lane);
         }
         cp_commit(); /* one group per chunk, empty or not, so the count holds */
     };

@@ -110,6 +110,7 @@ struct KeySrc {
     int lo, hi;          /* cmp / win: key range [lo, hi)             */
     const int32_t *idx;  /* slc: the unit's block list                */
     int cnt, nsel, cpb;  /* slc: entries, blocks in sequence, chunks per block */
+    int cpb_log2;        /* slc: log2(cpb) when cpb is a power of two, else -1 */
     int lp, nk, t_last;
     int kn;              /* cmp / win: keys per chunk (NSA_KN unless set) */
     __device__ inline int nchunks() const
@@ -123,7 +124,9 @@ struct KeySrc {
             s0 = lo + c * kn;
             return min(kn, hi - s0);
         }
-        int e = c / cpb, sub = c - e * cpb;
+        /* a shift where it can be: this runs once a chunk, twice in the
+           pipelined kernels, and an integer division costs ~20 instructions */
+        int e = cpb_log2 >= 0 ? c >> cpb_log2 : c / cpb, sub = c - e * cpb;
         int j = __ldg(idx + e);
         if (j < 0 || j >= nsel) { s0 = 0; return 0; }
         s0 = j * lp + sub * NSA_KN;
@@ -160,6 +163,7 @@ __device__ inline KeySrc make_src(const Params &p, int br, const RowTile &rt, in
     s.t_last = rt.t_last;
     s.idx = nullptr;
     s.cnt = s.nsel = s.cpb = 0;
+    s.cpb_log2 = -1;
     s.lo = s.hi = 0;
     if (br == BR_CMP) {
         int64_t nc = nsa_cmp_blocks(rt.nk, p.l, p.d);
@@ -185,6 +189,7 @@ __device__ inline KeySrc make_src(const Params &p, int br, const RowTile &rt, in
             s.cnt = min(max(__ldg(p.sel_cnt + ug * p.Hkv + hkv), 0), p.n);
             s.nsel = (int)nsa_slc_blocks(rt.nk, p.lp);
             s.cpb = (p.lp + NSA_KN - 1) / NSA_KN;
+            if ((s.cpb & (s.cpb - 1)) == 0) s.cpb_log2 = __ffs(s.cpb) - 1;
         }
     }
     return s;
