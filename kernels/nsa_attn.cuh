@@ -783,6 +783,18 @@ __global__ void __launch_bounds__(128) kv_kernel(Params p, KvSplit sp)
     const int tpu = (int)cdiv64((int64_t)p.bq * G, 16);
     const int64_t cbeg = seg * sp.seg_len, cend = min(t.nch, cbeg + sp.seg_len);
 
+    /* 32-bit divisions where the flattened rows fit (a 64-bit one costs
+       several times more, and these run once per staged row) */
+    const bool rows32 = (int64_t)nq * G <= INT32_MAX && (int64_t)t.nch * RC <= INT32_MAX;
+    auto divmod = [&](int64_t a, int d, int64_t &q) -> int64_t {
+        if (rows32) {
+            const unsigned qq = (unsigned)a / (unsigned)d;
+            q = qq;
+            return (int64_t)((unsigned)a - qq * (unsigned)d);
+        }
+        q = a / d;
+        return a - q * d;
+    };
     /* flattened row of chunk c, row r: returns false if none. A selected
        block's chunk holds RC / 16 units of 16 rows (a unit's bq * G rows
        padded to whole 16-row pieces, tpu pieces a unit). */
@@ -790,11 +802,13 @@ __global__ void __launch_bounds__(128) kv_kernel(Params p, KvSplit sp)
         int64_t f, fmax;
         int tok_off;
         if (BR == BR_SLC) {
-            const int64_t sc = c * (RC / 16) + r / 16, e = sc / tpu;
+            const int64_t sc = c * (RC / 16) + r / 16;
+            int64_t e;
+            const int64_t piece = divmod(sc, tpu, e);
             if (e >= ne) return false;
             int u = (int)(p.tr_units[e0 + e] - p.pf[PF_UNIT][b]);
             tok_off = u * p.bq;
-            f = (sc - e * tpu) * 16 + (r & 15);
+            f = piece * 16 + (r & 15);
             fmax = (int64_t)min(p.bq, nq - tok_off) * G;
         } else {
             tok_off = 0;
@@ -802,20 +816,43 @@ __global__ void __launch_bounds__(128) kv_kernel(Params p, KvSplit sp)
             fmax = rhi;
         }
         if (f >= fmax) return false;
-        tok = tok_off + (int)(f / G);
-        g = (int)(f % G);
+        int64_t q;
+        g = (int)divmod(f, G, q);
+        tok = tok_off + (int)q;
         return true;
     };
+    auto q_row = [&](int tok, int g) {
+        return (const T *)p.q + (qs + tok) * p.qst + (int64_t)(hkv * G + g) * p.qsh;
+    };
+    auto do_row = [&](int tok, int g) {
+        return (const T *)p.dout + ((qs + tok) * p.H + hkv * G + g) * DV;
+    };
+    /* Q and dO rows of chunk c into stage buf. Where their rows split into
+       16-byte columns alike, a thread keeps one column of both and finds
+       each of its rows once for the two copies (finding it per copy was a
+       sixth of these kernels' instructions). */
     auto load = [&](int64_t c, int buf) {
         T *qd = Qs + buf * RC * LDK, *od = Os + buf * RC * LDV;
-        stage_rows<DK, LDK>(qd, RC, [&](int r) -> const T * {
-            int tok, g;
-            if (!rowof(c, r, tok, g)) return nullptr;
-            return (const T *)p.q + (qs + tok) * p.qst + (int64_t)(hkv * G + g) * p.qsh; }, tid, 128);
-        stage_rows<DV, LDV>(od, RC, [&](int r) -> const T * {
-            int tok, g;
-            if (!rowof(c, r, tok, g)) return nullptr;
-            return (const T *)p.dout + ((qs + tok) * p.H + hkv * G + g) * DV; }, tid, 128);
+        constexpr int CH = DK / 8;
+        if constexpr (DK == DV && 128 % CH == 0 && RC % (128 / CH) == 0) {
+            constexpr int RSTEP = 128 / CH;
+            const int r0 = tid / CH, col = (tid % CH) * 8;
+#pragma unroll
+            for (int j = 0; j < RC / RSTEP; ++j) {
+                const int r = r0 + j * RSTEP;
+                int tok, g;
+                const bool ok = rowof(c, r, tok, g);
+                cp16(qd + r * LDK + col, ok ? q_row(tok, g) + col : (const T *)p.q, ok ? 16 : 0);
+                cp16(od + r * LDV + col, ok ? do_row(tok, g) + col : (const T *)p.dout, ok ? 16 : 0);
+            }
+        } else {
+            stage_rows<DK, LDK>(qd, RC, [&](int r) -> const T * {
+                int tok, g;
+                return rowof(c, r, tok, g) ? q_row(tok, g) : nullptr; }, tid, 128);
+            stage_rows<DV, LDV>(od, RC, [&](int r) -> const T * {
+                int tok, g;
+                return rowof(c, r, tok, g) ? do_row(tok, g) : nullptr; }, tid, 128);
+        }
         cp_commit();
         if (tid < RC) {
             int tok, g;
