@@ -144,6 +144,28 @@ NSADEF nsa_status nsa_ref_topk_rows(const float *scores, int64_t rows,
                                     int32_t *out_idx, int32_t *out_count,
                                     void *workspace, size_t workspace_bytes);
 
+/* ---- top-n blocks per row, as a mask --------------------------------------
+
+   The block-sparse mask of a row of scores. Columns are cut into blocks of
+   `block` from column 0 (block j is [j*block, (j+1)*block)); for each row
+   only the columns inside its range count (the range as nsa_ref_topk_rows
+   takes it, clamped by nsa_topk_range). A block with at least one column
+   in range is eligible; its score is the mean of those columns: an fp32 sum
+   in ascending column order, divided once by their number. The min(n,
+   eligible) best eligible blocks, ranked as nsa_ref_topk_rows ranks columns
+   (ties to the lower block, -0 = +0, NaN below everything), get 1 in
+   mask[r * nblocks + j], every other block 0, where nblocks =
+   ceil(cols / block). out_count (may be NULL) gets that number. */
+NSADEF nsa_status nsa_ref_topk_blocks_workspace_size(int64_t rows, int64_t cols,
+                                                     int64_t block, int n,
+                                                     size_t *bytes);
+NSADEF nsa_status nsa_ref_topk_blocks(const float *scores, int64_t rows,
+                                      int64_t cols, int64_t row_stride,
+                                      const int32_t *row_start,
+                                      const int32_t *row_end, int64_t block,
+                                      int n, uint8_t *mask, int32_t *out_count,
+                                      void *workspace, size_t workspace_bytes);
+
 #endif /* NSA_REF_H */
 
 #ifdef NSA_REF_IMPLEMENTATION
@@ -2200,22 +2222,65 @@ NSADEF nsa_status nsa_ref_combine(const nsa_config *cfg, const nsa_batch *batch,
 
 /* ---- top-k per row ------------------------------------------------------------ */
 
+/* The scratch of the per-row rankings (top-k, top-n blocks): one slot a
+   thread of 16 bytes a candidate key, plus one, for the keys and
+   nsa__largest's tmp. The size query's bytes for nkeys keys a row: */
+static nsa_status nsa__key_slots_size(int64_t nkeys, size_t *bytes)
+{
+    int ok = 1;
+    const size_t slot = nsa__bytes(nkeys + 1, 16, &ok);
+    if (!ok || slot > ((size_t)SIZE_MAX / 4) / (size_t)NSA__MAX_THREADS())
+        return nsa__fail(NSA_ERR_OVERFLOW, "workspace: its size overflows");
+    *bytes = NSA__ALIGN + (size_t)NSA__MAX_THREADS() * slot;
+    return NSA_OK;
+}
+
+/* The slots in the caller's workspace: a clear status if it is smaller than
+   `query` (the size function's name) gives; *nthreads is lowered to the
+   slots there are. */
+static nsa_status nsa__key_slots(void *workspace, size_t workspace_bytes, int64_t nkeys,
+                                 const char *query, unsigned char **base, size_t *slot,
+                                 int *nthreads)
+{
+    int ok = 1;
+    size_t pad, slots;
+    *slot = nsa__bytes(nkeys + 1, 16, &ok);
+    if (!ok) return nsa__fail(NSA_ERR_OVERFLOW, "workspace: its size overflows");
+    if (!workspace)
+        return nsa__fail(NSA_ERR_NULL_POINTER, "workspace: is NULL");
+    pad = (size_t)((NSA__ALIGN - (uintptr_t)workspace % NSA__ALIGN) % NSA__ALIGN);
+    if (*slot > ((size_t)SIZE_MAX / 4) / (size_t)*nthreads ||
+        workspace_bytes < NSA__ALIGN + (size_t)*nthreads * *slot)
+        return nsa__fail(NSA_ERR_WORKSPACE, "workspace: %zu bytes is smaller "
+                         "than the %zu that %s gives for %d threads", workspace_bytes,
+                         NSA__ALIGN + (size_t)*nthreads * *slot, query, *nthreads);
+    *base = (unsigned char *)workspace + pad;
+    slots = (workspace_bytes - pad) / *slot;
+    if ((size_t)*nthreads > slots) *nthreads = (int)slots;
+    return NSA_OK;
+}
+
+/* Rows of scores at row_stride: the stride and the last row's offset. */
+static nsa_status nsa__score_rows(int64_t rows, int64_t cols, int64_t row_stride)
+{
+    if (rows > 1 && row_stride < cols)
+        return nsa__fail(NSA_ERR_INVALID_BATCH, "row_stride: %lld must be >= "
+                         "cols %lld", (long long)row_stride, (long long)cols);
+    if (rows > 0 && row_stride > 0 && rows - 1 > INT64_MAX / row_stride)
+        return nsa__fail(NSA_ERR_OVERFLOW, "rows * row_stride: overflows 64 bits");
+    return NSA_OK;
+}
+
 NSADEF nsa_status nsa_ref_topk_workspace_size(int64_t rows, int64_t cols, int k,
                                               size_t *bytes)
 {
-    int ok = 1;
-    size_t slot;
     nsa__clear_error();
     if (!bytes) return nsa__fail(NSA_ERR_NULL_POINTER, "bytes: is NULL");
     if (rows < 0 || cols < 0 || cols > INT32_MAX || k < 0)
         return nsa__fail(NSA_ERR_INVALID_BATCH, "rows, cols, k: must be >= 0 "
                          "and cols < 2^31 (got %lld, %lld, %d)", (long long)rows,
                          (long long)cols, k);
-    slot = nsa__bytes(cols + 1, 16, &ok);
-    if (!ok || slot > ((size_t)SIZE_MAX / 4) / (size_t)NSA__MAX_THREADS())
-        return nsa__fail(NSA_ERR_OVERFLOW, "workspace: its size overflows");
-    *bytes = NSA__ALIGN + (size_t)NSA__MAX_THREADS() * slot;
-    return NSA_OK;
+    return nsa__key_slots_size(cols, bytes);
 }
 
 NSADEF nsa_status nsa_ref_topk_rows(const float *scores, int64_t rows,
@@ -2226,38 +2291,24 @@ NSADEF nsa_status nsa_ref_topk_rows(const float *scores, int64_t rows,
                                     void *workspace, size_t workspace_bytes)
 {
     int ok = 1, nthreads = NSA__MAX_THREADS();
-    size_t slot, pad, slots;
+    size_t slot;
     unsigned char *base;
     int64_t r, outn;
+    nsa_status st;
     nsa__clear_error();
     if (rows < 0 || cols < 0 || cols > INT32_MAX || k < 0)
         return nsa__fail(NSA_ERR_INVALID_BATCH, "rows, cols, k: must be >= 0 "
                          "and cols < 2^31 (got %lld, %lld, %d)", (long long)rows,
                          (long long)cols, k);
-    if (rows > 1 && row_stride < cols)
-        return nsa__fail(NSA_ERR_INVALID_BATCH, "row_stride: %lld must be >= "
-                         "cols %lld", (long long)row_stride, (long long)cols);
-    if (rows > 0 && row_stride > 0 && rows - 1 > INT64_MAX / row_stride)
-        return nsa__fail(NSA_ERR_OVERFLOW, "rows * row_stride: overflows 64 bits");
+    if ((st = nsa__score_rows(rows, cols, row_stride))) return st;
     nsa__bytes(rows, k, &ok);
     if (!ok) return nsa__fail(NSA_ERR_OVERFLOW, "rows * k: overflows");
     outn = rows * k;
     NSA__NEED(scores, rows > 0 && cols > 0, "scores");
     NSA__NEED(out_idx, outn > 0, "out_idx");
-    slot = nsa__bytes(cols + 1, 16, &ok);
-    if (!ok) return nsa__fail(NSA_ERR_OVERFLOW, "workspace: its size overflows");
-    if (!workspace)
-        return nsa__fail(NSA_ERR_NULL_POINTER, "workspace: is NULL");
-    pad = (size_t)((NSA__ALIGN - (uintptr_t)workspace % NSA__ALIGN) % NSA__ALIGN);
-    if (slot > ((size_t)SIZE_MAX / 4) / (size_t)nthreads ||
-        workspace_bytes < NSA__ALIGN + (size_t)nthreads * slot)
-        return nsa__fail(NSA_ERR_WORKSPACE, "workspace: %zu bytes is smaller "
-                         "than the %zu that nsa_ref_topk_workspace_size gives "
-                         "for %d threads", workspace_bytes,
-                         NSA__ALIGN + (size_t)nthreads * slot, nthreads);
-    base = (unsigned char *)workspace + pad;
-    slots = (workspace_bytes - pad) / slot;
-    if ((size_t)nthreads > slots) nthreads = (int)slots;
+    if ((st = nsa__key_slots(workspace, workspace_bytes, cols, "nsa_ref_topk_workspace_size",
+                             &base, &slot, &nthreads)))
+        return st;
     NSA__OMP(omp parallel for schedule(dynamic, 1) num_threads(nthreads))
     for (r = 0; r < rows; ++r) {
         uint64_t *keys = (uint64_t *)(base + (size_t)NSA__TID() * slot);
@@ -2273,6 +2324,86 @@ NSADEF nsa_status nsa_ref_topk_rows(const float *scores, int64_t rows,
         nsa__largest(keys, m, kk, tmp);
         for (j = 0; j < k; ++j)
             out_idx[r * k + j] = j < kk ? (int32_t)nsa_rank_index(keys[j]) : -1;
+        if (out_count) out_count[r] = (int32_t)kk;
+    }
+    return NSA_OK;
+}
+
+/* Shape checks of nsa_ref_topk_blocks and its size query; *nblocks gets
+   ceil(cols / block). */
+static nsa_status nsa__topk_blocks_shape(int64_t rows, int64_t cols, int64_t block, int n,
+                                         int64_t *nblocks)
+{
+    if (rows < 0 || cols < 0 || cols > INT32_MAX || n < 0)
+        return nsa__fail(NSA_ERR_INVALID_BATCH, "rows, cols, n: must be >= 0 "
+                         "and cols < 2^31 (got %lld, %lld, %d)", (long long)rows,
+                         (long long)cols, n);
+    if (block < 1)
+        return nsa__fail(NSA_ERR_INVALID_BATCH, "block: must be >= 1 (got %lld)",
+                         (long long)block);
+    *nblocks = cols / block + (cols % block != 0);
+    return NSA_OK;
+}
+
+NSADEF nsa_status nsa_ref_topk_blocks_workspace_size(int64_t rows, int64_t cols,
+                                                     int64_t block, int n,
+                                                     size_t *bytes)
+{
+    int64_t nb;
+    nsa_status st;
+    nsa__clear_error();
+    if (!bytes) return nsa__fail(NSA_ERR_NULL_POINTER, "bytes: is NULL");
+    if ((st = nsa__topk_blocks_shape(rows, cols, block, n, &nb))) return st;
+    return nsa__key_slots_size(nb, bytes);
+}
+
+NSADEF nsa_status nsa_ref_topk_blocks(const float *scores, int64_t rows,
+                                      int64_t cols, int64_t row_stride,
+                                      const int32_t *row_start,
+                                      const int32_t *row_end, int64_t block,
+                                      int n, uint8_t *mask, int32_t *out_count,
+                                      void *workspace, size_t workspace_bytes)
+{
+    int ok = 1, nthreads = NSA__MAX_THREADS();
+    size_t slot;
+    unsigned char *base;
+    int64_t r, nb;
+    nsa_status st;
+    nsa__clear_error();
+    if ((st = nsa__topk_blocks_shape(rows, cols, block, n, &nb))) return st;
+    if ((st = nsa__score_rows(rows, cols, row_stride))) return st;
+    nsa__bytes(rows, nb, &ok);
+    if (!ok) return nsa__fail(NSA_ERR_OVERFLOW, "rows * blocks: overflows");
+    NSA__NEED(scores, rows > 0 && cols > 0, "scores");
+    NSA__NEED(mask, rows > 0 && nb > 0, "mask");
+    if ((st = nsa__key_slots(workspace, workspace_bytes, nb,
+                             "nsa_ref_topk_blocks_workspace_size", &base, &slot, &nthreads)))
+        return st;
+    NSA__OMP(omp parallel for schedule(dynamic, 1) num_threads(nthreads))
+    for (r = 0; r < rows; ++r) {
+        uint64_t *keys = (uint64_t *)(base + (size_t)NSA__TID() * slot);
+        uint64_t *tmp = keys + nb;
+        const float *row = scores + r * row_stride;
+        uint8_t *out = mask + r * nb;
+        int64_t a, e, j0, j1, j, m, kk;
+        nsa_topk_range(row_start ? row_start[r] : 0, row_end ? row_end[r] : cols,
+                       cols, &a, &e);
+        /* eligible blocks: those with a column in [a, e) */
+        j0 = a / block;
+        j1 = e > a ? (e - 1) / block + 1 : j0;
+        m = j1 - j0;
+        for (j = j0; j < j1; ++j) {
+            const int64_t c0 = j * block > a ? j * block : a;
+            const int64_t c1 = (j + 1) * block < e ? (j + 1) * block : e;
+            float s = 0.0f;
+            int64_t c;
+            for (c = c0; c < c1; ++c) s += row[c];
+            keys[j - j0] = nsa_rank_key(nsa_score_key(s / (float)(c1 - c0)), j - j0);
+        }
+        kk = n < m ? n : m;
+        nsa__largest(keys, m, kk, tmp);
+        memset(out, 0, (size_t)nb);
+        for (j = 0; j < kk; ++j) out[j0 + (int64_t)nsa_rank_index(keys[j])] = 1;
         if (out_count) out_count[r] = (int32_t)kk;
     }
     return NSA_OK;

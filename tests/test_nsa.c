@@ -2004,6 +2004,212 @@ static void test_topk_special_values_rank_as_contract_says(void)
     free(ws);
 }
 
+/* ------------------------------------------------------------------------ */
+/* Top-n blocks per row (nsa_ref_topk_blocks) against the rule written out
+   here: blocks of `block` columns from column 0, the in-range columns'
+   fp32 sum in column order divided once by their number, a full sort of
+   the eligible blocks (NaN last, ties to the lower block). */
+
+static int topk_blocks_row_check(const float *row, int64_t cols, int32_t rs, int32_t re,
+                                 int64_t block, int n, const uint8_t *got, int32_t got_count,
+                                 char *detail, size_t dn)
+{
+    const int64_t nb = (cols + block - 1) / block;
+    int64_t a, e, j0, j1, j, i, want_n;
+    oracle__cand *c;
+    uint8_t *want = (uint8_t *)xcalloc(nb > 0 ? nb : 1, 1);
+    int ok = 1;
+    nsa_topk_range(rs, re, cols, &a, &e);
+    j0 = a / block;
+    j1 = e > a ? (e - 1) / block + 1 : j0;
+    c = (oracle__cand *)xcalloc(j1 - j0 > 0 ? j1 - j0 : 1, sizeof *c);
+    for (j = j0; j < j1; ++j) {
+        const int64_t lo = j * block > a ? j * block : a;
+        const int64_t hi = (j + 1) * block < e ? (j + 1) * block : e;
+        float s = 0.0f;
+        for (i = lo; i < hi; ++i) s += row[i];
+        c[j - j0].s = (double)(s / (float)(hi - lo));
+        c[j - j0].j = (int32_t)j;
+    }
+    qsort(c, (size_t)(j1 - j0), sizeof *c, oracle__cmp_cand);
+    want_n = j1 - j0 < n ? j1 - j0 : n;
+    for (i = 0; i < want_n; ++i) want[c[i].j] = 1;
+    if (got_count != want_n) {
+        snprintf(detail, dn, "count %d, want %lld", (int)got_count, (long long)want_n);
+        ok = 0;
+    }
+    for (j = 0; ok && j < nb; ++j)
+        if (got[j] != want[j]) {
+            snprintf(detail, dn, "block %lld: mask %d, want %d", (long long)j, (int)got[j],
+                     (int)want[j]);
+            ok = 0;
+        }
+    free(c);
+    free(want);
+    return ok;
+}
+
+static void test_topk_blocks_match_block_means(void)
+{
+    const char *name = "topk_blocks_match_block_means_and_full_sort";
+    const int64_t cols = quick_mode ? 9000 : 129280;
+    const int64_t stride = cols + 3, rows = 7;
+    static const int64_t blocks[4] = {1, 7, 32, 1000};
+    static const int ns[3] = {1, 64, 5000};
+    static const int kind[7] = {0, 1, 2, 3, 4, 0, 1};
+    int32_t rs[7], re[7];
+    float *sc = (float *)xcalloc(rows * stride, sizeof(float));
+    int64_t i, r;
+    int bi, ni;
+    for (r = 0; r < rows; ++r)
+        for (i = 0; i < stride; ++i) sc[r * stride + i] = topk_value(kind[r]);
+    /* ranges: full, unaligned interior, short, nearly full, full, unaligned
+       tail, empty */
+    rs[0] = 0; re[0] = (int32_t)cols;
+    rs[1] = 1003; re[1] = (int32_t)(cols - 2991);
+    rs[2] = (int32_t)cols - 45; re[2] = (int32_t)cols;
+    rs[3] = 5; re[3] = (int32_t)cols - 5;
+    rs[4] = 0; re[4] = (int32_t)cols;
+    rs[5] = 17; re[5] = (int32_t)cols;
+    rs[6] = 3; re[6] = 3;
+    for (bi = 0; bi < 4; ++bi)
+        for (ni = 0; ni < 3; ++ni) {
+            const int64_t block = blocks[bi], nb = (cols + block - 1) / block;
+            const int n = ns[ni];
+            size_t wsb = 0;
+            void *ws;
+            uint8_t *mask;
+            int32_t cnt[7];
+            nsa_status st;
+            if (!status_ok(name, "nsa_ref_topk_blocks_workspace_size",
+                           nsa_ref_topk_blocks_workspace_size(rows, cols, block, n, &wsb)))
+                continue;
+            ws = xcalloc((int64_t)wsb, 1);
+            mask = (uint8_t *)xcalloc(rows * nb, 1);
+            memset(mask, 0xA5, (size_t)(rows * nb)); /* poison: every byte is written */
+            fill(cnt, rows, 4, FILL_I);
+            GUARD_CALL(st, nsa_ref_topk_blocks(sc, rows, cols, stride, rs, re, block, n, mask,
+                                               cnt, ws, wsb));
+            if (status_ok(name, "nsa_ref_topk_blocks", st))
+                for (r = 0; r < rows; ++r) {
+                    char detail[160] = "";
+                    int ok = topk_blocks_row_check(sc + r * stride, cols, rs[r], re[r], block,
+                                                   n, mask + r * nb, cnt[r], detail,
+                                                   sizeof detail);
+                    CHECK(name, ok, "block %lld n %d row %lld [%d, %d): %s", (long long)block,
+                          n, (long long)r, (int)rs[r], (int)re[r], detail);
+                }
+            free(mask);
+            free(ws);
+        }
+    free(sc);
+}
+
+/* Blocks of one column are columns: the mask marks exactly the columns
+   that nsa_ref_topk_rows returns (indices there relative to the start). */
+static void test_topk_blocks_of_one_column_are_topk_rows(void)
+{
+    const char *name = "topk_blocks_of_one_column_mark_the_topk_rows_columns";
+    enum { ROWS = 3, COLS = 300, K = 37 };
+    static const int32_t rs[ROWS] = {0, 11, 250}, re[ROWS] = {COLS, 200, 260};
+    float sc[ROWS * COLS];
+    uint8_t mask[ROWS * COLS];
+    int32_t idx[ROWS * K], cnt[ROWS], cntb[ROWS];
+    size_t wsa = 0, wsb = 0;
+    void *ws;
+    int i, r;
+    for (i = 0; i < ROWS * COLS; ++i) sc[i] = topk_value(0);
+    if (!status_ok(name, "nsa_ref_topk_workspace_size",
+                   nsa_ref_topk_workspace_size(ROWS, COLS, K, &wsa)) ||
+        !status_ok(name, "nsa_ref_topk_blocks_workspace_size",
+                   nsa_ref_topk_blocks_workspace_size(ROWS, COLS, 1, K, &wsb)))
+        return;
+    ws = xcalloc((int64_t)(wsa > wsb ? wsa : wsb), 1);
+    if (status_ok(name, "nsa_ref_topk_rows",
+                  nsa_ref_topk_rows(sc, ROWS, COLS, COLS, rs, re, K, idx, cnt, ws, wsa)) &&
+        status_ok(name, "nsa_ref_topk_blocks",
+                  nsa_ref_topk_blocks(sc, ROWS, COLS, COLS, rs, re, 1, K, mask, cntb, ws,
+                                      wsb)))
+        for (r = 0; r < ROWS; ++r) {
+            uint8_t want[COLS];
+            int ok = cnt[r] == cntb[r];
+            memset(want, 0, sizeof want);
+            for (i = 0; i < cnt[r]; ++i) want[rs[r] + idx[r * K + i]] = 1;
+            for (i = 0; i < COLS; ++i) ok &= mask[r * COLS + i] == want[i];
+            CHECK(name, ok, "row %d: counts %d and %d, or the marked columns differ", r,
+                  (int)cnt[r], (int)cntb[r]);
+        }
+    free(ws);
+}
+
+/* A crafted row, blocks of 4 (block j is columns 4j .. 4j + 3):
+     block 0: 1 1 1 1      mean 1
+     block 1: -0 +0 -0 +0  mean 0 (ties block 3: the lower block ranks first)
+     block 2: inf -inf 0 0 mean NaN (ranks last)
+     block 3: 0 0 0 0      mean 0
+     block 4: 9 NaN 9 9    mean NaN
+     block 5: 3 3 | 100 100  the range ends after its second column: mean 3
+   range [0, 22): block 5 has 2 columns in range. Order: 5 (3), 0 (1), 1, 3
+   (0, tie to the lower), then 2, 4 (NaN, by index). */
+static void test_topk_blocks_special_values_and_partial_blocks(void)
+{
+    const char *name = "topk_blocks_partial_block_mean_zero_ties_nan_last";
+    const float row[24] = {1, 1, 1, 1, -0.0f, 0.0f, -0.0f, 0.0f, INFINITY, -INFINITY, 0, 0,
+                           0, 0, 0, 0, 9, NAN, 9, 9, 3, 3, 100, 100};
+    static const int32_t rs = 0, re = 22;
+    static const int ns[4] = {1, 3, 5, 9};
+    static const uint8_t want[4][6] = {{0, 0, 0, 0, 0, 1}, {1, 1, 0, 0, 0, 1},
+                                       {1, 1, 1, 1, 0, 1}, {1, 1, 1, 1, 1, 1}};
+    static const int32_t want_cnt[4] = {1, 3, 5, 6};
+    size_t wsb = 0;
+    void *ws;
+    int t, j;
+    if (!status_ok(name, "nsa_ref_topk_blocks_workspace_size",
+                   nsa_ref_topk_blocks_workspace_size(1, 24, 4, 9, &wsb)))
+        return;
+    ws = xcalloc((int64_t)wsb, 1);
+    for (t = 0; t < 4; ++t) {
+        uint8_t mask[6];
+        int32_t cnt = -5;
+        int ok;
+        memset(mask, 7, sizeof mask);
+        if (!status_ok(name, "nsa_ref_topk_blocks",
+                       nsa_ref_topk_blocks(row, 1, 24, 24, &rs, &re, 4, ns[t], mask, &cnt, ws,
+                                           wsb)))
+            continue;
+        ok = cnt == want_cnt[t];
+        for (j = 0; j < 6; ++j) ok &= mask[j] == want[t][j];
+        CHECK(name, ok, "n %d: mask %d %d %d %d %d %d count %d", ns[t], mask[0], mask[1],
+              mask[2], mask[3], mask[4], mask[5], (int)cnt);
+    }
+    /* an unaligned range [6, 13): block 1 is columns 6, 7 (mean +0), block 2
+       is 8..11 (NaN), block 3 is column 12 (0): n = 1 takes block 1 */
+    {
+        const int32_t a = 6, e = 13;
+        uint8_t mask[6];
+        int32_t cnt = -5;
+        if (status_ok(name, "nsa_ref_topk_blocks",
+                      nsa_ref_topk_blocks(row, 1, 24, 24, &a, &e, 4, 1, mask, &cnt, ws, wsb)))
+            CHECK(name, cnt == 1 && mask[0] == 0 && mask[1] == 1 && mask[2] == 0 &&
+                  mask[3] == 0 && mask[4] == 0 && mask[5] == 0,
+                  "range [6, 13), n 1: mask %d %d %d %d %d %d count %d", mask[0], mask[1],
+                  mask[2], mask[3], mask[4], mask[5], (int)cnt);
+    }
+    /* columns before the range do not count: [100 100 0 0 | 1 1 1 1] with
+       range [2, 8) scores block 0 by columns 2, 3 (mean 0), so n = 1 takes
+       block 1 */
+    {
+        const float head[8] = {100, 100, 0, 0, 1, 1, 1, 1};
+        const int32_t a = 2, e = 8;
+        uint8_t mask[2] = {7, 7};
+        int32_t cnt = -5;
+        if (status_ok(name, "nsa_ref_topk_blocks",
+                      nsa_ref_topk_blocks(head, 1, 8, 8, &a, &e, 4, 1, mask, &cnt, ws, wsb)))
+            CHECK(name, cnt == 1 && mask[0] == 0 && mask[1] == 1,
+                  "range [2, 8), n 1: mask %d %d count %d", mask[0], mask[1], (int)cnt);
+    }
+    free(ws);
+}
 
 /* The small rules of nsa.h (one definition each, shared by the reference and
    the CUDA kernels) against the contract's own statement of them, written
@@ -2813,6 +3019,38 @@ static void expect_error(const char *name, nsa_status got, nsa_status want,
     if (r) CHECK(name, run_untouched(r), "an output buffer was written");
 }
 
+/* Bad arguments of the top-n blocks call: a clear status naming them. */
+static void test_topk_blocks_bad_input_is_rejected(void)
+{
+    const float sc[8] = {1, 2, 3, 4, 5, 6, 7, 8};
+    uint8_t mask[8];
+    size_t wsb = 0, need = 0;
+    void *ws;
+    nsa_status st;
+    GUARD_CALL(st, nsa_ref_topk_blocks_workspace_size(1, 8, 0, 2, &wsb));
+    expect_error("topk_blocks_block_0_is_rejected", st, NSA_ERR_INVALID_BATCH, "block", NULL);
+    GUARD_CALL(st, nsa_ref_topk_blocks_workspace_size(1, 8, 2, -1, &wsb));
+    expect_error("topk_blocks_negative_n_is_rejected", st, NSA_ERR_INVALID_BATCH, "n", NULL);
+    if (!status_ok("topk_blocks_bad_input", "nsa_ref_topk_blocks_workspace_size",
+                   nsa_ref_topk_blocks_workspace_size(2, 8, 2, 2, &need)))
+        return;
+    ws = xcalloc((int64_t)need, 1);
+    GUARD_CALL(st, nsa_ref_topk_blocks(sc, 1, 8, 8, NULL, NULL, 2, 2, NULL, NULL, ws, need));
+    expect_error("topk_blocks_without_mask_is_rejected", st, NSA_ERR_NULL_POINTER, "mask",
+                 NULL);
+    GUARD_CALL(st, nsa_ref_topk_blocks(NULL, 1, 8, 8, NULL, NULL, 2, 2, mask, NULL, ws, need));
+    expect_error("topk_blocks_without_scores_is_rejected", st, NSA_ERR_NULL_POINTER,
+                 "scores", NULL);
+    GUARD_CALL(st, nsa_ref_topk_blocks(sc, 2, 8, 4, NULL, NULL, 2, 2, mask, NULL, ws, need));
+    expect_error("topk_blocks_short_row_stride_is_rejected", st, NSA_ERR_INVALID_BATCH,
+                 "row_stride", NULL);
+    GUARD_CALL(st, nsa_ref_topk_blocks(sc, 1, 8, 8, NULL, NULL, 2, 2, mask, NULL, ws,
+                                       need - 1));
+    expect_error("topk_blocks_workspace_below_size_query_is_rejected", st, NSA_ERR_WORKSPACE,
+                 "workspace", NULL);
+    free(ws);
+}
+
 /* Forward on a mutated config / batch, everything else valid. */
 static void bad_forward(const char *name, const nsa_config *c, const nsa_batch *x,
                         run *r, const void *gates, nsa_status want, const char *arg)
@@ -3462,6 +3700,10 @@ int main(int argc, char **argv)
     RUN_TEST(test_oracle_gradient_matches_central_differences);
     RUN_TEST(test_forward_backward_match_oracle_in_each_dtype);
     RUN_TEST(test_topk_rows_match_full_sort);
+    RUN_TEST(test_topk_blocks_match_block_means);
+    RUN_TEST(test_topk_blocks_of_one_column_are_topk_rows);
+    RUN_TEST(test_topk_blocks_special_values_and_partial_blocks);
+    RUN_TEST(test_topk_blocks_bad_input_is_rejected);
     RUN_TEST(test_presets_match_oracle);
     RUN_TEST(test_gqa_ratios_match_oracle);
     RUN_TEST(test_head_dims_match_oracle);
