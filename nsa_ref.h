@@ -2349,7 +2349,7 @@ NSADEF nsa_status nsa_ref_topk_blocks_workspace_size(int64_t rows, int64_t cols,
                                                      int64_t block, int n,
                                                      size_t *bytes)
 {
-    int64_t nb;
+    int64_t nb = 0;
     nsa_status st;
     nsa__clear_error();
     if (!bytes) return nsa__fail(NSA_ERR_NULL_POINTER, "bytes: is NULL");
@@ -2367,7 +2367,7 @@ NSADEF nsa_status nsa_ref_topk_blocks(const float *scores, int64_t rows,
     int ok = 1, nthreads = NSA__MAX_THREADS();
     size_t slot;
     unsigned char *base;
-    int64_t r, nb;
+    int64_t r, nb = 0;
     nsa_status st;
     nsa__clear_error();
     if ((st = nsa__topk_blocks_shape(rows, cols, block, n, &nb))) return st;
