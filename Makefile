@@ -110,7 +110,8 @@ sanitize:
 	    build-san/digest build-san/digest_nosimd build-san/test_cp_layout
 	NSA_TEST_QUICK=1 VECTORS=$(VECTORS) BUILD=build-san NSA_SANITIZE=1 bash tests/run.sh
 
-# Mutation check: a scratch copy of the tree per mutant (see tests/mutants.sh).
+# Mutation check: a scratch copy of the tree per mutant, one mutant per CPU
+# at a time (MUTANT_JOBS; see tests/mutants.sh).
 mutants:
 	CC=$(CC) bash tests/mutants.sh
 

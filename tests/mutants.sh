@@ -12,7 +12,9 @@
 #   make mutants                      all of them
 #   MUTANTS=name1,name2 make mutants  only those
 #   bash tests/mutants.sh --list      the names
-# CC, MUTANT_CFLAGS and MUTANT_TIMEOUT (seconds a run, default 300) may be set.
+# CC, MUTANT_CFLAGS, MUTANT_TIMEOUT (seconds a run, default 300) and
+# MUTANT_JOBS (mutants at a time, default: the number of CPUs) may be set.
+# Each job has a scratch tree of its own; the report is in catalog order.
 set -u
 cd "$(dirname "$0")/.." || exit 2
 export LC_ALL=C
@@ -21,6 +23,8 @@ CATALOG=${CATALOG:-tests/mutants.txt}
 CC=${CC:-gcc}
 MUTANT_CFLAGS=${MUTANT_CFLAGS:-"-std=c99 -O2 -fopenmp -ffp-contract=off -Wall -Wextra -pedantic"}
 MUTANT_TIMEOUT=${MUTANT_TIMEOUT:-300}
+MUTANT_JOBS=${MUTANT_JOBS:-$(nproc 2>/dev/null || echo 1)}
+[ "$MUTANT_JOBS" -ge 1 ] 2>/dev/null || MUTANT_JOBS=1
 ONLY=${MUTANTS:-}
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/nsa_mutants.XXXXXX") || exit 2
@@ -93,25 +97,26 @@ while IFS= read -r f; do
     cp "$f" "$WORK/orig/$f"
     cp "$f" "$T/$f"
 done <"$WORK/files.u"
-restore() { while IFS= read -r f; do cp "$WORK/orig/$f" "$T/$f"; done <"$WORK/files.u"; }
+restore() { while IFS= read -r f; do cp "$WORK/orig/$f" "$1/$f"; done <"$WORK/files.u"; }
 
 # read_all FILE: the file's exact bytes into $REPLY (trailing newlines kept)
 read_all() { REPLY=$(cat "$1"; printf x); REPLY=${REPLY%x}; }
 
-build_and_run() { # LOG: 0 passed, 1 failed, 2 did not build
-    local log=$1
-    if ! (cd "$T" && $CC $MUTANT_CFLAGS -I. tests/test_nsa.c -lm -o test_nsa) >"$log.build" 2>&1; then
+build_and_run() { # TREE LOG: 0 passed, 1 failed, 2 did not build
+    local tree=$1 log=$2
+    if ! (cd "$tree" && $CC $MUTANT_CFLAGS -I. tests/test_nsa.c -lm -o test_nsa) >"$log.build" 2>&1; then
         return 2
     fi
-    (cd "$T" && timeout "$MUTANT_TIMEOUT" env NSA_TEST_QUICK=1 NSA_TEST_STOP=1 \
-        NSA_SKIP_VECTORS=1 ./test_nsa "$WORK/no-vectors-here") >"$log" 2>&1
+    # jobs share the CPUs: OpenMP threads that wait sleep instead of spinning
+    (cd "$tree" && timeout "$MUTANT_TIMEOUT" env NSA_TEST_QUICK=1 NSA_TEST_STOP=1 \
+        NSA_SKIP_VECTORS=1 OMP_WAIT_POLICY=passive ./test_nsa "$WORK/no-vectors-here") >"$log" 2>&1
     [ $? -eq 0 ] && return 0
     return 1
 }
 
 echo "== baseline: the unmutated tree must pass"
 t0=$(date +%s)
-build_and_run "$WORK/baseline.log"
+build_and_run "$T" "$WORK/baseline.log"
 rc=$?
 if [ $rc -ne 0 ]; then
     echo "error: the unmutated tree $([ $rc -eq 2 ] && echo 'does not build' || echo 'fails the quick suite'):"
@@ -121,18 +126,18 @@ if [ $rc -ne 0 ]; then
 fi
 echo "   ok ($(( $(date +%s) - t0 )) s: build and quick suite)"
 
-killed=0; survived=0; errors=0; ran=0
-survivors=()
-for d in "$WORK"/m/*; do
+# run_mutant DIR TREE: applies the entry in DIR to TREE (restored first),
+# builds and runs; leaves the outcome in DIR/status and the report line
+# in DIR/line.
+run_mutant() {
+    local d=$1 tree=$2 name bad h k f content old new rest count before after t0 rc dt why
     name=$(cat "$d/name")
-    if [ -n "$ONLY" ] && [[ ",$ONLY," != *",$name,"* ]]; then continue; fi
-    ran=$((ran + 1))
-    restore
+    restore "$tree"
     bad=""
     for h in "$d"/hunks/*.file; do
         k=${h%.file}
         f=$(cat "$h")
-        read_all "$T/$f"; content=$REPLY
+        read_all "$tree/$f"; content=$REPLY
         old=$(cat "$k.old")   # trailing newline of the last line dropped
         new=$(cat "$k.new")
         if [ -z "$old" ]; then bad="an empty '-' text"; break; fi
@@ -144,26 +149,59 @@ for d in "$WORK"/m/*; do
         fi
         before=${content%%"$old"*}
         after=${content#*"$old"}
-        printf '%s' "$before$new$after" >"$T/$f"
+        printf '%s' "$before$new$after" >"$tree/$f"
     done
     t0=$(date +%s)
     if [ -n "$bad" ]; then
-        errors=$((errors + 1)); survivors+=("$name (does not apply)")
-        printf 'ERROR    %-48s does not apply: %s\n' "$name" "$bad"
-        continue
+        echo apply >"$d/status"
+        printf 'ERROR    %-48s does not apply: %s\n' "$name" "$bad" >"$d/line"
+        return
     fi
-    build_and_run "$d/log"
+    build_and_run "$tree" "$d/log"
     rc=$?
     dt=$(( $(date +%s) - t0 ))
     case $rc in
-        0) survived=$((survived + 1)); survivors+=("$name")
-           printf 'SURVIVED %-48s %3d s  %s\n' "$name" "$dt" "$(cat "$d/desc")" ;;
-        1) killed=$((killed + 1))
+        0) echo survived >"$d/status"
+           printf 'SURVIVED %-48s %3d s  %s\n' "$name" "$dt" "$(cat "$d/desc")" >"$d/line" ;;
+        1) echo killed >"$d/status"
            why=$(grep -m1 -E '^FAIL' "$d/log" || tail -n 1 "$d/log")
-           printf 'killed   %-48s %3d s  %s\n' "$name" "$dt" "${why:0:110}" ;;
-        *) errors=$((errors + 1)); survivors+=("$name (does not build)")
-           printf 'ERROR    %-48s does not build:\n' "$name"
-           grep -m5 error "$d/log.build" | sed 's/^/    /' ;;
+           printf 'killed   %-48s %3d s  %s\n' "$name" "$dt" "${why:0:110}" >"$d/line" ;;
+        *) echo build >"$d/status"
+           { printf 'ERROR    %-48s does not build:\n' "$name"
+             grep -m5 error "$d/log.build" | sed 's/^/    /'; } >"$d/line" ;;
+    esac
+}
+
+# the entries to run, in catalog order
+todo=()
+for d in "$WORK"/m/*; do
+    name=$(cat "$d/name")
+    if [ -n "$ONLY" ] && [[ ",$ONLY," != *",$name,"* ]]; then continue; fi
+    todo+=("$d")
+done
+ran=${#todo[@]}
+# job j takes entries j, j + JOBS, ... in a tree of its own
+for ((j = 0; j < MUTANT_JOBS && j < ran; ++j)); do
+    (
+        tj=$WORK/tree$j
+        cp -r "$T" "$tj"
+        for ((i = j; i < ran; i += MUTANT_JOBS)); do run_mutant "${todo[$i]}" "$tj"; done
+    ) &
+done
+wait
+
+killed=0; survived=0; errors=0
+survivors=()
+for d in "${todo[@]+"${todo[@]}"}"; do
+    name=$(cat "$d/name")
+    status=$(cat "$d/status" 2>/dev/null || echo missing)
+    if [ -f "$d/line" ]; then cat "$d/line"; else printf 'ERROR    %-48s no result\n' "$name"; fi
+    case $status in
+        killed) killed=$((killed + 1)) ;;
+        survived) survived=$((survived + 1)); survivors+=("$name") ;;
+        apply) errors=$((errors + 1)); survivors+=("$name (does not apply)") ;;
+        build) errors=$((errors + 1)); survivors+=("$name (does not build)") ;;
+        *) errors=$((errors + 1)); survivors+=("$name (no result)") ;;
     esac
 done
 [ $ran -gt 0 ] || { echo "error: MUTANTS=$ONLY names no mutant"; echo "0 passed, 1 failed"; exit 1; }
