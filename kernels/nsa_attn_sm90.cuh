@@ -95,6 +95,14 @@ __device__ inline uint64_t sw128_desc(const void *s, uint32_t lbo)
 /* A descriptor moved by a byte offset: the address field holds bytes / 16
    in its low 14 bits, and shared addresses stay below 2^18. */
 __host__ __device__ constexpr uint64_t desc_step(int bytes) { return (uint64_t)(bytes >> 4); }
+
+/* The first 1024-byte boundary in dynamic shared memory at p: a 128-byte
+   swizzle repeats every 8 rows of 128 bytes, and the descriptors assume
+   tiles that start on its period (the smem sizes leave 1024 bytes for it). */
+__device__ inline unsigned char *sw128_base(unsigned char *p)
+{
+    return p + ((1024 - (smem_u32(p) & 1023)) & 1023);
+}
 __device__ inline void wg_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
 __device__ inline void wg_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
 template <int N>
@@ -200,25 +208,55 @@ __device__ inline void stage_run_sw128(T *dst, const T *run, int64_t st, int cnt
                                     tid);
 }
 
-/* Chunk c of a branch's keys into stage c % NS of the swizzled K and V
-   tiles (zeros past the chunk's keys): one cp.async group per call, empty
-   past the last chunk, so that waiting for all but the newest groups finds
-   the chunk wanted. */
-template <int DK, int DV, int NS, int NTHREADS, typename T>
-__device__ inline void load_kv_chunk(T *Ks, T *Vs, const KeySrc &src, const T *kb, const T *vb,
-                                     int64_t kst, int64_t vst, int c, int nch, int tid)
-{
-    constexpr int KN = NSA_WG_KN;
-    if (c < nch) {
-        int s0, cnt = src.chunk(c, s0);
-        stage_run_sw128<DK, KN, NTHREADS>(Ks + (c % NS) * KN * DK, kb + s0 * kst, kst, cnt, tid);
-        stage_run_sw128<DV, KN, NTHREADS>(Vs + (c % NS) * KN * DV, vb + s0 * vst, vst, cnt, tid);
-    }
-    cp_commit();
-}
-
 /* x of lane 0: a value the compiler then knows to be warp-uniform. */
 __device__ inline int uniform(int x) { return __shfl_sync(0xffffffffu, x, 0); }
+
+/* S = A B^T over D columns, issued (the caller fences and commits): A the
+   ROWS-row and B the KN-row swizzled tiles at descriptors a and b. The k-th
+   16 columns of a tile lie in panel k / 4, 32 bytes into its rows. */
+template <typename T, int D, int ROWS, int KN>
+__device__ inline void wgmma_tiles_abt(float (&S)[KN / 8][4], uint64_t a, uint64_t b)
+{
+#pragma unroll
+    for (int k = 0; k < D / 16; ++k)
+        wgmma_qk<T>(S, a + desc_step((k >> 2) * ROWS * 128 + (k & 3) * 32),
+                    b + desc_step((k >> 2) * KN * 128 + (k & 3) * 32), k > 0);
+}
+
+/* A branch's keys for a row tile on this path: where they are, and how
+   many NSA_WG_KN-key chunks (a count the compiler knows to be uniform). */
+template <typename T>
+struct BranchKeys {
+    KeySrc src;
+    const T *kb, *vb;
+    int64_t kst, vst;
+    int nch;
+
+    __device__ BranchKeys(const Params &p, int br, const RowTile &rt, int hkv, int DK, int DV)
+    {
+        src = make_src<T>(p, br, rt, hkv, kb, vb, kst, vst, DK, DV);
+        src.kn = NSA_WG_KN;
+        nch = uniform(src.nchunks());
+    }
+
+    /* Chunk c into stage c % NS of the swizzled K and V tiles (zeros past
+       the chunk's keys): one cp.async group per call, empty past the last
+       chunk, so that waiting for all but the newest groups finds the chunk
+       wanted. */
+    template <int DK, int DV, int NS, int NTHREADS>
+    __device__ void load(T *Ks, T *Vs, int c, int tid) const
+    {
+        constexpr int KN = NSA_WG_KN;
+        if (c < nch) {
+            int s0, cnt = src.chunk(c, s0);
+            stage_run_sw128<DK, KN, NTHREADS>(Ks + (c % NS) * KN * DK, kb + s0 * kst, kst, cnt,
+                                              tid);
+            stage_run_sw128<DV, KN, NTHREADS>(Vs + (c % NS) * KN * DV, vb + s0 * vst, vst, cnt,
+                                              tid);
+        }
+        cp_commit();
+    }
+};
 
 /* ---- the row tile on wgmma ---------------------------------------------- */
 template <typename T, int DK, int DV, int NW>
@@ -228,7 +266,7 @@ __device__ inline void row_fwd_sm90(const Params &p, int mode, unsigned br_mask)
     static_assert(NS >= 3, "chunk c + 1 resident while chunk c is computed");
     static_assert(DK % 64 == 0 && DV % 64 == 0 && DV <= 128, "64-column panels");
     extern __shared__ __align__(16) unsigned char smem_raw[];
-    T *Qs = (T *)(smem_raw + ((1024 - (smem_u32(smem_raw) & 1023)) & 1023)); /* [DK/64][ROWS][64] */
+    T *Qs = (T *)sw128_base(smem_raw); /* [DK/64][ROWS][64] */
     T *Ks = Qs + ROWS * DK;      /* [NS][DK/64][KN][64] */
     T *Vs = Ks + NS * KN * DK;   /* [NS][DV/64][KN][64] */
     float2 *held = (float2 *)(Vs + NS * KN * DV); /* wg_held(): [DV/2][NW*32] */
@@ -259,28 +297,19 @@ __device__ inline void row_fwd_sm90(const Params &p, int mode, unsigned br_mask)
 
     for (int br = 0; br < 3; ++br) {
         if (!(br_mask & (1u << br))) continue;
-        const T *kb, *vb;
-        int64_t kst, vst;
-        KeySrc src = make_src<T>(p, br, rt, hkv, kb, vb, kst, vst, DK, DV);
-        src.kn = KN;
-        const int nch = uniform(src.nchunks());
+        const BranchKeys<T> keys(p, br, rt, hkv, DK, DV);
+        const KeySrc &src = keys.src;
+        const int nch = keys.nch;
         float mA = -INFINITY, mB = -INFINITY, lA = 0.f, lB = 0.f;
         float acc[DV / 8][4], S[KN / 8][4];
         uint32_t pa[KN / 16][4];
 #pragma unroll
         for (int i = 0; i < DV / 8; ++i) acc[i][0] = acc[i][1] = acc[i][2] = acc[i][3] = 0.f;
-        auto load = [&](int c) {
-            load_kv_chunk<DK, DV, NS, NW * 32>(Ks, Vs, src, kb, vb, kst, vst, c, nch, tid);
-        };
-        /* S = Q K_c^T, issued without waiting. The k-th 16 columns of a
-           [rows][DK] tile: panel k / 4, 32 bytes into its rows. */
+        auto load = [&](int c) { keys.template load<DK, DV, NS, NW * 32>(Ks, Vs, c, tid); };
+        /* S = Q K_c^T, issued without waiting */
         auto issue_qk = [&](int c) {
-            const uint64_t kd = kdesc + desc_step((c % NS) * KN * DK * 2);
             wg_fence();
-#pragma unroll
-            for (int k = 0; k < DK / 16; ++k)
-                wgmma_qk<T>(S, qdesc + desc_step((k >> 2) * ROWS * 128 + (k & 3) * 32),
-                            kd + desc_step((k >> 2) * KN * 128 + (k & 3) * 32), k > 0);
+            wgmma_tiles_abt<T, DK, ROWS, KN>(S, qdesc, kdesc + desc_step((c % NS) * KN * DK * 2));
             wg_commit();
         };
         /* acc += P V_c, issued without waiting; 16 keys are 16 rows of 128
@@ -369,7 +398,7 @@ __device__ inline void row_dq_sm90(const Params &p, unsigned br_mask)
     constexpr int KN = NSA_WG_KN, NS = NSA_WG_STAGES, ROWS = NW * 16;
     static_assert(NS >= 2 && DK % 64 == 0 && DV % 64 == 0 && DK <= 128, "64-column panels");
     extern __shared__ __align__(16) unsigned char smem_raw[];
-    T *Qs = (T *)(smem_raw + ((1024 - (smem_u32(smem_raw) & 1023)) & 1023)); /* [DK/64][ROWS][64] */
+    T *Qs = (T *)sw128_base(smem_raw); /* [DK/64][ROWS][64] */
     T *Os = Qs + ROWS * DK;      /* dO, [DV/64][ROWS][64] */
     T *Ks = Os + ROWS * DV;      /* [NS][DK/64][KN][64]   */
     T *Vs = Ks + NS * KN * DK;   /* [NS][DV/64][KN][64]   */
@@ -394,19 +423,15 @@ __device__ inline void row_dq_sm90(const Params &p, unsigned br_mask)
     for (int i = 0; i < DK / 8; ++i) acc[i][0] = acc[i][1] = acc[i][2] = acc[i][3] = 0.f;
     for (int br = 0; br < 3; ++br) {
         if (!(br_mask & (1u << br))) continue;
-        const T *kb, *vb;
-        int64_t kst, vst;
-        KeySrc src = make_src<T>(p, br, rt, hkv, kb, vb, kst, vst, DK, DV);
-        src.kn = KN;
-        const int nch = uniform(src.nchunks());
+        const BranchKeys<T> keys(p, br, rt, hkv, DK, DV);
+        const KeySrc &src = keys.src;
+        const int nch = keys.nch;
         const float lse2A = lr.vA ? p.lse[br][lr.rowA] * NSA_LOG2E : INFINITY;
         const float lse2B = lr.vB ? p.lse[br][lr.rowB] * NSA_LOG2E : INFINITY;
         const float dlA = lr.vA ? p.delta[br][lr.rowA] : 0.f, dlB = lr.vB ? p.delta[br][lr.rowB] : 0.f;
         const float gA = lr.vA ? gate_of<T>(p, lr.rowA, br) : 0.f;
         const float gB = lr.vB ? gate_of<T>(p, lr.rowB, br) : 0.f;
-        auto load = [&](int c) {
-            load_kv_chunk<DK, DV, NS, NW * 32>(Ks, Vs, src, kb, vb, kst, vst, c, nch, tid);
-        };
+        auto load = [&](int c) { keys.template load<DK, DV, NS, NW * 32>(Ks, Vs, c, tid); };
         __syncthreads();
         for (int c = 0; c < NS - 1; ++c) load(c);
         for (int c = 0; c < nch; ++c) {
@@ -418,14 +443,8 @@ __device__ inline void row_dq_sm90(const Params &p, unsigned br_mask)
             const uint64_t kd = kdesc + desc_step((c % NS) * KN * DK * 2);
             const uint64_t vd = vdesc + desc_step((c % NS) * KN * DV * 2);
             wg_fence();
-#pragma unroll
-            for (int k = 0; k < DK / 16; ++k)
-                wgmma_qk<T>(S, qdesc + desc_step((k >> 2) * ROWS * 128 + (k & 3) * 32),
-                            kd + desc_step((k >> 2) * KN * 128 + (k & 3) * 32), k > 0);
-#pragma unroll
-            for (int k = 0; k < DV / 16; ++k)
-                wgmma_qk<T>(dP, odesc + desc_step((k >> 2) * ROWS * 128 + (k & 3) * 32),
-                            vd + desc_step((k >> 2) * KN * 128 + (k & 3) * 32), k > 0);
+            wgmma_tiles_abt<T, DK, ROWS, KN>(S, qdesc, kd);
+            wgmma_tiles_abt<T, DV, ROWS, KN>(dP, odesc, vd);
             wg_commit();
             wg_wait<0>();
             wg_hold(S);

@@ -134,7 +134,7 @@ __device__ inline void select_sweep_sm90(const Params &p)
     constexpr int LDT = NSA_SEL_HALO + KN, tpw = 16 / G;
     static_assert(NS >= 3 && KN == 2 * NSA_KN, "two merges of NSA_KN blocks a chunk");
     extern __shared__ __align__(16) unsigned char smem_raw[];
-    T *Qs = (T *)(smem_raw + ((1024 - (smem_u32(smem_raw) & 1023)) & 1023)); /* [DK/64][ROWS][64] */
+    T *Qs = (T *)sw128_base(smem_raw); /* [DK/64][ROWS][64] */
     T *Ks = Qs + ROWS * DK;                                         /* [NS][DK/64][KN][64] */
     unsigned char *selm = (unsigned char *)(Ks + NS * KN * DK);
     const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, wg = warp >> 2;
@@ -176,12 +176,8 @@ __device__ inline void select_sweep_sm90(const Params &p)
     };
     const uint64_t qdesc = sw128_desc(Qs + wg * 64 * 64, 16), kdesc = sw128_desc(Ks, 16);
     auto issue_qk = [&](int c, float (&Sd)[KN / 8][4]) {
-        const uint64_t kd = kdesc + desc_step((c % NS) * KN * DK * 2);
         wg_fence();
-#pragma unroll
-        for (int k = 0; k < DK / 16; ++k)
-            wgmma_qk<T>(Sd, qdesc + desc_step((k >> 2) * ROWS * 128 + (k & 3) * 32),
-                        kd + desc_step((k >> 2) * KN * 128 + (k & 3) * 32), k > 0);
+        wgmma_tiles_abt<T, DK, ROWS, KN>(Sd, qdesc, kdesc + desc_step((c % NS) * KN * DK * 2));
         wg_commit();
     };
     /* Step c: S_c = Q K_c^T, then steps 1-4 on it. Two CTAs share an SM
