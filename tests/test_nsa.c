@@ -2195,6 +2195,18 @@ static void test_topk_blocks_special_values_and_partial_blocks(void)
                   "range [6, 13), n 1: mask %d %d %d %d %d %d count %d", mask[0], mask[1],
                   mask[2], mask[3], mask[4], mask[5], (int)cnt);
     }
+    /* a short block ranks by its mean, not its sum: [1 1 1 1 | 3] with
+       range [0, 5) has means 1 and 3 (sums 4 and 3), so n = 1 takes block 1 */
+    {
+        const float head[5] = {1, 1, 1, 1, 3};
+        const int32_t a = 0, e = 5;
+        uint8_t mask[2] = {7, 7};
+        int32_t cnt = -5;
+        if (status_ok(name, "nsa_ref_topk_blocks",
+                      nsa_ref_topk_blocks(head, 1, 5, 5, &a, &e, 4, 1, mask, &cnt, ws, wsb)))
+            CHECK(name, cnt == 1 && mask[0] == 0 && mask[1] == 1,
+                  "[1 1 1 1 | 3], n 1: mask %d %d count %d", mask[0], mask[1], (int)cnt);
+    }
     /* columns before the range do not count: [100 100 0 0 | 1 1 1 1] with
        range [2, 8) scores block 0 by columns 2, 3 (mean 0), so n = 1 takes
        block 1 */
