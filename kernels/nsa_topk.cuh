@@ -196,14 +196,17 @@ __device__ void topk_find_digit(const uint32_t *hist, int nbins, uint32_t remain
     __syncthreads();
 }
 
-/* After the first digit: sel[0 .. sh.n_sel) holds the keys of higher
-   digits, piv[0 .. count) the pivot digit's keys when count <= piv_cap
-   (else the row in global memory is searched). Finds the remaining digits,
-   collects exactly kk keys, sorts them and writes the row's output. */
-__device__ void topk_finish(const float *row, int64_t st, int64_t en, int kk, int k,
-                            uint32_t digit, uint32_t remain, uint32_t count, int64_t piv_cap,
-                            uint32_t *hist, uint64_t *sel, const uint64_t *piv, TopkShared &sh,
-                            int32_t *out, int32_t *out_count)
+/* The digits after the first. The pivot digit's keys are piv[0 .. count)
+   when count <= piv_cap, else they are found again in the row's range
+   [st, en) in global memory. On return every key k of the row with
+   (k & *pmask) >= *prefix is taken, exactly as many as the first digit's
+   topk_find_digit was asked for (the keys of higher first digits and
+   `remain` of the pivot digit's). Called by every thread of the block;
+   hist is scratch (NSA_TOPK_BINS entries). */
+__device__ void topk_refine(const float *row, int64_t st, int64_t en, uint32_t digit,
+                            uint32_t remain, uint32_t count, int64_t piv_cap, uint32_t *hist,
+                            const uint64_t *piv, TopkShared &sh, uint64_t *prefix_out,
+                            uint64_t *pmask_out)
 {
     const int tid = threadIdx.x, nt = blockDim.x;
     const bool from_row = (int64_t)count > piv_cap;
@@ -238,6 +241,23 @@ __device__ void topk_finish(const float *row, int64_t st, int64_t en, int kk, in
         done = c == r;
         remain = r;
     }
+    *prefix_out = prefix;
+    *pmask_out = pmask;
+}
+
+/* After the first digit: sel[0 .. sh.n_sel) holds the keys of higher
+   digits, piv[0 .. count) the pivot digit's keys when count <= piv_cap
+   (else the row in global memory is searched). Finds the remaining digits,
+   collects exactly kk keys, sorts them and writes the row's output. */
+__device__ void topk_finish(const float *row, int64_t st, int64_t en, int kk, int k,
+                            uint32_t digit, uint32_t remain, uint32_t count, int64_t piv_cap,
+                            uint32_t *hist, uint64_t *sel, const uint64_t *piv, TopkShared &sh,
+                            int32_t *out, int32_t *out_count)
+{
+    const int tid = threadIdx.x, nt = blockDim.x;
+    const bool from_row = (int64_t)count > piv_cap;
+    uint64_t prefix, pmask;
+    topk_refine(row, st, en, digit, remain, count, piv_cap, hist, piv, sh, &prefix, &pmask);
     /* taken: every key whose decided bits are >= the decided prefix */
     if (from_row) {
         __syncthreads();
