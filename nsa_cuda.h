@@ -142,6 +142,26 @@ NSADEF nsa_status nsa_cuda_topk_rows(const float *scores, int64_t rows,
                                      void *workspace, size_t workspace_bytes,
                                      nsa_cuda_stream stream);
 
+/* Top-n blocks per row as a 0/1 mask, as nsa_ref_topk_blocks: the same
+   mask bytes and counts, bit for bit (each block's mean is the same fp32
+   sum in ascending column order, divided once; the same ranking). Any n
+   (not capped as k is above). The workspace, of the size that
+   nsa_cuda_topk_blocks_workspace_size gives (rows * ceil(cols / block)
+   fp32 block scores; 0 bytes when n is 0 or at least the number of
+   blocks, and then it may be NULL), must be 16-byte aligned (as cudaMalloc
+   gives) and is the call's until the stream has run it. Bad input gives
+   the reference's status; rows above 2^31 - 1 give NSA_ERR_UNSUPPORTED. */
+NSADEF nsa_status nsa_cuda_topk_blocks_workspace_size(int64_t rows, int64_t cols,
+                                                      int64_t block, int n,
+                                                      size_t *bytes);
+NSADEF nsa_status nsa_cuda_topk_blocks(const float *scores, int64_t rows,
+                                       int64_t cols, int64_t row_stride,
+                                       const int32_t *row_start,
+                                       const int32_t *row_end, int64_t block,
+                                       int n, uint8_t *mask, int32_t *out_count,
+                                       void *workspace, size_t workspace_bytes,
+                                       nsa_cuda_stream stream);
+
 #endif /* NSA_CUDA_H */
 
 /* ======================================================================== */
@@ -1333,6 +1353,102 @@ NSADEF nsa_status nsa_cuda_topk_rows(const float *scores, int64_t rows, int64_t 
     if ((st = nsah::set_smem(nsak::topk_split_finish_kernel, NSA_TOPK_SMEM))) return st;
     nsak::topk_split_finish_kernel<<<(unsigned)rows, NSA_TOPK_THREADS, NSA_TOPK_SMEM, s>>>(
         scores, cols, row_stride, row_start, row_end, k, info, sure, piv, out_idx, out_count);
+    NSA__LAUNCHED();
+    return NSA_OK;
+}
+
+/* ---- top-n blocks per row, as a mask --------------------------------------- */
+
+namespace nsah {
+
+/* What a block-mask call runs (kernels/nsa_topk.cuh) and its workspace:
+   the block scores [rows][nblocks], needed only when some row can have
+   more eligible blocks than n (0 < n < nblocks). */
+struct TopkBlocksPlan {
+    int64_t nblocks, per_cta;
+    bool scores;
+    size_t smem, total;
+};
+
+/* The reference's shape checks (nsa_ref_topk_blocks, same statuses and
+   messages), then this path's own limit and the workspace's size. */
+static nsa_status topk_blocks_plan(int64_t rows, int64_t cols, int64_t block, int n,
+                                   TopkBlocksPlan &T)
+{
+    if (rows < 0 || cols < 0 || cols > INT32_MAX || n < 0)
+        return nsa__fail(NSA_ERR_INVALID_BATCH, "rows, cols, n: must be >= 0 "
+                         "and cols < 2^31 (got %lld, %lld, %d)", (long long)rows,
+                         (long long)cols, n);
+    if (block < 1)
+        return nsa__fail(NSA_ERR_INVALID_BATCH, "block: must be >= 1 (got %lld)",
+                         (long long)block);
+    if (rows > INT32_MAX)
+        return nsa__fail(NSA_ERR_UNSUPPORTED, "rows: more than 2^31 - 1");
+    memset(&T, 0, sizeof T);
+    T.nblocks = cols / block + (cols % block != 0);
+    T.per_cta = nsak::topk_blocks_per_cta(block);
+    T.smem = nsak::topk_block_mask_smem(T.nblocks);
+    T.scores = rows > 0 && n > 0 && (int64_t)n < T.nblocks;
+    if (!T.scores) return NSA_OK;
+    if ((uint64_t)rows > ((uint64_t)SIZE_MAX - 255) / 4 / (uint64_t)T.nblocks)
+        return nsa__fail(NSA_ERR_OVERFLOW, "workspace: its size overflows");
+    T.total = align256((size_t)rows * (size_t)T.nblocks * 4);
+    return NSA_OK;
+}
+
+} /* namespace nsah */
+
+NSADEF nsa_status nsa_cuda_topk_blocks_workspace_size(int64_t rows, int64_t cols,
+                                                      int64_t block, int n, size_t *bytes)
+{
+    nsa__clear_error();
+    if (!bytes) return nsa__fail(NSA_ERR_NULL_POINTER, "bytes: is NULL");
+    nsah::TopkBlocksPlan T = {};
+    nsa_status st = nsah::topk_blocks_plan(rows, cols, block, n, T);
+    if (st) return st;
+    *bytes = T.total;
+    return NSA_OK;
+}
+
+NSADEF nsa_status nsa_cuda_topk_blocks(const float *scores, int64_t rows, int64_t cols,
+                                       int64_t row_stride, const int32_t *row_start,
+                                       const int32_t *row_end, int64_t block, int n,
+                                       uint8_t *mask, int32_t *out_count, void *workspace,
+                                       size_t workspace_bytes, nsa_cuda_stream stream)
+{
+    nsa__clear_error();
+    nsah::TopkBlocksPlan T = {};
+    nsa_status st = nsah::topk_blocks_plan(rows, cols, block, n, T);
+    if (st) return st;
+    /* the reference's order of checks: rows of scores, NULL pointers, workspace */
+    if (rows > 1 && row_stride < cols)
+        return nsa__fail(NSA_ERR_INVALID_BATCH, "row_stride: %lld must be >= "
+                         "cols %lld", (long long)row_stride, (long long)cols);
+    if (rows > 0 && row_stride > 0 && rows - 1 > INT64_MAX / row_stride)
+        return nsa__fail(NSA_ERR_OVERFLOW, "rows * row_stride: overflows 64 bits");
+    if (rows > 0 && cols > 0 && !scores) return nsa__fail(NSA_ERR_NULL_POINTER, "scores: is NULL");
+    if (rows > 0 && T.nblocks > 0 && !mask) return nsa__fail(NSA_ERR_NULL_POINTER, "mask: is NULL");
+    if (T.total > 0 && !workspace) return nsa__fail(NSA_ERR_NULL_POINTER, "workspace: is NULL");
+    if (workspace_bytes < T.total)
+        return nsa__fail(NSA_ERR_WORKSPACE, "workspace: %zu bytes is smaller than the %zu "
+                         "this call needs (see nsa_cuda_topk_blocks_workspace_size)",
+                         workspace_bytes, T.total);
+    if (T.total > 0 && !nsah::aligned16(workspace))
+        return nsa__fail(NSA_ERR_UNSUPPORTED, "workspace: must be 16-byte aligned");
+    if (rows == 0) return NSA_OK;
+    cudaStream_t s = (cudaStream_t)stream;
+    float *bscores = T.scores ? (float *)workspace : NULL;
+    if (T.scores) {
+        const dim3 grid((unsigned)nsak::cdiv64(T.nblocks, T.per_cta),
+                        (unsigned)(rows < 65535 ? rows : 65535));
+        nsak::topk_block_scores_kernel<<<grid, NSA_TOPK_BLK_THREADS, 0, s>>>(
+            scores, rows, cols, row_stride, row_start, row_end, block, T.nblocks, T.per_cta, n,
+            bscores);
+        NSA__LAUNCHED();
+    }
+    if ((st = nsah::set_smem(nsak::topk_block_mask_kernel, T.smem))) return st;
+    nsak::topk_block_mask_kernel<<<(unsigned)rows, NSA_TOPK_THREADS, T.smem, s>>>(
+        cols, row_start, row_end, block, T.nblocks, n, bscores, mask, out_count);
     NSA__LAUNCHED();
     return NSA_OK;
 }

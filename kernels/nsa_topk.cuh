@@ -480,6 +480,183 @@ topk_split_finish_kernel(const float *scores, int64_t cols, int64_t row_stride,
                 L.hist, L.sel, L.piv, sh, out, cnt);
 }
 
+/* ---- top-n blocks per row, as a mask (nsa_cuda_topk_blocks) ---------------
+
+   The rule is nsa_ref_topk_blocks' (docs/MATH.md, "Top-n blocks per row"):
+   block j is columns [j*block, (j+1)*block); a block with a column in the
+   row's clamped range [a, e) is eligible, its score the fp32 sum of those
+   columns in ascending order divided once by their number; the min(n,
+   eligible) best eligible blocks by the top-k ranking get 1 in the mask.
+
+   Two kernels:
+     - topk_block_scores_kernel, grid (CTAs along the row, rows): each CTA
+       stages its blocks' columns in shared memory, a tile of
+       NSA_TOPK_BLK_TILE columns at a time (coalesced 16-byte loads, marked
+       evict-first: the scores are read once), and one thread per block adds
+       its columns in ascending order, carrying its sum from tile to tile,
+       so that the sum is the reference's sequence of fp32 additions. The
+       means go to the workspace, scores [rows][nblocks], eligible blocks
+       only.
+     - topk_block_mask_kernel, one CTA per row: the radix select of the
+       top-k rows kernel over the row's eligible block scores (the first
+       digit's histogram, the pivot digit's keys kept in shared memory,
+       topk_refine), then every block's mask byte and the count. No sort:
+       the mask needs only the set, and "key >= the decided prefix" marks
+       exactly the min(n, eligible) best.
+   A row whose eligible blocks are all taken (n >= eligible, or none is
+   eligible) needs no score: the first kernel skips it, the second writes
+   its mask from the range alone. */
+
+#define NSA_TOPK_BLK_THREADS 256 /* the block-score kernel              */
+#define NSA_TOPK_BLK_TILE 4096   /* columns staged at a time, 16 KB      */
+
+/* Slot of column i of a staged tile: one spare word after every 32, so
+   that the threads of a warp, each reading the next column of its own
+   block, share a bank at most two at a time for blocks of 1 to 64 columns
+   (without it blocks of 16 put 16 threads on one bank). */
+__device__ __forceinline__ int topk_tile_slot(int i) { return i + (i >> 5); }
+
+/* Blocks one CTA of the block-score kernel covers: one per thread, and no
+   more than a tile's columns (at least one block). */
+__host__ __device__ inline int64_t topk_blocks_per_cta(int64_t block)
+{
+    const int64_t fit = NSA_TOPK_BLK_TILE / block;
+    return fit < 1 ? 1 : fit > NSA_TOPK_BLK_THREADS ? NSA_TOPK_BLK_THREADS : fit;
+}
+
+/* Pivot-list entries of the mask kernel beside its histogram: every block
+   of the row when they fit (then no row is searched twice in global
+   memory), else what NSA_TOPK_SMEM leaves. */
+__host__ __device__ inline int64_t topk_block_piv_cap(int64_t nblocks)
+{
+    const int64_t fit = ((int64_t)NSA_TOPK_SMEM - NSA_TOPK_BINS * 4) / 8;
+    return nblocks < fit ? nblocks : fit;
+}
+__host__ __device__ inline size_t topk_block_mask_smem(int64_t nblocks)
+{
+    return (size_t)NSA_TOPK_BINS * 4 + (size_t)topk_block_piv_cap(nblocks) * 8;
+}
+
+/* Row r's clamped range [a, e) (nsa.h, nsa_topk_range) and its eligible
+   blocks [j0, j1): those holding a column of the range. */
+__device__ __forceinline__ void topk_row_blocks(int64_t r, int64_t cols, const int32_t *row_start,
+                                                const int32_t *row_end, int64_t block,
+                                                int64_t *a, int64_t *e, int64_t *j0,
+                                                int64_t *j1)
+{
+    nsa_topk_range(row_start ? row_start[r] : 0, row_end ? row_end[r] : cols, cols, a, e);
+    *j0 = *a / block;
+    *j1 = *e > *a ? (*e - 1) / block + 1 : *j0;
+}
+
+/* Block masks, step 1 of 2: grid (cdiv(nblocks, per_cta), up to 65535 rows,
+   each CTA stepping through the rows by gridDim.y). CTA x covers blocks
+   [x*per_cta, (x+1)*per_cta) of every row it visits; per_cta <=
+   NSA_TOPK_BLK_THREADS (topk_blocks_per_cta), so thread t owns at most one
+   block. Writes bscores[r*nblocks + j] for each eligible block j of each
+   row that has more eligible blocks than n. */
+__global__ void __launch_bounds__(NSA_TOPK_BLK_THREADS)
+topk_block_scores_kernel(const float *scores, int64_t rows, int64_t cols, int64_t row_stride,
+                         const int32_t *row_start, const int32_t *row_end, int64_t block,
+                         int64_t nblocks, int64_t per_cta, int n, float *bscores)
+{
+    __shared__ float tile[NSA_TOPK_BLK_TILE + NSA_TOPK_BLK_TILE / 32];
+    const int tid = threadIdx.x;
+    const int64_t cta_b0 = (int64_t)blockIdx.x * per_cta;
+    const int64_t cta_b1 = min(cta_b0 + per_cta, nblocks);
+    for (int64_t r = blockIdx.y; r < rows; r += gridDim.y) {
+        int64_t a, e, j0, j1;
+        topk_row_blocks(r, cols, row_start, row_end, block, &a, &e, &j0, &j1);
+        /* every value below depends on r and blockIdx only: the branches
+           and trip counts are the same for the whole CTA, so each
+           __syncthreads is reached by all of its threads */
+        if (j1 - j0 <= (int64_t)n) continue; /* all eligible blocks taken: no score needed */
+        const int64_t b0 = max(cta_b0, j0), b1 = min(cta_b1, j1);
+        if (b0 >= b1) continue;
+        const float *row = scores + r * row_stride;
+        /* this thread's block and its in-range columns [c0, c1) */
+        const bool mine = tid < b1 - b0;
+        const int64_t j = b0 + (mine ? tid : 0);
+        const int64_t c0 = max(j * block, a), c1 = min((j + 1) * block, e);
+        /* the CTA's columns: its blocks' in-range columns */
+        const int64_t lo = max(b0 * block, a), hi = min(b1 * block, e);
+        float sum = 0.0f;
+        for (int64_t t0 = lo; t0 < hi; t0 += NSA_TOPK_BLK_TILE) {
+            const int64_t t1 = min(t0 + (int64_t)NSA_TOPK_BLK_TILE, hi);
+            __syncthreads(); /* the last tile's (or row's) sums have read it */
+            topk_for_each<false, true>(row, t0, t1, [&](int64_t i, float v) {
+                tile[topk_tile_slot((int)(i - t0))] = v;
+            });
+            __syncthreads();
+            if (mine) {
+                /* the block's columns inside this tile, in ascending order;
+                   __fadd_rn: never contracted or reassociated */
+                const int u0 = (int)(max(c0, t0) - t0), u1 = (int)(min(c1, t1) - t0);
+                for (int u = u0; u < u1; ++u) sum = __fadd_rn(sum, tile[topk_tile_slot(u)]);
+            }
+        }
+        /* one division by the number of columns, rounded to nearest as the
+           reference's (float)(c1 - c0) and its fp32 division */
+        if (mine) bscores[r * nblocks + j] = __fdiv_rn(sum, (float)(c1 - c0));
+    }
+}
+
+/* Block masks, step 2 of 2: one CTA per row (grid = rows). bscores holds
+   the row's eligible block scores (step 1) when it has more eligible
+   blocks than n, and is not read otherwise (it may be NULL when no row
+   can: n == 0 or n >= nblocks). Writes mask[r*nblocks + j] for every
+   block and out_count[r]. Dynamic shared memory: topk_block_mask_smem. */
+__global__ void __launch_bounds__(NSA_TOPK_THREADS, 2)
+topk_block_mask_kernel(int64_t cols, const int32_t *row_start, const int32_t *row_end,
+                       int64_t block, int64_t nblocks, int n, const float *bscores,
+                       uint8_t *mask, int32_t *out_count)
+{
+    extern __shared__ __align__(16) unsigned char smem_raw[];
+    __shared__ TopkShared sh;
+    const int tid = threadIdx.x, nt = blockDim.x;
+    const int64_t r = blockIdx.x;
+    int64_t a, e, j0, j1;
+    topk_row_blocks(r, cols, row_start, row_end, block, &a, &e, &j0, &j1);
+    const int64_t m = j1 - j0, kk = min((int64_t)n, m);
+    if (tid == 0 && out_count) out_count[r] = (int32_t)kk;
+    if (kk == 0 || kk == m) { /* none or every eligible block: the whole CTA leaves */
+        for (int64_t j = tid; j < nblocks; j += nt)
+            mask[r * nblocks + j] = (uint8_t)(kk > 0 && j >= j0 && j < j1);
+        return;
+    }
+    /* 0 < kk < m: select among the m eligible scores, keys relative to j0
+       as the reference's (nsa_rank_key(score key, j - j0)) */
+    const float *bs = bscores + r * nblocks;
+    uint32_t *hist = (uint32_t *)smem_raw;
+    uint64_t *piv = (uint64_t *)(smem_raw + NSA_TOPK_BINS * 4);
+    const int64_t cap = topk_block_piv_cap(nblocks);
+    for (int b = tid; b < NSA_TOPK_BINS; b += nt) hist[b] = 0;
+    if (tid == 0) sh.n_piv = 0;
+    __syncthreads();
+    topk_for_each<false, false>(bs, j0, j1, [&](int64_t, float v) {
+        atomicAdd(&hist[nsa_score_key(v) >> (32 - NSA_TOPK_DIGIT)], 1u);
+    });
+    __syncthreads();
+    topk_find_digit(hist, NSA_TOPK_BINS, (uint32_t)kk, sh);
+    const uint32_t digit = sh.res[0], remain = sh.res[1], count = sh.res[2];
+    if ((int64_t)count <= cap) /* else topk_refine searches bs itself */
+        topk_for_each<false, false>(bs, j0, j1, [&](int64_t j, float v) {
+            const uint32_t sk = nsa_score_key(v);
+            if (sk >> (32 - NSA_TOPK_DIGIT) == digit) {
+                const uint32_t pos = topk_append(&sh.n_piv);
+                if (pos < (uint64_t)cap) piv[pos] = nsa_rank_key(sk, j - j0);
+            }
+        });
+    __syncthreads();
+    uint64_t prefix, pmask;
+    topk_refine(bs, j0, j1, digit, remain, count, cap, hist, piv, sh, &prefix, &pmask);
+    for (int64_t j = tid; j < nblocks; j += nt) {
+        bool take = false;
+        if (j >= j0 && j < j1) take = (topk_rank(bs[j], j - j0) & pmask) >= prefix;
+        mask[r * nblocks + j] = (uint8_t)take;
+    }
+}
+
 } /* namespace nsak */
 
 #endif
