@@ -13,7 +13,8 @@
    usage: test_cuda [--quick] [--big] [--vectors DIR [--vectors-only]] [--topk-only]
                     [--log FILE]
      --quick   a few small cases (for compute-sanitizer)
-     --topk-only   only the top-k cross-checks (nsa_cuda_topk_rows)
+     --topk-only   only the top-k and block-mask cross-checks
+                   (nsa_cuda_topk_rows, nsa_cuda_topk_blocks)
      --vectors-only   only the cases of --vectors DIR
      --big     also the >= 256K-token case with T*H*D > 2^31
    Without a CUDA device it prints that the GPU tests were skipped and exits
@@ -751,7 +752,8 @@ static void run_graph(const Case &c)
    2 * NSA_TOPK_SLICE columns or more are split over several CTAs; more rows
    take one CTA each) and both ways a row is finished (the pivot digit's
    keys in shared memory, or, when they do not fit, passes over the row). */
-enum TopkFill { TK_UNIFORM, TK_SIGNED, TK_EQUAL, TK_SPECIAL, TK_FEW_LEVELS, TK_MANY_LEVELS };
+enum TopkFill { TK_UNIFORM, TK_SIGNED, TK_EQUAL, TK_SPECIAL, TK_FEW_LEVELS, TK_MANY_LEVELS,
+                TK_SPARSE_SPECIAL };
 
 static float topk_value(TopkFill f, int64_t i)
 {
@@ -765,6 +767,10 @@ static float topk_value(TopkFill f, int64_t i)
     }
     case TK_FEW_LEVELS: return (float)(int)(urand() * 5);          /* ties at the k-th place */
     case TK_MANY_LEVELS: return (float)(int)(urand() * 3000) / 64.f;
+    case TK_SPARSE_SPECIAL: { /* a few NaN, +-0, +-inf: block means stay mostly finite */
+        static const float v[6] = {NAN, -0.0f, 0.0f, INFINITY, -INFINITY, -NAN};
+        return urand() < 0.03 ? v[(int)(urand() * 6) % 6] : (float)(urand() - 0.5);
+    }
     }
     return 0.f;
 }
@@ -786,27 +792,36 @@ static bool topk_run(const TopkCase &t, cudaStream_t s, const float *dsc, const 
     return st == NSA_OK;
 }
 
+/* Random row ranges around a width (k columns for top-k, n blocks' columns
+   for block masks), by row modulo 8: the whole row (clamped from outside),
+   width / 2 columns, empty, reversed (empty), outside the row (empty),
+   long, and random starts with up to 2 * width columns. */
+static void random_ranges(int64_t rows, int64_t cols, int64_t width, std::vector<int32_t> &rs,
+                          std::vector<int32_t> &re)
+{
+    for (int64_t r = 0; r < rows; ++r) {
+        const int32_t c = (int32_t)cols;
+        int32_t a = (int32_t)(urand() * c), b = a + (int32_t)(urand() * 2.0 * width);
+        switch (r % 8) {
+        case 0: a = -5; b = c + 7; break;                /* whole row, clamped */
+        case 1: b = a + (int32_t)(width / 2); break;     /* fewer than width */
+        case 2: b = a; break;                            /* empty */
+        case 3: std::swap(a, b); a += 1; break;          /* reversed: empty */
+        case 4: a = c + 3; b = c + 9; break;             /* outside: empty */
+        case 5: b = (int32_t)(a + urand() * (c - a)) + 1; break; /* long */
+        default: break;
+        }
+        rs.push_back(a);
+        re.push_back(b);
+    }
+}
+
 static void topk_case(Row &row, const TopkCase &t, bool graph)
 {
     std::vector<float> sc((size_t)(t.rows * t.stride));
     for (size_t i = 0; i < sc.size(); ++i) sc[i] = topk_value(t.fill, (int64_t)i);
     std::vector<int32_t> rs, re;
-    if (t.ranges)
-        for (int64_t r = 0; r < t.rows; ++r) {
-            const int32_t c = (int32_t)t.cols;
-            int32_t a = (int32_t)(urand() * c), b = a + (int32_t)(urand() * 2.0 * t.k);
-            switch (r % 8) {
-            case 0: a = -5; b = c + 7; break;                /* whole row, clamped */
-            case 1: b = a + t.k / 2; break;                 /* fewer than k */
-            case 2: b = a; break;                            /* empty */
-            case 3: std::swap(a, b); a += 1; break;          /* reversed: empty */
-            case 4: a = c + 3; b = c + 9; break;             /* outside: empty */
-            case 5: b = (int32_t)(a + urand() * (c - a)) + 1; break; /* long */
-            default: break;
-            }
-            rs.push_back(a);
-            re.push_back(b);
-        }
+    if (t.ranges) random_ranges(t.rows, t.cols, t.k, rs, re);
     std::vector<int32_t> ri((size_t)(t.rows * t.k)), rc((size_t)t.rows);
     size_t rwsb;
     if (nsa_ref_topk_workspace_size(t.rows, t.cols, t.k, &rwsb)) {
@@ -936,6 +951,291 @@ static void run_topk(bool quick)
         logf_("  %-6s topk %-28s -> %s\n", ok ? "ok" : "FAIL", e.what, nsa_status_string(e.got));
     }
     cudaFree(di); cudaFree(dsc); cudaFree(ws);
+}
+
+/* ---- top-n blocks per row: exact against nsa_ref_topk_blocks -------------
+   Every mask byte and count is compared with the reference's, after
+   poisoning them (0xa5: neither 0 nor 1, nor a count), so a byte the GPU
+   leaves unwritten fails. Blocks of 1, 7, 16, 64 columns and more (a block
+   wider than the staged tile of kernels/nsa_topk.cuh, one block wider than
+   the row), rows 1, 3, 32, 300, n from 0 to above the number of blocks;
+   unaligned strides and ranges cut blocks at both ends (their means count
+   only the columns in range). Rows of equal scores over more blocks than
+   the mask kernel's pivot list holds take the path that searches the
+   block scores in global memory. */
+struct BlocksCase {
+    std::string name;
+    int64_t rows, cols, stride, block;
+    int n;
+    TopkFill fill;
+    bool ranges, counts; /* counts: pass out_count (else NULL) */
+};
+
+static int64_t blocks_of(int64_t cols, int64_t block)
+{
+    return cols / block + (cols % block != 0);
+}
+
+static bool blocks_run(const BlocksCase &t, cudaStream_t s, const float *dsc, const int32_t *drs,
+                       const int32_t *dre, uint8_t *dm, int32_t *dc, void *ws, size_t wsb)
+{
+    nsa_status st = nsa_cuda_topk_blocks(dsc, t.rows, t.cols, t.stride, drs, dre, t.block, t.n, dm,
+                                         t.counts ? dc : NULL, ws, wsb, (nsa_cuda_stream)s);
+    if (st) logf_("  nsa_cuda_topk_blocks: %s\n", nsa_last_error());
+    return st == NSA_OK;
+}
+
+/* The first differing row, said in full: its range, its eligible blocks,
+   the first differing block with its mean in the reference's order and the
+   GPU's score of it (the workspace holds [rows][nblocks] block scores when
+   the call needed them). */
+static void blocks_report(const BlocksCase &t, const std::vector<float> &sc,
+                          const std::vector<int32_t> &rs, const std::vector<int32_t> &re,
+                          int64_t r, const std::vector<uint8_t> &gm, const std::vector<int32_t> &gc,
+                          const std::vector<uint8_t> &rm, const std::vector<int32_t> &rc,
+                          const void *ws, size_t wsb)
+{
+    const int64_t nb = blocks_of(t.cols, t.block);
+    int64_t a, e, j = 0;
+    nsa_topk_range(t.ranges ? rs[(size_t)r] : 0, t.ranges ? re[(size_t)r] : t.cols, t.cols, &a, &e);
+    const int64_t j0 = a / t.block, j1 = e > a ? (e - 1) / t.block + 1 : j0;
+    logf_("  first differing row %lld: range [%lld, %lld), eligible blocks [%lld, %lld), n %d, "
+          "count gpu %d ref %d\n", (long long)r, (long long)a, (long long)e, (long long)j0,
+          (long long)j1, t.n, t.counts ? gc[(size_t)r] : -1, t.counts ? rc[(size_t)r] : -1);
+    while (j < nb && gm[(size_t)(r * nb + j)] == rm[(size_t)(r * nb + j)]) ++j;
+    if (j == nb) return;
+    logf_("  block %lld: mask gpu %d ref %d", (long long)j, gm[(size_t)(r * nb + j)],
+          rm[(size_t)(r * nb + j)]);
+    if (j >= j0 && j < j1) {
+        const int64_t c0 = std::max(j * t.block, a), c1 = std::min((j + 1) * t.block, e);
+        float sum = 0.0f;
+        for (int64_t c = c0; c < c1; ++c) sum += sc[(size_t)(r * t.stride + c)];
+        logf_(", mean %.9g over [%lld, %lld)", (double)(sum / (float)(c1 - c0)), (long long)c0,
+              (long long)c1);
+        if (ws && wsb >= (size_t)(t.rows * nb) * 4) {
+            float g;
+            CK(cudaMemcpy(&g, (const float *)ws + r * nb + j, 4, cudaMemcpyDeviceToHost));
+            logf_(", gpu block score %.9g", (double)g);
+        }
+    }
+    logf_("\n");
+}
+
+static void blocks_case(Row &row, const BlocksCase &t, bool graph)
+{
+    const int64_t nb = blocks_of(t.cols, t.block);
+    std::vector<float> sc((size_t)(t.rows * t.stride));
+    for (size_t i = 0; i < sc.size(); ++i) sc[i] = topk_value(t.fill, (int64_t)i);
+    std::vector<int32_t> rs, re;
+    if (t.ranges) random_ranges(t.rows, t.cols, std::min(t.cols, (int64_t)t.n * t.block), rs, re);
+    std::vector<uint8_t> rm((size_t)(t.rows * nb), 0xa5);
+    std::vector<int32_t> rc((size_t)t.rows, -7);
+    size_t rwsb;
+    if (nsa_ref_topk_blocks_workspace_size(t.rows, t.cols, t.block, t.n, &rwsb)) {
+        logf_("ref topk_blocks workspace: %s\n", nsa_last_error());
+        exit(2);
+    }
+    std::vector<unsigned char> rws(rwsb);
+    if (nsa_ref_topk_blocks(sc.data(), t.rows, t.cols, t.stride, t.ranges ? rs.data() : NULL,
+                            t.ranges ? re.data() : NULL, t.block, t.n, rm.data(),
+                            t.counts ? rc.data() : NULL, rws.data(), rwsb)) {
+        logf_("ref topk_blocks: %s\n", nsa_last_error());
+        exit(2);
+    }
+    float *dsc = dup(sc);
+    int32_t *drs = t.ranges ? dup(rs) : NULL, *dre = t.ranges ? dup(re) : NULL;
+    uint8_t *dm = dalloc<uint8_t>(rm.size());
+    int32_t *dc = dalloc<int32_t>(rc.size());
+    size_t wsb = 0;
+    bool ok = nsa_cuda_topk_blocks_workspace_size(t.rows, t.cols, t.block, t.n, &wsb) == NSA_OK;
+    void *ws = NULL;
+    if (wsb) CK(cudaMalloc(&ws, wsb));
+    cudaStream_t s;
+    CK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
+    for (int rep = 0; rep < (graph ? 2 : 1) && ok; ++rep) {
+        CK(cudaMemsetAsync(dm, 0xa5, rm.size() + (rm.empty() ? 1 : 0), s));
+        CK(cudaMemsetAsync(dc, 0xa5, rc.size() * 4 + (rc.empty() ? 4 : 0), s));
+        if (rep == 0) {
+            ok = blocks_run(t, s, dsc, drs, dre, dm, dc, ws, wsb);
+        } else { /* captured into a graph and replayed: the same results */
+            cudaGraph_t g;
+            cudaGraphExec_t ge;
+            CK(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal));
+            ok = blocks_run(t, s, dsc, drs, dre, dm, dc, ws, wsb);
+            CK(cudaStreamEndCapture(s, &g));
+            if (ok) {
+                CK(cudaGraphInstantiate(&ge, g, 0));
+                CK(cudaGraphLaunch(ge, s));
+                CK(cudaGraphLaunch(ge, s));
+                CK(cudaStreamSynchronize(s));
+                cudaGraphExecDestroy(ge);
+            }
+            cudaGraphDestroy(g);
+        }
+        CK(cudaStreamSynchronize(s));
+        CK(cudaGetLastError());
+        std::vector<uint8_t> gm = back(dm, rm.size());
+        std::vector<int32_t> gc = back(dc, rc.size());
+        int64_t bad_rows = 0, first = -1;
+        for (int64_t r = 0; r < t.rows; ++r) {
+            /* without out_count the GPU must leave the counts alone */
+            const bool count_ok = t.counts ? gc[(size_t)r] == rc[(size_t)r]
+                                           : gc[(size_t)r] == (int32_t)0xa5a5a5a5;
+            const bool same = count_ok && (nb == 0 || !memcmp(&gm[(size_t)(r * nb)],
+                                                              &rm[(size_t)(r * nb)], (size_t)nb));
+            if (!same && first < 0) first = r;
+            bad_rows += !same;
+        }
+        if (bad_rows) {
+            logf_("  %lld of %lld rows differ%s\n", (long long)bad_rows, (long long)t.rows,
+                  rep ? " (graph replay)" : "");
+            blocks_report(t, sc, rs, re, first, gm, gc, rm, rc, ws, wsb);
+            ok = false;
+        }
+    }
+    row.checks++; if (!ok) row.fails++; (ok ? g_pass : g_fail)++;
+    logf_("  %-6s %s%s\n", ok ? "ok" : "FAIL", t.name.c_str(), graph ? " (and graph replay)" : "");
+    cudaStreamDestroy(s);
+    cudaFree(dsc); cudaFree(drs); cudaFree(dre); cudaFree(dm); cudaFree(dc); cudaFree(ws);
+}
+
+/* Bad input: the GPU's status is the reference's on the same arguments
+   (host buffers for the reference, device buffers for the GPU), and the
+   one expected; the two limits of the CUDA path alone are checked too. */
+static void blocks_errors(Row &row)
+{
+    const int64_t R = 32, C = 129280, B = 16, NB = C / B;
+    const int N = 64;
+    std::vector<float> hsc((size_t)(R * C), 0.5f);
+    std::vector<uint8_t> hm((size_t)(R * NB));
+    size_t rwsb = 0, wsb = 0;
+    if (nsa_ref_topk_blocks_workspace_size(R, C, B, N, &rwsb) ||
+        nsa_cuda_topk_blocks_workspace_size(R, C, B, N, &wsb)) {
+        logf_("topk_blocks workspace sizes: %s\n", nsa_last_error());
+        exit(2);
+    }
+    std::vector<unsigned char> rws(rwsb);
+    float *dsc = dalloc<float>((size_t)(R * C));
+    uint8_t *dm = dalloc<uint8_t>((size_t)(R * NB));
+    char *dws;
+    CK(cudaMalloc((void **)&dws, wsb + 16));
+    struct A {
+        const char *what;
+        nsa_status want;
+        int64_t rows, cols, stride, block;
+        int n;
+        bool no_scores, no_mask, no_ws, ws_short;
+    };
+    const int64_t big = (int64_t)1 << 31, huge_stride = INT64_MAX / 2 + 1;
+    const A as[] = {
+        {"negative rows", NSA_ERR_INVALID_BATCH, -1, C, C, B, N, 0, 0, 0, 0},
+        {"negative cols", NSA_ERR_INVALID_BATCH, R, -1, C, B, N, 0, 0, 0, 0},
+        {"cols 2^31", NSA_ERR_INVALID_BATCH, 1, big, big, B, N, 0, 0, 0, 0},
+        {"negative n", NSA_ERR_INVALID_BATCH, R, C, C, B, -1, 0, 0, 0, 0},
+        {"block 0", NSA_ERR_INVALID_BATCH, R, C, C, 0, N, 0, 0, 0, 0},
+        {"negative block", NSA_ERR_INVALID_BATCH, R, C, C, -16, N, 0, 0, 0, 0},
+        {"row_stride < cols", NSA_ERR_INVALID_BATCH, R, C, C - 1, B, N, 0, 0, 0, 0},
+        {"rows * row_stride overflows", NSA_ERR_OVERFLOW, 3, C, huge_stride, B, N, 0, 0, 0, 0},
+        {"scores NULL", NSA_ERR_NULL_POINTER, R, C, C, B, N, 1, 0, 0, 0},
+        {"mask NULL", NSA_ERR_NULL_POINTER, R, C, C, B, N, 0, 1, 0, 0},
+        {"workspace NULL", NSA_ERR_NULL_POINTER, R, C, C, B, N, 0, 0, 1, 0},
+        {"workspace a byte short", NSA_ERR_WORKSPACE, R, C, C, B, N, 0, 0, 0, 1},
+    };
+    struct E { std::string what; nsa_status want, gpu, ref; std::string msg; };
+    std::vector<E> es;
+    for (const A &x : as) {
+        const nsa_status ref = nsa_ref_topk_blocks(
+            x.no_scores ? NULL : hsc.data(), x.rows, x.cols, x.stride, NULL, NULL, x.block, x.n,
+            x.no_mask ? NULL : hm.data(), NULL, x.no_ws ? NULL : rws.data(),
+            x.ws_short ? rwsb - 1 : rwsb);
+        const nsa_status gpu = nsa_cuda_topk_blocks(
+            x.no_scores ? NULL : dsc, x.rows, x.cols, x.stride, NULL, NULL, x.block, x.n,
+            x.no_mask ? NULL : dm, NULL, x.no_ws ? NULL : dws, x.ws_short ? wsb - 1 : wsb, 0);
+        es.push_back({x.what, x.want, gpu, ref, nsa_last_error()});
+    }
+    size_t b = 0;
+    nsa_status gpu = nsa_cuda_topk_blocks_workspace_size(R, C, B, N, NULL);
+    es.push_back({"size: bytes NULL", NSA_ERR_NULL_POINTER, gpu,
+                  nsa_ref_topk_blocks_workspace_size(R, C, B, N, NULL), ""});
+    gpu = nsa_cuda_topk_blocks_workspace_size(R, C, 0, N, &b);
+    es.push_back({"size: block 0", NSA_ERR_INVALID_BATCH, gpu,
+                  nsa_ref_topk_blocks_workspace_size(R, C, 0, N, &b), ""});
+    gpu = nsa_cuda_topk_blocks_workspace_size(R, C, B, -1, &b);
+    es.push_back({"size: negative n", NSA_ERR_INVALID_BATCH, gpu,
+                  nsa_ref_topk_blocks_workspace_size(R, C, B, -1, &b), ""});
+    /* the CUDA path's own limits (ref: the status it would have to give) */
+    gpu = nsa_cuda_topk_blocks_workspace_size(big, C, B, N, &b);
+    es.push_back({"rows 2^31 (CUDA limit)", NSA_ERR_UNSUPPORTED, gpu, NSA_ERR_UNSUPPORTED, ""});
+    gpu = nsa_cuda_topk_blocks(dsc, R, C, C, NULL, NULL, B, N, dm, NULL, dws + 4, wsb, 0);
+    es.push_back({"workspace not 16-byte aligned (CUDA)", NSA_ERR_UNSUPPORTED, gpu,
+                  NSA_ERR_UNSUPPORTED, nsa_last_error()});
+    CK(cudaDeviceSynchronize());
+    for (auto &e : es) {
+        const bool ok = e.gpu == e.want && e.ref == e.want;
+        row.checks++; if (!ok) row.fails++; (ok ? g_pass : g_fail)++;
+        logf_("  %-6s topk_blocks %-38s -> gpu %s, ref %s%s%s\n", ok ? "ok" : "FAIL",
+              e.what.c_str(), nsa_status_string(e.gpu), nsa_status_string(e.ref),
+              e.msg.empty() ? "" : ": ", e.msg.c_str());
+    }
+    cudaFree(dsc); cudaFree(dm); cudaFree(dws);
+}
+
+static void run_topk_blocks(bool quick)
+{
+    logf_("== top-n blocks per row against the reference (exact mask and counts)\n");
+    Row &row = new_row("topk blocks");
+    const int64_t C = 129280;
+    std::vector<BlocksCase> ts;
+    auto add = [&](const char *what, int64_t rows, int64_t cols, int64_t stride, int64_t block,
+                   int n, TopkFill f, bool ranges, bool counts = true) {
+        char name[200];
+        snprintf(name, sizeof name, "topk_blocks_%s_r%lld_c%lld_b%lld_n%d", what, (long long)rows,
+                 (long long)cols, (long long)block, n);
+        ts.push_back(BlocksCase{name, rows, cols, stride, block, n, f, ranges, counts});
+    };
+    add("signed_bad_ranges", 3, 20000, 20000, 16, 64, TK_SIGNED, true);
+    add("nan_inf_zero_unaligned_stride", 40, 3000, 3003, 7, 50, TK_SPECIAL, true);
+    add("equal_scores_take_lowest_blocks_beyond_pivot_list", 2, 12000, 12000, 1, 100, TK_EQUAL,
+        false);
+    add("n_above_blocks_no_workspace", 3, 5000, 5001, 16, 400, TK_SIGNED, true);
+    if (!quick) {
+        /* the benchmark's shape */
+        add("uniform", 32, C, C, 16, 64, TK_UNIFORM, false);
+        add("uniform", 3, C, C, 32, 2048, TK_UNIFORM, false);
+        /* blocks 1, 7, 16, 64 x rows 1, 3, 32, 300: n from 1 to past the
+           number of blocks, every fill, ranges on every other case */
+        const int64_t blocks[4] = {1, 7, 16, 64}, rows[4] = {1, 3, 32, 300};
+        const TopkFill fills[6] = {TK_SIGNED, TK_SPARSE_SPECIAL, TK_FEW_LEVELS, TK_MANY_LEVELS,
+                                   TK_SPECIAL, TK_UNIFORM};
+        int i = 0;
+        for (int64_t b : blocks)
+            for (int64_t r : rows) {
+                const int64_t cols = r == 300 ? 9001 : r == 32 ? 40000 + 3 * b : 50021;
+                const int64_t nb = blocks_of(cols, b);
+                const int64_t ns[5] = {1, nb / 10 + 1, nb / 2, nb - 1, nb + 5};
+                const int n = (int)ns[i % 5];
+                char what[64];
+                snprintf(what, sizeof what, "grid%d", i);
+                add(what, r, cols, cols + (i % 3), b, n, fills[i % 6], i % 2 == 0);
+                ++i;
+            }
+        add("sparse_nan_inf_ranges", 300, 20000, 20003, 16, 100, TK_SPARSE_SPECIAL, true);
+        add("equal_scores_take_lowest_blocks", 32, 50000, 50000, 16, 1000, TK_EQUAL, false);
+        add("equal_scores_beyond_pivot_list", 3, 100000, 100001, 7, 1000, TK_EQUAL, true);
+        add("ties_at_nth_place_do_not_over_select", 32, 40000, 40000, 7, 333, TK_FEW_LEVELS, true);
+        add("ties_within_pivot_digit", 32, C, C, 16, 2048, TK_MANY_LEVELS, false);
+        add("wide_blocks", 3, C, C + 1, 1000, 13, TK_SIGNED, true);
+        add("blocks_wider_than_a_tile", 3, C, C, 5000, 5, TK_SIGNED, true);
+        add("one_block_wider_than_the_row", 3, 1000, 1000, 4096, 1, TK_SIGNED, true);
+        add("n_0", 32, 5000, 5000, 16, 0, TK_SIGNED, true);
+        add("n_equals_blocks_minus_1", 32, 5000, 5000, 16, 312, TK_SIGNED, false);
+        add("n_equals_blocks", 32, 5000, 5000, 16, 313, TK_SIGNED, false);
+        add("cols_0", 3, 0, 0, 16, 4, TK_SIGNED, false);
+        add("no_out_count", 32, 9000, 9000, 16, 50, TK_SIGNED, true, false);
+        add("one_row", 1, C, C, 16, 4096, TK_UNIFORM, true);
+    }
+    for (size_t i = 0; i < ts.size(); ++i) blocks_case(row, ts[i], i == 0 || i == 1);
+    blocks_errors(row);
 }
 
 /* ---- errors: validation on the host, same status as the reference ------- */
@@ -1514,6 +1814,7 @@ int main(int argc, char **argv)
     }
     if (topk_only) {
         run_topk(quick);
+        run_topk_blocks(quick);
     } else if (!vectors_only) {
         for (auto &c : cases) run_case(c);
         run_stages(cases[0]);
@@ -1522,6 +1823,7 @@ int main(int argc, char **argv)
         run_errors();
         run_compress_append();
         run_topk(quick);
+        run_topk_blocks(quick);
     }
     if (vec && !topk_only) run_vectors(vec);
     if (big && !topk_only) run_big();
