@@ -22,7 +22,9 @@
    (what: fwd, fwd_bwd, stage_<name>; gather_bw: the micro-benchmark's time
    for 64K tokens x 4 kv heads x 16 blocks of K and V, 137 GB;
    topk_r<rows>_k<k>: top-k of [rows, 129280] fp32 scores, its floor the
-   scores' bytes over the measured device-to-device copy bandwidth).
+   scores' bytes over the measured device-to-device copy bandwidth;
+   block_mask_r<rows>: the block mask of [rows, 129280] fp32 scores,
+   blocks of 16 columns (8,080 a row), n = 64, the same floor).
 
    --decode times decoding instead (run_decode below): one query per
    sequence, contexts 8K, 64K, 128K, batch 1, 8, 64, rows what =
@@ -31,7 +33,7 @@
 
    usage: bench_cuda [--tmin T] [--tmax T] [--tmul M] [--reps N] [--csv FILE]
                      [--commit SHA] [--presets paper,fla,tile] [--bwd]
-                     [--topk] [--decode] [--long T]
+                     [--topk] [--blockmask] [--decode] [--long T]
    --long T: also one sequence of T tokens at H=32, Hkv=8 (paper and fla
    presets): forward, forward + backward and the device memory held (what:
    peak_mem_gib, in GiB); --tmin 1 --tmax 0 runs it alone. */
@@ -594,6 +596,47 @@ static void run_topk(const Ctx &c, int reps)
     }
 }
 
+/* Block masks (nsa_cuda_topk_blocks) of [rows, 129280] fp32 scores
+   (uniform in [0, 1)), blocks of 16 columns (8,080 a row), the top 64 a
+   row, each beside the read-once floor of the scores (as run_topk). */
+static void run_blockmask(const Ctx &c, int reps)
+{
+    const int64_t cols = 129280, block = 16, nb = (cols + block - 1) / block;
+    const int n = 64;
+    const double bw = copy_bw(reps);
+    printf("\nblock mask per row, %lld columns in blocks of %lld (%lld blocks), top %d, fp32 "
+           "scores, median of %d; floor = reading the scores once at the copy bandwidth "
+           "(%.2f TB/s)\n", (long long)cols, (long long)block, (long long)nb, n, reps, bw / 1e12);
+    printf("%6s %10s %10s %8s %12s\n", "rows", "ms", "floor ms", "x floor", "GB/s (1 read)");
+    for (int rows : {32, 2048}) {
+        std::vector<float> h((size_t)rows * cols);
+        uint64_t s = 12345 + (uint64_t)time(NULL);
+        for (auto &v : h) { s ^= s << 13; s ^= s >> 7; s ^= s << 17; v = (float)((s >> 11) * (1.0 / 9007199254740992.0)); }
+        float *d;
+        uint8_t *mask;
+        int32_t *cnt;
+        CK(cudaMalloc(&d, h.size() * 4));
+        CK(cudaMemcpy(d, h.data(), h.size() * 4, cudaMemcpyHostToDevice));
+        CK(cudaMalloc(&mask, (size_t)rows * nb));
+        CK(cudaMalloc(&cnt, (size_t)rows * 4));
+        size_t wsb;
+        CN(nsa_cuda_topk_blocks_workspace_size(rows, cols, block, n, &wsb));
+        void *ws = NULL;
+        if (wsb) CK(cudaMalloc(&ws, wsb));
+        float t = median_ms([&] {
+            CN(nsa_cuda_topk_blocks(d, rows, cols, cols, NULL, NULL, block, n, mask, cnt, ws, wsb, 0));
+        }, reps);
+        const double bytes = rows * cols * 4.0, fl = bytes / bw * 1e3;
+        printf("%6d %10.4f %10.4f %8.2f %12.1f\n", rows, t, fl, t / fl, bytes / (t * 1e-3) / 1e9);
+        char what[64];
+        snprintf(what, sizeof what, "block_mask_r%d", rows);
+        if (c.csv)
+            fprintf(c.csv, "%s,%s,%s,topk,1,%lld,,,,fp32,%s,%.4f,%.4f\n", c.device.c_str(),
+                    c.date.c_str(), c.commit.c_str(), (long long)cols, what, t, fl);
+        cudaFree(d); cudaFree(mask); cudaFree(cnt); cudaFree(ws);
+    }
+}
+
 /* ---- decoding: one query per sequence against a long cache -------------
    Paper preset, H=64, Hkv=4, D=128, bf16, caller-compressed (K_cmp kept up
    to date by nsa_cuda_compress_append, timed on its own for one appended
@@ -682,7 +725,7 @@ static void run_decode(const Ctx &c, int reps)
 int main(int argc, char **argv)
 {
     int tmin = 8192, tmax = 65536, reps = 20, tmul = 2;
-    bool bwd = false, topk = false, decode = false;
+    bool bwd = false, topk = false, blockmask = false, decode = false;
     int tlong = 0;
     std::string presets = "paper,fla,tile";
     Ctx c;
@@ -698,6 +741,7 @@ int main(int argc, char **argv)
         else if (!strcmp(argv[i], "--presets") && i + 1 < argc) presets = argv[++i];
         else if (!strcmp(argv[i], "--bwd")) bwd = true;
         else if (!strcmp(argv[i], "--topk")) topk = true;
+        else if (!strcmp(argv[i], "--blockmask")) blockmask = true;
         else if (!strcmp(argv[i], "--long") && i + 1 < argc) tlong = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--decode")) decode = true;
     }
@@ -744,6 +788,7 @@ int main(int argc, char **argv)
             run_preset(c, "tile", nsa_config_tile(64, 64), T, reps, bwd);
     }
     if (topk) run_topk(c, reps);
+    if (blockmask) run_blockmask(c, reps);
     if (tlong > 0) {
         printf("\none sequence of %d tokens, H=32 Hkv=8 D=128 bf16, median of %d after a warm-up\n",
                tlong, reps);

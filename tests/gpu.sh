@@ -16,7 +16,8 @@
 #   SKIP_BIG=1     no >= 256K-token case
 #   BENCH_TMIN, BENCH_TMAX, BENCH_TMUL   the lengths (8K .. 64K, x2)
 #   BENCH_PRESETS=paper,fla,tile   BENCH_BWD=1 forward+backward too
-#   BENCH_TOPK=1   top-k rows too;  SKIP_DENSE=1  no torch SDPA/topk script
+#   BENCH_TOPK=1   top-k rows too;  BENCH_BLOCKMASK=1  block masks too
+#   SKIP_DENSE=1   no torch SDPA/topk script
 #   BENCH_DECODE=1 decoding too (bench_cuda --decode, bench_dense.py --decode)
 #   NCCL_HOME      NCCL for tests/test_cp.cu (default: python3's nvidia-nccl
 #                  wheel, else /usr/local/nccl, /usr/local/cuda, /usr); 1 rank,
@@ -142,7 +143,7 @@ if [ "${SKIP_BENCH:-0}" != 1 ]; then
     [ -n "$(git status --porcelain --untracked-files=no 2>/dev/null)" ] && commit="$commit+"
     ./build/bench_cuda --tmin "${BENCH_TMIN:-8192}" --tmax "${BENCH_TMAX:-65536}" \
         --tmul "${BENCH_TMUL:-2}" --presets "${BENCH_PRESETS:-paper,fla,tile}" \
-        --commit "$commit" ${BENCH_BWD:+--bwd} ${BENCH_TOPK:+--topk} \
+        --commit "$commit" ${BENCH_BWD:+--bwd} ${BENCH_TOPK:+--topk} ${BENCH_BLOCKMASK:+--blockmask} \
         --csv "$LOGDIR/bench_cuda.csv" 2>&1 | tee "$LOGDIR/bench_cuda.log"
     note "bench           $(grep -c . "$LOGDIR/bench_cuda.csv" 2>/dev/null || echo 0) csv lines"
     # Dense cuDNN and the public Triton NSA kernels, same run, same GPU
