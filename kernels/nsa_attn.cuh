@@ -728,65 +728,64 @@ __global__ void __launch_bounds__(256) kv_split_finish_kernel(Params p, KvSplit 
     }
 }
 
+/* A key-centric CTA's work: its tile, its segment of the tile's row chunks,
+   and where each row of a chunk comes from. Shared by the mma.sync body
+   (kv_body) and the wgmma one (kv_body_sm90). */
 template <typename T, int DK, int DV, int BR>
-__global__ void __launch_bounds__(128) kv_kernel(Params p, KvSplit sp)
-{
-    constexpr int LDK = DK + 8, LDV = DV + 8;
-    extern __shared__ __align__(16) unsigned char smem_raw[];
-    T *Ks = (T *)smem_raw;            /* [64][LDK] */
-    T *Vs = Ks + 64 * LDK;            /* [64][LDV] */
-    constexpr int RC = NSA_KV_ROWS, RH = 32;
-    T *Qs = Vs + 64 * LDV;            /* [2][RC][LDK] */
-    T *Os = Qs + 2 * RC * LDK;        /* [2][RC][LDV] */
-    float *info = (float *)(Os + 2 * RC * LDV); /* [2][4][RC]: lse2, delta, g, t */
-    const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
-    const int G = p.G;
-
-    /* this CTA's tile and segment: the last f with seg_start[f] <= x */
-    const int64_t x = blockIdx.x, ntot = (int64_t)p.Hkv * sp.tiles;
-    if (x >= sp.seg_start[ntot]) return;
-    int64_t flo = 0, fhi = ntot - 1;
-    while (flo < fhi) {
-        int64_t mid = (flo + fhi + 1) >> 1;
-        if (sp.seg_start[mid] <= x) flo = mid;
-        else fhi = mid - 1;
-    }
-    const int64_t seg = x - sp.seg_start[flo];
-    const int hkv = (int)(flo / sp.tiles);
-    const KvTile t = kv_tile<BR>(p, flo % sp.tiles, hkv);
-    if (t.key0 >= t.key_end) return;
-    const int b = t.b, key0 = t.key0, key_end = t.key_end;
-    const int64_t qs = p.cuq[b];
-    const int nq = t.nq, pos0 = t.pos0;
-
-    const T *kb, *vb;
+struct KvWork {
+    const Params &p;
+    KvTile t;
+    int64_t flo, seg;  /* tile (kv head major) and segment */
+    int64_t cbeg, cend; /* the segment's chunks */
+    int64_t qs;        /* the sequence's first query */
+    int hkv, tpu;      /* tpu: 16-row pieces a selection unit */
+    bool ok;           /* false: past the last segment, or a tile with no key */
+    bool rows32;       /* flattened rows fit 32 bits */
+    const T *kb, *vb;  /* the sequence's keys of this kv head */
     int64_t kst, vst;
-    if (BR == BR_CMP) {
-        int64_t c0 = p.pf[PF_CMP][b];
-        kb = (const T *)p.kc + (c0 * p.Hkv + hkv) * DK;
-        vb = (const T *)p.vc + (c0 * p.Hkv + hkv) * DV;
-        kst = (int64_t)p.Hkv * DK;
-        vst = (int64_t)p.Hkv * DV;
-    } else {
-        int64_t ks = p.cuk[b];
-        kb = (const T *)p.k + ks * p.kst + hkv * p.ksh;
-        vb = (const T *)p.v + ks * p.vst + hkv * p.vsh;
-        kst = p.kst;
-        vst = p.vst;
+
+    __device__ KvWork(const Params &p_, const KvSplit &sp, int64_t x) : p(p_)
+    {
+        /* this CTA's tile and segment: the last f with seg_start[f] <= x */
+        const int64_t ntot = (int64_t)p.Hkv * sp.tiles;
+        ok = x < sp.seg_start[ntot];
+        if (!ok) return;
+        int64_t lo = 0, hi = ntot - 1;
+        while (lo < hi) {
+            int64_t mid = (lo + hi + 1) >> 1;
+            if (sp.seg_start[mid] <= x) lo = mid;
+            else hi = mid - 1;
+        }
+        flo = lo;
+        seg = x - sp.seg_start[flo];
+        hkv = (int)(flo / sp.tiles);
+        t = kv_tile<BR>(p, flo % sp.tiles, hkv);
+        ok = t.key0 < t.key_end;
+        if (!ok) return;
+        qs = p.cuq[t.b];
+        tpu = (int)cdiv64((int64_t)p.bq * p.G, 16);
+        cbeg = seg * sp.seg_len;
+        cend = min(t.nch, cbeg + sp.seg_len);
+        /* 32-bit divisions where the flattened rows fit (a 64-bit one costs
+           several times more, and these run once per staged row) */
+        rows32 = (int64_t)t.nq * p.G <= INT32_MAX && (int64_t)t.nch * NSA_KV_ROWS <= INT32_MAX;
+        if (BR == BR_CMP) {
+            const int64_t c0 = p.pf[PF_CMP][t.b];
+            kb = (const T *)p.kc + c0 * p.Hkv * DK + (int64_t)hkv * DK;
+            vb = (const T *)p.vc + c0 * p.Hkv * DV + (int64_t)hkv * DV;
+            kst = (int64_t)p.Hkv * DK;
+            vst = (int64_t)p.Hkv * DV;
+        } else {
+            const int64_t ks = p.cuk[t.b];
+            kb = (const T *)p.k + ks * p.kst + hkv * p.ksh;
+            vb = (const T *)p.v + ks * p.vst + hkv * p.vsh;
+            kst = p.kst;
+            vst = p.vst;
+        }
     }
-    const int nkeys = key_end - key0;
-    stage_run<DK, LDK, 64, 128>(Ks, kb + key0 * kst, kst, nkeys, tid);
-    stage_run<DV, LDV, 64, 128>(Vs, vb + key0 * vst, vst, nkeys, tid);
-    cp_commit();
 
-    const int64_t rlo = t.rlo, rhi = t.rhi, e0 = t.e0, ne = t.ne;
-    const int tpu = (int)cdiv64((int64_t)p.bq * G, 16);
-    const int64_t cbeg = seg * sp.seg_len, cend = min(t.nch, cbeg + sp.seg_len);
-
-    /* 32-bit divisions where the flattened rows fit (a 64-bit one costs
-       several times more, and these run once per staged row) */
-    const bool rows32 = (int64_t)nq * G <= INT32_MAX && (int64_t)t.nch * RC <= INT32_MAX;
-    auto divmod = [&](int64_t a, int d, int64_t &q) -> int64_t {
+    __device__ int64_t divmod(int64_t a, int d, int64_t &q) const
+    {
         if (rows32) {
             const unsigned qq = (unsigned)a / (unsigned)d;
             q = qq;
@@ -794,82 +793,218 @@ __global__ void __launch_bounds__(128) kv_kernel(Params p, KvSplit sp)
         }
         q = a / d;
         return a - q * d;
-    };
-    /* flattened row of chunk c, row r: returns false if none. A selected
-       block's chunk holds RC / 16 units of 16 rows (a unit's bq * G rows
-       padded to whole 16-row pieces, tpu pieces a unit). */
-    auto rowof = [&](int64_t c, int r, int &tok, int &g) -> bool {
+    }
+    /* (token, head) of chunk c's row r; false if none. A selected block's
+       chunk holds NSA_KV_ROWS / 16 pieces of 16 rows (a unit's bq * G rows
+       padded to whole pieces, tpu pieces a unit). */
+    __device__ bool rowof(int64_t c, int r, int &tok, int &g) const
+    {
         int64_t f, fmax;
         int tok_off;
         if (BR == BR_SLC) {
-            const int64_t sc = c * (RC / 16) + r / 16;
+            const int64_t sc = c * (NSA_KV_ROWS / 16) + r / 16;
             int64_t e;
             const int64_t piece = divmod(sc, tpu, e);
-            if (e >= ne) return false;
-            int u = (int)(p.tr_units[e0 + e] - p.pf[PF_UNIT][b]);
+            if (e >= t.ne) return false;
+            const int u = (int)(p.tr_units[t.e0 + e] - p.pf[PF_UNIT][t.b]);
             tok_off = u * p.bq;
             f = piece * 16 + (r & 15);
-            fmax = (int64_t)min(p.bq, nq - tok_off) * G;
+            fmax = (int64_t)min(p.bq, t.nq - tok_off) * p.G;
         } else {
             tok_off = 0;
-            f = rlo + c * RC + r;
-            fmax = rhi;
+            f = t.rlo + c * NSA_KV_ROWS + r;
+            fmax = t.rhi;
         }
         if (f >= fmax) return false;
         int64_t q;
-        g = (int)divmod(f, G, q);
+        g = (int)divmod(f, p.G, q);
         tok = tok_off + (int)q;
         return true;
+    }
+    __device__ const T *q_row(int tok, int g) const
+    {
+        return (const T *)p.q + (qs + tok) * p.qst + (int64_t)(hkv * p.G + g) * p.qsh;
+    }
+    __device__ const T *do_row(int tok, int g) const
+    {
+        return (const T *)p.dout + ((qs + tok) * p.H + hkv * p.G + g) * DV;
+    }
+
+    /* The row's lse2, Delta, gate and token into inf[4][RC] (what kv_scores
+       reads), or the values of a row that sees no key. */
+    __device__ void row_info(float *inf, int r, bool in, int tok, int g) const
+    {
+        constexpr int RC = NSA_KV_ROWS;
+        if (in) {
+            const int64_t row = (qs + tok) * p.H + hkv * p.G + g;
+            inf[r] = p.lse[BR][row] * NSA_LOG2E;
+            inf[RC + r] = p.delta[BR][row];
+            inf[2 * RC + r] = gate_of<T>(p, row, BR);
+            inf[3 * RC + r] = __int_as_float(t.pos0 + tok);
+        } else {
+            inf[r] = INFINITY;
+            inf[RC + r] = 0.f;
+            inf[2 * RC + r] = 0.f;
+            inf[3 * RC + r] = __int_as_float(-1);
+        }
+    }
+
+    /* Q and dO rows of chunk c (one cp.async group), and the rows' inf.
+       qdst(r, j) / odst(r, j): where 16-byte column j of row r goes.
+       Where Q and dO rows split into 16-byte columns alike, warp w copies
+       rows w * WR .. w * WR + WR - 1: lane i < WR finds row w * WR + i once
+       (rowof divides), and the lanes copying a row take its (token, head)
+       from that lane (finding it in every lane that copies a piece of it
+       was half of these kernels' instructions). */
+    template <int NTHREADS, typename QD, typename OD>
+    __device__ void load(int64_t c, QD qdst, OD odst, float *inf, int tid) const
+    {
+        constexpr int RC = NSA_KV_ROWS, CH = DK / 8, WR = RC / (NTHREADS / 32);
+        if constexpr (DK == DV && 32 % CH == 0 && WR <= 32 && WR % (32 / CH) == 0) {
+            constexpr int RPS = 32 / CH; /* rows a warp copies a step */
+            const int warp = tid >> 5, lane = tid & 31, j = lane % CH;
+            int tok = 0, g = 0;
+            const bool in = lane < WR && rowof(c, warp * WR + lane, tok, g);
+#pragma unroll
+            for (int i = 0; i < WR / RPS; ++i) {
+                const int src = i * RPS + lane / CH, r = warp * WR + src;
+                const int tk = __shfl_sync(0xffffffffu, tok, src);
+                const int gg = __shfl_sync(0xffffffffu, g, src);
+                const bool ok = __shfl_sync(0xffffffffu, (int)in, src) != 0;
+                cp16(qdst(r, j), ok ? q_row(tk, gg) + j * 8 : (const T *)p.q, ok ? 16 : 0);
+                cp16(odst(r, j), ok ? do_row(tk, gg) + j * 8 : (const T *)p.dout, ok ? 16 : 0);
+            }
+            cp_commit();
+            if (lane < WR) row_info(inf, warp * WR + lane, in, tok, g);
+        } else {
+            for (int i = tid; i < RC * (DK / 8); i += NTHREADS) {
+                const int r = i / (DK / 8), j = i % (DK / 8);
+                int tok, g;
+                const bool in = rowof(c, r, tok, g);
+                cp16(qdst(r, j), in ? q_row(tok, g) + j * 8 : (const T *)p.q, in ? 16 : 0);
+            }
+            for (int i = tid; i < RC * (DV / 8); i += NTHREADS) {
+                const int r = i / (DV / 8), j = i % (DV / 8);
+                int tok, g;
+                const bool in = rowof(c, r, tok, g);
+                cp16(odst(r, j), in ? do_row(tok, g) + j * 8 : (const T *)p.dout, in ? 16 : 0);
+            }
+            cp_commit();
+            for (int r = tid; r < RC; r += NTHREADS) {
+                int tok = 0, g = 0;
+                const bool in = rowof(c, r, tok, g);
+                row_info(inf, r, in, tok, g);
+            }
+        }
+    }
+};
+
+/* The positions that see a lane's two keys of a key-centric tile (its
+   rows lane / 4 and lane / 4 + 8 of the 16 keys from s): none for a key
+   past the tile's end. */
+struct KvSeen {
+    int lo[2], hi[2];
+    __device__ KvSeen(const Params &p, int br, int s, int key_end)
+    {
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+            visible_range(p, br, s + 8 * h, lo[h], hi[h]);
+            if (s + 8 * h >= key_end) lo[h] = INT_MAX;
+        }
+    }
+};
+
+/* In place on a 16-key x (NT * 8)-row fragment pair of S^T and dP^T (the
+   C-fragment layout: key lane / 4 (+ 8), row 8 nt + 2 (lane % 4) (+ 1)):
+   St becomes g P, dPt becomes dS = P (g dP - Delta), with the rows' lse2,
+   Delta, gate and token in inf[4][NSA_KV_ROWS] from row r0 (token -1: no
+   row, seen by no key). */
+template <int NT>
+__device__ inline void kv_scores(const Params &p, float (&St)[NT][4], float (&dPt)[NT][4],
+                                 const float *inf, int r0, const KvSeen &seen, int lane)
+{
+    constexpr int RC = NSA_KV_ROWS;
+#pragma unroll
+    for (int nt = 0; nt < NT; ++nt)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+            const int col = r0 + nt * 8 + 2 * (lane & 3) + (e & 1), h = e >> 1;
+            const int t = __float_as_int(inf[3 * RC + col]);
+            const bool ok = t >= seen.lo[h] && t <= seen.hi[h];
+            const float pr = ok ? exp2f(St[nt][e] * p.sl2 - inf[col]) : 0.f;
+            const float g = inf[2 * RC + col];
+            St[nt][e] = pr * g;
+            dPt[nt][e] = pr * (g * dPt[nt][e] - inf[RC + col]);
+        }
+}
+
+/* A warp's dK (scaled) and dV rows (keys kw0 + lane / 4 (+ 8) of the tile)
+   into the fp32 accumulators (segment 0) or into its partial (segment s >
+   0 writes partial s - 1: rows the tile's keys, columns dK then dV). */
+template <typename T, int DK, int DV, int BR>
+__device__ inline void kv_store(const KvWork<T, DK, DV, BR> &w, const KvSplit &sp,
+                                const float (&dk)[DK / 8][4], const float (&dv)[DV / 8][4],
+                                int kw0, int lane)
+{
+    const Params &p = w.p;
+    float *dka = BR == BR_CMP ? p.dkc_acc : p.dk_acc;
+    float *dva = BR == BR_CMP ? p.dvc_acc : p.dv_acc;
+    const int64_t kbase = BR == BR_CMP ? p.pf[PF_CMP][w.t.b] : (int64_t)p.cuk[w.t.b];
+    float *part = w.seg == 0 ? nullptr
+                : sp.part + (sp.seg_start[w.flo] - w.flo + w.seg - 1) * 64 * (DK + DV);
+    auto add = [&](float *a, float2 v) {
+        float2 *a2 = (float2 *)a, s = *a2;
+        s.x += v.x;
+        s.y += v.y;
+        *a2 = s;
     };
-    auto q_row = [&](int tok, int g) {
-        return (const T *)p.q + (qs + tok) * p.qst + (int64_t)(hkv * G + g) * p.qsh;
-    };
-    auto do_row = [&](int tok, int g) {
-        return (const T *)p.dout + ((qs + tok) * p.H + hkv * G + g) * DV;
-    };
-    /* Q and dO rows of chunk c into stage buf. Where their rows split into
-       16-byte columns alike, a thread keeps one column of both and finds
-       each of its rows once for the two copies (finding it per copy was a
-       sixth of these kernels' instructions). */
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+        const int r = kw0 + (lane >> 2) + 8 * h;
+        if (w.t.key0 + r >= w.t.key_end) continue;
+        const int64_t kg = kbase + w.t.key0 + r;
+#pragma unroll
+        for (int nt = 0; nt < DK / 8; ++nt) {
+            const float2 v = make_float2(dk[nt][2 * h] * p.sc, dk[nt][2 * h + 1] * p.sc);
+            const int c = nt * 8 + 2 * (lane & 3);
+            if (part) *(float2 *)(part + r * (DK + DV) + c) = v;
+            else add(dka + (kg * p.Hkv + w.hkv) * DK + c, v);
+        }
+#pragma unroll
+        for (int nt = 0; nt < DV / 8; ++nt) {
+            const float2 v = make_float2(dv[nt][2 * h], dv[nt][2 * h + 1]);
+            const int c = nt * 8 + 2 * (lane & 3);
+            if (part) *(float2 *)(part + r * (DK + DV) + DK + c) = v;
+            else add(dva + (kg * p.Hkv + w.hkv) * DV + c, v);
+        }
+    }
+}
+
+/* The key-centric pass on mma.sync: 4 warps of 16 keys; padded shared
+   tiles. */
+template <typename T, int DK, int DV, int BR>
+__device__ inline void kv_body(const Params &p, const KvSplit &sp)
+{
+    constexpr int LDK = DK + 8, LDV = DV + 8;
+    constexpr int RC = NSA_KV_ROWS, RH = 32;
+    extern __shared__ __align__(16) unsigned char smem_raw[];
+    T *Ks = (T *)smem_raw;            /* [64][LDK] */
+    T *Vs = Ks + 64 * LDK;            /* [64][LDV] */
+    T *Qs = Vs + 64 * LDV;            /* [2][RC][LDK] */
+    T *Os = Qs + 2 * RC * LDK;        /* [2][RC][LDV] */
+    float *info = (float *)(Os + 2 * RC * LDV); /* [2][4][RC]: lse2, delta, g, t */
+    const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
+    const KvWork<T, DK, DV, BR> w(p, sp, blockIdx.x);
+    if (!w.ok) return;
+    const int key0 = w.t.key0, key_end = w.t.key_end, nkeys = key_end - key0;
+    stage_run<DK, LDK, 64, 128>(Ks, w.kb + key0 * w.kst, w.kst, nkeys, tid);
+    stage_run<DV, LDV, 64, 128>(Vs, w.vb + key0 * w.vst, w.vst, nkeys, tid);
+    cp_commit();
     auto load = [&](int64_t c, int buf) {
         T *qd = Qs + buf * RC * LDK, *od = Os + buf * RC * LDV;
-        constexpr int CH = DK / 8;
-        if constexpr (DK == DV && 128 % CH == 0 && RC % (128 / CH) == 0) {
-            constexpr int RSTEP = 128 / CH;
-            const int r0 = tid / CH, col = (tid % CH) * 8;
-#pragma unroll
-            for (int j = 0; j < RC / RSTEP; ++j) {
-                const int r = r0 + j * RSTEP;
-                int tok, g;
-                const bool ok = rowof(c, r, tok, g);
-                cp16(qd + r * LDK + col, ok ? q_row(tok, g) + col : (const T *)p.q, ok ? 16 : 0);
-                cp16(od + r * LDV + col, ok ? do_row(tok, g) + col : (const T *)p.dout, ok ? 16 : 0);
-            }
-        } else {
-            stage_rows<DK, LDK>(qd, RC, [&](int r) -> const T * {
-                int tok, g;
-                return rowof(c, r, tok, g) ? q_row(tok, g) : nullptr; }, tid, 128);
-            stage_rows<DV, LDV>(od, RC, [&](int r) -> const T * {
-                int tok, g;
-                return rowof(c, r, tok, g) ? do_row(tok, g) : nullptr; }, tid, 128);
-        }
-        cp_commit();
-        if (tid < RC) {
-            int tok, g;
-            float *inf = info + buf * 4 * RC;
-            if (rowof(c, tid, tok, g)) {
-                int64_t row = (qs + tok) * p.H + hkv * G + g;
-                inf[tid] = p.lse[BR][row] * NSA_LOG2E;
-                inf[RC + tid] = p.delta[BR][row];
-                inf[2 * RC + tid] = gate_of<T>(p, row, BR);
-                inf[3 * RC + tid] = __int_as_float(pos0 + tok);
-            } else {
-                inf[tid] = INFINITY;
-                inf[RC + tid] = 0.f;
-                inf[2 * RC + tid] = 0.f;
-                inf[3 * RC + tid] = __int_as_float(-1);
-            }
-        }
+        w.template load<128>(c, [&](int r, int j) { return qd + r * LDK + j * 8; },
+                                     [&](int r, int j) { return od + r * LDV + j * 8; },
+                                     info + buf * 4 * RC, tid);
     };
 
     float dk[DK / 8][4], dv[DV / 8][4];
@@ -879,13 +1014,12 @@ __global__ void __launch_bounds__(128) kv_kernel(Params p, KvSplit sp)
     for (int i = 0; i < DV / 8; ++i) dv[i][0] = dv[i][1] = dv[i][2] = dv[i][3] = 0.f;
     const int kw0 = warp * 16;
     const bool wactive = kw0 < nkeys;
-    const int sA = key0 + kw0 + (lane >> 2), sB = sA + 8;
-    const bool kvA = sA < key_end, kvB = sB < key_end;
+    const KvSeen seen(p, BR, key0 + kw0 + (lane >> 2), key_end);
 
-    if (cbeg < cend) load(cbeg, 0);
-    for (int64_t c = cbeg; c < cend; ++c) {
-        const int buf = (int)((c - cbeg) & 1);
-        if (c + 1 < cend) { load(c + 1, buf ^ 1); cp_wait<1>(); }
+    if (w.cbeg < w.cend) load(w.cbeg, 0);
+    for (int64_t c = w.cbeg; c < w.cend; ++c) {
+        const int buf = (int)((c - w.cbeg) & 1);
+        if (c + 1 < w.cend) { load(c + 1, buf ^ 1); cp_wait<1>(); }
         else cp_wait<0>();
         __syncthreads();
         const T *Qc = Qs + buf * RC * LDK, *Oc = Os + buf * RC * LDV;
@@ -922,21 +1056,7 @@ __global__ void __launch_bounds__(128) kv_kernel(Params p, KvSplit sp)
                     }
                 }
             }
-            /* in place: St becomes g P, dPt becomes dS = P (g dP - Delta) */
-#pragma unroll
-            for (int nt = 0; nt < RH / 8; ++nt)
-#pragma unroll
-                for (int e = 0; e < 4; ++e) {
-                    int col = rh + nt * 8 + 2 * (lane & 3) + (e & 1);
-                    int s = e < 2 ? sA : sB;
-                    bool kv = e < 2 ? kvA : kvB;
-                    int t = __float_as_int(inf[3 * RC + col]);
-                    bool ok = kv && t >= 0 && visible(p, BR, t, s);
-                    float pr = ok ? exp2f(St[nt][e] * p.sl2 - inf[col]) : 0.f;
-                    float g = inf[2 * RC + col];
-                    St[nt][e] = pr * g;
-                    dPt[nt][e] = pr * (g * dPt[nt][e] - inf[RC + col]);
-                }
+            kv_scores(p, St, dPt, inf, rh, seen, lane);
             /* dV += (g P)^T dO, dK += dS^T Q, 16 rows a step */
 #pragma unroll
             for (int kk = 0; kk < RH / 16; ++kk) {
@@ -971,52 +1091,11 @@ __global__ void __launch_bounds__(128) kv_kernel(Params p, KvSplit sp)
         }
         __syncthreads();
     }
-    if (!wactive) return;
-    float *dka = BR == BR_CMP ? p.dkc_acc : p.dk_acc;
-    float *dva = BR == BR_CMP ? p.dvc_acc : p.dv_acc;
-    int64_t kbase = BR == BR_CMP ? p.pf[PF_CMP][b] : (int64_t)p.cuk[b];
-    /* segment 0 adds into the accumulators; segment s > 0 writes partial
-       s - 1 of its tile (rows: the tile's keys, columns: dK then dV) */
-    float *part = seg == 0 ? nullptr
-                : sp.part + (sp.seg_start[flo] - flo + seg - 1) * 64 * (DK + DV);
-#pragma unroll
-    for (int h = 0; h < 2; ++h) {
-        if (!(h ? kvB : kvA)) continue;
-        const int r = kw0 + (lane >> 2) + 8 * h;
-        int64_t kg = kbase + (h ? sB : sA);
-#pragma unroll
-        for (int nt = 0; nt < DK / 8; ++nt) {
-            float2 v = make_float2(dk[nt][2 * h] * p.sc, dk[nt][2 * h + 1] * p.sc);
-            const int c = nt * 8 + 2 * (lane & 3);
-            if (part) {
-                *(float2 *)(part + r * (DK + DV) + c) = v;
-            } else {
-                float2 *q2 = (float2 *)(dka + (kg * p.Hkv + hkv) * DK + c);
-                float2 a = *q2;
-                a.x += v.x;
-                a.y += v.y;
-                *q2 = a;
-            }
-        }
-#pragma unroll
-        for (int nt = 0; nt < DV / 8; ++nt) {
-            float2 v = make_float2(dv[nt][2 * h], dv[nt][2 * h + 1]);
-            const int c = nt * 8 + 2 * (lane & 3);
-            if (part) {
-                *(float2 *)(part + r * (DK + DV) + DK + c) = v;
-            } else {
-                float2 *q2 = (float2 *)(dva + (kg * p.Hkv + hkv) * DV + c);
-                float2 a = *q2;
-                a.x += v.x;
-                a.y += v.y;
-                *q2 = a;
-            }
-        }
-    }
+    if (wactive) kv_store<T, DK, DV, BR>(w, sp, dk, dv, kw0, lane);
 }
 
 template <int DK, int DV>
-constexpr size_t kv_smem()
+constexpr size_t kv_body_smem()
 {
     return (size_t)(64 * (DK + 8) + 64 * (DV + 8) + 2 * NSA_KV_ROWS * (DK + 8 + DV + 8)) * 2 +
            2 * 4 * NSA_KV_ROWS * sizeof(float);

@@ -79,6 +79,15 @@ constexpr size_t cw_fwd_smem()
                : row_smem<DK, DV, NW, false, false>();
 }
 
+/* kv_body_sm90's shared memory: the tile's K and V, two chunks of Q and dO,
+   their rows' lse2, Delta, gate and token. */
+template <int DK, int DV>
+__host__ __device__ constexpr size_t kv_sm90_smem()
+{
+    return (size_t)(64 * (DK + DV) + 2 * NSA_KV_ROWS * (DK + DV)) * 2 +
+           2 * 4 * NSA_KV_ROWS * sizeof(float) + 1024;
+}
+
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
 
 /* ---- wgmma primitives --------------------------------------------------- */
@@ -485,6 +494,114 @@ __device__ inline void row_dq_sm90(const Params &p, unsigned br_mask)
     if (wactive) store_dq<T, DK>(p, lr, acc, lane);
 }
 
+/* ---- dK, dV on wgmma: the key-centric pass ------------------------------
+
+   kv_body's tiles, segments and order of sums; one warpgroup, its warp w
+   the tile's keys 16 w .. 16 w + 15 (the accumulator layout of wgmma is
+   mma.sync's, so kv_scores and kv_store serve both). Per chunk of
+   NSA_KV_ROWS query rows:
+     S^T = K Q^T, dP^T = V dO^T   m64n64k16, A and B K-major from shared
+                                  memory (wgmma_tiles_abt);
+     g P, dS = P (g dP - Delta)   in registers (kv_scores), split hi + lo;
+     dV += (g P)^T dO, dK += dS^T Q
+                                  m64nDk16 from registers against dO and Q
+                                  read N-major (one 16-row slice a step).
+   The products of a chunk run in a fixed order: same bits run after run. */
+template <typename T, int DK, int DV, int BR>
+__device__ inline void kv_body_sm90(const Params &p, const KvSplit &sp)
+{
+    constexpr int RC = NSA_KV_ROWS;
+    static_assert(RC == 64 && DK % 64 == 0 && DV % 64 == 0 && DK <= 128 && DV <= 128,
+                  "64-column panels, m64n64 scores");
+    extern __shared__ __align__(16) unsigned char smem_raw[];
+    T *Ks = (T *)sw128_base(smem_raw); /* [DK/64][64][64] */
+    T *Vs = Ks + 64 * DK;              /* [DV/64][64][64] */
+    T *Qs = Vs + 64 * DV;              /* [2][DK/64][RC][64] */
+    T *Os = Qs + 2 * RC * DK;          /* [2][DV/64][RC][64] */
+    float *info = (float *)(Os + 2 * RC * DV); /* [2][4][RC]: lse2, delta, g, t */
+    const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
+    const KvWork<T, DK, DV, BR> w(p, sp, blockIdx.x);
+    if (!uniform(w.ok)) return;
+    const int key0 = w.t.key0, key_end = w.t.key_end, nkeys = key_end - key0;
+    stage_run_sw128<DK, 64, 128>(Ks, w.kb + key0 * w.kst, w.kst, nkeys, tid);
+    stage_run_sw128<DV, 64, 128>(Vs, w.vb + key0 * w.vst, w.vst, nkeys, tid);
+    cp_commit();
+    auto sw = [](T *tile, int r, int j) {
+        return tile + (j >> 3) * RC * 64 + r * 64 + (((j & 7) ^ (r & 7)) << 3);
+    };
+    auto load = [&](int64_t c, int buf) {
+        T *qd = Qs + buf * RC * DK, *od = Os + buf * RC * DV;
+        w.template load<128>(c, [&](int r, int j) { return sw(qd, r, j); },
+                             [&](int r, int j) { return sw(od, r, j); }, info + buf * 4 * RC, tid);
+    };
+    /* A of the scores (K, V), B of the scores (Q, dO K-major) and of the
+       gradients (Q, dO N-major: the next 64 columns lie RC rows further) */
+    const uint64_t kdesc = sw128_desc(Ks, 16), vdesc = sw128_desc(Vs, 16);
+    const uint64_t qdesc = sw128_desc(Qs, 16), odesc = sw128_desc(Os, 16);
+    const uint64_t qndesc = sw128_desc(Qs, RC * 128), ondesc = sw128_desc(Os, RC * 128);
+
+    float dk[DK / 8][4], dv[DV / 8][4];
+#pragma unroll
+    for (int i = 0; i < DK / 8; ++i) dk[i][0] = dk[i][1] = dk[i][2] = dk[i][3] = 0.f;
+#pragma unroll
+    for (int i = 0; i < DV / 8; ++i) dv[i][0] = dv[i][1] = dv[i][2] = dv[i][3] = 0.f;
+    const int kw0 = warp * 16;
+    const KvSeen seen(p, BR, key0 + kw0 + (lane >> 2), key_end);
+    const int64_t cbeg = w.cbeg;
+    const int nc = uniform((int)(w.cend - w.cbeg)); /* <= seg_len chunks */
+
+    if (nc > 0) load(cbeg, 0);
+    for (int i = 0; i < nc; ++i) {
+        const int buf = i & 1;
+        if (i + 1 < nc) { load(cbeg + i + 1, buf ^ 1); cp_wait<1>(); }
+        else cp_wait<0>();
+        fence_async_smem();
+        __syncthreads();
+        float St[RC / 8][4], dPt[RC / 8][4];
+        wg_fence();
+        wgmma_tiles_abt<T, DK, 64, RC>(St, kdesc, qdesc + desc_step(buf * RC * DK * 2));
+        wgmma_tiles_abt<T, DV, 64, RC>(dPt, vdesc, odesc + desc_step(buf * RC * DV * 2));
+        wg_commit();
+        wg_wait<0>();
+        wg_hold(St);
+        wg_hold(dPt);
+        kv_scores(p, St, dPt, info + buf * 4 * RC, 0, seen, lane);
+        uint32_t pa[RC / 16][4], pl[RC / 16][4], sa[RC / 16][4], sl[RC / 16][4];
+#pragma unroll
+        for (int kk = 0; kk < RC / 16; ++kk) {
+            split2<T>(St[2 * kk][0], St[2 * kk][1], pa[kk][0], pl[kk][0]);
+            split2<T>(St[2 * kk][2], St[2 * kk][3], pa[kk][1], pl[kk][1]);
+            split2<T>(St[2 * kk + 1][0], St[2 * kk + 1][1], pa[kk][2], pl[kk][2]);
+            split2<T>(St[2 * kk + 1][2], St[2 * kk + 1][3], pa[kk][3], pl[kk][3]);
+            split2<T>(dPt[2 * kk][0], dPt[2 * kk][1], sa[kk][0], sl[kk][0]);
+            split2<T>(dPt[2 * kk][2], dPt[2 * kk][3], sa[kk][1], sl[kk][1]);
+            split2<T>(dPt[2 * kk + 1][0], dPt[2 * kk + 1][1], sa[kk][2], sl[kk][2]);
+            split2<T>(dPt[2 * kk + 1][2], dPt[2 * kk + 1][3], sa[kk][3], sl[kk][3]);
+        }
+        const uint64_t qn = qndesc + desc_step(buf * RC * DK * 2);
+        const uint64_t on = ondesc + desc_step(buf * RC * DV * 2);
+        wg_hold(dk);
+        wg_hold(dv);
+        wg_fence();
+#pragma unroll
+        for (int kk = 0; kk < RC / 16; ++kk) {
+            wgmma_pv<T, DV>(dv, pa[kk], on + desc_step(kk * 16 * 128));
+            wgmma_pv<T, DV>(dv, pl[kk], on + desc_step(kk * 16 * 128));
+        }
+#pragma unroll
+        for (int kk = 0; kk < RC / 16; ++kk) {
+            wgmma_pv<T, DK>(dk, sa[kk], qn + desc_step(kk * 16 * 128));
+            wgmma_pv<T, DK>(dk, sl[kk], qn + desc_step(kk * 16 * 128));
+        }
+        wg_commit();
+        wg_wait<0>();
+        wg_hold(dk);
+        wg_hold(dv);
+        __syncthreads(); /* every warp done with stage buf */
+    }
+    if (kw0 < nkeys) kv_store<T, DK, DV, BR>(w, sp, dk, dv, kw0, lane);
+}
+
 #endif /* __CUDA_ARCH_FEAT_SM90_ALL */
 
 /* dQ of the compressed and window branches: wgmma on sm_90a (head dims up
@@ -507,6 +624,26 @@ __global__ void __launch_bounds__(NW * 32, 1) cw_fwd_kernel(Params p, int mode, 
     if constexpr (NW % 4 == 0 && DV <= 128) row_fwd_sm90<T, DK, DV, NW>(p, mode, br_mask); else
 #endif
     row_body<T, DK, DV, NW, false, false>(p, mode, br_mask);
+}
+
+/* dK, dV of one branch (the key-centric pass): wgmma on sm_90a (head dims
+   64 or 128), the mma.sync body elsewhere. */
+template <typename T, int DK, int DV, int BR>
+__global__ void __launch_bounds__(128) kv_kernel(Params p, KvSplit sp)
+{
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+    if constexpr (DK % 64 == 0 && DV % 64 == 0 && DK <= 128 && DV <= 128)
+        kv_body_sm90<T, DK, DV, BR>(p, sp); else
+#endif
+    kv_body<T, DK, DV, BR>(p, sp);
+}
+
+/* kv_kernel's shared memory: enough for either path. */
+template <int DK, int DV>
+constexpr size_t kv_smem()
+{
+    return kv_sm90_smem<DK, DV>() > kv_body_smem<DK, DV>() ? kv_sm90_smem<DK, DV>()
+                                                            : kv_body_smem<DK, DV>();
 }
 
 } /* namespace nsak */

@@ -142,6 +142,16 @@ __device__ inline bool visible(const Params &p, int br, int t, int s)
     return s <= t;
 }
 
+/* The positions that see key s of branch br: visible(p, br, t, s) iff
+   lo <= t <= hi, for t >= 0 (positions stay below INT_MAX). */
+__device__ inline void visible_range(const Params &p, int br, int s, int &lo, int &hi)
+{
+    const int64_t a = br == BR_CMP ? nsa_cmp_first_query(s, p.l, p.d) : (int64_t)s;
+    const int64_t b = br == BR_WIN ? (int64_t)s + p.w - 1 : (int64_t)INT_MAX;
+    lo = (int)min(a, (int64_t)INT_MAX);
+    hi = (int)min(b, (int64_t)INT_MAX);
+}
+
 template <typename T>
 __device__ inline float gate_of(const Params &p, int64_t row, int c)
 {
