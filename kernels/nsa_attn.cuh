@@ -542,7 +542,7 @@ __device__ inline void row_body(const Params &p, int mode, unsigned br_mask)
 #pragma unroll
                         for (int e = 0; e < 4; ++e) {
                             bool a = e < 2;
-                            float pr = S[nt][e] == -INFINITY ? 0.f : exp2f(S[nt][e] * p.sl2 - (a ? lse2A : lse2B));
+                            float pr = S[nt][e] == -INFINITY ? 0.f : exp2_ftz(fmaf(S[nt][e], p.sl2, -(a ? lse2A : lse2B)));
                             S[nt][e] = pr * ((a ? gA : gB) * dP[nt][e] - (a ? dlA : dlB));
                         }
 #pragma unroll
@@ -830,22 +830,16 @@ struct KvWork {
         return (const T *)p.dout + ((qs + tok) * p.H + hkv * p.G + g) * DV;
     }
 
-    /* The row's lse2, Delta, gate and token into inf[4][RC] (what kv_scores
-       reads), or the values of a row that sees no key. */
-    __device__ void row_info(float *inf, int r, bool in, int tok, int g) const
+    /* Row r's lse2, Delta, gate and token into inf[r] (what kv_scores
+       reads, one 16-byte load a row), or those of a row that sees no key. */
+    __device__ void row_info(float4 *inf, int r, bool in, int tok, int g) const
     {
-        constexpr int RC = NSA_KV_ROWS;
         if (in) {
             const int64_t row = (qs + tok) * p.H + hkv * p.G + g;
-            inf[r] = p.lse[BR][row] * NSA_LOG2E;
-            inf[RC + r] = p.delta[BR][row];
-            inf[2 * RC + r] = gate_of<T>(p, row, BR);
-            inf[3 * RC + r] = __int_as_float(t.pos0 + tok);
+            inf[r] = make_float4(p.lse[BR][row] * NSA_LOG2E, p.delta[BR][row],
+                                 gate_of<T>(p, row, BR), __int_as_float(t.pos0 + tok));
         } else {
-            inf[r] = INFINITY;
-            inf[RC + r] = 0.f;
-            inf[2 * RC + r] = 0.f;
-            inf[3 * RC + r] = __int_as_float(-1);
+            inf[r] = make_float4(INFINITY, 0.f, 0.f, __int_as_float(-1));
         }
     }
 
@@ -857,7 +851,7 @@ struct KvWork {
        from that lane (finding it in every lane that copies a piece of it
        was half of these kernels' instructions). */
     template <int NTHREADS, typename QD, typename OD>
-    __device__ void load(int64_t c, QD qdst, OD odst, float *inf, int tid) const
+    __device__ void load(int64_t c, QD qdst, OD odst, float4 *inf, int tid) const
     {
         constexpr int RC = NSA_KV_ROWS, CH = DK / 8, WR = RC / (NTHREADS / 32);
         if constexpr (DK == DV && 32 % CH == 0 && WR <= 32 && WR % (32 / CH) == 0) {
@@ -917,25 +911,28 @@ struct KvSeen {
 /* In place on a 16-key x (NT * 8)-row fragment pair of S^T and dP^T (the
    C-fragment layout: key lane / 4 (+ 8), row 8 nt + 2 (lane % 4) (+ 1)):
    St becomes g P, dPt becomes dS = P (g dP - Delta), with the rows' lse2,
-   Delta, gate and token in inf[4][NSA_KV_ROWS] from row r0 (token -1: no
-   row, seen by no key). */
+   Delta, gate and token in inf[] from row r0 (token -1: no row, seen by no
+   key). P on the special-function unit, subnormal results flushed to zero,
+   as the forward's softmax (exp2_ftz): P <= 1 here, normalised by the
+   saved lse. */
 template <int NT>
 __device__ inline void kv_scores(const Params &p, float (&St)[NT][4], float (&dPt)[NT][4],
-                                 const float *inf, int r0, const KvSeen &seen, int lane)
+                                 const float4 *inf, int r0, const KvSeen &seen, int lane)
 {
-    constexpr int RC = NSA_KV_ROWS;
+    const float sl2 = p.sl2;
 #pragma unroll
-    for (int nt = 0; nt < NT; ++nt)
+    for (int nt = 0; nt < NT; ++nt) {
+        const int col = r0 + nt * 8 + 2 * (lane & 3);
 #pragma unroll
         for (int e = 0; e < 4; ++e) {
-            const int col = r0 + nt * 8 + 2 * (lane & 3) + (e & 1), h = e >> 1;
-            const int t = __float_as_int(inf[3 * RC + col]);
+            const float4 *f = inf + col + (e & 1); /* lse2, Delta, g, t */
+            const int t = __float_as_int(f->w), h = e >> 1;
             const bool ok = t >= seen.lo[h] && t <= seen.hi[h];
-            const float pr = ok ? exp2f(St[nt][e] * p.sl2 - inf[col]) : 0.f;
-            const float g = inf[2 * RC + col];
-            St[nt][e] = pr * g;
-            dPt[nt][e] = pr * (g * dPt[nt][e] - inf[RC + col]);
+            const float pr = ok ? exp2_ftz(fmaf(St[nt][e], sl2, -f->x)) : 0.f;
+            St[nt][e] = pr * f->z;
+            dPt[nt][e] = pr * (f->z * dPt[nt][e] - f->y);
         }
+    }
 }
 
 /* A warp's dK (scaled) and dV rows (keys kw0 + lane / 4 (+ 8) of the tile)
@@ -992,7 +989,7 @@ __device__ inline void kv_body(const Params &p, const KvSplit &sp)
     T *Vs = Ks + 64 * LDK;            /* [64][LDV] */
     T *Qs = Vs + 64 * LDV;            /* [2][RC][LDK] */
     T *Os = Qs + 2 * RC * LDK;        /* [2][RC][LDV] */
-    float *info = (float *)(Os + 2 * RC * LDV); /* [2][4][RC]: lse2, delta, g, t */
+    float4 *info = (float4 *)(Os + 2 * RC * LDV); /* [2][RC]: lse2, delta, g, t */
     const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
     const KvWork<T, DK, DV, BR> w(p, sp, blockIdx.x);
     if (!w.ok) return;
@@ -1004,7 +1001,7 @@ __device__ inline void kv_body(const Params &p, const KvSplit &sp)
         T *qd = Qs + buf * RC * LDK, *od = Os + buf * RC * LDV;
         w.template load<128>(c, [&](int r, int j) { return qd + r * LDK + j * 8; },
                                      [&](int r, int j) { return od + r * LDV + j * 8; },
-                                     info + buf * 4 * RC, tid);
+                                     info + buf * RC, tid);
     };
 
     float dk[DK / 8][4], dv[DV / 8][4];
@@ -1023,7 +1020,7 @@ __device__ inline void kv_body(const Params &p, const KvSplit &sp)
         else cp_wait<0>();
         __syncthreads();
         const T *Qc = Qs + buf * RC * LDK, *Oc = Os + buf * RC * LDV;
-        const float *inf = info + buf * 4 * RC;
+        const float4 *inf = info + buf * RC;
         /* RH rows at a time: S^T and dP^T of the warp's 16 keys in one loop
            (2 * RH / 8 independent mma chains), then their products */
 #pragma unroll 1

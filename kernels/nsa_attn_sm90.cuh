@@ -393,11 +393,27 @@ __device__ inline void row_fwd_sm90(const Params &p, int mode, unsigned br_mask)
     }
 }
 
+/* Accumulator fragments (16 rows x 8 KN/8 columns a warp) as hi + lo A
+   fragments of KN/16 k-slices (split2; the accumulator layout is the
+   A-fragment layout). */
+template <typename T, int KN>
+__device__ inline void split_frags(const float (&S)[KN / 8][4], uint32_t (&hi)[KN / 16][4],
+                                   uint32_t (&lo)[KN / 16][4])
+{
+#pragma unroll
+    for (int kk = 0; kk < KN / 16; ++kk) {
+        split2<T>(S[2 * kk][0], S[2 * kk][1], hi[kk][0], lo[kk][0]);
+        split2<T>(S[2 * kk][2], S[2 * kk][3], hi[kk][1], lo[kk][1]);
+        split2<T>(S[2 * kk + 1][0], S[2 * kk + 1][1], hi[kk][2], lo[kk][2]);
+        split2<T>(S[2 * kk + 1][2], S[2 * kk + 1][3], hi[kk][3], lo[kk][3]);
+    }
+}
+
 /* ---- dQ of the compressed and window branches on wgmma ------------------
 
    The row tile of row_fwd_sm90. Per chunk: S = Q K^T and dP = dO V^T (both
    m64n64k16, A and B from shared memory), then P = 2^(sl2 S - lse2) from
-   the saved lse (exact exp2f, as row_body), dS = P (g dP - Delta), split
+   the saved lse (exp2_ftz, as row_body), dS = P (g dP - Delta), split
    into hi + lo in the storage type (split2: the rounding of dS costs no
    accuracy), and dQ += dS_hi K + dS_lo K with dS from registers and K read
    N-major. A fixed order of products: same bits run after run. */
@@ -466,17 +482,11 @@ __device__ inline void row_dq_sm90(const Params &p, unsigned br_mask)
 #pragma unroll
                 for (int e = 0; e < 4; ++e) {
                     const bool a = e < 2;
-                    const float pr = S[nt][e] == -INFINITY ? 0.f : exp2f(S[nt][e] * p.sl2 - (a ? lse2A : lse2B));
+                    const float pr = S[nt][e] == -INFINITY ? 0.f : exp2_ftz(fmaf(S[nt][e], p.sl2, -(a ? lse2A : lse2B)));
                     S[nt][e] = pr * ((a ? gA : gB) * dP[nt][e] - (a ? dlA : dlB));
                 }
             uint32_t ph[KN / 16][4], pl[KN / 16][4];
-#pragma unroll
-            for (int kk = 0; kk < KN / 16; ++kk) {
-                split2<T>(S[2 * kk][0], S[2 * kk][1], ph[kk][0], pl[kk][0]);
-                split2<T>(S[2 * kk][2], S[2 * kk][3], ph[kk][1], pl[kk][1]);
-                split2<T>(S[2 * kk + 1][0], S[2 * kk + 1][1], ph[kk][2], pl[kk][2]);
-                split2<T>(S[2 * kk + 1][2], S[2 * kk + 1][3], ph[kk][3], pl[kk][3]);
-            }
+            split_frags<T, KN>(S, ph, pl);
             const uint64_t knd = kndesc + desc_step((c % NS) * KN * DK * 2);
             wg_hold(acc);
             wg_fence();
@@ -518,7 +528,7 @@ __device__ inline void kv_body_sm90(const Params &p, const KvSplit &sp)
     T *Vs = Ks + 64 * DK;              /* [DV/64][64][64] */
     T *Qs = Vs + 64 * DV;              /* [2][DK/64][RC][64] */
     T *Os = Qs + 2 * RC * DK;          /* [2][DV/64][RC][64] */
-    float *info = (float *)(Os + 2 * RC * DV); /* [2][4][RC]: lse2, delta, g, t */
+    float4 *info = (float4 *)(Os + 2 * RC * DV); /* [2][RC]: lse2, delta, g, t */
     const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
     const KvWork<T, DK, DV, BR> w(p, sp, blockIdx.x);
     if (!uniform(w.ok)) return;
@@ -532,7 +542,7 @@ __device__ inline void kv_body_sm90(const Params &p, const KvSplit &sp)
     auto load = [&](int64_t c, int buf) {
         T *qd = Qs + buf * RC * DK, *od = Os + buf * RC * DV;
         w.template load<128>(c, [&](int r, int j) { return sw(qd, r, j); },
-                             [&](int r, int j) { return sw(od, r, j); }, info + buf * 4 * RC, tid);
+                             [&](int r, int j) { return sw(od, r, j); }, info + buf * RC, tid);
     };
     /* A of the scores (K, V), B of the scores (Q, dO K-major) and of the
        gradients (Q, dO N-major: the next 64 columns lie RC rows further) */
@@ -565,19 +575,10 @@ __device__ inline void kv_body_sm90(const Params &p, const KvSplit &sp)
         wg_wait<0>();
         wg_hold(St);
         wg_hold(dPt);
-        kv_scores(p, St, dPt, info + buf * 4 * RC, 0, seen, lane);
-        uint32_t pa[RC / 16][4], pl[RC / 16][4], sa[RC / 16][4], sl[RC / 16][4];
-#pragma unroll
-        for (int kk = 0; kk < RC / 16; ++kk) {
-            split2<T>(St[2 * kk][0], St[2 * kk][1], pa[kk][0], pl[kk][0]);
-            split2<T>(St[2 * kk][2], St[2 * kk][3], pa[kk][1], pl[kk][1]);
-            split2<T>(St[2 * kk + 1][0], St[2 * kk + 1][1], pa[kk][2], pl[kk][2]);
-            split2<T>(St[2 * kk + 1][2], St[2 * kk + 1][3], pa[kk][3], pl[kk][3]);
-            split2<T>(dPt[2 * kk][0], dPt[2 * kk][1], sa[kk][0], sl[kk][0]);
-            split2<T>(dPt[2 * kk][2], dPt[2 * kk][3], sa[kk][1], sl[kk][1]);
-            split2<T>(dPt[2 * kk + 1][0], dPt[2 * kk + 1][1], sa[kk][2], sl[kk][2]);
-            split2<T>(dPt[2 * kk + 1][2], dPt[2 * kk + 1][3], sa[kk][3], sl[kk][3]);
-        }
+        kv_scores(p, St, dPt, info + buf * RC, 0, seen, lane);
+        uint32_t ph[RC / 16][4], pl[RC / 16][4], sh[RC / 16][4], sl[RC / 16][4];
+        split_frags<T, RC>(St, ph, pl);
+        split_frags<T, RC>(dPt, sh, sl);
         const uint64_t qn = qndesc + desc_step(buf * RC * DK * 2);
         const uint64_t on = ondesc + desc_step(buf * RC * DV * 2);
         wg_hold(dk);
@@ -585,12 +586,12 @@ __device__ inline void kv_body_sm90(const Params &p, const KvSplit &sp)
         wg_fence();
 #pragma unroll
         for (int kk = 0; kk < RC / 16; ++kk) {
-            wgmma_pv<T, DV>(dv, pa[kk], on + desc_step(kk * 16 * 128));
+            wgmma_pv<T, DV>(dv, ph[kk], on + desc_step(kk * 16 * 128));
             wgmma_pv<T, DV>(dv, pl[kk], on + desc_step(kk * 16 * 128));
         }
 #pragma unroll
         for (int kk = 0; kk < RC / 16; ++kk) {
-            wgmma_pv<T, DK>(dk, sa[kk], qn + desc_step(kk * 16 * 128));
+            wgmma_pv<T, DK>(dk, sh[kk], qn + desc_step(kk * 16 * 128));
             wgmma_pv<T, DK>(dk, sl[kk], qn + desc_step(kk * 16 * 128));
         }
         wg_commit();
