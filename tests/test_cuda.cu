@@ -283,6 +283,27 @@ template <typename T> static std::vector<T> back(const T *p, size_t n)
     return x;
 }
 
+/* Captures f's launches on stream s into a graph and replays it twice (the
+   second replay finds any state the first one leaves behind). Returns f's
+   verdict; the replays have finished when it returns. */
+template <typename F> static bool capture_and_replay(cudaStream_t s, F f)
+{
+    cudaGraph_t g;
+    CK(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal));
+    const bool ok = f();
+    CK(cudaStreamEndCapture(s, &g));
+    if (ok) {
+        cudaGraphExec_t ge;
+        CK(cudaGraphInstantiate(&ge, g, 0));
+        CK(cudaGraphLaunch(ge, s));
+        CK(cudaGraphLaunch(ge, s));
+        CK(cudaStreamSynchronize(s));
+        cudaGraphExecDestroy(ge);
+    }
+    cudaGraphDestroy(g);
+    return ok;
+}
+
 struct Gpu {
     nsa_batch b;
     nsa_sizes sz;
@@ -720,24 +741,14 @@ static void run_graph(const Case &c)
     CK(cudaMemset(G.o, 0, (size_t)G.sz.o * 2));
     CK(cudaMemset(G.dq, 0, (size_t)G.sz.q * 2));
     CK(cudaMemset(G.dk, 0, (size_t)G.sz.k * 2));
-    cudaGraph_t graph;
-    cudaGraphExec_t exec;
-    CK(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal));
-    nsa_status st2 = gpu_fwd_bwd(G, s);
-    CK(cudaStreamEndCapture(s, &graph));
-    bool ok = st == NSA_OK && st2 == NSA_OK;
+    const bool captured = capture_and_replay(s, [&] { return gpu_fwd_bwd(G, s) == NSA_OK; });
+    bool ok = st == NSA_OK && captured;
     if (!ok) logf_("  capture failed: %s\n", nsa_last_error());
     if (ok) {
-        CK(cudaGraphInstantiate(&exec, graph, 0));
-        CK(cudaGraphLaunch(exec, s));
-        CK(cudaGraphLaunch(exec, s));
-        CK(cudaStreamSynchronize(s));
         Result rep = gpu_result(c, G);
         std::vector<uint16_t> o2 = back(G.o, (size_t)G.sz.o);
         ok = rep.bits == direct.bits && o1 == o2;
-        cudaGraphExecDestroy(exec);
     }
-    cudaGraphDestroy(graph);
     row.checks++; if (!ok) row.fails++; (ok ? g_pass : g_fail)++;
     logf_("  %-6s graph replay bitwise equal to direct calls\n", ok ? "ok" : "FAIL");
     cudaStreamDestroy(s);
@@ -847,23 +858,9 @@ static void topk_case(Row &row, const TopkCase &t, bool graph)
     for (int rep = 0; rep < (graph ? 2 : 1) && ok; ++rep) {
         CK(cudaMemsetAsync(di, 0xa5, ri.size() * 4 + (ri.empty() ? 4 : 0), s));
         CK(cudaMemsetAsync(dc, 0xa5, rc.size() * 4, s));
-        if (rep == 0) {
-            ok = topk_run(t, s, dsc, drs, dre, di, dc, ws, wsb);
-        } else { /* captured into a graph and replayed: the same results */
-            cudaGraph_t g;
-            cudaGraphExec_t ge;
-            CK(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal));
-            ok = topk_run(t, s, dsc, drs, dre, di, dc, ws, wsb);
-            CK(cudaStreamEndCapture(s, &g));
-            if (ok) {
-                CK(cudaGraphInstantiate(&ge, g, 0));
-                CK(cudaGraphLaunch(ge, s));
-                CK(cudaGraphLaunch(ge, s));
-                CK(cudaStreamSynchronize(s));
-                cudaGraphExecDestroy(ge);
-            }
-            cudaGraphDestroy(g);
-        }
+        /* rep 1: captured into a graph and replayed, the same results */
+        auto run = [&] { return topk_run(t, s, dsc, drs, dre, di, dc, ws, wsb); };
+        ok = rep == 0 ? run() : capture_and_replay(s, run);
         CK(cudaStreamSynchronize(s));
         CK(cudaGetLastError());
         std::vector<int32_t> gi = back(di, ri.size()), gc = back(dc, rc.size());
@@ -1055,23 +1052,9 @@ static void blocks_case(Row &row, const BlocksCase &t, bool graph)
     for (int rep = 0; rep < (graph ? 2 : 1) && ok; ++rep) {
         CK(cudaMemsetAsync(dm, 0xa5, rm.size() + (rm.empty() ? 1 : 0), s));
         CK(cudaMemsetAsync(dc, 0xa5, rc.size() * 4 + (rc.empty() ? 4 : 0), s));
-        if (rep == 0) {
-            ok = blocks_run(t, s, dsc, drs, dre, dm, dc, ws, wsb);
-        } else { /* captured into a graph and replayed: the same results */
-            cudaGraph_t g;
-            cudaGraphExec_t ge;
-            CK(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal));
-            ok = blocks_run(t, s, dsc, drs, dre, dm, dc, ws, wsb);
-            CK(cudaStreamEndCapture(s, &g));
-            if (ok) {
-                CK(cudaGraphInstantiate(&ge, g, 0));
-                CK(cudaGraphLaunch(ge, s));
-                CK(cudaGraphLaunch(ge, s));
-                CK(cudaStreamSynchronize(s));
-                cudaGraphExecDestroy(ge);
-            }
-            cudaGraphDestroy(g);
-        }
+        /* rep 1: captured into a graph and replayed, the same results */
+        auto run = [&] { return blocks_run(t, s, dsc, drs, dre, dm, dc, ws, wsb); };
+        ok = rep == 0 ? run() : capture_and_replay(s, run);
         CK(cudaStreamSynchronize(s));
         CK(cudaGetLastError());
         std::vector<uint8_t> gm = back(dm, rm.size());
