@@ -1,5 +1,6 @@
-/* kernels/nsa_attn_sm90.cuh -- the forward's compressed and window passes
-   on Hopper's warpgroup MMA (wgmma), sm_90a.
+/* kernels/nsa_attn_sm90.cuh -- the forward's compressed and window passes,
+   their dQ, and the key-centric dK/dV pass on Hopper's warpgroup MMA
+   (wgmma), sm_90a.
 
    The same row tile as row_kernel (NW warps, NW*16 flattened (token, head)
    rows of one kv head, the group's heads adjacent), the same key chunks,
@@ -17,9 +18,10 @@
    by cp.async and made visible to the tensor core's (async) proxy by a
    proxy fence before the barrier.
 
-   cw_fwd_kernel is the one entry: compiled for sm_90a it runs this path,
-   for any other target the mma.sync row kernel (row_body), so a build for
-   sm_80 or plain sm_90 keeps the portable path and its cross-checks. */
+   cw_fwd_kernel, cw_dq_kernel and kv_kernel are the entries: compiled for
+   sm_90a they run these paths, for any other target the mma.sync kernels
+   (row_body, kv_body), so a build for sm_80 or plain sm_90 keeps the
+   portable path and its cross-checks. */
 #ifndef NSA_KERNELS_ATTN_SM90_CUH
 #define NSA_KERNELS_ATTN_SM90_CUH
 
