@@ -58,8 +58,7 @@ __device__ inline void qk_chunk(float (&S)[NT][4], const uint32_t (&qa)[DK / 16]
                                 const T *Kc, int lane)
 {
     constexpr int KN = NT * 8;
-#pragma unroll
-    for (int nt = 0; nt < KN / 8; ++nt) S[nt][0] = S[nt][1] = S[nt][2] = S[nt][3] = 0.f;
+zero_frags(S);
     /* for each 32 of the head dim, the KN/8 accumulators are independent:
        issue them side by side so no MMA waits on the one before it */
 #pragma unroll
@@ -470,8 +469,7 @@ __device__ inline void row_body(const Params &p, int mode, unsigned br_mask)
 
     float acc[(DQ ? DK : DV) / 8][4]; /* dQ across branches, or O of one branch */
     if constexpr (DQ) {
-#pragma unroll
-        for (int i = 0; i < DK / 8; ++i) acc[i][0] = acc[i][1] = acc[i][2] = acc[i][3] = 0.f;
+zero_frags(acc);
     }
     bool prev = p.acc_in != 0;
     unsigned last_br = 0;
@@ -487,8 +485,7 @@ __device__ inline void row_body(const Params &p, int mode, unsigned br_mask)
         float mA = -INFINITY, mB = -INFINITY, lA = 0.f, lB = 0.f;
         float lse2A = 0.f, lse2B = 0.f, dlA = 0.f, dlB = 0.f, gA = 0.f, gB = 0.f;
         if constexpr (!DQ) {
-#pragma unroll
-            for (int i = 0; i < DV / 8; ++i) acc[i][0] = acc[i][1] = acc[i][2] = acc[i][3] = 0.f;
+zero_frags(acc);
         } else {
             lse2A = vA ? p.lse[br][rowA] * NSA_LOG2E : INFINITY;
             lse2B = vB ? p.lse[br][rowB] * NSA_LOG2E : INFINITY;
@@ -526,8 +523,7 @@ __device__ inline void row_body(const Params &p, int mode, unsigned br_mask)
                 } else {
                     /* dQ: P from the saved lse, dP = dO V^T, dS = P (g dP - Delta) */
                     float dP[KN / 8][4];
-#pragma unroll
-                    for (int nt = 0; nt < KN / 8; ++nt) dP[nt][0] = dP[nt][1] = dP[nt][2] = dP[nt][3] = 0.f;
+zero_frags(dP);
 #pragma unroll
                     for (int kp = 0; kp < DV / 32; ++kp)
 #pragma unroll
@@ -1005,10 +1001,8 @@ __device__ inline void kv_body(const Params &p, const KvSplit &sp)
     };
 
     float dk[DK / 8][4], dv[DV / 8][4];
-#pragma unroll
-    for (int i = 0; i < DK / 8; ++i) dk[i][0] = dk[i][1] = dk[i][2] = dk[i][3] = 0.f;
-#pragma unroll
-    for (int i = 0; i < DV / 8; ++i) dv[i][0] = dv[i][1] = dv[i][2] = dv[i][3] = 0.f;
+zero_frags(dk);
+zero_frags(dv);
     const int kw0 = warp * 16;
     const bool wactive = kw0 < nkeys;
     const KvSeen seen(p, BR, key0 + kw0 + (lane >> 2), key_end);
@@ -1026,10 +1020,8 @@ __device__ inline void kv_body(const Params &p, const KvSplit &sp)
 #pragma unroll 1
         for (int rh = 0; wactive && rh < RC; rh += RH) {
             float St[RH / 8][4], dPt[RH / 8][4];
-#pragma unroll
-            for (int nt = 0; nt < RH / 8; ++nt)
-#pragma unroll
-                for (int e = 0; e < 4; ++e) St[nt][e] = dPt[nt][e] = 0.f;
+            zero_frags(St);
+            zero_frags(dPt);
             static_assert(DK % 32 == 0 && DV % 32 == 0 && DK >= DV, "head dims");
 #pragma unroll
             for (int kp = 0; kp < DK / 32; ++kp) {

@@ -155,6 +155,15 @@ __device__ inline void mma<__half>(float c[4], const uint32_t a[4], uint32_t b0,
                  : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
 
+/* Accumulator fragments (n-tiles of four fp32, the C layout of mma and
+   wgmma) set to zero. */
+template <int N>
+__device__ inline void zero_frags(float (&f)[N][4])
+{
+#pragma unroll
+    for (int i = 0; i < N; ++i) f[i][0] = f[i][1] = f[i][2] = f[i][3] = 0.f;
+}
+
 __device__ inline uint32_t smem_u32(const void *p)
 {
     return (uint32_t)__cvta_generic_to_shared(p);

@@ -114,8 +114,7 @@ select_kernel(Params p, const int64_t *pf_grp, int64_t items, float *scratch,
                     const int s0 = c * KN, cnt = min(KN, nvis - s0);
                     if (wact) {
                         float S[KN / 8][4];
-#pragma unroll
-                        for (int nt = 0; nt < KN / 8; ++nt) S[nt][0] = S[nt][1] = S[nt][2] = S[nt][3] = 0.f;
+zero_frags(S);
 #pragma unroll
                         for (int kp = 0; kp < DK / 32; ++kp)
 #pragma unroll

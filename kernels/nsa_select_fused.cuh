@@ -95,9 +95,7 @@ __device__ inline void sel_chunk_sums(const Params &p, const uint32_t (&qa)[DK /
     const int g = lane >> 2, t4 = lane & 3;
     float St[KN / 16][2][4];
 #pragma unroll
-    for (int mt = 0; mt < KN / 16; ++mt)
-#pragma unroll
-        for (int nt = 0; nt < 2; ++nt) St[mt][nt][0] = St[mt][nt][1] = St[mt][nt][2] = St[mt][nt][3] = 0.f;
+    for (int mt = 0; mt < KN / 16; ++mt) zero_frags(St[mt]);
     /* S^T = K Q^T: A = 16 keys of the chunk, B = Q's A fragment read as two
        8-row B fragments (rows 0-7: a0, a2; rows 8-15: a1, a3) */
 #pragma unroll
