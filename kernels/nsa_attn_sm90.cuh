@@ -410,6 +410,21 @@ __device__ inline void split_frags(const float (&S)[KN / 8][4], uint32_t (&hi)[K
     }
 }
 
+/* acc += (hi + lo) B over the KN / 16 k-slices of hi and lo (split_frags),
+   issued (the caller fences and commits): B the N-major tile at descriptor
+   b, a slice's 16 rows 16 rows of 128 bytes further. hi then lo a slice:
+   a fixed order of sums. */
+template <typename T, int N, int KN>
+__device__ inline void wgmma_hilo(float (&acc)[N / 8][4], const uint32_t (&hi)[KN / 16][4],
+                                  const uint32_t (&lo)[KN / 16][4], uint64_t b)
+{
+#pragma unroll
+    for (int kk = 0; kk < KN / 16; ++kk) {
+        wgmma_pv<T, N>(acc, hi[kk], b + desc_step(kk * 16 * 128));
+        wgmma_pv<T, N>(acc, lo[kk], b + desc_step(kk * 16 * 128));
+    }
+}
+
 /* ---- dQ of the compressed and window branches on wgmma ------------------
 
    The row tile of row_fwd_sm90. Per chunk: S = Q K^T and dP = dO V^T (both
@@ -490,11 +505,7 @@ zero_frags(acc);
             const uint64_t knd = kndesc + desc_step((c % NS) * KN * DK * 2);
             wg_hold(acc);
             wg_fence();
-#pragma unroll
-            for (int kk = 0; kk < KN / 16; ++kk) {
-                wgmma_pv<T, DK>(acc, ph[kk], knd + desc_step(kk * 16 * 128));
-                wgmma_pv<T, DK>(acc, pl[kk], knd + desc_step(kk * 16 * 128));
-            }
+            wgmma_hilo<T, DK, KN>(acc, ph, pl, knd);
             wg_commit();
             wg_wait<0>();
             wg_hold(acc);
@@ -582,16 +593,8 @@ zero_frags(dv);
         wg_hold(dk);
         wg_hold(dv);
         wg_fence();
-#pragma unroll
-        for (int kk = 0; kk < RC / 16; ++kk) {
-            wgmma_pv<T, DV>(dv, ph[kk], on + desc_step(kk * 16 * 128));
-            wgmma_pv<T, DV>(dv, pl[kk], on + desc_step(kk * 16 * 128));
-        }
-#pragma unroll
-        for (int kk = 0; kk < RC / 16; ++kk) {
-            wgmma_pv<T, DK>(dk, sh[kk], qn + desc_step(kk * 16 * 128));
-            wgmma_pv<T, DK>(dk, sl[kk], qn + desc_step(kk * 16 * 128));
-        }
+        wgmma_hilo<T, DV, RC>(dv, ph, pl, on);
+        wgmma_hilo<T, DK, RC>(dk, sh, sl, qn);
         wg_commit();
         wg_wait<0>();
         wg_hold(dk);
