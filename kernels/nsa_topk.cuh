@@ -196,6 +196,23 @@ __device__ void topk_find_digit(const uint32_t *hist, int nbins, uint32_t remain
     __syncthreads();
 }
 
+/* The first digit of the keys of src[st, en) (a row, or a row's block
+   scores): its histogram in hist (NSA_TOPK_BINS entries, zeroed here), then
+   topk_find_digit for the kk best (sh.res). Called by every thread of the
+   block; the barriers also publish what the threads set in sh before. */
+__device__ void topk_first_digit(const float *src, int64_t st, int64_t en, uint32_t kk,
+                                 uint32_t *hist, TopkShared &sh)
+{
+    const int tid = threadIdx.x, nt = blockDim.x;
+    for (int b = tid; b < NSA_TOPK_BINS; b += nt) hist[b] = 0;
+    __syncthreads();
+    topk_for_each<false, false>(src, st, en, [&](int64_t, float v) {
+        atomicAdd(&hist[nsa_score_key(v) >> (32 - NSA_TOPK_DIGIT)], 1u);
+    });
+    __syncthreads();
+    topk_find_digit(hist, NSA_TOPK_BINS, kk, sh);
+}
+
 /* The digits after the first. The pivot digit's keys are piv[0 .. count)
    when count <= piv_cap, else they are found again in the row's range
    [st, en) in global memory. On return every key k of the row with
@@ -347,14 +364,8 @@ topk_row_kernel(const float *scores, int64_t cols, int64_t row_stride, const int
     TopkSmemLayout L = topk_smem(smem_raw, k);
     const int64_t cap = topk_piv_cap(k);
     /* pass 1: the first digit's histogram */
-    for (int b = tid; b < NSA_TOPK_BINS; b += nt) L.hist[b] = 0;
     if (tid == 0) { sh.n_sel = 0; sh.n_piv = 0; }
-    __syncthreads();
-    topk_for_each<false, false>(row, st, en, [&](int64_t, float v) {
-        atomicAdd(&L.hist[nsa_score_key(v) >> (32 - NSA_TOPK_DIGIT)], 1u);
-    });
-    __syncthreads();
-    topk_find_digit(L.hist, NSA_TOPK_BINS, (uint32_t)kk, sh);
+    topk_first_digit(row, st, en, (uint32_t)kk, L.hist, sh);
     const uint32_t digit = sh.res[0], remain = sh.res[1], count = sh.res[2];
     const bool keep_piv = (int64_t)count <= cap;
     /* pass 2 (the row backwards, evict-first): higher digits are taken,
@@ -630,14 +641,8 @@ topk_block_mask_kernel(int64_t cols, const int32_t *row_start, const int32_t *ro
     uint32_t *hist = (uint32_t *)smem_raw;
     uint64_t *piv = (uint64_t *)(smem_raw + NSA_TOPK_BINS * 4);
     const int64_t cap = topk_block_piv_cap(nblocks);
-    for (int b = tid; b < NSA_TOPK_BINS; b += nt) hist[b] = 0;
     if (tid == 0) sh.n_piv = 0;
-    __syncthreads();
-    topk_for_each<false, false>(bs, j0, j1, [&](int64_t, float v) {
-        atomicAdd(&hist[nsa_score_key(v) >> (32 - NSA_TOPK_DIGIT)], 1u);
-    });
-    __syncthreads();
-    topk_find_digit(hist, NSA_TOPK_BINS, (uint32_t)kk, sh);
+    topk_first_digit(bs, j0, j1, (uint32_t)kk, hist, sh);
     const uint32_t digit = sh.res[0], remain = sh.res[1], count = sh.res[2];
     if ((int64_t)count <= cap) /* else topk_refine searches bs itself */
         topk_for_each<false, false>(bs, j0, j1, [&](int64_t j, float v) {
