@@ -58,7 +58,7 @@ __device__ inline void qk_chunk(float (&S)[NT][4], const uint32_t (&qa)[DK / 16]
                                 const T *Kc, int lane)
 {
     constexpr int KN = NT * 8;
-zero_frags(S);
+    zero_frags(S);
     /* for each 32 of the head dim, the KN/8 accumulators are independent:
        issue them side by side so no MMA waits on the one before it */
 #pragma unroll
@@ -469,7 +469,7 @@ __device__ inline void row_body(const Params &p, int mode, unsigned br_mask)
 
     float acc[(DQ ? DK : DV) / 8][4]; /* dQ across branches, or O of one branch */
     if constexpr (DQ) {
-zero_frags(acc);
+        zero_frags(acc);
     }
     bool prev = p.acc_in != 0;
     unsigned last_br = 0;
@@ -485,7 +485,7 @@ zero_frags(acc);
         float mA = -INFINITY, mB = -INFINITY, lA = 0.f, lB = 0.f;
         float lse2A = 0.f, lse2B = 0.f, dlA = 0.f, dlB = 0.f, gA = 0.f, gB = 0.f;
         if constexpr (!DQ) {
-zero_frags(acc);
+            zero_frags(acc);
         } else {
             lse2A = vA ? p.lse[br][rowA] * NSA_LOG2E : INFINITY;
             lse2B = vB ? p.lse[br][rowB] * NSA_LOG2E : INFINITY;
@@ -523,7 +523,7 @@ zero_frags(acc);
                 } else {
                     /* dQ: P from the saved lse, dP = dO V^T, dS = P (g dP - Delta) */
                     float dP[KN / 8][4];
-zero_frags(dP);
+                    zero_frags(dP);
 #pragma unroll
                     for (int kp = 0; kp < DV / 32; ++kp)
 #pragma unroll
@@ -1001,8 +1001,8 @@ __device__ inline void kv_body(const Params &p, const KvSplit &sp)
     };
 
     float dk[DK / 8][4], dv[DV / 8][4];
-zero_frags(dk);
-zero_frags(dv);
+    zero_frags(dk);
+    zero_frags(dv);
     const int kw0 = warp * 16;
     const bool wactive = kw0 < nkeys;
     const KvSeen seen(p, BR, key0 + kw0 + (lane >> 2), key_end);

@@ -314,7 +314,7 @@ __device__ inline void row_fwd_sm90(const Params &p, int mode, unsigned br_mask)
         float mA = -INFINITY, mB = -INFINITY, lA = 0.f, lB = 0.f;
         float acc[DV / 8][4], S[KN / 8][4];
         uint32_t pa[KN / 16][4];
-zero_frags(acc);
+        zero_frags(acc);
         auto load = [&](int c) { keys.template load<DK, DV, NS, NW * 32>(Ks, Vs, c, tid); };
         /* S = Q K_c^T, issued without waiting */
         auto issue_qk = [&](int c) {
@@ -460,7 +460,7 @@ __device__ inline void row_dq_sm90(const Params &p, unsigned br_mask)
     const uint64_t kndesc = sw128_desc(Ks, KN * 128); /* K as the N-major B of dS K */
 
     float acc[DK / 8][4]; /* dQ over the branches */
-zero_frags(acc);
+    zero_frags(acc);
     for (int br = 0; br < 3; ++br) {
         if (!(br_mask & (1u << br))) continue;
         const BranchKeys<T> keys(p, br, rt, hkv, DK, DV);
@@ -562,8 +562,8 @@ __device__ inline void kv_body_sm90(const Params &p, const KvSplit &sp)
     const uint64_t qndesc = sw128_desc(Qs, RC * 128), ondesc = sw128_desc(Os, RC * 128);
 
     float dk[DK / 8][4], dv[DV / 8][4];
-zero_frags(dk);
-zero_frags(dv);
+    zero_frags(dk);
+    zero_frags(dv);
     const int kw0 = warp * 16;
     const KvSeen seen(p, BR, key0 + kw0 + (lane >> 2), key_end);
     const int64_t cbeg = w.cbeg;

@@ -114,7 +114,7 @@ select_kernel(Params p, const int64_t *pf_grp, int64_t items, float *scratch,
                     const int s0 = c * KN, cnt = min(KN, nvis - s0);
                     if (wact) {
                         float S[KN / 8][4];
-zero_frags(S);
+                        zero_frags(S);
 #pragma unroll
                         for (int kp = 0; kp < DK / 32; ++kp)
 #pragma unroll

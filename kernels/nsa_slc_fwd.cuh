@@ -77,7 +77,7 @@ __global__ void __launch_bounds__(32) slc_fwd_kernel(Params p, int mode)
 
     float mA = -INFINITY, mB = -INFINITY, lA = 0.f, lB = 0.f;
     float acc[DV / 8][4];
-zero_frags(acc);
+    zero_frags(acc);
     for (int c = 0; c < NS - 1; ++c) issue(c);
     for (int c = 0; c < nch; ++c) {
         issue(c + NS - 1); /* into the stage read in iteration c - 1 */
