@@ -739,6 +739,7 @@ struct KvWork {
     bool rows32;       /* flattened rows fit 32 bits */
     const T *kb, *vb;  /* the sequence's keys of this kv head */
     int64_t kst, vst;
+    const T *q0, *o0;  /* Q and dO of the sequence's first token, head hkv * G */
 
     __device__ KvWork(const Params &p_, const KvSplit &sp, int64_t x) : p(p_)
     {
@@ -759,6 +760,8 @@ struct KvWork {
         ok = t.key0 < t.key_end;
         if (!ok) return;
         qs = p.cuq[t.b];
+        q0 = (const T *)p.q + qs * p.qst + (int64_t)hkv * p.G * p.qsh;
+        o0 = (const T *)p.dout + (qs * p.H + (int64_t)hkv * p.G) * DV;
         tpu = (int)cdiv64((int64_t)p.bq * p.G, 16);
         cbeg = seg * sp.seg_len;
         cend = min(t.nch, cbeg + sp.seg_len);
@@ -817,13 +820,11 @@ struct KvWork {
         tok = tok_off + (int)q;
         return true;
     }
-    __device__ const T *q_row(int tok, int g) const
+    /* element offsets of (token, head) rows from q0 and o0 */
+    __device__ int64_t q_off(int tok, int g) const { return tok * p.qst + g * p.qsh; }
+    __device__ int64_t do_off(int tok, int g) const
     {
-        return (const T *)p.q + (qs + tok) * p.qst + (int64_t)(hkv * p.G + g) * p.qsh;
-    }
-    __device__ const T *do_row(int tok, int g) const
-    {
-        return (const T *)p.dout + ((qs + tok) * p.H + hkv * p.G + g) * DV;
+        return ((int64_t)tok * p.H + g) * DV;
     }
 
     /* Row r's lse2, Delta, gate and token into inf[r] (what kv_scores
@@ -843,9 +844,10 @@ struct KvWork {
        qdst(r, j) / odst(r, j): where 16-byte column j of row r goes.
        Where Q and dO rows split into 16-byte columns alike, warp w copies
        rows w * WR .. w * WR + WR - 1: lane i < WR finds row w * WR + i once
-       (rowof divides), and the lanes copying a row take its (token, head)
-       from that lane (finding it in every lane that copies a piece of it
-       was half of these kernels' instructions). */
+       (rowof divides) with its Q and dO offsets, and the lanes copying a
+       row take the offsets from that lane (finding the row in every lane
+       that copies a piece of it, then its address, was two thirds of these
+       kernels' instructions). */
     template <int NTHREADS, typename QD, typename OD>
     __device__ void load(int64_t c, QD qdst, OD odst, float4 *inf, int tid) const
     {
@@ -855,14 +857,16 @@ struct KvWork {
             const int warp = tid >> 5, lane = tid & 31, j = lane % CH;
             int tok = 0, g = 0;
             const bool in = lane < WR && rowof(c, warp * WR + lane, tok, g);
+            /* no row: zeros, from an address that is valid all the same */
+            const int64_t qo = in ? q_off(tok, g) : (const T *)p.q - q0;
+            const int64_t oo = in ? do_off(tok, g) : (const T *)p.dout - o0;
+            const T *qj = q0 + j * 8, *oj = o0 + j * 8;
 #pragma unroll
             for (int i = 0; i < WR / RPS; ++i) {
                 const int src = i * RPS + lane / CH, r = warp * WR + src;
-                const int tk = __shfl_sync(0xffffffffu, tok, src);
-                const int gg = __shfl_sync(0xffffffffu, g, src);
-                const bool ok = __shfl_sync(0xffffffffu, (int)in, src) != 0;
-                cp16(qdst(r, j), ok ? q_row(tk, gg) + j * 8 : (const T *)p.q, ok ? 16 : 0);
-                cp16(odst(r, j), ok ? do_row(tk, gg) + j * 8 : (const T *)p.dout, ok ? 16 : 0);
+                const int bytes = __shfl_sync(0xffffffffu, in ? 16 : 0, src);
+                cp16(qdst(r, j), qj + shfl64(qo, src), bytes);
+                cp16(odst(r, j), oj + shfl64(oo, src), bytes);
             }
             cp_commit();
             if (lane < WR) row_info(inf, warp * WR + lane, in, tok, g);
@@ -871,13 +875,14 @@ struct KvWork {
                 const int r = i / (DK / 8), j = i % (DK / 8);
                 int tok, g;
                 const bool in = rowof(c, r, tok, g);
-                cp16(qdst(r, j), in ? q_row(tok, g) + j * 8 : (const T *)p.q, in ? 16 : 0);
+                cp16(qdst(r, j), in ? q0 + q_off(tok, g) + j * 8 : (const T *)p.q, in ? 16 : 0);
             }
             for (int i = tid; i < RC * (DV / 8); i += NTHREADS) {
                 const int r = i / (DV / 8), j = i % (DV / 8);
                 int tok, g;
                 const bool in = rowof(c, r, tok, g);
-                cp16(odst(r, j), in ? do_row(tok, g) + j * 8 : (const T *)p.dout, in ? 16 : 0);
+                cp16(odst(r, j), in ? o0 + do_off(tok, g) + j * 8 : (const T *)p.dout,
+                     in ? 16 : 0);
             }
             cp_commit();
             for (int r = tid; r < RC; r += NTHREADS) {
@@ -904,6 +909,13 @@ struct KvSeen {
     }
 };
 
+/* In place on a 16-key x (NT * 8)-row fragment pair of S^T and dP^T (the
+   C-fragment layout: key lane / 4 (+ 8), row 8 nt + 2 (lane % 4) (+ 1)):
+   St becomes g P, dPt becomes dS = P (g dP - Delta), with the rows' lse2,
+   Delta, gate and token in inf[] from row r0 (token -1: no row, seen by no
+   key). P on the special-function unit, subnormal results flushed to zero,
+   as the forward's softmax (exp2_ftz): P <= 1 here, normalised by the
+   saved lse. */
 /* In place on a 16-key x (NT * 8)-row fragment pair of S^T and dP^T (the
    C-fragment layout: key lane / 4 (+ 8), row 8 nt + 2 (lane % 4) (+ 1)):
    St becomes g P, dPt becomes dS = P (g dP - Delta), with the rows' lse2,

@@ -569,11 +569,13 @@ __device__ inline void kv_body_sm90(const Params &p, const KvSplit &sp)
     const int64_t cbeg = w.cbeg;
     const int nc = uniform((int)(w.cend - w.cbeg)); /* <= seg_len chunks */
 
+    /* One barrier a chunk: past it, chunk i is staged and every warp is done
+       with chunk i - 1, whose buffer then takes chunk i + 1 while the
+       scores' products run. */
     if (nc > 0) load(cbeg, 0);
     for (int i = 0; i < nc; ++i) {
         const int buf = i & 1;
-        if (i + 1 < nc) { load(cbeg + i + 1, buf ^ 1); cp_wait<1>(); }
-        else cp_wait<0>();
+        cp_wait<0>();
         fence_async_smem();
         __syncthreads();
         float St[RC / 8][4], dPt[RC / 8][4];
@@ -581,6 +583,7 @@ __device__ inline void kv_body_sm90(const Params &p, const KvSplit &sp)
         wgmma_tiles_abt<T, DK, 64, RC>(St, kdesc, qdesc + desc_step(buf * RC * DK * 2));
         wgmma_tiles_abt<T, DV, 64, RC>(dPt, vdesc, odesc + desc_step(buf * RC * DV * 2));
         wg_commit();
+        if (i + 1 < nc) load(cbeg + i + 1, buf ^ 1);
         wg_wait<0>();
         wg_hold(St);
         wg_hold(dPt);
@@ -599,7 +602,6 @@ __device__ inline void kv_body_sm90(const Params &p, const KvSplit &sp)
         wg_wait<0>();
         wg_hold(dk);
         wg_hold(dv);
-        __syncthreads(); /* every warp done with stage buf */
     }
     if (kw0 < nkeys) kv_store<T, DK, DV, BR>(w, sp, dk, dv, kw0, lane);
 }

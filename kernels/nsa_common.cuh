@@ -192,6 +192,14 @@ template <int N> __device__ inline void cp_wait()
     asm volatile("cp.async.wait_group %0;\n" :: "n"(N));
 }
 
+/* lane src's 64-bit value, to the whole warp */
+__device__ inline int64_t shfl64(int64_t v, int src)
+{
+    const int lo = __shfl_sync(0xffffffffu, (int)(uint32_t)v, src);
+    const int hi = __shfl_sync(0xffffffffu, (int)(v >> 32), src);
+    return (int64_t)(((uint64_t)(uint32_t)hi << 32) | (uint32_t)lo);
+}
+
 /* Fragment loaders. Shared tiles are row-major with row stride LD elements.
    A operand (16 x 16 at (r0, k0)) of a [m][k] tile. */
 template <int LD, typename T>
