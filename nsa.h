@@ -205,6 +205,16 @@ typedef struct nsa_saved {
     int32_t *sel_count;  /* [units, Hkv]                         (slc on)   */
     void *k_cmp, *v_cmp; /* [Tc, Hkv, D] storage dtype (mean mode, cmp or
                             slc on); unused in caller_compressed mode       */
+    float *o_branch;     /* optional (NULL: none): [3, TQ, H, Dv] fp32, the
+                            branches' normalised outputs o_c, planes cmp,
+                            slc, win (an off branch's plane is not touched).
+                            Forward writes it; backward then reads Delta's
+                            and dg's o_c from it instead of recomputing each
+                            branch: 3 * sizes.o floats for a pass of every
+                            branch. Pass the same saved to both calls.
+                            fp64 accumulation (NSA_ACCUM_FP64, reference)
+                            writes the planes rounded to fp32 but does not
+                            read them: it recomputes o_c in fp64.          */
 } nsa_saved;
 
 /* Gradients written by backward; all contiguous, storage dtype. */
@@ -962,6 +972,7 @@ NSADEF nsa_status nsa_buffers_place(const nsa_config *cfg, const nsa_batch *x,
     saved->sel_count = (int32_t *)p[4];
     saved->k_cmp = p[5];
     saved->v_cmp = p[6];
+    saved->o_branch = NULL; /* optional, the caller's own (nsa_saved) */
     grads->dq = p[7];
     grads->dk = p[8];
     grads->dv = p[9];

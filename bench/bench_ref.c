@@ -122,6 +122,7 @@ int main(int argc, char **argv)
     x.v = random_tensor(sz.v, dtype, &rng);
     d_o = random_tensor(sz.o, dtype, &rng);
     o = xmalloc((size_t)sz.o * es);
+    memset(&saved, 0, sizeof saved); /* every field, o_branch (none) too */
     saved.lse_cmp = (float *)xmalloc((size_t)sz.lse * sizeof(float));
     saved.lse_slc = (float *)xmalloc((size_t)sz.lse * sizeof(float));
     saved.lse_win = (float *)xmalloc((size_t)sz.lse * sizeof(float));

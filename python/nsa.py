@@ -81,7 +81,7 @@ class Sizes(ctypes.Structure):
 
 class Saved(ctypes.Structure):
     _fields_ = [(n, _p) for n in ("lse_cmp", "lse_slc", "lse_win", "sel_idx",
-                                  "sel_count", "k_cmp", "v_cmp")]
+                                  "sel_count", "k_cmp", "v_cmp", "o_branch")]
 
 
 class Grads(ctypes.Structure):

@@ -92,6 +92,7 @@ static int one_case(const char *name, nsa_config cfg, nsa_dtype dt, int gates,
     sc = (int32_t *)zalloc(sz.sel_count, 4);
     kc = zalloc(sz.k_cmp, es);
     vc = zalloc(sz.v_cmp, es);
+    memset(&sv, 0, sizeof sv); /* every field, o_branch (none) too */
     sv.lse_cmp = lse[0]; sv.lse_slc = lse[1]; sv.lse_win = lse[2];
     sv.sel_idx = si; sv.sel_count = sc; sv.k_cmp = kc; sv.v_cmp = vc;
     gr.dq = zalloc(sz.q, es);

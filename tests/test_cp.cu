@@ -176,7 +176,7 @@ static Out run_single(const Case &c, const std::vector<int32_t> &cu, const Input
     size_t wsb = 0;
     NSA_OK_OR_DIE(nsa_cuda_workspace_size(&c.cfg, &b, &wsb), "cuda ws");
     void *ws = dalloc<char>((int64_t)wsb);
-    nsa_saved sv = {lse[0], lse[1], lse[2], sel, cnt, kc, vc};
+    nsa_saved sv = {lse[0], lse[1], lse[2], sel, cnt, kc, vc, NULL};
     nsa_grads gr = {dq, dk, dv, c.gates ? dg : NULL, NULL, NULL};
     NSA_OK_OR_DIE(nsa_cuda_forward(&c.cfg, &b, g, o, &sv, ws, wsb, 0), "cuda fwd");
     NSA_OK_OR_DIE(nsa_cuda_backward(&c.cfg, &b, g, dO, &sv, &gr, ws, wsb, 0), "cuda bwd");
@@ -252,7 +252,7 @@ static void cp_rank(const Case &c, const std::vector<int32_t> &cu, const Inputs 
     int32_t *sel = dalloc<int32_t>(lz.sel_idx), *cnt = dalloc<int32_t>(lz.sel_count);
     uint16_t *kc = dalloc<uint16_t>(lz.k_cmp), *vc = dalloc<uint16_t>(lz.v_cmp);
     void *ws = dalloc<char>((int64_t)wsb);
-    nsa_saved sv = {lse[0], lse[1], lse[2], sel, cnt, kc, vc};
+    nsa_saved sv = {lse[0], lse[1], lse[2], sel, cnt, kc, vc, NULL};
     nsa_grads gr = {dq, dk, dv, c.gates ? dg : NULL, NULL, NULL};
     st = nsa_cp_forward(&c.cfg, &b, g, o, &sv, ws, wsb, comm, s);
     if (!st) st = nsa_cp_backward(&c.cfg, &b, g, dO, &sv, &gr, ws, wsb, comm, s);
@@ -320,7 +320,7 @@ static RefOut run_ref(const Case &c, const std::vector<int32_t> &cu, const Input
     for (int i = 0; i < 3; ++i) lse[i].resize((size_t)sz.lse + 1);
     std::vector<int32_t> s2((size_t)sz.sel_idx + 1), c2((size_t)sz.sel_count + 1);
     nsa_saved sv = {lse[0].data(), lse[1].data(), lse[2].data(), s2.data(), c2.data(),
-                    kc.data(), vc.data()};
+                    kc.data(), vc.data(), NULL};
     nsa_grads gr = {dq.data(), dk.data(), dv.data(), c.gates ? dg.data() : NULL, NULL, NULL};
     const void *gp = c.gates ? g.data() : NULL;
     NSA_OK_OR_DIE(nsa_ref_forward(&cfg, &b, gp, o.data(), &sv, ws.data(), wsb), "ref fwd");
@@ -514,7 +514,7 @@ static void bench_setup(BenchRank &x, const std::vector<int32_t> &cu, int r, int
     x.dv = dalloc<uint16_t>(n * 8 * 128);
     float *l0 = dalloc<float>(z.lse), *l1 = dalloc<float>(z.lse), *l2 = dalloc<float>(z.lse);
     x.sv = {l0, l1, l2, dalloc<int32_t>(z.sel_idx), dalloc<int32_t>(z.sel_count),
-            dalloc<uint16_t>(z.k_cmp), dalloc<uint16_t>(z.v_cmp)};
+            dalloc<uint16_t>(z.k_cmp), dalloc<uint16_t>(z.v_cmp), NULL};
     x.gr = {x.dq, x.dk, x.dv, NULL, NULL, NULL};
     x.ws = dalloc<char>((int64_t)x.wsb);
     CK(cudaDeviceSynchronize());

@@ -55,7 +55,7 @@ static void run_ref(const nsa_config *cfg, const nsa_batch *b, const float *gate
     r->dk = (float *)calloc((size_t)z->k + 1, 4);
     r->dv = (float *)calloc((size_t)z->v + 1, 4);
     r->dg = (float *)calloc((size_t)z->gates + 1, 4);
-    nsa_saved sv = {r->lse[0], r->lse[1], r->lse[2], r->sel, r->cnt, kc, vc};
+    nsa_saved sv = {r->lse[0], r->lse[1], r->lse[2], r->sel, r->cnt, kc, vc, NULL};
     nsa_grads gr = {r->dq, r->dk, r->dv, r->dg, NULL, NULL};
     st = nsa_ref_forward(cfg, b, gates, r->o, &sv, ws, wsb);
     if (!st) st = nsa_ref_backward(cfg, b, gates, dO, &sv, &gr, ws, wsb);

@@ -623,6 +623,7 @@ NSAVDEF int nsa_vrun_exec(const nsa_vcase *c, const nsa_vinputs *in,
         nsa_vrun_free(r);
         return -1;
     }
+    memset(&saved, 0, sizeof saved); /* every field, o_branch (none) too */
     saved.lse_cmp = r->lse[0];
     saved.lse_slc = r->lse[1];
     saved.lse_win = r->lse[2];

@@ -219,6 +219,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     ws = wsb ? malloc(wsb) : NULL;
     if (!wsb) goto done;
     if (!ws) abort();
+    memset(&sv, 0, sizeof sv); /* every field, o_branch (none) too */
     sv.lse_cmp = lse[0]; sv.lse_slc = lse[1]; sv.lse_win = lse[2];
     sv.sel_idx = sel; sv.sel_count = cnt; sv.k_cmp = kc; sv.v_cmp = vc;
     memset(&gr, 0, sizeof gr);
