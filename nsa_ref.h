@@ -41,14 +41,18 @@ NSADEF nsa_status nsa_ref_workspace_size(const nsa_config *cfg,
 
 /* o [TQ, H, Dv] (storage dtype) = sum over enabled branches c of
    g[t,h,c] * o_c[t,h] (contract "Gates and output"). gates [TQ, H, 3] storage
-   dtype, or NULL for 1 / (number of enabled branches). Writes saved. */
+   dtype, or NULL for 1 / (number of enabled branches). Writes saved, and
+   when saved->o_branch is set the fp32 o_c of every enabled branch to its
+   plane (0 where the branch sees no key), the values the gates multiply. */
 NSADEF nsa_status nsa_ref_forward(const nsa_config *cfg, const nsa_batch *batch,
                                   const void *gates, void *o, nsa_saved *saved,
                                   void *workspace, size_t workspace_bytes);
 
 /* Gradients of sum(o * d_o) with the selection held constant (contract
    "Backward"). d_o [TQ, H, Dv] storage dtype; saved as written by forward
-   with the same cfg, batch and gates. */
+   with the same cfg, batch and gates. With saved->o_branch set (fp32
+   accumulation) o_c is read from its planes instead of being recomputed:
+   the same gradients, bit for bit; fp64 accumulation recomputes it. */
 NSADEF nsa_status nsa_ref_backward(const nsa_config *cfg, const nsa_batch *batch,
                                    const void *gates, const void *d_o,
                                    const nsa_saved *saved, nsa_grads *grads,
@@ -227,7 +231,9 @@ NSADEF nsa_status nsa_ref_topk_blocks(const float *scores, int64_t rows,
        dov = dO . v). Per (query, head, branch) the forward's online softmax
        runs again and gives o_c (normalized, as the forward's) and the row's
        lse in the accumulation type (in fp32 the saved lse, bit for bit;
-       the saved lse only marks rows without keys). Then, the
+       the saved lse only marks rows without keys). With saved.o_branch in
+       fp32 mode only the logits run again: o_c is the forward's (its
+       plane) and lse the saved one, the same values. Then, the
        FlashAttention form (MATH.md 8.1: no error that grows with |lse|):
          dgate_c = dO . o_c (8 lanes and the tree of a dot product);
          Delta_c = w * dgate_c;  P = exp(s - lse);  dP = w * dov;
@@ -631,6 +637,21 @@ static int32_t nsa__unit_cnt(const nsa__ctx *c, const nsa__seq *s,
 
 /* ---- attention of one branch (forward) ------------------------------------ */
 
+/* The logits z[u] = sc * q . K[r + u] of keys r .. r + nr - 1 (nr <= 4) of
+   one range of a key set, query row qoff: the one formula of the forward's
+   online softmax and of the backward's logits (nsa__logits_row). */
+static void nsa__logits4(const nsa__ctx *c, const nsa__keys *K, int64_t qoff,
+                         int64_t r, int nr, double *z)
+{
+    int64_t ia[4] = {0, 0, 0, 0}, ib[4] = {0, 0, 0, 0}; /* nr >= 1 */
+    double dots[4];
+    int u;
+    nsa__offsets(ia, qoff, 0, nr);
+    nsa__offsets(ib, K->kbase + r * K->kst, K->kst, nr);
+    nsa__dot4(c, c->x->q, ia, K->k, ib, nr, c->Dk, dots);
+    for (u = 0; u < nr; ++u) z[u] = nsa__r(c, c->sc * dots[u]);
+}
+
 /* "The three branches": o_c[t,h][j0 .. j0+nj) and lse_c[t,h] by online
    softmax over the branch's keys; o = 0, lse = -inf when no key is seen.
    When z is not NULL, the logit of every key goes to z[0 ..), in key order
@@ -647,17 +668,14 @@ static void nsa__attend_row(const nsa__ctx *c, const nsa__seq *s,
         nsa__keys_range(c, s, K, e, &lo, &hi);
         for (r = lo; r < hi; r += 4) {
             const int nr = hi - r < 4 ? (int)(hi - r) : 4;
-            int64_t ia[4], ib[4];
-            double dots[4];
+            double zs[4];
             int u;
-            nsa__offsets(ia, qoff, 0, nr);
-            nsa__offsets(ib, K->kbase + r * K->kst, K->kst, nr);
-            nsa__dot4(c, c->x->q, ia, K->k, ib, nr, c->Dk, dots);
+            nsa__logits4(c, K, qoff, r, nr, zs);
             int np = 0;           /* p * v terms not yet added to acc */
             double pp[4];
             int64_t pv[4];
             for (u = 0; u < nr; ++u) {
-                double sc = nsa__r(c, c->sc * dots[u]), p;
+                double sc = zs[u], p;
                 if (z) *z++ = sc;
                 if (sc == -INFINITY) continue; /* probability exactly 0 */
                 if (sc > m) { /* new maximum: rescale what is summed so far */
@@ -1036,7 +1054,27 @@ typedef struct nsa__bwd {
     const nsa_saved *sv;
     const nsa_grads *gr;
     const float *lse[3];
+    float *o_br[3];   /* the forward's o_c planes [TQ, H, Dv] (saved.o_branch,
+                         fp32 mode, branch on), or NULL: recompute o_c */
 } nsa__bwd;
+
+/* The logits of a key set for query row qoff, in key order, to z: those
+   nsa__attend_row writes to its z, the same bits (nsa__logits4 in the same
+   groups of four), without the softmax and the V rows. */
+static void nsa__logits_row(const nsa__ctx *c, const nsa__seq *s,
+                            const nsa__keys *K, int64_t qoff, double *z)
+{
+    int e;
+    for (e = 0; e < K->nranges; ++e) {
+        int64_t lo, hi, r;
+        nsa__keys_range(c, s, K, e, &lo, &hi);
+        for (r = lo; r < hi; r += 4) {
+            const int nr = hi - r < 4 ? (int)(hi - r) : 4;
+            nsa__logits4(c, K, qoff, r, nr, z);
+            z += nr;
+        }
+    }
+}
 
 /* Backward of one (key, query, head) term: the gradient of the logit's
    dot product, ds = sc * P * (dP - Delta) with dP = w * (dO . v), from
@@ -1070,7 +1108,11 @@ static double nsa__dot_row(const nsa__ctx *c, const void *x, int64_t ix,
    its saved lse bit for bit); dgate = dO . o_c and Delta = w * dgate (the
    FlashAttention form: no error that grows with |lse|); then per key
    P = exp(s - lse) and dov = dO . v (kept in the row scratch) and
-   dQ += ds * k. The saved lse marks rows without keys (-inf). */
+   dQ += ds * k. The saved lse marks rows without keys (-inf).
+   With the forward's o_c planes (B->o_br, saved.o_branch in fp32 mode)
+   only the logits are recomputed (nsa__logits_row), o_c is read from the
+   plane and lse is the saved one: the same fp32 values the recomputation
+   gives, so the same gradients bit for bit. */
 static void nsa__backward_query(const nsa__ctx *c, const nsa__seq *s,
                                 const nsa__bwd *B, int64_t i, int h,
                                 nsa__row dq, double *prow, double *dovrow,
@@ -1085,7 +1127,15 @@ static void nsa__backward_query(const nsa__ctx *c, const nsa__seq *s,
         const double w = nsa__gate(c, B->gates, gq, h, br);
         double lse = nsa__on(c, br) ? B->lse[br][gq * c->H + h] : -INFINITY;
         double dgate = 0, delta = 0;
-        if (lse != -INFINITY) { /* the branch saw keys: recompute o_c, lse */
+        nsa__row o = oc; /* the row's o_c: recomputed, or the forward's */
+        if (lse != -INFINITY && B->o_br[br]) { /* forward's o_c, saved lse */
+            const nsa__keys K = nsa__branch_keys(c, s, br, t, hk,
+                br == NSA__SLC ? nsa__unit_sel(c, s, B->sv->sel_idx, i, hk) : NULL,
+                br == NSA__SLC ? nsa__unit_cnt(c, s, B->sv->sel_count, i, hk) : 0);
+            nsa__logits_row(c, s, &K, qoff, prow);
+            o.f = B->o_br[br] + dooff;
+            o.d = NULL;
+        } else if (lse != -INFINITY) { /* the branch saw keys: recompute o_c, lse */
             const nsa__keys K = nsa__branch_keys(c, s, br, t, hk,
                 br == NSA__SLC ? nsa__unit_sel(c, s, B->sv->sel_idx, i, hk) : NULL,
                 br == NSA__SLC ? nsa__unit_cnt(c, s, B->sv->sel_count, i, hk) : 0);
@@ -1101,7 +1151,7 @@ static void nsa__backward_query(const nsa__ctx *c, const nsa__seq *s,
                 br == NSA__SLC ? nsa__unit_cnt(c, s, B->sv->sel_count, i, hk) : 0);
             int64_t n = 0, lo, hi, r;
             int e;
-            dgate = nsa__dot_row(c, B->d_o, dooff, oc, c->Dv);
+            dgate = nsa__dot_row(c, B->d_o, dooff, o, c->Dv);
             delta = nsa__r(c, w * dgate);
             for (e = 0; e < K.nranges; ++e) { /* P from the logits, dO . v */
                 nsa__keys_range(c, s, &K, e, &lo, &hi);
@@ -1996,7 +2046,11 @@ NSADEF nsa_status nsa_ref_forward(const nsa_config *cfg, const nsa_batch *batch,
     F.lse_br[0] = saved->lse_cmp;
     F.lse_br[1] = saved->lse_slc;
     F.lse_br[2] = saved->lse_win;
-    for (br = 0; br < 3; ++br) F.want[br] = nsa__on(&c, br);
+    for (br = 0; br < 3; ++br) {
+        F.want[br] = nsa__on(&c, br);
+        /* the branches' o_c as the combine reads them (fp32) */
+        if (F.want[br] && saved->o_branch) F.o_br[br] = saved->o_branch + br * c.sz.o;
+    }
     nsa__forward_all(&c, &F);
     return NSA_OK;
 }
@@ -2027,6 +2081,14 @@ NSADEF nsa_status nsa_ref_backward(const nsa_config *cfg, const nsa_batch *batch
     B.lse[0] = saved->lse_cmp;
     B.lse[1] = saved->lse_slc;
     B.lse[2] = saved->lse_win;
+    /* The forward's o_c planes stand in for the recomputed o_c in fp32 mode
+       only: fp64 mode's o_c and lse are doubles, which the fp32 planes and
+       the fp32 saved lse would round, so it recomputes them. */
+    if (saved->o_branch && !c.f64) {
+        int br;
+        for (br = 0; br < 3; ++br)
+            if (nsa__on(&c, br)) B.o_br[br] = saved->o_branch + br * c.sz.o;
+    }
     if (nsa__on(&c, NSA__SLC)) nsa__transpose_selection(&c, saved);
     nsa__backward_all(&c, &B);
     return NSA_OK;

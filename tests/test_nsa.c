@@ -446,13 +446,16 @@ static nsa_status run_alloc(run *r, const nsa_config *cfg, const nsa_batch *x)
 }
 
 /* Forward into poisoned buffers; on success every element forward owns
-   must have been written. */
-static nsa_status run_forward(run *r, const nsa_config *cfg, const nsa_batch *x,
-                              const void *gates)
+   must have been written. planes: saved.o_branch (the caller's, not freed
+   by run_free), or NULL. */
+static nsa_status run_forward_planes(run *r, const nsa_config *cfg,
+                                     const nsa_batch *x, const void *gates,
+                                     float *planes)
 {
     size_t es;
     int br;
     if (run_alloc(r, cfg, x) != NSA_OK) return r->st;
+    r->sv.o_branch = planes;
     es = nsa_dtype_size(r->dt);
     run_fill_forward(r);
     r->st = nsa_ref_forward(cfg, x, gates, r->o, &r->sv, r->ws, r->wsb);
@@ -473,6 +476,12 @@ static nsa_status run_forward(run *r, const nsa_config *cfg, const nsa_batch *x,
         check_written("forward saved v_cmp", r->vc, r->sz.v_cmp, es, FILL_F);
     }
     return r->st;
+}
+
+static nsa_status run_forward(run *r, const nsa_config *cfg, const nsa_batch *x,
+                              const void *gates)
+{
+    return run_forward_planes(r, cfg, x, gates, NULL);
 }
 
 /* Backward into poisoned gradient buffers; on success every element
@@ -2963,6 +2972,359 @@ static void test_results_are_bitwise_deterministic(void)
 }
 
 /* ------------------------------------------------------------------------ */
+/* Saved branch outputs (nsa_saved.o_branch): forward writes each enabled
+   branch's fp32 o_c to its plane; backward (fp32 accumulation) reads o_c
+   from there instead of recomputing it. The planes are the numbers the
+   recomputation gives, so nothing else may change by a bit. */
+
+static const char *const plane_name[3] = {"cmp", "slc", "win"};
+
+/* A caller selection for p (cfg.bq units over p's queries): distinct blocks
+   in shuffled order, with unused entries (-1, past the sequence's blocks),
+   an entry given twice now and then, and counts from -1 to n + 1. */
+static void random_caller_selection(prob *p, int32_t **si_out, int32_t **sn_out)
+{
+    const nsa_config *c = &p->cfg;
+    int64_t rows = 0, row = 0;
+    int32_t *si, *sn;
+    int b, i;
+    for (b = 0; b < p->B; ++b)
+        rows += nsa_units(p->cuq[b + 1] - p->cuq[b], c->bq) * p->Hkv;
+    si = (int32_t *)xcalloc(rows * c->n, sizeof(int32_t));
+    sn = (int32_t *)xcalloc(rows, sizeof(int32_t));
+    for (b = 0; b < p->B; ++b) {
+        const int64_t nb = nsa_slc_blocks(p->cu[b + 1] - p->cu[b], c->lp);
+        const int64_t nu = nsa_units(p->cuq[b + 1] - p->cuq[b], c->bq);
+        int32_t *perm = (int32_t *)xcalloc(nb, sizeof(int32_t));
+        int64_t u, j;
+        for (u = 0; u < nu * p->Hkv; ++u, ++row) {
+            for (j = 0; j < nb; ++j) perm[j] = (int32_t)j;
+            for (j = nb - 1; j > 0; --j) {
+                int64_t k = check_rand_int(j + 1);
+                int32_t t = perm[j];
+                perm[j] = perm[k];
+                perm[k] = t;
+            }
+            sn[row] = (int32_t)check_rand_int(c->n + 3) - 1; /* -1 .. n+1 */
+            for (i = 0; i < c->n; ++i) {
+                int64_t r = check_rand_int(8);
+                int32_t *e = &si[row * c->n + i];
+                *e = i < nb ? perm[i] : -1;
+                if (r == 0) *e = -1;
+                if (r == 1) *e = (int32_t)nb + (int32_t)check_rand_int(3);
+                if (r == 2 && i > 0) *e = e[-1];
+            }
+        }
+        free(perm);
+    }
+    p->sel_idx = si;
+    p->sel_count = sn;
+    *si_out = si;
+    *sn_out = sn;
+}
+
+/* One problem, run without and with saved.o_branch: forward's outputs the
+   same bits; every element of an enabled branch's plane written (NaN
+   poison before), a disabled branch's plane untouched, rows that see no key
+   +0; each plane the bits of the stage entry point of its branch
+   (nsa_ref_attend_*); then backward's gradients the same bits. */
+static void saved_branch_case(const char *what, const prob *p)
+{
+    const nsa_config *c = &p->cfg;
+    const nsa_batch x = prob_batch(p);
+    const void *g = prob_gates(p);
+    run a, b;
+    char diff[64] = "";
+    float *planes, *stage_o, *stage_lse;
+    int64_t n, first, bad, row;
+    int br, j;
+    memset(&b, 0, sizeof b);
+    if (!status_ok("backward_with_saved_branch_outputs_is_bitwise_the_same",
+                   "nsa_ref_forward", run_forward(&a, c, &x, g)) ||
+        !status_ok("backward_with_saved_branch_outputs_is_bitwise_the_same",
+                   "nsa_ref_backward", run_backward(&a, c, &x, g, p->dO))) {
+        run_free(&a);
+        return;
+    }
+    n = a.sz.o;
+    planes = (float *)xcalloc(3 * n, sizeof(float));
+    stage_o = (float *)xcalloc(n, sizeof(float));
+    stage_lse = (float *)xcalloc(a.sz.lse, sizeof(float));
+    fill(planes, 3 * n, 4, FILL_F);
+    if (status_ok("forward_with_saved_branch_outputs_is_bitwise_the_same",
+                  "nsa_ref_forward (o_branch)",
+                  run_forward_planes(&b, c, &x, g, planes))) {
+        CHECK("forward_with_saved_branch_outputs_is_bitwise_the_same",
+              runs_equal(&a, &b, 0, diff, sizeof diff),
+              "%s: %s differs from a forward without o_branch", what, diff);
+        for (br = 0; br < 3; ++br) {
+            const float *pl = planes + br * n;
+            if (!(c->branches & (1u << br))) {
+                bad = n - unwritten(pl, n, 4, FILL_F, &first);
+                CHECK("forward_leaves_a_disabled_branch_plane_untouched", bad == 0,
+                      "%s: %lld elements of the %s plane were written", what,
+                      (long long)bad, plane_name[br]);
+                continue;
+            }
+            bad = unwritten(pl, n, 4, FILL_F, &first);
+            CHECK("forward_writes_every_element_of_an_enabled_branch_plane", bad == 0,
+                  "%s: %lld of %lld elements of the %s plane still NaN-poisoned "
+                  "(first %lld)", what, (long long)bad, (long long)n,
+                  plane_name[br], (long long)first);
+            for (row = 0, bad = 0; row < a.sz.lse; ++row)
+                if (a.lse[br][row] == -INFINITY)
+                    for (j = 0; j < p->Dv; ++j)
+                        bad += nsa__f32_bits(pl[row * p->Dv + j]) != 0u;
+            CHECK("branch_plane_is_zero_where_the_branch_sees_no_key", bad == 0,
+                  "%s: %lld elements of the %s plane are not +0 in rows with "
+                  "lse = -inf", what, (long long)bad, plane_name[br]);
+            /* the stage entry point of the branch, on the forward's K_cmp
+               (or the caller's) and on the caller's selection as given (or
+               the forward's) */
+            fill(stage_o, n, 4, FILL_F);
+            {
+                const void *kc = c->caller_compressed ? p->kc : a.kc;
+                const void *vc = c->caller_compressed ? p->vc : a.vc;
+                const int32_t *si = p->sel_idx ? p->sel_idx : a.sel_idx;
+                const int32_t *sn = p->sel_idx ? p->sel_count : a.sel_count;
+                nsa_status st = br == 0 ? nsa_ref_attend_cmp(c, &x, kc, vc, stage_o, stage_lse)
+                              : br == 1 ? nsa_ref_attend_slc(c, &x, si, sn, stage_o, stage_lse)
+                                        : nsa_ref_attend_win(c, &x, stage_o, stage_lse);
+                if (status_ok("branch_plane_equals_the_stage_output_bitwise",
+                              plane_name[br], st))
+                    CHECK("branch_plane_equals_the_stage_output_bitwise",
+                          same_bytes(pl, stage_o, n * 4),
+                          "%s: the %s plane differs from nsa_ref_attend_%s's o",
+                          what, plane_name[br], plane_name[br]);
+            }
+        }
+        if (status_ok("backward_with_saved_branch_outputs_is_bitwise_the_same",
+                      "nsa_ref_backward (o_branch)",
+                      run_backward(&b, c, &x, g, p->dO)))
+            CHECK("backward_with_saved_branch_outputs_is_bitwise_the_same",
+                  runs_equal(&a, &b, 1, diff, sizeof diff),
+                  "%s: %s differs from a backward without o_branch", what, diff);
+    }
+    run_free(&a);
+    run_free(&b);
+    free(planes);
+    free(stage_o);
+    free(stage_lse);
+}
+
+static void test_saved_branch_outputs_change_no_bit(void)
+{
+    static const nsa_dtype dts[3] = {NSA_FP32, NSA_BF16, NSA_FP16};
+    static const unsigned subsets[6] = {
+        NSA_BRANCH_CMP, NSA_BRANCH_SLC, NSA_BRANCH_WIN,
+        NSA_BRANCH_CMP | NSA_BRANCH_SLC, NSA_BRANCH_CMP | NSA_BRANCH_WIN,
+        NSA_BRANCH_SLC | NSA_BRANCH_WIN};
+    static const int klen_p[2] = {1100, 157}, klen_t[3] = {300, 64, 129};
+    static const int klen_s[5] = {150, 40, 0, 33, 97}, qlen_s[5] = {101, 0, 0, 33, 9};
+    static const int klen_c[3] = {50, 20, 33}, klen_w[2] = {40, 17};
+    char what[96];
+    prob p;
+    int i, g;
+    /* varlen batch (empty, one-token, l-1, l, l' and longer sequences),
+       each storage type, gates and none */
+    for (i = 0; i < 3; ++i)
+        for (g = 0; g < 2; ++g) {
+            nsa_config c = cfg_small();
+            prob_make(&p, &c, dts[i], VARLEN_B, varlen_lens, NULL, 4, 2, 16, 8, g);
+            snprintf(what, sizeof what, "varlen %s, %s", dtype_name(dts[i]),
+                     g ? "gates" : "no gates");
+            saved_branch_case(what, &p);
+            prob_free(&p);
+        }
+    /* the presets as shipped; tiles Bq = 64 and 128 in logits mode */
+    for (i = 0; i < 4; ++i) {
+        nsa_config c = i == 0 ? nsa_config_paper() : i == 1 ? nsa_config_fla()
+                     : i == 2 ? nsa_config_tile(64, 64) : nsa_config_tile(128, 128);
+        const nsa_dtype dt = i == 0 ? NSA_BF16 : i == 1 ? NSA_FP16 : i == 2 ? NSA_FP32 : NSA_BF16;
+        if (i >= 2) c.w = 100;
+        prob_make(&p, &c, dt, i >= 2 ? 3 : 2, i >= 2 ? klen_t : klen_p, NULL,
+                  i >= 2 ? 4 : 2, i >= 2 ? 2 : 1, 16, 16, i != 3);
+        snprintf(what, sizeof what, "preset %s, %s",
+                 i == 0 ? "paper" : i == 1 ? "fla" : i == 2 ? "tile 64 64" : "tile 128 128",
+                 dtype_name(dt));
+        saved_branch_case(what, &p);
+        prob_free(&p);
+    }
+    /* branch subsets */
+    for (i = 0; i < 6; ++i) {
+        nsa_config c = cfg_small();
+        c.branches = subsets[i];
+        prob_make(&p, &c, i % 2 ? NSA_BF16 : NSA_FP32, VARLEN_B, varlen_lens, NULL,
+                  4, 2, 16, 8, i % 3 != 2);
+        snprintf(what, sizeof what, "branches %u", subsets[i]);
+        saved_branch_case(what, &p);
+        prob_free(&p);
+    }
+    /* suffix queries (cu_seqlens_q), per query and in tiles of 8; a
+       sequence with keys and no queries */
+    for (g = 0; g < 2; ++g) {
+        nsa_config c = cfg_small();
+        c.bq = g ? 8 : 1;
+        prob_make(&p, &c, NSA_BF16, 5, klen_s, qlen_s, 4, 2, 16, 8, 1);
+        snprintf(what, sizeof what, "suffix queries, bq %d", c.bq);
+        saved_branch_case(what, &p);
+        prob_free(&p);
+    }
+    /* a caller's selection with unused and repeated entries, bq 1 and 4 */
+    for (g = 0; g < 2; ++g) {
+        nsa_config c = cfg_small();
+        int32_t *si, *sn;
+        c.bq = g ? 4 : 1;
+        prob_make(&p, &c, NSA_FP32, 3, klen_c, NULL, 4, 2, 8, 8, 1);
+        random_caller_selection(&p, &si, &sn);
+        snprintf(what, sizeof what, "caller selection, bq %d", c.bq);
+        saved_branch_case(what, &p);
+        free(si);
+        free(sn);
+        prob_free(&p);
+    }
+    /* caller-compressed K/V (dK_cmp, dV_cmp compared too) */
+    for (g = 0; g < 2; ++g) {
+        nsa_config c = cfg_small();
+        c.caller_compressed = 1;
+        prob_make(&p, &c, g ? NSA_BF16 : NSA_FP32, VARLEN_B, varlen_lens, NULL,
+                  4, 2, 16, 8, g);
+        snprintf(what, sizeof what, "caller compressed, %s", g ? "bf16" : "fp32");
+        saved_branch_case(what, &p);
+        prob_free(&p);
+    }
+    /* Dv wider than one forward pass (NSA__CHUNK): o_c in two chunks; a
+       GQA group of 4 */
+    {
+        nsa_config c = cfg_small();
+        prob_make(&p, &c, NSA_FP32, 2, klen_w, NULL, 4, 1, 8, NSA__CHUNK + 8, 1);
+        saved_branch_case("Dv = NSA__CHUNK + 8, group of 4", &p);
+        prob_free(&p);
+    }
+    /* fp64 accumulation: the planes hold o_c rounded to fp32 (the stage
+       outputs' bits); backward ignores them and recomputes */
+    for (g = 0; g < 2; ++g) {
+        nsa_config c = cfg_small();
+        c.accum = NSA_ACCUM_FP64;
+        prob_make(&p, &c, g ? NSA_BF16 : NSA_FP32, VARLEN_B, varlen_lens, NULL,
+                  4, 2, 16, 8, 1);
+        snprintf(what, sizeof what, "fp64 accumulation, %s", g ? "bf16" : "fp32");
+        saved_branch_case(what, &p);
+        prob_free(&p);
+    }
+}
+
+/* The backward really reads the planes (fp32 accumulation): o_c[row][j] of
+   one branch moved by 0.5 moves that row's dgate of the branch by
+   dO[row][j] * 0.5 and leaves every other dgate as it was; Delta moves, so
+   the row's dq moves and no other row's; dV (P w dO) keeps every bit. With
+   fp64 accumulation the planes are not read: nothing moves. */
+static void test_backward_reads_saved_branch_outputs(void)
+{
+    static const int klen[2] = {70, 45};
+    int acc;
+    for (acc = 0; acc < 2; ++acc) {
+        const char *name = acc ? "fp64_backward_recomputes_o_c_ignoring_saved_planes"
+                               : "backward_reads_o_c_from_saved_branch_outputs";
+        nsa_config c = cfg_small();
+        prob p;
+        nsa_batch x;
+        run r;
+        float *planes;
+        float *dq0, *dk0, *dv0, *dg0;
+        int64_t n;
+        int br;
+        c.accum = acc ? NSA_ACCUM_FP64 : NSA_ACCUM_FP32;
+        prob_make(&p, &c, NSA_FP32, 2, klen, NULL, 4, 2, 16, 8, 1);
+        x = prob_batch(&p);
+        n = p.TQ * p.H * p.Dv;
+        planes = (float *)xcalloc(3 * n, sizeof(float));
+        if (!status_ok(name, "nsa_ref_forward", run_forward_planes(&r, &c, &x, p.g, planes)) ||
+            !status_ok(name, "nsa_ref_backward", run_backward(&r, &c, &x, p.g, p.dO))) {
+            run_free(&r);
+            free(planes);
+            prob_free(&p);
+            continue;
+        }
+        dq0 = (float *)xcalloc(r.sz.q, 4);
+        dk0 = (float *)xcalloc(r.sz.k, 4);
+        dv0 = (float *)xcalloc(r.sz.v, 4);
+        dg0 = (float *)xcalloc(r.sz.gates, 4);
+        memcpy(dq0, r.gr.dq, (size_t)r.sz.q * 4);
+        memcpy(dk0, r.gr.dk, (size_t)r.sz.k * 4);
+        memcpy(dv0, r.gr.dv, (size_t)r.sz.v * 4);
+        memcpy(dg0, r.gr.dgates, (size_t)r.sz.gates * 4);
+        for (br = 0; br < 3; ++br) {
+            const float *dO = (const float *)p.dO;
+            const float *dq = (const float *)r.gr.dq, *dg = (const float *)r.gr.dgates;
+            int64_t row, i, tries, other_dg = 0, other_dq = 0, row_dq = 0;
+            float *e, old;
+            int j, jm = 0;
+            /* a (query, head) row that sees keys in this branch */
+            for (tries = 0, row = -1; tries < 1000 && row < 0; ++tries) {
+                int64_t cand = check_rand_int(r.sz.lse);
+                if (r.lse[br][cand] != -INFINITY) row = cand;
+            }
+            if (!CHECK(name, row >= 0, "no row sees keys in the %s branch", plane_name[br]))
+                continue;
+            for (j = 1; j < p.Dv; ++j)
+                if (fabsf(dO[row * p.Dv + j]) > fabsf(dO[row * p.Dv + jm])) jm = j;
+            e = planes + br * n + row * p.Dv + jm;
+            old = *e;
+            *e = old + 0.5f;
+            if (!status_ok(name, "nsa_ref_backward (plane moved)",
+                           run_backward(&r, &c, &x, p.g, p.dO))) {
+                *e = old;
+                continue;
+            }
+            for (i = 0; i < r.sz.gates; ++i)
+                if (i != row * 3 + br && nsa__f32_bits(dg[i]) != nsa__f32_bits(dg0[i]))
+                    ++other_dg;
+            for (i = 0; i < r.sz.q; ++i) {
+                const int same = nsa__f32_bits(dq[i]) == nsa__f32_bits(dq0[i]);
+                if (i / p.Dk == row) row_dq += !same;
+                else other_dq += !same;
+            }
+            if (acc) {
+                CHECK(name, same_bytes(r.gr.dq, dq0, r.sz.q * 4) &&
+                      same_bytes(r.gr.dk, dk0, r.sz.k * 4) &&
+                      same_bytes(r.gr.dv, dv0, r.sz.v * 4) &&
+                      same_bytes(r.gr.dgates, dg0, r.sz.gates * 4),
+                      "moving the %s plane changed a gradient", plane_name[br]);
+            } else {
+                const double want = (double)dO[row * p.Dv + jm] * 0.5;
+                const double got = (double)dg[row * 3 + br] - (double)dg0[row * 3 + br];
+                CHECK(name, fabs(got - want) <= 1e-5 * (1.0 + fabs(dg0[row * 3 + br])),
+                      "%s plane, row %lld: o_c[%d] + 0.5 moved dgate by %.9g, "
+                      "want dO * 0.5 = %.9g", plane_name[br], (long long)row, jm,
+                      got, want);
+                CHECK(name, other_dg == 0, "%s plane, row %lld: %lld other dgates moved",
+                      plane_name[br], (long long)row, (long long)other_dg);
+                CHECK(name, row_dq > 0 && other_dq == 0,
+                      "%s plane, row %lld: %lld elements of the row's dq moved "
+                      "(want some), %lld of other rows (want none)", plane_name[br],
+                      (long long)row, (long long)row_dq, (long long)other_dq);
+                CHECK(name, same_bytes(r.gr.dv, dv0, r.sz.v * 4),
+                      "%s plane: dV (P w dO, no o_c in it) moved", plane_name[br]);
+            }
+            *e = old;
+        }
+        /* planes restored: the first gradients again, bit for bit */
+        if (status_ok(name, "nsa_ref_backward (planes restored)",
+                      run_backward(&r, &c, &x, p.g, p.dO)))
+            CHECK(name, same_bytes(r.gr.dq, dq0, r.sz.q * 4) &&
+                  same_bytes(r.gr.dk, dk0, r.sz.k * 4) &&
+                  same_bytes(r.gr.dv, dv0, r.sz.v * 4) &&
+                  same_bytes(r.gr.dgates, dg0, r.sz.gates * 4),
+                  "restored planes: gradients differ from the first backward");
+        free(dq0); free(dk0); free(dv0); free(dg0);
+        run_free(&r);
+        free(planes);
+        prob_free(&p);
+    }
+}
+
+/* ------------------------------------------------------------------------ */
 /* Bad input: status, a message naming the argument, untouched outputs. */
 
 /* msg names arg: as a whole identifier for short names, else a substring. */
@@ -3170,6 +3532,7 @@ static void test_buffers_in_one_block_equal_separate_buffers(void)
         CHECK(name, st == NSA_ERR_WORKSPACE && names_arg(nsa_last_error(), "block"),
               "case %d: a block one byte short gave %s (%s)", cs, status_name(st),
               nsa_last_error());
+        memset(&sv, 0xA5, sizeof sv); /* a stack struct's garbage */
         st = nsa_buffers_place(&c, &x, gates, block, bytes, &sv, &gr);
         if (!status_ok(name, "nsa_buffers_place", st)) {
             free(block - 1);
@@ -3177,6 +3540,9 @@ static void test_buffers_in_one_block_equal_separate_buffers(void)
             prob_free(&p);
             continue;
         }
+        CHECK("buffers_place_sets_no_branch_output_planes", sv.o_branch == NULL,
+              "case %d: saved.o_branch left at %p (it is the caller's, optional)",
+              cs, (void *)sv.o_branch);
         ptr[0] = sv.lse_cmp; ptr[1] = sv.lse_slc; ptr[2] = sv.lse_win;
         ptr[3] = sv.sel_idx; ptr[4] = sv.sel_count; ptr[5] = sv.k_cmp;
         ptr[6] = sv.v_cmp; ptr[7] = gr.dq; ptr[8] = gr.dk; ptr[9] = gr.dv;
@@ -3739,6 +4105,8 @@ int main(int argc, char **argv)
     RUN_TEST(test_stages_compose_to_forward);
     RUN_TEST(test_logits_tile_score_is_q_mean_score);
     RUN_TEST(test_results_are_bitwise_deterministic);
+    RUN_TEST(test_saved_branch_outputs_change_no_bit);
+    RUN_TEST(test_backward_reads_saved_branch_outputs);
     RUN_TEST(test_gradients_match_central_differences);
 
     /* Golden vectors from an outside fp64 implementation. A missing folder
