@@ -234,14 +234,20 @@ def _np_tokens(name, a):
 class RefSaved:
     """What ref_forward keeps for ref_backward: the inputs, the config and
     one block (nsa_buffers_place) holding the saved and gradient buffers.
-    lse_cmp, lse_slc, lse_win, sel_idx, sel_count are numpy views of it."""
+    lse_cmp, lse_slc, lse_win, sel_idx, sel_count are numpy views of it;
+    o_branch is None, or with keep_branch_outputs the branches' fp32 outputs
+    [3, TQ, H, Dv] (nsa_saved.o_branch)."""
 
 
 def ref_forward(cfg, q, k, v, cu_seqlens, gates=None, cu_seqlens_q=None,
-                dtype=None, sel_idx=None, sel_count=None):
+                dtype=None, sel_idx=None, sel_count=None,
+                keep_branch_outputs=False):
     """o [TQ, H, Dv] and a RefSaved, on the CPU reference. sel_idx
     [units, Hkv, n] and sel_count [units, Hkv] (int32), when given, are the
-    caller's selection (nsa_batch.sel_idx)."""
+    caller's selection (nsa_batch.sel_idx). keep_branch_outputs: keep each
+    branch's fp32 output o_c in saved.o_branch [3, TQ, H, Dv] (planes cmp,
+    slc, win; zeros for a branch that is off), which ref_backward then reads
+    instead of recomputing o_c: the same gradients, bit for bit."""
     import numpy as np
     lib = library()
     q = _np_tokens("q", np.asarray(q))
@@ -292,6 +298,10 @@ def ref_forward(cfg, q, k, v, cu_seqlens, gates=None, cu_seqlens_q=None,
     s.saved, s.grads = Saved(), Grads()
     _call("nsa_buffers_place", ctypes.byref(cfg), ctypes.byref(x), with_gates,
           _ptr(s.block), nbytes, ctypes.byref(s.saved), ctypes.byref(s.grads))
+    s.o_branch = None
+    if keep_branch_outputs:
+        s.o_branch = np.zeros((3, x.TQ, x.H, x.Dv), dtype=np.float32)
+        s.saved.o_branch = _ptr(s.o_branch)
     o = np.empty((x.TQ, x.H, x.Dv), dtype=q.dtype)
     _call("nsa_ref_forward", ctypes.byref(cfg), ctypes.byref(x), _ptr(s.gates),
           _ptr(o), ctypes.byref(s.saved), _ptr(s.work),

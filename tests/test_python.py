@@ -144,6 +144,14 @@ def run_reference_case(c, folder):
     exp = {n: a[n] for n in ("dq", "dk", "dv")}
     for n in ("dq", "dk", "dv") + (("dgates",) if gates is not None else ()):
         close("%s/%s(fp32)" % (name, n), g[n], a[n], rtol, grad_floor(exp, n))
+    # The branches' outputs kept for backward: the same bits everywhere.
+    o2, saved2 = nsa.ref_forward(cfg, a["q"], a["k"], a["v"], a["cu_seqlens"],
+                                 gates=gates, cu_seqlens_q=a["cu_seqlens_q"],
+                                 keep_branch_outputs=True)
+    g2 = nsa.ref_backward(saved2, a["do"])
+    check("%s/branch_outputs_kept_change_no_bit(fp32)" % name,
+          o2.tobytes() == o.tobytes() and saved2.o_branch.shape ==
+          (3,) + o.shape and all(g2[n].tobytes() == g[n].tobytes() for n in g))
     return a, gates, cfg
 
 
