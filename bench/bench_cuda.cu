@@ -19,7 +19,8 @@
 
    Every figure goes to stdout and, with --csv FILE, as rows
      device,date,commit,preset,B,T,H,Hkv,D,dtype,what,ms,floor_ms
-   (what: fwd, fwd_bwd, stage_<name>; gather_bw: the micro-benchmark's time
+   (what: fwd, fwd_bwd, stage_<name>; fwd_bwd_o_branch: forward + backward
+   with the branch outputs kept (nsa_saved.o_branch); gather_bw: the micro-benchmark's time
    for 64K tokens x 4 kv heads x 16 blocks of K and V, 137 GB;
    topk_r<rows>_k<k>: top-k of [rows, 129280] fp32 scores, its floor the
    scores' bytes over the measured device-to-device copy bandwidth;
@@ -475,6 +476,22 @@ static void run_preset(const Ctx &c, const char *name, nsa_config cfg, int T, in
             CN(nsa_cuda_backward(&cfg, &x, NULL, d_o, &sv, &gr, ws, wsb, 0));
         }, reps > 10 && T >= 65536 ? 10 : reps);
 
+    /* the same with the forward's branch outputs kept for the backward
+       (nsa_saved.o_branch, 3 x [T, H, D] fp32): no branch recomputed for
+       Delta; skipped when that memory is not there */
+    float t_fbo = 0.f;
+    float *obr = NULL;
+    if (bwd && cudaMalloc((void **)&obr, (size_t)sz.o * 3 * 4) == cudaSuccess) {
+        sv.o_branch = obr;
+        t_fbo = median_ms([&] {
+            CN(nsa_cuda_forward(&cfg, &x, NULL, o, &sv, ws, wsb, 0));
+            CN(nsa_cuda_backward(&cfg, &x, NULL, d_o, &sv, &gr, ws, wsb, 0));
+        }, reps > 10 && T >= 65536 ? 10 : reps);
+        sv.o_branch = NULL;
+        CK(cudaFree(obr));
+    }
+    (void)cudaGetLastError(); /* a failed cudaMalloc above is not an error */
+
     if (bwd)
         for (auto &b : bs) {
             if (!(cfg.branches & b.br)) continue;
@@ -489,6 +506,8 @@ static void run_preset(const Ctx &c, const char *name, nsa_config cfg, int T, in
            name, T, t_cz, t_sel, fl_sel, t_slc, fl_slc, t_cmp, fl_cmp, t_win, fl_win, t_fwd, fl_fwd);
     if (bwd) printf(" | %9.3f %8.3f", t_fb, fl_fb);
     printf(" | cmp+win fwd %.3f\n", t_cw);
+    if (t_fbo > 0.f) printf("    fwd_bwd, branch outputs kept (o_branch) %9.3f ms  floor %8.3f\n",
+                            t_fbo, fl_fb);
     if (bwd)
         for (auto &b : bs)
             if (cfg.branches & b.br) {
@@ -497,6 +516,7 @@ static void run_preset(const Ctx &c, const char *name, nsa_config cfg, int T, in
             }
     emit(c, name, T, "fwd", t_fwd, fl_fwd);
     if (bwd) emit(c, name, T, "fwd_bwd", t_fb, fl_fb);
+    if (t_fbo > 0.f) emit(c, name, T, "fwd_bwd_o_branch", t_fbo, fl_fb);
     emit(c, name, T, "fwd_cmp_win", t_cw, fl_cmp + fl_win);
     emit(c, name, T, "stage_compress", t_cz, 0);
     emit(c, name, T, "stage_select", t_sel, fl_sel);

@@ -304,6 +304,41 @@ __device__ inline void store_delta(const Params &p, int br, bool vA, bool vB, in
     }
 }
 
+/* store_delta's terms from the forward's saved outputs (nsa_saved.o_branch)
+   instead of a recomputed pass: dg_c = dO . O_c, Delta_c = g_c dg_c for the
+   branches of br_mask, one warp a (token, head) row of [0, rows). */
+template <typename T, int DV>
+__global__ void __launch_bounds__(256) delta_saved_kernel(Params p, int64_t rows, unsigned br_mask)
+{
+    static_assert(DV % 64 == 0, "two columns a lane, or more");
+    constexpr int PER = DV / 32;
+    const int64_t row = (int64_t)blockIdx.x * 8 + (threadIdx.x >> 5);
+    const int lane = threadIdx.x & 31;
+    if (row >= rows) return;
+    float d[PER];
+    const T *dr = (const T *)p.dout + row * DV + lane * PER;
+#pragma unroll
+    for (int i = 0; i < PER; i += 2) {
+        const float2 x = Ty<T>::unpack(*(const uint32_t *)(dr + i));
+        d[i] = x.x;
+        d[i + 1] = x.y;
+    }
+#pragma unroll
+    for (int br = 0; br < 3; ++br) {
+        if (!(br_mask & (1u << br))) continue;
+        const float *o = p.obr[br] + row * DV + lane * PER;
+        float s = 0.f;
+#pragma unroll
+        for (int i = 0; i < PER; ++i) s += d[i] * o[i];
+#pragma unroll
+        for (int m = 1; m < 32; m <<= 1) s += __shfl_xor_sync(0xffffffffu, s, m);
+        if (lane == 0) {
+            p.delta[br][row] = gate_of<T>(p, row, br) * s;
+            if (p.dgates) ((T *)p.dgates)[row * 3 + br] = Ty<T>::from_f(s);
+        }
+    }
+}
+
 /* The two rows a lane holds in a warp's 16-row tile (rows lane/4 and
    lane/4 + 8, from flattened row f0 of the tile): validity, position, and
    global (token, head) row. */
@@ -347,7 +382,8 @@ __device__ inline bool chunk_whole(const Params &p, int br, int s0, int cnt, int
 /* The end of one branch for a lane's two rows (forward kinds): lse, then
    the normalised output staged in fp32 (M_STAGE), gated into the output
    (M_FWD; fin: the last branch, prev: an earlier branch wrote the
-   accumulator, held: store_gated), or Delta and dg (M_PREP). */
+   accumulator, held: store_gated; with p.obr[br] also kept in fp32 for the
+   backward), or Delta and dg (M_PREP). */
 template <typename T, int DV>
 __device__ inline void branch_epilogue(const Params &p, int br, int mode, bool fin, bool prev,
                                        const LaneRows &r, float mA, float mB, float lA,
@@ -365,15 +401,18 @@ __device__ inline void branch_epilogue(const Params &p, int br, int mode, bool f
         if (r.vA) p.lse[br][r.rowA] = lse_of(mA, lA);
         if (r.vB) p.lse[br][r.rowB] = lse_of(mB, lB);
     }
-    if (mode == M_STAGE) {
+    /* the normalised O_c in fp32: the stage's output (M_STAGE), or the
+       forward's copy for the backward's Delta (M_FWD with saved outputs) */
+    float *oc = mode == M_STAGE ? p.ostage : p.obr[br];
+    if (oc) {
 #pragma unroll
         for (int nt = 0; nt < DV / 8; ++nt) {
             const int dcol = nt * 8 + 2 * (lane & 3);
-            if (r.vA) *(float2 *)(p.ostage + r.rowA * DV + dcol) = make_float2(acc[nt][0] * iA, acc[nt][1] * iA);
-            if (r.vB) *(float2 *)(p.ostage + r.rowB * DV + dcol) = make_float2(acc[nt][2] * iB, acc[nt][3] * iB);
+            if (r.vA) *(float2 *)(oc + r.rowA * DV + dcol) = make_float2(acc[nt][0] * iA, acc[nt][1] * iA);
+            if (r.vB) *(float2 *)(oc + r.rowB * DV + dcol) = make_float2(acc[nt][2] * iB, acc[nt][3] * iB);
         }
-        return;
     }
+    if (mode == M_STAGE) return;
     store_gated<T, DV>(p, br, fin, prev, r.vA, r.vB, r.rowA, r.rowB, iA, iB, acc, lane, held);
 }
 

@@ -327,7 +327,9 @@ __global__ void __launch_bounds__(DV) decode_combine_kernel(Params p, Decode dc,
         float o = 0.f;
         for (int s = lo[br]; s < hi[br]; ++s)
             o += part[s * stride + 32 + r * DV + d] * exp2f(part[s * stride + r] - Mb);
-        const float y = gate_of<T>(p, row, br) * (o * inv_sum(L));
+        const float oc = o * inv_sum(L);
+        if (p.obr[br]) p.obr[br][row * DV + d] = oc;
+        const float y = gate_of<T>(p, row, br) * oc;
         x = first ? y : x + y;
         first = false;
     }

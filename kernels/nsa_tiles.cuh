@@ -24,6 +24,7 @@ struct Params {
     const void *dout;
     float *lse[3];
     float *ostage;
+    float *obr[3];  /* M_FWD: each branch's o_c, fp32 (nsa_saved.o_branch), or NULL */
     float *acc;
     void *out;
     int acc_in, final_out;

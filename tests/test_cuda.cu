@@ -234,7 +234,7 @@ static Result run_ref(const Case &c, const Inputs &in, nsa_dtype dt, nsa_accum a
     r.sel.assign((size_t)sz.sel_idx + 1, 0);
     r.cnt.assign((size_t)sz.sel_count + 1, 0);
     void *skc = calloc((size_t)sz.k_cmp + 1, es), *svc = calloc((size_t)sz.v_cmp + 1, es);
-    nsa_saved sv = {lse[0].data(), lse[1].data(), lse[2].data(), r.sel.data(), r.cnt.data(), skc, svc};
+    nsa_saved sv = {lse[0].data(), lse[1].data(), lse[2].data(), r.sel.data(), r.cnt.data(), skc, svc, NULL};
     nsa_status st = nsa_ref_forward(&cfg, &b, g, o, &sv, ws, wsb);
     if (st) { logf_("ref fwd %s: %s\n", c.name.c_str(), nsa_last_error()); exit(2); }
     void *dq = calloc((size_t)sz.q + 1, es), *dk = calloc((size_t)sz.k + 1, es),
@@ -357,7 +357,7 @@ static void gpu_setup(const Case &c, const Inputs &in, Gpu &G)
     if (st) { logf_("cuda ws %s: %s\n", c.name.c_str(), nsa_last_error()); exit(2); }
     CK(cudaMalloc(&G.ws, G.wsb ? G.wsb : 1));
     CK(cudaMemset(G.ws, 0xff, G.wsb ? G.wsb : 1));
-    G.sv = {G.lse[0], G.lse[1], G.lse[2], G.sel, G.cnt, G.skc, G.svc};
+    G.sv = {G.lse[0], G.lse[1], G.lse[2], G.sel, G.cnt, G.skc, G.svc, NULL};
     G.gr = {G.dq, G.dk, G.dv, c.gates ? G.dg : NULL, c.caller_cmp ? G.dkc : NULL,
             c.caller_cmp ? G.dvc : NULL};
 }
@@ -539,6 +539,64 @@ static Row &new_row(const std::string &name)
     return g_rows.back();
 }
 
+static void tally(Row &row, bool ok, const char *what, const char *detail)
+{
+    row.checks++;
+    if (!ok) row.fails++;
+    (ok ? g_pass : g_fail)++;
+    logf_("  %-6s %s: %s\n", ok ? "ok" : "FAIL", what, detail);
+}
+
+/* The case again with the forward's branch outputs kept for the backward
+   (nsa_saved.o_branch): the forward's results do not change, every element
+   of an on branch's plane is written and an off branch's is not touched,
+   and the gradients meet the same bounds against the reference. */
+static void check_saved_outputs(Row &row, const Case &c, Gpu &G, const Result &gr,
+                                const Result &rd, const Result &r64)
+{
+    const int64_t plane = G.sz.o;
+    float *ob = dalloc<float>((size_t)(3 * plane));
+    CK(cudaMemset(ob, 0xff, (size_t)(3 * plane) * sizeof(float))); /* NaN poison */
+    G.sv.o_branch = ob;
+    nsa_status st = gpu_fwd_bwd(G, 0);
+    CK(cudaDeviceSynchronize());
+    G.sv.o_branch = NULL;
+    if (st) {
+        tally(row, false, "saved outputs", nsa_last_error());
+        cudaFree(ob);
+        return;
+    }
+    Result g = gpu_result(c, G);
+    bool same = g.o == gr.o && g.sel == gr.sel && g.cnt == gr.cnt;
+    for (int i = 0; i < 3; ++i) same = same && g.lse[i] == gr.lse[i];
+    tally(row, same, "saved outputs", same ? "forward bitwise the same"
+                                           : "forward results DIFFERENT");
+    std::vector<uint32_t> bits(back((const uint32_t *)(const void *)ob, (size_t)(3 * plane)));
+    int64_t unwritten = 0, touched = 0;
+    for (int i = 0; i < 3; ++i) {
+        const bool on = (c.cfg.branches & (1u << i)) != 0;
+        for (int64_t e = 0; e < plane; ++e) {
+            const bool poison = bits[(size_t)(i * plane + e)] == 0xffffffffu;
+            if (on && poison) ++unwritten;
+            if (!on && !poison) ++touched;
+        }
+    }
+    char msg[128];
+    snprintf(msg, sizeof msg, "%lld elements of on branches unwritten, %lld of off branches "
+             "touched", (long long)unwritten, (long long)touched);
+    tally(row, unwritten == 0 && touched == 0, "saved outputs", msg);
+    const double fl = 1e-6;
+    check(row, "dq|o_c", g.dq, rd.dq, r64.dq, fl);
+    check(row, "dk|o_c", g.dk, rd.dk, r64.dk, fl);
+    check(row, "dv|o_c", g.dv, rd.dv, r64.dv, fl);
+    if (c.gates) check(row, "dg|o_c", g.dg, rd.dg, r64.dg, fl);
+    if (c.caller_cmp) {
+        check(row, "dkc|o_c", g.dkc, rd.dkc, r64.dkc, fl);
+        check(row, "dvc|o_c", g.dvc, rd.dvc, r64.dvc, fl);
+    }
+    cudaFree(ob);
+}
+
 /* The main cross-check of one case. */
 static void run_case(const Case &c, bool determinism = true)
 {
@@ -593,6 +651,7 @@ static void run_case(const Case &c, bool determinism = true)
         logf_("  %-6s backward twice: bitwise %s\n", same ? "ok" : "FAIL",
               same ? "equal" : "DIFFERENT");
     }
+    check_saved_outputs(row, c, G, gr, rd, r64);
     gpu_free(G);
 }
 
@@ -1517,6 +1576,10 @@ static void run_vector_case(nsa_vcase &vc, const char *sub)
             gr = gpu_result(c2, G2);
             gpu_free(G);
             G = G2;
+            /* the batch's host arrays were c2's, which end with this block;
+               c's hold the same sequence lengths */
+            G.b.cu_seqlens = c.cu.data();
+            G.b.cu_seqlens_q = c.cuq.empty() ? NULL : c.cuq.data();
             std::fill(skip.begin(), skip.end(), 0);
             logf_("  (outputs and gradients below: a rerun on the vectors' selection)\n");
         }
@@ -1530,6 +1593,7 @@ static void run_vector_case(nsa_vcase &vc, const char *sub)
     }
     /* dq / dk floors as in the checker (NSA_VGRAD_FLOOR) */
     const double mdq = nsa_v_maxabs_file(sub, "dq"), mdk = nsa_v_maxabs_file(sub, "dk");
+    std::string tag; /* after the checks' names: which run */
     auto cmp = [&](const char *name, const std::vector<double> &got, int64_t nrows, int heads,
                    int D, int Dp, bool per_query, double floor_) {
         double *e = NULL;
@@ -1562,8 +1626,8 @@ static void run_vector_case(nsa_vcase &vc, const char *sub)
         }
         ok = ok && worst_ratio <= 1.0;
         row.checks++; if (!ok) row.fails++; (ok ? g_pass : g_fail)++;
-        logf_("  %-6s %-8s max err %.3e, %.3f of its tolerance\n", ok ? "ok" : "FAIL", name,
-              worst, worst_ratio);
+        logf_("  %-6s %-8s max err %.3e, %.3f of its tolerance\n", ok ? "ok" : "FAIL",
+              (name + tag).c_str(), worst, worst_ratio);
         free(e);
     };
     cmp("o", gr.o, TQ, c.H, vc.Dv, Pv, true, FLT_MIN);
@@ -1574,6 +1638,25 @@ static void run_vector_case(nsa_vcase &vc, const char *sub)
     cmp("dk", gr.dk, T, c.Hkv, vc.Dk, Pk, false, fmax(FLT_MIN, NSA_VGRAD_FLOOR * mdq));
     cmp("dv", gr.dv, T, c.Hkv, vc.Dv, Pv, false, FLT_MIN);
     if (c.gates) cmp("dgates", gr.dg, TQ, c.H, 3, 3, true, FLT_MIN);
+    /* the gradients again with the forward's branch outputs kept for the
+       backward (nsa_saved.o_branch) */
+    float *ob = dalloc<float>((size_t)(3 * G.sz.o > 0 ? 3 * G.sz.o : 1));
+    G.sv.o_branch = ob;
+    st = gpu_fwd_bwd(G, 0);
+    CK(cudaDeviceSynchronize());
+    G.sv.o_branch = NULL;
+    if (st) {
+        logf_("  FAIL gpu with saved branch outputs: %s\n", nsa_last_error());
+        row.checks++; row.fails++; g_fail++;
+    } else {
+        const Result gs = gpu_result(c, G);
+        tag = "|o_c";
+        cmp("dq", gs.dq, TQ, c.H, vc.Dk, Pk, true, fmax(FLT_MIN, NSA_VGRAD_FLOOR * mdk));
+        cmp("dk", gs.dk, T, c.Hkv, vc.Dk, Pk, false, fmax(FLT_MIN, NSA_VGRAD_FLOOR * mdq));
+        cmp("dv", gs.dv, T, c.Hkv, vc.Dv, Pv, false, FLT_MIN);
+        if (c.gates) cmp("dgates", gs.dg, TQ, c.H, 3, 3, true, FLT_MIN);
+    }
+    cudaFree(ob);
     gpu_free(G);
     nsa_vinputs_free(&vi);
 }
@@ -1653,7 +1736,7 @@ static void run_big()
     G.svc = dalloc<uint16_t>((size_t)G.sz.v_cmp);
     if (nsa_cuda_workspace_size(&cfg, &G.b, &G.wsb)) { logf_("ws: %s\n", nsa_last_error()); exit(2); }
     CK(cudaMalloc(&G.ws, G.wsb));
-    G.sv = {G.lse[0], G.lse[1], G.lse[2], G.sel, G.cnt, G.skc, G.svc};
+    G.sv = {G.lse[0], G.lse[1], G.lse[2], G.sel, G.cnt, G.skc, G.svc, NULL};
     cudaEvent_t e0, e1;
     cudaEventCreate(&e0); cudaEventCreate(&e1);
     cudaEventRecord(e0);
@@ -1693,7 +1776,7 @@ static void run_big()
             std::vector<char> oo((size_t)sz.o * es), kc((size_t)(sz.k_cmp + 1) * es), vc((size_t)(sz.v_cmp + 1) * es);
             std::vector<float> l0(H), l1(H), l2(H);
             std::vector<int32_t> s1((size_t)sz.sel_idx + 1), c1((size_t)sz.sel_count + 1);
-            nsa_saved sv = {l0.data(), l1.data(), l2.data(), s1.data(), c1.data(), kc.data(), vc.data()};
+            nsa_saved sv = {l0.data(), l1.data(), l2.data(), s1.data(), c1.data(), kc.data(), vc.data(), NULL};
             if (nsa_ref_forward(&cf, &b, NULL, oo.data(), &sv, ws.data(), wsb)) { logf_("ref: %s\n", nsa_last_error()); exit(2); }
             res[pass].resize((size_t)H * D);
             for (int i = 0; i < H * D; ++i) res[pass][i] = nsa_load(oo.data(), b.dtype, i);
