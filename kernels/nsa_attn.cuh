@@ -464,6 +464,15 @@ __host__ __device__ constexpr int row_kn(bool slc, bool dq)
     return (slc || dq) ? NSA_KN : NSA_ROW_KN;
 }
 
+/* Whether a row kernel's Q (and dO) tile of NW * 16 rows fits in the space
+   of its K and V stages: then it lies there (row_body reads it into
+   registers before staging any chunk), and one-warp CTAs need 4 KB less
+   shared memory each, six a SM instead of five at head dims 128. */
+__host__ __device__ constexpr bool row_q_in_stages(int nw, bool slc, bool dq, int dk, int dv)
+{
+    return nw * 16 * (dk + 8) <= row_stages(slc, dq) * row_kn(slc, dq) * (dk + 8 + dv + 8);
+}
+
 /* ------------------------------------------------------------------------ */
 /* Row-centric kernel: forward (M_STAGE / M_FWD), forward recompute for the
    backward (M_PREP), or dQ (DQ = true). br_mask: branches run, in the order
@@ -475,7 +484,9 @@ __device__ inline void row_body(const Params &p, int mode, unsigned br_mask)
     extern __shared__ __align__(16) unsigned char smem_raw[];
     T *Qs = (T *)smem_raw;          /* [NW*16][LDK] */
     constexpr int NS = row_stages(SLC, DQ);
-    T *Ks = Qs + NW * 16 * LDK;     /* [NS][KN][LDK] */
+    /* Q and dO go to registers before any chunk is staged: where their
+       tile fits in the stages' space it lies there (row_smem) */
+    T *Ks = Qs + (row_q_in_stages(NW, SLC, DQ, DK, DV) ? 0 : NW * 16 * LDK); /* [NS][KN][LDK] */
     T *Vs = Ks + NS * KN * LDK;     /* [NS][KN][LDV] */
     const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
     const int hkv = blockIdx.y;
@@ -620,7 +631,8 @@ __global__ void __launch_bounds__(NW * 32, 1) row_kernel(Params p, int mode, uns
 template <int DK, int DV, int NW, bool SLC, bool DQ>
 constexpr size_t row_smem()
 {
-    return (size_t)(NW * 16 * (DK + 8) + row_stages(SLC, DQ) * row_kn(SLC, DQ) * (DK + 8 + DV + 8)) * 2;
+    return (size_t)((row_q_in_stages(NW, SLC, DQ, DK, DV) ? 0 : NW * 16 * (DK + 8)) +
+                    row_stages(SLC, DQ) * row_kn(SLC, DQ) * (DK + 8 + DV + 8)) * 2;
 }
 
 /* ------------------------------------------------------------------------ */

@@ -437,7 +437,7 @@ template <typename T, int DK, int DV, int NW>
 __device__ inline void row_dq_sm90(const Params &p, unsigned br_mask)
 {
     constexpr int KN = NSA_WG_KN, NS = NSA_WG_STAGES, ROWS = NW * 16;
-    static_assert(NS >= 2 && DK % 64 == 0 && DV % 64 == 0 && DK <= 128, "64-column panels");
+    static_assert(NS >= 3 && DK % 64 == 0 && DV % 64 == 0 && DK <= 128, "64-column panels");
     extern __shared__ __align__(16) unsigned char smem_raw[];
     T *Qs = (T *)sw128_base(smem_raw); /* [DK/64][ROWS][64] */
     T *Os = Qs + ROWS * DK;      /* dO, [DV/64][ROWS][64] */
@@ -474,9 +474,11 @@ __device__ inline void row_dq_sm90(const Params &p, unsigned br_mask)
         auto load = [&](int c) { keys.template load<DK, DV, NS, NW * 32>(Ks, Vs, c, tid); };
         __syncthreads();
         for (int c = 0; c < NS - 1; ++c) load(c);
+        /* One barrier a chunk: past it, chunk c is staged and both
+           warpgroups are done with chunk c - 1, whose stage then takes chunk
+           c + NS - 1 while this chunk's scores are multiplied. */
         for (int c = 0; c < nch; ++c) {
-            load(c + NS - 1); /* into the stage read in step c - 1 */
-            cp_wait<NS - 1>(); /* chunk c (and Q, dO) */
+            cp_wait<NS - 2>(); /* chunk c (and Q, dO) */
             fence_async_smem();
             __syncthreads();
             float S[KN / 8][4], dP[KN / 8][4];
@@ -486,6 +488,7 @@ __device__ inline void row_dq_sm90(const Params &p, unsigned br_mask)
             wgmma_tiles_abt<T, DK, ROWS, KN>(S, qdesc, kd);
             wgmma_tiles_abt<T, DV, ROWS, KN>(dP, odesc, vd);
             wg_commit();
+            load(c + NS - 1); /* into the stage of chunk c - 1 */
             wg_wait<0>();
             wg_hold(S);
             wg_hold(dP);
@@ -509,7 +512,6 @@ __device__ inline void row_dq_sm90(const Params &p, unsigned br_mask)
             wg_commit();
             wg_wait<0>();
             wg_hold(acc);
-            __syncthreads(); /* every warpgroup done with stage c % NS */
         }
     }
     if (wactive) store_dq<T, DK>(p, lr, acc, lane);
