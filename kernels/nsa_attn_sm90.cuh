@@ -437,7 +437,8 @@ template <typename T, int DK, int DV, int NW>
 __device__ inline void row_dq_sm90(const Params &p, unsigned br_mask)
 {
     constexpr int KN = NSA_WG_KN, NS = NSA_WG_STAGES, ROWS = NW * 16;
-    static_assert(NS >= 3 && DK % 64 == 0 && DV % 64 == 0 && DK <= 128, "64-column panels");
+    static_assert(NS >= 3, "chunk c + 1 resident while chunks c - 1 and c are computed");
+    static_assert(DK % 64 == 0 && DV % 64 == 0 && DK <= 128, "64-column panels");
     extern __shared__ __align__(16) unsigned char smem_raw[];
     T *Qs = (T *)sw128_base(smem_raw); /* [DK/64][ROWS][64] */
     T *Os = Qs + ROWS * DK;      /* dO, [DV/64][ROWS][64] */
@@ -472,26 +473,24 @@ __device__ inline void row_dq_sm90(const Params &p, unsigned br_mask)
         const float gA = lr.vA ? gate_of<T>(p, lr.rowA, br) : 0.f;
         const float gB = lr.vB ? gate_of<T>(p, lr.rowB, br) : 0.f;
         auto load = [&](int c) { keys.template load<DK, DV, NS, NW * 32>(Ks, Vs, c, tid); };
-        __syncthreads();
-        for (int c = 0; c < NS - 1; ++c) load(c);
-        /* One barrier a chunk: past it, chunk c is staged and both
-           warpgroups are done with chunk c - 1, whose stage then takes chunk
-           c + NS - 1 while this chunk's scores are multiplied. */
-        for (int c = 0; c < nch; ++c) {
-            cp_wait<NS - 2>(); /* chunk c (and Q, dO) */
-            fence_async_smem();
-            __syncthreads();
-            float S[KN / 8][4], dP[KN / 8][4];
-            const uint64_t kd = kdesc + desc_step((c % NS) * KN * DK * 2);
-            const uint64_t vd = vdesc + desc_step((c % NS) * KN * DV * 2);
+        float S[KN / 8][4], dP[KN / 8][4];
+        uint32_t ph[KN / 16][4], pl[KN / 16][4]; /* dS of the chunk before, hi + lo */
+        /* S_c = Q K_c^T and dP_c = dO V_c^T, issued as one group */
+        auto issue_s_dp = [&](int c) {
             wg_fence();
-            wgmma_tiles_abt<T, DK, ROWS, KN>(S, qdesc, kd);
-            wgmma_tiles_abt<T, DV, ROWS, KN>(dP, odesc, vd);
+            wgmma_tiles_abt<T, DK, ROWS, KN>(S, qdesc, kdesc + desc_step((c % NS) * KN * DK * 2));
+            wgmma_tiles_abt<T, DV, ROWS, KN>(dP, odesc, vdesc + desc_step((c % NS) * KN * DV * 2));
             wg_commit();
-            load(c + NS - 1); /* into the stage of chunk c - 1 */
-            wg_wait<0>();
-            wg_hold(S);
-            wg_hold(dP);
+        };
+        /* acc += dS_c K_c from ph, pl, issued as one group */
+        auto issue_dq = [&](int c) {
+            wg_hold(acc);
+            wg_fence();
+            wgmma_hilo<T, DK, KN>(acc, ph, pl, kndesc + desc_step((c % NS) * KN * DK * 2));
+            wg_commit();
+        };
+        /* dS_c = P (g dP - Delta) into S, P from the saved lse */
+        auto scores = [&](int c) {
             int s0, cnt = src.chunk(c, s0);
             mask_chunk(p, br, S, s0, cnt, uniform(chunk_whole(p, br, s0, cnt, KN, lr)), lr.tA,
                        lr.tB, lane);
@@ -503,16 +502,47 @@ __device__ inline void row_dq_sm90(const Params &p, unsigned br_mask)
                     const float pr = S[nt][e] == -INFINITY ? 0.f : exp2_ftz(fmaf(S[nt][e], p.sl2, -(a ? lse2A : lse2B)));
                     S[nt][e] = pr * ((a ? gA : gB) * dP[nt][e] - (a ? dlA : dlB));
                 }
-            uint32_t ph[KN / 16][4], pl[KN / 16][4];
+        };
+        /* Stages: chunk c lives in stage c % NS. Step c reads K_c, V_c and
+           K_{c-1} while chunk c + 1 may still be landing, and loads chunk
+           c + NS - 2 into the stage that dS_{c-2} K_{c-2} freed. landed():
+           this thread's copies, then everyone's, visible to the tensor core. */
+        auto landed = [&]() {
+            fence_async_smem();
+            __syncthreads();
+        };
+        __syncthreads();
+        for (int c = 0; c < NS - 1; ++c) load(c);
+        cp_wait<NS - 2>(); /* chunk 0 (and Q, dO) */
+        landed();
+        if (nch > 0) {
+            issue_s_dp(0);
+            wg_wait<0>();
+            wg_hold(S);
+            wg_hold(dP);
+            scores(0);
             split_frags<T, KN>(S, ph, pl);
-            const uint64_t knd = kndesc + desc_step((c % NS) * KN * DK * 2);
-            wg_hold(acc);
-            wg_fence();
-            wgmma_hilo<T, DK, KN>(acc, ph, pl, knd);
-            wg_commit();
+        }
+        /* Step c (as the forward's): S_c, dP_c and acc += dS_{c-1} K_{c-1}
+           issued together; the scores of chunk c run while the dQ product is
+           in flight. The products add into acc in chunk order, as before. */
+        for (int c = 1; c < nch; ++c) {
+            cp_wait<NS - 3>(); /* chunk c landed for this thread */
+            landed();          /* ... for all; stage (c + NS - 2) % NS is free */
+            load(c + NS - 2);
+            issue_s_dp(c);
+            issue_dq(c - 1);
+            wg_wait<1>();
+            wg_hold(S);
+            wg_hold(dP);
+            scores(c);
             wg_wait<0>();
             wg_hold(acc);
+            split_frags<T, KN>(S, ph, pl);
         }
+        if (nch > 0) issue_dq(nch - 1);
+        wg_wait<0>();
+        wg_hold(acc);
     }
     if (wactive) store_dq<T, DK>(p, lr, acc, lane);
 }
