@@ -2,7 +2,8 @@
 
 Reads bench/results CSV files (header device,date,commit,preset,B,T,H,Hkv,
 D,dtype,what,ms,floor_ms) and draws the forward of each nsa preset, each
-one's floor, and the peers of the same file (dense cuDNN, the public Triton
+one's floor (and with fwd_bwd, the run with the branch outputs kept,
+fwd_bwd_o_branch), and the peers of the same file (dense cuDNN, the public Triton
 NSA kernels). Plain Python, no plotting library.
 
 usage: python3 bench/plot_results.py RESULTS.csv OUT.svg [--what fwd|fwd_bwd]"""
@@ -28,6 +29,8 @@ def series(rows, what):
             label = {"cudnn": "dense cuDNN", "xl": "Triton NSA (xl, paper, no window)",
                      "fla": "Triton NSA (fla, no window)"}.get(peer, peer)
             out.setdefault(label, []).append((T, ms))
+        elif r["what"] == what + "_o_branch" and r["preset"] in ("paper", "fla", "tile"):
+            out.setdefault("nsa " + r["preset"] + ", o_c kept", []).append((T, ms))
         elif r["what"] == what and r["preset"] in ("paper", "fla", "tile"):
             out.setdefault("nsa " + r["preset"], []).append((T, ms))
             if r["floor_ms"] and r["preset"] == "paper":
