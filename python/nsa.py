@@ -388,7 +388,7 @@ def _function():
 
         @staticmethod
         def forward(ctx, q, k, v, gates, cu_seqlens, cu_seqlens_q, cfg,
-                    sel_idx, sel_count):
+                    sel_idx, sel_count, keep_branch_outputs=False):
             lib = library()
             cfg = Config.from_buffer_copy(cfg)  # backward needs forward's
             dev = q.device
@@ -434,6 +434,13 @@ def _function():
                   with_gates, ctypes.c_void_p(block.data_ptr()), nbytes,
                   ctypes.byref(saved), ctypes.byref(grads))
             o = torch.empty((x.TQ, x.H, x.Dv), dtype=q.dtype, device=dev)
+            # each branch's fp32 output, kept for the backward's Delta and
+            # dgates (nsa_saved.o_branch): memory for a pass of every branch
+            o_branch = None
+            if keep_branch_outputs:
+                o_branch = torch.empty((3, x.TQ, x.H, x.Dv), dtype=torch.float32,
+                                       device=dev)
+                saved.o_branch = o_branch.data_ptr()
             gp = None if g_ is None else ctypes.c_void_p(g_.data_ptr())
             if cuda:
                 stream = torch.cuda.current_stream(dev).cuda_stream
@@ -448,7 +455,7 @@ def _function():
             # Everything the pointers in x, saved and grads point at stays
             # alive with ctx.
             ctx.keep = (q_, k_, v_, g_, cu, cuq, cu_dev, cuq_dev, work, block,
-                        sel)
+                        sel, o_branch)
             ctx.args = (cfg, x, saved, grads, ws, cuda, sz)
             ctx.gates_given = gates is not None
             return o
@@ -456,7 +463,7 @@ def _function():
         @staticmethod
         def backward(ctx, d_o):
             cfg, x, saved, grads, ws, cuda, sz = ctx.args
-            q_, k_, v_, g_, _, _, _, _, work, block, _ = ctx.keep
+            q_, k_, v_, g_, _, _, _, _, work, block, _, _ = ctx.keep
             d_o = d_o.to(q_.dtype).contiguous()
             gp = None if g_ is None else ctypes.c_void_p(g_.data_ptr())
             if cuda:
@@ -483,7 +490,7 @@ def _function():
             dk = grad(grads.dk, (x.T, x.Hkv, x.Dk))
             dv = grad(grads.dv, (x.T, x.Hkv, x.Dv))
             dg = grad(grads.dgates, (x.TQ, x.H, 3)) if ctx.gates_given else None
-            return dq, dk, dv, dg, None, None, None, None, None
+            return dq, dk, dv, dg, None, None, None, None, None, None
 
     return NSAFunction
 
@@ -492,12 +499,15 @@ _fn = None
 
 
 def attention(q, k, v, cu_seqlens, cfg=None, gates=None, cu_seqlens_q=None,
-              sel_idx=None, sel_count=None):
+              sel_idx=None, sel_count=None, keep_branch_outputs=False):
     """NSA of torch tensors q [TQ, H, Dk], k [T, Hkv, Dk], v [T, Hkv, Dv]
     (gates [TQ, H, 3] or None; cu_seqlens int tensor or list, B + 1 entries),
     differentiable in q, k, v and gates. CUDA tensors run nsa_cuda_* on the
     current stream (bf16, fp16); CPU tensors run the reference. sel_idx and
-    sel_count (int32 tensors), when given, are the caller's selection."""
+    sel_count (int32 tensors), when given, are the caller's selection.
+    keep_branch_outputs: keep each branch's fp32 output [3, TQ, H, Dv] from
+    the forward for the backward (nsa_saved.o_branch), which then skips
+    recomputing every branch: faster, for 12 bytes a (query, head, column)."""
     import torch
     global _fn
     if _fn is None:
@@ -509,4 +519,4 @@ def attention(q, k, v, cu_seqlens, cfg=None, gates=None, cu_seqlens_q=None,
     if cu_seqlens_q is not None and not torch.is_tensor(cu_seqlens_q):
         cu_seqlens_q = torch.tensor(cu_seqlens_q, dtype=torch.int32)
     return _fn.apply(q, k, v, gates, cu_seqlens, cu_seqlens_q, cfg, sel_idx,
-                     sel_count)
+                     sel_count, keep_branch_outputs)

@@ -256,30 +256,35 @@ def check_torch_device(c, a, gates, where):
         out[..., :x.shape[-1]] = x
         return torch.from_numpy(out).to(dev, torch.bfloat16).requires_grad_(True)
 
-    q, k, v = padded(a["q"], Pk), padded(a["k"], Pk), padded(a["v"], Pv)
-    tg = None if gates is None else torch.from_numpy(gates).to(dev, torch.bfloat16).requires_grad_(True)
     do = torch.zeros((a["do"].shape[0], a["do"].shape[1], Pv), device=dev)
     do[..., :c["Dv"]] = torch.from_numpy(a["do"]).to(dev)
     cfg = case_config(c, scale=1.0 / math.sqrt(c["Dk"]))
     cuq = None if a["cu_seqlens_q"] is None else torch.from_numpy(a["cu_seqlens_q"])
     sel = torch.from_numpy(a["sel_idx"]).to(dev)
     cnt = torch.from_numpy(sel_counts(a["sel_idx"])).to(dev)
-    o = nsa.attention(q, k, v, torch.from_numpy(a["cu_seqlens"]), cfg=cfg, gates=tg,
-                      cu_seqlens_q=cuq, sel_idx=sel, sel_count=cnt)
-    (o.float() * do).sum().backward()
-    if where == "cuda":
-        torch.cuda.synchronize()
     exp = {n: a[n] for n in ("dq", "dk", "dv")}
-    close("%s o(bf16)" % name, o.detach().float()[..., :c["Dv"]].cpu().numpy(), a["o"],
-          VTOL_BF16)
-    check("%s padded o components are zero" % name,
-          bool((o[..., c["Dv"]:] == 0).all()))
-    for n, t, D in (("dq", q, c["Dk"]), ("dk", k, c["Dk"]), ("dv", v, c["Dv"])):
-        close("%s %s(bf16)" % (name, n), t.grad.float()[..., :D].cpu().numpy(),
-              a[n], VTOL_BF16, grad_floor(exp, n))
-    if tg is not None:
-        close("%s dgates(bf16)" % name, tg.grad.float().cpu().numpy(),
-              a["dgates"], VTOL_BF16)
+    # twice: the backward recomputing each branch, then reading the
+    # branches' outputs the forward kept (keep_branch_outputs)
+    for keep, tag in ((False, ""), (True, " o_c kept")):
+        q, k, v = padded(a["q"], Pk), padded(a["k"], Pk), padded(a["v"], Pv)
+        tg = (None if gates is None
+              else torch.from_numpy(gates).to(dev, torch.bfloat16).requires_grad_(True))
+        o = nsa.attention(q, k, v, torch.from_numpy(a["cu_seqlens"]), cfg=cfg, gates=tg,
+                          cu_seqlens_q=cuq, sel_idx=sel, sel_count=cnt,
+                          keep_branch_outputs=keep)
+        (o.float() * do).sum().backward()
+        if where == "cuda":
+            torch.cuda.synchronize()
+        close("%s o(bf16)%s" % (name, tag), o.detach().float()[..., :c["Dv"]].cpu().numpy(),
+              a["o"], VTOL_BF16)
+        check("%s padded o components are zero%s" % (name, tag),
+              bool((o[..., c["Dv"]:] == 0).all()))
+        for n, t, D in (("dq", q, c["Dk"]), ("dk", k, c["Dk"]), ("dv", v, c["Dv"])):
+            close("%s %s(bf16)%s" % (name, n, tag), t.grad.float()[..., :D].cpu().numpy(),
+                  a[n], VTOL_BF16, grad_floor(exp, n))
+        if tg is not None:
+            close("%s dgates(bf16)%s" % (name, tag), tg.grad.float().cpu().numpy(),
+                  a["dgates"], VTOL_BF16)
 
 
 def main():
