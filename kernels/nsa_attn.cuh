@@ -967,13 +967,6 @@ struct KvSeen {
    key). P on the special-function unit, subnormal results flushed to zero,
    as the forward's softmax (exp2_ftz): P <= 1 here, normalised by the
    saved lse. */
-/* In place on a 16-key x (NT * 8)-row fragment pair of S^T and dP^T (the
-   C-fragment layout: key lane / 4 (+ 8), row 8 nt + 2 (lane % 4) (+ 1)):
-   St becomes g P, dPt becomes dS = P (g dP - Delta), with the rows' lse2,
-   Delta, gate and token in inf[] from row r0 (token -1: no row, seen by no
-   key). P on the special-function unit, subnormal results flushed to zero,
-   as the forward's softmax (exp2_ftz): P <= 1 here, normalised by the
-   saved lse. */
 template <int NT>
 __device__ inline void kv_scores(const Params &p, float (&St)[NT][4], float (&dPt)[NT][4],
                                  const float4 *inf, int r0, const KvSeen &seen, int lane)

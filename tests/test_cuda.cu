@@ -539,6 +539,26 @@ static Row &new_row(const std::string &name)
     return g_rows.back();
 }
 
+/* The gradients of a GPU run against the reference's (rd) and the fp64
+   truth (r64); tag follows each check's name. */
+static void check_grads(Row &row, const Case &c, const Result &g, const Result &rd,
+                        const Result &r64, const char *tag)
+{
+    const double fl = 1e-6; /* floor for storage-dtype arrays */
+    auto one = [&](const char *name, const std::vector<double> &x, const std::vector<double> &r,
+                   const std::vector<double> &t) {
+        check(row, (std::string(name) + tag).c_str(), x, r, t, fl);
+    };
+    one("dq", g.dq, rd.dq, r64.dq);
+    one("dk", g.dk, rd.dk, r64.dk);
+    one("dv", g.dv, rd.dv, r64.dv);
+    if (c.gates) one("dgates", g.dg, rd.dg, r64.dg);
+    if (c.caller_cmp) {
+        one("dk_cmp", g.dkc, rd.dkc, r64.dkc);
+        one("dv_cmp", g.dvc, rd.dvc, r64.dvc);
+    }
+}
+
 static void tally(Row &row, bool ok, const char *what, const char *detail)
 {
     row.checks++;
@@ -585,15 +605,7 @@ static void check_saved_outputs(Row &row, const Case &c, Gpu &G, const Result &g
     snprintf(msg, sizeof msg, "%lld elements of on branches unwritten, %lld of off branches "
              "touched", (long long)unwritten, (long long)touched);
     tally(row, unwritten == 0 && touched == 0, "saved outputs", msg);
-    const double fl = 1e-6;
-    check(row, "dq|o_c", g.dq, rd.dq, r64.dq, fl);
-    check(row, "dk|o_c", g.dk, rd.dk, r64.dk, fl);
-    check(row, "dv|o_c", g.dv, rd.dv, r64.dv, fl);
-    if (c.gates) check(row, "dg|o_c", g.dg, rd.dg, r64.dg, fl);
-    if (c.caller_cmp) {
-        check(row, "dkc|o_c", g.dkc, rd.dkc, r64.dkc, fl);
-        check(row, "dvc|o_c", g.dvc, rd.dvc, r64.dvc, fl);
-    }
+    check_grads(row, c, g, rd, r64, "|o_c");
     cudaFree(ob);
 }
 
@@ -632,14 +644,7 @@ static void run_case(const Case &c, bool determinism = true)
             std::vector<double> a(rd.lse[i].begin(), rd.lse[i].end());
             check(row, ln[i], gr.lse[i], a, r64.lse[i], 2e-5);
         }
-    check(row, "dq", gr.dq, rd.dq, r64.dq, fl);
-    check(row, "dk", gr.dk, rd.dk, r64.dk, fl);
-    check(row, "dv", gr.dv, rd.dv, r64.dv, fl);
-    if (c.gates) check(row, "dgates", gr.dg, rd.dg, r64.dg, fl);
-    if (c.caller_cmp) {
-        check(row, "dk_cmp", gr.dkc, rd.dkc, r64.dkc, fl);
-        check(row, "dv_cmp", gr.dvc, rd.dvc, r64.dvc, fl);
-    }
+    check_grads(row, c, gr, rd, r64, "");
     if (determinism) {
         st = nsa_cuda_backward(&G.cfg, &G.b, G.g, G.dO, &G.sv, &G.gr, G.ws, G.wsb, 0);
         CK(cudaDeviceSynchronize());
