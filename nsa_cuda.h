@@ -253,6 +253,16 @@ static bool head_dims_ok(int dk, int dv)
 
 static bool aligned16(const void *p) { return ((uintptr_t)p & 15u) == 0; }
 
+/* The saved buffers this path copies 16 bytes at a time (forward and
+   backward alike). */
+static nsa_status check_saved_aligned(const nsa_saved *saved)
+{
+    if (!aligned16(saved->k_cmp) || !aligned16(saved->v_cmp) || !aligned16(saved->o_branch))
+        return nsa__fail(NSA_ERR_UNSUPPORTED, "saved.k_cmp, v_cmp, o_branch: must be "
+                         "16-byte aligned on the CUDA path");
+    return NSA_OK;
+}
+
 /* pointers: check the batch's data and device pointers too (the calls
    that run); the size function reads the shapes only. */
 static nsa_status plan_make(const nsa_config *cfg, const nsa_batch *x, Plan &P,
@@ -629,13 +639,6 @@ static nsa_status run_transpose(const Plan &P, nsak::Params &p, void *ws, cudaSt
     return NSA_OK;
 }
 
-/* nsa_saved.o_branch's planes (cmp, slc, win) of the branches that are on */
-static void set_branch_outputs(const Plan &P, nsak::Params &p, unsigned br, float *o_branch)
-{
-    for (int i = 0; i < 3; ++i)
-        p.obr[i] = (br & (1u << i)) ? o_branch + (int64_t)i * P.sz.o : NULL;
-}
-
 template <typename T, int DK, int DV>
 static nsa_status fwd_typed(const nsa_config *cfg, const nsa_batch *x, const Plan &P,
                             nsak::Params &p, const void *gates, void *o, nsa_saved *sv,
@@ -651,7 +654,9 @@ static nsa_status fwd_typed(const nsa_config *cfg, const nsa_batch *x, const Pla
     p.lse[1] = sv->lse_slc;
     p.lse[2] = sv->lse_win;
     if ((st = launch_meta(P, p, ws, s))) return st;
-    if (sv->o_branch) set_branch_outputs(P, p, br, sv->o_branch);
+    /* nsa_saved.o_branch: the planes (cmp, slc, win) of the branches on */
+    for (int i = 0; i < 3; ++i)
+        p.obr[i] = sv->o_branch && (br & (1u << i)) ? sv->o_branch + (int64_t)i * P.sz.o : NULL;
     if (use_cb && !cfg->caller_compressed) {
         if ((st = run_compress<T, DK, DV>(P, p, sv->k_cmp, sv->v_cmp, s))) return st;
         p.kc = sv->k_cmp;
@@ -727,12 +732,11 @@ static nsa_status bwd_typed(const nsa_config *cfg, const nsa_batch *, const Plan
        kept, or each branch's output recomputed */
     if (sv->o_branch) {
         const int64_t rows = P.sz.TQ * P.H;
-        set_branch_outputs(P, p, br, sv->o_branch);
         if (rows > 0) {
-            nsak::delta_saved_kernel<T, DV><<<(unsigned)((rows + 7) / 8), 256, 0, s>>>(p, rows, br);
+            nsak::delta_saved_kernel<T, DV><<<(unsigned)((rows + 7) / 8), 256, 0, s>>>(
+                p, sv->o_branch, rows, br);
             NSA__LAUNCHED();
         }
-        for (int i = 0; i < 3; ++i) p.obr[i] = NULL;
     } else {
         if (br & NSA_BRANCH_SLC)
             if ((st = run_rows<T, DK, DV>(P, p, nsak::M_PREP, NSA_BRANCH_SLC, false, s)))
@@ -842,10 +846,7 @@ NSADEF nsa_status nsa_cuda_forward(const nsa_config *cfg, const nsa_batch *batch
     if ((st = nsah::plan_make(cfg, batch, P))) return st;
     if (!o && P.sz.o > 0) return nsa__fail(NSA_ERR_NULL_POINTER, "o: is NULL");
     if ((st = nsa__check_saved(cfg, &P.sz, saved, 0))) return st;
-    if (!nsah::aligned16(saved->k_cmp) || !nsah::aligned16(saved->v_cmp) ||
-        !nsah::aligned16(saved->o_branch))
-        return nsa__fail(NSA_ERR_UNSUPPORTED, "saved.k_cmp, v_cmp, o_branch: must be "
-                         "16-byte aligned on the CUDA path");
+    if ((st = nsah::check_saved_aligned(saved))) return st;
     if ((st = nsah::check_ws(P, workspace, workspace_bytes))) return st;
     if (P.sz.TQ == 0 && P.sz.T == 0) return NSA_OK;
     nsak::Params p = nsah::params(cfg, batch, P, workspace);
@@ -868,10 +869,7 @@ static nsa_status backward(const nsa_config *cfg, const nsa_batch *batch, const 
         return nsa__fail(NSA_ERR_UNSUPPORTED, "d_o: must be 16-byte aligned on the CUDA path");
     if ((st = nsa__check_saved(cfg, &P.sz, saved, 1))) return st;
     if ((st = nsa__check_grads(cfg, &P.sz, gates, grads))) return st;
-    if (!nsah::aligned16(saved->k_cmp) || !nsah::aligned16(saved->v_cmp) ||
-        !nsah::aligned16(saved->o_branch))
-        return nsa__fail(NSA_ERR_UNSUPPORTED, "saved.k_cmp, v_cmp, o_branch: must be "
-                         "16-byte aligned on the CUDA path");
+    if ((st = nsah::check_saved_aligned(saved))) return st;
     if ((st = nsah::check_ws(P, workspace, workspace_bytes))) return st;
     if (P.sz.TQ == 0 && P.sz.T == 0) return NSA_OK;
     nsak::Params p = nsah::params(cfg, batch, P, workspace);

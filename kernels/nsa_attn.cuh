@@ -306,9 +306,11 @@ __device__ inline void store_delta(const Params &p, int br, bool vA, bool vB, in
 
 /* store_delta's terms from the forward's saved outputs (nsa_saved.o_branch)
    instead of a recomputed pass: dg_c = dO . O_c, Delta_c = g_c dg_c for the
-   branches of br_mask, one warp a (token, head) row of [0, rows). */
+   branches of br_mask, one warp a (token, head) row of [0, rows); plane c
+   of o_branch starts at o_branch + c * rows * DV. */
 template <typename T, int DV>
-__global__ void __launch_bounds__(256) delta_saved_kernel(Params p, int64_t rows, unsigned br_mask)
+__global__ void __launch_bounds__(256) delta_saved_kernel(Params p, const float *o_branch,
+                                                          int64_t rows, unsigned br_mask)
 {
     static_assert(DV % 64 == 0, "two columns a lane, or more");
     constexpr int PER = DV / 32;
@@ -326,7 +328,7 @@ __global__ void __launch_bounds__(256) delta_saved_kernel(Params p, int64_t rows
 #pragma unroll
     for (int br = 0; br < 3; ++br) {
         if (!(br_mask & (1u << br))) continue;
-        const float *o = p.obr[br] + row * DV + lane * PER;
+        const float *o = o_branch + (br * rows + row) * DV + lane * PER;
         float s = 0.f;
 #pragma unroll
         for (int i = 0; i < PER; ++i) s += d[i] * o[i];
