@@ -1123,6 +1123,20 @@ static void test_caller_compressed_matches_oracle(void)
     }
 }
 
+/* perm[0 .. n) = a uniformly random permutation of 0 .. n - 1
+   (Fisher-Yates on the suite's generator). */
+static void random_permutation(int32_t *perm, int64_t n)
+{
+    int64_t j;
+    for (j = 0; j < n; ++j) perm[j] = (int32_t)j;
+    for (j = n - 1; j > 0; --j) {
+        int64_t k = check_rand_int(j + 1);
+        int32_t t = perm[j];
+        perm[j] = perm[k];
+        perm[k] = t;
+    }
+}
+
 /* Caller block indices: used as given (any order of valid blocks, future
    blocks masked causally), entries outside [0, ceil(TK/l')) skipped,
    counts clamped to [0, n]. */
@@ -1147,14 +1161,7 @@ static void test_caller_selection_is_used_as_given(void)
             for (u = 0; u < nsa_units(klen[b], c.bq) * p.Hkv; ++u, ++row) {
                 /* distinct blocks from a shuffled [0, nb), some invalid */
                 int32_t perm[16];
-                int64_t j;
-                for (j = 0; j < nb; ++j) perm[j] = (int32_t)j;
-                for (j = nb - 1; j > 0; --j) {
-                    int64_t k = check_rand_int(j + 1);
-                    int32_t tmp = perm[j];
-                    perm[j] = perm[k];
-                    perm[k] = tmp;
-                }
+                random_permutation(perm, nb);
                 sn[row] = (int32_t)check_rand_int(c.n + 3) - 1; /* -1 .. n+1 */
                 for (i = 0; i < c.n; ++i) {
                     int64_t r = check_rand_int(8);
@@ -2996,15 +3003,9 @@ static void random_caller_selection(prob *p, int32_t **si_out, int32_t **sn_out)
         const int64_t nb = nsa_slc_blocks(p->cu[b + 1] - p->cu[b], c->lp);
         const int64_t nu = nsa_units(p->cuq[b + 1] - p->cuq[b], c->bq);
         int32_t *perm = (int32_t *)xcalloc(nb, sizeof(int32_t));
-        int64_t u, j;
+        int64_t u;
         for (u = 0; u < nu * p->Hkv; ++u, ++row) {
-            for (j = 0; j < nb; ++j) perm[j] = (int32_t)j;
-            for (j = nb - 1; j > 0; --j) {
-                int64_t k = check_rand_int(j + 1);
-                int32_t t = perm[j];
-                perm[j] = perm[k];
-                perm[k] = t;
-            }
+            random_permutation(perm, nb);
             sn[row] = (int32_t)check_rand_int(c->n + 3) - 1; /* -1 .. n+1 */
             for (i = 0; i < c->n; ++i) {
                 int64_t r = check_rand_int(8);
