@@ -175,6 +175,8 @@ NSADEF nsa_status nsa_cuda_topk_blocks(const float *scores, int64_t rows,
 /* nsa.h's shared part, which this macro implies (see nsa.h, "USING IT"). */
 #include "nsa.h"
 
+#include <cuda.h> /* CUtensorMap (the driver's encoder comes through the runtime) */
+#include <cudaTypedefs.h>
 #include <cuda_runtime.h>
 #include <cub/device/device_radix_sort.cuh>
 #include <string.h>
@@ -184,7 +186,7 @@ NSADEF nsa_status nsa_cuda_topk_blocks(const float *scores, int64_t rows,
 #include "kernels/nsa_attn_sm90.cuh"
 #include "kernels/nsa_select_sm90.cuh"
 #include "kernels/nsa_select.cuh"
-#include "kernels/nsa_slc_fwd.cuh"
+#include "kernels/nsa_slc.cuh"
 #include "kernels/nsa_topk.cuh"
 #include "kernels/nsa_decode.cuh"
 
@@ -478,6 +480,57 @@ static nsa_status set_smem(K kernel, size_t bytes)
     return NSA_OK;
 }
 
+/* The driver's cuTensorMapEncodeTiled, reached through the runtime so that
+   nothing links the driver library; NULL where the driver lacks it. */
+static PFN_cuTensorMapEncodeTiled_v12000 encode_tiled()
+{
+    static const PFN_cuTensorMapEncodeTiled_v12000 fn = [] {
+        void *f = nullptr;
+        cudaDriverEntryPointQueryResult q = cudaDriverEntryPointSymbolNotFound;
+#if CUDART_VERSION >= 12050
+        cudaError_t e = cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &f, 12000,
+                                                         cudaEnableDefault, &q);
+#else
+        cudaError_t e = cudaGetDriverEntryPoint("cuTensorMapEncodeTiled", &f, cudaEnableDefault, &q);
+#endif
+        if (e != cudaSuccess) (void)cudaGetLastError(); /* ours, not the caller's */
+        return e == cudaSuccess && q == cudaDriverEntryPointSuccess
+                   ? (PFN_cuTensorMapEncodeTiled_v12000)f
+                   : nullptr;
+    }();
+    return fn;
+}
+
+/* A [rows][Hkv][D] tensor of 2-byte elements (token stride st, head stride
+   sh, in elements) as a 3-D map of 64-column x 1-head x box_rows-row boxes,
+   128-byte swizzle, zeros past the last row. False where the encoder
+   refuses the strides. */
+static bool kv_map(PFN_cuTensorMapEncodeTiled_v12000 enc, CUtensorMap *m, const void *base,
+                   int64_t rows, int Hkv, int D, int64_t st, int64_t sh, int box_rows)
+{
+    const cuuint64_t dims[3] = {(cuuint64_t)D, (cuuint64_t)Hkv, (cuuint64_t)rows};
+    const cuuint64_t strides[2] = {(cuuint64_t)sh * 2, (cuuint64_t)st * 2};
+    const cuuint32_t box[3] = {64, 1, (cuuint32_t)box_rows}, unit[3] = {1, 1, 1};
+    return enc(m, CU_TENSOR_MAP_DATA_TYPE_UINT16, 3, const_cast<void *>(base), dims, strides, box,
+               unit, CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
+               CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) ==
+           CUDA_SUCCESS;
+}
+
+/* K and V for the selected branch's gather through the copy engine
+   (kernels/nsa_slc.cuh); ok = 0, and cp.async gathers instead, where
+   the encoder is missing or refuses. */
+static nsak::KvMaps kv_maps(const Plan &P, const nsak::Params &p)
+{
+    nsak::KvMaps m;
+    memset(&m, 0, sizeof m);
+    const PFN_cuTensorMapEncodeTiled_v12000 enc = encode_tiled();
+    if (!enc || P.sz.T <= 0 || P.Dk % 64 != 0 || P.Dv % 64 != 0) return m;
+    m.ok = kv_map(enc, &m.k, p.k, P.sz.T, P.Hkv, P.Dk, P.kst, P.ksh, NSA_KN) &&
+           kv_map(enc, &m.v, p.v, P.sz.T, P.Hkv, P.Dv, P.vst, P.vsh, NSA_KN);
+    return m;
+}
+
 /* ---- typed launchers ---------------------------------------------------- */
 
 template <typename T, int DK, int DV>
@@ -491,15 +544,16 @@ static nsa_status run_rows(const Plan &P, const nsak::Params &p, int mode, unsig
     dim3 grid((unsigned)tiles, (unsigned)P.Hkv);
     if (slc && !dq) {
         constexpr int NS = NSA_SLC_STAGES;
-        size_t sm = nsak::slc_fwd_smem<DK, DV, NS>();
+        size_t sm = nsak::slc_smem<DK, DV, NS>();
         auto k = nsak::slc_fwd_kernel<T, DK, DV, NS>;
         if ((st = set_smem(k, sm))) return st;
-        k<<<grid, 32, sm, s>>>(p, mode);
+        k<<<grid, 32, sm, s>>>(p, mode, kv_maps(P, p));
     } else if (slc) {
-        size_t sm = nsak::row_smem<DK, DV, 1, true, true>();
-        auto k = nsak::row_kernel<T, DK, DV, 1, true, true>;
+        constexpr int NS = NSA_SLC_STAGES;
+        size_t sm = nsak::slc_smem<DK, DV, NS>();
+        auto k = nsak::slc_dq_kernel<T, DK, DV, NS>;
         if ((st = set_smem(k, sm))) return st;
-        k<<<grid, 32, sm, s>>>(p, mode, br);
+        k<<<grid, 32, sm, s>>>(p, kv_maps(P, p));
     } else {
         constexpr int NW = NSA_ROW_WARPS;
         if (dq) {

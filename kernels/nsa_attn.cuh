@@ -52,8 +52,8 @@ __device__ inline float lse_of(float m, float l)
 __device__ inline float inv_sum(float l) { return l == 0.f ? 0.f : 1.f / l; }
 
 /* S = Q K^T: qa holds the warp's Q rows as A fragments, Kc the chunk's keys
-   [KN][LDK] in shared memory. */
-template <typename T, int DK, int LDK, int NT>
+   [KN][DK] in shared memory, of layout L (nsa_common.cuh). */
+template <typename T, int DK, typename L, int NT>
 __device__ inline void qk_chunk(float (&S)[NT][4], const uint32_t (&qa)[DK / 16][4],
                                 const T *Kc, int lane)
 {
@@ -65,7 +65,7 @@ __device__ inline void qk_chunk(float (&S)[NT][4], const uint32_t (&qa)[DK / 16]
     for (int kp = 0; kp < DK / 32; ++kp) {
         uint32_t bb[KN / 8][4];
 #pragma unroll
-        for (int nt = 0; nt < KN / 8; ++nt) ldb_nk<LDK>(bb[nt], Kc, nt * 8, kp * 32, lane);
+        for (int nt = 0; nt < KN / 8; ++nt) ldb_nk<L>(bb[nt], Kc, nt * 8, kp * 32, lane);
 #pragma unroll
         for (int nt = 0; nt < KN / 8; ++nt) mma<T>(S[nt], qa[2 * kp], bb[nt][0], bb[nt][1]);
 #pragma unroll
@@ -171,8 +171,9 @@ __device__ inline void p_fragment(uint32_t (&pa)[4], const float (&S)[NT][4], in
     pa[3] = Ty<T>::pack(S[2 * kk + 1][2], S[2 * kk + 1][3]);
 }
 
-/* softmax_chunk, then O += P V with Vc the chunk's values [KN][LDV]. */
-template <typename T, int DV, int LDV, int NT>
+/* softmax_chunk, then O += P V with Vc the chunk's values [KN][DV], of
+   layout L. */
+template <typename T, int DV, typename L, int NT>
 __device__ inline void softmax_pv_chunk(float (&S)[NT][4], float sl2, const T *Vc,
                                         float &mA, float &mB, float &lA, float &lB,
                                         float (&acc)[DV / 8][4], int lane)
@@ -185,7 +186,7 @@ __device__ inline void softmax_pv_chunk(float (&S)[NT][4], float sl2, const T *V
 #pragma unroll
         for (int np = 0; np < DV / 16; ++np) {
             uint32_t bb[4];
-            ldb_kn<LDV>(bb, Vc, kk * 16, np * 16, lane);
+            ldb_kn<L>(bb, Vc, kk * 16, np * 16, lane);
             mma<T>(acc[2 * np], pa, bb[0], bb[1]);
             mma<T>(acc[2 * np + 1], pa, bb[2], bb[3]);
         }
@@ -448,57 +449,123 @@ __device__ inline void store_dq(const Params &p, const LaneRows &r, const float 
     }
 }
 
-/* K / V stages of a row kernel: the compressed and window passes stream
-   long key ranges at one CTA per SM and keep NSA_ROW_STAGES in flight; the
-   one-warp selected-branch CTAs and dQ keep two, so that more of them fit
-   on an SM. */
-__host__ __device__ constexpr int row_stages(bool slc, bool dq)
+/* What dQ needs of a lane's rows A and B for one branch: lse (log2 units;
+   +inf for a row past the tile, so its P is 0), Delta and gate. */
+struct DqRows {
+    float lse2A, lse2B, dlA, dlB, gA, gB;
+};
+template <typename T>
+__device__ inline DqRows dq_rows(const Params &p, int br, const LaneRows &lr)
 {
-    return (slc || dq) ? 2 : NSA_ROW_STAGES;
+    DqRows r;
+    r.lse2A = lr.vA ? p.lse[br][lr.rowA] * NSA_LOG2E : INFINITY;
+    r.lse2B = lr.vB ? p.lse[br][lr.rowB] * NSA_LOG2E : INFINITY;
+    r.dlA = lr.vA ? p.delta[br][lr.rowA] : 0.f;
+    r.dlB = lr.vB ? p.delta[br][lr.rowB] : 0.f;
+    r.gA = lr.vA ? gate_of<T>(p, lr.rowA, br) : 0.f;
+    r.gB = lr.vB ? gate_of<T>(p, lr.rowB, br) : 0.f;
+    return r;
 }
 
-/* Keys a row kernel stages and multiplies at a time: the forward's
-   compressed and window passes take NSA_ROW_KN (more mma per softmax
-   rescale and per barrier); the selected branch's 64-key blocks and the
-   dQ pass (which also holds dP) keep NSA_KN. */
-__host__ __device__ constexpr int row_kn(bool slc, bool dq)
+/* dQ of one chunk: S holds the masked logits Q K^T, da the rows' dO as A
+   fragments, Kc / Vc the chunk's keys and values (layouts LK, LV). P from
+   the saved lse, dP = dO V^T, dS = P (g dP - Delta), dQ += dS K with dS
+   split into two storage-type terms (hi + lo: the product keeps dS's fp32
+   accuracy). */
+template <typename T, int DK, int DV, typename LK, typename LV, int NT>
+__device__ inline void dq_chunk(float (&S)[NT][4], const uint32_t (&da)[DV / 16][4],
+                                const T *Kc, const T *Vc, float sl2, const DqRows &r,
+                                float (&acc)[DK / 8][4], int lane)
 {
-    return (slc || dq) ? NSA_KN : NSA_ROW_KN;
+    constexpr int KN = NT * 8;
+    float dP[NT][4];
+    zero_frags(dP);
+#pragma unroll
+    for (int kp = 0; kp < DV / 32; ++kp)
+#pragma unroll
+        for (int nt = 0; nt < NT; ++nt) {
+            uint32_t bb[4];
+            ldb_nk<LV>(bb, Vc, nt * 8, kp * 32, lane);
+            mma<T>(dP[nt], da[2 * kp], bb[0], bb[1]);
+            mma<T>(dP[nt], da[2 * kp + 1], bb[2], bb[3]);
+        }
+#pragma unroll
+    for (int nt = 0; nt < NT; ++nt)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+            const bool a = e < 2;
+            const float pr = S[nt][e] == -INFINITY
+                                 ? 0.f
+                                 : exp2_ftz(fmaf(S[nt][e], sl2, -(a ? r.lse2A : r.lse2B)));
+            S[nt][e] = pr * ((a ? r.gA : r.gB) * dP[nt][e] - (a ? r.dlA : r.dlB));
+        }
+#pragma unroll
+    for (int kk = 0; kk < KN / 16; ++kk) {
+        uint32_t ph[4], pl[4];
+        split2<T>(S[2 * kk][0], S[2 * kk][1], ph[0], pl[0]);
+        split2<T>(S[2 * kk][2], S[2 * kk][3], ph[1], pl[1]);
+        split2<T>(S[2 * kk + 1][0], S[2 * kk + 1][1], ph[2], pl[2]);
+        split2<T>(S[2 * kk + 1][2], S[2 * kk + 1][3], ph[3], pl[3]);
+#pragma unroll
+        for (int np = 0; np < DK / 16; ++np) {
+            uint32_t bb[4];
+            ldb_kn<LK>(bb, Kc, kk * 16, np * 16, lane);
+            mma<T>(acc[2 * np], ph, bb[0], bb[1]);
+            mma<T>(acc[2 * np + 1], ph, bb[2], bb[3]);
+            mma<T>(acc[2 * np], pl, bb[0], bb[1]);
+            mma<T>(acc[2 * np + 1], pl, bb[2], bb[3]);
+        }
+    }
+}
+
+/* K / V stages of a row kernel (the compressed and window passes, on the
+   mma.sync path): the forward streams long key ranges at one CTA per SM and
+   keeps NSA_ROW_STAGES in flight; dQ keeps two. */
+__host__ __device__ constexpr int row_stages(bool dq)
+{
+    return dq ? 2 : NSA_ROW_STAGES;
+}
+
+/* Keys a row kernel stages and multiplies at a time: the forward takes
+   NSA_ROW_KN (more mma per softmax rescale and per barrier); dQ (which also
+   holds dP) NSA_KN. */
+__host__ __device__ constexpr int row_kn(bool dq)
+{
+    return dq ? NSA_KN : NSA_ROW_KN;
 }
 
 /* Whether a row kernel's Q (and dO) tile of NW * 16 rows fits in the space
    of its K and V stages: then it lies there (row_body reads it into
-   registers before staging any chunk), and one-warp CTAs need 4 KB less
-   shared memory each, six a SM instead of five at head dims 128. */
-__host__ __device__ constexpr bool row_q_in_stages(int nw, bool slc, bool dq, int dk, int dv)
+   registers before staging any chunk) and takes no shared memory of its
+   own. */
+__host__ __device__ constexpr bool row_q_in_stages(int nw, bool dq, int dk, int dv)
 {
-    return nw * 16 * (dk + 8) <= row_stages(slc, dq) * row_kn(slc, dq) * (dk + 8 + dv + 8);
+    return nw * 16 * (dk + 8) <= row_stages(dq) * row_kn(dq) * (dk + 8 + dv + 8);
 }
 
 /* ------------------------------------------------------------------------ */
-/* Row-centric kernel: forward (M_STAGE / M_FWD), forward recompute for the
-   backward (M_PREP), or dQ (DQ = true). br_mask: branches run, in the order
-   cmp, slc, win. */
-template <typename T, int DK, int DV, int NW, bool SLC, bool DQ>
+/* Row-centric pass of the compressed and window branches (the selected
+   branch has its own, kernels/nsa_slc.cuh): forward (M_STAGE / M_FWD),
+   forward recompute for the backward (M_PREP), or dQ (DQ = true).
+   br_mask: branches run, in the order cmp, win. */
+template <typename T, int DK, int DV, int NW, bool DQ>
 __device__ inline void row_body(const Params &p, int mode, unsigned br_mask)
 {
-    constexpr int LDK = DK + 8, LDV = DV + 8, KN = row_kn(SLC, DQ);
+    constexpr int LDK = DK + 8, LDV = DV + 8, KN = row_kn(DQ);
     extern __shared__ __align__(16) unsigned char smem_raw[];
     T *Qs = (T *)smem_raw;          /* [NW*16][LDK] */
-    constexpr int NS = row_stages(SLC, DQ);
+    constexpr int NS = row_stages(DQ);
     /* Q and dO go to registers before any chunk is staged: where their
        tile fits in the stages' space it lies there (row_smem) */
-    T *Ks = Qs + (row_q_in_stages(NW, SLC, DQ, DK, DV) ? 0 : NW * 16 * LDK); /* [NS][KN][LDK] */
+    T *Ks = Qs + (row_q_in_stages(NW, DQ, DK, DV) ? 0 : NW * 16 * LDK); /* [NS][KN][LDK] */
     T *Vs = Ks + NS * KN * LDK;     /* [NS][KN][LDV] */
     const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
     const int hkv = blockIdx.y;
     RowTile rt;
-    if (!locate_rows<SLC, NW>(p, rt)) return;
+    if (!locate_rows<false, NW>(p, rt)) return;
     const int G = p.G;
 
     const LaneRows lr = lane_rows(p, rt, hkv, rt.fbase + warp * 16, lane);
-    const bool vA = lr.vA, vB = lr.vB;
-    const int64_t rowA = lr.rowA, rowB = lr.rowB;
     const bool wactive = rt.fbase + warp * 16 < rt.fmax;
 
     stage_q_rows<DK, LDK>(p, rt, hkv, G, Qs, NW * 16, tid, NW * 32);
@@ -532,20 +599,12 @@ __device__ inline void row_body(const Params &p, int mode, unsigned br_mask)
         const T *kb, *vb;
         int64_t kst, vst;
         KeySrc src = make_src<T>(p, br, rt, hkv, kb, vb, kst, vst, DK, DV);
-        if (br != BR_SLC) src.kn = KN;
+        src.kn = KN;
         const int nch = src.nchunks();
         float mA = -INFINITY, mB = -INFINITY, lA = 0.f, lB = 0.f;
-        float lse2A = 0.f, lse2B = 0.f, dlA = 0.f, dlB = 0.f, gA = 0.f, gB = 0.f;
-        if constexpr (!DQ) {
-            zero_frags(acc);
-        } else {
-            lse2A = vA ? p.lse[br][rowA] * NSA_LOG2E : INFINITY;
-            lse2B = vB ? p.lse[br][rowB] * NSA_LOG2E : INFINITY;
-            dlA = vA ? p.delta[br][rowA] : 0.f;
-            dlB = vB ? p.delta[br][rowB] : 0.f;
-            gA = vA ? gate_of<T>(p, rowA, br) : 0.f;
-            gB = vB ? gate_of<T>(p, rowB, br) : 0.f;
-        }
+        DqRows rs = {};
+        if constexpr (!DQ) zero_frags(acc);
+        else rs = dq_rows<T>(p, br, lr);
         /* stage c % NS <- chunk c; one commit group per chunk, empty past
            the last, so that waiting for all but NS - 1 groups finds chunk c */
         auto load = [&](int c) {
@@ -567,49 +626,13 @@ __device__ inline void row_body(const Params &p, int mode, unsigned br_mask)
             const T *Kc = Ks + (c % NS) * KN * LDK, *Vc = Vs + (c % NS) * KN * LDV;
             if (wactive && cnt > 0) {
                 float S[KN / 8][4];
-                qk_chunk<T, DK, LDK>(S, qa, Kc, lane);
+                qk_chunk<T, DK, Padded<LDK>>(S, qa, Kc, lane);
                 const bool whole = chunk_whole(p, br, s0, cnt, KN, lr);
                 mask_chunk(p, br, S, s0, cnt, whole, lr.tA, lr.tB, lane);
                 if constexpr (!DQ) {
-                    softmax_pv_chunk<T, DV, LDV>(S, p.sl2, Vc, mA, mB, lA, lB, acc, lane);
+                    softmax_pv_chunk<T, DV, Padded<LDV>>(S, p.sl2, Vc, mA, mB, lA, lB, acc, lane);
                 } else {
-                    /* dQ: P from the saved lse, dP = dO V^T, dS = P (g dP - Delta) */
-                    float dP[KN / 8][4];
-                    zero_frags(dP);
-#pragma unroll
-                    for (int kp = 0; kp < DV / 32; ++kp)
-#pragma unroll
-                        for (int nt = 0; nt < KN / 8; ++nt) {
-                            uint32_t bb[4];
-                            ldb_nk<LDV>(bb, Vc, nt * 8, kp * 32, lane);
-                            mma<T>(dP[nt], da[2 * kp], bb[0], bb[1]);
-                            mma<T>(dP[nt], da[2 * kp + 1], bb[2], bb[3]);
-                        }
-#pragma unroll
-                    for (int nt = 0; nt < KN / 8; ++nt)
-#pragma unroll
-                        for (int e = 0; e < 4; ++e) {
-                            bool a = e < 2;
-                            float pr = S[nt][e] == -INFINITY ? 0.f : exp2_ftz(fmaf(S[nt][e], p.sl2, -(a ? lse2A : lse2B)));
-                            S[nt][e] = pr * ((a ? gA : gB) * dP[nt][e] - (a ? dlA : dlB));
-                        }
-#pragma unroll
-                    for (int kk = 0; kk < KN / 16; ++kk) {
-                        uint32_t ph[4], pl[4];
-                        split2<T>(S[2 * kk][0], S[2 * kk][1], ph[0], pl[0]);
-                        split2<T>(S[2 * kk][2], S[2 * kk][3], ph[1], pl[1]);
-                        split2<T>(S[2 * kk + 1][0], S[2 * kk + 1][1], ph[2], pl[2]);
-                        split2<T>(S[2 * kk + 1][2], S[2 * kk + 1][3], ph[3], pl[3]);
-#pragma unroll
-                        for (int np = 0; np < DK / 16; ++np) {
-                            uint32_t bb[4];
-                            ldb_kn<LDK>(bb, Kc, kk * 16, np * 16, lane);
-                            mma<T>(acc[2 * np], ph, bb[0], bb[1]);
-                            mma<T>(acc[2 * np + 1], ph, bb[2], bb[3]);
-                            mma<T>(acc[2 * np], pl, bb[0], bb[1]);
-                            mma<T>(acc[2 * np + 1], pl, bb[2], bb[3]);
-                        }
-                    }
+                    dq_chunk<T, DK, DV, Padded<LDK>, Padded<LDV>>(S, da, Kc, Vc, p.sl2, rs, acc, lane);
                 }
             }
             __syncthreads();
@@ -624,17 +647,11 @@ __device__ inline void row_body(const Params &p, int mode, unsigned br_mask)
     if constexpr (DQ) if (wactive) store_dq<T, DK>(p, lr, acc, lane);
 }
 
-template <typename T, int DK, int DV, int NW, bool SLC, bool DQ>
-__global__ void __launch_bounds__(NW * 32, 1) row_kernel(Params p, int mode, unsigned br_mask)
-{
-    row_body<T, DK, DV, NW, SLC, DQ>(p, mode, br_mask);
-}
-
-template <int DK, int DV, int NW, bool SLC, bool DQ>
+template <int DK, int DV, int NW, bool DQ>
 constexpr size_t row_smem()
 {
-    return (size_t)((row_q_in_stages(NW, SLC, DQ, DK, DV) ? 0 : NW * 16 * (DK + 8)) +
-                    row_stages(SLC, DQ) * row_kn(SLC, DQ) * (DK + 8 + DV + 8)) * 2;
+    return (size_t)((row_q_in_stages(NW, DQ, DK, DV) ? 0 : NW * 16 * (DK + 8)) +
+                    row_stages(DQ) * row_kn(DQ) * (DK + 8 + DV + 8)) * 2;
 }
 
 /* ------------------------------------------------------------------------ */

@@ -2,7 +2,7 @@
    their dQ, and the key-centric dK/dV pass on Hopper's warpgroup MMA
    (wgmma), sm_90a.
 
-   The same row tile as row_kernel (NW warps, NW*16 flattened (token, head)
+   The same row tile as row_body (NW warps, NW*16 flattened (token, head)
    rows of one kv head, the group's heads adjacent), the same key chunks,
    masks, online softmax and epilogue; only the products change. A
    warpgroup (4 warps, 64 rows) multiplies
@@ -67,18 +67,18 @@ constexpr size_t wg_dq_smem()
 template <int DK, int DV, int NW>
 constexpr size_t cw_dq_smem()
 {
-    return DK <= 128 && wg_dq_smem<DK, DV, NW>() > row_smem<DK, DV, NW, false, true>()
+    return DK <= 128 && wg_dq_smem<DK, DV, NW>() > row_smem<DK, DV, NW, true>()
                ? wg_dq_smem<DK, DV, NW>()
-               : row_smem<DK, DV, NW, false, true>();
+               : row_smem<DK, DV, NW, true>();
 }
 
 /* Shared memory of cw_fwd_kernel: enough for either path. */
 template <int DK, int DV, int NW>
 constexpr size_t cw_fwd_smem()
 {
-    return wg_smem<DK, DV, NW>() > row_smem<DK, DV, NW, false, false>()
+    return wg_smem<DK, DV, NW>() > row_smem<DK, DV, NW, false>()
                ? wg_smem<DK, DV, NW>()
-               : row_smem<DK, DV, NW, false, false>();
+               : row_smem<DK, DV, NW, false>();
 }
 
 /* kv_body_sm90's shared memory: the tile's K and V, two chunks of Q and dO,
@@ -118,11 +118,6 @@ __device__ inline void wg_fence() { asm volatile("wgmma.fence.sync.aligned;\n" :
 __device__ inline void wg_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
 template <int N>
 __device__ inline void wg_wait() { asm volatile("wgmma.wait_group.sync.aligned %0;\n" :: "n"(N) : "memory"); }
-/* cp.async writes (generic proxy) made visible to wgmma reads (async proxy) */
-__device__ inline void fence_async_smem()
-{
-    asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
-}
 /* Ties accumulator registers to this point: nothing reads or rewrites them
    between an issued wgmma and its wait. */
 template <int N>
@@ -190,9 +185,8 @@ __device__ inline void wgmma_pv(float (&d)[N / 8][4], const uint32_t (&a)[4], ui
 NSA_WGMMA_DEFS(__nv_bfloat16, "bf16")
 NSA_WGMMA_DEFS(__half, "f16")
 
-/* Rows of D elements into 128-byte-swizzled panels of 64 columns: element
-   (r, c) of a [ROWS][D] tile at panel c / 64, row r, 16-byte chunk
-   ((c % 64) / 8) ^ (r % 8). Row r comes from src(r), zeros where NULL. The
+/* Rows of D elements into a [ROWS][D] tile of layout Sw128<ROWS>
+   (nsa_common.cuh). Row r comes from src(r), zeros where NULL. The
    trip count is a constant: no branch that depends on the thread, so the
    code around the wgmma stays provably uniform (ptxas serialises wgmma
    across divergent paths). */
@@ -205,7 +199,7 @@ __device__ inline void stage_rows_sw128(T *dst, F src, int tid)
     for (int j = 0; j < ROWS * CH / NTHREADS; ++j) {
         const int i = tid + j * NTHREADS, r = i / CH, c = i % CH;
         const T *p = src(r);
-        T *d = dst + (c >> 3) * ROWS * 64 + r * 64 + (((c & 7) ^ (r & 7)) << 3);
+        T *d = dst + Sw128<ROWS>::at(r, c * 8);
         cp16(d, p ? (const void *)(p + c * 8) : (const void *)d, p ? 16 : 0);
     }
 }
@@ -214,9 +208,8 @@ __device__ inline void stage_rows_sw128(T *dst, F src, int tid)
 template <int D, int ROWS, int NTHREADS, typename T>
 __device__ inline void stage_run_sw128(T *dst, const T *run, int64_t st, int cnt, int tid)
 {
-    stage_run_to<D, ROWS, NTHREADS>([&](int r, int c) {
-        return dst + (c >> 3) * ROWS * 64 + r * 64 + (((c & 7) ^ (r & 7)) << 3); }, run, st, cnt,
-                                    tid);
+    stage_run_to<D, ROWS, NTHREADS>([&](int r, int c) { return dst + Sw128<ROWS>::at(r, c * 8); },
+                                    run, st, cnt, tid);
 }
 
 /* x of lane 0: a value the compiler then knows to be warp-uniform. */
@@ -648,7 +641,7 @@ __global__ void __launch_bounds__(NW * 32, 1) cw_dq_kernel(Params p, int mode, u
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
     if constexpr (NW % 4 == 0 && DK <= 128) row_dq_sm90<T, DK, DV, NW>(p, br_mask); else
 #endif
-    row_body<T, DK, DV, NW, false, true>(p, mode, br_mask);
+    row_body<T, DK, DV, NW, true>(p, mode, br_mask);
 }
 
 /* The forward's compressed and window passes (M_STAGE, M_FWD, M_PREP):
@@ -659,7 +652,7 @@ __global__ void __launch_bounds__(NW * 32, 1) cw_fwd_kernel(Params p, int mode, 
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
     if constexpr (NW % 4 == 0 && DV <= 128) row_fwd_sm90<T, DK, DV, NW>(p, mode, br_mask); else
 #endif
-    row_body<T, DK, DV, NW, false, false>(p, mode, br_mask);
+    row_body<T, DK, DV, NW, false>(p, mode, br_mask);
 }
 
 /* dK, dV of one branch (the key-centric pass): wgmma on sm_90a (head dims

@@ -10,6 +10,7 @@
 #ifndef NSA_KERNELS_COMMON_CUH
 #define NSA_KERNELS_COMMON_CUH
 
+#include <cuda.h> /* CUtensorMap: the copy engine's view of a tensor */
 #include <cuda_runtime.h>
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -192,6 +193,60 @@ template <int N> __device__ inline void cp_wait()
     asm volatile("cp.async.wait_group %0;\n" :: "n"(N));
 }
 
+/* ---- the copy engine (sm_90): tensor tiles completing on an mbarrier ---- */
+
+/* K and V as the copy engine sees them: 3-D maps [keys][Hkv][D] (D
+   innermost) of boxes of 64 columns x one head x NSA_KN keys, 128-byte
+   swizzle (nsah::kv_maps encodes them). ok = 0: no maps, and the kernels
+   that take them stage with cp.async instead. */
+struct KvMaps {
+    CUtensorMap k, v;
+    int ok;
+};
+
+#if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 900
+/* A transaction barrier in shared memory: its phase completes when its
+   arrivals (count) and all the bytes it expects are in. */
+__device__ inline void mbar_init(uint64_t *bar, unsigned count)
+{
+    asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" :: "r"(smem_u32(bar)), "r"(count));
+    asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+}
+/* One arrival that also expects `bytes` more (0: the arrival alone). */
+__device__ inline void mbar_expect_tx(uint64_t *bar, unsigned bytes)
+{
+    asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n"
+                 :: "r"(smem_u32(bar)), "r"(bytes) : "memory");
+}
+/* Wait until the phase of the given parity has completed. */
+__device__ inline void mbar_wait(uint64_t *bar, unsigned parity)
+{
+    asm volatile("{\n"
+                 ".reg .pred done;\n"
+                 "WAIT_%=:\n"
+                 "mbarrier.try_wait.parity.shared::cta.b64 done, [%0], %1;\n"
+                 "@!done bra WAIT_%=;\n"
+                 "}\n" :: "r"(smem_u32(bar)), "r"(parity) : "memory");
+}
+/* Generic-proxy accesses of shared memory (cp.async, ld/st, ldmatrix)
+   ordered before the async proxy's (the copy engine, wgmma) that follow. */
+__device__ inline void fence_async_smem()
+{
+    asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+}
+/* One box of a 3-D tensor map at coordinates (c0, c1, c2), innermost
+   first, into shared memory, its bytes counted on bar. Rows past the
+   tensor's end arrive as zeros. */
+__device__ inline void tma_box3(void *dst, const CUtensorMap *map, int c0, int c1, int c2,
+                                uint64_t *bar)
+{
+    asm volatile("cp.async.bulk.tensor.3d.shared::cluster.global.tile.mbarrier::complete_tx::bytes "
+                 "[%0], [%1, {%2, %3, %4}], [%5];\n"
+                 :: "r"(smem_u32(dst)), "l"(map), "r"(c0), "r"(c1), "r"(c2), "r"(smem_u32(bar))
+                 : "memory");
+}
+#endif
+
 /* lane src's 64-bit value, to the whole warp */
 __device__ inline int64_t shfl64(int64_t v, int src)
 {
@@ -200,7 +255,25 @@ __device__ inline int64_t shfl64(int64_t v, int src)
     return (int64_t)(((uint64_t)(uint32_t)hi << 32) | (uint32_t)lo);
 }
 
-/* Fragment loaders. Shared tiles are row-major with row stride LD elements.
+/* Layouts of a shared tile: at(r, c) is where element (r, c) lives, for c
+   a multiple of 8 (a fragment loader's 16-byte row piece).
+   Padded<LD>: row-major, LD elements a row (D + 8: the eight row addresses
+   of an ldmatrix fall in distinct banks).
+   Sw128<ROWS>: the 128-byte swizzle that the copy engine writes and wgmma
+   reads: panels of 64 columns x ROWS rows, 128 bytes a row, the 16-byte
+   piece c of row r stored at c ^ (r % 8) (the tile starts on a 1024-byte
+   boundary, the swizzle's period). */
+template <int LD> struct Padded {
+    static __device__ inline int at(int r, int c) { return r * LD + c; }
+};
+template <int ROWS> struct Sw128 {
+    static __device__ inline int at(int r, int c)
+    {
+        return (c >> 6) * (ROWS * 64) + r * 64 + ((((c >> 3) ^ r) & 7) << 3);
+    }
+};
+
+/* Fragment loaders, from a tile of layout L (or Padded<LD> given LD).
    A operand (16 x 16 at (r0, k0)) of a [m][k] tile. */
 template <int LD, typename T>
 __device__ inline void lda(uint32_t a[4], const T *s, int r0, int k0, int lane)
@@ -209,17 +282,27 @@ __device__ inline void lda(uint32_t a[4], const T *s, int r0, int k0, int lane)
 }
 /* B operand from an [n][k] tile (e.g. K for Q K^T): 8 columns n0..n0+7 and
    32 of k: b[0],b[1] for k0..k0+15, b[2],b[3] for k0+16..k0+31. */
+template <typename L, typename T>
+__device__ inline void ldb_nk(uint32_t b[4], const T *s, int n0, int k0, int lane)
+{
+    ldsm_x4(b, s + L::at(n0 + (lane & 7), k0 + (lane >> 3) * 8));
+}
 template <int LD, typename T>
 __device__ inline void ldb_nk(uint32_t b[4], const T *s, int n0, int k0, int lane)
 {
-    ldsm_x4(b, s + (n0 + (lane & 7)) * LD + k0 + (lane >> 3) * 8);
+    ldb_nk<Padded<LD>>(b, s, n0, k0, lane);
 }
 /* B operand from a [k][n] tile (e.g. V for P V): 16 of k at k0, 16 columns
    at n0: b[0],b[1] for n0..n0+7, b[2],b[3] for n0+8..n0+15. */
+template <typename L, typename T>
+__device__ inline void ldb_kn(uint32_t b[4], const T *s, int k0, int n0, int lane)
+{
+    ldsm_x4_t(b, s + L::at(k0 + (lane & 7) + ((lane >> 3) & 1) * 8, n0 + (lane >> 4) * 8));
+}
 template <int LD, typename T>
 __device__ inline void ldb_kn(uint32_t b[4], const T *s, int k0, int n0, int lane)
 {
-    ldsm_x4_t(b, s + (k0 + (lane & 7) + ((lane >> 3) & 1) * 8) * LD + n0 + (lane >> 4) * 8);
+    ldb_kn<Padded<LD>>(b, s, k0, n0, lane);
 }
 
 /* Stage `rows` rows of D elements (D % 8 == 0) into shared memory with row

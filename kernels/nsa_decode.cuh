@@ -167,7 +167,7 @@ __global__ void __launch_bounds__(32) decode_split_kernel(Params p, Decode dc, i
         int s0, cnt = src.chunk(c, s0);
         if (cnt > 0) {
             float S[KN / 8][4];
-            qk_chunk<T, DK, LDK>(S, qa, Ks + (c % NS) * KN * LDK, lane);
+            qk_chunk<T, DK, Padded<LDK>>(S, qa, Ks + (c % NS) * KN * LDK, lane);
             if (lg) { /* raw logits for the selection: the slot's own columns
                          (cmp chunks start at multiples of KN, ldl covers them) */
 #pragma unroll
@@ -179,7 +179,7 @@ __global__ void __launch_bounds__(32) decode_split_kernel(Params p, Decode dc, i
             }
             const bool whole = cnt == KN && visible(p, br, t, s0) && visible(p, br, t, s0 + cnt - 1);
             mask_chunk(p, br, S, s0, cnt, whole, tA, tB, lane);
-            softmax_pv_chunk<T, DV, LDV>(S, p.sl2, Vs + (c % NS) * KN * LDV, mA, mB, lA, lB, acc, lane);
+            softmax_pv_chunk<T, DV, Padded<LDV>>(S, p.sl2, Vs + (c % NS) * KN * LDV, mA, mB, lA, lB, acc, lane);
         }
         __syncwarp();
     }

@@ -660,6 +660,61 @@ static void run_case(const Case &c, bool determinism = true)
     gpu_free(G);
 }
 
+/* Keys a query cannot see never reach it, even where they are not finite
+   (contract, settled rules: a NaN shows in the output of every query that
+   reads it, and only there). The selected branch stages whole chunks of
+   keys; a query's last block is cut at the query, and the chunk's rows past
+   it (the sequence's later keys, or the next sequence's first ones) must
+   not enter its sums. NaN in V and +inf in K at the first key of sequence 1
+   and at key 400 of sequence 2: sequence 0 (whose last chunk runs into
+   sequence 1) and sequence 2's first 400 queries (the last 16 of them
+   share a chunk with key 400) stay finite and meet the usual bounds. The
+   selected branch alone: the compressed and window branches stage their
+   chunks whole for all rows of a tile and mask per row. */
+static void run_future_nonfinite()
+{
+    nsa_config cfg = nsa_config_paper();
+    cfg.branches = NSA_BRANCH_SLC;
+    Case c;
+    c.name = "slc: non-finite keys past a query";
+    c.cfg = cfg; c.cu = {0, 300, 1000, 1700}; c.H = 8; c.Hkv = 2; c.Dk = 128; c.Dv = 128;
+    c.dt = NSA_BF16; c.gates = false; c.caller_sel = c.caller_cmp = false; c.qscale = 2.0;
+    logf_("== %s\n", c.name.c_str());
+    Row &row = new_row(c.name);
+    Inputs in = make_inputs(c);
+    const int bad[2] = {300, 1400};
+    for (int r : bad)
+        for (int h = 0; h < c.Hkv; ++h) {
+            in.k[(size_t)((r * c.Hkv + h) * c.Dk)] = INFINITY;
+            for (int d = 0; d < c.Dv; ++d) in.v[(size_t)((r * c.Hkv + h) * c.Dv + d)] = NAN;
+        }
+    Gpu G;
+    gpu_setup(c, in, G);
+    nsa_status st = nsa_cuda_forward(&G.cfg, &G.b, NULL, G.o, &G.sv, G.ws, G.wsb, 0);
+    CK(cudaDeviceSynchronize());
+    if (st) {
+        tally(row, false, "forward", nsa_last_error());
+        gpu_free(G);
+        return;
+    }
+    Result gr = gpu_result(c, G);
+    Result rd = run_ref(c, in, c.dt, NSA_ACCUM_FP32, gr.sel.data(), gr.cnt.data());
+    Result r64 = run_ref(c, in, NSA_FP32, NSA_ACCUM_FP64, gr.sel.data(), gr.cnt.data());
+    auto rows = [&](const std::vector<double> &x) { /* queries 0..299 and 1000..1399 */
+        const size_t w = (size_t)c.H * c.Dv;
+        std::vector<double> y(x.begin(), x.begin() + 300 * w);
+        y.insert(y.end(), x.begin() + 1000 * w, x.begin() + 1400 * w);
+        return y;
+    };
+    const std::vector<double> g = rows(gr.o), t = rows(r64.o);
+    bool finite = true;
+    for (double x : t) finite = finite && std::isfinite(x);
+    tally(row, finite, "truth", finite ? "finite where the bad keys are out of sight"
+                                       : "NOT finite: the test's inputs are wrong");
+    check(row, "o", g, rows(rd.o), t, 1e-6);
+    gpu_free(G);
+}
+
 /* ---- stage functions vs the reference ------------------------------------ */
 static void run_stages(const Case &c)
 {
@@ -1891,6 +1946,7 @@ int main(int argc, char **argv)
         run_stages(cases[0]);
         if (!quick) run_stages(mk("stages paper G4 bf16", nsa_config_paper(), {0, 3, 600, 1100}, 8, 2, 64, 64, NSA_BF16, true));
         run_graph(cases[0]);
+        run_future_nonfinite();
         run_errors();
         run_compress_append();
         run_topk(quick);
