@@ -12,8 +12,9 @@
    figure). The selected branch counts the bytes of K and V it must gather
    (each selected key row, once per (token, kv head)) over the gather
    bandwidth measured first by gather_bw: the same access pattern (64-key
-   blocks of D-element rows from random block indices, one warp per token,
-   bulk row copies on sm_90) with no arithmetic. A forward's floor is the
+   blocks of D-element rows from random block indices) with no arithmetic,
+   the best of several ways to move it (bulk row copies, cp.async, loads
+   into registers, tensor tiles of the copy engine). A forward's floor is the
    sum of its parts' floors; forward + backward adds 2.5x the forward
    attention's FLOPs over the peak.
 
@@ -138,7 +139,8 @@ template <typename F> static float median_ms(F f, int reps, int warm = 3)
 /* ---- gather bandwidth: the selected branch's access pattern, no math ---- */
 
 /* Hopper bulk copies completing on an mbarrier (sm_90), for the gather
-   benchmark's bulk variant (the library's gather uses cp.async: faster).
+   benchmark's bulk-row variant (the library gathers with tensor tiles:
+   faster).
    One instruction moves a whole row (global -> shared) through the copy
    engine, so a warp gathering scattered key rows spends one issue slot per
    row instead of one per 16 bytes. The barrier's phase completes when its
@@ -149,31 +151,6 @@ template <typename F> static float median_ms(F f, int reps, int warm = 3)
 #define NSA_HAS_BULK 0
 #endif
 
-__device__ inline void mbar_init(uint64_t *bar, unsigned count)
-{
-#if NSA_HAS_BULK
-    asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" :: "r"(nsak::smem_u32(bar)), "r"(count));
-    asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
-#endif
-}
-__device__ inline void mbar_expect_tx(uint64_t *bar, unsigned bytes)
-{
-#if NSA_HAS_BULK
-    asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n"
-                 :: "r"(nsak::smem_u32(bar)), "r"(bytes) : "memory");
-#endif
-}
-__device__ inline void mbar_wait(uint64_t *bar, unsigned parity)
-{
-#if NSA_HAS_BULK
-    asm volatile("{\n"
-                 ".reg .pred done;\n"
-                 "WAIT_%=:\n"
-                 "mbarrier.try_wait.parity.shared::cta.b64 done, [%0], %1;\n"
-                 "@!done bra WAIT_%=;\n"
-                 "}\n" :: "r"(nsak::smem_u32(bar)), "r"(parity) : "memory");
-#endif
-}
 /* bytes % 16 == 0, both addresses 16-byte aligned. */
 __device__ inline void bulk_row(void *dst, const void *src, unsigned bytes, uint64_t *bar)
 {
@@ -183,15 +160,6 @@ __device__ inline void bulk_row(void *dst, const void *src, unsigned bytes, uint
                  :: "r"(nsak::smem_u32(dst)), "l"(src), "r"(bytes), "r"(nsak::smem_u32(bar)) : "memory");
 #endif
 }
-/* Generic-proxy accesses of shared memory before async-proxy ones after. */
-__device__ inline void fence_proxy_async()
-{
-#if NSA_HAS_BULK
-    asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
-#endif
-}
-
-
 /* One warp per (token, kv head): n blocks of 64 rows of K and of V (Dk =
    Dv = D), block indices from idx, through a 3-stage ring of 32-row chunks,
    one row per lane per chunk. Each chunk's first word is folded into a sum
@@ -211,21 +179,21 @@ __global__ void __launch_bounds__(32) gather_kernel(const __nv_bfloat16 *k, cons
 #if NSA_HAS_BULK
     __shared__ uint64_t bar[NS];
     if (lane == 0)
-        for (int s = 0; s < NS; ++s) mbar_init(&bar[s], 1);
+        for (int s = 0; s < NS; ++s) nsak::mbar_init(&bar[s], 1);
     __syncwarp();
     auto issue = [&](int c) {
         if (c >= nch) return;
         const int buf = c % NS;
         const int64_t row = (int64_t)__ldg(blk + c / 2) * 64 + (c & 1) * KN + lane;
-        if (lane == 0) mbar_expect_tx(&bar[buf], KN * D * 4);
+        if (lane == 0) nsak::mbar_expect_tx(&bar[buf], KN * D * 4);
         bulk_row(Ks + (buf * KN + lane) * LD, k + (row * Hkv + h) * D, D * 2, &bar[buf]);
         bulk_row(Vs + (buf * KN + lane) * LD, v + (row * Hkv + h) * D, D * 2, &bar[buf]);
     };
     for (int c = 0; c < NS - 1; ++c) issue(c);
     for (int c = 0; c < nch; ++c) {
-        fence_proxy_async();
+        nsak::fence_async_smem();
         issue(c + NS - 1);
-        mbar_wait(&bar[c % NS], (unsigned)(c / NS) & 1u);
+        nsak::mbar_wait(&bar[c % NS], (unsigned)(c / NS) & 1u);
         acc += __bfloat162float(Ks[(c % NS) * KN * LD + lane * LD]) +
                __bfloat162float(Vs[(c % NS) * KN * LD + lane * LD]);
         __syncwarp();
@@ -240,14 +208,14 @@ __global__ void __launch_bounds__(32) gather_kernel(const __nv_bfloat16 *k, cons
     if (acc == 12345.f) *sink = acc; /* never true for these inputs; keeps acc live */
 }
 
-/* The same gather with 16-byte cp.async into the ring (the selected
-   branch's own path). */
-template <int D>
+/* The same gather with 16-byte cp.async into a ring of NS stages (the
+   selected branch's path where the copy engine is absent). */
+template <int D, int NS>
 __global__ void __launch_bounds__(32) gather_cpasync_kernel(const __nv_bfloat16 *k,
                                                             const __nv_bfloat16 *v, int Hkv,
                                                             const int32_t *idx, int n, float *sink)
 {
-    constexpr int NS = 3, KN = 32, LD = D + 8;
+    constexpr int KN = 32, LD = D + 8;
     extern __shared__ __align__(16) unsigned char smem_raw[];
     __nv_bfloat16 *Ks = (__nv_bfloat16 *)smem_raw, *Vs = Ks + NS * KN * LD;
     const int lane = threadIdx.x, h = blockIdx.y;
@@ -306,8 +274,71 @@ __global__ void __launch_bounds__(128) gather_ldg_kernel(const __nv_bfloat16 *k,
     if (acc == 12345.f) *sink = acc;
 }
 
+/* The same gather with the copy engine's tensor tiles: K and V as 3-D maps
+   [T][Hkv][D] (D innermost), a stage is KEYS consecutive keys of one kv
+   head, two 64-column boxes each for K and V (128-byte swizzle, the layout
+   the tensor cores read). One lane issues; NS stages, NS - 1 in flight. */
+template <int NS, int KEYS>
+__global__ void __launch_bounds__(32) gather_tma_kernel(const __grid_constant__ CUtensorMap tk,
+                                                        const __grid_constant__ CUtensorMap tv,
+                                                        const int32_t *idx, int n, float *sink)
+{
+    constexpr int BOX = KEYS * 64 * 2, STAGE = 4 * BOX, PER_BLK = 64 / KEYS;
+    extern __shared__ __align__(16) unsigned char smem_raw[];
+    unsigned char *st = (unsigned char *)(((uintptr_t)smem_raw + 1023) & ~(uintptr_t)1023);
+    __shared__ uint64_t bar[NS];
+    const int lane = threadIdx.x, h = blockIdx.y;
+    const int32_t *blk = idx + (int64_t)blockIdx.x * n;
+    const int nch = n * PER_BLK;
+    float acc = 0.f;
+#if NSA_HAS_BULK
+    if (lane == 0)
+        for (int s = 0; s < NS; ++s) nsak::mbar_init(&bar[s], 1);
+    __syncwarp();
+    auto issue = [&](int c) {
+        if (c >= nch || lane != 0) return;
+        const int buf = c % NS, s0 = __ldg(blk + c / PER_BLK) * 64 + (c % PER_BLK) * KEYS;
+        unsigned char *d = st + buf * STAGE;
+        nsak::mbar_expect_tx(&bar[buf], STAGE);
+        nsak::tma_box3(d, &tk, 0, h, s0, &bar[buf]);
+        nsak::tma_box3(d + BOX, &tk, 64, h, s0, &bar[buf]);
+        nsak::tma_box3(d + 2 * BOX, &tv, 0, h, s0, &bar[buf]);
+        nsak::tma_box3(d + 3 * BOX, &tv, 64, h, s0, &bar[buf]);
+    };
+    for (int c = 0; c < NS - 1; ++c) issue(c);
+    for (int c = 0; c < nch; ++c) {
+        nsak::fence_async_smem();
+        issue(c + NS - 1);
+        nsak::mbar_wait(&bar[c % NS], (unsigned)(c / NS) & 1u);
+        const __nv_bfloat16 *x = (const __nv_bfloat16 *)(st + (c % NS) * STAGE);
+        acc += __bfloat162float(x[lane * 64]) + __bfloat162float(x[2 * BOX / 2 + lane * 64]);
+        __syncwarp();
+    }
+#else
+    (void)st; (void)bar; (void)lane; (void)h; (void)blk; (void)nch; (void)tk; (void)tv; (void)STAGE;
+#endif
+    if (acc == 12345.f) *sink = acc;
+}
+
+template <int NS, int KEYS>
+static float time_gather_tma(int T, int Hkv, const void *k, const void *v, const int32_t *idx,
+                             int n, float *sink, int reps)
+{
+    const size_t sm = (size_t)NS * KEYS * 64 * 2 * 4 + 1024;
+    CK(cudaFuncSetAttribute(gather_tma_kernel<NS, KEYS>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)sm));
+    const PFN_cuTensorMapEncodeTiled_v12000 enc = nsah::encode_tiled();
+    CUtensorMap tk, tv;
+    if (!enc || !nsah::kv_map(enc, &tk, k, T, Hkv, 128, (int64_t)Hkv * 128, 128, KEYS) ||
+        !nsah::kv_map(enc, &tv, v, T, Hkv, 128, (int64_t)Hkv * 128, 128, KEYS))
+        return INFINITY; /* no copy engine maps here */
+    return median_ms([&] {
+        gather_tma_kernel<NS, KEYS><<<dim3((unsigned)T, (unsigned)Hkv), 32, sm>>>(tk, tv, idx, n, sink);
+        CK(cudaGetLastError());
+    }, reps);
+}
+
 /* Measured bytes per second of that pattern at T tokens (n = 16 blocks
-   each, random indices), median of reps: the best of the three ways. */
+   each, random indices), median of reps: the best of the ways above. */
 static double gather_bw(int T, int Hkv, int n, int reps, float *ms_out)
 {
     const int D = 128, nblk = T / 64;
@@ -320,28 +351,45 @@ static double gather_bw(int T, int Hkv, int n, int reps, float *ms_out)
     void *k = drand_bf16((size_t)T * Hkv * D, 11), *v = drand_bf16((size_t)T * Hkv * D, 12);
     float *sink;
     CK(cudaMalloc(&sink, 4));
-    size_t sm = (size_t)2 * 3 * 32 * (D + 8) * 2;
-    CK(cudaFuncSetAttribute(gather_kernel<128>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)sm));
-    CK(cudaFuncSetAttribute(gather_cpasync_kernel<128>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)sm));
     const __nv_bfloat16 *kk = (const __nv_bfloat16 *)k, *vv = (const __nv_bfloat16 *)v;
-    float ms_bulk = median_ms([&] {
-        gather_kernel<128><<<dim3((unsigned)T, (unsigned)Hkv), 32, sm>>>(kk, vv, Hkv, idx, n, sink);
+    const size_t sm3 = (size_t)2 * 3 * 32 * (D + 8) * 2, sm2 = (size_t)2 * 2 * 32 * (D + 8) * 2;
+    CK(cudaFuncSetAttribute(gather_kernel<128>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)sm3));
+    CK(cudaFuncSetAttribute(gather_cpasync_kernel<128, 3>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)sm3));
+    CK(cudaFuncSetAttribute(gather_cpasync_kernel<128, 2>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)sm2));
+    const float ms_bulk = median_ms([&] {
+        gather_kernel<128><<<dim3((unsigned)T, (unsigned)Hkv), 32, sm3>>>(kk, vv, Hkv, idx, n, sink);
         CK(cudaGetLastError());
     }, reps);
-    float ms_cp = median_ms([&] {
-        gather_cpasync_kernel<128><<<dim3((unsigned)T, (unsigned)Hkv), 32, sm>>>(kk, vv, Hkv, idx, n, sink);
+    const float ms_cp3 = median_ms([&] {
+        gather_cpasync_kernel<128, 3><<<dim3((unsigned)T, (unsigned)Hkv), 32, sm3>>>(kk, vv, Hkv, idx, n, sink);
         CK(cudaGetLastError());
     }, reps);
-    float ms_ldg = median_ms([&] {
+    const float ms_cp2 = median_ms([&] {
+        gather_cpasync_kernel<128, 2><<<dim3((unsigned)T, (unsigned)Hkv), 32, sm2>>>(kk, vv, Hkv, idx, n, sink);
+        CK(cudaGetLastError());
+    }, reps);
+    const float ms_ldg = median_ms([&] {
         gather_ldg_kernel<128><<<dim3((unsigned)(T + 3) / 4, (unsigned)Hkv), 128>>>(kk, vv, Hkv, T, idx, n, sink);
         CK(cudaGetLastError());
     }, reps);
+    const float ms_tma2 = time_gather_tma<2, 32>(T, Hkv, k, v, idx, n, sink, reps),
+                ms_tma3 = time_gather_tma<3, 64>(T, Hkv, k, v, idx, n, sink, reps);
     const double bytes = (double)T * Hkv * n * 64 * D * 2 * 2;
-    printf("gather of %.1f GB: bulk rows %.3f ms (%.2f TB/s), cp.async %.3f ms (%.2f TB/s), "
-           "registers %.3f ms (%.2f TB/s)\n", bytes / 1e9, ms_bulk, bytes / ms_bulk / 1e9,
-           ms_cp, bytes / ms_cp / 1e9, ms_ldg, bytes / ms_ldg / 1e9);
+    const struct { const char *name; float ms; } way[] = {
+        {"bulk rows, 3 stages", ms_bulk},
+        {"cp.async, 3 stages", ms_cp3},
+        {"cp.async, 2 stages", ms_cp2},
+        {"registers", ms_ldg},
+        {"tensor tiles, 2 stages of 32 keys", ms_tma2},
+        {"tensor tiles, 3 stages of 64 keys", ms_tma3},
+    };
+    printf("gather of %.1f GB:\n", bytes / 1e9);
+    float ms = INFINITY;
+    for (const auto &w : way) {
+        printf("  %-34s %8.3f ms  %5.2f TB/s\n", w.name, w.ms, bytes / w.ms / 1e9);
+        ms = std::min(ms, w.ms);
+    }
     cudaFree(idx); cudaFree(k); cudaFree(v); cudaFree(sink);
-    float ms = std::min(ms_bulk, std::min(ms_cp, ms_ldg));
     *ms_out = ms;
     return bytes / (ms * 1e-3);
 }
