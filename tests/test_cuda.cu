@@ -660,29 +660,33 @@ static void run_case(const Case &c, bool determinism = true)
     gpu_free(G);
 }
 
-/* Keys a query cannot see never reach it, even where they are not finite
-   (contract, settled rules: a NaN shows in the output of every query that
-   reads it, and only there). The selected branch stages whole chunks of
-   keys; a query's last block is cut at the query, and the chunk's rows past
-   it (the sequence's later keys, or the next sequence's first ones) must
-   not enter its sums. NaN in V and +inf in K at the first key of sequence 1
-   and at key 400 of sequence 2: sequence 0 (whose last chunk runs into
-   sequence 1) and sequence 2's first 400 queries (the last 16 of them
-   share a chunk with key 400) stay finite and meet the usual bounds. The
-   selected branch alone: the compressed and window branches stage their
-   chunks whole for all rows of a tile and mask per row. */
-static void run_future_nonfinite()
+/* Keys past a query's last visible one never reach it, even where they are
+   not finite (contract, settled rules: a NaN shows in the output of every
+   query that reads it). The kernels stage whole chunks of keys, and a
+   chunk cut at a tile's last visible key holds the tensor's next rows (the
+   sequence's later keys, or the next sequence's first ones), which must
+   not enter any sum. NaN in V and +inf in K at the first key of sequence 1
+   and at key 400 of sequence 2: sequence 0 (whose last chunks run into
+   sequence 1) and sequence 2's queries before the bad key stay finite and
+   meet the usual bounds. With the selected branch alone that is every
+   query before key 400 (its units are single queries). The compressed and
+   window passes mask a tile's keys per row but multiply the tile's chunks
+   whole, so a non-finite value inside a tile's own span reaches that
+   tile's earlier rows (tiles of 32 tokens here, G = 4): with every branch
+   on, the queries of the tiles before the bad key's, those before 384. */
+static void run_future_nonfinite(unsigned branches, int limit)
 {
     nsa_config cfg = nsa_config_paper();
-    cfg.branches = NSA_BRANCH_SLC;
+    cfg.branches = branches;
     Case c;
-    c.name = "slc: non-finite keys past a query";
+    c.name = std::string(branches == NSA_BRANCH_SLC ? "slc" : "all branches") +
+             ": non-finite keys past a query";
     c.cfg = cfg; c.cu = {0, 300, 1000, 1700}; c.H = 8; c.Hkv = 2; c.Dk = 128; c.Dv = 128;
     c.dt = NSA_BF16; c.gates = false; c.caller_sel = c.caller_cmp = false; c.qscale = 2.0;
     logf_("== %s\n", c.name.c_str());
     Row &row = new_row(c.name);
     Inputs in = make_inputs(c);
-    const int bad[2] = {300, 1400};
+    const int bad[2] = {300, 1000 + 400};
     for (int r : bad)
         for (int h = 0; h < c.Hkv; ++h) {
             in.k[(size_t)((r * c.Hkv + h) * c.Dk)] = INFINITY;
@@ -700,10 +704,10 @@ static void run_future_nonfinite()
     Result gr = gpu_result(c, G);
     Result rd = run_ref(c, in, c.dt, NSA_ACCUM_FP32, gr.sel.data(), gr.cnt.data());
     Result r64 = run_ref(c, in, NSA_FP32, NSA_ACCUM_FP64, gr.sel.data(), gr.cnt.data());
-    auto rows = [&](const std::vector<double> &x) { /* queries 0..299 and 1000..1399 */
+    auto rows = [&](const std::vector<double> &x) { /* sequence 0, sequence 2's first `limit` */
         const size_t w = (size_t)c.H * c.Dv;
         std::vector<double> y(x.begin(), x.begin() + 300 * w);
-        y.insert(y.end(), x.begin() + 1000 * w, x.begin() + 1400 * w);
+        y.insert(y.end(), x.begin() + 1000 * w, x.begin() + (1000 + limit) * w);
         return y;
     };
     const std::vector<double> g = rows(gr.o), t = rows(r64.o);
@@ -1946,7 +1950,8 @@ int main(int argc, char **argv)
         run_stages(cases[0]);
         if (!quick) run_stages(mk("stages paper G4 bf16", nsa_config_paper(), {0, 3, 600, 1100}, 8, 2, 64, 64, NSA_BF16, true));
         run_graph(cases[0]);
-        run_future_nonfinite();
+        run_future_nonfinite(NSA_BRANCH_SLC, 400);
+        run_future_nonfinite(NSA_BRANCH_CMP | NSA_BRANCH_SLC | NSA_BRANCH_WIN, 384);
         run_errors();
         run_compress_append();
         run_topk(quick);
