@@ -203,21 +203,29 @@ __device__ inline void sel_chunk_merge(const Params &p, const SelGeo &g, int jt,
             key = nsa_rank_key(nsa_score_key(s), j);
         }
     }
-    u64 cur = lane < n ? top[lane] : 0ull;
-    u64 thr = __shfl_sync(0xffffffffu, cur, n - 1);
-    unsigned m = __ballot_sync(0xffffffffu, key > thr);
+    /* merge the candidates above the list's last key into the descending
+       list by ranks: a key's new place is the number of keys of both
+       above it (keys are distinct, but for the empty 0, which ranks below
+       every candidate and keeps its order) */
+    const u64 cur = lane < n ? top[lane] : 0ull;
+    const u64 thr = __shfl_sync(0xffffffffu, cur, n - 1);
+    const bool cand = key > thr;
+    unsigned m = __ballot_sync(0xffffffffu, cand);
     if (!m) return;
+    int cur_above = 0, key_above = 0, list_above = 0;
     while (m) {
         const int src = __ffs(m) - 1;
         m &= m - 1;
         const u64 x = __shfl_sync(0xffffffffu, key, src);
-        if (x <= thr) continue;
-        /* insert x into the descending list */
-        const u64 up = __shfl_up_sync(0xffffffffu, cur, 1);
-        cur = cur > x ? cur : (lane == 0 || up > x) ? x : up;
-        thr = __shfl_sync(0xffffffffu, cur, n - 1);
+        cur_above += x > cur;
+        key_above += x > key;
+        const unsigned b = __ballot_sync(0xffffffffu, lane < n && cur > x);
+        if (lane == src) list_above = __popc(b);
     }
-    if (lane < n) top[lane] = cur;
+    __syncwarp(); /* every lane has read the list */
+    if (lane < n && lane + cur_above < n) top[lane + cur_above] = cur;
+    if (cand && list_above + key_above < n) top[list_above + key_above] = key;
+    __syncwarp();
 }
 
 /* Step 7 for one token: forced blocks plus the best n - forced, ascending,
