@@ -38,6 +38,17 @@ __device__ inline void split2(float a, float b, uint32_t &hi, uint32_t &lo)
     float2 h = Ty<T>::unpack(hi);
     lo = Ty<T>::pack(a - h.x, b - h.y);
 }
+/* k-slice kk (16 columns) of accumulator fragments as hi + lo A fragments
+   (split2; the accumulator layout is the A-fragment layout). */
+template <typename T, int NT>
+__device__ inline void split_frag(const float (&S)[NT][4], int kk, uint32_t (&hi)[4],
+                                  uint32_t (&lo)[4])
+{
+    split2<T>(S[2 * kk][0], S[2 * kk][1], hi[0], lo[0]);
+    split2<T>(S[2 * kk][2], S[2 * kk][3], hi[1], lo[1]);
+    split2<T>(S[2 * kk + 1][0], S[2 * kk + 1][1], hi[2], lo[2]);
+    split2<T>(S[2 * kk + 1][2], S[2 * kk + 1][3], hi[3], lo[3]);
+}
 enum { M_STAGE = 0, M_FWD = 1, M_PREP = 2 };
 
 /* ---- building blocks of a warp's 16-row tile against a chunk of keys ---- */
@@ -467,11 +478,28 @@ __device__ inline DqRows dq_rows(const Params &p, int br, const LaneRows &lr)
     return r;
 }
 
+/* In place on a chunk's masked logits S (the lane's rows A, B): dS = P (g
+   dP - Delta), P from the saved lse (0 where S is -inf). */
+template <int NT>
+__device__ inline void ds_chunk(float (&S)[NT][4], const float (&dP)[NT][4], float sl2,
+                                const DqRows &r)
+{
+#pragma unroll
+    for (int nt = 0; nt < NT; ++nt)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+            const bool a = e < 2;
+            const float pr = S[nt][e] == -INFINITY
+                                 ? 0.f
+                                 : exp2_ftz(fmaf(S[nt][e], sl2, -(a ? r.lse2A : r.lse2B)));
+            S[nt][e] = pr * ((a ? r.gA : r.gB) * dP[nt][e] - (a ? r.dlA : r.dlB));
+        }
+}
+
 /* dQ of one chunk: S holds the masked logits Q K^T, da the rows' dO as A
-   fragments, Kc / Vc the chunk's keys and values (layouts LK, LV). P from
-   the saved lse, dP = dO V^T, dS = P (g dP - Delta), dQ += dS K with dS
-   split into two storage-type terms (hi + lo: the product keeps dS's fp32
-   accuracy). */
+   fragments, Kc / Vc the chunk's keys and values (layouts LK, LV).
+   dP = dO V^T, dS (ds_chunk), dQ += dS K with dS split into two
+   storage-type terms (hi + lo: the product keeps dS's fp32 accuracy). */
 template <typename T, int DK, int DV, typename LK, typename LV, int NT>
 __device__ inline void dq_chunk(float (&S)[NT][4], const uint32_t (&da)[DV / 16][4],
                                 const T *Kc, const T *Vc, float sl2, const DqRows &r,
@@ -489,23 +517,11 @@ __device__ inline void dq_chunk(float (&S)[NT][4], const uint32_t (&da)[DV / 16]
             mma<T>(dP[nt], da[2 * kp], bb[0], bb[1]);
             mma<T>(dP[nt], da[2 * kp + 1], bb[2], bb[3]);
         }
-#pragma unroll
-    for (int nt = 0; nt < NT; ++nt)
-#pragma unroll
-        for (int e = 0; e < 4; ++e) {
-            const bool a = e < 2;
-            const float pr = S[nt][e] == -INFINITY
-                                 ? 0.f
-                                 : exp2_ftz(fmaf(S[nt][e], sl2, -(a ? r.lse2A : r.lse2B)));
-            S[nt][e] = pr * ((a ? r.gA : r.gB) * dP[nt][e] - (a ? r.dlA : r.dlB));
-        }
+    ds_chunk(S, dP, sl2, r);
 #pragma unroll
     for (int kk = 0; kk < KN / 16; ++kk) {
         uint32_t ph[4], pl[4];
-        split2<T>(S[2 * kk][0], S[2 * kk][1], ph[0], pl[0]);
-        split2<T>(S[2 * kk][2], S[2 * kk][3], ph[1], pl[1]);
-        split2<T>(S[2 * kk + 1][0], S[2 * kk + 1][1], ph[2], pl[2]);
-        split2<T>(S[2 * kk + 1][2], S[2 * kk + 1][3], ph[3], pl[3]);
+        split_frag<T>(S, kk, ph, pl);
 #pragma unroll
         for (int np = 0; np < DK / 16; ++np) {
             uint32_t bb[4];
@@ -1125,14 +1141,8 @@ __device__ inline void kv_body(const Params &p, const KvSplit &sp)
 #pragma unroll
             for (int kk = 0; kk < RH / 16; ++kk) {
                 uint32_t pa[4], pl[4], sa[4], sl[4];
-                split2<T>(St[2 * kk][0], St[2 * kk][1], pa[0], pl[0]);
-                split2<T>(St[2 * kk][2], St[2 * kk][3], pa[1], pl[1]);
-                split2<T>(St[2 * kk + 1][0], St[2 * kk + 1][1], pa[2], pl[2]);
-                split2<T>(St[2 * kk + 1][2], St[2 * kk + 1][3], pa[3], pl[3]);
-                split2<T>(dPt[2 * kk][0], dPt[2 * kk][1], sa[0], sl[0]);
-                split2<T>(dPt[2 * kk][2], dPt[2 * kk][3], sa[1], sl[1]);
-                split2<T>(dPt[2 * kk + 1][0], dPt[2 * kk + 1][1], sa[2], sl[2]);
-                split2<T>(dPt[2 * kk + 1][2], dPt[2 * kk + 1][3], sa[3], sl[3]);
+                split_frag<T>(St, kk, pa, pl);
+                split_frag<T>(dPt, kk, sa, sl);
 #pragma unroll
                 for (int np = 0; np < DV / 16; ++np) {
                     uint32_t bb[4];

@@ -388,19 +388,13 @@ __device__ inline void row_fwd_sm90(const Params &p, int mode, unsigned br_mask)
 }
 
 /* Accumulator fragments (16 rows x 8 KN/8 columns a warp) as hi + lo A
-   fragments of KN/16 k-slices (split2; the accumulator layout is the
-   A-fragment layout). */
+   fragments of all KN/16 k-slices (split_frag). */
 template <typename T, int KN>
 __device__ inline void split_frags(const float (&S)[KN / 8][4], uint32_t (&hi)[KN / 16][4],
                                    uint32_t (&lo)[KN / 16][4])
 {
 #pragma unroll
-    for (int kk = 0; kk < KN / 16; ++kk) {
-        split2<T>(S[2 * kk][0], S[2 * kk][1], hi[kk][0], lo[kk][0]);
-        split2<T>(S[2 * kk][2], S[2 * kk][3], hi[kk][1], lo[kk][1]);
-        split2<T>(S[2 * kk + 1][0], S[2 * kk + 1][1], hi[kk][2], lo[kk][2]);
-        split2<T>(S[2 * kk + 1][2], S[2 * kk + 1][3], hi[kk][3], lo[kk][3]);
-    }
+    for (int kk = 0; kk < KN / 16; ++kk) split_frag<T>(S, kk, hi[kk], lo[kk]);
 }
 
 /* acc += (hi + lo) B over the KN / 16 k-slices of hi and lo (split_frags),
@@ -460,11 +454,7 @@ __device__ inline void row_dq_sm90(const Params &p, unsigned br_mask)
         const BranchKeys<T> keys(p, br, rt, hkv, DK, DV);
         const KeySrc &src = keys.src;
         const int nch = keys.nch;
-        const float lse2A = lr.vA ? p.lse[br][lr.rowA] * NSA_LOG2E : INFINITY;
-        const float lse2B = lr.vB ? p.lse[br][lr.rowB] * NSA_LOG2E : INFINITY;
-        const float dlA = lr.vA ? p.delta[br][lr.rowA] : 0.f, dlB = lr.vB ? p.delta[br][lr.rowB] : 0.f;
-        const float gA = lr.vA ? gate_of<T>(p, lr.rowA, br) : 0.f;
-        const float gB = lr.vB ? gate_of<T>(p, lr.rowB, br) : 0.f;
+        const DqRows rs = dq_rows<T>(p, br, lr);
         auto load = [&](int c) { keys.template load<DK, DV, NS, NW * 32>(Ks, Vs, c, tid); };
         float S[KN / 8][4], dP[KN / 8][4];
         uint32_t ph[KN / 16][4], pl[KN / 16][4]; /* dS of the chunk before, hi + lo */
@@ -487,14 +477,7 @@ __device__ inline void row_dq_sm90(const Params &p, unsigned br_mask)
             int s0, cnt = src.chunk(c, s0);
             mask_chunk(p, br, S, s0, cnt, uniform(chunk_whole(p, br, s0, cnt, KN, lr)), lr.tA,
                        lr.tB, lane);
-#pragma unroll
-            for (int nt = 0; nt < KN / 8; ++nt)
-#pragma unroll
-                for (int e = 0; e < 4; ++e) {
-                    const bool a = e < 2;
-                    const float pr = S[nt][e] == -INFINITY ? 0.f : exp2_ftz(fmaf(S[nt][e], p.sl2, -(a ? lse2A : lse2B)));
-                    S[nt][e] = pr * ((a ? gA : gB) * dP[nt][e] - (a ? dlA : dlB));
-                }
+            ds_chunk(S, dP, p.sl2, rs);
         };
         /* Stages: chunk c lives in stage c % NS. Step c reads K_c, V_c and
            K_{c-1} while chunk c + 1 may still be landing, and loads chunk
