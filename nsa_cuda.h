@@ -130,7 +130,7 @@ NSADEF nsa_status nsa_cuda_backward_f32kv(const nsa_config *cfg,
 
 /* Top-k per row of fp32 scores, as nsa_ref_topk_rows (k <= 4096 here).
    The workspace (nsa_cuda_topk_workspace_size: 0 bytes when the rows are
-   many, a few hundred KB a row when they are few and long) is the call's
+   many, up to 256 KB a row when they are few and long) is the call's
    until the stream has run it. */
 NSADEF nsa_status nsa_cuda_topk_workspace_size(int64_t rows, int64_t cols, int k,
                                                size_t *bytes);
@@ -1330,14 +1330,12 @@ NSADEF nsa_status nsa_cuda_compress_append(const nsa_config *cfg, const nsa_batc
 
 namespace nsah {
 
-/* Which kernels a top-k call runs and where its workspace regions lie
-   (kernels/nsa_topk.cuh): few long rows are split over several CTAs each
-   and need the workspace; many rows take one CTA each and need none. */
+/* Which kernels a top-k call runs and its workspace (kernels/nsa_topk.cuh):
+   few long rows are split into slices, whose best keys wait in the
+   workspace for the merge; many rows take one CTA each and need none. */
 struct TopkPlan {
-    bool split;
-    int slices;
-    int64_t cap; /* pivot-list entries per row */
-    size_t o_hist, o_info, o_sure, o_piv, clear, total;
+    int slices; /* 1: not split */
+    size_t total;
 };
 
 static nsa_status topk_plan(int64_t rows, int64_t cols, int k, TopkPlan &T)
@@ -1350,20 +1348,8 @@ static nsa_status topk_plan(int64_t rows, int64_t cols, int k, TopkPlan &T)
                          NSA_TOPK_KMAX);
     if (rows > INT32_MAX)
         return nsa__fail(NSA_ERR_UNSUPPORTED, "rows: more than 2^31 - 1");
-    memset(&T, 0, sizeof T);
-    T.cap = nsak::topk_piv_cap(k);
-    T.split = rows > 0 && k > 0 && rows <= NSA_TOPK_SPLIT_ROWS && cols >= 2 * NSA_TOPK_SLICE;
-    if (!T.split) return NSA_OK;
-    const int64_t by_cols = nsak::cdiv64(cols, NSA_TOPK_SLICE);
-    const int64_t by_rows = NSA_TOPK_SPLIT_CTAS / rows > 2 ? NSA_TOPK_SPLIT_CTAS / rows : 2;
-    T.slices = (int)(by_cols < by_rows ? by_cols : by_rows);
-    size_t o = 0;
-    T.o_hist = o; o = align256(o + (size_t)rows * NSA_TOPK_BINS * 4);
-    T.o_info = o; o = align256(o + (size_t)rows * sizeof(nsak::TopkRowInfo));
-    T.clear = o;
-    T.o_sure = o; o = align256(o + (size_t)rows * k * 8);
-    T.o_piv = o; o = align256(o + (size_t)rows * T.cap * 8);
-    T.total = o;
+    T.slices = nsak::topk_slices(rows, cols, k);
+    T.total = T.slices > 1 ? align256((size_t)rows * T.slices * k * 8) : 0;
     return NSA_OK;
 }
 
@@ -1407,28 +1393,22 @@ NSADEF nsa_status nsa_cuda_topk_rows(const float *scores, int64_t rows, int64_t 
         if (out_count) NSA__CK(cudaMemsetAsync(out_count, 0, (size_t)rows * 4, s));
         return NSA_OK;
     }
-    if (!T.split) {
+    if (T.slices == 1) {
         if ((st = nsah::set_smem(nsak::topk_row_kernel, NSA_TOPK_SMEM))) return st;
         nsak::topk_row_kernel<<<(unsigned)rows, NSA_TOPK_THREADS, NSA_TOPK_SMEM, s>>>(
             scores, cols, row_stride, row_start, row_end, k, out_idx, out_count);
         NSA__LAUNCHED();
         return NSA_OK;
     }
-    char *ws = (char *)workspace;
-    uint32_t *hist = (uint32_t *)(ws + T.o_hist);
-    nsak::TopkRowInfo *info = (nsak::TopkRowInfo *)(ws + T.o_info);
-    uint64_t *sure = (uint64_t *)(ws + T.o_sure), *piv = (uint64_t *)(ws + T.o_piv);
-    NSA__CK(cudaMemsetAsync(ws, 0, T.clear, s)); /* histograms and counters */
-    const dim3 grid((unsigned)T.slices, (unsigned)rows);
-    nsak::topk_split_hist_kernel<<<grid, NSA_TOPK_SPLIT_THREADS, 0, s>>>(
-        scores, cols, row_stride, row_start, row_end, k, hist, info);
+    uint64_t *best = (uint64_t *)workspace;
+    if ((st = nsah::set_smem(nsak::topk_slice_kernel, NSA_TOPK_SMEM))) return st;
+    nsak::topk_slice_kernel<<<dim3((unsigned)T.slices, (unsigned)rows), NSA_TOPK_THREADS,
+                              NSA_TOPK_SMEM, s>>>(scores, cols, row_stride, row_start, row_end,
+                                                  k, best);
     NSA__LAUNCHED();
-    nsak::topk_split_scatter_kernel<<<grid, NSA_TOPK_SPLIT_THREADS, 0, s>>>(
-        scores, cols, row_stride, row_start, row_end, k, info, sure, piv, T.cap);
-    NSA__LAUNCHED();
-    if ((st = nsah::set_smem(nsak::topk_split_finish_kernel, NSA_TOPK_SMEM))) return st;
-    nsak::topk_split_finish_kernel<<<(unsigned)rows, NSA_TOPK_THREADS, NSA_TOPK_SMEM, s>>>(
-        scores, cols, row_stride, row_start, row_end, k, info, sure, piv, out_idx, out_count);
+    if ((st = nsah::set_smem(nsak::topk_merge_kernel, NSA_TOPK_SMEM))) return st;
+    nsak::topk_merge_kernel<<<(unsigned)rows, NSA_TOPK_THREADS, NSA_TOPK_SMEM, s>>>(
+        cols, row_start, row_end, k, T.slices, best, out_idx, out_count);
     NSA__LAUNCHED();
     return NSA_OK;
 }
@@ -1443,7 +1423,7 @@ namespace nsah {
 struct TopkBlocksPlan {
     int64_t nblocks, per_cta;
     bool scores;
-    size_t smem, total;
+    size_t total;
 };
 
 /* The reference's shape checks (nsa_ref_topk_blocks, same statuses and
@@ -1463,7 +1443,6 @@ static nsa_status topk_blocks_plan(int64_t rows, int64_t cols, int64_t block, in
     memset(&T, 0, sizeof T);
     T.nblocks = cols / block + (cols % block != 0);
     T.per_cta = nsak::topk_blocks_per_cta(block);
-    T.smem = nsak::topk_block_mask_smem(T.nblocks);
     T.scores = rows > 0 && n > 0 && (int64_t)n < T.nblocks;
     if (!T.scores) return NSA_OK;
     if ((uint64_t)rows > ((uint64_t)SIZE_MAX - 255) / 4 / (uint64_t)T.nblocks)
@@ -1522,8 +1501,7 @@ NSADEF nsa_status nsa_cuda_topk_blocks(const float *scores, int64_t rows, int64_
             bscores);
         NSA__LAUNCHED();
     }
-    if ((st = nsah::set_smem(nsak::topk_block_mask_kernel, T.smem))) return st;
-    nsak::topk_block_mask_kernel<<<(unsigned)rows, NSA_TOPK_THREADS, T.smem, s>>>(
+    nsak::topk_block_mask_kernel<<<(unsigned)rows, NSA_TOPK_THREADS, 0, s>>>(
         cols, row_start, row_end, block, T.nblocks, n, bscores, mask, out_count);
     NSA__LAUNCHED();
     return NSA_OK;

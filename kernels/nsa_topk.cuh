@@ -1,4 +1,5 @@
-/* kernels/nsa_topk.cuh -- exact top-k per row (nsa_cuda_topk_rows).
+/* kernels/nsa_topk.cuh -- exact top-k per row (nsa_cuda_topk_rows) and
+   top-n block masks (nsa_cuda_topk_blocks).
 
    The ranking is the contract's (Selection step 6) on each row's range
    [st, en) (nsa.h, nsa_topk_range): every column becomes the 64-bit rank
@@ -7,90 +8,90 @@
    a row are distinct, and "the kk = min(k, width) largest keys" is exactly
    the rule, never more, never fewer, with no tie pass.
 
-   A radix select on the rank keys, 13-bit digits from the top, finds them:
-   at each digit the histogram of the keys still in play says which digit
-   value holds the remain-th largest; all keys of higher digits are taken,
-   and only that digit's keys stay in play. When every key left in play is
-   needed (count == remain) it stops early. The taken keys are those whose
-   decided top bits are >= the decided prefix.
-
-   Bytes, not arithmetic, set the speed, so the row is read from global
-   memory twice and no more: pass 1 histograms the first digit (the score
-   key's top 13 bits), pass 2 keeps the keys of higher digits (fewer than
-   kk) and the keys of the pivot digit (typically a few thousand of the
-   row; about 1/32 of uniform scores) in shared memory; the remaining
-   digits are found there. If the pivot digit holds more keys than shared
-   memory does (a row of nearly equal scores), the remaining digits are
-   found by passes over the row in global memory instead: correct, slower.
-   The taken keys are sorted (bitonic, descending) and written best first.
+   One building block finds them, a streaming select (topk_stream): a CTA
+   reads its columns once, a tile of NSA_TOPK_TILE at a time, and keeps in
+   shared memory a list of candidate keys and a floor. A key below the
+   floor is dropped as it is read; one at or above it is appended. When
+   the next tile might not fit, topk_keep cuts the list to its kk largest
+   (a radix select on the keys, NSA_TOPK_DIGIT bits a round from the top,
+   stopping as soon as the keys left in play are all taken) and raises the
+   floor to the cut: those kk keys are all at or above it, so no key below
+   it can be among the row's kk largest. At the end the list is cut once
+   more and holds exactly the kk largest keys of the columns read. The
+   next tile is loaded before the current one is filtered, so a cut
+   overlaps the loads in flight. Each column is read from global memory
+   once.
 
    Two ways to spread rows over the GPU:
-     - many rows: one CTA per row (topk_row_kernel), two CTAs per SM so one
-       streams while the other sorts;
-     - few rows (fewer than the GPU has SMs): each row is split over
-       `slices` CTAs. topk_split_hist_kernel histograms each slice and adds
-       it to the row's histogram in the workspace; the last CTA of a row
-       (a ticket counter) finds the pivot digit. topk_split_scatter_kernel
-       re-reads each slice (from L2) and appends the keys of higher digits
-       and of the pivot digit to the row's lists in the workspace.
-       topk_split_finish_kernel (one CTA per row) loads the lists into
-       shared memory and finishes as the one-CTA path does.
-   Every launch is on the caller's stream; the workspace's counters are
-   cleared by cudaMemsetAsync first; nothing synchronises with the host. */
+     - many rows: one CTA per row (topk_row_kernel) streams the row, sorts
+       its kk keys (bitonic, descending) and writes them best first; two
+       CTAs share an SM, so one streams while the other cuts or sorts;
+     - few long rows: each row is split into `slices` CTAs
+       (topk_slice_kernel, grid (slices, rows)); each streams its slice and
+       writes the slice's best min(kk, slice width) keys to the workspace
+       (zero past them: no rank key is 0). topk_merge_kernel (one CTA per
+       row) streams the row's slices * k keys (floor 1: the zeros are
+       dropped) and finishes as the one-CTA path does. No atomics on
+       global memory, nothing to clear, no host synchronisation. */
 #ifndef NSA_KERNELS_TOPK_CUH
 #define NSA_KERNELS_TOPK_CUH
 
 #include "nsa_common.cuh"
-#include <cooperative_groups.h>
 
 namespace nsak {
 
 #define NSA_TOPK_KMAX 4096
-#define NSA_TOPK_THREADS 512        /* one-CTA-per-row and finish kernels */
-#define NSA_TOPK_SPLIT_THREADS 256  /* the split path's slice kernels      */
-#define NSA_TOPK_DIGIT 13           /* bits per radix digit                */
+#define NSA_TOPK_THREADS 512 /* every top-k CTA                           */
+#define NSA_TOPK_PER 8       /* columns a thread reads per tile            */
+#define NSA_TOPK_TILE (NSA_TOPK_THREADS * NSA_TOPK_PER)
+/* The candidate list: the kk kept after a cut, and room for two tiles. */
+#define NSA_TOPK_CAP (NSA_TOPK_KMAX + 2 * NSA_TOPK_TILE)
+#define NSA_TOPK_DIGIT 11 /* bits per radix digit                           */
 #define NSA_TOPK_BINS (1 << NSA_TOPK_DIGIT)
-#define NSA_TOPK_SHIFT0 (64 - NSA_TOPK_DIGIT) /* first digit: key bits 63..51 */
-/* Dynamic shared memory of the one-CTA kernels: two CTAs fit an H100 SM
-   (228 KB); A100 (164 KB) runs one. */
-#define NSA_TOPK_SMEM (110 * 1024)
-/* Split the rows over several CTAs when there are at most this many (an
-   H100 has 132 SMs) and each row has at least two slices' worth; a row
-   gets up to NSA_TOPK_SPLIT_CTAS / rows slices of NSA_TOPK_SLICE columns
-   or more. */
+/* Dynamic shared memory of every top-k CTA: the list and the histogram
+   (104 KB: two CTAs fit an H100 SM's 228 KB; an A100 runs one). */
+#define NSA_TOPK_SMEM (NSA_TOPK_CAP * 8 + NSA_TOPK_BINS * 4)
+/* Split the rows over several CTAs when there are at most this many and
+   they are at least two tiles long: slices fill about NSA_TOPK_SPLIT_CTAS
+   CTAs (two per SM of a 132-SM H100), at least two a row and at most one
+   tile each, and no more than NSA_TOPK_MERGE_KEYS keys for the merge. */
 #define NSA_TOPK_SPLIT_ROWS 128
-#define NSA_TOPK_SLICE 4096
-#define NSA_TOPK_SPLIT_CTAS 512
+#define NSA_TOPK_SPLIT_CTAS 264
+#define NSA_TOPK_MERGE_KEYS (8 * NSA_TOPK_TILE)
 
-/* Per-row bookkeeping of the split path (in the workspace, cleared). */
-struct TopkRowInfo {
-    uint32_t n_sure;  /* keys of digits above the pivot, appended      */
-    uint32_t n_piv;   /* keys of the pivot digit, appended             */
-    uint32_t ticket;  /* slices that have added their histogram       */
-    uint32_t digit;   /* the pivot digit (the first 13 bits)           */
-    uint32_t remain;  /* how many of the pivot digit's keys are taken  */
-    uint32_t count;   /* how many keys the pivot digit holds           */
-    uint32_t pad[2];
-};
-
-/* Scratch of find_digit and the append counters. */
+/* Scratch of topk_find_digit, the list's append counters (three in turn:
+   topk_stream) and topk_keep's counters. */
 struct TopkShared {
     uint32_t scan[32];
     uint32_t res[3];
-    uint32_t n_sel, n_piv;
+    uint32_t added[3];
+    uint32_t holes, moved;
 };
 
-/* The width of the pivot list that fits beside the histogram and the
-   sorted selection (the host sizes the split path's lists the same way). */
-__host__ __device__ inline int topk_sort_len(int k)
+/* The shared memory of a top-k CTA: the candidate list, and the histogram
+   of a radix round (its words also hold topk_keep's list of holes). */
+struct TopkList {
+    uint64_t *key;  /* [NSA_TOPK_CAP] */
+    uint32_t *hist; /* [NSA_TOPK_BINS] */
+};
+__device__ __forceinline__ TopkList topk_list(unsigned char *raw)
 {
-    int np = 1;
-    while (np < k) np <<= 1;
-    return np;
+    TopkList L;
+    L.key = (uint64_t *)raw;
+    L.hist = (uint32_t *)(raw + NSA_TOPK_CAP * 8);
+    return L;
 }
-__host__ __device__ inline int64_t topk_piv_cap(int k)
+
+/* How many slices a row of cols columns is split into when rows are few
+   (1: not split), the same on the host (workspace size) and the device. */
+__host__ __device__ inline int topk_slices(int64_t rows, int64_t cols, int k)
 {
-    return ((int64_t)NSA_TOPK_SMEM - NSA_TOPK_BINS * 4 - (int64_t)topk_sort_len(k) * 8) / 8;
+    if (rows <= 0 || rows > NSA_TOPK_SPLIT_ROWS || k <= 0 || cols < 2 * NSA_TOPK_TILE) return 1;
+    int64_t s = NSA_TOPK_SPLIT_CTAS / rows;
+    const int64_t by_cols = cols / NSA_TOPK_TILE, by_merge = NSA_TOPK_MERGE_KEYS / k;
+    s = s < by_cols ? s : by_cols;
+    s = s < by_merge ? s : by_merge;
+    return (int)(s < 2 ? 2 : s);
 }
 
 __device__ __forceinline__ uint64_t topk_rank(float v, int64_t rel)
@@ -98,22 +99,44 @@ __device__ __forceinline__ uint64_t topk_rank(float v, int64_t rel)
     return nsa_rank_key(nsa_score_key(v), rel);
 }
 
-/* Slot of the calling thread in an append to *ctr, one atomic per group of
-   converged threads that append together. */
-__device__ __forceinline__ uint32_t topk_append(uint32_t *ctr)
+/* The first of cnt slots of the calling thread in an append to *ctr, the
+   warp's threads in lane order; called by all 32 lanes together (one
+   shared-memory atomic a warp, none when no lane appends). */
+__device__ __forceinline__ uint32_t topk_warp_slots(uint32_t cnt, uint32_t *ctr)
 {
-    namespace cg = cooperative_groups;
-    cg::coalesced_group g = cg::coalesced_threads();
+    const int lane = threadIdx.x & 31;
+    uint32_t incl = cnt;
+#pragma unroll
+    for (int o = 1; o < 32; o <<= 1) {
+        const uint32_t y = __shfl_up_sync(0xffffffffu, incl, o);
+        if (lane >= o) incl += y;
+    }
+    const uint32_t total = __shfl_sync(0xffffffffu, incl, 31);
     uint32_t base = 0;
-    if (g.thread_rank() == 0) base = atomicAdd(ctr, (uint32_t)g.size());
-    return g.shfl(base, 0u) + (uint32_t)g.thread_rank();
+    if (total) {
+        if (lane == 31) base = atomicAdd(ctr, total);
+        base = __shfl_sync(0xffffffffu, base, 31);
+    }
+    return base + incl - cnt;
+}
+
+/* The same for a count of 0 or 1 (take): a ballot instead of a scan. */
+__device__ __forceinline__ uint32_t topk_warp_slot(bool take, uint32_t *ctr)
+{
+    const int lane = threadIdx.x & 31;
+    const unsigned m = __ballot_sync(0xffffffffu, take);
+    uint32_t base = 0;
+    if (m) {
+        if (lane == 0) base = atomicAdd(ctr, (uint32_t)__popc(m));
+        base = __shfl_sync(0xffffffffu, base, 0);
+    }
+    return base + (uint32_t)__popc(m & ((1u << lane) - 1u));
 }
 
 /* f(i, row[i]) for every i in [lo, hi), by all threads of the block:
-   16-byte loads for the aligned body (four in flight per thread), REV walks
-   the body from the end (what a previous forward pass read last is the
-   likeliest to be in L2), STREAM marks the loads evict-first. */
-template <bool REV, bool STREAM, typename F>
+   16-byte loads for the aligned body (four in flight per thread), marked
+   evict-first (the block-score kernel reads its columns once). */
+template <typename F>
 __device__ __forceinline__ void topk_for_each(const float *row, int64_t lo, int64_t hi, F f)
 {
     const int tid = threadIdx.x, nt = blockDim.x;
@@ -131,15 +154,13 @@ __device__ __forceinline__ void topk_for_each(const float *row, int64_t lo, int6
 #pragma unroll
         for (int u = 0; u < U; ++u) {
             const int64_t j = j0 + (int64_t)u * nt;
-            const int64_t jj = REV ? nv - 1 - j : j;
-            if (j < nv) x[u] = STREAM ? __ldcs(v + jj) : __ldg(v + jj);
+            if (j < nv) x[u] = __ldcs(v + j);
         }
 #pragma unroll
         for (int u = 0; u < U; ++u) {
             const int64_t j = j0 + (int64_t)u * nt;
-            const int64_t jj = REV ? nv - 1 - j : j;
             if (j < nv) {
-                const int64_t i = lo + head + jj * 4;
+                const int64_t i = lo + head + j * 4;
                 f(i, x[u].x);
                 f(i + 1, x[u].y);
                 f(i + 2, x[u].z);
@@ -196,126 +217,228 @@ __device__ void topk_find_digit(const uint32_t *hist, int nbins, uint32_t remain
     __syncthreads();
 }
 
-/* The first digit of the keys of src[st, en) (a row, or a row's block
-   scores): its histogram in hist (NSA_TOPK_BINS entries, zeroed here), then
-   topk_find_digit for the kk best (sh.res). Called by every thread of the
-   block; the barriers also publish what the threads set in sh before. */
-__device__ void topk_first_digit(const float *src, int64_t st, int64_t en, uint32_t kk,
-                                 uint32_t *hist, TopkShared &sh)
+/* The cut of the kk largest of n distinct keys key_at(0 .. n): a P with
+   exactly kk of them >= P. A radix select decides digits from the top;
+   `prefix` holds the decided digits (zeros below), so a key's decided
+   digits are >= prefix exactly when the key is >= prefix. It stops when the
+   pivot digit's keys are all taken (the keys are distinct, so the last
+   digit always does). Needs n > kk >= 1; hist holds NSA_TOPK_BINS words.
+   Called by every thread of the block; ends synchronised. */
+template <typename KeyAt>
+__device__ uint64_t topk_radix_cut(KeyAt key_at, int64_t n, uint32_t kk, uint32_t *hist,
+                                   TopkShared &sh)
 {
     const int tid = threadIdx.x, nt = blockDim.x;
-    for (int b = tid; b < NSA_TOPK_BINS; b += nt) hist[b] = 0;
-    __syncthreads();
-    topk_for_each<false, false>(src, st, en, [&](int64_t, float v) {
-        atomicAdd(&hist[nsa_score_key(v) >> (32 - NSA_TOPK_DIGIT)], 1u);
-    });
-    __syncthreads();
-    topk_find_digit(hist, NSA_TOPK_BINS, kk, sh);
-}
-
-/* The digits after the first. The pivot digit's keys are piv[0 .. count)
-   when count <= piv_cap, else they are found again in the row's range
-   [st, en) in global memory. On return every key k of the row with
-   (k & *pmask) >= *prefix is taken, exactly as many as the first digit's
-   topk_find_digit was asked for (the keys of higher first digits and
-   `remain` of the pivot digit's). Called by every thread of the block;
-   hist is scratch (NSA_TOPK_BINS entries). */
-__device__ void topk_refine(const float *row, int64_t st, int64_t en, uint32_t digit,
-                            uint32_t remain, uint32_t count, int64_t piv_cap, uint32_t *hist,
-                            const uint64_t *piv, TopkShared &sh, uint64_t *prefix_out,
-                            uint64_t *pmask_out)
-{
-    const int tid = threadIdx.x, nt = blockDim.x;
-    const bool from_row = (int64_t)count > piv_cap;
-    uint64_t prefix = (uint64_t)digit << NSA_TOPK_SHIFT0;
-    uint64_t pmask = (uint64_t)(NSA_TOPK_BINS - 1) << NSA_TOPK_SHIFT0;
-    int shift = NSA_TOPK_SHIFT0;
-    bool done = count == remain; /* every key of the pivot digit is taken */
-    /* the rank keys are distinct, so at the last digit count == remain == 1:
-       the loop always ends with done */
-    while (!done && shift > 0) {
+    uint64_t prefix = 0, pmask = 0;
+    uint32_t remain = kk;
+    int shift = 64;
+    for (;;) {
         const int width = min(NSA_TOPK_DIGIT, shift);
         shift -= width;
         const uint32_t nb = 1u << width;
         for (uint32_t b = tid; b < nb; b += nt) hist[b] = 0;
         __syncthreads();
-        if (from_row) {
-            topk_for_each<false, false>(row, st, en, [&](int64_t i, float v) {
-                const uint64_t key = topk_rank(v, i - st);
-                if ((key & pmask) == prefix) atomicAdd(&hist[(key >> shift) & (nb - 1)], 1u);
-            });
-        } else {
-            for (uint32_t i = tid; i < count; i += nt) {
-                const uint64_t key = piv[i];
-                if ((key & pmask) == prefix) atomicAdd(&hist[(key >> shift) & (nb - 1)], 1u);
-            }
+        for (int64_t i = tid; i < n; i += nt) {
+            const uint64_t key = key_at(i);
+            if ((key & pmask) == prefix) atomicAdd(&hist[(key >> shift) & (nb - 1)], 1u);
         }
         __syncthreads();
         topk_find_digit(hist, (int)nb, remain, sh);
         const uint32_t d = sh.res[0], r = sh.res[1], c = sh.res[2];
         prefix |= (uint64_t)d << shift;
         pmask |= (uint64_t)(nb - 1) << shift;
-        done = c == r;
         remain = r;
+        if (c == r) return prefix;
     }
-    *prefix_out = prefix;
-    *pmask_out = pmask;
 }
 
-/* After the first digit: sel[0 .. sh.n_sel) holds the keys of higher
-   digits, piv[0 .. count) the pivot digit's keys when count <= piv_cap
-   (else the row in global memory is searched). Finds the remaining digits,
-   collects exactly kk keys, sorts them and writes the row's output. */
-__device__ void topk_finish(const float *row, int64_t st, int64_t en, int kk, int k,
-                            uint32_t digit, uint32_t remain, uint32_t count, int64_t piv_cap,
-                            uint32_t *hist, uint64_t *sel, const uint64_t *piv, TopkShared &sh,
-                            int32_t *out, int32_t *out_count)
+/* Cuts the list's n > kk keys to its kk largest, left in key[0 .. kk), and
+   returns the cut (topk_radix_cut). The keys >= the cut that lie past kk
+   move into the places below kk whose keys are below it. Called by every
+   thread of the block; ends synchronised. */
+__device__ uint64_t topk_keep(const TopkList &L, uint32_t n, uint32_t kk, TopkShared &sh)
 {
     const int tid = threadIdx.x, nt = blockDim.x;
-    const bool from_row = (int64_t)count > piv_cap;
-    uint64_t prefix, pmask;
-    topk_refine(row, st, en, digit, remain, count, piv_cap, hist, piv, sh, &prefix, &pmask);
-    /* taken: every key whose decided bits are >= the decided prefix */
-    if (from_row) {
-        __syncthreads();
-        if (tid == 0) sh.n_sel = 0; /* the whole row is searched again */
-        __syncthreads();
-        topk_for_each<false, false>(row, st, en, [&](int64_t i, float v) {
-            const uint64_t key = topk_rank(v, i - st);
-            if ((key & pmask) >= prefix) {
-                const uint32_t pos = topk_append(&sh.n_sel);
-                if (pos < (uint32_t)kk) sel[pos] = key;
-            }
-        });
-    } else {
-        for (uint32_t i = tid; i < count; i += nt) {
-            const uint64_t key = piv[i];
-            if ((key & pmask) >= prefix) {
-                const uint32_t pos = topk_append(&sh.n_sel);
-                if (pos < (uint32_t)kk) sel[pos] = key;
-            }
-        }
+    const uint64_t prefix =
+        topk_radix_cut([&](int64_t i) { return L.key[i]; }, n, kk, L.hist, sh);
+    /* places below kk whose key is out (the histogram's words hold them:
+       at most kk <= NSA_TOPK_KMAX of 16 bits), then the keys past kk that
+       are in fill them, as many as there are */
+    uint16_t *hole = (uint16_t *)L.hist;
+    if (tid == 0) { sh.holes = 0; sh.moved = 0; }
+    __syncthreads();
+    for (uint32_t i0 = 0; i0 < kk; i0 += nt) {
+        const uint32_t i = i0 + tid;
+        const bool out = i < kk && L.key[i] < prefix;
+        const uint32_t s = topk_warp_slot(out, &sh.holes);
+        if (out) hole[s] = (uint16_t)i;
     }
     __syncthreads();
-    /* bitonic sort, descending, over the next power of two (key 0 pads:
-       every rank key is >= 2^32, nsa_score_key never gives 0) */
-    const int np = topk_sort_len(kk);
-    for (int i = kk + tid; i < np; i += nt) sel[i] = 0ull;
+    for (uint32_t i0 = kk; i0 < n; i0 += nt) {
+        const uint32_t i = i0 + tid;
+        const bool in = i < n && L.key[i] >= prefix;
+        const uint32_t s = topk_warp_slot(in, &sh.moved);
+        if (in) L.key[hole[s]] = L.key[i];
+    }
     __syncthreads();
-    for (int size = 2; size <= np; size <<= 1)
-        for (int stride = size >> 1; stride > 0; stride >>= 1) {
-            for (int i = tid; i < np; i += nt) {
-                const int j = i ^ stride;
-                if (j > i) {
-                    const bool desc = (i & size) == 0;
-                    const uint64_t a = sel[i], c = sel[j];
-                    if (desc ? (a < c) : (a > c)) { sel[i] = c; sel[j] = a; }
-                }
-            }
-            __syncthreads();
+    return prefix;
+}
+
+/* The columns [0, count) of one CTA's source (count < 2^31; item indices, up to a tile past count, are
+   unsigned 32-bit), a tile at a
+   time: column i of tile t is item t * NSA_TOPK_TILE + e * NSA_TOPK_THREADS
+   + tid of thread tid (e < NSA_TOPK_PER), so each load is coalesced. */
+struct TopkScores { /* fp32 scores; rank keys relative to column -rel0 */
+    const float *p;
+    uint32_t rel0;
+    struct Regs { float v[NSA_TOPK_PER]; };
+    __device__ __forceinline__ void fetch(uint32_t i, int e, Regs &r) const { r.v[e] = __ldg(p + i); }
+    __device__ __forceinline__ uint64_t key(const Regs &r, int e, uint32_t i) const
+    {
+        return nsa_rank_key(nsa_score_key(r.v[e]), rel0 + i);
+    }
+};
+struct TopkKeys { /* rank keys already made (a slice's best, or zero) */
+    const uint64_t *p;
+    struct Regs { uint64_t v[NSA_TOPK_PER]; };
+    __device__ __forceinline__ void fetch(uint32_t i, int e, Regs &r) const { r.v[e] = __ldcg(p + i); }
+    __device__ __forceinline__ uint64_t key(const Regs &r, int e, uint32_t) const { return r.v[e]; }
+};
+
+/* Which of this thread's columns of a tile (its regs r, first item i0) are
+   at or above the floor, as bits; FULL: the tile has all its columns. */
+template <bool FULL, typename Src>
+__device__ __forceinline__ unsigned topk_tile_takes(const Src &src, const typename Src::Regs &r,
+                                                    uint32_t i0, uint32_t count, uint64_t floor)
+{
+    unsigned take = 0;
+#pragma unroll
+    for (int e = 0; e < NSA_TOPK_PER; ++e) {
+        const uint32_t i = i0 + e * NSA_TOPK_THREADS;
+        if ((FULL || i < count) && src.key(r, e, i) >= floor) take |= 1u << e;
+    }
+    return take;
+}
+
+/* The streaming select over src's count columns (module comment): returns
+   n = min(kk, keys >= floor0 among them) with L.key[0 .. n) the n largest.
+   kk >= 1. Called by every thread of the block; ends synchronised. */
+template <typename Src>
+__device__ uint32_t topk_stream(const Src &src, uint32_t count, uint32_t kk, uint64_t floor0,
+                                const TopkList &L, TopkShared &sh)
+{
+    constexpr int PER = NSA_TOPK_PER, NT = NSA_TOPK_THREADS, TILE = NSA_TOPK_TILE;
+    const int tid = threadIdx.x;
+    const uint32_t ntiles = (count + TILE - 1) / TILE;
+    uint64_t floor = floor0;
+    uint32_t n = 0;
+    typename Src::Regs cur, nxt;
+    auto fetch = [&](uint32_t t, typename Src::Regs &r) {
+        const bool full = (t + 1) * TILE <= count;
+#pragma unroll
+        for (int e = 0; e < PER; ++e) {
+            const uint32_t i = t * TILE + e * NT + tid;
+            if (full || i < count) src.fetch(i, e, r);
         }
-    for (int i = tid; i < k; i += nt) out[i] = i < kk ? (int32_t)nsa_rank_index(sel[i]) : -1;
-    if (tid == 0 && out_count) *out_count = kk;
+    };
+    if (tid < 3) sh.added[tid] = 0;
+    if (ntiles > 0) fetch(0, cur);
+    __syncthreads();
+    for (uint32_t t = 0; t < ntiles; ++t) {
+        if (t + 1 < ntiles) fetch(t + 1, nxt);
+        if (n + TILE > NSA_TOPK_CAP) { /* n > kk: the same for every thread */
+            const uint64_t cut = topk_keep(L, n, kk, sh);
+            n = kk;
+            floor = cut > floor ? cut : floor;
+        }
+        /* tile t appends after the n keys, counted in added[t % 3]: every
+           thread reads it after the barrier below, and it is cleared for
+           tile t + 3 after the next tile's barrier, once all have read it */
+        uint32_t *added = &sh.added[t % 3];
+        const uint32_t i0 = t * TILE + tid;
+        const unsigned take = (t + 1) * TILE <= count
+                                  ? topk_tile_takes<true>(src, cur, i0, count, floor)
+                                  : topk_tile_takes<false>(src, cur, i0, count, floor);
+        /* a warp appends its takes together: one scan of the counts, one
+           atomic */
+        uint32_t s = topk_warp_slots((uint32_t)__popc(take), added);
+#pragma unroll
+        for (int e = 0; e < PER; ++e)
+            if ((take >> e) & 1u) L.key[n + s++] = src.key(cur, e, i0 + e * NT);
+        __syncthreads();
+        n += *added;
+        if (tid == 0) sh.added[(t + 2) % 3] = 0;
+        cur = nxt;
+    }
+    if (n > kk) {
+        topk_keep(L, n, kk, sh);
+        n = kk;
+    }
+    return n;
+}
+
+/* One size's bitonic stages of strides s0, s0 / 2, ..., 1 (s0 <= 32) on a
+   warp's 64 keys from e0: lane l holds keys e0 + l (a) and e0 + 32 + l
+   (b). Pairs 32 apart are a thread's own, nearer ones a shuffle away; in a
+   pair the lower key goes first in a descending run (its index's `size`
+   bit clear), last in an ascending one. */
+__device__ __forceinline__ void topk_bitonic_warp(uint64_t &a, uint64_t &b, uint32_t e0,
+                                                  uint32_t size, uint32_t s0)
+{
+    const uint32_t ia = e0 + (threadIdx.x & 31), ib = ia + 32;
+    auto cx = [&](uint64_t v, uint32_t i, uint32_t s) {
+        const uint64_t o = __shfl_xor_sync(0xffffffffu, v, (int)s);
+        const bool desc = (i & size) == 0, low = (i & s) == 0;
+        return low == desc ? (v > o ? v : o) : (v < o ? v : o);
+    };
+    for (uint32_t s = s0; s > 0; s >>= 1) {
+        if (s == 32) {
+            if ((ia & size) == 0 ? a < b : a > b) { const uint64_t x = a; a = b; b = x; }
+        } else {
+            a = cx(a, ia, s);
+            b = cx(b, ib, s);
+        }
+    }
+}
+
+/* Sorts key[0 .. n) descending: bitonic over np = the next power of two
+   (at least 64), zeros past n (every rank key is > 0). Each warp owns
+   64-key segments; the stages of strides up to 32 run in its registers,
+   the wider ones in shared memory. Called by every thread of the block;
+   ends synchronised. */
+__device__ void topk_sort_desc(uint64_t *key, uint32_t n)
+{
+    const int tid = threadIdx.x, nt = blockDim.x, lane = tid & 31;
+    const uint32_t nw = (uint32_t)nt >> 5;
+    uint32_t np = 64;
+    while (np < n) np <<= 1;
+    for (uint32_t i = n + tid; i < np; i += nt) key[i] = 0ull;
+    __syncthreads();
+    /* sizes 2 .. size: every segment's stages of strides <= 32 */
+    auto warp_stages = [&](uint32_t size_lo, uint32_t size_hi) {
+        for (uint32_t e0 = (uint32_t)(tid >> 5) * 64; e0 < np; e0 += nw * 64) {
+            uint64_t a = key[e0 + lane], b = key[e0 + 32 + lane];
+            for (uint32_t size = size_lo; size <= size_hi; size <<= 1)
+                topk_bitonic_warp(a, b, e0, size, min(size >> 1, 32u));
+            key[e0 + lane] = a;
+            key[e0 + 32 + lane] = b;
+        }
+    };
+    warp_stages(2, 64);
+    for (uint32_t size = 128; size <= np; size <<= 1) {
+        for (uint32_t stride = size >> 1; stride >= 64; stride >>= 1) {
+            __syncthreads();
+            for (uint32_t p = tid; p < np / 2; p += nt) {
+                const uint32_t i = ((p & ~(stride - 1)) << 1) | (p & (stride - 1)), j = i + stride;
+                const bool desc = (i & size) == 0;
+                const uint64_t a = key[i], c = key[j];
+                if (desc ? (a < c) : (a > c)) { key[i] = c; key[j] = a; }
+            }
+        }
+        __syncthreads();
+        warp_stages(size, size);
+    }
+    __syncthreads();
 }
 
 /* The row's clamped range and how many columns it takes. */
@@ -327,168 +450,73 @@ __device__ __forceinline__ int topk_row_range(int64_t r, int64_t cols, const int
     return (int)min((int64_t)k, *en - *st);
 }
 
-/* Shared memory of the one-CTA kernels: the histogram, the selection (its
-   sort length), the pivot list (the rest of NSA_TOPK_SMEM). */
-struct TopkSmemLayout {
-    uint32_t *hist;
-    uint64_t *sel, *piv;
-};
-__device__ __forceinline__ TopkSmemLayout topk_smem(unsigned char *raw, int k)
+/* A row's output: its n = kk best keys sorted, best first, -1 past kk. */
+__device__ void topk_write_row(const TopkList &L, uint32_t kk, int k, int32_t *out,
+                               int32_t *out_count)
 {
-    TopkSmemLayout L;
-    L.hist = (uint32_t *)raw;
-    L.sel = (uint64_t *)(raw + NSA_TOPK_BINS * 4);
-    L.piv = L.sel + topk_sort_len(k);
-    return L;
+    topk_sort_desc(L.key, kk);
+    for (int i = threadIdx.x; i < k; i += blockDim.x)
+        out[i] = i < (int)kk ? (int32_t)nsa_rank_index(L.key[i]) : -1;
+    if (threadIdx.x == 0 && out_count) *out_count = (int32_t)kk;
 }
 
-/* Many rows: one CTA per row, both passes over the row and the finish. */
+/* Many rows: one CTA per row. */
 __global__ void __launch_bounds__(NSA_TOPK_THREADS, 2)
 topk_row_kernel(const float *scores, int64_t cols, int64_t row_stride, const int32_t *row_start,
                 const int32_t *row_end, int k, int32_t *out_idx, int32_t *out_count)
 {
     extern __shared__ __align__(16) unsigned char smem_raw[];
     __shared__ TopkShared sh;
-    const int tid = threadIdx.x, nt = blockDim.x;
     const int64_t r = blockIdx.x;
-    const float *row = scores + r * row_stride;
     int64_t st, en; /* clamped, empty when en <= st: nsa.h's one rule */
     const int kk = topk_row_range(r, cols, row_start, row_end, k, &st, &en);
     int32_t *out = out_idx + r * (int64_t)k;
     int32_t *cnt = out_count ? out_count + r : NULL;
-    if (kk == 0) { /* the whole CTA leaves together */
-        for (int i = tid; i < k; i += nt) out[i] = -1;
-        if (tid == 0 && cnt) *cnt = 0;
-        return;
-    }
-    TopkSmemLayout L = topk_smem(smem_raw, k);
-    const int64_t cap = topk_piv_cap(k);
-    /* pass 1: the first digit's histogram */
-    if (tid == 0) { sh.n_sel = 0; sh.n_piv = 0; }
-    topk_first_digit(row, st, en, (uint32_t)kk, L.hist, sh);
-    const uint32_t digit = sh.res[0], remain = sh.res[1], count = sh.res[2];
-    const bool keep_piv = (int64_t)count <= cap;
-    /* pass 2 (the row backwards, evict-first): higher digits are taken,
-       the pivot digit's keys are kept for the next digits */
-    topk_for_each<true, true>(row, st, en, [&](int64_t i, float v) {
-        const uint32_t sk = nsa_score_key(v), dg = sk >> (32 - NSA_TOPK_DIGIT);
-        if (dg > digit) {
-            const uint32_t pos = topk_append(&sh.n_sel);
-            if (pos < (uint32_t)kk) L.sel[pos] = nsa_rank_key(sk, i - st);
-        } else if (dg == digit && keep_piv) {
-            const uint32_t pos = topk_append(&sh.n_piv);
-            if (pos < (uint32_t)cap) L.piv[pos] = nsa_rank_key(sk, i - st);
-        }
-    });
-    __syncthreads();
-    topk_finish(row, st, en, kk, k, digit, remain, count, cap, L.hist, L.sel, L.piv, sh, out, cnt);
+    const TopkList L = topk_list(smem_raw);
+    uint32_t n = 0;
+    if (kk > 0) /* the same for the whole CTA */
+        n = topk_stream(TopkScores{scores + r * row_stride + st, 0}, (uint32_t)(en - st),
+                        (uint32_t)kk, 0ull, L, sh);
+    topk_write_row(L, n, k, out, cnt);
 }
 
-/* Few rows, step 1 of 3: grid (slices, rows). */
-__global__ void __launch_bounds__(NSA_TOPK_SPLIT_THREADS)
-topk_split_hist_kernel(const float *scores, int64_t cols, int64_t row_stride,
-                       const int32_t *row_start, const int32_t *row_end, int k,
-                       uint32_t *row_hist, TopkRowInfo *info)
-{
-    __shared__ uint32_t hist[NSA_TOPK_BINS];
-    __shared__ TopkShared sh;
-    __shared__ bool last;
-    const int tid = threadIdx.x, nt = blockDim.x;
-    const int64_t r = blockIdx.y;
-    int64_t st, en;
-    const int kk = topk_row_range(r, cols, row_start, row_end, k, &st, &en);
-    if (kk == 0) return; /* the same for every CTA of the row */
-    const int64_t len = cdiv64(en - st, gridDim.x);
-    const int64_t lo = min(en, st + len * blockIdx.x), hi = min(en, lo + len);
-    const float *row = scores + r * row_stride;
-    for (int b = tid; b < NSA_TOPK_BINS; b += nt) hist[b] = 0;
-    __syncthreads();
-    topk_for_each<false, false>(row, lo, hi, [&](int64_t, float v) {
-        atomicAdd(&hist[nsa_score_key(v) >> (32 - NSA_TOPK_DIGIT)], 1u);
-    });
-    __syncthreads();
-    uint32_t *gh = row_hist + r * NSA_TOPK_BINS;
-    for (int b = tid; b < NSA_TOPK_BINS; b += nt)
-        if (hist[b]) atomicAdd(&gh[b], hist[b]);
-    /* the last slice of the row to finish finds the pivot digit: each
-       thread's additions are visible device-wide before the ticket */
-    __threadfence();
-    __syncthreads();
-    if (tid == 0) last = atomicAdd(&info[r].ticket, 1u) == gridDim.x - 1;
-    __syncthreads();
-    if (!last) return;
-    __threadfence();
-    for (int b = tid; b < NSA_TOPK_BINS; b += nt) hist[b] = __ldcg(&gh[b]);
-    __syncthreads();
-    topk_find_digit(hist, NSA_TOPK_BINS, (uint32_t)kk, sh);
-    if (tid == 0) {
-        info[r].digit = sh.res[0];
-        info[r].remain = sh.res[1];
-        info[r].count = sh.res[2];
-    }
-}
-
-/* Few rows, step 2 of 3: grid (slices, rows); appends the keys of higher
-   digits to sure[r] and, when they fit, the pivot digit's to piv[r]. */
-__global__ void __launch_bounds__(NSA_TOPK_SPLIT_THREADS)
-topk_split_scatter_kernel(const float *scores, int64_t cols, int64_t row_stride,
-                          const int32_t *row_start, const int32_t *row_end, int k,
-                          TopkRowInfo *info, uint64_t *sure, uint64_t *piv, int64_t cap)
-{
-    const int64_t r = blockIdx.y;
-    int64_t st, en;
-    const int kk = topk_row_range(r, cols, row_start, row_end, k, &st, &en);
-    if (kk == 0) return;
-    const int64_t len = cdiv64(en - st, gridDim.x);
-    const int64_t lo = min(en, st + len * blockIdx.x), hi = min(en, lo + len);
-    const float *row = scores + r * row_stride;
-    TopkRowInfo *in = info + r;
-    const uint32_t digit = in->digit;
-    const bool keep_piv = (int64_t)in->count <= cap;
-    uint64_t *s = sure + r * (int64_t)k, *pv = piv + r * cap;
-    topk_for_each<false, true>(row, lo, hi, [&](int64_t i, float v) {
-        const uint32_t sk = nsa_score_key(v), dg = sk >> (32 - NSA_TOPK_DIGIT);
-        if (dg > digit) {
-            const uint32_t pos = topk_append(&in->n_sure);
-            if (pos < (uint32_t)kk) s[pos] = nsa_rank_key(sk, i - st);
-        } else if (dg == digit && keep_piv) {
-            const uint32_t pos = topk_append(&in->n_piv);
-            if (pos < (uint64_t)cap) pv[pos] = nsa_rank_key(sk, i - st);
-        }
-    });
-}
-
-/* Few rows, step 3 of 3: one CTA per row, the lists into shared memory. */
+/* Few rows, step 1 of 2: grid (slices, rows). Slice s of row r writes its
+   best keys to best[(r * slices + s) * k ..], zeros past them. */
 __global__ void __launch_bounds__(NSA_TOPK_THREADS, 2)
-topk_split_finish_kernel(const float *scores, int64_t cols, int64_t row_stride,
-                         const int32_t *row_start, const int32_t *row_end, int k,
-                         const TopkRowInfo *info, const uint64_t *sure, const uint64_t *piv,
-                         int32_t *out_idx, int32_t *out_count)
+topk_slice_kernel(const float *scores, int64_t cols, int64_t row_stride,
+                  const int32_t *row_start, const int32_t *row_end, int k, uint64_t *best)
 {
     extern __shared__ __align__(16) unsigned char smem_raw[];
     __shared__ TopkShared sh;
-    const int tid = threadIdx.x, nt = blockDim.x;
+    const int64_t r = blockIdx.y;
+    int64_t st, en;
+    const int kk = topk_row_range(r, cols, row_start, row_end, k, &st, &en);
+    if (kk == 0) return; /* the merge reads nothing of this row */
+    const int64_t len = cdiv64(en - st, gridDim.x);
+    const int64_t lo = min(en, st + len * blockIdx.x), hi = min(en, lo + len);
+    const TopkList L = topk_list(smem_raw);
+    const uint32_t n = topk_stream(TopkScores{scores + r * row_stride + lo, (uint32_t)(lo - st)},
+                                   (uint32_t)(hi - lo), (uint32_t)kk, 0ull, L, sh);
+    uint64_t *dst = best + (r * gridDim.x + blockIdx.x) * (int64_t)k;
+    for (int i = threadIdx.x; i < k; i += blockDim.x) dst[i] = i < (int)n ? L.key[i] : 0ull;
+}
+
+/* Few rows, step 2 of 2: one CTA per row, the slices' keys merged. */
+__global__ void __launch_bounds__(NSA_TOPK_THREADS, 1)
+topk_merge_kernel(int64_t cols, const int32_t *row_start, const int32_t *row_end, int k,
+                  int slices, const uint64_t *best, int32_t *out_idx, int32_t *out_count)
+{
+    extern __shared__ __align__(16) unsigned char smem_raw[];
+    __shared__ TopkShared sh;
     const int64_t r = blockIdx.x;
     int64_t st, en;
     const int kk = topk_row_range(r, cols, row_start, row_end, k, &st, &en);
-    int32_t *out = out_idx + r * (int64_t)k;
-    int32_t *cnt = out_count ? out_count + r : NULL;
-    if (kk == 0) {
-        for (int i = tid; i < k; i += nt) out[i] = -1;
-        if (tid == 0 && cnt) *cnt = 0;
-        return;
-    }
-    TopkSmemLayout L = topk_smem(smem_raw, k);
-    const int64_t cap = topk_piv_cap(k);
-    const TopkRowInfo in = info[r];
-    const uint32_t n_sure = (uint32_t)kk - in.remain; /* == in.n_sure */
-    for (uint32_t i = tid; i < n_sure; i += nt) L.sel[i] = sure[r * (int64_t)k + i];
-    if ((int64_t)in.count <= cap)
-        for (uint32_t i = tid; i < in.count; i += nt) L.piv[i] = piv[r * cap + i];
-    if (tid == 0) sh.n_sel = n_sure;
-    __syncthreads();
-    topk_finish(scores + r * row_stride, st, en, kk, k, in.digit, in.remain, in.count, cap,
-                L.hist, L.sel, L.piv, sh, out, cnt);
+    const TopkList L = topk_list(smem_raw);
+    uint32_t n = 0;
+    if (kk > 0) /* floor 1: the zeros past each slice's keys are dropped */
+        n = topk_stream(TopkKeys{best + r * slices * (int64_t)k}, (uint32_t)(slices * k), (uint32_t)kk,
+                        1ull, L, sh);
+    topk_write_row(L, n, k, out_idx + r * (int64_t)k, out_count ? out_count + r : NULL);
 }
 
 /* ---- top-n blocks per row, as a mask (nsa_cuda_topk_blocks) ---------------
@@ -508,12 +536,11 @@ topk_split_finish_kernel(const float *scores, int64_t cols, int64_t row_stride,
        so that the sum is the reference's sequence of fp32 additions. The
        means go to the workspace, scores [rows][nblocks], eligible blocks
        only.
-     - topk_block_mask_kernel, one CTA per row: the radix select of the
-       top-k rows kernel over the row's eligible block scores (the first
-       digit's histogram, the pivot digit's keys kept in shared memory,
-       topk_refine), then every block's mask byte and the count. No sort:
-       the mask needs only the set, and "key >= the decided prefix" marks
-       exactly the min(n, eligible) best.
+     - topk_block_mask_kernel, one CTA per row: the radix select
+       (topk_radix_cut) over the row's eligible block scores, a pass over
+       them a digit (they are few, and read from L2), then every block's
+       mask byte (its key >= the cut) and the count. Any n: no list is
+       kept, and no sort (the mask needs only the set).
    A row whose eligible blocks are all taken (n >= eligible, or none is
    eligible) needs no score: the first kernel skips it, the second writes
    its mask from the range alone. */
@@ -533,19 +560,6 @@ __host__ __device__ inline int64_t topk_blocks_per_cta(int64_t block)
 {
     const int64_t fit = NSA_TOPK_BLK_TILE / block;
     return fit < 1 ? 1 : fit > NSA_TOPK_BLK_THREADS ? NSA_TOPK_BLK_THREADS : fit;
-}
-
-/* Pivot-list entries of the mask kernel beside its histogram: every block
-   of the row when they fit (then no row is searched twice in global
-   memory), else what NSA_TOPK_SMEM leaves. */
-__host__ __device__ inline int64_t topk_block_piv_cap(int64_t nblocks)
-{
-    const int64_t fit = ((int64_t)NSA_TOPK_SMEM - NSA_TOPK_BINS * 4) / 8;
-    return nblocks < fit ? nblocks : fit;
-}
-__host__ __device__ inline size_t topk_block_mask_smem(int64_t nblocks)
-{
-    return (size_t)NSA_TOPK_BINS * 4 + (size_t)topk_block_piv_cap(nblocks) * 8;
 }
 
 /* Row r's clamped range [a, e) (nsa.h, nsa_topk_range) and its eligible
@@ -595,7 +609,7 @@ topk_block_scores_kernel(const float *scores, int64_t rows, int64_t cols, int64_
         for (int64_t t0 = lo; t0 < hi; t0 += NSA_TOPK_BLK_TILE) {
             const int64_t t1 = min(t0 + (int64_t)NSA_TOPK_BLK_TILE, hi);
             __syncthreads(); /* the last tile's (or row's) sums have read it */
-            topk_for_each<false, true>(row, t0, t1, [&](int64_t i, float v) {
+            topk_for_each(row, t0, t1, [&](int64_t i, float v) {
                 tile[topk_tile_slot((int)(i - t0))] = v;
             });
             __syncthreads();
@@ -616,13 +630,13 @@ topk_block_scores_kernel(const float *scores, int64_t rows, int64_t cols, int64_
    the row's eligible block scores (step 1) when it has more eligible
    blocks than n, and is not read otherwise (it may be NULL when no row
    can: n == 0 or n >= nblocks). Writes mask[r*nblocks + j] for every
-   block and out_count[r]. Dynamic shared memory: topk_block_mask_smem. */
+   block and out_count[r]. */
 __global__ void __launch_bounds__(NSA_TOPK_THREADS, 2)
 topk_block_mask_kernel(int64_t cols, const int32_t *row_start, const int32_t *row_end,
                        int64_t block, int64_t nblocks, int n, const float *bscores,
                        uint8_t *mask, int32_t *out_count)
 {
-    extern __shared__ __align__(16) unsigned char smem_raw[];
+    __shared__ uint32_t hist[NSA_TOPK_BINS];
     __shared__ TopkShared sh;
     const int tid = threadIdx.x, nt = blockDim.x;
     const int64_t r = blockIdx.x;
@@ -638,26 +652,11 @@ topk_block_mask_kernel(int64_t cols, const int32_t *row_start, const int32_t *ro
     /* 0 < kk < m: select among the m eligible scores, keys relative to j0
        as the reference's (nsa_rank_key(score key, j - j0)) */
     const float *bs = bscores + r * nblocks;
-    uint32_t *hist = (uint32_t *)smem_raw;
-    uint64_t *piv = (uint64_t *)(smem_raw + NSA_TOPK_BINS * 4);
-    const int64_t cap = topk_block_piv_cap(nblocks);
-    if (tid == 0) sh.n_piv = 0;
-    topk_first_digit(bs, j0, j1, (uint32_t)kk, hist, sh);
-    const uint32_t digit = sh.res[0], remain = sh.res[1], count = sh.res[2];
-    if ((int64_t)count <= cap) /* else topk_refine searches bs itself */
-        topk_for_each<false, false>(bs, j0, j1, [&](int64_t j, float v) {
-            const uint32_t sk = nsa_score_key(v);
-            if (sk >> (32 - NSA_TOPK_DIGIT) == digit) {
-                const uint32_t pos = topk_append(&sh.n_piv);
-                if (pos < (uint64_t)cap) piv[pos] = nsa_rank_key(sk, j - j0);
-            }
-        });
-    __syncthreads();
-    uint64_t prefix, pmask;
-    topk_refine(bs, j0, j1, digit, remain, count, cap, hist, piv, sh, &prefix, &pmask);
+    const uint64_t cut = topk_radix_cut(
+        [&](int64_t i) { return topk_rank(__ldg(bs + j0 + i), i); }, m, (uint32_t)kk, hist, sh);
     for (int64_t j = tid; j < nblocks; j += nt) {
         bool take = false;
-        if (j >= j0 && j < j1) take = (topk_rank(bs[j], j - j0) & pmask) >= prefix;
+        if (j >= j0 && j < j1) take = topk_rank(bs[j], j - j0) >= cut;
         mask[r * nblocks + j] = (uint8_t)take;
     }
 }

@@ -883,11 +883,12 @@ static void run_graph(const Case &c)
    poisoning them (0xa5 bytes: neither an index nor the -1 padding), so an
    element the GPU leaves unwritten fails. The shapes reach both ways the
    rows are spread (kernels/nsa_topk.cuh: up to NSA_TOPK_SPLIT_ROWS rows of
-   2 * NSA_TOPK_SLICE columns or more are split over several CTAs; more rows
-   take one CTA each) and both ways a row is finished (the pivot digit's
-   keys in shared memory, or, when they do not fit, passes over the row). */
+   2 * NSA_TOPK_TILE columns or more are split into slices and merged; more
+   rows take one CTA each), and rows that cut the candidate list once, at
+   every tile (ascending scores: every column beats the floor), or never
+   (descending). */
 enum TopkFill { TK_UNIFORM, TK_SIGNED, TK_EQUAL, TK_SPECIAL, TK_FEW_LEVELS, TK_MANY_LEVELS,
-                TK_SPARSE_SPECIAL };
+                TK_SPARSE_SPECIAL, TK_ASCENDING, TK_DESCENDING };
 
 static float topk_value(TopkFill f, int64_t i)
 {
@@ -905,6 +906,8 @@ static float topk_value(TopkFill f, int64_t i)
         static const float v[6] = {NAN, -0.0f, 0.0f, INFINITY, -INFINITY, -NAN};
         return urand() < 0.03 ? v[(int)(urand() * 6) % 6] : (float)(urand() - 0.5);
     }
+    case TK_ASCENDING: return (float)i;   /* exact: every test array has < 2^24 scores */
+    case TK_DESCENDING: return -(float)i;
     }
     return 0.f;
 }
@@ -1026,6 +1029,7 @@ static void run_topk(bool quick)
     add("split_random", 4, 20000, 20000, 100, TK_SIGNED, false);
     add("row_random", 140, 3000, 3003, 100, TK_SIGNED, true);
     add("split_all_equal_rows_take_lowest_indices", 3, 9000, 9000, 700, TK_EQUAL, false);
+    add("row_ascending_cuts_at_tiles_3_4", 130, 20000, 20000, 300, TK_ASCENDING, false);
     if (!quick) {
         for (int k : {64, 1024, 2048, 4096}) add("split_uniform", 32, C, C, k, TK_UNIFORM, false);
         for (int k : {64, 1024, 2048}) add("row_uniform", 256, C, C, k, TK_UNIFORM, false);
@@ -1045,6 +1049,12 @@ static void run_topk(bool quick)
         add("split_k1", 8, 70000, 70000, 1, TK_SIGNED, true);
         add("row_k1", 140, 5000, 5000, 1, TK_SPECIAL, false);
         add("one_row_split", 1, C, C, 2048, TK_UNIFORM, false);
+        add("split_ascending_cuts_every_tile", 4, C, C, 4096, TK_ASCENDING, false);
+        add("row_ascending_cuts_every_tile", 140, 40000, 40000, 4096, TK_ASCENDING, false);
+        add("split_descending_never_cuts_after_the_first", 4, C, C, 2048, TK_DESCENDING, false);
+        add("row_descending_never_cuts_after_the_first", 140, 40000, 40001, 4096, TK_DESCENDING, true);
+        add("row_one_tile_and_one_column", 140, 4097, 4097, 4096, TK_SIGNED, false);
+        add("row_two_tiles_and_one_column", 140, 8193, 8193, 2049, TK_MANY_LEVELS, false);
     }
     for (size_t i = 0; i < ts.size(); ++i) topk_case(row, ts[i], i == 0 || i == 1);
     /* validation: host-side, the reference's statuses */
@@ -1080,9 +1090,8 @@ static void run_topk(bool quick)
    wider than the staged tile of kernels/nsa_topk.cuh, one block wider than
    the row), rows 1, 3, 32, 300, n from 0 to above the number of blocks;
    unaligned strides and ranges cut blocks at both ends (their means count
-   only the columns in range). Rows of equal scores over more blocks than
-   the mask kernel's pivot list holds take the path that searches the
-   block scores in global memory. */
+   only the columns in range). Rows of equal scores make the mask kernel's
+   radix select decide every digit, down to the block index. */
 struct BlocksCase {
     std::string name;
     int64_t rows, cols, stride, block;
@@ -1301,7 +1310,7 @@ static void run_topk_blocks(bool quick)
     };
     add("signed_bad_ranges", 3, 20000, 20000, 16, 64, TK_SIGNED, true);
     add("nan_inf_zero_unaligned_stride", 40, 3000, 3003, 7, 50, TK_SPECIAL, true);
-    add("equal_scores_take_lowest_blocks_beyond_pivot_list", 2, 12000, 12000, 1, 100, TK_EQUAL,
+    add("equal_scores_take_lowest_blocks_to_the_last_digit", 2, 12000, 12000, 1, 100, TK_EQUAL,
         false);
     add("n_above_blocks_no_workspace", 3, 5000, 5001, 16, 400, TK_SIGNED, true);
     if (!quick) {
@@ -1327,7 +1336,7 @@ static void run_topk_blocks(bool quick)
             }
         add("sparse_nan_inf_ranges", 300, 20000, 20003, 16, 100, TK_SPARSE_SPECIAL, true);
         add("equal_scores_take_lowest_blocks", 32, 50000, 50000, 16, 1000, TK_EQUAL, false);
-        add("equal_scores_beyond_pivot_list", 3, 100000, 100001, 7, 1000, TK_EQUAL, true);
+        add("equal_scores_to_the_last_digit_ranges", 3, 100000, 100001, 7, 1000, TK_EQUAL, true);
         add("ties_at_nth_place_do_not_over_select", 32, 40000, 40000, 7, 333, TK_FEW_LEVELS, true);
         add("ties_within_pivot_digit", 32, C, C, 16, 2048, TK_MANY_LEVELS, false);
         add("wide_blocks", 3, C, C + 1, 1000, 13, TK_SIGNED, true);
