@@ -56,8 +56,12 @@ namespace nsak {
    CTAs (two per SM of a 132-SM H100), at least two a row and at most one
    tile each, and no more than NSA_TOPK_MERGE_KEYS keys for the merge. */
 #define NSA_TOPK_SPLIT_ROWS 128
+#ifndef NSA_TOPK_SPLIT_CTAS
 #define NSA_TOPK_SPLIT_CTAS 264
+#endif
+#ifndef NSA_TOPK_MERGE_KEYS
 #define NSA_TOPK_MERGE_KEYS (8 * NSA_TOPK_TILE)
+#endif
 
 /* Scratch of topk_find_digit, the list's append counters (three in turn:
    topk_stream) and topk_keep's counters. */
