@@ -268,6 +268,10 @@ template <typename T> static T *dalloc(size_t n)
     T *p = NULL;
     CK(cudaMalloc((void **)&p, (n ? n : 1) * sizeof(T)));
     CK(cudaMemset(p, 0xff, (n ? n : 1) * sizeof(T))); /* poison */
+    /* cudaMemset runs on the legacy default stream, which does not order
+       work on the cases' non-blocking streams: without this wait, a late
+       poison could land on a result already written there */
+    CK(cudaDeviceSynchronize());
     return p;
 }
 template <typename T> static T *dup(const std::vector<T> &x)
@@ -357,6 +361,7 @@ static void gpu_setup(const Case &c, const Inputs &in, Gpu &G)
     if (st) { logf_("cuda ws %s: %s\n", c.name.c_str(), nsa_last_error()); exit(2); }
     CK(cudaMalloc(&G.ws, G.wsb ? G.wsb : 1));
     CK(cudaMemset(G.ws, 0xff, G.wsb ? G.wsb : 1));
+    CK(cudaDeviceSynchronize()); /* as in dalloc: before any non-blocking stream */
     G.sv = {G.lse[0], G.lse[1], G.lse[2], G.sel, G.cnt, G.skc, G.svc, NULL};
     G.gr = {G.dq, G.dk, G.dv, c.gates ? G.dg : NULL, c.caller_cmp ? G.dkc : NULL,
             c.caller_cmp ? G.dvc : NULL};
@@ -864,6 +869,7 @@ static void run_graph(const Case &c)
     CK(cudaMemset(G.o, 0, (size_t)G.sz.o * 2));
     CK(cudaMemset(G.dq, 0, (size_t)G.sz.q * 2));
     CK(cudaMemset(G.dk, 0, (size_t)G.sz.k * 2));
+    CK(cudaDeviceSynchronize()); /* the legacy stream's memsets, before s replays */
     const bool captured = capture_and_replay(s, [&] { return gpu_fwd_bwd(G, s) == NSA_OK; });
     bool ok = st == NSA_OK && captured;
     if (!ok) logf_("  capture failed: %s\n", nsa_last_error());
