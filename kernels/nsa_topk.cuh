@@ -53,11 +53,13 @@ namespace nsak {
 #define NSA_TOPK_SMEM (NSA_TOPK_CAP * 8 + NSA_TOPK_BINS * 4)
 /* Split the rows over several CTAs when there are at most this many and
    they are at least two tiles long: slices fill about NSA_TOPK_SPLIT_CTAS
-   CTAs (two per SM of a 132-SM H100), at least two a row and at most one
-   tile each, and no more than NSA_TOPK_MERGE_KEYS keys for the merge. */
+   CTAs (one per SM of a 132-SM H100: fewer, longer slices leave fewer keys
+   for the merge, which one CTA a row does), at least two a row and at
+   least a tile each, and no more than NSA_TOPK_MERGE_KEYS keys for the
+   merge. */
 #define NSA_TOPK_SPLIT_ROWS 128
 #ifndef NSA_TOPK_SPLIT_CTAS
-#define NSA_TOPK_SPLIT_CTAS 264
+#define NSA_TOPK_SPLIT_CTAS 132
 #endif
 #ifndef NSA_TOPK_MERGE_KEYS
 #define NSA_TOPK_MERGE_KEYS (8 * NSA_TOPK_TILE)
