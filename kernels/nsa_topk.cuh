@@ -66,12 +66,14 @@ namespace nsak {
 #endif
 
 /* Scratch of topk_find_digit, the list's append counters (three in turn:
-   topk_stream) and topk_keep's counters. */
+   topk_stream), topk_keep's counters and topk_radix_cut's per-warp AND and
+   OR of the keys. */
 struct TopkShared {
     uint32_t scan[32];
     uint32_t res[3];
     uint32_t added[3];
     uint32_t holes, moved;
+    uint64_t all[NSA_TOPK_THREADS / 32], any[NSA_TOPK_THREADS / 32]; /* topk_radix_cut */
 };
 
 /* The shared memory of a top-k CTA: the candidate list, and the histogram
@@ -226,18 +228,43 @@ __device__ void topk_find_digit(const uint32_t *hist, int nbins, uint32_t remain
 /* The cut of the kk largest of n distinct keys key_at(0 .. n): a P with
    exactly kk of them >= P. A radix select decides digits from the top;
    `prefix` holds the decided digits (zeros below), so a key's decided
-   digits are >= prefix exactly when the key is >= prefix. It stops when the
-   pivot digit's keys are all taken (the keys are distinct, so the last
-   digit always does). Needs n > kk >= 1; hist holds NSA_TOPK_BINS words.
-   Called by every thread of the block; ends synchronised. */
+   digits are >= prefix exactly when the key is >= prefix. The leading bits
+   that all n keys share are decided first, by one pass (the AND and the OR
+   of the keys): a list above a risen floor shares many, and a first digit
+   among them would put every key in one bin, its atomics in one queue.
+   It stops when the pivot digit's keys are all taken (the keys are
+   distinct, so the last digit always does). Needs n > kk >= 1; hist holds
+   NSA_TOPK_BINS words. Called by every thread of the block; ends
+   synchronised. */
 template <typename KeyAt>
 __device__ uint64_t topk_radix_cut(KeyAt key_at, int64_t n, uint32_t kk, uint32_t *hist,
                                    TopkShared &sh)
 {
-    const int tid = threadIdx.x, nt = blockDim.x;
-    uint64_t prefix = 0, pmask = 0;
+    const int tid = threadIdx.x, nt = blockDim.x, lane = tid & 31, warp = tid >> 5;
+    uint64_t all = ~0ull, any = 0ull;
+    for (int64_t i = tid; i < n; i += nt) {
+        const uint64_t key = key_at(i);
+        all &= key;
+        any |= key;
+    }
+    for (int o = 16; o > 0; o >>= 1) {
+        all &= __shfl_xor_sync(0xffffffffu, all, o);
+        any |= __shfl_xor_sync(0xffffffffu, any, o);
+    }
+    if (lane == 0) {
+        sh.all[warp] = all;
+        sh.any[warp] = any;
+    }
+    __syncthreads();
+    for (int w = 0; w < (nt >> 5); ++w) {
+        all &= sh.all[w];
+        any |= sh.any[w];
+    }
+    const int common = __clzll((long long)(all ^ any)); /* < 64: the keys differ */
+    uint64_t pmask = common > 0 ? ~0ull << (64 - common) : 0ull;
+    uint64_t prefix = all & pmask;
     uint32_t remain = kk;
-    int shift = 64;
+    int shift = 64 - common;
     for (;;) {
         const int width = min(NSA_TOPK_DIGIT, shift);
         shift -= width;
