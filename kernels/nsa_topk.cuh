@@ -379,7 +379,10 @@ __device__ uint32_t topk_stream(const Src &src, uint32_t count, uint32_t kk, uin
     __syncthreads();
     for (uint32_t t = 0; t < ntiles; ++t) {
         if (t + 1 < ntiles) fetch(t + 1, nxt);
-        if (n + TILE > NSA_TOPK_CAP) { /* n > kk: the same for every thread */
+        /* a cut when the tile might not fit (then n > kk), and one after
+           the first tile when it holds more than kk: a floor from the
+           start halves the keys appended later at small k */
+        if (n + TILE > NSA_TOPK_CAP || (t == 1 && n > kk)) { /* the same for every thread */
             const uint64_t cut = topk_keep(L, n, kk, sh);
             n = kk;
             floor = cut > floor ? cut : floor;
