@@ -11,10 +11,11 @@
    One building block finds them, a streaming select (topk_stream): a CTA
    reads its columns once, a tile of NSA_TOPK_TILE at a time, and keeps in
    shared memory a list of candidate keys and a floor. A key below the
-   floor is dropped as it is read; one at or above it is appended. When
-   the next tile might not fit, topk_keep cuts the list to its kk largest
-   (a radix select on the keys, NSA_TOPK_DIGIT bits a round from the top,
-   stopping as soon as the keys left in play are all taken) and raises the
+   floor is dropped as it is read; one at or above it is appended. After
+   the first tile, and whenever the next tile might not fit, topk_keep
+   cuts the list to its kk largest (a radix select on the keys,
+   NSA_TOPK_DIGIT bits a round below the bits they all share, stopping as
+   soon as the keys left in play are all taken) and raises the
    floor to the cut: those kk keys are all at or above it, so no key below
    it can be among the row's kk largest. At the end the list is cut once
    more and holds exactly the kk largest keys of the columns read. The
