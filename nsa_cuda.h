@@ -130,7 +130,8 @@ NSADEF nsa_status nsa_cuda_backward_f32kv(const nsa_config *cfg,
 
 /* Top-k per row of fp32 scores, as nsa_ref_topk_rows (k <= 4096 here).
    The workspace (nsa_cuda_topk_workspace_size: 0 bytes when the rows are
-   many, up to 256 KB a row when they are few and long) is the call's
+   many, and then it may be NULL; up to 256 KB a row when they are few and
+   long) must be 16-byte aligned (as cudaMalloc gives) and is the call's
    until the stream has run it. */
 NSADEF nsa_status nsa_cuda_topk_workspace_size(int64_t rows, int64_t cols, int k,
                                                size_t *bytes);
@@ -1382,6 +1383,8 @@ NSADEF nsa_status nsa_cuda_topk_rows(const float *scores, int64_t rows, int64_t 
         return nsa__fail(NSA_ERR_WORKSPACE, "workspace: %zu bytes is smaller than the %zu "
                          "this call needs (see nsa_cuda_topk_workspace_size)",
                          workspace_bytes, T.total);
+    if (T.total > 0 && !nsah::aligned16(workspace))
+        return nsa__fail(NSA_ERR_UNSUPPORTED, "workspace: must be 16-byte aligned");
     if (rows > 0 && cols > 0 && !scores) return nsa__fail(NSA_ERR_NULL_POINTER, "scores: is NULL");
     if (rows > 0 && k > 0 && !out_idx) return nsa__fail(NSA_ERR_NULL_POINTER, "out_idx: is NULL");
     if (rows > 1 && row_stride < cols)

@@ -1078,6 +1078,9 @@ static void run_topk(bool quick)
     CK(cudaMalloc(&ws, wsb + 1));
     es.push_back({"workspace small", NSA_ERR_WORKSPACE,
                   nsa_cuda_topk_rows(dsc, 32, C, C, NULL, NULL, 64, di, NULL, ws, wsb - 1, 0)});
+    es.push_back({"workspace not 16-byte aligned", NSA_ERR_UNSUPPORTED,
+                  nsa_cuda_topk_rows(dsc, 32, C, C, NULL, NULL, 64, di, NULL,
+                                     (char *)ws + 8, wsb, 0)});
     es.push_back({"row_stride < cols", NSA_ERR_INVALID_BATCH,
                   nsa_cuda_topk_rows(dsc, 32, C, C - 1, NULL, NULL, 64, di, NULL, ws, wsb, 0)});
     CK(cudaDeviceSynchronize());
