@@ -318,10 +318,10 @@ __device__ uint64_t topk_keep(const TopkList &L, uint32_t n, uint32_t kk, TopkSh
     return prefix;
 }
 
-/* The columns [0, count) of one CTA's source (count < 2^31; item indices, up to a tile past count, are
-   unsigned 32-bit), a tile at a
-   time: column i of tile t is item t * NSA_TOPK_TILE + e * NSA_TOPK_THREADS
-   + tid of thread tid (e < NSA_TOPK_PER), so each load is coalesced. */
+/* The columns [0, count) of one CTA's source (count < 2^31; item indices,
+   up to a tile past count, are unsigned 32-bit), read a tile at a time:
+   column i of tile t is item t * NSA_TOPK_TILE + e * NSA_TOPK_THREADS +
+   tid of thread tid (e < NSA_TOPK_PER), so each load is coalesced. */
 struct TopkScores { /* fp32 scores; rank keys relative to column -rel0 */
     const float *p;
     uint32_t rel0;
@@ -551,8 +551,8 @@ topk_merge_kernel(int64_t cols, const int32_t *row_start, const int32_t *row_end
     const TopkList L = topk_list(smem_raw);
     uint32_t n = 0;
     if (kk > 0) /* floor 1: the zeros past each slice's keys are dropped */
-        n = topk_stream(TopkKeys{best + r * slices * (int64_t)k}, (uint32_t)(slices * k), (uint32_t)kk,
-                        1ull, L, sh);
+        n = topk_stream(TopkKeys{best + r * slices * (int64_t)k}, (uint32_t)(slices * k),
+                        (uint32_t)kk, 1ull, L, sh);
     topk_write_row(L, n, k, out_idx + r * (int64_t)k, out_count ? out_count + r : NULL);
 }
 

@@ -890,9 +890,9 @@ static void run_graph(const Case &c)
    element the GPU leaves unwritten fails. The shapes reach both ways the
    rows are spread (kernels/nsa_topk.cuh: up to NSA_TOPK_SPLIT_ROWS rows of
    2 * NSA_TOPK_TILE columns or more are split into slices and merged; more
-   rows take one CTA each), and rows that cut the candidate list once, at
-   every tile (ascending scores: every column beats the floor), or never
-   (descending). */
+   rows take one CTA each), and rows whose every column beats the floor, so
+   that the candidate list is cut whenever it fills (ascending scores), or
+   whose columns after the first cut never do (descending). */
 enum TopkFill { TK_UNIFORM, TK_SIGNED, TK_EQUAL, TK_SPECIAL, TK_FEW_LEVELS, TK_MANY_LEVELS,
                 TK_SPARSE_SPECIAL, TK_ASCENDING, TK_DESCENDING };
 
@@ -1035,7 +1035,7 @@ static void run_topk(bool quick)
     add("split_random", 4, 20000, 20000, 100, TK_SIGNED, false);
     add("row_random", 140, 3000, 3003, 100, TK_SIGNED, true);
     add("split_all_equal_rows_take_lowest_indices", 3, 9000, 9000, 700, TK_EQUAL, false);
-    add("row_ascending_cuts_at_tiles_3_4", 130, 20000, 20000, 300, TK_ASCENDING, false);
+    add("row_ascending_cuts_whenever_full_short", 130, 20000, 20000, 300, TK_ASCENDING, false);
     if (!quick) {
         for (int k : {64, 1024, 2048, 4096}) add("split_uniform", 32, C, C, k, TK_UNIFORM, false);
         for (int k : {64, 1024, 2048}) add("row_uniform", 256, C, C, k, TK_UNIFORM, false);
@@ -1055,8 +1055,8 @@ static void run_topk(bool quick)
         add("split_k1", 8, 70000, 70000, 1, TK_SIGNED, true);
         add("row_k1", 140, 5000, 5000, 1, TK_SPECIAL, false);
         add("one_row_split", 1, C, C, 2048, TK_UNIFORM, false);
-        add("split_ascending_cuts_every_tile", 4, C, C, 4096, TK_ASCENDING, false);
-        add("row_ascending_cuts_every_tile", 140, 40000, 40000, 4096, TK_ASCENDING, false);
+        add("split_ascending_cuts_whenever_full", 4, C, C, 4096, TK_ASCENDING, false);
+        add("row_ascending_cuts_whenever_full", 140, 40000, 40000, 4096, TK_ASCENDING, false);
         add("split_descending_never_cuts_after_the_first", 4, C, C, 2048, TK_DESCENDING, false);
         add("row_descending_never_cuts_after_the_first", 140, 40000, 40001, 4096, TK_DESCENDING, true);
         add("row_one_tile_and_one_column", 140, 4097, 4097, 4096, TK_SIGNED, false);
