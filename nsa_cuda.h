@@ -481,6 +481,31 @@ static nsa_status set_smem(K kernel, size_t bytes)
     return NSA_OK;
 }
 
+/* Launches kernel chained to the kernel before it in the stream (section
+   "chained launches" of kernels/nsa_common.cuh): where the binary that runs
+   was built for sm_90 or later, with programmatic stream serialization, so
+   that it launches while the one before finishes and waits in chain_wait;
+   elsewhere a plain launch. Every CTA of such a kernel calls chain_wait. */
+template <typename... KArgs, typename... Args>
+static nsa_status launch_chained(void (*kernel)(KArgs...), dim3 grid, dim3 block, size_t smem,
+                                 cudaStream_t s, Args... args)
+{
+    cudaFuncAttributes fa;
+    NSA__CK(cudaFuncGetAttributes(&fa, kernel));
+    cudaLaunchAttribute at;
+    at.id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    at.val.programmaticStreamSerializationAllowed = 1;
+    cudaLaunchConfig_t lc = {};
+    lc.gridDim = grid;
+    lc.blockDim = block;
+    lc.dynamicSmemBytes = smem;
+    lc.stream = s;
+    lc.attrs = &at;
+    lc.numAttrs = fa.binaryVersion >= 90 ? 1 : 0;
+    NSA__CK(cudaLaunchKernelEx(&lc, kernel, args...));
+    return NSA_OK;
+}
+
 /* The driver's cuTensorMapEncodeTiled, reached through the runtime so that
    nothing links the driver library; NULL where the driver lacks it. */
 static PFN_cuTensorMapEncodeTiled_v12000 encode_tiled()
@@ -1226,6 +1251,16 @@ static void decode_plan(const nsa_config *cfg, const nsa_batch *x, Plan &P, size
     if (slc) {
         D.spb = NSA_DEC_SLC_KEYS / cfg->lp > 1 ? NSA_DEC_SLC_KEYS / cfg->lp : 1;
         D.nss = (int)nsak::cdiv64(cfg->n, D.spb);
+        /* a select CTA's blocks j cover compressed blocks rl*j - rk + 1 ..
+           rl*j + rl - 1 (step 2), staged in NSA_DEC_TS floats; its merge
+           holds nsel lists of n keys in as many u64 */
+        const int64_t rl = cfg->lp / cfg->d, rk = cfg->l / cfg->d;
+        const int64_t jpb = (NSA_DEC_TS - rk + 1) / rl;
+        if (jpb < 1) return;
+        D.jpb = (int)(jpb < NSA_DEC_THREADS ? jpb : NSA_DEC_THREADS);
+        const int64_t nsel = nsak::cdiv64(nsak::cdiv64(nk_max, cfg->lp), D.jpb);
+        if (nsel * cfg->n > NSA_DEC_TS) return;
+        D.nsel = (int)(nsel > 1 ? nsel : 1);
     }
     D.nslots = D.nsc + D.nsw + D.nss;
     D.ldl = (int64_t)D.nsc * D.cspl;
@@ -1234,8 +1269,10 @@ static void decode_plan(const nsa_config *cfg, const nsa_batch *x, Plan &P, size
     o = align256(o + (size_t)bh * D.nslots * nsak::dec_part_floats(x->Dv) * 4);
     D.o_logit = o;
     o = align256(o + (slc ? (size_t)bh * P.G * D.ldl * 4 : 0));
-    D.o_tsc = o;
-    o = align256(o + (slc ? (size_t)bh * D.ldl * 4 : 0));
+    D.o_cand = o;
+    o = align256(o + (D.nsel > 1 ? (size_t)bh * D.nsel * cfg->n * 8 : 0));
+    D.o_done = o;
+    o = align256(o + (D.nsel > 1 ? (size_t)bh * 4 : 0));
 }
 
 /* The forward on the decode path, after the compression (mean mode): cmp and
@@ -1251,32 +1288,36 @@ static nsa_status run_decode(const nsa_config *cfg, const Plan &P, nsak::Params 
     char *w = (char *)ws;
     dc.part = (float *)(w + dc.o_part);
     dc.logit = slc ? (float *)(w + dc.o_logit) : NULL;
-    dc.tsc = slc ? (float *)(w + dc.o_tsc) : NULL;
+    dc.cand = dc.nsel > 1 ? (nsak::u64 *)(w + dc.o_cand) : NULL;
+    dc.done = dc.nsel > 1 ? (unsigned *)(w + dc.o_done) : NULL;
     constexpr int NS = NSA_DEC_STAGES;
     const size_t sm = nsak::dec_split_smem<DK, DV, NS>();
     auto split = nsak::decode_split_kernel<T, DK, DV, NS>;
     if ((st = set_smem(split, sm))) return st;
-    const dim3 pairs((unsigned)P.Hkv, (unsigned)P.B);
     const int first = dc.nsc + dc.nsw; /* the cmp and win slots */
-    if (first > 0) {
-        split<<<dim3((unsigned)first, (unsigned)P.Hkv, (unsigned)P.B), 32, sm, s>>>(p, dc, 0);
-        NSA__LAUNCHED();
-    }
+    /* the first split pass zeroes the select kernel's counters; without one
+       a memset does (no compressed block and no window: short sequences) */
+    if (first == 0 && dc.done) NSA__CK(cudaMemsetAsync(dc.done, 0, (size_t)P.B * P.Hkv * 4, s));
+    if (first > 0 &&
+        (st = launch_chained(split, dim3((unsigned)first, (unsigned)P.Hkv, (unsigned)P.B), 32,
+                             sm, s, p, dc, 0)))
+        return st;
     if (slc) {
         p.sel_out_idx = sv->sel_idx;
         p.sel_out_cnt = sv->sel_count;
-        nsak::decode_select_kernel<DV><<<pairs, NSA_DEC_THREADS, 0, s>>>(p, dc);
-        NSA__LAUNCHED();
+        if ((st = launch_chained(nsak::decode_select_kernel<DV>,
+                                 dim3((unsigned)dc.nsel, (unsigned)P.Hkv, (unsigned)P.B),
+                                 NSA_DEC_THREADS, 0, s, p, dc)))
+            return st;
         p.sel_idx = sv->sel_idx;
         p.sel_cnt = sv->sel_count;
-        split<<<dim3((unsigned)dc.nss, (unsigned)P.Hkv, (unsigned)P.B), 32, sm, s>>>(p, dc,
-                                                                                   first);
-        NSA__LAUNCHED();
+        if ((st = launch_chained(split, dim3((unsigned)dc.nss, (unsigned)P.Hkv, (unsigned)P.B),
+                                 32, sm, s, p, dc, first)))
+            return st;
     }
-    nsak::decode_combine_kernel<T, DV>
-        <<<dim3((unsigned)P.G, (unsigned)P.Hkv, (unsigned)P.B), DV, 0, s>>>(p, dc, br);
-    NSA__LAUNCHED();
-    return NSA_OK;
+    return launch_chained(nsak::decode_combine_kernel<T, DV>,
+                          dim3((unsigned)P.G, (unsigned)P.Hkv, (unsigned)P.B), DV, 0, s, p, dc,
+                          br);
 }
 
 template <typename T, int DK, int DV>

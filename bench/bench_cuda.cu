@@ -31,7 +31,9 @@
    --decode times decoding instead (run_decode below): one query per
    sequence, contexts 8K, 64K, 128K, batch 1, 8, 64, rows what =
    decode_b<B>_ctx<T> (floor: the bytes a step reads over the copy
-   bandwidth) and compress_append_b<B>_ctx<T>.
+   bandwidth), decode_graph_b<B>_ctx<T> (the same step captured in a CUDA
+   graph and replayed) and compress_append_b<B>_ctx<T>; --decode-ctx T
+   only the context T.
 
    usage: bench_cuda [--tmin T] [--tmax T] [--tmul M] [--reps N] [--csv FILE]
                      [--commit SHA] [--presets paper,fla,tile] [--bwd]
@@ -712,7 +714,7 @@ static void run_blockmask(const Ctx &c, int reps)
    the measured device-to-device copy bandwidth: per (sequence, kv head),
    K_cmp and V_cmp, the n selected blocks of l' keys, and the window's keys
    outside the forced local blocks (those are read once), K and V. */
-static void run_decode(const Ctx &c, int reps)
+static void run_decode(const Ctx &c, int reps, int ctx_only)
 {
     const int H = 64, Hkv = 4, D = 128;
     const double bw = copy_bw(reps);
@@ -721,10 +723,11 @@ static void run_decode(const Ctx &c, int reps)
     printf("\ndecoding: paper preset, H=%d Hkv=%d D=%d bf16, one query per sequence, median of "
            "%d; floor = bytes a step reads at the copy bandwidth (%.2f TB/s)\n", H, Hkv, D, reps,
            bw / 1e12);
-    printf("%4s %7s | %9s %9s %7s %7s | %11s\n", "B", "ctx", "step ms", "floor ms", "of bw",
-           "GB", "append ms");
+    printf("%4s %7s | %9s %9s %9s %7s %7s | %11s\n", "B", "ctx", "step ms", "graph ms",
+           "floor ms", "of bw", "GB", "append ms");
     for (int T : {8192, 65536, 131072})
         for (int B : {1, 8, 64}) {
+            if (ctx_only && T != ctx_only) continue;
             std::vector<int32_t> cu(B + 1), cuq(B + 1), old(B);
             for (int b = 0; b <= B; ++b) { cu[b] = b * T; cuq[b] = b; }
             for (int b = 0; b < B; ++b) old[b] = T - 1;
@@ -765,6 +768,20 @@ static void run_decode(const Ctx &c, int reps)
             CK(cudaMalloc((void **)&sv.sel_count, (size_t)sz.sel_count * 4));
             const float t_step = median_ms([&] {
                 CN(nsa_cuda_forward(&cfg, &x, NULL, o, &sv, ws, wsb, 0)); }, reps);
+            /* the same step captured once and replayed, as a decoding loop
+               runs it: no host work between kernels */
+            cudaStream_t gs;
+            CK(cudaStreamCreate(&gs)); /* blocking: ordered with the events of stream 0 */
+            cudaGraph_t graph;
+            cudaGraphExec_t gexec;
+            CK(cudaStreamBeginCapture(gs, cudaStreamCaptureModeThreadLocal));
+            CN(nsa_cuda_forward(&cfg, &x, NULL, o, &sv, ws, wsb, gs));
+            CK(cudaStreamEndCapture(gs, &graph));
+            CK(cudaGraphInstantiate(&gexec, graph, 0));
+            const float t_graph = median_ms([&] { CK(cudaGraphLaunch(gexec, gs)); }, reps);
+            CK(cudaGraphExecDestroy(gexec));
+            CK(cudaGraphDestroy(graph));
+            CK(cudaStreamDestroy(gs));
             const float t_app = median_ms([&] {
                 CN(nsa_cuda_compress_append(&cfg, &x, old.data(), oldd, kc, vc, ws, wsb, 0)); }, reps);
             const int64_t nc = nsa_cmp_blocks(T, cfg.l, cfg.d);
@@ -773,13 +790,17 @@ static void run_decode(const Ctx &c, int reps)
             const int64_t slc_keys = std::min<int64_t>((int64_t)cfg.n * cfg.lp, T);
             const double bytes = (double)B * Hkv * (nc + slc_keys + win_extra) * 2 * D * 2;
             const double fl = bytes / bw * 1e3;
-            printf("%4d %7d | %9.4f %9.4f %6.1f%% %7.3f | %11.4f\n", B, T, t_step, fl,
-                   100.0 * fl / t_step, bytes / 1e9, t_app);
+            printf("%4d %7d | %9.4f %9.4f %9.4f %6.1f%% %7.3f | %11.4f\n", B, T, t_step, t_graph,
+                   fl, 100.0 * fl / t_graph, bytes / 1e9, t_app);
             char what[64];
             snprintf(what, sizeof what, "decode_b%d_ctx%d", B, T);
             if (c.csv)
                 fprintf(c.csv, "%s,%s,%s,paper,%d,%d,%d,%d,%d,bf16,%s,%.4f,%.4f\n", c.device.c_str(),
                         c.date.c_str(), c.commit.c_str(), B, T, H, Hkv, D, what, t_step, fl);
+            snprintf(what, sizeof what, "decode_graph_b%d_ctx%d", B, T);
+            if (c.csv)
+                fprintf(c.csv, "%s,%s,%s,paper,%d,%d,%d,%d,%d,bf16,%s,%.4f,%.4f\n", c.device.c_str(),
+                        c.date.c_str(), c.commit.c_str(), B, T, H, Hkv, D, what, t_graph, fl);
             snprintf(what, sizeof what, "compress_append_b%d_ctx%d", B, T);
             if (c.csv)
                 fprintf(c.csv, "%s,%s,%s,paper,%d,%d,%d,%d,%d,bf16,%s,%.4f,\n", c.device.c_str(),
@@ -794,7 +815,7 @@ int main(int argc, char **argv)
 {
     int tmin = 8192, tmax = 65536, reps = 20, tmul = 2;
     bool bwd = false, topk = false, blockmask = false, decode = false;
-    int tlong = 0;
+    int tlong = 0, ctx_only = 0;
     std::string presets = "paper,fla,tile";
     Ctx c;
     c.csv = NULL;
@@ -811,6 +832,7 @@ int main(int argc, char **argv)
         else if (!strcmp(argv[i], "--topk")) topk = true;
         else if (!strcmp(argv[i], "--blockmask")) blockmask = true;
         else if (!strcmp(argv[i], "--long") && i + 1 < argc) tlong = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--decode-ctx") && i + 1 < argc) ctx_only = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--decode")) decode = true;
     }
     int ndev = 0;
@@ -831,7 +853,7 @@ int main(int argc, char **argv)
            c.peak_flops / 1e12);
 
     if (decode) { /* decoding alone: its floor needs only the copy bandwidth */
-        run_decode(c, reps);
+        run_decode(c, reps, ctx_only);
         if (c.csv) fclose(c.csv);
         return 0;
     }

@@ -193,6 +193,30 @@ template <int N> __device__ inline void cp_wait()
     asm volatile("cp.async.wait_group %0;\n" :: "n"(N));
 }
 
+/* ---- chained launches (sm_90: programmatic dependent launch) ---------- */
+
+/* A kernel that the host launched chained to the one before it in the
+   stream (nsah::launch_chained) may start while that one still runs: its
+   launch and prologue overlap the other's tail. chain_wait() returns once
+   the kernel before has finished and its writes are visible; every CTA
+   calls it before it reads or writes anything another kernel of the chain
+   touches, and before it exits (so that the end of a kernel implies the end
+   of the ones before it). chain_release() lets the next kernel launch. The
+   host chains only binaries built for sm_90 and up; below that both are
+   empty and launches keep plain stream order. */
+__device__ __forceinline__ void chain_wait()
+{
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.wait;\n" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void chain_release()
+{
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
+#endif
+}
+
 /* ---- the copy engine (sm_90): tensor tiles completing on an mbarrier ---- */
 
 /* K and V as the copy engine sees them: 3-D maps [keys][Hkv][D] (D

@@ -15,15 +15,18 @@
    partial (m, l, acc) for its 16 rows; slots are combined in their fixed
    order (the flash-decoding sum), so results do not depend on scheduling.
 
-   The steps, in stream order:
+   The steps, in stream order, each kernel chained to the one before (it
+   launches while that one finishes: chain_wait in nsa_common.cuh):
      1. decode_split_kernel over the cmp and win slots; the cmp slots also
         keep each head's raw q . K_cmp[i] for the selection;
-     2. decode_select_kernel, per (sequence, kv head): the compressed lse from
-        the cmp partials, the selection's importance p (contract, Selection
-        step 1: probs or logits, summed over the G heads in head order), the
-        overlap map (step 2) and an exact top-n (steps 3-7: the 64-bit rank
-        keys of nsa.h, ties to the lower index, NaN lowest, forced blocks
-        never compete; sel_finish writes the list);
+     2. decode_select_kernel, nsel CTAs per (sequence, kv head), each over a
+        range of selection blocks: the compressed lse from the cmp partials,
+        the selection's importance p (contract, Selection step 1: probs or
+        logits, summed over the G heads in head order), the overlap map
+        (step 2) and the range's n best (steps 3-6: the 64-bit rank keys of
+        nsa.h, ties to the lower index, NaN lowest, forced blocks never
+        compete); the pair's last CTA to finish merges the lists, exactly,
+        and sel_finish writes the selection (step 7);
      3. decode_split_kernel over the slc slots;
      4. decode_combine_kernel: each branch's partials in slot order, its lse,
         and the gated sum o = g_cmp o_cmp + g_slc o_slc + g_win o_win
@@ -53,10 +56,17 @@ namespace nsak {
    partial costs 16 * (Dv + 2) floats written and read again), the keys of
    a win slot and of a slc slot. */
 #define NSA_DEC_CTAS 1024
+#ifndef NSA_DEC_MIN_CHUNKS
 #define NSA_DEC_MIN_CHUNKS 4
+#endif
 #define NSA_DEC_WIN_KEYS 128
+#ifndef NSA_DEC_SLC_KEYS
 #define NSA_DEC_SLC_KEYS 128
-#define NSA_DEC_THREADS 256 /* decode_select_kernel */
+#endif
+#define NSA_DEC_THREADS 256 /* decode_select_kernel: one selection block a thread */
+/* Floats of a select CTA's importance stage (its blocks' compressed range),
+   and the most keys its merge holds (nsel lists of n). */
+#define NSA_DEC_TS 4096
 
 /* The decode plan (host) and the kernels' view of it. Slots of one
    (sequence, kv head) pair: cmp [0, nsc), win [nsc, nsc + nsw), slc
@@ -67,12 +77,17 @@ struct Decode {
     int wspl;        /* window keys per win slot                         */
     int spb;         /* selection entries per slc slot                   */
     int nsc, nsw, nss, nslots;
-    int64_t ldl;     /* row length of logit and tsc: nsc * cspl          */
-    size_t o_part, o_logit, o_tsc; /* workspace offsets (host)           */
+    int jpb;         /* selection blocks per select CTA (<= NSA_DEC_THREADS) */
+    int nsel;        /* select CTAs per pair                              */
+    int64_t ldl;     /* row length of logit: nsc * cspl                   */
+    size_t o_part, o_logit, o_cand, o_done; /* workspace offsets (host)   */
     float *part;     /* [B*Hkv][nslots][16 * (2 + Dv)]: m[16], l[16] (log2
                         domain), acc[16][Dv] unnormalised                 */
     float *logit;    /* [B*Hkv][G][ldl] raw q . K_cmp[i] (slc on)         */
-    float *tsc;      /* [B*Hkv][ldl] importance of each compressed block  */
+    u64 *cand;       /* [B*Hkv][nsel][n] each select CTA's best keys,
+                        descending, 0-padded (nsel > 1)                  */
+    unsigned *done;  /* [B*Hkv] select CTAs finished; the cmp / win pass
+                        zeroes it (nsel > 1)                             */
 };
 
 __host__ __device__ inline int64_t dec_part_floats(int Dv) { return 16 * (2 + (int64_t)Dv); }
@@ -120,7 +135,10 @@ __global__ void __launch_bounds__(32) decode_split_kernel(Params p, Decode dc, i
     const int tA = vA ? t : -1, tB = vB ? t : -1;
     const int64_t bh = (int64_t)b * p.Hkv + hkv;
 
-    stage_q_rows<DK, LDK>(p, rt, hkv, G, Qs, 16, lane, 32);
+    stage_q_rows<DK, LDK>(p, rt, hkv, G, Qs, 16, lane, 32); /* q: no kernel of the chain writes it */
+    chain_wait();
+    chain_release();
+    if (slot == 0 && lane == 0 && dc.done) dc.done[bh] = 0u; /* before the select kernel counts */
     __syncwarp();
     uint32_t qa[DK / 16][4];
 #pragma unroll
@@ -201,132 +219,197 @@ __global__ void __launch_bounds__(32) decode_split_kernel(Params p, Decode dc, i
 }
 
 /* Row r's max M and sum L over slots [s_lo, s_hi) of one pair's partials,
-   in slot order; Mb is the base the slots are rescaled to (0 when M is
-   -inf, as softmax_pv_chunk does: an empty slot then adds 0, a NaN sum
-   still propagates). */
+   by one warp: lane i takes slots s_lo + i, + 32, ... in order, then a
+   butterfly adds the lanes (every lane ends with the same bits, run after
+   run). Mb is the base the slots are rescaled to (0 when M is -inf, as
+   softmax_pv_chunk does: an empty slot then adds 0, a NaN sum still
+   propagates). */
 __device__ inline void dec_merge_ml(const float *part, int64_t stride, int s_lo, int s_hi, int r,
-                                    float &M, float &Mb, float &L)
+                                    int lane, float &M, float &Mb, float &L)
 {
     M = -INFINITY;
-    for (int s = s_lo; s < s_hi; ++s) M = fmaxf(M, part[s * stride + r]);
+    for (int s = s_lo + lane; s < s_hi; s += 32) M = fmaxf(M, __ldcg(part + s * stride + r));
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) M = fmaxf(M, __shfl_xor_sync(0xffffffffu, M, o));
     Mb = M == -INFINITY ? 0.f : M;
     L = 0.f;
-    for (int s = s_lo; s < s_hi; ++s)
-        L += part[s * stride + 16 + r] * exp2f(part[s * stride + r] - Mb);
+    for (int s = s_lo + lane; s < s_hi; s += 32)
+        L += __ldcg(part + s * stride + 16 + r) * exp2f(__ldcg(part + s * stride + r) - Mb);
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) L += __shfl_xor_sync(0xffffffffu, L, o);
 }
 
-/* Inserts key into a warp's descending list of n (<= 32) keys, lane i
-   holding entry i (cur); thr is entry n - 1. Keys are distinct and > 0;
-   a key not above thr is not a candidate. Every lane calls it. */
-__device__ inline void dec_top_insert(u64 key, u64 &cur, u64 &thr, int n)
+/* A warp's 32 keys (one a lane) sorted descending across the lanes
+   (bitonic: at stage (k, j) the lower lane of a pair keeps the larger key
+   where its k-block runs descending, the smaller where it runs ascending). */
+__device__ inline u64 dec_warp_sort_desc(u64 x, int lane)
 {
-    const int lane = threadIdx.x & 31;
-    unsigned m = __ballot_sync(0xffffffffu, key > thr);
-    while (m) {
-        const int src = __ffs(m) - 1;
-        m &= m - 1;
-        const u64 x = __shfl_sync(0xffffffffu, key, src);
-        if (x <= thr) continue;
-        const u64 up = __shfl_up_sync(0xffffffffu, cur, 1);
-        cur = cur > x ? cur : (lane == 0 || up > x) ? x : up;
-        thr = __shfl_sync(0xffffffffu, cur, n - 1);
-    }
+#pragma unroll
+    for (int k = 2; k <= 32; k <<= 1)
+#pragma unroll
+        for (int j = k >> 1; j > 0; j >>= 1) {
+            const u64 y = __shfl_xor_sync(0xffffffffu, x, j);
+            const bool keep_max = ((lane & j) == 0) == ((lane & k) == 0);
+            x = keep_max ? (x > y ? x : y) : (x < y ? x : y);
+        }
+    return x;
 }
 
-/* Selection of one (sequence, kv head): grid (Hkv, B), NSA_DEC_THREADS. */
+/* Entries above key in a list of len keys sorted descending. */
+__device__ inline int dec_count_above(const u64 *list, int len, u64 key)
+{
+    int lo = 0, hi = len;
+    while (lo < hi) {
+        const int mid = (lo + hi) >> 1;
+        if (list[mid] > key) lo = mid + 1;
+        else hi = mid;
+    }
+    return lo;
+}
+
+/* The n best keys of nl lists of len keys each (shared memory, each sorted
+   descending, 0 = no candidate) into top[0, n): descending, 0-padded. Keys
+   other than 0 are distinct, so a key's rank is its place in its own list
+   plus the keys above it in the other lists: exact, whatever the order the
+   lists were filled in. Every thread of the CTA calls it; top is complete
+   when it returns. */
+__device__ inline void dec_top_of_lists(const u64 *lists, int nl, int len, int n, u64 *top)
+{
+    for (int i = threadIdx.x; i < n; i += blockDim.x) top[i] = 0ull;
+    __syncthreads();
+    for (int e = threadIdx.x; e < nl * len; e += blockDim.x) {
+        const u64 key = lists[e];
+        const int l0 = e / len;
+        int rank = e - l0 * len; /* a list's zeros trail its keys */
+        if (key == 0ull || rank >= n) continue;
+        for (int l = 0; l < nl && rank < n; ++l)
+            if (l != l0) rank += dec_count_above(lists + l * len, len, key);
+        if (rank < n) top[rank] = key;
+    }
+    __syncthreads();
+}
+
+/* Selection of one (sequence, kv head), split over dc.nsel CTAs: grid
+   (nsel, Hkv, B), NSA_DEC_THREADS. CTA c scores the selection blocks
+   [c * jpb, +jpb), one a thread, and keeps its n best; the last CTA of the
+   pair to finish merges the nsel lists and writes the selection. */
 template <int DV>
 __global__ void __launch_bounds__(NSA_DEC_THREADS) decode_select_kernel(Params p, Decode dc)
 {
     constexpr int NW = NSA_DEC_THREADS / 32;
     __shared__ float lse2[16];
+    __shared__ __align__(16) unsigned char buf[NSA_DEC_TS * 8]; /* ts, then the lists to merge */
     __shared__ u64 lists[NW][32];
+    __shared__ u64 top[32];
+    __shared__ int last;
+    float *ts = (float *)buf;
+    u64 *merge = (u64 *)buf;
     const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
-    const int hkv = blockIdx.x, b = blockIdx.y, G = p.G, n = p.n;
+    const int c = blockIdx.x, hkv = blockIdx.y, b = blockIdx.z, G = p.G, n = p.n;
     const int64_t bh = (int64_t)b * p.Hkv + hkv, stride = dec_part_floats(DV);
     const int nk = (int)(p.cuk[b + 1] - p.cuk[b]), t = nk - 1;
     const int nc = (int)nsa_cmp_blocks(nk, p.l, p.d); /* all visible to t = nk - 1 */
     const float *lg = dc.logit + bh * G * dc.ldl;
-    float *ts = dc.tsc + bh * dc.ldl;
+    chain_wait();
+    chain_release();
 
     /* step 1 needs the compressed softmax's lse per head (log2 domain;
        +inf where the head sees no block, so that its probabilities are 0) */
-    if (tid < G) {
+    for (int h = warp; h < G; h += NW) {
         float M, Mb, L;
-        dec_merge_ml(dc.part + bh * dc.nslots * stride, stride, 0, dc.nsc, tid, M, Mb, L);
-        lse2[tid] = L == 0.f ? INFINITY : M + log2f(L);
+        dec_merge_ml(dc.part + bh * dc.nslots * stride, stride, 0, dc.nsc, h, lane, M, Mb, L);
+        if (lane == 0) lse2[h] = L == 0.f ? INFINITY : M + log2f(L);
     }
     __syncthreads();
-    /* step 1: importance of each compressed block, summed over the G heads
-       of the group in head order */
-    for (int i = tid; i < nc; i += NSA_DEC_THREADS) {
-        float s = 0.f;
-        for (int h = 0; h < G; ++h) {
-            const float x = lg[(int64_t)h * dc.ldl + i];
-            s += p.probs ? exp2f(x * p.sl2 - lse2[h]) : x * p.sc;
-        }
-        ts[i] = s;
-    }
-    __syncthreads(); /* ts (global) written by this CTA's threads is visible to all of them */
-    /* steps 2-6: block scores of the eligible, unforced blocks into each
-       warp's top-n list; all blocks of the sequence are eligible (t is its
-       last key) */
+    /* step 1 for the compressed blocks this CTA's selection blocks cover
+       (step 2 reads i = rl * j + m - k, m < rl, k < rk): importance summed
+       over the G heads of the group in head order */
     const int rl = p.lp / p.d, rk = p.l / p.d;
     const int jt = t / p.lp;
+    const int j0 = c * dc.jpb, j1 = min(j0 + dc.jpb, jt + 1);
+    const int i0 = max(0, rl * j0 - rk + 1), i1 = min(nc, rl * (j1 - 1) + rl);
+    for (int i = i0 + tid; i < i1; i += NSA_DEC_THREADS) {
+        float x[16];
+#pragma unroll
+        for (int h = 0; h < 16; ++h) x[h] = h < G ? __ldcg(lg + (int64_t)h * dc.ldl + i) : 0.f;
+        float s = 0.f;
+#pragma unroll
+        for (int h = 0; h < 16; ++h)
+            if (h < G) s += p.probs ? exp2f(x[h] * p.sl2 - lse2[h]) : x[h] * p.sc;
+        ts[i - i0] = s;
+    }
+    __syncthreads();
+    /* steps 2-6: the block scores of the eligible, unforced blocks; each
+       warp's 32 sorted, then the CTA's n best */
     const int a = min(p.n_init, jt + 1);
     const int llo = p.n_local > 0 ? max(0, jt - p.n_local + 1) : jt + 1;
-    u64 cur = 0ull, thr = 0ull;
-    for (int j0 = warp * 32; j0 <= jt; j0 += NSA_DEC_THREADS) {
-        const int j = j0 + lane;
-        u64 key = 0ull;
-        if (j <= jt && j >= a && j < llo) {
-            /* step 2: sum over m < rl, k < rk of p[rl*j + m - k], visible ones */
-            float s = 0.f;
-            for (int m = 0; m < rl; ++m)
-                for (int k = 0; k < rk; ++k) {
-                    const int i = rl * j + m - k;
-                    if (i >= 0 && i < nc) s += ts[i];
-                }
-            key = nsa_rank_key(nsa_score_key(s), j);
-        }
-        dec_top_insert(key, cur, thr, n);
+    const int j = j0 + tid;
+    u64 key = 0ull;
+    if (j < j1 && j >= a && j < llo) {
+        /* step 2: sum over m < rl, k < rk of p[rl*j + m - k], visible ones */
+        float s = 0.f;
+        for (int m = 0; m < rl; ++m)
+            for (int k = 0; k < rk; ++k) {
+                const int i = rl * j + m - k;
+                if (i >= 0 && i < nc) s += ts[i - i0];
+            }
+        key = nsa_rank_key(nsa_score_key(s), j);
     }
-    if (lane < n) lists[warp][lane] = cur;
+    lists[warp][lane] = dec_warp_sort_desc(key, lane);
     __syncthreads();
+    u64 *own = dc.nsel > 1 ? merge : top;
+    dec_top_of_lists(&lists[0][0], NW, 32, n, own);
+    if (dc.nsel > 1) {
+        /* this CTA's list out; the last CTA of the pair merges them all
+           (the fence orders the list before the count, as the CUDA
+           programming guide's last-block reduction does) */
+        u64 *cand = dc.cand + bh * dc.nsel * n;
+        if (tid < n) cand[c * n + tid] = own[tid];
+        __threadfence();
+        __syncthreads();
+        if (tid == 0) last = atomicAdd(dc.done + bh, 1u) == (unsigned)dc.nsel - 1;
+        __syncthreads();
+        if (!last) return;
+        __threadfence();
+        for (int e = tid; e < dc.nsel * n; e += NSA_DEC_THREADS) merge[e] = __ldcg(cand + e);
+        __syncthreads();
+        dec_top_of_lists(merge, dc.nsel, n, n, top);
+    }
     if (warp != 0) return;
-    /* the warps' lists merged in warp order (keys are distinct: the order
-       of insertion does not change the result) */
-    for (int w = 1; w < NW; ++w) dec_top_insert(lane < n ? lists[w][lane] : 0ull, cur, thr, n);
-    if (lane < n) lists[0][lane] = cur;
-    __syncwarp();
     /* step 7 (bq = 1: the unit is the query) */
     const int64_t ug = p.pf[PF_UNIT][b];
-    sel_finish(p, t, lists[0], p.sel_out_idx + (ug * p.Hkv + hkv) * n,
+    sel_finish(p, t, top, p.sel_out_idx + (ug * p.Hkv + hkv) * n,
                p.sel_out_cnt + ug * p.Hkv + hkv, lane);
 }
 
 /* Each branch's partials combined in slot order, its lse, and the gated
    output of one row (query head): grid (G, Hkv, B), DV threads, a thread
-   per column. */
+   per column. Every warp merges the (m, l) of each branch itself (the same
+   bits in each), then a thread sums its column over the slots. */
 template <typename T, int DV>
 __global__ void __launch_bounds__(DV) decode_combine_kernel(Params p, Decode dc, unsigned br_mask)
 {
-    const int d = threadIdx.x, r = blockIdx.x, hkv = blockIdx.y, b = blockIdx.z, G = p.G;
+    const int d = threadIdx.x, lane = d & 31, r = blockIdx.x, hkv = blockIdx.y, b = blockIdx.z;
+    const int G = p.G;
     const int64_t bh = (int64_t)b * p.Hkv + hkv, stride = dec_part_floats(DV);
     const float *part = dc.part + bh * dc.nslots * stride;
     const int64_t row = (int64_t)p.cuq[b] * p.H + hkv * G + r;
     /* slot ranges of cmp, slc, win (the gate order) */
     const int lo[3] = {0, dc.nsc + dc.nsw, dc.nsc};
     const int hi[3] = {dc.nsc, dc.nslots, dc.nsc + dc.nsw};
+    chain_wait();
+    chain_release();
     float x = 0.f;
     bool first = true;
     for (int br = 0; br < 3; ++br) {
         if (!(br_mask & (1u << br))) continue;
         float M, Mb, L;
-        dec_merge_ml(part, stride, lo[br], hi[br], r, M, Mb, L);
+        dec_merge_ml(part, stride, lo[br], hi[br], r, lane, M, Mb, L);
         if (d == 0) p.lse[br][row] = lse_of(M, L);
         float o = 0.f;
+#pragma unroll 4
         for (int s = lo[br]; s < hi[br]; ++s)
-            o += part[s * stride + 32 + r * DV + d] * exp2f(part[s * stride + r] - Mb);
+            o += __ldcg(part + s * stride + 32 + r * DV + d) * exp2f(__ldcg(part + s * stride + r) - Mb);
         const float oc = o * inv_sum(L);
         if (p.obr[br]) p.obr[br][row * DV + d] = oc;
         const float y = gate_of<T>(p, row, br) * oc;

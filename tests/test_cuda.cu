@@ -11,9 +11,11 @@
    they test attention apart from selection.
 
    usage: test_cuda [--quick] [--big] [--vectors DIR [--vectors-only]] [--topk-only]
-                    [--log FILE]
+                    [--decode-only] [--log FILE]
      --quick   a few small cases (for compute-sanitizer)
      --topk-only   only the top-k and block-mask cross-checks
+     --decode-only   only the decode cases (one query per sequence), their
+                     graph capture and the compression of a growing cache
                    (nsa_cuda_topk_rows, nsa_cuda_topk_blocks)
      --vectors-only   only the cases of --vectors DIR
      --big     also the >= 256K-token case with T*H*D > 2^31
@@ -1875,13 +1877,14 @@ static void run_big()
 
 int main(int argc, char **argv)
 {
-    bool quick = false, big = false, vectors_only = false, topk_only = false;
+    bool quick = false, big = false, vectors_only = false, topk_only = false, decode_only = false;
     const char *vec = NULL;
     for (int i = 1; i < argc; ++i) {
         if (!strcmp(argv[i], "--quick")) quick = true;
         else if (!strcmp(argv[i], "--big")) big = true;
         else if (!strcmp(argv[i], "--vectors-only")) vectors_only = true;
         else if (!strcmp(argv[i], "--topk-only")) topk_only = true;
+        else if (!strcmp(argv[i], "--decode-only")) decode_only = true;
         else if (!strcmp(argv[i], "--vectors") && i + 1 < argc) vec = argv[++i];
         else if (!strcmp(argv[i], "--log") && i + 1 < argc) g_log = fopen(argv[++i], "w");
     }
@@ -1959,15 +1962,34 @@ int main(int argc, char **argv)
         nsa_config dcw = nsa_config_paper(); dcw.branches = NSA_BRANCH_CMP | NSA_BRANCH_WIN;
         Case dc = mk("decode b3 cmp+win", dcw, {0, 20, 1000, 2100}, 8, 2, 128, 128, NSA_BF16, false);
         dc.cuq = {0, 1, 2, 3}; cases.push_back(dc);
+        /* caches of more than NSA_DEC_THREADS selection blocks: the selection
+           split over several CTAs per (sequence, kv head), merged by the last;
+           sequences of fewer blocks than the longest leave CTAs without any */
+        Case dlong = mk("decode b3 paper long caches G8", nsa_config_paper(), {0, 16449, 36449, 96449}, 16, 2, 128, 128, NSA_BF16, true);
+        dlong.cuq = {0, 1, 2, 3}; cases.push_back(dlong);
+        /* l'/d = 32: fewer selection blocks a select CTA (its compressed range
+           staged on chip is rl * blocks + rk - 1 floats) */
+        nsa_config dfine = nsa_config_paper();
+        dfine.l = 16; dfine.d = 2; dfine.lp = 64; dfine.n = 8; dfine.w = 256;
+        Case dfn = mk("decode b2 l16 d2 l'64 n8 G4", dfine, {0, 9000, 20000}, 8, 2, 64, 64, NSA_BF16, false);
+        dfn.cuq = {0, 1, 2}; cases.push_back(dfn);
     }
     if (topk_only) {
         run_topk(quick);
         run_topk_blocks(quick);
+    } else if (decode_only) {
+        for (auto &c : cases)
+            if (c.name.compare(0, 7, "decode ") == 0) run_case(c);
+        for (auto &c : cases)
+            if (c.name == "decode b3 paper long caches G8") run_graph(c);
+        run_compress_append();
     } else if (!vectors_only) {
         for (auto &c : cases) run_case(c);
         run_stages(cases[0]);
         if (!quick) run_stages(mk("stages paper G4 bf16", nsa_config_paper(), {0, 3, 600, 1100}, 8, 2, 64, 64, NSA_BF16, true));
         run_graph(cases[0]);
+        for (auto &c : cases) /* the decode path's chained launches */
+            if (c.name == "decode b3 paper long caches G8") run_graph(c);
         run_future_nonfinite(NSA_BRANCH_SLC, 400);
         run_future_nonfinite(NSA_BRANCH_CMP | NSA_BRANCH_SLC | NSA_BRANCH_WIN, 384);
         run_errors();
@@ -1975,8 +1997,8 @@ int main(int argc, char **argv)
         run_topk(quick);
         run_topk_blocks(quick);
     }
-    if (vec && !topk_only) run_vectors(vec);
-    if (big && !topk_only) run_big();
+    if (vec && !topk_only && !decode_only) run_vectors(vec);
+    if (big && !topk_only && !decode_only) run_big();
 
     logf_("\n%-42s %6s %6s %10s %24s\n", "case", "checks", "fails", "worst g/r", "sel rows/diff/near-tie");
     for (auto &r : g_rows)
