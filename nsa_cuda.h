@@ -463,24 +463,6 @@ static int grid_for(int64_t n, int threads)
     return (int)(g < 65536 ? (g > 0 ? g : 1) : 65536);
 }
 
-static nsa_status launch_meta(const Plan &P, const nsak::Params &p, void *ws,
-                              cudaStream_t s)
-{
-    if (P.B == 0) return NSA_OK;
-    nsak::meta_kernel<<<1, 1024, 0, s>>>(p.cuk, p.cuq, P.B, P.shape,
-                                         (int64_t *)((char *)ws + P.o_pf));
-    NSA__LAUNCHED();
-    return NSA_OK;
-}
-
-template <typename K>
-static nsa_status set_smem(K kernel, size_t bytes)
-{
-    NSA__CK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                 (int)bytes));
-    return NSA_OK;
-}
-
 /* Launches kernel chained to the kernel before it in the stream (section
    "chained launches" of kernels/nsa_common.cuh): where the binary that runs
    was built for sm_90 or later, with programmatic stream serialization, so
@@ -503,6 +485,23 @@ static nsa_status launch_chained(void (*kernel)(KArgs...), dim3 grid, dim3 block
     lc.attrs = &at;
     lc.numAttrs = fa.binaryVersion >= 90 ? 1 : 0;
     NSA__CK(cudaLaunchKernelEx(&lc, kernel, args...));
+    return NSA_OK;
+}
+
+static nsa_status launch_meta(const Plan &P, const nsak::Params &p, void *ws,
+                              cudaStream_t s)
+{
+    if (P.B == 0) return NSA_OK;
+    /* chained: its launch overlaps the end of the caller's kernel before */
+    return launch_chained(nsak::meta_kernel, dim3(1), dim3(1024), 0, s, p.cuk, p.cuq, P.B,
+                          P.shape, (int64_t *)((char *)ws + P.o_pf));
+}
+
+template <typename K>
+static nsa_status set_smem(K kernel, size_t bytes)
+{
+    NSA__CK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                 (int)bytes));
     return NSA_OK;
 }
 
@@ -1213,9 +1212,11 @@ NSADEF nsa_status nsa_cuda_combine(const nsa_config *cfg, const nsa_batch *batch
 namespace nsah {
 
 /* The decode path serves forwards whose every sequence has exactly one query
-   (cu_seqlens_q given), G <= 16 (one warp's rows), no caller selection, and
-   for the selected branch bq = 1 and n <= 32 (sel_finish's lanes). Others
-   take the general path, which computes the same. */
+   (cu_seqlens_q given), G <= 16 (one warp's rows), no caller selection,
+   for the selected branch bq = 1, n <= 32 (sel_finish's lanes) and a
+   select CTA's compressed range and merge within NSA_DEC_TS, and at most
+   12,288 slots (the combine's weights on chip). Others take the general
+   path, which computes the same. */
 static void decode_plan(const nsa_config *cfg, const nsa_batch *x, Plan &P, size_t &o)
 {
     nsak::Decode &D = P.dec;
@@ -1263,6 +1264,7 @@ static void decode_plan(const nsa_config *cfg, const nsa_batch *x, Plan &P, size
         D.nsel = (int)(nsel > 1 ? nsel : 1);
     }
     D.nslots = D.nsc + D.nsw + D.nss;
+    if (D.nslots > 12288) return; /* the combine's slot weights: 48 KB on chip */
     D.ldl = (int64_t)D.nsc * D.cspl;
     D.on = 1;
     D.o_part = o;
@@ -1316,8 +1318,8 @@ static nsa_status run_decode(const nsa_config *cfg, const Plan &P, nsak::Params 
             return st;
     }
     return launch_chained(nsak::decode_combine_kernel<T, DV>,
-                          dim3((unsigned)P.G, (unsigned)P.Hkv, (unsigned)P.B), DV, 0, s, p, dc,
-                          br);
+                          dim3((unsigned)P.G, (unsigned)P.Hkv, (unsigned)P.B), DV,
+                          (size_t)dc.nslots * 4, s, p, dc, br);
 }
 
 template <typename T, int DK, int DV>

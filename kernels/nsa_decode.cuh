@@ -219,24 +219,34 @@ __global__ void __launch_bounds__(32) decode_split_kernel(Params p, Decode dc, i
 }
 
 /* Row r's max M and sum L over slots [s_lo, s_hi) of one pair's partials,
-   by one warp: lane i takes slots s_lo + i, + 32, ... in order, then a
-   butterfly adds the lanes (every lane ends with the same bits, run after
-   run). Mb is the base the slots are rescaled to (0 when M is -inf, as
-   softmax_pv_chunk does: an empty slot then adds 0, a NaN sum still
-   propagates). */
+   by one warp, with one round of loads while the slots are at most 32:
+   lane i keeps a running (max, sum) over slots s_lo + i, + 32, ... in
+   order, and a butterfly merges the lanes (every lane ends with the same
+   bits, run after run). Mb is the base the slots are rescaled to (0 when M
+   is -inf, as softmax_pv_chunk does: an empty slot then adds 0, a NaN sum
+   still propagates). w, when given, gets each slot's weight exp2(m_s - Mb)
+   at w[s]. */
 __device__ inline void dec_merge_ml(const float *part, int64_t stride, int s_lo, int s_hi, int r,
-                                    int lane, float &M, float &Mb, float &L)
+                                    int lane, float &M, float &Mb, float &L, float *w = nullptr)
 {
-    M = -INFINITY;
-    for (int s = s_lo + lane; s < s_hi; s += 32) M = fmaxf(M, __ldcg(part + s * stride + r));
+    float Ml = -INFINITY, Ll = 0.f, m_first = -INFINITY;
+    for (int s = s_lo + lane; s < s_hi; s += 32) {
+        const float m = __ldcg(part + s * stride + r), l = __ldcg(part + s * stride + 16 + r);
+        const float nm = fmaxf(Ml, m), nb = nm == -INFINITY ? 0.f : nm;
+        Ll = Ll * exp2f(Ml - nb) + l * exp2f(m - nb);
+        Ml = nm;
+        if (s == s_lo + lane) m_first = m;
+    }
+    M = Ml;
 #pragma unroll
     for (int o = 16; o > 0; o >>= 1) M = fmaxf(M, __shfl_xor_sync(0xffffffffu, M, o));
     Mb = M == -INFINITY ? 0.f : M;
-    L = 0.f;
-    for (int s = s_lo + lane; s < s_hi; s += 32)
-        L += __ldcg(part + s * stride + 16 + r) * exp2f(__ldcg(part + s * stride + r) - Mb);
+    L = Ll * exp2f((Ml == -INFINITY ? Mb : Ml) - Mb);
 #pragma unroll
     for (int o = 16; o > 0; o >>= 1) L += __shfl_xor_sync(0xffffffffu, L, o);
+    if (w)
+        for (int s = s_lo + lane; s < s_hi; s += 32)
+            w[s] = exp2f((s == s_lo + lane ? m_first : __ldcg(part + s * stride + r)) - Mb);
 }
 
 /* A warp's 32 keys (one a lane) sorted descending across the lanes
@@ -328,6 +338,7 @@ __global__ void __launch_bounds__(NSA_DEC_THREADS) decode_select_kernel(Params p
     const int jt = t / p.lp;
     const int j0 = c * dc.jpb, j1 = min(j0 + dc.jpb, jt + 1);
     const int i0 = max(0, rl * j0 - rk + 1), i1 = min(nc, rl * (j1 - 1) + rl);
+#pragma unroll 2
     for (int i = i0 + tid; i < i1; i += NSA_DEC_THREADS) {
         float x[16];
 #pragma unroll
@@ -384,33 +395,49 @@ __global__ void __launch_bounds__(NSA_DEC_THREADS) decode_select_kernel(Params p
 
 /* Each branch's partials combined in slot order, its lse, and the gated
    output of one row (query head): grid (G, Hkv, B), DV threads, a thread
-   per column. Every warp merges the (m, l) of each branch itself (the same
-   bits in each), then a thread sums its column over the slots. */
+   per column, nslots floats of dynamic shared memory. Warps merge the
+   branches' (m, l) and put each slot's weight on chip; then every thread
+   reads its column of all slots at once (one pass, loads in flight
+   together) and sums each branch's in slot order. */
 template <typename T, int DV>
 __global__ void __launch_bounds__(DV) decode_combine_kernel(Params p, Decode dc, unsigned br_mask)
 {
-    const int d = threadIdx.x, lane = d & 31, r = blockIdx.x, hkv = blockIdx.y, b = blockIdx.z;
-    const int G = p.G;
+    extern __shared__ float wts[]; /* [nslots] exp2(m_s - Mb of the slot's branch) */
+    __shared__ float inv_l[3];
+    constexpr int NW = DV / 32;
+    const int d = threadIdx.x, lane = d & 31, warp = d >> 5;
+    const int r = blockIdx.x, hkv = blockIdx.y, b = blockIdx.z, G = p.G;
     const int64_t bh = (int64_t)b * p.Hkv + hkv, stride = dec_part_floats(DV);
     const float *part = dc.part + bh * dc.nslots * stride;
     const int64_t row = (int64_t)p.cuq[b] * p.H + hkv * G + r;
-    /* slot ranges of cmp, slc, win (the gate order) */
+    /* slot ranges of cmp, slc, win (the gate order); in slot order cmp,
+       win, slc */
     const int lo[3] = {0, dc.nsc + dc.nsw, dc.nsc};
     const int hi[3] = {dc.nsc, dc.nslots, dc.nsc + dc.nsw};
     chain_wait();
     chain_release();
+    for (int br = warp; br < 3; br += NW) {
+        float M, Mb, L;
+        dec_merge_ml(part, stride, lo[br], hi[br], r, lane, M, Mb, L, wts);
+        if (lane == 0) {
+            inv_l[br] = inv_sum(L);
+            if (br_mask & (1u << br)) p.lse[br][row] = lse_of(M, L);
+        }
+    }
+    __syncthreads();
+    float o[3] = {0.f, 0.f, 0.f}; /* cmp, slc, win */
+#pragma unroll 16
+    for (int s = 0; s < dc.nslots; ++s) {
+        const float v = __ldcg(part + s * stride + 32 + r * DV + d) * wts[s];
+        if (s < hi[0]) o[0] += v;
+        else if (s < hi[2]) o[2] += v;
+        else o[1] += v;
+    }
     float x = 0.f;
     bool first = true;
     for (int br = 0; br < 3; ++br) {
         if (!(br_mask & (1u << br))) continue;
-        float M, Mb, L;
-        dec_merge_ml(part, stride, lo[br], hi[br], r, lane, M, Mb, L);
-        if (d == 0) p.lse[br][row] = lse_of(M, L);
-        float o = 0.f;
-#pragma unroll 4
-        for (int s = lo[br]; s < hi[br]; ++s)
-            o += __ldcg(part + s * stride + 32 + r * DV + d) * exp2f(__ldcg(part + s * stride + r) - Mb);
-        const float oc = o * inv_sum(L);
+        const float oc = o[br] * inv_l[br];
         if (p.obr[br]) p.obr[br][row * DV + d] = oc;
         const float y = gate_of<T>(p, row, br) * oc;
         x = first ? y : x + y;

@@ -286,6 +286,8 @@ __global__ void meta_kernel(const int32_t *cuk, const int32_t *cuq, int B, Shape
     __shared__ int64_t carry[PF_COUNT + 1];
     __shared__ int64_t wsum[PF_COUNT + 1][32];
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+    chain_wait(); /* launched chained: the kernel before may have written cuk, cuq or read pf */
+    chain_release();
     if (tid <= PF_COUNT) carry[tid] = 0;
     __syncthreads();
     for (int base = 0; base < B + 1; base += blockDim.x) {
