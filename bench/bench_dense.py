@@ -17,10 +17,11 @@ ctx 8K, 64K, 128K, through each SDPA backend that takes the shape, and
 flash_attn_with_kvcache (flash-decoding) when the flash_attn package is
 installed; what = sdpa_<backend>_decode_b<B>_ctx<T> or
 flash_decoding_b<B>_ctx<T>, and dense_best_decode_b<B>_ctx<T> for the
-fastest, beside bench_cuda's decode_b<B>_ctx<T>.
+fastest, beside bench_cuda's decode_b<B>_ctx<T>; --decode-ctx T only the
+context T.
 
 usage: python3 bench_dense.py [--tmin T] [--tmax T] [--reps N] [--csv FILE]
-                              [--topk-only] [--decode]"""
+                              [--topk-only] [--decode [--decode-ctx T]]"""
 import argparse
 import statistics
 
@@ -45,7 +46,7 @@ def median_ms(fn, reps):
     return statistics.median(ts)
 
 
-def run_decode(reps, out):
+def run_decode(reps, out, ctx_only=0):
     """Dense decoding: the time of one step and the bandwidth it reaches on
     the cache's bytes (K and V read once)."""
     H, Hkv, D = 64, 4, 128
@@ -58,6 +59,8 @@ def run_decode(reps, out):
     print(f"\ndense decoding, H={H} Hkv={Hkv} D={D} bf16, one query per sequence")
     print(f"{'backend':>16} {'B':>4} {'ctx':>7} {'ms':>9} {'TB/s':>7}")
     for T in (8192, 65536, 131072):
+        if ctx_only and T != ctx_only:
+            continue
         for B in (1, 8, 64):
             q = torch.randn(B, H, 1, D, device="cuda", dtype=torch.bfloat16)
             k = torch.randn(B, Hkv, T, D, device="cuda", dtype=torch.bfloat16)
@@ -105,6 +108,7 @@ def main():
     ap.add_argument("--csv", default=None)
     ap.add_argument("--topk-only", action="store_true", help="skip SDPA, time torch.topk only")
     ap.add_argument("--decode", action="store_true", help="time dense decoding only")
+    ap.add_argument("--decode-ctx", type=int, default=0, help="with --decode: only this context")
     a = ap.parse_args()
     name = torch.cuda.get_device_name(0)
     peak = 756.0 if "PCIe" in name else 989.0
@@ -113,7 +117,7 @@ def main():
     if out:
         out.write("what,T,ms,tflops,frac_peak\n")
     if a.decode:
-        run_decode(a.reps, out)
+        run_decode(a.reps, out, a.decode_ctx)
         if out:
             out.close()
         return
