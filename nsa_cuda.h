@@ -182,8 +182,6 @@ NSADEF nsa_status nsa_cuda_topk_blocks(const float *scores, int64_t rows,
 #include <cub/device/device_radix_sort.cuh>
 #include <string.h>
 
-#include <atomic>
-
 #include "kernels/nsa_common.cuh"
 #include "kernels/nsa_attn.cuh"
 #include "kernels/nsa_attn_sm90.cuh"
@@ -465,39 +463,17 @@ static int grid_for(int64_t n, int threads)
     return (int)(g < 65536 ? (g > 0 ? g : 1) : 65536);
 }
 
-/* Whether kernels launch chained on the current device: where the image of
-   this library's kernels that it runs was built for sm_90 or later. The
-   kernels are compiled together, so one answer holds for all of them; it
-   is asked once a device (a function-attribute query costs about a
-   microsecond, and a decode step has five launches) and kept. */
-static nsa_status chains_on(const void *kernel, bool &on)
-{
-    static std::atomic<signed char> known[64]; /* 0 not asked, 1 no, 2 yes */
-    int dev = 0;
-    NSA__CK(cudaGetDevice(&dev));
-    signed char k = dev >= 0 && dev < 64 ? known[dev].load(std::memory_order_relaxed) : 0;
-    if (k == 0) {
-        cudaFuncAttributes fa;
-        NSA__CK(cudaFuncGetAttributes(&fa, kernel));
-        k = fa.binaryVersion >= 90 ? 2 : 1;
-        if (dev >= 0 && dev < 64) known[dev].store(k, std::memory_order_relaxed);
-    }
-    on = k == 2;
-    return NSA_OK;
-}
-
 /* Launches kernel chained to the kernel before it in the stream (section
-   "chained launches" of kernels/nsa_common.cuh): where chains_on, with
-   programmatic stream serialization, so that it launches while the one
-   before finishes and waits in chain_wait; elsewhere a plain launch. Every
-   CTA of such a kernel calls chain_wait. */
+   "chained launches" of kernels/nsa_common.cuh): where the binary that runs
+   was built for sm_90 or later, with programmatic stream serialization, so
+   that it launches while the one before finishes and waits in chain_wait;
+   elsewhere a plain launch. Every CTA of such a kernel calls chain_wait. */
 template <typename... KArgs, typename... Args>
 static nsa_status launch_chained(void (*kernel)(KArgs...), dim3 grid, dim3 block, size_t smem,
                                  cudaStream_t s, Args... args)
 {
-    nsa_status st;
-    bool on;
-    if ((st = chains_on((const void *)kernel, on))) return st;
+    cudaFuncAttributes fa;
+    NSA__CK(cudaFuncGetAttributes(&fa, kernel));
     cudaLaunchAttribute at;
     at.id = cudaLaunchAttributeProgrammaticStreamSerialization;
     at.val.programmaticStreamSerializationAllowed = 1;
@@ -507,7 +483,7 @@ static nsa_status launch_chained(void (*kernel)(KArgs...), dim3 grid, dim3 block
     lc.dynamicSmemBytes = smem;
     lc.stream = s;
     lc.attrs = &at;
-    lc.numAttrs = on ? 1 : 0;
+    lc.numAttrs = fa.binaryVersion >= 90 ? 1 : 0;
     NSA__CK(cudaLaunchKernelEx(&lc, kernel, args...));
     return NSA_OK;
 }
