@@ -1215,8 +1215,8 @@ namespace nsah {
    (cu_seqlens_q given), G <= 16 (one warp's rows), no caller selection,
    for the selected branch bq = 1, n <= 32 (sel_finish's lanes) and a
    select CTA's compressed range and merge within NSA_DEC_TS, and at most
-   12,288 slots (the combine's weights on chip). Others take the general
-   path, which computes the same. */
+   NSA_DEC_MAX_SLOTS slots (the combine's weights on chip). Others take the
+   general path, which computes the same. */
 static void decode_plan(const nsa_config *cfg, const nsa_batch *x, Plan &P, size_t &o)
 {
     nsak::Decode &D = P.dec;
@@ -1264,7 +1264,7 @@ static void decode_plan(const nsa_config *cfg, const nsa_batch *x, Plan &P, size
         D.nsel = (int)(nsel > 1 ? nsel : 1);
     }
     D.nslots = D.nsc + D.nsw + D.nss;
-    if (D.nslots > 12288) return; /* the combine's slot weights: 48 KB on chip */
+    if (D.nslots > NSA_DEC_MAX_SLOTS) return;
     D.ldl = (int64_t)D.nsc * D.cspl;
     D.on = 1;
     D.o_part = o;

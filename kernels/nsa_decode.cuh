@@ -67,6 +67,9 @@ namespace nsak {
 /* Floats of a select CTA's importance stage (its blocks' compressed range),
    and the most keys its merge holds (nsel lists of n). */
 #define NSA_DEC_TS 4096
+/* The most slots a pair may have: the combine keeps a weight a slot on
+   chip, 48 KB of dynamic shared memory (the most without opting in). */
+#define NSA_DEC_MAX_SLOTS 12288
 
 /* The decode plan (host) and the kernels' view of it. Slots of one
    (sequence, kv head) pair: cmp [0, nsc), win [nsc, nsc + nsw), slc
