@@ -792,19 +792,18 @@ static void run_decode(const Ctx &c, int reps, int ctx_only)
             const double fl = bytes / bw * 1e3;
             printf("%4d %7d | %9.4f %9.4f %9.4f %6.1f%% %7.3f | %11.4f\n", B, T, t_step, t_graph,
                    fl, 100.0 * fl / t_graph, bytes / 1e9, t_app);
-            char what[64];
-            snprintf(what, sizeof what, "decode_b%d_ctx%d", B, T);
-            if (c.csv)
-                fprintf(c.csv, "%s,%s,%s,paper,%d,%d,%d,%d,%d,bf16,%s,%.4f,%.4f\n", c.device.c_str(),
-                        c.date.c_str(), c.commit.c_str(), B, T, H, Hkv, D, what, t_step, fl);
-            snprintf(what, sizeof what, "decode_graph_b%d_ctx%d", B, T);
-            if (c.csv)
-                fprintf(c.csv, "%s,%s,%s,paper,%d,%d,%d,%d,%d,bf16,%s,%.4f,%.4f\n", c.device.c_str(),
-                        c.date.c_str(), c.commit.c_str(), B, T, H, Hkv, D, what, t_graph, fl);
-            snprintf(what, sizeof what, "compress_append_b%d_ctx%d", B, T);
-            if (c.csv)
-                fprintf(c.csv, "%s,%s,%s,paper,%d,%d,%d,%d,%d,bf16,%s,%.4f,\n", c.device.c_str(),
-                        c.date.c_str(), c.commit.c_str(), B, T, H, Hkv, D, what, t_app);
+            /* one CSV row; floor_ms empty where there is none */
+            auto row = [&](const char *stem, float ms, const char *floor_ms) {
+                if (c.csv)
+                    fprintf(c.csv, "%s,%s,%s,paper,%d,%d,%d,%d,%d,bf16,%s_b%d_ctx%d,%.4f,%s\n",
+                            c.device.c_str(), c.date.c_str(), c.commit.c_str(), B, T, H, Hkv, D,
+                            stem, B, T, ms, floor_ms);
+            };
+            char fls[32];
+            snprintf(fls, sizeof fls, "%.4f", fl);
+            row("decode", t_step, fls);
+            row("decode_graph", t_graph, fls);
+            row("compress_append", t_app, "");
             void *ps[] = {cud, cuqd, oldd, (void *)x.q, (void *)x.k, (void *)x.v, kc, vc, o, ws,
                           sv.lse_cmp, sv.lse_slc, sv.lse_win, sv.sel_idx, sv.sel_count};
             for (void *p : ps) cudaFree(p);

@@ -14,10 +14,10 @@
                     [--decode-only] [--log FILE]
      --quick   a few small cases (for compute-sanitizer)
      --topk-only   only the top-k and block-mask cross-checks
+                   (nsa_cuda_topk_rows, nsa_cuda_topk_blocks)
      --decode-only   only the decode cases (one query per sequence), their
                      graph capture and the compression of a growing cache
                      (with --quick: two decode cases and the compression)
-                   (nsa_cuda_topk_rows, nsa_cuda_topk_blocks)
      --vectors-only   only the cases of --vectors DIR
      --big     also the >= 256K-token case with T*H*D > 2^31
    Without a CUDA device it prints that the GPU tests were skipped and exits
@@ -1907,6 +1907,8 @@ int main(int argc, char **argv)
     };
     nsa_config small = nsa_config_paper();
     small.l = 16; small.d = 8; small.lp = 32; small.n = 4; small.w = 48;
+    /* the decode case whose graph capture is checked too (chained launches) */
+    const char *const decode_graph_case = "decode b3 paper long caches G8";
     std::vector<Case> cases;
     cases.push_back(mk("small varlen G4 bf16 d128 gates", small, {0, 0, 1, 5, 40, 300}, 8, 2, 128, 128, NSA_BF16, true));
     if (!quick || decode_only) {
@@ -1966,7 +1968,7 @@ int main(int argc, char **argv)
         /* caches of more than NSA_DEC_THREADS selection blocks: the selection
            split over several CTAs per (sequence, kv head), merged by the last;
            sequences of fewer blocks than the longest leave CTAs without any */
-        Case dlong = mk("decode b3 paper long caches G8", nsa_config_paper(), {0, 16449, 36449, 96449}, 16, 2, 128, 128, NSA_BF16, true);
+        Case dlong = mk(decode_graph_case, nsa_config_paper(), {0, 16449, 36449, 96449}, 16, 2, 128, 128, NSA_BF16, true);
         dlong.cuq = {0, 1, 2, 3}; cases.push_back(dlong);
         /* l'/d = 32: fewer selection blocks a select CTA (its compressed range
            staged on chip is rl * blocks + rk - 1 floats) */
@@ -1985,7 +1987,7 @@ int main(int argc, char **argv)
                 (!quick || c.name == "decode 1 query/seq" || c.name == "decode b2 l16 d2 l'64 n8 G4"))
                 run_case(c);
         for (auto &c : cases)
-            if (!quick && c.name == "decode b3 paper long caches G8") run_graph(c);
+            if (!quick && c.name == decode_graph_case) run_graph(c);
         run_compress_append();
     } else if (!vectors_only) {
         for (auto &c : cases) run_case(c);
@@ -1993,7 +1995,7 @@ int main(int argc, char **argv)
         if (!quick) run_stages(mk("stages paper G4 bf16", nsa_config_paper(), {0, 3, 600, 1100}, 8, 2, 64, 64, NSA_BF16, true));
         run_graph(cases[0]);
         for (auto &c : cases) /* the decode path's chained launches */
-            if (c.name == "decode b3 paper long caches G8") run_graph(c);
+            if (c.name == decode_graph_case) run_graph(c);
         run_future_nonfinite(NSA_BRANCH_SLC, 400);
         run_future_nonfinite(NSA_BRANCH_CMP | NSA_BRANCH_SLC | NSA_BRANCH_WIN, 384);
         run_errors();
