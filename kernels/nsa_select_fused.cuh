@@ -180,6 +180,33 @@ __device__ inline int sel_token_jt(const Params &p, const RowTile &rt, int G, in
     return t >= 0 ? t / p.lp : -1;
 }
 
+/* Step 2 for one selection block: the sum over m < rl, k < rk of c[m - k]
+   (c: the block's first compressed score, cs + HALO + rl * j), m outer and
+   k inner, the reference's order. RL, RK known to the compiler: the loads
+   and adds unrolled, no loop. */
+template <int RL, int RK>
+__device__ __forceinline__ float sel_overlap_sum_fixed(const float *c)
+{
+    float s = 0.f;
+#pragma unroll
+    for (int m = 0; m < RL; ++m)
+#pragma unroll
+        for (int k = 0; k < RK; ++k) s += c[m - k];
+    return s;
+}
+/* The same for any rl, rk; the presets' shapes (paper: rl = 4, rk = 2;
+   fla and tile: 1, 1) take the unrolled sums (a profile of the paper
+   preset's sweep found ~12% of its instructions in the rolled loop). */
+__device__ __forceinline__ float sel_overlap_sum(const float *c, int rl, int rk)
+{
+    if (rl == 4 && rk == 2) return sel_overlap_sum_fixed<4, 2>(c);
+    if (rl == 1 && rk == 1) return sel_overlap_sum_fixed<1, 1>(c);
+    float s = 0.f;
+    for (int m = 0; m < rl; ++m)
+        for (int k = 0; k < rk; ++k) s += c[m - k];
+    return s;
+}
+
 template <int KN = NSA_KN>
 __device__ inline void sel_chunk_merge(const Params &p, const SelGeo &g, int jt, int s0,
                                        const float *cs, u64 *top, int lane)
@@ -192,14 +219,8 @@ __device__ inline void sel_chunk_merge(const Params &p, const SelGeo &g, int jt,
     if (lane < (KN / NSA_KN) * g.bpc) {
         const int j = (s0 / NSA_KN) * g.bpc + lane;
         if (j <= jt && j >= a && j < llo) {
-            /* step 2: sum over m < rl, k < rk of p_cmp[rl*j + m - k], in
-               this order; unrolled for the usual rl <= 4, rk <= 2 (a
-               rolled loop cost more instructions than the sums) */
-            float s = 0.f;
-#pragma unroll 4
-            for (int m = 0; m < rl; ++m)
-#pragma unroll 2
-                for (int k = 0; k < rk; ++k) s += cs[NSA_SEL_HALO + rl * lane + m - k];
+            /* step 2: sum over m < rl, k < rk of p_cmp[rl*j + m - k] */
+            const float s = sel_overlap_sum(cs + NSA_SEL_HALO + rl * lane, rl, rk);
             key = nsa_rank_key(nsa_score_key(s), j);
         }
     }
