@@ -18,7 +18,12 @@
    soon as the keys left in play are all taken) and raises the
    floor to the cut: those kk keys are all at or above it, so no key below
    it can be among the row's kk largest. At the end the list is cut once
-   more and holds exactly the kk largest keys of the columns read. The
+   more and holds exactly the kk largest keys of the columns read. On a
+   long row of scores the first cut keeps fewer than kk keys, as many as
+   the first tile likely holds of the row's kk largest plus a wide margin
+   (topk_guess_keep), so that later tiles append a few thousand keys
+   instead of tens of thousands; a row whose order defeats the guess (it
+   ends with fewer than kk keys) is read once more without it. The
    next tile is loaded before the current one is filtered, so a cut
    overlaps the loads in flight. Each column is read from global memory
    once.
@@ -354,12 +359,33 @@ __device__ __forceinline__ unsigned topk_tile_takes(const Src &src, const typena
     return take;
 }
 
-/* The streaming select over src's count columns (module comment): returns
-   n = min(kk, keys >= floor0 among them) with L.key[0 .. n) the n largest.
-   kk >= 1. Called by every thread of the block; ends synchronised. */
+/* The size of the first cut when the stream guesses its floor: if a
+   row's columns come in no particular order, its first tile holds about e
+   = kk * TILE / count of the row's kk largest keys (a hypergeometric count,
+   standard deviation below sqrt(e)). Keeping the tile's q = e + 4 sqrt(e)
+   + 8 largest raises the floor to a key that about q * count / TILE of the
+   row's keys reach: more than kk unless that count is off by four
+   deviations, and far fewer than the kk-th of the first tile lets through
+   (at k = 2,048 of 129,280: about 3,300 keys appended instead of about
+   22,000). q >= kk: no guess. */
+__device__ __forceinline__ uint32_t topk_guess_keep(uint32_t kk, uint32_t count)
+{
+    const float e = (float)kk * (float)NSA_TOPK_TILE / (float)count;
+    const float q = e + 4.f * sqrtf(e) + 8.f;
+    return q < (float)kk ? (uint32_t)q : kk;
+}
+#define NSA_TOPK_GUESS_TILES 4 /* the least tiles a stream guesses on */
+
+/* One pass of the streaming select over src's count columns (module
+   comment), the first cut (after the first tile) to keep1 <= kk keys:
+   returns n with L.key[0 .. n) the n largest keys at or above floor0, n =
+   min(kk, their number) when keep1 = kk. With keep1 < kk the first cut
+   may drop keys of the kk largest; then n < kk says so (topk_stream). kk
+   >= 1. Called by every thread of the block; ends synchronised. */
 template <typename Src>
-__device__ uint32_t topk_stream(const Src &src, uint32_t count, uint32_t kk, uint64_t floor0,
-                                const TopkList &L, TopkShared &sh)
+__device__ uint32_t topk_stream_pass(const Src &src, uint32_t count, uint32_t kk,
+                                     uint32_t keep1, uint64_t floor0, const TopkList &L,
+                                     TopkShared &sh)
 {
     constexpr int PER = NSA_TOPK_PER, NT = NSA_TOPK_THREADS, TILE = NSA_TOPK_TILE;
     const int tid = threadIdx.x;
@@ -381,11 +407,12 @@ __device__ uint32_t topk_stream(const Src &src, uint32_t count, uint32_t kk, uin
     for (uint32_t t = 0; t < ntiles; ++t) {
         if (t + 1 < ntiles) fetch(t + 1, nxt);
         /* a cut when the tile might not fit (then n > kk), and one after
-           the first tile when it holds more than kk: a floor from the
-           start halves the keys appended later at small k */
-        if (n + TILE > NSA_TOPK_CAP || (t == 1 && n > kk)) { /* the same for every thread */
-            const uint64_t cut = topk_keep(L, n, kk, sh);
-            n = kk;
+           the first tile when it holds more than keep1: a floor from the
+           start cuts the keys appended later */
+        if (n + TILE > NSA_TOPK_CAP || (t == 1 && n > keep1)) { /* the same for every thread */
+            const uint32_t keep = n + TILE > NSA_TOPK_CAP ? kk : keep1;
+            const uint64_t cut = topk_keep(L, n, keep, sh);
+            n = keep;
             floor = cut > floor ? cut : floor;
         }
         /* tile t appends after the n keys, counted in added[t % 3]: every
@@ -412,6 +439,26 @@ __device__ uint32_t topk_stream(const Src &src, uint32_t count, uint32_t kk, uin
         n = kk;
     }
     return n;
+}
+
+/* The streaming select (module comment): returns n = min(kk, keys >=
+   floor0 among src's count columns) with L.key[0 .. n) the n largest.
+   With guess (columns in no particular order, at least
+   NSA_TOPK_GUESS_TILES tiles), the first cut keeps topk_guess_keep(kk,
+   count) keys. Every key the list drops lies below every key it keeps, so
+   when the pass still ends with kk keys they are the kk largest; when it
+   ends with fewer, the guess was too high (the columns were in an order,
+   descending say) and a second pass reads them again with the first cut at
+   kk, as a pass without a guess does. Exact either way: the guess costs
+   only time, and only when it fails. */
+template <typename Src>
+__device__ uint32_t topk_stream(const Src &src, uint32_t count, uint32_t kk, uint64_t floor0,
+                                bool guess, const TopkList &L, TopkShared &sh)
+{
+    const uint32_t keep1 =
+        guess && count >= NSA_TOPK_GUESS_TILES * NSA_TOPK_TILE ? topk_guess_keep(kk, count) : kk;
+    const uint32_t n = topk_stream_pass(src, count, kk, keep1, floor0, L, sh);
+    return n < kk && keep1 < kk ? topk_stream_pass(src, count, kk, kk, floor0, L, sh) : n;
 }
 
 /* One size's bitonic stages of strides s0, s0 / 2, ..., 1 (s0 <= 32) on a
@@ -513,7 +560,7 @@ topk_row_kernel(const float *scores, int64_t cols, int64_t row_stride, const int
     uint32_t n = 0;
     if (kk > 0) /* the same for the whole CTA */
         n = topk_stream(TopkScores{scores + r * row_stride + st, 0}, (uint32_t)(en - st),
-                        (uint32_t)kk, 0ull, L, sh);
+                        (uint32_t)kk, 0ull, true, L, sh);
     topk_write_row(L, n, k, out, cnt);
 }
 
@@ -533,7 +580,7 @@ topk_slice_kernel(const float *scores, int64_t cols, int64_t row_stride,
     const int64_t lo = min(en, st + len * blockIdx.x), hi = min(en, lo + len);
     const TopkList L = topk_list(smem_raw);
     const uint32_t n = topk_stream(TopkScores{scores + r * row_stride + lo, (uint32_t)(lo - st)},
-                                   (uint32_t)(hi - lo), (uint32_t)kk, 0ull, L, sh);
+                                   (uint32_t)(hi - lo), (uint32_t)kk, 0ull, true, L, sh);
     uint64_t *dst = best + (r * gridDim.x + blockIdx.x) * (int64_t)k;
     for (int i = threadIdx.x; i < k; i += blockDim.x) dst[i] = i < (int)n ? L.key[i] : 0ull;
 }
@@ -552,7 +599,7 @@ topk_merge_kernel(int64_t cols, const int32_t *row_start, const int32_t *row_end
     uint32_t n = 0;
     if (kk > 0) /* floor 1: the zeros past each slice's keys are dropped */
         n = topk_stream(TopkKeys{best + r * slices * (int64_t)k}, (uint32_t)(slices * k),
-                        (uint32_t)kk, 1ull, L, sh);
+                        (uint32_t)kk, 1ull, false, L, sh);
     topk_write_row(L, n, k, out_idx + r * (int64_t)k, out_count ? out_count + r : NULL);
 }
 
