@@ -1547,10 +1547,13 @@ NSADEF nsa_status nsa_cuda_topk_blocks(const float *scores, int64_t rows, int64_
             bscores);
         NSA__LAUNCHED();
     }
-    nsak::topk_block_mask_kernel<<<(unsigned)rows, NSA_TOPK_THREADS, 0, s>>>(
-        cols, row_start, row_end, block, T.nblocks, n, bscores, mask, out_count);
-    NSA__LAUNCHED();
-    return NSA_OK;
+    /* the rows' eligible scores on chip, as many as a row can have */
+    const size_t staged =
+        T.scores ? (size_t)(T.nblocks < NSA_TOPK_MASK_STAGED ? T.nblocks : NSA_TOPK_MASK_STAGED) * 4 : 0;
+    if ((st = nsah::set_smem(nsak::topk_block_mask_kernel, staged))) return st;
+    return nsah::launch_chained(nsak::topk_block_mask_kernel, dim3((unsigned)rows),
+                                dim3(NSA_TOPK_THREADS), staged, s, cols, row_start, row_end,
+                                block, T.nblocks, n, (const float *)bscores, mask, out_count);
 }
 
 #endif /* NSA_CUDA_IMPLEMENTATION_DONE */

@@ -620,11 +620,13 @@ topk_merge_kernel(int64_t cols, const int32_t *row_start, const int32_t *row_end
        so that the sum is the reference's sequence of fp32 additions. The
        means go to the workspace, scores [rows][nblocks], eligible blocks
        only.
-     - topk_block_mask_kernel, one CTA per row: the radix select
-       (topk_radix_cut) over the row's eligible block scores, a pass over
-       them a digit (they are few, and read from L2), then every block's
-       mask byte (its key >= the cut) and the count. Any n: no list is
-       kept, and no sort (the mask needs only the set).
+     - topk_block_mask_kernel, one CTA per row, launched chained to the
+       first (it starts while the first ends): the row's eligible block
+       scores read once into shared memory (up to NSA_TOPK_MASK_STAGED;
+       a longer row's are read from L2 in each pass), the radix select
+       (topk_radix_cut) over them, a pass a digit, then every block's mask
+       byte (its key >= the cut) and the count. Any n: no list is kept,
+       and no sort (the mask needs only the set).
    A row whose eligible blocks are all taken (n >= eligible, or none is
    eligible) needs no score: the first kernel skips it, the second writes
    its mask from the range alone. */
@@ -670,6 +672,7 @@ topk_block_scores_kernel(const float *scores, int64_t rows, int64_t cols, int64_
                          int64_t nblocks, int64_t per_cta, int n, float *bscores)
 {
     __shared__ float tile[NSA_TOPK_BLK_TILE + NSA_TOPK_BLK_TILE / 32];
+    chain_release(); /* the mask kernel may launch: it waits for this one's end */
     const int tid = threadIdx.x;
     const int64_t cta_b0 = (int64_t)blockIdx.x * per_cta;
     const int64_t cta_b1 = min(cta_b0 + per_cta, nblocks);
@@ -710,18 +713,27 @@ topk_block_scores_kernel(const float *scores, int64_t rows, int64_t cols, int64_
     }
 }
 
-/* Block masks, step 2 of 2: one CTA per row (grid = rows). bscores holds
-   the row's eligible block scores (step 1) when it has more eligible
-   blocks than n, and is not read otherwise (it may be NULL when no row
-   can: n == 0 or n >= nblocks). Writes mask[r*nblocks + j] for every
-   block and out_count[r]. */
+/* Eligible block scores a mask CTA keeps on chip (64 KB): a longer row
+   reads them from the workspace (L2) in every radix round. */
+#define NSA_TOPK_MASK_STAGED 16384
+
+/* Block masks, step 2 of 2: one CTA per row (grid = rows), launched
+   chained to step 1 (nsah::launch_chained). bscores holds the row's
+   eligible block scores (step 1) when it has more eligible blocks than n,
+   and is not read otherwise (it may be NULL when no row can: n == 0 or n
+   >= nblocks). They are read once into shared memory (staged, dynamic,
+   min(m, NSA_TOPK_MASK_STAGED) floats: the launch gives it when some row
+   may need it), so that the radix rounds and the mask read them there.
+   Writes mask[r*nblocks + j] for every block and out_count[r]. */
 __global__ void __launch_bounds__(NSA_TOPK_THREADS, 2)
 topk_block_mask_kernel(int64_t cols, const int32_t *row_start, const int32_t *row_end,
                        int64_t block, int64_t nblocks, int n, const float *bscores,
                        uint8_t *mask, int32_t *out_count)
 {
+    extern __shared__ float staged[];
     __shared__ uint32_t hist[NSA_TOPK_BINS];
     __shared__ TopkShared sh;
+    chain_wait();
     const int tid = threadIdx.x, nt = blockDim.x;
     const int64_t r = blockIdx.x;
     int64_t a, e, j0, j1;
@@ -735,14 +747,24 @@ topk_block_mask_kernel(int64_t cols, const int32_t *row_start, const int32_t *ro
     }
     /* 0 < kk < m: select among the m eligible scores, keys relative to j0
        as the reference's (nsa_rank_key(score key, j - j0)) */
-    const float *bs = bscores + r * nblocks;
-    const uint64_t cut = topk_radix_cut(
-        [&](int64_t i) { return topk_rank(__ldg(bs + j0 + i), i); }, m, (uint32_t)kk, hist, sh);
-    for (int64_t j = tid; j < nblocks; j += nt) {
-        bool take = false;
-        if (j >= j0 && j < j1) take = topk_rank(bs[j], j - j0) >= cut;
-        mask[r * nblocks + j] = (uint8_t)take;
+    const float *bs = bscores + r * nblocks + j0;
+    const bool on_chip = m <= NSA_TOPK_MASK_STAGED; /* the same for the CTA */
+    if (on_chip) { /* four loads in flight a thread */
+        for (int64_t i0 = tid; i0 < m; i0 += 4 * nt) {
+            float v[4];
+#pragma unroll
+            for (int u = 0; u < 4; ++u)
+                if (i0 + u * nt < m) v[u] = __ldcg(bs + i0 + u * nt);
+#pragma unroll
+            for (int u = 0; u < 4; ++u)
+                if (i0 + u * nt < m) staged[i0 + u * nt] = v[u];
+        }
+        __syncthreads();
     }
+    auto key_at = [&](int64_t i) { return topk_rank(on_chip ? staged[i] : __ldcg(bs + i), i); };
+    const uint64_t cut = topk_radix_cut(key_at, m, (uint32_t)kk, hist, sh);
+    for (int64_t j = tid; j < nblocks; j += nt)
+        mask[r * nblocks + j] = (uint8_t)(j >= j0 && j < j1 && key_at(j - j0) >= cut);
 }
 
 } /* namespace nsak */
