@@ -24,7 +24,8 @@
    with the branch outputs kept (nsa_saved.o_branch); gather_bw: the micro-benchmark's time
    for 64K tokens x 4 kv heads x 16 blocks of K and V, 137 GB;
    topk_r<rows>_k<k>: top-k of [rows, 129280] fp32 scores, its floor the
-   scores' bytes over the measured device-to-device copy bandwidth;
+   scores' bytes over the measured device-to-device copy bandwidth
+   (topk_r<rows>_k2048_descending: rows in descending order);
    block_mask_r<rows>: the block mask of [rows, 129280] fp32 scores,
    blocks of 16 columns (8,080 a row), n = 64, the same floor).
 
@@ -629,38 +630,50 @@ static void run_long(const Ctx &c, const char *name, nsa_config cfg, int T, int 
     emit(c, name, T, "peak_mem_gib", gib, 0, H, Hkv);
 }
 
+/* Top-k of [rows, 129280] fp32 scores, uniform in [0, 1) (k = 64, 1,024,
+   2,048), and of rows in descending order (k = 2,048: the order that
+   defeats the stream's guessed first floor, kernels/nsa_topk.cuh, so each
+   row is read twice; what = topk_r<rows>_k<k>_descending). */
 static void run_topk(const Ctx &c, int reps)
 {
     const int64_t cols = 129280;
     const double bw = copy_bw(reps);
     printf("\ntop-k per row, %lld columns, fp32 scores, median of %d; floor = reading the "
            "scores once at the copy bandwidth (%.2f TB/s)\n", (long long)cols, reps, bw / 1e12);
-    printf("%6s %6s %10s %10s %8s %12s\n", "rows", "k", "ms", "floor ms", "x floor", "GB/s (1 read)");
+    printf("%6s %6s %10s %10s %10s %8s %12s\n", "rows", "k", "order", "ms", "floor ms", "x floor",
+           "GB/s (1 read)");
     for (int rows : {32, 2048}) {
         std::vector<float> h((size_t)rows * cols);
-        uint64_t s = 12345 + (uint64_t)time(NULL);
-        for (auto &v : h) { s ^= s << 13; s ^= s >> 7; s ^= s << 17; v = (float)((s >> 11) * (1.0 / 9007199254740992.0)); }
         float *d;
         CK(cudaMalloc(&d, h.size() * 4));
-        CK(cudaMemcpy(d, h.data(), h.size() * 4, cudaMemcpyHostToDevice));
-        for (int k : {64, 1024, 2048}) {
-            int32_t *oi, *oc;
-            CK(cudaMalloc(&oi, (size_t)rows * k * 4));
-            CK(cudaMalloc(&oc, (size_t)rows * 4));
-            size_t wsb;
-            CN(nsa_cuda_topk_workspace_size(rows, cols, k, &wsb));
-            void *ws = NULL;
-            if (wsb) CK(cudaMalloc(&ws, wsb));
-            float t = median_ms([&] { CN(nsa_cuda_topk_rows(d, rows, cols, cols, NULL, NULL, k, oi, oc, ws, wsb, 0)); }, reps);
-            const double bytes = rows * cols * 4.0, fl = bytes / bw * 1e3;
-            printf("%6d %6d %10.4f %10.4f %8.2f %12.1f\n", rows, k, t, fl, t / fl,
-                   bytes / (t * 1e-3) / 1e9);
-            char what[64];
-            snprintf(what, sizeof what, "topk_r%d_k%d", rows, k);
-            if (c.csv)
-                fprintf(c.csv, "%s,%s,%s,topk,1,%lld,,,,fp32,%s,%.4f,%.4f\n", c.device.c_str(),
-                        c.date.c_str(), c.commit.c_str(), (long long)cols, what, t, fl);
-            cudaFree(oi); cudaFree(oc); cudaFree(ws);
+        for (bool descending : {false, true}) {
+            uint64_t s = 12345 + (uint64_t)time(NULL);
+            for (size_t i = 0; i < h.size(); ++i) {
+                s ^= s << 13; s ^= s >> 7; s ^= s << 17;
+                h[i] = descending ? 1.0f - (float)(i % cols) / (float)cols
+                                  : (float)((s >> 11) * (1.0 / 9007199254740992.0));
+            }
+            CK(cudaMemcpy(d, h.data(), h.size() * 4, cudaMemcpyHostToDevice));
+            for (int k : {64, 1024, 2048}) {
+                if (descending && k != 2048) continue;
+                int32_t *oi, *oc;
+                CK(cudaMalloc(&oi, (size_t)rows * k * 4));
+                CK(cudaMalloc(&oc, (size_t)rows * 4));
+                size_t wsb;
+                CN(nsa_cuda_topk_workspace_size(rows, cols, k, &wsb));
+                void *ws = NULL;
+                if (wsb) CK(cudaMalloc(&ws, wsb));
+                float t = median_ms([&] { CN(nsa_cuda_topk_rows(d, rows, cols, cols, NULL, NULL, k, oi, oc, ws, wsb, 0)); }, reps);
+                const double bytes = rows * cols * 4.0, fl = bytes / bw * 1e3;
+                printf("%6d %6d %10s %10.4f %10.4f %8.2f %12.1f\n", rows, k,
+                       descending ? "descending" : "uniform", t, fl, t / fl, bytes / (t * 1e-3) / 1e9);
+                char what[64];
+                snprintf(what, sizeof what, "topk_r%d_k%d%s", rows, k, descending ? "_descending" : "");
+                if (c.csv)
+                    fprintf(c.csv, "%s,%s,%s,topk,1,%lld,,,,fp32,%s,%.4f,%.4f\n", c.device.c_str(),
+                            c.date.c_str(), c.commit.c_str(), (long long)cols, what, t, fl);
+                cudaFree(oi); cudaFree(oc); cudaFree(ws);
+            }
         }
         cudaFree(d);
     }

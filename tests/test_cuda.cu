@@ -895,7 +895,8 @@ static void run_graph(const Case &c)
    2 * NSA_TOPK_TILE columns or more are split into slices and merged; more
    rows take one CTA each), and rows whose every column beats the floor, so
    that the candidate list is cut whenever it fills (ascending scores), or
-   whose columns after the first cut never do (descending). */
+   whose columns after the first cut never do (descending: on a long row
+   the guessed first floor then fails, and the row is read again). */
 enum TopkFill { TK_UNIFORM, TK_SIGNED, TK_EQUAL, TK_SPECIAL, TK_FEW_LEVELS, TK_MANY_LEVELS,
                 TK_SPARSE_SPECIAL, TK_ASCENDING, TK_DESCENDING };
 
@@ -1061,6 +1062,8 @@ static void run_topk(bool quick)
         add("split_ascending_cuts_whenever_full", 4, C, C, 4096, TK_ASCENDING, false);
         add("row_ascending_cuts_whenever_full", 140, 40000, 40000, 4096, TK_ASCENDING, false);
         add("split_descending_never_cuts_after_the_first", 4, C, C, 2048, TK_DESCENDING, false);
+        /* slices of ~8 tiles: the guessed first floor fails, each is read again */
+        add("split_descending_guess_fails_reads_again", 32, C, C, 2048, TK_DESCENDING, false);
         add("row_descending_never_cuts_after_the_first", 140, 40000, 40001, 4096, TK_DESCENDING, true);
         add("row_one_tile_and_one_column", 140, 4097, 4097, 4096, TK_SIGNED, false);
         add("row_two_tiles_and_one_column", 140, 8193, 8193, 2049, TK_MANY_LEVELS, false);
