@@ -3,9 +3,9 @@
 
    The same CTA, rows and steps as select_sweep_body (nsa_select_fused.cuh),
    with the products of nsa_attn_sm90.cuh: S = Q K_cmp^T as wgmma m64n64k16
-   from swizzled shared tiles, 64 compressed blocks a chunk, and two CTAs
-   an SM (about 125 registers a thread), so that one CTA's scoring, which
-   is most of the work, overlaps the other's products: the sweep is bound
+   from swizzled shared tiles, 64 compressed blocks a chunk, and several CTAs
+   an SM (NSA_SEL_CTAS), so that one CTA's scoring, which
+   is most of the work, overlaps the others' products: the sweep is bound
    by its instructions, not its products (one CTA an SM with the next
    chunk's product in flight was slower than the mma.sync sweep, 33.5 ms
    against 29.6 ms at 64K). A lane holds rows g and
@@ -24,10 +24,27 @@
 
 namespace nsak {
 
+/* K stages of the sweep: two, so that three CTAs share an SM (about 71 KB
+   of shared memory and at most 85 registers a thread each): the sweep is
+   bound by the latency of its scoring, and a third CTA's warps hide more
+   of it than deeper stages do. */
+#ifndef NSA_SEL_STAGES
+#define NSA_SEL_STAGES 2
+#endif
+/* CTAs an SM (launch bounds): three on the wgmma path; the mma.sync
+   sweep holds more registers and keeps two */
+#ifndef NSA_SEL_CTAS
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+#define NSA_SEL_CTAS 3
+#else
+#define NSA_SEL_CTAS 2
+#endif
+#endif
+
 template <int DK, int NW>
 constexpr size_t select_sweep_wg_smem()
 {
-    return (size_t)(NW * 16 * DK + NSA_WG_STAGES * NSA_WG_KN * DK) * 2 + 1024;
+    return (size_t)(NW * 16 * DK + NSA_SEL_STAGES * NSA_WG_KN * DK) * 2 + 1024;
 }
 
 /* Shared memory of select_sweep_kernel: either path, plus the selection's
@@ -130,9 +147,11 @@ __device__ inline void sel_group_sums(const Params &p, const float (&S)[NSA_WG_K
 template <typename T, int DK, int NW, int G>
 __device__ inline void select_sweep_sm90(const Params &p)
 {
-    constexpr int KN = NSA_WG_KN, NS = NSA_WG_STAGES, ROWS = NW * 16;
+    constexpr int KN = NSA_WG_KN, NS = NSA_SEL_STAGES, ROWS = NW * 16;
     constexpr int LDT = NSA_SEL_HALO + KN, tpw = 16 / G;
-    static_assert(NS >= 3 && KN == 2 * NSA_KN, "two merges of NSA_KN blocks a chunk");
+    /* step c loads chunk c + NS - 1 into the stage chunk c - 1 was read
+       from, once every thread has passed step c - 1's closing barrier */
+    static_assert(NS >= 2 && KN == 2 * NSA_KN, "two merges of NSA_KN blocks a chunk");
     extern __shared__ __align__(16) unsigned char smem_raw[];
     T *Qs = (T *)sw128_base(smem_raw); /* [DK/64][ROWS][64] */
     T *Ks = Qs + ROWS * DK;                                         /* [NS][DK/64][KN][64] */
@@ -226,7 +245,7 @@ __device__ inline void select_sweep_sm90(const Params &p)
 #endif /* __CUDA_ARCH_FEAT_SM90_ALL */
 
 template <typename T, int DK, int NW, int G>
-__global__ void __launch_bounds__(NW * 32, 2) select_sweep_kernel(Params p)
+__global__ void __launch_bounds__(NW * 32, NSA_SEL_CTAS) select_sweep_kernel(Params p)
 {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
     if constexpr (NW % 4 == 0 && DK % 64 == 0) select_sweep_sm90<T, DK, NW, G>(p); else
