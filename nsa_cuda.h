@@ -492,8 +492,12 @@ static nsa_status launch_meta(const Plan &P, const nsak::Params &p, void *ws,
                               cudaStream_t s)
 {
     if (P.B == 0) return NSA_OK;
-    /* chained: its launch overlaps the end of the caller's kernel before */
-    return launch_chained(nsak::meta_kernel, dim3(1), dim3(1024), 0, s, p.cuk, p.cuq, P.B,
+    /* chained: its launch overlaps the end of the caller's kernel before;
+       one thread a sequence up to 1,024 (a decoding step of a few
+       sequences runs one warp: every barrier and scan of a wider block is
+       latency on its critical path), longer batches in chunks */
+    const int threads = P.B + 1 < 1024 ? (int)((P.B + 1 + 31) / 32 * 32) : 1024;
+    return launch_chained(nsak::meta_kernel, dim3(1), dim3(threads), 0, s, p.cuk, p.cuq, P.B,
                           P.shape, (int64_t *)((char *)ws + P.o_pf));
 }
 
