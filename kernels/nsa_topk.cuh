@@ -336,25 +336,77 @@ struct TopkScores { /* fp32 scores; rank keys relative to column -rel0 */
     {
         return nsa_rank_key(nsa_score_key(r.v[e]), rel0 + i);
     }
+    /* The floor's score as a float v, so that a column's key is compared
+       with the floor by comparing its score with v, and its whole key only
+       when the score ties v or is NaN (both rare): nsa_score_key orders
+       non-NaN floats as their values, -0 with +0, so a score above v has a
+       key above the floor's and one below v a key below it. v is the float
+       whose key is the floor's upper half, or -inf when that half lies
+       below -inf's key (a floor among NaN keys: then every score above
+       -inf is taken, and -inf and NaN compare whole keys). */
+    struct Floor {
+        uint64_t key;
+        float v;
+    };
+    __device__ __forceinline__ Floor floor(uint64_t key) const
+    {
+        const uint32_t hi = (uint32_t)(key >> 32);
+        Floor f;
+        f.key = key;
+        f.v = hi < 0x007fffffu ? -INFINITY
+                               : nsa__f32_from_bits(hi & 0x80000000u ? hi & 0x7fffffffu : ~hi);
+        return f;
+    }
+    /* takes: the key is above the floor; else undecided: it may be at or
+       above it (a tie with v, or NaN), and only the whole key tells */
+    __device__ __forceinline__ bool takes(const Regs &r, int e, const Floor &f) const
+    {
+        return r.v[e] > f.v;
+    }
+    __device__ __forceinline__ bool undecided(const Regs &r, int e, const Floor &f) const
+    {
+        return !(r.v[e] < f.v);
+    }
 };
 struct TopkKeys { /* rank keys already made (a slice's best, or zero) */
     const uint64_t *p;
     struct Regs { uint64_t v[NSA_TOPK_PER]; };
     __device__ __forceinline__ void fetch(uint32_t i, int e, Regs &r) const { r.v[e] = __ldcg(p + i); }
     __device__ __forceinline__ uint64_t key(const Regs &r, int e, uint32_t) const { return r.v[e]; }
+    struct Floor {
+        uint64_t key;
+    };
+    __device__ __forceinline__ Floor floor(uint64_t key) const { return Floor{key}; }
+    __device__ __forceinline__ bool takes(const Regs &r, int e, const Floor &f) const
+    {
+        return r.v[e] >= f.key;
+    }
+    __device__ __forceinline__ bool undecided(const Regs &, int, const Floor &) const { return false; }
 };
 
 /* Which of this thread's columns of a tile (its regs r, first item i0) are
-   at or above the floor, as bits; FULL: the tile has all its columns. */
+   at or above the floor, as bits; FULL: the tile has all its columns. The
+   source decides most columns by a cheap test (takes); the few it cannot
+   (undecided) compare whole keys, behind one branch a tile. */
 template <bool FULL, typename Src>
 __device__ __forceinline__ unsigned topk_tile_takes(const Src &src, const typename Src::Regs &r,
                                                     uint32_t i0, uint32_t count, uint64_t floor)
 {
-    unsigned take = 0;
+    const typename Src::Floor f = src.floor(floor);
+    unsigned take = 0, tie = 0;
 #pragma unroll
     for (int e = 0; e < NSA_TOPK_PER; ++e) {
         const uint32_t i = i0 + e * NSA_TOPK_THREADS;
-        if ((FULL || i < count) && src.key(r, e, i) >= floor) take |= 1u << e;
+        if (FULL || i < count) {
+            if (src.takes(r, e, f)) take |= 1u << e;
+            else if (src.undecided(r, e, f)) tie |= 1u << e;
+        }
+    }
+    if (tie) {
+#pragma unroll
+        for (int e = 0; e < NSA_TOPK_PER; ++e)
+            if (((tie >> e) & 1u) && src.key(r, e, i0 + e * NSA_TOPK_THREADS) >= floor)
+                take |= 1u << e;
     }
     return take;
 }

@@ -898,7 +898,7 @@ static void run_graph(const Case &c)
    whose columns after the first cut never do (descending: on a long row
    the guessed first floor then fails, and the row is read again). */
 enum TopkFill { TK_UNIFORM, TK_SIGNED, TK_EQUAL, TK_SPECIAL, TK_FEW_LEVELS, TK_MANY_LEVELS,
-                TK_SPARSE_SPECIAL, TK_ASCENDING, TK_DESCENDING };
+                TK_SPARSE_SPECIAL, TK_ASCENDING, TK_DESCENDING, TK_MOSTLY_NAN };
 
 static float topk_value(TopkFill f, int64_t i)
 {
@@ -916,6 +916,8 @@ static float topk_value(TopkFill f, int64_t i)
         static const float v[6] = {NAN, -0.0f, 0.0f, INFINITY, -INFINITY, -NAN};
         return urand() < 0.03 ? v[(int)(urand() * 6) % 6] : (float)(urand() - 0.5);
     }
+    case TK_MOSTLY_NAN: /* floors among the NaN and -inf keys (9 in 10 NaN) */
+        return urand() < 0.9 ? NAN : urand() < 0.5 ? -INFINITY : (float)(urand() - 0.5);
     case TK_ASCENDING: return (float)i;   /* exact: every test array has < 2^24 scores */
     case TK_DESCENDING: return -(float)i;
     }
@@ -1048,6 +1050,10 @@ static void run_topk(bool quick)
         add("split_all_equal_rows_take_lowest_indices", 8, 50000, 50000, 1024, TK_EQUAL, false);
         add("row_all_equal_rows_take_lowest_indices", 200, 20000, 20000, 1024, TK_EQUAL, false);
         add("split_nan_lowest_neg_zero_ties_pos_zero", 16, 30000, 30000, 2048, TK_SPECIAL, false);
+        /* the stream compares scores with its floor's score: floors at -inf
+           and among NaN keys, where every score ties or is NaN */
+        add("split_floor_at_minus_inf_and_nan", 32, C, C, 2048, TK_MOSTLY_NAN, false);
+        add("row_floor_among_nan_keys", 140, 40000, 40000, 4096, TK_MOSTLY_NAN, false);
         add("row_nan_lowest_neg_zero_ties_pos_zero", 150, 9000, 9000, 4096, TK_SPECIAL, false);
         add("split_ties_at_kth_place_do_not_over_select", 8, 40000, 40000, 1000, TK_FEW_LEVELS, false);
         add("row_ties_at_kth_place_do_not_over_select", 150, 40000, 40000, 1000, TK_FEW_LEVELS, false);
