@@ -562,6 +562,25 @@ static nsak::KvMaps kv_maps(const Plan &P, const nsak::Params &p)
 
 /* ---- typed launchers ---------------------------------------------------- */
 
+/* cw_fwd_kernel's block: its launch bound, which is rows (NW warps: the
+   row kernel, a grid of row tiles x kv heads) or rows and a producer
+   warpgroup (the warp-specialised kernel of sm_90a builds: a persistent
+   grid, one CTA an SM, over `units` tiles). */
+template <typename K>
+static nsa_status cw_fwd_block(K kernel, int row_threads, int64_t units, int &threads, int &ctas)
+{
+    cudaFuncAttributes fa;
+    NSA__CK(cudaFuncGetAttributes(&fa, kernel));
+    threads = fa.maxThreadsPerBlock == row_threads + 128 ? row_threads + 128 : row_threads;
+    ctas = 0;
+    if (threads == row_threads) return NSA_OK;
+    int dev = 0, sms = 0;
+    NSA__CK(cudaGetDevice(&dev));
+    NSA__CK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
+    ctas = (int)(units < sms ? units : sms);
+    return NSA_OK;
+}
+
 template <typename T, int DK, int DV>
 static nsa_status run_rows(const Plan &P, const nsak::Params &p, int mode, unsigned br,
                            bool dq, cudaStream_t s)
@@ -594,7 +613,11 @@ static nsa_status run_rows(const Plan &P, const nsak::Params &p, int mode, unsig
             size_t sm = nsak::cw_fwd_smem<DK, DV, NW>();
             auto k = nsak::cw_fwd_kernel<T, DK, DV, NW>;
             if ((st = set_smem(k, sm))) return st;
-            k<<<grid, NW * 32, sm, s>>>(p, mode, br);
+            const int64_t units = tiles * P.Hkv;
+            int threads = 0, ctas = 0;
+            if ((st = cw_fwd_block(k, NW * 32, units, threads, ctas))) return st;
+            if (threads == NW * 32) k<<<grid, threads, sm, s>>>(p, mode, br, units);
+            else k<<<(unsigned)ctas, threads, sm, s>>>(p, mode, br, units);
         }
     }
     NSA__LAUNCHED();

@@ -42,8 +42,9 @@ namespace nsak {
 template <int DK, int DV, int NW>
 __host__ __device__ constexpr size_t wg_stage_smem()
 {
-    /* + 1024: the swizzled panels start on a 1024-byte boundary */
-    return (size_t)(NW * 16 * DK + NSA_WG_STAGES * NSA_WG_KN * (DK + DV)) * 2 + 1024;
+    /* + 1024: the swizzled panels start on a 1024-byte boundary; + 128:
+       the warp-specialised pass's mbarriers, after the stages */
+    return (size_t)(NW * 16 * DK + NSA_WG_STAGES * NSA_WG_KN * (DK + DV)) * 2 + 1024 + 128;
 }
 template <int DK, int DV, int NW>
 __host__ __device__ constexpr bool wg_held()
@@ -54,6 +55,32 @@ template <int DK, int DV, int NW>
 constexpr size_t wg_smem()
 {
     return wg_stage_smem<DK, DV, NW>() + (wg_held<DK, DV, NW>() ? (size_t)NW * 16 * DV * 4 : 0);
+}
+
+/* 0: the forward's compressed and window passes without warp
+   specialisation (row_fwd_sm90), for comparison. */
+#ifndef NSA_CW_WS
+#define NSA_CW_WS 1
+#endif
+/* Registers a thread of the producer warpgroup keeps, and those the
+   consumers take (setmaxnreg): 128 x 40 + NW * 32 x 232 within the
+   65,536 of an SM for NW = 8. A whole producer warpgroup because an SM
+   splits its registers among four schedulers: with one producer warp, one
+   scheduler would hold three warps, and every warp only 168 registers. */
+#define NSA_CW_PRODUCER_REGS 40
+#define NSA_CW_CONSUMER_REGS 232
+
+/* Threads of cw_fwd_kernel: on sm_90a a producer warpgroup beside the NW
+   consumer warps (row_fwd_ws), elsewhere the NW warps of row_body. The host
+   reads it back as the kernel's launch bound (cw_fwd_block). */
+template <int DK, int DV, int NW>
+__host__ __device__ constexpr int cw_fwd_threads()
+{
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL) && NSA_CW_WS
+    return NW % 4 == 0 && DV <= 128 ? NW * 32 + 128 : NW * 32;
+#else
+    return NW * 32;
+#endif
 }
 
 /* dQ on wgmma: Q and dO of the tile, K and V stages. */
@@ -387,6 +414,240 @@ __device__ inline void row_fwd_sm90(const Params &p, int mode, unsigned br_mask)
     }
 }
 
+/* ---- the row tiles on wgmma, warp-specialised (FlashAttention-3) ---------
+
+   A persistent CTA walks row tiles, the heaviest first (a later token sees
+   more compressed blocks), as three roles:
+     the producer (the last warpgroup) stages each tile's Q and every key
+     chunk of its branches into the NS stages with cp.async; a stage's
+     barrier (full) completes when every producer thread's copies into it
+     have landed. It runs ahead across branches and tiles, so the next
+     tile's chunks land while this one ends, and it hands most of its
+     registers to the consumers.
+     the consumers (warpgroups 0 ..): 64 rows each, the steps of
+     row_fwd_sm90, but waiting on the stage's barrier (then a proxy fence
+     for the tensor core) instead of a CTA barrier, and freeing a stage
+     (empty) once its P V is done, and Q (qempty) after the tile's last
+     Q K^T.
+   The chunks go through the stages in one sequence, g, over every branch
+   of every tile: chunk g lives in stage g % NS, in that stage's (g / NS)-th
+   phase. */
+
+struct CwBars {
+    uint64_t *full, *empty; /* [NS]: a chunk landed / its stage free again */
+    uint64_t *qfull, *qempty;
+};
+
+/* Work unit u of the persistent walk: kv head and row tile, the last tiles
+   (the heaviest) first. */
+template <int NW>
+__device__ inline bool cw_tile(const Params &p, int64_t units, int64_t u, RowTile &rt, int &hkv)
+{
+    const int64_t v = units - 1 - u;
+    hkv = (int)(v % p.Hkv);
+    return locate_rows<false, NW>(p, rt, v / p.Hkv);
+}
+
+/* The producer warpgroup (ptid 0..127): each thread's copies of a chunk
+   (or of Q) arrive on the chunk's barrier once they have landed
+   (cp_arrive), so it never waits for its own copies, only for a stage
+   (or Q) to be free. */
+template <typename T, int DK, int DV, int NW>
+__device__ inline void cw_produce(const Params &p, unsigned br_mask, int64_t units, T *Qs, T *Ks,
+                                  T *Vs, const CwBars &b, int ptid)
+{
+    constexpr int KN = NSA_WG_KN, NS = NSA_WG_STAGES, ROWS = NW * 16;
+    uint32_t g = 0, j = 0;
+    for (int64_t u = blockIdx.x; u < units; u += gridDim.x) {
+        RowTile rt;
+        int hkv;
+        if (!uniform(cw_tile<NW>(p, units, u, rt, hkv))) continue;
+        mbar_wait(b.qempty, (j & 1) ^ 1);
+        ++j;
+        /* one row at a time: a row's address costs divisions by G, and
+           unrolled they would hold the producer's few registers */
+#pragma unroll 1
+        for (int i = ptid; i < ROWS * (DK / 8); i += 128) {
+            const int r = i / (DK / 8), c = i % (DK / 8);
+            const T *src = tile_row(rt, hkv, p.G, r, (const T *)p.q, p.qst, p.qsh);
+            T *d = Qs + Sw128<ROWS>::at(r, c * 8);
+            cp16(d, src ? (const void *)(src + c * 8) : (const void *)d, src ? 16 : 0);
+        }
+        cp_arrive(b.qfull);
+        for (int br = 0; br < 3; ++br) {
+            if (!(br_mask & (1u << br))) continue;
+            const BranchKeys<T> keys(p, br, rt, hkv, DK, DV);
+            for (int c = 0; c < keys.nch; ++c, ++g) {
+                const int st = g % NS;
+                mbar_wait(&b.empty[st], ((g / NS) & 1) ^ 1);
+                int s0, cnt = keys.src.chunk(c, s0);
+                stage_run_sw128<DK, KN, 128>(Ks + st * KN * DK, keys.kb + s0 * keys.kst, keys.kst,
+                                             cnt, ptid);
+                stage_run_sw128<DV, KN, 128>(Vs + st * KN * DV, keys.vb + s0 * keys.vst, keys.vst,
+                                             cnt, ptid);
+                cp_arrive(&b.full[st]);
+            }
+        }
+    }
+    cp_wait<0>(); /* no copy outlives its thread */
+}
+
+/* One branch of a row tile for a consumer warp (warp of the consumers'
+   NW, lane): row_fwd_sm90's steps over the chunks g0, g0 + 1, ... of the
+   stage sequence; frees Q after the last Q K^T when free_q. */
+template <typename T, int DK, int DV, int NW>
+__device__ inline void cw_branch(const Params &p, int br, const RowTile &rt, int hkv,
+                                 const LaneRows &lr, uint32_t g0, bool free_q, uint64_t qdesc,
+                                 uint64_t kdesc, uint64_t vdesc, const CwBars &b, int lane,
+                                 float (&acc)[DV / 8][4], float (&m)[2], float (&l)[2], int &nch_out)
+{
+    constexpr int KN = NSA_WG_KN, NS = NSA_WG_STAGES, ROWS = NW * 16;
+    const BranchKeys<T> keys(p, br, rt, hkv, DK, DV);
+    const KeySrc &src = keys.src;
+    const int nch = keys.nch;
+    float S[KN / 8][4];
+    uint32_t pa[KN / 16][4];
+    zero_frags(acc);
+    m[0] = m[1] = -INFINITY;
+    l[0] = l[1] = 0.f;
+    /* the producer's copies (generic proxy), seen by this thread once the
+       barrier completes, ordered before its tensor-core reads (async) */
+    auto wait_full = [&](int c) {
+        mbar_wait(&b.full[(g0 + c) % NS], ((g0 + c) / NS) & 1);
+        fence_async_smem();
+    };
+    auto release = [&](uint64_t *bar) {
+        __syncwarp();
+        if (lane == 0) mbar_arrive(bar);
+    };
+    auto issue_qk = [&](int c) {
+        wg_fence();
+        wgmma_tiles_abt<T, DK, ROWS, KN>(S, qdesc, kdesc + desc_step((g0 + c) % NS * KN * DK * 2));
+        wg_commit();
+    };
+    auto issue_pv = [&](int c) {
+        const uint64_t vd = vdesc + desc_step((g0 + c) % NS * KN * DV * 2);
+        wg_fence();
+#pragma unroll
+        for (int kk = 0; kk < KN / 16; ++kk)
+            wgmma_pv<T, DV>(acc, pa[kk], vd + desc_step(kk * 16 * 128));
+        wg_commit();
+    };
+    auto scores = [&](int c, float &aA, float &aB) {
+        int s0, cnt = src.chunk(c, s0);
+        mask_chunk(p, br, S, s0, cnt, uniform(chunk_whole(p, br, s0, cnt, KN, lr)), lr.tA,
+                   lr.tB, lane);
+        softmax_scores(S, p.sl2, m[0], m[1], l[0], l[1], aA, aB);
+    };
+    if (nch > 0) {
+        float aA, aB;
+        wait_full(0);
+        issue_qk(0);
+        wg_wait<0>();
+        wg_hold(S);
+        scores(0, aA, aB);
+#pragma unroll
+        for (int kk = 0; kk < KN / 16; ++kk) p_fragment<T>(pa[kk], S, kk);
+    }
+    for (int c = 1; c < nch; ++c) {
+        float aA, aB;
+        wait_full(c);
+        issue_qk(c);
+        issue_pv(c - 1);
+        wg_wait<1>();
+        wg_hold(S);
+        scores(c, aA, aB);
+        wg_wait<0>();
+        wg_hold(acc);
+        release(&b.empty[(g0 + c - 1) % NS]);
+        rescale_rows(acc, aA, aB);
+#pragma unroll
+        for (int kk = 0; kk < KN / 16; ++kk) p_fragment<T>(pa[kk], S, kk);
+    }
+    if (free_q) release(b.qempty);
+    if (nch > 0) issue_pv(nch - 1);
+    wg_wait<0>();
+    wg_hold(acc);
+    if (nch > 0) release(&b.empty[(g0 + nch - 1) % NS]);
+    nch_out = nch;
+}
+
+/* The consumer warps (ctid 0 .. NW * 32 - 1). */
+template <typename T, int DK, int DV, int NW>
+__device__ inline void cw_consume(const Params &p, int mode, unsigned br_mask, int64_t units,
+                                  const T *Qs, const T *Ks, const T *Vs, float2 *held,
+                                  const CwBars &b, int ctid)
+{
+    constexpr int KN = NSA_WG_KN;
+    const int warp = ctid >> 5, lane = ctid & 31, wg = warp >> 2;
+    const uint64_t qdesc = sw128_desc(Qs + wg * 64 * 64, 16);
+    const uint64_t kdesc = sw128_desc(Ks, 16), vdesc = sw128_desc(Vs, KN * 128);
+    unsigned last_br = 0, first_br = 3;
+    for (int br = 2; br >= 0; --br) if (br_mask & (1u << br)) first_br = br;
+    for (int br = 0; br < 3; ++br) if (br_mask & (1u << br)) last_br = br;
+    const bool hold = wg_held<DK, DV, NW>() && mode == M_FWD && first_br != last_br;
+    uint32_t g = 0, j = 0;
+    for (int64_t u = blockIdx.x; u < units; u += gridDim.x) {
+        RowTile rt;
+        int hkv;
+        if (!uniform(cw_tile<NW>(p, units, u, rt, hkv))) continue;
+        const LaneRows lr = lane_rows(p, rt, hkv, rt.fbase + warp * 16, lane);
+        const bool wactive = rt.fbase + warp * 16 < rt.fmax;
+        bool prev = p.acc_in != 0;
+        mbar_wait(b.qfull, j & 1); /* fenced with the first chunk's wait */
+        ++j;
+        for (int br = 0; br < 3; ++br) {
+            if (!(br_mask & (1u << br))) continue;
+            float acc[DV / 8][4], m[2], l[2];
+            int nch;
+            cw_branch<T, DK, DV, NW>(p, br, rt, hkv, lr, g, (unsigned)br == last_br, qdesc,
+                                     kdesc, vdesc, b, lane, acc, m, l, nch);
+            g += nch;
+            if (wactive) {
+                const bool first = (unsigned)br == first_br;
+                branch_epilogue<T, DV>(p, br, mode, p.final_out && (unsigned)br == last_br,
+                                       prev && !(hold && !first), lr, m[0], m[1], l[0], l[1], acc,
+                                       lane, HeldOut{hold ? held + ctid : nullptr, NW * 32, first});
+            }
+            prev = true;
+        }
+    }
+}
+
+template <typename T, int DK, int DV, int NW>
+__device__ inline void row_fwd_ws(const Params &p, int mode, unsigned br_mask, int64_t units)
+{
+    constexpr int KN = NSA_WG_KN, NS = NSA_WG_STAGES, ROWS = NW * 16;
+    static_assert(NS >= 3, "chunk c + 1 resident while chunk c is computed");
+    static_assert(DK % 64 == 0 && DV % 64 == 0 && DV <= 128, "64-column panels");
+    static_assert(2 * NS + 2 <= 16, "the mbarriers fit wg_stage_smem's 128 bytes");
+    static_assert(NW <= 8, "the registers given (NSA_CW_*_REGS) within the CTA's at launch");
+    extern __shared__ __align__(16) unsigned char smem_raw[];
+    T *Qs = (T *)sw128_base(smem_raw); /* [DK/64][ROWS][64] */
+    T *Ks = Qs + ROWS * DK;            /* [NS][DK/64][KN][64] */
+    T *Vs = Ks + NS * KN * DK;         /* [NS][DV/64][KN][64] */
+    uint64_t *bar = (uint64_t *)(Vs + NS * KN * DV);
+    float2 *held = (float2 *)(bar + 16); /* wg_held(): [DV/2][NW*32] */
+    const CwBars b{bar, bar + NS, bar + 2 * NS, bar + 2 * NS + 1};
+    const int tid = threadIdx.x;
+    if (tid == 0) {
+        for (int i = 0; i < NS; ++i) {
+            mbar_init(b.full + i, 128);
+            mbar_init(b.empty + i, NW);
+        }
+        mbar_init(b.qfull, 128);
+        mbar_init(b.qempty, NW);
+    }
+    __syncthreads();
+    if (uniform(tid >> 5) >= NW) {
+        asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" :: "n"(NSA_CW_PRODUCER_REGS));
+        cw_produce<T, DK, DV, NW>(p, br_mask, units, Qs, Ks, Vs, b, tid - NW * 32);
+    } else {
+        asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;\n" :: "n"(NSA_CW_CONSUMER_REGS));
+        cw_consume<T, DK, DV, NW>(p, mode, br_mask, units, Qs, Ks, Vs, held, b, tid);
+    }
+}
+
 /* Accumulator fragments (16 rows x 8 KN/8 columns a warp) as hi + lo A
    fragments of all KN/16 k-slices (split_frag). */
 template <typename T, int KN>
@@ -628,12 +889,20 @@ __global__ void __launch_bounds__(NW * 32, 1) cw_dq_kernel(Params p, int mode, u
 }
 
 /* The forward's compressed and window passes (M_STAGE, M_FWD, M_PREP):
-   wgmma on sm_90a, the mma.sync row kernel elsewhere. */
+   on sm_90a warp-specialised wgmma (a persistent grid walking `units` =
+   row tiles x kv heads), elsewhere the mma.sync row kernel (grid row tiles
+   x kv heads). cw_fwd_threads says which. */
 template <typename T, int DK, int DV, int NW>
-__global__ void __launch_bounds__(NW * 32, 1) cw_fwd_kernel(Params p, int mode, unsigned br_mask)
+__global__ void __launch_bounds__(cw_fwd_threads<DK, DV, NW>(), 1)
+    cw_fwd_kernel(Params p, int mode, unsigned br_mask, int64_t units)
 {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
-    if constexpr (NW % 4 == 0 && DV <= 128) row_fwd_sm90<T, DK, DV, NW>(p, mode, br_mask); else
+    if constexpr (NW % 4 == 0 && DV <= 128) {
+        if constexpr (cw_fwd_threads<DK, DV, NW>() > NW * 32)
+            row_fwd_ws<T, DK, DV, NW>(p, mode, br_mask, units);
+        else
+            row_fwd_sm90<T, DK, DV, NW>(p, mode, br_mask);
+    } else
 #endif
     row_body<T, DK, DV, NW, false>(p, mode, br_mask);
 }

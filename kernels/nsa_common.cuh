@@ -242,6 +242,17 @@ __device__ inline void mbar_expect_tx(uint64_t *bar, unsigned bytes)
     asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n"
                  :: "r"(smem_u32(bar)), "r"(bytes) : "memory");
 }
+/* One arrival, no bytes. */
+__device__ inline void mbar_arrive(uint64_t *bar)
+{
+    asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" :: "r"(smem_u32(bar)) : "memory");
+}
+/* One arrival once every cp.async this thread issued before has landed
+   (the barrier's count includes it: noinc). */
+__device__ inline void cp_arrive(uint64_t *bar)
+{
+    asm volatile("cp.async.mbarrier.arrive.noinc.shared::cta.b64 [%0];\n" :: "r"(smem_u32(bar)) : "memory");
+}
 /* Wait until the phase of the given parity has completed. */
 __device__ inline void mbar_wait(uint64_t *bar, unsigned parity)
 {

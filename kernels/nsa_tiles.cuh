@@ -48,10 +48,11 @@ struct RowTile {
     int unit;            /* slc: unit within the sequence */
 };
 
+/* The rows of row tile `tile` (a CTA's blockIdx.x, or a persistent CTA's
+   current tile); false past the sequence's last row. */
 template <bool SLC, int NW>
-__device__ inline bool locate_rows(const Params &p, RowTile &r)
+__device__ inline bool locate_rows(const Params &p, RowTile &r, int64_t tile)
 {
-    const int64_t tile = blockIdx.x;
     if (!SLC) {
         r.b = find_seq(p.pf[PF_ROWT], p.B, tile);
         r.fbase = (tile - p.pf[PF_ROWT][r.b]) * NSA_ROWS;
@@ -77,6 +78,11 @@ __device__ inline bool locate_rows(const Params &p, RowTile &r)
     r.t_first = r.pos0 + r.tok_off + (int)(r.fbase / p.G);
     r.t_last = r.pos0 + r.tok_off + (int)(flast / p.G);
     return true;
+}
+template <bool SLC, int NW>
+__device__ inline bool locate_rows(const Params &p, RowTile &r)
+{
+    return locate_rows<SLC, NW>(p, r, blockIdx.x);
 }
 
 /* Tile row r's row of a per-(token, head) tensor at base (token stride st,
