@@ -103,6 +103,35 @@ __device__ inline void mask_chunk(const Params &p, int br, float (&S)[NT][4], in
         }
 }
 
+/* The keys of branch br a row at position t sees, [lo, hi) (visible();
+   empty for t < 0), and mask_chunk with them: a row's bounds computed once
+   a branch, two compares a logit. */
+struct KeyRange {
+    int lo, hi;
+};
+__device__ inline KeyRange visible_keys(const Params &p, int br, int t)
+{
+    if (t < 0) return KeyRange{0, 0};
+    if (br == BR_CMP) return KeyRange{0, t < p.l - 1 ? 0 : (t - p.l + 1) / p.d + 1};
+    if (br == BR_WIN) return KeyRange{max(0, t - p.w + 1), t + 1};
+    return KeyRange{0, t + 1};
+}
+template <int NT>
+__device__ inline void mask_keys(float (&S)[NT][4], int s0, int cnt, KeyRange A, KeyRange B,
+                                 int lane)
+{
+    const int loA = A.lo - s0, hiA = min(A.hi - s0, cnt);
+    const int loB = B.lo - s0, hiB = min(B.hi - s0, cnt);
+#pragma unroll
+    for (int nt = 0; nt < NT; ++nt)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+            const int col = nt * 8 + 2 * (lane & 3) + (e & 1);
+            const bool ok = e < 2 ? col >= loA && col < hiA : col >= loB && col < hiB;
+            if (!ok) S[nt][e] = -INFINITY;
+        }
+}
+
 /* 2^x on the special-function unit, subnormal results flushed to zero: a
    probability below 2^-126 of the row's largest adds nothing to its sum. */
 __device__ inline float exp2_ftz(float x)

@@ -42,9 +42,9 @@ namespace nsak {
 template <int DK, int DV, int NW>
 __host__ __device__ constexpr size_t wg_stage_smem()
 {
-    /* + 1024: the swizzled panels start on a 1024-byte boundary; + 128:
-       the warp-specialised pass's mbarriers, after the stages */
-    return (size_t)(NW * 16 * DK + NSA_WG_STAGES * NSA_WG_KN * (DK + DV)) * 2 + 1024 + 128;
+    /* + 1024: the swizzled panels start on a 1024-byte boundary; + 256:
+       the warp-specialised pass's mbarriers and tile, after the stages */
+    return (size_t)(NW * 16 * DK + NSA_WG_STAGES * NSA_WG_KN * (DK + DV)) * 2 + 1024 + 256;
 }
 template <int DK, int DV, int NW>
 __host__ __device__ constexpr bool wg_held()
@@ -438,6 +438,14 @@ struct CwBars {
     uint64_t *qfull, *qempty;
 };
 
+/* The tile whose Q is staged, as the producer found it (rt.b < 0: no
+   tile left), so that the consumers start a tile without the dependent
+   global loads of locate_rows. Published with Q (qfull). */
+struct CwTile {
+    RowTile rt;
+    int hkv;
+};
+
 /* Work unit u of the persistent walk: kv head and row tile, the last tiles
    (the heaviest) first. */
 template <int NW>
@@ -451,10 +459,12 @@ __device__ inline bool cw_tile(const Params &p, int64_t units, int64_t u, RowTil
 /* The producer warpgroup (ptid 0..127): each thread's copies of a chunk
    (or of Q) arrive on the chunk's barrier once they have landed
    (cp_arrive), so it never waits for its own copies, only for a stage
-   (or Q) to be free. */
+   (or Q) to be free. Q's barrier also counts thread 0's arrival after it
+   wrote the tile (release: the consumers read it once the phase is
+   complete). */
 template <typename T, int DK, int DV, int NW>
 __device__ inline void cw_produce(const Params &p, unsigned br_mask, int64_t units, T *Qs, T *Ks,
-                                  T *Vs, const CwBars &b, int ptid)
+                                  T *Vs, const CwBars &b, CwTile *tile, int ptid)
 {
     constexpr int KN = NSA_WG_KN, NS = NSA_WG_STAGES, ROWS = NW * 16;
     uint32_t g = 0, j = 0;
@@ -464,6 +474,11 @@ __device__ inline void cw_produce(const Params &p, unsigned br_mask, int64_t uni
         if (!uniform(cw_tile<NW>(p, units, u, rt, hkv))) continue;
         mbar_wait(b.qempty, (j & 1) ^ 1);
         ++j;
+        if (ptid == 0) {
+            tile->rt = rt;
+            tile->hkv = hkv;
+            mbar_arrive(b.qfull);
+        }
         /* one row at a time: a row's address costs divisions by G, and
            unrolled they would hold the producer's few registers */
 #pragma unroll 1
@@ -489,17 +504,51 @@ __device__ inline void cw_produce(const Params &p, unsigned br_mask, int64_t uni
             }
         }
     }
+    /* no tile left: 128 + 1 arrivals without copies */
+    mbar_wait(b.qempty, (j & 1) ^ 1);
+    if (ptid == 0) {
+        tile->rt.b = -1;
+        mbar_arrive(b.qfull);
+    }
+    mbar_arrive(b.qfull);
     cp_wait<0>(); /* no copy outlives its thread */
 }
 
+/* Ping-pong between the two consumer warpgroups (FlashAttention-3): a
+   warpgroup issues its products only in its turn and passes the turn on
+   once they are issued, so the tensor core runs one warpgroup's products
+   while the other computes its softmax. Named barrier 2 + w is warpgroup
+   w's turn: it syncs there (its 128 threads) and the other warpgroup
+   arrives (128 more). Both walk the same chunks, so their turns pair up;
+   warpgroup 1 gives warpgroup 0 the first turn, and warpgroup 0 takes the
+   last turn warpgroup 1 passes (cw_consume). */
+#ifndef NSA_CW_PINGPONG
+#define NSA_CW_PINGPONG 1
+#endif
+template <int NW>
+struct CwTurns {
+    static constexpr bool on = NSA_CW_PINGPONG && NW == 8;
+    int wg;
+    __device__ inline void begin() const
+    {
+        if (on) asm volatile("bar.sync %0, 256;\n" :: "r"(2 + wg) : "memory");
+    }
+    __device__ inline void end() const
+    {
+        if (on) asm volatile("bar.arrive %0, 256;\n" :: "r"(3 - wg) : "memory");
+    }
+};
+
 /* One branch of a row tile for a consumer warp (warp of the consumers'
    NW, lane): row_fwd_sm90's steps over the chunks g0, g0 + 1, ... of the
-   stage sequence; frees Q after the last Q K^T when free_q. */
+   stage sequence, products issued in the warpgroup's turns; frees Q after
+   the last Q K^T when free_q. */
 template <typename T, int DK, int DV, int NW>
 __device__ inline void cw_branch(const Params &p, int br, const RowTile &rt, int hkv,
                                  const LaneRows &lr, uint32_t g0, bool free_q, uint64_t qdesc,
-                                 uint64_t kdesc, uint64_t vdesc, const CwBars &b, int lane,
-                                 float (&acc)[DV / 8][4], float (&m)[2], float (&l)[2], int &nch_out)
+                                 uint64_t kdesc, uint64_t vdesc, const CwBars &b,
+                                 const CwTurns<NW> &turn, int lane, float (&acc)[DV / 8][4],
+                                 float (&m)[2], float (&l)[2], int &nch_out)
 {
     constexpr int KN = NSA_WG_KN, NS = NSA_WG_STAGES, ROWS = NW * 16;
     const BranchKeys<T> keys(p, br, rt, hkv, DK, DV);
@@ -533,16 +582,18 @@ __device__ inline void cw_branch(const Params &p, int br, const RowTile &rt, int
             wgmma_pv<T, DV>(acc, pa[kk], vd + desc_step(kk * 16 * 128));
         wg_commit();
     };
+    const KeyRange kA = visible_keys(p, br, lr.tA), kB = visible_keys(p, br, lr.tB);
     auto scores = [&](int c, float &aA, float &aB) {
         int s0, cnt = src.chunk(c, s0);
-        mask_chunk(p, br, S, s0, cnt, uniform(chunk_whole(p, br, s0, cnt, KN, lr)), lr.tA,
-                   lr.tB, lane);
+        if (!uniform(chunk_whole(p, br, s0, cnt, KN, lr))) mask_keys(S, s0, cnt, kA, kB, lane);
         softmax_scores(S, p.sl2, m[0], m[1], l[0], l[1], aA, aB);
     };
     if (nch > 0) {
         float aA, aB;
         wait_full(0);
+        turn.begin();
         issue_qk(0);
+        turn.end();
         wg_wait<0>();
         wg_hold(S);
         scores(0, aA, aB);
@@ -552,8 +603,10 @@ __device__ inline void cw_branch(const Params &p, int br, const RowTile &rt, int
     for (int c = 1; c < nch; ++c) {
         float aA, aB;
         wait_full(c);
+        turn.begin();
         issue_qk(c);
         issue_pv(c - 1);
+        turn.end();
         wg_wait<1>();
         wg_hold(S);
         scores(c, aA, aB);
@@ -565,18 +618,23 @@ __device__ inline void cw_branch(const Params &p, int br, const RowTile &rt, int
         for (int kk = 0; kk < KN / 16; ++kk) p_fragment<T>(pa[kk], S, kk);
     }
     if (free_q) release(b.qempty);
-    if (nch > 0) issue_pv(nch - 1);
+    if (nch > 0) {
+        turn.begin();
+        issue_pv(nch - 1);
+        turn.end();
+    }
     wg_wait<0>();
     wg_hold(acc);
     if (nch > 0) release(&b.empty[(g0 + nch - 1) % NS]);
     nch_out = nch;
 }
 
-/* The consumer warps (ctid 0 .. NW * 32 - 1). */
+/* The consumer warps (ctid 0 .. NW * 32 - 1): the tiles the producer
+   publishes, until it says there are none. */
 template <typename T, int DK, int DV, int NW>
-__device__ inline void cw_consume(const Params &p, int mode, unsigned br_mask, int64_t units,
-                                  const T *Qs, const T *Ks, const T *Vs, float2 *held,
-                                  const CwBars &b, int ctid)
+__device__ inline void cw_consume(const Params &p, int mode, unsigned br_mask, const T *Qs,
+                                  const T *Ks, const T *Vs, float2 *held, const CwBars &b,
+                                  const CwTile *tile, int ctid)
 {
     constexpr int KN = NSA_WG_KN;
     const int warp = ctid >> 5, lane = ctid & 31, wg = warp >> 2;
@@ -586,22 +644,23 @@ __device__ inline void cw_consume(const Params &p, int mode, unsigned br_mask, i
     for (int br = 2; br >= 0; --br) if (br_mask & (1u << br)) first_br = br;
     for (int br = 0; br < 3; ++br) if (br_mask & (1u << br)) last_br = br;
     const bool hold = wg_held<DK, DV, NW>() && mode == M_FWD && first_br != last_br;
-    uint32_t g = 0, j = 0;
-    for (int64_t u = blockIdx.x; u < units; u += gridDim.x) {
-        RowTile rt;
-        int hkv;
-        if (!uniform(cw_tile<NW>(p, units, u, rt, hkv))) continue;
+    const CwTurns<NW> turn{wg};
+    if (wg == 1) turn.end();
+    uint32_t g = 0;
+    for (uint32_t j = 0;; ++j) {
+        mbar_wait(b.qfull, j & 1); /* Q fenced with the first chunk's wait */
+        const RowTile rt = tile->rt;
+        const int hkv = tile->hkv;
+        if (uniform(rt.b) < 0) break;
         const LaneRows lr = lane_rows(p, rt, hkv, rt.fbase + warp * 16, lane);
         const bool wactive = rt.fbase + warp * 16 < rt.fmax;
         bool prev = p.acc_in != 0;
-        mbar_wait(b.qfull, j & 1); /* fenced with the first chunk's wait */
-        ++j;
         for (int br = 0; br < 3; ++br) {
             if (!(br_mask & (1u << br))) continue;
             float acc[DV / 8][4], m[2], l[2];
             int nch;
             cw_branch<T, DK, DV, NW>(p, br, rt, hkv, lr, g, (unsigned)br == last_br, qdesc,
-                                     kdesc, vdesc, b, lane, acc, m, l, nch);
+                                     kdesc, vdesc, b, turn, lane, acc, m, l, nch);
             g += nch;
             if (wactive) {
                 const bool first = (unsigned)br == first_br;
@@ -612,6 +671,7 @@ __device__ inline void cw_consume(const Params &p, int mode, unsigned br_mask, i
             prev = true;
         }
     }
+    if (wg == 0) turn.begin();
 }
 
 template <typename T, int DK, int DV, int NW>
@@ -620,14 +680,15 @@ __device__ inline void row_fwd_ws(const Params &p, int mode, unsigned br_mask, i
     constexpr int KN = NSA_WG_KN, NS = NSA_WG_STAGES, ROWS = NW * 16;
     static_assert(NS >= 3, "chunk c + 1 resident while chunk c is computed");
     static_assert(DK % 64 == 0 && DV % 64 == 0 && DV <= 128, "64-column panels");
-    static_assert(2 * NS + 2 <= 16, "the mbarriers fit wg_stage_smem's 128 bytes");
+    static_assert(2 * NS + 2 <= 16 && sizeof(CwTile) <= 128, "wg_stage_smem's 256 bytes");
     static_assert(NW <= 8, "the registers given (NSA_CW_*_REGS) within the CTA's at launch");
     extern __shared__ __align__(16) unsigned char smem_raw[];
     T *Qs = (T *)sw128_base(smem_raw); /* [DK/64][ROWS][64] */
     T *Ks = Qs + ROWS * DK;            /* [NS][DK/64][KN][64] */
     T *Vs = Ks + NS * KN * DK;         /* [NS][DV/64][KN][64] */
     uint64_t *bar = (uint64_t *)(Vs + NS * KN * DV);
-    float2 *held = (float2 *)(bar + 16); /* wg_held(): [DV/2][NW*32] */
+    CwTile *tile = (CwTile *)(bar + 16);
+    float2 *held = (float2 *)(bar + 32); /* wg_held(): [DV/2][NW*32] */
     const CwBars b{bar, bar + NS, bar + 2 * NS, bar + 2 * NS + 1};
     const int tid = threadIdx.x;
     if (tid == 0) {
@@ -635,16 +696,16 @@ __device__ inline void row_fwd_ws(const Params &p, int mode, unsigned br_mask, i
             mbar_init(b.full + i, 128);
             mbar_init(b.empty + i, NW);
         }
-        mbar_init(b.qfull, 128);
+        mbar_init(b.qfull, 128 + 1);
         mbar_init(b.qempty, NW);
     }
     __syncthreads();
     if (uniform(tid >> 5) >= NW) {
         asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" :: "n"(NSA_CW_PRODUCER_REGS));
-        cw_produce<T, DK, DV, NW>(p, br_mask, units, Qs, Ks, Vs, b, tid - NW * 32);
+        cw_produce<T, DK, DV, NW>(p, br_mask, units, Qs, Ks, Vs, b, tile, tid - NW * 32);
     } else {
         asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;\n" :: "n"(NSA_CW_CONSUMER_REGS));
-        cw_consume<T, DK, DV, NW>(p, mode, br_mask, units, Qs, Ks, Vs, held, b, tid);
+        cw_consume<T, DK, DV, NW>(p, mode, br_mask, Qs, Ks, Vs, held, b, tile, tid);
     }
 }
 
