@@ -269,6 +269,9 @@ struct PrevSums {
     }
 };
 
+#ifndef NSA_HELD_BATCH
+#define NSA_HELD_BATCH 2 /* column tiles of held sums loaded together */
+#endif
 template <typename T, int DV>
 __device__ inline void store_gated(const Params &p, int br, bool fin, bool prev, bool vA,
                                    bool vB, int64_t rowA, int64_t rowB, float iA, float iB,
@@ -277,6 +280,42 @@ __device__ inline void store_gated(const Params &p, int br, bool fin, bool prev,
 {
     float ga = vA ? gate_of<T>(p, rowA, br) : 0.f, gb = vB ? gate_of<T>(p, rowB, br) : 0.f;
     constexpr int NB = PrevSums<DV>::NB;
+    if (held.slot && !prev) {
+        /* the held output without earlier sums, as below but with no branch
+           an element: the slots of rows past the tile are the thread's own
+           and never stored, and the next branch's slots are loaded HB
+           column tiles at a time */
+        constexpr int HB = NSA_HELD_BATCH;
+#pragma unroll
+        for (int nt0 = 0; nt0 < DV / 8; nt0 += HB) {
+            float2 kept[HB][2];
+            if (!held.first)
+#pragma unroll
+                for (int i = 0; i < HB; ++i)
+#pragma unroll
+                    for (int h = 0; h < 2; ++h) kept[i][h] = held.slot[((nt0 + i) * 2 + h) * held.stride];
+#pragma unroll
+            for (int i = 0; i < HB; ++i)
+#pragma unroll
+                for (int h = 0; h < 2; ++h) {
+                    const int nt = nt0 + i;
+                    const float g = h ? gb : ga, in = h ? iB : iA;
+                    float x0 = g * (acc[nt][2 * h] * in), x1 = g * (acc[nt][2 * h + 1] * in);
+                    if (held.first) {
+                        held.slot[(nt * 2 + h) * held.stride] = make_float2(x0, x1);
+                        continue;
+                    }
+                    x0 = kept[i][h].x + x0;
+                    x1 = kept[i][h].y + x1;
+                    const int64_t off = (h ? rowB : rowA) * DV + nt * 8 + 2 * (lane & 3);
+                    if (h ? vB : vA) {
+                        if (fin) *(uint32_t *)((T *)p.out + off) = Ty<T>::pack(x0, x1);
+                        else *(float2 *)(p.acc + off) = make_float2(x0, x1);
+                    }
+                }
+        }
+        return;
+    }
     float2 before[NB][2];
 #pragma unroll
     for (int nt = 0; nt < DV / 8; ++nt) {

@@ -42,9 +42,8 @@ namespace nsak {
 template <int DK, int DV, int NW>
 __host__ __device__ constexpr size_t wg_stage_smem()
 {
-    /* + 1024: the swizzled panels start on a 1024-byte boundary; + 256:
-       the warp-specialised pass's mbarriers and tile, after the stages */
-    return (size_t)(NW * 16 * DK + NSA_WG_STAGES * NSA_WG_KN * (DK + DV)) * 2 + 1024 + 256;
+    /* + 1024: the swizzled panels start on a 1024-byte boundary */
+    return (size_t)(NW * 16 * DK + NSA_WG_STAGES * NSA_WG_KN * (DK + DV)) * 2 + 1024;
 }
 template <int DK, int DV, int NW>
 __host__ __device__ constexpr bool wg_held()
@@ -99,13 +98,39 @@ constexpr size_t cw_dq_smem()
                : row_smem<DK, DV, NW, true>();
 }
 
-/* Shared memory of cw_fwd_kernel: enough for either path. */
+/* The warp-specialised pass (row_fwd_ws): keys a chunk (one m64nKN
+   product per 16 of the head dim) and K / V stages; Q, the stages, 256
+   bytes of mbarriers and the published tile, and the held output where it
+   fits. */
+#ifndef NSA_CW_KN
+#define NSA_CW_KN 64
+#endif
+#ifndef NSA_CW_STAGES
+#define NSA_CW_STAGES 4
+#endif
+template <int DK, int DV, int NW>
+__host__ __device__ constexpr size_t ws_stage_smem()
+{
+    return (size_t)(NW * 16 * DK + NSA_CW_STAGES * NSA_CW_KN * (DK + DV)) * 2 + 1024 + 256;
+}
+template <int DK, int DV, int NW>
+__host__ __device__ constexpr bool ws_held()
+{
+    return ws_stage_smem<DK, DV, NW>() + (size_t)NW * 16 * DV * 4 <= 227 * 1024;
+}
+template <int DK, int DV, int NW>
+constexpr size_t ws_smem()
+{
+    return ws_stage_smem<DK, DV, NW>() + (ws_held<DK, DV, NW>() ? (size_t)NW * 16 * DV * 4 : 0);
+}
+
+/* Shared memory of cw_fwd_kernel: enough for any of its paths. */
 template <int DK, int DV, int NW>
 constexpr size_t cw_fwd_smem()
 {
-    return wg_smem<DK, DV, NW>() > row_smem<DK, DV, NW, false>()
-               ? wg_smem<DK, DV, NW>()
-               : row_smem<DK, DV, NW, false>();
+    constexpr size_t a = wg_smem<DK, DV, NW>() > ws_smem<DK, DV, NW>() ? wg_smem<DK, DV, NW>()
+                                                                        : ws_smem<DK, DV, NW>();
+    return a > row_smem<DK, DV, NW, false>() ? a : row_smem<DK, DV, NW, false>();
 }
 
 /* kv_body_sm90's shared memory: the tile's K and V, two chunks of Q and dO,
@@ -156,9 +181,9 @@ __device__ inline void wg_hold(float (&d)[N][4])
         for (int e = 0; e < 4; ++e) asm volatile("" : "+f"(d[i][e]) :: "memory");
 }
 
-/* S (+)= A B^T, m64n64k16: A and B K-major in shared memory. */
-template <typename T>
-__device__ inline void wgmma_qk(float (&d)[8][4], uint64_t a, uint64_t b, int accumulate);
+/* S (+)= A B^T, m64nNk16: A and B K-major in shared memory. */
+template <typename T, int N>
+__device__ inline void wgmma_qk(float (&d)[N / 8][4], uint64_t a, uint64_t b, int accumulate);
 /* D += A B, m64nNk16: A in registers, B N-major in shared memory. */
 template <typename T, int N>
 __device__ inline void wgmma_pv(float (&d)[N / 8][4], const uint32_t (&a)[4], uint64_t b);
@@ -181,12 +206,23 @@ __device__ inline void wgmma_pv(float (&d)[N / 8][4], const uint32_t (&a)[4], ui
 /* The three products for one storage type (TS its PTX name). */
 #define NSA_WGMMA_DEFS(T, TS)                                                              \
     template <>                                                                            \
-    __device__ inline void wgmma_qk<T>(float (&d)[8][4], uint64_t a, uint64_t b, int acc)  \
+    __device__ inline void wgmma_qk<T, 64>(float (&d)[8][4], uint64_t a, uint64_t b,       \
+                                           int acc)                                        \
     {                                                                                      \
         asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n"                          \
                      "wgmma.mma_async.sync.aligned.m64n64k16.f32." TS "." TS " "           \
                      NSA_WG_R32 ", %32, %33, p, 1, 1, 0, 0;\n}\n"                        \
                      : NSA_WG_D32(d)                                                       \
+                     : "l"(a), "l"(b), "r"(acc));                                          \
+    }                                                                                      \
+    template <>                                                                            \
+    __device__ inline void wgmma_qk<T, 128>(float (&d)[16][4], uint64_t a, uint64_t b,     \
+                                            int acc)                                       \
+    {                                                                                      \
+        asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %66, 0;\n"                          \
+                     "wgmma.mma_async.sync.aligned.m64n128k16.f32." TS "." TS " "          \
+                     NSA_WG_R64 ", %64, %65, p, 1, 1, 0, 0;\n}\n"                        \
+                     : NSA_WG_D64(d)                                                       \
                      : "l"(a), "l"(b), "r"(acc));                                          \
     }                                                                                      \
     template <>                                                                            \
@@ -250,7 +286,7 @@ __device__ inline void wgmma_tiles_abt(float (&S)[KN / 8][4], uint64_t a, uint64
 {
 #pragma unroll
     for (int k = 0; k < D / 16; ++k)
-        wgmma_qk<T>(S, a + desc_step((k >> 2) * ROWS * 128 + (k & 3) * 32),
+        wgmma_qk<T, KN>(S, a + desc_step((k >> 2) * ROWS * 128 + (k & 3) * 32),
                     b + desc_step((k >> 2) * KN * 128 + (k & 3) * 32), k > 0);
 }
 
@@ -263,10 +299,11 @@ struct BranchKeys {
     int64_t kst, vst;
     int nch;
 
-    __device__ BranchKeys(const Params &p, int br, const RowTile &rt, int hkv, int DK, int DV)
+    __device__ BranchKeys(const Params &p, int br, const RowTile &rt, int hkv, int DK, int DV,
+                          int kn = NSA_WG_KN)
     {
         src = make_src<T>(p, br, rt, hkv, kb, vb, kst, vst, DK, DV);
-        src.kn = NSA_WG_KN;
+        src.kn = kn;
         nch = uniform(src.nchunks());
     }
 
@@ -466,7 +503,7 @@ template <typename T, int DK, int DV, int NW>
 __device__ inline void cw_produce(const Params &p, unsigned br_mask, int64_t units, T *Qs, T *Ks,
                                   T *Vs, const CwBars &b, CwTile *tile, int ptid)
 {
-    constexpr int KN = NSA_WG_KN, NS = NSA_WG_STAGES, ROWS = NW * 16;
+    constexpr int KN = NSA_CW_KN, NS = NSA_CW_STAGES, ROWS = NW * 16;
     uint32_t g = 0, j = 0;
     for (int64_t u = blockIdx.x; u < units; u += gridDim.x) {
         RowTile rt;
@@ -491,7 +528,7 @@ __device__ inline void cw_produce(const Params &p, unsigned br_mask, int64_t uni
         cp_arrive(b.qfull);
         for (int br = 0; br < 3; ++br) {
             if (!(br_mask & (1u << br))) continue;
-            const BranchKeys<T> keys(p, br, rt, hkv, DK, DV);
+            const BranchKeys<T> keys(p, br, rt, hkv, DK, DV, NSA_CW_KN);
             for (int c = 0; c < keys.nch; ++c, ++g) {
                 const int st = g % NS;
                 mbar_wait(&b.empty[st], ((g / NS) & 1) ^ 1);
@@ -550,8 +587,8 @@ __device__ inline void cw_branch(const Params &p, int br, const RowTile &rt, int
                                  const CwTurns<NW> &turn, int lane, float (&acc)[DV / 8][4],
                                  float (&m)[2], float (&l)[2], int &nch_out)
 {
-    constexpr int KN = NSA_WG_KN, NS = NSA_WG_STAGES, ROWS = NW * 16;
-    const BranchKeys<T> keys(p, br, rt, hkv, DK, DV);
+    constexpr int KN = NSA_CW_KN, NS = NSA_CW_STAGES, ROWS = NW * 16;
+    const BranchKeys<T> keys(p, br, rt, hkv, DK, DV, NSA_CW_KN);
     const KeySrc &src = keys.src;
     const int nch = keys.nch;
     float S[KN / 8][4];
@@ -613,7 +650,8 @@ __device__ inline void cw_branch(const Params &p, int br, const RowTile &rt, int
         wg_wait<0>();
         wg_hold(acc);
         release(&b.empty[(g0 + c - 1) % NS]);
-        rescale_rows(acc, aA, aB);
+        /* a warp whose rows all kept their max has factors of exactly 1 */
+        if (__any_sync(0xffffffffu, aA != 1.f || aB != 1.f)) rescale_rows(acc, aA, aB);
 #pragma unroll
         for (int kk = 0; kk < KN / 16; ++kk) p_fragment<T>(pa[kk], S, kk);
     }
@@ -636,14 +674,14 @@ __device__ inline void cw_consume(const Params &p, int mode, unsigned br_mask, c
                                   const T *Ks, const T *Vs, float2 *held, const CwBars &b,
                                   const CwTile *tile, int ctid)
 {
-    constexpr int KN = NSA_WG_KN;
+    constexpr int KN = NSA_CW_KN;
     const int warp = ctid >> 5, lane = ctid & 31, wg = warp >> 2;
     const uint64_t qdesc = sw128_desc(Qs + wg * 64 * 64, 16);
     const uint64_t kdesc = sw128_desc(Ks, 16), vdesc = sw128_desc(Vs, KN * 128);
     unsigned last_br = 0, first_br = 3;
     for (int br = 2; br >= 0; --br) if (br_mask & (1u << br)) first_br = br;
     for (int br = 0; br < 3; ++br) if (br_mask & (1u << br)) last_br = br;
-    const bool hold = wg_held<DK, DV, NW>() && mode == M_FWD && first_br != last_br;
+    const bool hold = ws_held<DK, DV, NW>() && mode == M_FWD && first_br != last_br;
     const CwTurns<NW> turn{wg};
     if (wg == 1) turn.end();
     uint32_t g = 0;
@@ -677,10 +715,10 @@ __device__ inline void cw_consume(const Params &p, int mode, unsigned br_mask, c
 template <typename T, int DK, int DV, int NW>
 __device__ inline void row_fwd_ws(const Params &p, int mode, unsigned br_mask, int64_t units)
 {
-    constexpr int KN = NSA_WG_KN, NS = NSA_WG_STAGES, ROWS = NW * 16;
-    static_assert(NS >= 3, "chunk c + 1 resident while chunk c is computed");
+    constexpr int KN = NSA_CW_KN, NS = NSA_CW_STAGES, ROWS = NW * 16;
+    static_assert(NS >= 2, "the next chunk lands while one is computed");
     static_assert(DK % 64 == 0 && DV % 64 == 0 && DV <= 128, "64-column panels");
-    static_assert(2 * NS + 2 <= 16 && sizeof(CwTile) <= 128, "wg_stage_smem's 256 bytes");
+    static_assert(2 * NS + 2 <= 16 && sizeof(CwTile) <= 128, "ws_stage_smem's 256 bytes");
     static_assert(NW <= 8, "the registers given (NSA_CW_*_REGS) within the CTA's at launch");
     extern __shared__ __align__(16) unsigned char smem_raw[];
     T *Qs = (T *)sw128_base(smem_raw); /* [DK/64][ROWS][64] */
@@ -688,7 +726,7 @@ __device__ inline void row_fwd_ws(const Params &p, int mode, unsigned br_mask, i
     T *Vs = Ks + NS * KN * DK;         /* [NS][DV/64][KN][64] */
     uint64_t *bar = (uint64_t *)(Vs + NS * KN * DV);
     CwTile *tile = (CwTile *)(bar + 16);
-    float2 *held = (float2 *)(bar + 32); /* wg_held(): [DV/2][NW*32] */
+    float2 *held = (float2 *)(bar + 32); /* ws_held(): [DV/2][NW*32] */
     const CwBars b{bar, bar + NS, bar + 2 * NS, bar + 2 * NS + 1};
     const int tid = threadIdx.x;
     if (tid == 0) {
