@@ -483,6 +483,22 @@ struct CwTile {
     int hkv;
 };
 
+/* The published tile, read by lane 0 and passed to the warp: the warp's
+   only reader is the lane that later frees Q for the producer to write the
+   next tile. */
+__device__ inline CwTile read_tile(const CwTile *t, int lane)
+{
+    constexpr int W = sizeof(CwTile) / 4;
+    static_assert(sizeof(CwTile) % 4 == 0, "whole words");
+    uint32_t w[W];
+    if (lane == 0) memcpy(w, t, sizeof w);
+#pragma unroll
+    for (int i = 0; i < W; ++i) w[i] = __shfl_sync(0xffffffffu, w[i], 0);
+    CwTile r;
+    memcpy(&r, w, sizeof r);
+    return r;
+}
+
 /* Work unit u of the persistent walk: kv head and row tile, the last tiles
    (the heaviest) first. */
 template <int NW>
@@ -687,8 +703,9 @@ __device__ inline void cw_consume(const Params &p, int mode, unsigned br_mask, c
     uint32_t g = 0;
     for (uint32_t j = 0;; ++j) {
         mbar_wait(b.qfull, j & 1); /* Q fenced with the first chunk's wait */
-        const RowTile rt = tile->rt;
-        const int hkv = tile->hkv;
+        const CwTile tl = read_tile(tile, lane);
+        const RowTile &rt = tl.rt;
+        const int hkv = tl.hkv;
         if (uniform(rt.b) < 0) break;
         const LaneRows lr = lane_rows(p, rt, hkv, rt.fbase + warp * 16, lane);
         const bool wactive = rt.fbase + warp * 16 < rt.fmax;
