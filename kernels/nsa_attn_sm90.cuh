@@ -66,8 +66,12 @@ constexpr size_t wg_smem()
    65,536 of an SM for NW = 8. A whole producer warpgroup because an SM
    splits its registers among four schedulers: with one producer warp, one
    scheduler would hold three warps, and every warp only 168 registers. */
+#ifndef NSA_CW_PRODUCER_REGS
 #define NSA_CW_PRODUCER_REGS 40
+#endif
+#ifndef NSA_CW_CONSUMER_REGS
 #define NSA_CW_CONSUMER_REGS 232
+#endif
 
 /* Threads of cw_fwd_kernel: on sm_90a a producer warpgroup beside the NW
    consumer warps (row_fwd_ws), elsewhere the NW warps of row_body. The host
