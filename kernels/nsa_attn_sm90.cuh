@@ -38,7 +38,18 @@ namespace nsak {
 /* The compressed branch's gated output waits in shared memory for the
    window branch (fp32, [DV / 2][NW * 32] float2, each thread its own)
    instead of a round trip through the fp32 accumulator in global memory,
-   where it fits beside the stages. */
+   where it fits beside a pass's `stage` bytes; with_held is then the
+   pass's whole shared memory. */
+__host__ __device__ constexpr size_t held_bytes(int DV, int NW) { return (size_t)NW * 16 * DV * 4; }
+__host__ __device__ constexpr bool held_fits(size_t stage, int DV, int NW)
+{
+    return stage + held_bytes(DV, NW) <= 227 * 1024;
+}
+__host__ __device__ constexpr size_t with_held(size_t stage, int DV, int NW)
+{
+    return stage + (held_fits(stage, DV, NW) ? held_bytes(DV, NW) : 0);
+}
+
 template <int DK, int DV, int NW>
 __host__ __device__ constexpr size_t wg_stage_smem()
 {
@@ -48,12 +59,12 @@ __host__ __device__ constexpr size_t wg_stage_smem()
 template <int DK, int DV, int NW>
 __host__ __device__ constexpr bool wg_held()
 {
-    return wg_stage_smem<DK, DV, NW>() + (size_t)NW * 16 * DV * 4 <= 227 * 1024;
+    return held_fits(wg_stage_smem<DK, DV, NW>(), DV, NW);
 }
 template <int DK, int DV, int NW>
 constexpr size_t wg_smem()
 {
-    return wg_stage_smem<DK, DV, NW>() + (wg_held<DK, DV, NW>() ? (size_t)NW * 16 * DV * 4 : 0);
+    return with_held(wg_stage_smem<DK, DV, NW>(), DV, NW);
 }
 
 /* 0: the forward's compressed and window passes without warp
@@ -120,12 +131,12 @@ __host__ __device__ constexpr size_t ws_stage_smem()
 template <int DK, int DV, int NW>
 __host__ __device__ constexpr bool ws_held()
 {
-    return ws_stage_smem<DK, DV, NW>() + (size_t)NW * 16 * DV * 4 <= 227 * 1024;
+    return held_fits(ws_stage_smem<DK, DV, NW>(), DV, NW);
 }
 template <int DK, int DV, int NW>
 constexpr size_t ws_smem()
 {
-    return ws_stage_smem<DK, DV, NW>() + (ws_held<DK, DV, NW>() ? (size_t)NW * 16 * DV * 4 : 0);
+    return with_held(ws_stage_smem<DK, DV, NW>(), DV, NW);
 }
 
 /* Shared memory of cw_fwd_kernel: enough for any of its paths. */
