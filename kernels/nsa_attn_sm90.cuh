@@ -170,9 +170,15 @@ __device__ inline uint64_t sw128_desc(const void *s, uint32_t lbo)
     return (uint64_t)((a & 0x3FFFF) >> 4) | ((uint64_t)(lbo >> 4) << 16) |
            ((uint64_t)(1024 >> 4) << 32) | (1ull << 62);
 }
-/* A descriptor moved by a byte offset: the address field holds bytes / 16
-   in its low 14 bits, and shared addresses stay below 2^18. */
-__host__ __device__ constexpr uint64_t desc_step(int bytes) { return (uint64_t)(bytes >> 4); }
+
+/* Descriptor d moved by a byte offset: the address field holds bytes / 16
+   in its low 14 bits, and shared addresses stay below 2^18, so the sum
+   never carries out of the low word (one 32-bit add). */
+__device__ inline uint64_t desc_at(uint64_t d, int bytes)
+{
+    const uint32_t lo = (uint32_t)d + (uint32_t)(bytes >> 4);
+    return (d & 0xFFFFFFFF00000000ull) | lo;
+}
 
 /* The first 1024-byte boundary in dynamic shared memory at p: a 128-byte
    swizzle repeats every 8 rows of 128 bytes, and the descriptors assume
@@ -294,15 +300,16 @@ __device__ inline void stage_run_sw128(T *dst, const T *run, int64_t st, int cnt
 __device__ inline int uniform(int x) { return __shfl_sync(0xffffffffu, x, 0); }
 
 /* S = A B^T over D columns, issued (the caller fences and commits): A the
-   ROWS-row and B the KN-row swizzled tiles at descriptors a and b. The k-th
-   16 columns of a tile lie in panel k / 4, 32 bytes into its rows. */
-template <typename T, int D, int ROWS, int KN>
+   ROWS-row tile and B the KN rows of a BROWS-row tile (swizzled) at
+   descriptors a and b. The k-th 16 columns of a tile lie in panel k / 4,
+   32 bytes into its rows. */
+template <typename T, int D, int ROWS, int KN, int BROWS = KN>
 __device__ inline void wgmma_tiles_abt(float (&S)[KN / 8][4], uint64_t a, uint64_t b)
 {
 #pragma unroll
     for (int k = 0; k < D / 16; ++k)
-        wgmma_qk<T, KN>(S, a + desc_step((k >> 2) * ROWS * 128 + (k & 3) * 32),
-                    b + desc_step((k >> 2) * KN * 128 + (k & 3) * 32), k > 0);
+        wgmma_qk<T, KN>(S, desc_at(a, (k >> 2) * ROWS * 128 + (k & 3) * 32),
+                        desc_at(b, (k >> 2) * BROWS * 128 + (k & 3) * 32), k > 0);
 }
 
 /* A branch's keys for a row tile on this path: where they are, and how
@@ -391,17 +398,17 @@ __device__ inline void row_fwd_sm90(const Params &p, int mode, unsigned br_mask)
         /* S = Q K_c^T, issued without waiting */
         auto issue_qk = [&](int c) {
             wg_fence();
-            wgmma_tiles_abt<T, DK, ROWS, KN>(S, qdesc, kdesc + desc_step((c % NS) * KN * DK * 2));
+            wgmma_tiles_abt<T, DK, ROWS, KN>(S, qdesc, desc_at(kdesc, (c % NS) * KN * DK * 2));
             wg_commit();
         };
         /* acc += P V_c, issued without waiting; 16 keys are 16 rows of 128
            bytes */
         auto issue_pv = [&](int c) {
-            const uint64_t vd = vdesc + desc_step((c % NS) * KN * DV * 2);
+            const uint64_t vd = desc_at(vdesc, (c % NS) * KN * DV * 2);
             wg_fence();
 #pragma unroll
             for (int kk = 0; kk < KN / 16; ++kk)
-                wgmma_pv<T, DV>(acc, pa[kk], vd + desc_step(kk * 16 * 128));
+                wgmma_pv<T, DV>(acc, pa[kk], desc_at(vd, kk * 16 * 128));
             wg_commit();
         };
         /* mask and online softmax of S_c (its wgmma complete); returns the
@@ -639,15 +646,15 @@ __device__ inline void cw_branch(const Params &p, int br, const RowTile &rt, int
     };
     auto issue_qk = [&](int c) {
         wg_fence();
-        wgmma_tiles_abt<T, DK, ROWS, KN>(S, qdesc, kdesc + desc_step((g0 + c) % NS * KN * DK * 2));
+        wgmma_tiles_abt<T, DK, ROWS, KN>(S, qdesc, desc_at(kdesc, (g0 + c) % NS * KN * DK * 2));
         wg_commit();
     };
     auto issue_pv = [&](int c) {
-        const uint64_t vd = vdesc + desc_step((g0 + c) % NS * KN * DV * 2);
+        const uint64_t vd = desc_at(vdesc, (g0 + c) % NS * KN * DV * 2);
         wg_fence();
 #pragma unroll
         for (int kk = 0; kk < KN / 16; ++kk)
-            wgmma_pv<T, DV>(acc, pa[kk], vd + desc_step(kk * 16 * 128));
+            wgmma_pv<T, DV>(acc, pa[kk], desc_at(vd, kk * 16 * 128));
         wg_commit();
     };
     const KeyRange kA = visible_keys(p, br, lr.tA), kB = visible_keys(p, br, lr.tB);
@@ -799,8 +806,8 @@ __device__ inline void wgmma_hilo(float (&acc)[N / 8][4], const uint32_t (&hi)[K
 {
 #pragma unroll
     for (int kk = 0; kk < KN / 16; ++kk) {
-        wgmma_pv<T, N>(acc, hi[kk], b + desc_step(kk * 16 * 128));
-        wgmma_pv<T, N>(acc, lo[kk], b + desc_step(kk * 16 * 128));
+        wgmma_pv<T, N>(acc, hi[kk], desc_at(b, kk * 16 * 128));
+        wgmma_pv<T, N>(acc, lo[kk], desc_at(b, kk * 16 * 128));
     }
 }
 
@@ -853,15 +860,15 @@ __device__ inline void row_dq_sm90(const Params &p, unsigned br_mask)
         /* S_c = Q K_c^T and dP_c = dO V_c^T, issued as one group */
         auto issue_s_dp = [&](int c) {
             wg_fence();
-            wgmma_tiles_abt<T, DK, ROWS, KN>(S, qdesc, kdesc + desc_step((c % NS) * KN * DK * 2));
-            wgmma_tiles_abt<T, DV, ROWS, KN>(dP, odesc, vdesc + desc_step((c % NS) * KN * DV * 2));
+            wgmma_tiles_abt<T, DK, ROWS, KN>(S, qdesc, desc_at(kdesc, (c % NS) * KN * DK * 2));
+            wgmma_tiles_abt<T, DV, ROWS, KN>(dP, odesc, desc_at(vdesc, (c % NS) * KN * DV * 2));
             wg_commit();
         };
         /* acc += dS_c K_c from ph, pl, issued as one group */
         auto issue_dq = [&](int c) {
             wg_hold(acc);
             wg_fence();
-            wgmma_hilo<T, DK, KN>(acc, ph, pl, kndesc + desc_step((c % NS) * KN * DK * 2));
+            wgmma_hilo<T, DK, KN>(acc, ph, pl, desc_at(kndesc, (c % NS) * KN * DK * 2));
             wg_commit();
         };
         /* dS_c = P (g dP - Delta) into S, P from the saved lse */
@@ -980,8 +987,8 @@ __device__ inline void kv_body_sm90(const Params &p, const KvSplit &sp)
         __syncthreads();
         float St[RC / 8][4], dPt[RC / 8][4];
         wg_fence();
-        wgmma_tiles_abt<T, DK, 64, RC>(St, kdesc, qdesc + desc_step(buf * RC * DK * 2));
-        wgmma_tiles_abt<T, DV, 64, RC>(dPt, vdesc, odesc + desc_step(buf * RC * DV * 2));
+        wgmma_tiles_abt<T, DK, 64, RC>(St, kdesc, desc_at(qdesc, buf * RC * DK * 2));
+        wgmma_tiles_abt<T, DV, 64, RC>(dPt, vdesc, desc_at(odesc, buf * RC * DV * 2));
         wg_commit();
         if (i + 1 < nc) load(cbeg + i + 1, buf ^ 1);
         wg_wait<0>();
@@ -991,8 +998,8 @@ __device__ inline void kv_body_sm90(const Params &p, const KvSplit &sp)
         uint32_t ph[RC / 16][4], pl[RC / 16][4], sh[RC / 16][4], sl[RC / 16][4];
         split_frags<T, RC>(St, ph, pl);
         split_frags<T, RC>(dPt, sh, sl);
-        const uint64_t qn = qndesc + desc_step(buf * RC * DK * 2);
-        const uint64_t on = ondesc + desc_step(buf * RC * DV * 2);
+        const uint64_t qn = desc_at(qndesc, buf * RC * DK * 2);
+        const uint64_t on = desc_at(ondesc, buf * RC * DV * 2);
         wg_hold(dk);
         wg_hold(dv);
         wg_fence();

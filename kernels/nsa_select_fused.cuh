@@ -76,6 +76,23 @@ __device__ inline SelSmem sel_smem(unsigned char *base, int G, int n, int warp)
     return s;
 }
 
+/* The warp's 16 rows' lse from the compressed pass into sm.lse2, log2
+   domain; +inf past the tile's end and where a row sees no block (its
+   probabilities are then 0). */
+__device__ inline void sel_row_lse2(const Params &p, const RowTile &rt, int hkv, int G,
+                                    const SelSmem &sm, int warp, int lane)
+{
+    if (lane >= 16) return;
+    const int64_t f = rt.fbase + warp * 16 + lane;
+    float v = INFINITY;
+    if (f < rt.fmax && p.probs) {
+        const int64_t row = (rt.q0 + rt.tok_off + f / G) * p.H + hkv * G + (int)(f % G);
+        const float l = p.lse[BR_CMP][row];
+        v = l == -INFINITY ? INFINITY : l * NSA_LOG2E;
+    }
+    sm.lse2[lane] = v;
+}
+
 /* Position of the warp's token tk, or -1 past the tile's rows (the tile
    starts on a token: G divides the rows of a CTA). */
 __device__ inline int sel_token_pos(const RowTile &rt, int G, int warp, int tk)
@@ -234,14 +251,22 @@ __device__ inline void sel_chunk_merge(const Params &p, const SelGeo &g, int jt,
     unsigned m = __ballot_sync(0xffffffffu, cand);
     if (!m) return;
     int cur_above = 0, key_above = 0, list_above = 0;
+    /* two candidates a trip: their shuffles, compares and ballots are
+       independent, so one's latency hides the other's (a 64K profile
+       found the one-at-a-time loop the sweep's largest stall) */
     while (m) {
-        const int src = __ffs(m) - 1;
+        const int s1 = __ffs(m) - 1;
         m &= m - 1;
-        const u64 x = __shfl_sync(0xffffffffu, key, src);
-        cur_above += x > cur;
-        key_above += x > key;
-        const unsigned b = __ballot_sync(0xffffffffu, lane < n && cur > x);
-        if (lane == src) list_above = __popc(b);
+        const bool two = m != 0;
+        const int s2 = two ? __ffs(m) - 1 : s1;
+        m &= m - 1;
+        const u64 x1 = __shfl_sync(0xffffffffu, key, s1), x2 = __shfl_sync(0xffffffffu, key, s2);
+        cur_above += (x1 > cur) + (two && x2 > cur);
+        key_above += (x1 > key) + (two && x2 > key);
+        const unsigned b1 = __ballot_sync(0xffffffffu, lane < n && cur > x1);
+        const unsigned b2 = __ballot_sync(0xffffffffu, lane < n && cur > x2);
+        if (lane == s1) list_above = __popc(b1);
+        if (two && lane == s2) list_above = __popc(b2);
     }
     __syncwarp(); /* every lane has read the list */
     if (lane < n && lane + cur_above < n) top[lane + cur_above] = cur;
@@ -379,16 +404,7 @@ __device__ inline void select_sweep_body(const Params &p)
 #pragma unroll
     for (int k = 0; k < DK / 16; ++k) lda<LDK>(qa[k], Qs, warp * 16, k * 16, lane);
     const SelSmem sm = sel_smem<NW>(selm, G, p.n, warp);
-    if (lane < 16) { /* log2 domain; +inf where the row sees no block */
-        const int64_t f = rt.fbase + warp * 16 + lane;
-        float v = INFINITY;
-        if (f < rt.fmax && p.probs) {
-            const int64_t row = (rt.q0 + rt.tok_off + f / G) * p.H + hkv * G + (int)(f % G);
-            const float l = p.lse[BR_CMP][row];
-            v = l == -INFINITY ? INFINITY : l * NSA_LOG2E;
-        }
-        sm.lse2[lane] = v;
-    }
+    sel_row_lse2(p, rt, hkv, G, sm, warp, lane);
     __syncwarp();
     const T *kb, *vb;
     int64_t kst, vst;

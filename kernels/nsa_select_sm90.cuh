@@ -2,17 +2,20 @@
    "Selection", bq = 1) on Hopper's warpgroup MMA, sm_90a.
 
    The same CTA, rows and steps as select_sweep_body (nsa_select_fused.cuh),
-   with the products of nsa_attn_sm90.cuh: S = Q K_cmp^T as wgmma m64n64k16
-   from swizzled shared tiles, 64 compressed blocks a chunk, and several CTAs
-   an SM (NSA_SEL_CTAS), so that one CTA's scoring, which
-   is most of the work, overlaps the others' products: the sweep is bound
-   by its instructions, not its products (one CTA an SM with the next
-   chunk's product in flight was slower than the mma.sync sweep, 33.5 ms
-   against 29.6 ms at 64K). A lane holds rows g and
-   g + 8 of its warp's 16 (g = lane / 4) against 16 of the chunk's columns,
-   so the sum over a token's G heads (step 1) is a sum over those rows: the
-   two in the lane when G = 16, then across the lanes of equal lane % 4.
-   The overlap map and the streaming top-n run per 32 blocks, as before.
+   with the products of nsa_attn_sm90.cuh: S^T = K_cmp Q^T as wgmma m64n64k16
+   from swizzled shared tiles (a warpgroup's 64 rows against the chunk's 64
+   compressed blocks), and several CTAs an SM (NSA_SEL_CTAS), so that one
+   CTA's scoring overlaps the others' products. The sweep is bound by the
+   instructions it issues a chunk (a 16K profile: two thirds of the issue
+   slots busy, the tensor and special-function pipes far less), so each
+   step is written for few of them:
+     - the transposed product puts a token's G heads in a lane's columns:
+       at G = 16 the group sum is three adds a value and a reduce-scatter
+       over four lanes (with Q K^T it was a reduce-scatter over eight);
+     - 2^x is one EX2, with the subnormal-keeping exp2f only for chunks
+       that need it (sel_probs);
+     - at G = 16 the overlap map and the streaming top-n run once every two
+       chunks, on 32 selection blocks (rl = 4) rather than 16.
 
    select_sweep_kernel is the one entry: this path on sm_90a, the mma.sync
    sweep elsewhere. */
@@ -52,7 +55,8 @@ constexpr size_t select_sweep_wg_smem()
 template <int DK, int NW>
 inline size_t select_sweep_kernel_smem(int G, int n)
 {
-    const size_t a = select_sweep_wg_smem<DK, NW>() + fused_select_smem(NW, G, n, NSA_WG_KN);
+    const size_t a = select_sweep_wg_smem<DK, NW>() +
+                     fused_select_smem(NW, G, n, G == 16 ? 2 * NSA_WG_KN : NSA_WG_KN);
     const size_t b = select_sweep_smem<DK, NW>() + fused_select_smem(NW, G, n);
     return a > b ? a : b;
 }
@@ -74,73 +78,111 @@ __device__ inline void reduce_scatter_half(float *w, int mask, int lane)
     }
 }
 
-/* Step 1 for one chunk: the lane's probabilities (or logits) of rows g and
-   g + 8, summed over each token's G heads into tsc[token][HALO + column].
-   Rows past the tile's end hold Q = 0 and lse2 = +inf, so they add 0
-   without a test; a chunk that every row of the warp sees whole needs no
-   visibility test either. */
-template <int G>
-__device__ inline void sel_group_sums(const Params &p, const float (&S)[NSA_WG_KN / 8][4],
-                                      int s0, bool whole, int tA, int tB, float l2A, float l2B,
-                                      float *tsc, int lane)
+/* The sweep's products are S^T = K_cmp Q^T: a warpgroup's m64n64 tile is
+   the chunk's 64 compressed blocks against the warpgroup's 64 query rows,
+   and S[nt][e] of a lane is block key0 + g + 8 (e >> 1) (g = lane / 4,
+   key0 = 16 (warp % 4)) against row 8 nt + 2 t4 + (e & 1) (t4 = lane % 4).
+   A token's G heads are then adjacent columns: the sum over them (step 1)
+   is mostly a sum of a lane's own values. */
+
+/* S -> p = 2^(sl2 s - lse2) in place (probs mode; l2s: the lse2 of the
+   warpgroup's 64 rows, in shared memory rather than 16 registers a lane),
+   or sc s (logits mode). 2^x is one FFMA and one EX2,
+   which flushes results below 2^-126 to zero; exp2f keeps them as
+   subnormals (a flushed score could change a ranking), and gives the same
+   bits above, so a chunk where some lane of the warp has an exponent below
+   -126 (rows past the tile's end and rows that see no block have lse2 =
+   +inf, exponent -inf) takes exp2f. */
+__device__ inline void sel_probs(const Params &p, float (&S)[NSA_WG_KN / 8][4], const float *l2s,
+                                 int lane)
 {
-    constexpr int NT = NSA_WG_KN / 8, LDT = NSA_SEL_HALO + NSA_WG_KN;
-    const int g = lane >> 2, t4 = lane & 3;
-    float v[NT][4];
-    if (p.probs) { /* one test a chunk, not one an element */
-        const float sl2 = p.sl2;
-#pragma unroll
-        for (int nt = 0; nt < NT; ++nt)
-#pragma unroll
-            for (int e = 0; e < 4; ++e) v[nt][e] = exp2f(S[nt][e] * sl2 - (e < 2 ? l2A : l2B));
-    } else {
+    constexpr int NT = NSA_WG_KN / 8;
+    if (!p.probs) {
         const float sc = p.sc;
 #pragma unroll
         for (int nt = 0; nt < NT; ++nt)
 #pragma unroll
-            for (int e = 0; e < 4; ++e) v[nt][e] = S[nt][e] * sc;
+            for (int e = 0; e < 4; ++e) S[nt][e] *= sc;
+        return;
     }
-    if (!whole)
+    const float sl2 = p.sl2;
+    float lo[4] = {INFINITY, INFINITY, INFINITY, INFINITY}; /* four short chains, not one long */
+#pragma unroll
+    for (int nt = 0; nt < NT; ++nt) {
+        const float2 l2 = *(const float2 *)(l2s + nt * 8 + 2 * (lane & 3));
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+            S[nt][e] = fmaf(S[nt][e], sl2, -(e & 1 ? l2.y : l2.x));
+            lo[e] = fminf(lo[e], S[nt][e]);
+        }
+    }
+    if (__any_sync(0xffffffffu, fminf(fminf(lo[0], lo[1]), fminf(lo[2], lo[3])) < -126.f)) {
+#pragma unroll
+        for (int nt = 0; nt < NT; ++nt)
+#pragma unroll
+            for (int e = 0; e < 4; ++e) S[nt][e] = exp2f(S[nt][e]);
+    } else {
+#pragma unroll
+        for (int nt = 0; nt < NT; ++nt)
+#pragma unroll
+            for (int e = 0; e < 4; ++e) S[nt][e] = exp2_ftz(S[nt][e]);
+    }
+}
+
+/* Step 1 for one chunk of a warpgroup: the lane's probabilities (or
+   logits), 0 where the block is not visible to the row's token, summed
+   over each token's G heads into tsc[token][HALO + soff + block]: tsc is
+   the warpgroup's first token's scores (row stride LDT), t0 the position
+   of the warpgroup's first row's token, nrows its rows in the tile. */
+template <int G, int LDT>
+__device__ inline void sel_group_sums(const Params &p, float (&S)[NSA_WG_KN / 8][4], int s0,
+                                      int key0, bool whole, int t0, int nrows, float *tsc,
+                                      int lane)
+{
+    constexpr int NT = NSA_WG_KN / 8;
+    const int g = lane >> 2, t4 = lane & 3;
+    if (!whole) /* step 1: only blocks the row's token sees */
 #pragma unroll
         for (int nt = 0; nt < NT; ++nt)
 #pragma unroll
             for (int e = 0; e < 4; ++e) {
-                const int t = e < 2 ? tA : tB, i = s0 + nt * 8 + 2 * t4 + (e & 1);
-                if (!(t >= 0 && nsa_cmp_visible(i, t, p.l, p.d))) v[nt][e] = 0.f; /* step 1 */
+                const int r = nt * 8 + 2 * t4 + (e & 1), i = s0 + key0 + g + 8 * (e >> 1);
+                if (!(r < nrows && nsa_cmp_visible(i, t0 + r / G, p.l, p.d))) S[nt][e] = 0.f;
             }
+    float *col = tsc + NSA_SEL_HALO + key0 + g; /* block key0 + g of token 0 */
     if constexpr (G == 16) {
-        /* one token: rows g and g + 8, then a reduce-scatter over the 8
-           lanes of equal lane % 4 (halving the columns at each of lanes'
-           bits 4, 3, 2): lane (g, t4) ends with columns 8 g + 2 t4 + {0, 1} */
-        float w[2 * NT];
+        /* token k: columns 16 k .. 16 k + 15, n tiles 2 k and 2 k + 1 of the
+           four lanes of equal g; a reduce-scatter over those lanes leaves
+           lane t4 with token t4's sums for blocks g and g + 8 */
+        float w[8];
 #pragma unroll
-        for (int nt = 0; nt < NT; ++nt) {
-            w[2 * nt] = v[nt][0] + v[nt][2];
-            w[2 * nt + 1] = v[nt][1] + v[nt][3];
-        }
-        reduce_scatter_half<NT>(w, 16, lane);     /* 8 values move */
-        reduce_scatter_half<NT / 2>(w, 8, lane);  /* 4 */
-        reduce_scatter_half<NT / 4>(w, 4, lane);  /* 2 */
-        *(float2 *)(tsc + NSA_SEL_HALO + g * 8 + 2 * t4) = make_float2(w[0], w[1]);
-    } else { /* rows g and g + 8 are tokens g / G and (g + 8) / G */
+        for (int k = 0; k < 4; ++k)
+#pragma unroll
+            for (int h = 0; h < 2; ++h)
+                w[2 * k + h] = (S[2 * k][2 * h] + S[2 * k][2 * h + 1]) +
+                               (S[2 * k + 1][2 * h] + S[2 * k + 1][2 * h + 1]);
+        reduce_scatter_half<4>(w, 2, lane);
+        reduce_scatter_half<2>(w, 1, lane);
+        col[t4 * LDT] = w[0];
+        col[t4 * LDT + 8] = w[1];
+    } else if constexpr (G == 1) {
 #pragma unroll
         for (int nt = 0; nt < NT; ++nt)
 #pragma unroll
-            for (int e = 0; e < 4; ++e) {
-                float w = v[nt][e];
-                if constexpr (G >= 2) w += __shfl_xor_sync(0xffffffffu, w, 4);
-                if constexpr (G >= 4) w += __shfl_xor_sync(0xffffffffu, w, 8);
-                if constexpr (G >= 8) w += __shfl_xor_sync(0xffffffffu, w, 16);
-                v[nt][e] = w;
-            }
-        if (g % G == 0) {
-            float *ta = tsc + (g / G) * LDT + NSA_SEL_HALO, *tb = tsc + ((g + 8) / G) * LDT + NSA_SEL_HALO;
+            for (int e = 0; e < 4; ++e) col[(nt * 8 + 2 * t4 + (e & 1)) * LDT + 8 * (e >> 1)] = S[nt][e];
+    } else {
+        /* G = 2, 4, 8: a token is the two columns of a lane and, for G > 2,
+           the lanes of equal t4 / (G / 2) (a butterfly over t4's low bits);
+           the first of them stores */
 #pragma unroll
-            for (int nt = 0; nt < NT; ++nt) {
-                *(float2 *)(ta + nt * 8 + 2 * t4) = make_float2(v[nt][0], v[nt][1]);
-                *(float2 *)(tb + nt * 8 + 2 * t4) = make_float2(v[nt][2], v[nt][3]);
+        for (int nt = 0; nt < NT; ++nt)
+#pragma unroll
+            for (int h = 0; h < 2; ++h) {
+                float w = S[nt][2 * h] + S[nt][2 * h + 1];
+                if constexpr (G >= 4) w += __shfl_xor_sync(0xffffffffu, w, 1);
+                if constexpr (G >= 8) w += __shfl_xor_sync(0xffffffffu, w, 2);
+                if ((2 * t4) % G == 0) col[((nt * 8 + 2 * t4) / G) * LDT + 8 * h] = w;
             }
-        }
     }
 }
 
@@ -148,34 +190,34 @@ template <typename T, int DK, int NW, int G>
 __device__ inline void select_sweep_sm90(const Params &p)
 {
     constexpr int KN = NSA_WG_KN, NS = NSA_SEL_STAGES, ROWS = NW * 16;
-    constexpr int LDT = NSA_SEL_HALO + KN, tpw = 16 / G;
-    /* step c loads chunk c + NS - 1 into the stage chunk c - 1 was read
-       from, once every thread has passed step c - 1's closing barrier */
+    /* G = 16 with rl >= 4: a merge every two chunks (2 KN / rl <= 32
+       selection blocks, a lane each), so tsc holds two chunks */
+    constexpr int SPAN = G == 16 ? 2 * KN : KN, LDT = NSA_SEL_HALO + SPAN, tpw = 16 / G;
     static_assert(NS >= 2 && KN == 2 * NSA_KN, "two merges of NSA_KN blocks a chunk");
+    static_assert(NW == 8 && KN == 64, "two warpgroups of 64 rows against 64 blocks");
     extern __shared__ __align__(16) unsigned char smem_raw[];
     T *Qs = (T *)sw128_base(smem_raw); /* [DK/64][ROWS][64] */
     T *Ks = Qs + ROWS * DK;                                         /* [NS][DK/64][KN][64] */
     unsigned char *selm = (unsigned char *)(Ks + NS * KN * DK);
-    const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, wg = warp >> 2;
+    /* wg from lane 0: the compiler then keeps what it derives (the
+       descriptors) in uniform registers */
+    const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, wg = uniform(warp >> 2);
     const int hkv = blockIdx.y, n = p.n;
     RowTile rt;
     if (!uniform(locate_rows<false, NW>(p, rt))) return;
     const bool wactive = rt.fbase + warp * 16 < rt.fmax;
-    const LaneRows lr = lane_rows(p, rt, hkv, rt.fbase + warp * 16, lane);
     stage_rows_sw128<DK, ROWS, NW * 32>(Qs, [&](int r) {
         return tile_row(rt, hkv, G, r, (const T *)p.q, p.qst, p.qsh); }, tid);
     cp_commit();
-    const SelSmem sm = sel_smem<NW, KN>(selm, G, n, warp);
+    const SelSmem sm = sel_smem<NW, SPAN>(selm, G, n, warp);
+    float *tsc_wg = sel_smem<NW, SPAN>(selm, G, n, 4 * wg).tsc; /* the warpgroup's first token */
     for (int i = lane; i < tpw * n; i += 32) sm.top[i] = 0ull; /* key 0: empty */
     for (int i = lane; i < tpw * LDT; i += 32) sm.tsc[i] = 0.f;
-    /* the rows' lse from the compressed pass, log2 domain; +inf where a row
-       sees no block (its probabilities are then 0) */
-    auto lse2_of = [&](bool v, int64_t row) {
-        if (!v || !p.probs) return INFINITY;
-        const float l = p.lse[BR_CMP][row];
-        return l == -INFINITY ? INFINITY : l * NSA_LOG2E;
-    };
-    const float l2A = lse2_of(lr.vA, lr.rowA), l2B = lse2_of(lr.vB, lr.rowB);
+    sel_row_lse2(p, rt, hkv, G, sm, warp, lane);
+    const float *l2s = sel_smem<NW, SPAN>(selm, G, n, 4 * wg).lse2; /* the warpgroup's 64 rows */
+    const int64_t f_wg = rt.fbase + 64 * wg;
+    const int nrows = (int)max((int64_t)0, min((int64_t)64, rt.fmax - f_wg));
+    const int t0 = rt.pos0 + rt.tok_off + (int)(f_wg / G);
 
     const T *kb, *vb;
     int64_t kst, vst;
@@ -183,6 +225,7 @@ __device__ inline void select_sweep_sm90(const Params &p)
     const int hi = src.hi;
     const SelGeo geo = sel_geo(p);
     const int rk = geo.rk, jt_lane = sel_token_jt(p, rt, G, warp, lane);
+    const bool span2 = SPAN == 2 * KN && geo.rl >= 4;
     /* cover every selection block the tile's last token may take */
     const int nch = uniform((max(hi, (rt.t_last / p.lp + 1) * geo.rl) + KN - 1) / KN);
     auto load = [&](int c) {
@@ -194,51 +237,73 @@ __device__ inline void select_sweep_sm90(const Params &p)
         cp_commit();
     };
     const uint64_t qdesc = sw128_desc(Qs + wg * 64 * 64, 16), kdesc = sw128_desc(Ks, 16);
-    auto issue_qk = [&](int c, float (&Sd)[KN / 8][4]) {
-        wg_fence();
-        wgmma_tiles_abt<T, DK, ROWS, KN>(Sd, qdesc, kdesc + desc_step((c % NS) * KN * DK * 2));
-        wg_commit();
-    };
-    /* Step c: S_c = Q K_c^T, then steps 1-4 on it. Two CTAs share an SM
-       (one S, no product in flight across the scoring), so one's scoring
-       overlaps the other's products. Stages as in row_fwd_sm90, K only. */
+    const int key0 = 16 * (warp & 3);
     float S[KN / 8][4];
-    __syncthreads();
-    for (int c = 0; c < NS - 1; ++c) load(c);
-    for (int c = 0; c < nch; ++c) {
-        load(c + NS - 1); /* into the stage S_{c-1} was read from */
-        cp_wait<NS - 1>();
-        fence_async_smem();
-        __syncthreads();
-        issue_qk(c, S);
-        wg_wait<0>();
-        wg_hold(S);
-        const int s0 = c * KN;
-        const bool whole = uniform(chunk_whole(p, BR_CMP, s0, KN, KN, lr));
-        sel_group_sums<G>(p, S, s0, whole, lr.tA, lr.tB, l2A, l2B, sm.tsc, lane);
-        __syncwarp();
-        if (wactive)
-            for (int tk = 0; tk < tpw; ++tk) {
-                const int jt = __shfl_sync(0xffffffffu, jt_lane, tk);
-                if (jt < 0) continue;
-                const float *cs = sm.tsc + tk * LDT;
-                if (geo.rl >= KN / 32) {
-                    sel_chunk_merge<KN>(p, geo, jt, s0, cs, sm.top + tk * n, lane);
-                } else { /* more selection blocks than lanes: two halves */
-                    sel_chunk_merge<NSA_KN>(p, geo, jt, s0, cs, sm.top + tk * n, lane);
-                    sel_chunk_merge<NSA_KN>(p, geo, jt, s0 + NSA_KN, cs + NSA_KN, sm.top + tk * n,
-                                            lane);
-                }
+    /* Steps 2-4 for the warp's tokens on the span of blocks from m0, then
+       the halo: the span's last rk - 1 scores serve the next span */
+    auto merge = [&](int m0) {
+        for (int tk = 0; tk < tpw; ++tk) {
+            const int jt = __shfl_sync(0xffffffffu, jt_lane, tk);
+            if (jt < 0) continue;
+            const float *cs = sm.tsc + tk * LDT;
+            if (span2) {
+                sel_chunk_merge<2 * KN>(p, geo, jt, m0, cs, sm.top + tk * n, lane);
+            } else if (geo.rl >= KN / 32) {
+                sel_chunk_merge<KN>(p, geo, jt, m0, cs, sm.top + tk * n, lane);
+            } else { /* more selection blocks than lanes: two halves */
+                sel_chunk_merge<NSA_KN>(p, geo, jt, m0, cs, sm.top + tk * n, lane);
+                sel_chunk_merge<NSA_KN>(p, geo, jt, m0 + NSA_KN, cs + NSA_KN, sm.top + tk * n,
+                                        lane);
             }
+        }
         __syncwarp();
-        /* halo: the chunk's last rk - 1 scores serve the next chunk */
+        const int last = NSA_SEL_HALO + (span2 ? 2 * KN : KN) - 1;
         if (lane < rk - 1)
             for (int tk = 0; tk < tpw; ++tk)
-                sm.tsc[tk * LDT + NSA_SEL_HALO - 1 - lane] = sm.tsc[tk * LDT + NSA_SEL_HALO + KN - 1 - lane];
-        __syncwarp();
+                sm.tsc[tk * LDT + NSA_SEL_HALO - 1 - lane] = sm.tsc[tk * LDT + last - lane];
+    };
+    /* Step c: chunk c landed (every thread's copies, then the barrier, which
+       also says every warp is done with chunk c - 1: its stage takes chunk
+       c + NS - 1, its scores are all written), S_c^T = K_c Q^T, and while
+       the tensor cores compute it the warps merge the span that ended with
+       chunk c - 1 (the merge is a chain of dependent shuffles, the product
+       a wait: each hides the other); the warpgroup's warps then pass a
+       barrier before any writes scores over the merged ones. Then steps 1
+       (scores) and 2-4 (when chunk c ends a span) */
+    int pending = -1; /* the first block of the span to merge, -1: none */
+    auto step = [&](int c, int stage) {
+        cp_wait<NS - 2>();
+        fence_async_smem();
         __syncthreads();
+        load(c + NS - 1);
+        wg_fence();
+        wgmma_tiles_abt<T, DK, KN, KN, ROWS>(S, desc_at(kdesc, stage * KN * DK * 2), qdesc);
+        wg_commit();
+        if (pending >= 0) {
+            if (wactive) merge(pending);
+            pending = -1;
+            if (wg == 0) asm volatile("bar.sync 1, 128;\n" ::: "memory");
+            else asm volatile("bar.sync 2, 128;\n" ::: "memory");
+        }
+        wg_wait<0>();
+        wg_hold(S);
+        const int s0 = c * KN, soff = span2 ? (c & 1) * KN : 0;
+        const bool whole = s0 + KN <= hi && nsa_cmp_visible(s0 + KN - 1, t0, p.l, p.d) && nrows == 64;
+        sel_probs(p, S, l2s, lane);
+        sel_group_sums<G, LDT>(p, S, s0, key0, whole, t0, nrows, tsc_wg + soff, lane);
+        if (!(span2 && !(c & 1) && c + 1 < nch)) pending = s0 - soff; /* the span ends here */
+    };
+    /* NS chunks a trip, so that each step's stage is a constant (its
+       descriptor one uniform add) */
+    for (int c = 0; c < NS - 1; ++c) load(c);
+    for (int c0 = 0; c0 < nch; c0 += NS)
+#pragma unroll
+        for (int st = 0; st < NS; ++st)
+            if (c0 + st < nch) step(c0 + st, st);
+    if (pending >= 0) { /* the last span: every warp's scores written */
+        __syncthreads();
+        if (wactive) merge(pending);
     }
-    wg_wait<0>();
     if (wactive) sel_finish_warp<G>(p, rt, hkv, sm, warp, lane);
 }
 
@@ -248,7 +313,7 @@ template <typename T, int DK, int NW, int G>
 __global__ void __launch_bounds__(NW * 32, NSA_SEL_CTAS) select_sweep_kernel(Params p)
 {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
-    if constexpr (NW % 4 == 0 && DK % 64 == 0) select_sweep_sm90<T, DK, NW, G>(p); else
+    if constexpr (NW == 8 && DK % 64 == 0) select_sweep_sm90<T, DK, NW, G>(p); else
 #endif
     select_sweep_body<T, DK, NW, G>(p);
 }
