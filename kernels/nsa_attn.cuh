@@ -30,7 +30,8 @@ namespace nsak {
 /* A fragment of fp32 pairs as hi + lo in the storage type: the gradient
    products (dS K, dS^T Q, P^T dO) run as two mma, hi and lo, so rounding
    dS or P to bf16 costs no accuracy (the residual's own rounding is
-   ~2^-16 relative); the error left is the fp32 accumulation's. */
+   ~2^-16 relative); the error left is the fp32 accumulation's
+   (wgmma_hilo's NSA_GRAD_LO=0 drops the lo product, measured there). */
 template <typename T>
 __device__ inline void split2(float a, float b, uint32_t &hi, uint32_t &lo)
 {

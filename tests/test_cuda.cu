@@ -1951,6 +1951,13 @@ int main(int argc, char **argv)
         chk2.cuq = {0, 100, 101}; cases.push_back(chk2);
         Case strided = mk("GQA16 H32 fp16 d128 gates", nsa_config_paper(), {0, 640}, 32, 2, 128, 128, NSA_FP16, true);
         cases.push_back(strided);
+        /* sharp inputs: Q of scale 8 and 16 (the other cases: 2), logits of
+           standard deviation about 2.7 and 5.3, where the softmax puts most
+           of a row on a few keys and dS = P (dP - Delta) cancels most */
+        Case sh1 = mk("sharp Q scale 8 paper G4 bf16 d128 gates", nsa_config_paper(), {0, 40, 1300}, 8, 2, 128, 128, NSA_BF16, true);
+        sh1.qscale = 8.0; cases.push_back(sh1);
+        Case sh2 = mk("sharp Q scale 16 fla G16 fp16 d64", nsa_config_fla(), {0, 1500}, 16, 1, 64, 64, NSA_FP16, false);
+        sh2.qscale = 16.0; cases.push_back(sh2);
         /* decode path (one query per sequence, kernels/nsa_decode.cuh): batch 1, 3, 8;
            caches not multiples of d, l, l'; fewer blocks than n; both presets */
         Case d1 = mk("decode b1 paper G16 d128 gates", nsa_config_paper(), {0, 9001}, 16, 1, 128, 128, NSA_BF16, true);
