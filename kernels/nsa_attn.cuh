@@ -453,13 +453,19 @@ __device__ inline LaneRows lane_rows(const Params &p, const RowTile &rt, int hkv
 /* Whether every row of a warp sees every key of a full chunk [s0, s0 + KN)
    of branch br (then the chunk needs no mask; rows past the tile's end are
    never written). */
+__device__ inline bool chunk_whole(const Params &p, int br, int s0, int cnt, int KN, int tmin,
+                                   int tmax)
+{
+    const int s1 = s0 + cnt - 1;
+    return cnt == KN && (br == BR_CMP ? nsa_cmp_visible(s1, tmin, p.l, p.d)
+                         : br == BR_WIN ? (s1 <= tmin && s0 > tmax - p.w)
+                                        : s1 <= tmin);
+}
+/* The same for a warp's rows (tmin, tmax: their first and last positions). */
 __device__ inline bool chunk_whole(const Params &p, int br, int s0, int cnt, int KN,
                                    const LaneRows &r)
 {
-    const int s1 = s0 + cnt - 1;
-    return cnt == KN && (br == BR_CMP ? nsa_cmp_visible(s1, r.tmin, p.l, p.d)
-                         : br == BR_WIN ? (s1 <= r.tmin && s0 > r.tmax - p.w)
-                                        : s1 <= r.tmin);
+    return chunk_whole(p, br, s0, cnt, KN, r.tmin, r.tmax);
 }
 
 /* The end of one branch for a lane's two rows (forward kinds): lse, then

@@ -210,11 +210,11 @@ __device__ inline void select_sweep_sm90(const Params &p)
         return tile_row(rt, hkv, G, r, (const T *)p.q, p.qst, p.qsh); }, tid);
     cp_commit();
     const SelSmem sm = sel_smem<NW, SPAN>(selm, G, n, warp);
-    float *tsc_wg = sel_smem<NW, SPAN>(selm, G, n, 4 * wg).tsc; /* the warpgroup's first token */
+    /* the warpgroup's: its first token's scores (tsc), its 64 rows' lse2 */
+    const SelSmem sm_wg = sel_smem<NW, SPAN>(selm, G, n, 4 * wg);
     for (int i = lane; i < tpw * n; i += 32) sm.top[i] = 0ull; /* key 0: empty */
     for (int i = lane; i < tpw * LDT; i += 32) sm.tsc[i] = 0.f;
     sel_row_lse2(p, rt, hkv, G, sm, warp, lane);
-    const float *l2s = sel_smem<NW, SPAN>(selm, G, n, 4 * wg).lse2; /* the warpgroup's 64 rows */
     const int64_t f_wg = rt.fbase + 64 * wg;
     const int nrows = (int)max((int64_t)0, min((int64_t)64, rt.fmax - f_wg));
     const int t0 = rt.pos0 + rt.tok_off + (int)(f_wg / G);
@@ -288,9 +288,10 @@ __device__ inline void select_sweep_sm90(const Params &p)
         wg_wait<0>();
         wg_hold(S);
         const int s0 = c * KN, soff = span2 ? (c & 1) * KN : 0;
-        const bool whole = s0 + KN <= hi && nsa_cmp_visible(s0 + KN - 1, t0, p.l, p.d) && nrows == 64;
-        sel_probs(p, S, l2s, lane);
-        sel_group_sums<G, LDT>(p, S, s0, key0, whole, t0, nrows, tsc_wg + soff, lane);
+        const bool whole = nrows == 64 && chunk_whole(p, BR_CMP, s0, min(KN, hi - s0), KN, t0,
+                                                      t0 + 63 / G);
+        sel_probs(p, S, sm_wg.lse2, lane);
+        sel_group_sums<G, LDT>(p, S, s0, key0, whole, t0, nrows, sm_wg.tsc + soff, lane);
         if (!(span2 && !(c & 1) && c + 1 < nch)) pending = s0 - soff; /* the span ends here */
     };
     /* NS chunks a trip, so that each step's stage is a constant (its
