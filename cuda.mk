@@ -52,9 +52,9 @@ $(BUILD)/cuda_example: $(BUILD)/cuda_example.o $(BUILD)/nsa_cuda.o
 	$(NVCC) $(CUDA_ARCH) $^ -o $@ $(CUDA_LIBS) -lm
 
 # Tests and benchmarks: one translation unit each (reference + CUDA).
-$(BUILD)/test_cuda: tests/test_cuda.cu $(CUDA_SRC) nsa_ref.h $(wildcard tools/*.h) | $(BUILD)
+$(BUILD)/test_cuda: tests/test_cuda.cu $(CUDA_SRC) nsa_ref.h $(wildcard tools/*.h) tests/seed.h | $(BUILD)
 	$(NVCC) $(NVCC_FLAGS) -Xcompiler -fopenmp $< -o $@ -lm -lgomp
-$(BUILD)/test_cuda_portable: tests/test_cuda.cu $(CUDA_SRC) nsa_ref.h $(wildcard tools/*.h) | $(BUILD)
+$(BUILD)/test_cuda_portable: tests/test_cuda.cu $(CUDA_SRC) nsa_ref.h $(wildcard tools/*.h) tests/seed.h | $(BUILD)
 	$(NVCC) $(NVCC_BASE) $(PORTABLE_ARCH) -Xcompiler -fopenmp $< -o $@ -lm -lgomp
 $(BUILD)/bench_cuda: bench/bench_cuda.cu $(CUDA_SRC) | $(BUILD)
 	$(NVCC) $(NVCC_FLAGS) $< -o $@ -lm
@@ -68,7 +68,7 @@ NCCL_LIB   = $(firstword $(wildcard $(NCCL_HOME)/lib/libnccl.so $(NCCL_HOME)/lib
 
 .PHONY: cp
 cp: $(BUILD)/test_cp
-$(BUILD)/test_cp: tests/test_cp.cu nsa_cp.h $(CUDA_SRC) nsa_ref.h | $(BUILD)
+$(BUILD)/test_cp: tests/test_cp.cu tests/seed.h nsa_cp.h $(CUDA_SRC) nsa_ref.h | $(BUILD)
 	@test -f "$(NCCL_HOME)/include/nccl.h" && test -n "$(NCCL_LIB)" || \
 	    { echo "NCCL not found: set NCCL_HOME (include/nccl.h, lib/libnccl.so*)"; exit 1; }
 	$(NVCC) $(NVCC_FLAGS) -isystem $(NCCL_HOME)/include -Xcompiler -fopenmp $< -o $@ \

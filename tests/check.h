@@ -17,6 +17,8 @@
 #include <string.h>
 #include <time.h>
 
+#include "seed.h"
+
 static long check_passed_count, check_failed_count, check_skipped_count;
 /* NSA_TEST_STOP=1: exit at the first failure (the mutation check wants only
    to know whether anything fails). */
@@ -97,19 +99,10 @@ static uint64_t check_rng_state;
 
 static uint64_t check_seed_from_env(void)
 {
-    const char *s = getenv("NSA_TEST_SEED");
     const char *stop = getenv("NSA_TEST_STOP");
-    uint64_t seed;
     check_stop_on_fail = stop && *stop && strcmp(stop, "0") != 0;
-    if (s && *s)
-        seed = (uint64_t)strtoull(s, NULL, 10);
-    else
-        seed = (uint64_t)time(NULL) ^ ((uint64_t)clock() << 32);
-    check_rng_state = seed;
-    printf("seed %llu (NSA_TEST_SEED=%llu repeats this run)\n",
-           (unsigned long long)seed, (unsigned long long)seed);
-    fflush(stdout);
-    return seed;
+    check_rng_state = test_seed_from_env();
+    return check_rng_state;
 }
 
 static uint64_t check_rand_u64(void)

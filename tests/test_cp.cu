@@ -31,6 +31,7 @@
 #include "../nsa_cuda.h"
 #define NSA_CP_IMPLEMENTATION
 #include "../nsa_cp.h"
+#include "seed.h"
 
 #include <cuda_runtime.h>
 #include <nccl.h>
@@ -87,7 +88,7 @@ static void check(bool ok, const std::string &name, const char *fmt, ...)
     (ok ? g_pass : g_fail)++;
 }
 
-static uint64_t g_rng = 0x2545f4914f6cdd1dull;
+static uint64_t g_rng; /* xorshift64, seeded in main (seed.h) */
 static double urand()
 {
     g_rng ^= g_rng << 13;
@@ -630,6 +631,7 @@ int main(int argc, char **argv)
         printf("no CUDA device: context-parallel tests skipped\n1 skipped\n0 passed, 0 failed\n");
         return 0;
     }
+    g_rng = test_xorshift_state(test_seed_from_env());
     if (ranks.empty()) ranks = {1, 2};
     int nccl_version = 0;
     ncclGetVersion(&nccl_version);

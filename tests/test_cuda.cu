@@ -21,7 +21,8 @@
      --vectors-only   only the cases of --vectors DIR
      --big     also the >= 256K-token case with T*H*D > 2^31
    Without a CUDA device it prints that the GPU tests were skipped and exits
-   0 without counting passes. Last line: "N passed, N failed". */
+   0 without counting passes. Inputs are drawn afresh each run (seed.h:
+   NSA_TEST_SEED=N repeats one). Last line: "N passed, N failed". */
 #define NSA_IMPLEMENTATION
 #define NSA_REF_IMPLEMENTATION
 #define NSA_CUDA_IMPLEMENTATION
@@ -30,6 +31,7 @@
 /* tools/npy.h sets a variable it never reads (nvcc warns, gcc does not) */
 #pragma nv_diag_suppress 550
 #include "../tools/vectors.h"
+#include "seed.h"
 #pragma nv_diag_default 550
 
 #include <cuda_runtime.h>
@@ -78,7 +80,7 @@ static void logf_(const char *fmt, ...)
     } while (0)
 
 /* ---- random inputs ----------------------------------------------------- */
-static uint64_t g_rng = 88172645463325252ull;
+static uint64_t g_rng; /* xorshift64, seeded in main (seed.h) */
 static double urand()
 {
     g_rng ^= g_rng << 13;
@@ -1903,6 +1905,9 @@ int main(int argc, char **argv)
         printf("GPU tests skipped: no CUDA device\n0 passed, 0 failed\n");
         return 0;
     }
+    const uint64_t seed = test_seed_from_env();
+    g_rng = test_xorshift_state(seed);
+    if (g_log) fprintf(g_log, "seed %llu\n", (unsigned long long)seed);
     cudaDeviceProp prop;
     cudaGetDeviceProperties(&prop, 0);
     logf_("device: %s (sm_%d%d)\n", prop.name, prop.major, prop.minor);
