@@ -988,20 +988,44 @@ struct KvWork {
         return ((int64_t)tok * p.H + g) * DV;
     }
 
-    /* Row r's lse2, Delta, gate and token into inf[r] (what kv_scores
-       reads, one 16-byte load a row), or those of a row that sees no key. */
-    __device__ void row_info(float4 *inf, int r, bool in, int tok, int g) const
+    /* Row r's lse, Delta, gate and token as load fetched them (lse2 and the
+       gate's float made at put), or those of a row that sees no key; r < 0:
+       this thread fetched no row. */
+    struct Info {
+        float lse, delta;
+        T gate;
+        int t, r;
+    };
+    __device__ Info fetch_info(int r, bool in, int tok, int g) const
     {
+        Info f;
+        f.r = r;
+        f.gate = Ty<T>::from_f(0.f);
         if (in) {
             const int64_t row = (qs + tok) * p.H + hkv * p.G + g;
-            inf[r] = make_float4(p.lse[BR][row] * NSA_LOG2E, p.delta[BR][row],
-                                 gate_of<T>(p, row, BR), __int_as_float(t.pos0 + tok));
+            f.lse = p.lse[BR][row];
+            f.delta = p.delta[BR][row];
+            if (p.gates) f.gate = ((const T *)p.gates)[row * 3 + BR];
+            f.t = t.pos0 + tok;
         } else {
-            inf[r] = make_float4(INFINITY, 0.f, 0.f, __int_as_float(-1));
+            f.lse = INFINITY;
+            f.delta = 0.f;
+            f.t = -1;
         }
+        return f;
+    }
+    /* inf[r] as kv_scores reads it (one 16-byte load a row): lse2, Delta,
+       gate (gate_of's rule), token. Called after the loads had time to land:
+       the conversions wait for them, so they sit here, not in load. */
+    __device__ void put(float4 *inf, const Info &f) const
+    {
+        if (f.r < 0) return;
+        const float gate = f.t < 0 ? 0.f : p.gates ? Ty<T>::to_f(f.gate) : p.gate_default;
+        inf[f.r] = make_float4(f.lse * NSA_LOG2E, f.delta, gate, __int_as_float(f.t));
     }
 
-    /* Q and dO rows of chunk c (one cp.async group), and the rows' inf.
+    /* Q and dO rows of chunk c (one cp.async group), and the rows' info
+       fetched (put stores it: this thread's row of the chunk, at most one).
        qdst(r, j) / odst(r, j): where 16-byte column j of row r goes.
        Where Q and dO rows split into 16-byte columns alike, warp w copies
        rows w * WR .. w * WR + WR - 1: lane i < WR finds row w * WR + i once
@@ -1010,9 +1034,10 @@ struct KvWork {
        that copies a piece of it, then its address, was two thirds of these
        kernels' instructions). */
     template <int NTHREADS, typename QD, typename OD>
-    __device__ void load(int64_t c, QD qdst, OD odst, float4 *inf, int tid) const
+    __device__ Info load(int64_t c, QD qdst, OD odst, int tid) const
     {
         constexpr int RC = NSA_KV_ROWS, CH = DK / 8, WR = RC / (NTHREADS / 32);
+        static_assert(RC <= NTHREADS, "a row's info per thread at most");
         if constexpr (DK == DV && 32 % CH == 0 && WR <= 32 && WR % (32 / CH) == 0) {
             constexpr int RPS = 32 / CH; /* rows a warp copies a step */
             const int warp = tid >> 5, lane = tid & 31, j = lane % CH;
@@ -1030,7 +1055,7 @@ struct KvWork {
                 cp16(odst(r, j), oj + shfl64(oo, src), bytes);
             }
             cp_commit();
-            if (lane < WR) row_info(inf, warp * WR + lane, in, tok, g);
+            return fetch_info(lane < WR ? warp * WR + lane : -1, in, tok, g);
         } else {
             for (int i = tid; i < RC * (DK / 8); i += NTHREADS) {
                 const int r = i / (DK / 8), j = i % (DK / 8);
@@ -1046,11 +1071,9 @@ struct KvWork {
                      in ? 16 : 0);
             }
             cp_commit();
-            for (int r = tid; r < RC; r += NTHREADS) {
-                int tok = 0, g = 0;
-                const bool in = rowof(c, r, tok, g);
-                row_info(inf, r, in, tok, g);
-            }
+            int tok = 0, g = 0;
+            const bool in = tid < RC && rowof(c, tid, tok, g);
+            return fetch_info(tid < RC ? tid : -1, in, tok, g);
         }
     }
 };
@@ -1161,9 +1184,9 @@ __device__ inline void kv_body(const Params &p, const KvSplit &sp)
     cp_commit();
     auto load = [&](int64_t c, int buf) {
         T *qd = Qs + buf * RC * LDK, *od = Os + buf * RC * LDV;
-        w.template load<128>(c, [&](int r, int j) { return qd + r * LDK + j * 8; },
-                                     [&](int r, int j) { return od + r * LDV + j * 8; },
-                                     info + buf * RC, tid);
+        w.put(info + buf * RC,
+              w.template load<128>(c, [&](int r, int j) { return qd + r * LDK + j * 8; },
+                                   [&](int r, int j) { return od + r * LDV + j * 8; }, tid));
     };
 
     float dk[DK / 8][4], dv[DV / 8][4];

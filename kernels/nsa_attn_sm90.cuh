@@ -970,8 +970,8 @@ __device__ inline void kv_body_sm90(const Params &p, const KvSplit &sp)
     };
     auto load = [&](int64_t c, int buf) {
         T *qd = Qs + buf * RC * DK, *od = Os + buf * RC * DV;
-        w.template load<128>(c, [&](int r, int j) { return sw(qd, r, j); },
-                             [&](int r, int j) { return sw(od, r, j); }, info + buf * RC, tid);
+        return w.template load<128>(c, [&](int r, int j) { return sw(qd, r, j); },
+                                    [&](int r, int j) { return sw(od, r, j); }, tid);
     };
     /* A of the scores (K, V), B of the scores (Q, dO K-major) and of the
        gradients (Q, dO N-major: the next 64 columns lie RC rows further) */
@@ -989,8 +989,13 @@ __device__ inline void kv_body_sm90(const Params &p, const KvSplit &sp)
 
     /* One barrier a chunk: past it, chunk i is staged and every warp is done
        with chunk i - 1, whose buffer then takes chunk i + 1 while the
-       scores' products run. */
-    if (nc > 0) load(cbeg, 0);
+       scores' products run. The rows' info of chunk i + 1 is fetched then
+       too but stored only after chunk i's scores: a store at the fetch
+       waited out the global loads' latency (a sixth of this kernel's stall
+       samples at 64K); later than the scores, its registers would be live
+       beside the gradient products' and spill. */
+    typename KvWork<T, DK, DV, BR>::Info next{};
+    if (nc > 0) w.put(info, load(cbeg, 0));
     for (int i = 0; i < nc; ++i) {
         const int buf = i & 1;
         cp_wait<0>();
@@ -1001,11 +1006,12 @@ __device__ inline void kv_body_sm90(const Params &p, const KvSplit &sp)
         wgmma_tiles_abt<T, DK, 64, RC>(St, kdesc, desc_at(qdesc, buf * RC * DK * 2));
         wgmma_tiles_abt<T, DV, 64, RC>(dPt, vdesc, desc_at(odesc, buf * RC * DV * 2));
         wg_commit();
-        if (i + 1 < nc) load(cbeg + i + 1, buf ^ 1);
+        if (i + 1 < nc) next = load(cbeg + i + 1, buf ^ 1);
         wg_wait<0>();
         wg_hold(St);
         wg_hold(dPt);
         kv_scores(p, St, dPt, info + buf * RC, 0, seen, lane);
+        if (i + 1 < nc) w.put(info + (buf ^ 1) * RC, next);
         uint32_t ph[RC / 16][4], pl[RC / 16][4], sh[RC / 16][4], sl[RC / 16][4];
         split_frags<T, RC>(St, ph, pl);
         split_frags<T, RC>(dPt, sh, sl);
