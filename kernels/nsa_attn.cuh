@@ -27,11 +27,21 @@
 
 namespace nsak {
 
-/* A fragment of fp32 pairs as hi + lo in the storage type: the gradient
-   products (dS K, dS^T Q, P^T dO) run as two mma, hi and lo, so rounding
-   dS or P to bf16 costs no accuracy (the residual's own rounding is
-   ~2^-16 relative); the error left is the fp32 accumulation's
-   (wgmma_hilo's NSA_GRAD_LO=0 drops the lo product, measured there). */
+/* The gradient products (dS K, dS^T Q, (g P)^T dO) take dS and g P as A
+   operands in the storage type. By default they are rounded to it, one
+   product each, as FlashAttention does. NSA_GRAD_LO=1 also multiplies the
+   residual lo = x - hi (split2), a second product, so that the rounding
+   costs no accuracy (the residual's own rounding is ~2^-16 relative) and
+   the error left is the fp32 accumulation's.
+   Measured on an H100 (bench/RESULTS.md): the default backward at 64K
+   (paper preset) 115-117 ms against 130-132 with NSA_GRAD_LO=1. The GPU
+   gradients stay within their bound of twice the reference's own error on
+   every case of test_cuda and the shared vectors, over many fresh draws:
+   the worst ratio 1.65 (dV, fp16, a decode case whose keys each see three
+   queries), typically 1.4-1.6; with NSA_GRAD_LO=1 it is at most ~1.1. */
+#ifndef NSA_GRAD_LO
+#define NSA_GRAD_LO 0
+#endif
 template <typename T>
 __device__ inline void split2(float a, float b, uint32_t &hi, uint32_t &lo)
 {
@@ -573,8 +583,8 @@ __device__ inline void ds_chunk(float (&S)[NT][4], const float (&dP)[NT][4], flo
 
 /* dQ of one chunk: S holds the masked logits Q K^T, da the rows' dO as A
    fragments, Kc / Vc the chunk's keys and values (layouts LK, LV).
-   dP = dO V^T, dS (ds_chunk), dQ += dS K with dS split into two
-   storage-type terms (hi + lo: the product keeps dS's fp32 accuracy). */
+   dP = dO V^T, dS (ds_chunk), dQ += dS K with dS in the storage type
+   (and its residual with NSA_GRAD_LO=1, split2). */
 template <typename T, int DK, int DV, typename LK, typename LV, int NT>
 __device__ inline void dq_chunk(float (&S)[NT][4], const uint32_t (&da)[DV / 16][4],
                                 const T *Kc, const T *Vc, float sl2, const DqRows &r,
@@ -603,8 +613,10 @@ __device__ inline void dq_chunk(float (&S)[NT][4], const uint32_t (&da)[DV / 16]
             ldb_kn<LK>(bb, Kc, kk * 16, np * 16, lane);
             mma<T>(acc[2 * np], ph, bb[0], bb[1]);
             mma<T>(acc[2 * np + 1], ph, bb[2], bb[3]);
-            mma<T>(acc[2 * np], pl, bb[0], bb[1]);
-            mma<T>(acc[2 * np + 1], pl, bb[2], bb[3]);
+            if (NSA_GRAD_LO) {
+                mma<T>(acc[2 * np], pl, bb[0], bb[1]);
+                mma<T>(acc[2 * np + 1], pl, bb[2], bb[3]);
+            }
         }
     }
 }
@@ -1247,8 +1259,10 @@ __device__ inline void kv_body(const Params &p, const KvSplit &sp)
                     ldb_kn<LDV>(bb, Oc, rh + kk * 16, np * 16, lane);
                     mma<T>(dv[2 * np], pa, bb[0], bb[1]);
                     mma<T>(dv[2 * np + 1], pa, bb[2], bb[3]);
-                    mma<T>(dv[2 * np], pl, bb[0], bb[1]);
-                    mma<T>(dv[2 * np + 1], pl, bb[2], bb[3]);
+                    if (NSA_GRAD_LO) {
+                        mma<T>(dv[2 * np], pl, bb[0], bb[1]);
+                        mma<T>(dv[2 * np + 1], pl, bb[2], bb[3]);
+                    }
                 }
 #pragma unroll
                 for (int np = 0; np < DK / 16; ++np) {
@@ -1256,8 +1270,10 @@ __device__ inline void kv_body(const Params &p, const KvSplit &sp)
                     ldb_kn<LDK>(bb, Qc, rh + kk * 16, np * 16, lane);
                     mma<T>(dk[2 * np], sa, bb[0], bb[1]);
                     mma<T>(dk[2 * np + 1], sa, bb[2], bb[3]);
-                    mma<T>(dk[2 * np], sl, bb[0], bb[1]);
-                    mma<T>(dk[2 * np + 1], sl, bb[2], bb[3]);
+                    if (NSA_GRAD_LO) {
+                        mma<T>(dk[2 * np], sl, bb[0], bb[1]);
+                        mma<T>(dk[2 * np + 1], sl, bb[2], bb[3]);
+                    }
                 }
             }
         }

@@ -796,20 +796,10 @@ __device__ inline void split_frags(const float (&S)[KN / 8][4], uint32_t (&hi)[K
     for (int kk = 0; kk < KN / 16; ++kk) split_frag<T>(S, kk, hi[kk], lo[kk]);
 }
 
-/* acc += (hi + lo) B over the KN / 16 k-slices of split_frags, or hi B
-   alone with NSA_GRAD_LO=0, issued (the caller fences and commits): B the
-   N-major tile at descriptor b, a slice's 16 rows 16 rows of 128 bytes
-   further; hi then lo a slice, a fixed order of sums.
-   NSA_GRAD_LO=0 is FlashAttention's way (dS and g P rounded to the storage
-   type, one product each). Measured on an H100: the 64K backward 12%
-   faster (paper preset, 134.1 -> 117.7 ms), every cross-check within its
-   bound of twice the reference's own error, sharp inputs included, but the
-   worst gradient ratio 1.65 (fp16 dV of a 3-query decode case) where hi +
-   lo gives 1.09: too near the bound, on inputs drawn afresh each run, to
-   be the default before its spread over many draws is known. */
-#ifndef NSA_GRAD_LO
-#define NSA_GRAD_LO 1
-#endif
+/* acc += hi B over the KN / 16 k-slices of split_frags, and lo B with
+   NSA_GRAD_LO=1 (split2 says when and why), issued (the caller fences and
+   commits): B the N-major tile at descriptor b, a slice's 16 rows 16 rows
+   of 128 bytes further; hi then lo a slice, a fixed order of sums. */
 template <typename T, int N, int KN>
 __device__ inline void wgmma_hilo(float (&acc)[N / 8][4], const uint32_t (&hi)[KN / 16][4],
                                   const uint32_t (&lo)[KN / 16][4], uint64_t b)
@@ -825,11 +815,10 @@ __device__ inline void wgmma_hilo(float (&acc)[N / 8][4], const uint32_t (&hi)[K
 
    The row tile of row_fwd_sm90. Per chunk: S = Q K^T and dP = dO V^T (both
    m64n64k16, A and B from shared memory), then P = 2^(sl2 S - lse2) from
-   the saved lse (exp2_ftz, as row_body), dS = P (g dP - Delta), split
-   into hi + lo in the storage type (split2: the rounding of dS costs no
-   accuracy; wgmma_hilo), and dQ += dS_hi K + dS_lo K with dS from
-   registers and K read N-major. A fixed order of products: same bits run
-   after run. */
+   the saved lse (exp2_ftz, as row_body), dS = P (g dP - Delta) in the
+   storage type (and its residual with NSA_GRAD_LO=1: split2, wgmma_hilo),
+   and dQ += dS K with dS from registers and K read N-major. A fixed order
+   of products: same bits run after run. */
 template <typename T, int DK, int DV, int NW>
 __device__ inline void row_dq_sm90(const Params &p, unsigned br_mask)
 {
@@ -867,7 +856,7 @@ __device__ inline void row_dq_sm90(const Params &p, unsigned br_mask)
         const DqRows rs = dq_rows<T>(p, br, lr);
         auto load = [&](int c) { keys.template load<DK, DV, NS, NW * 32>(Ks, Vs, c, tid); };
         float S[KN / 8][4], dP[KN / 8][4];
-        uint32_t ph[KN / 16][4], pl[KN / 16][4]; /* dS of the chunk before, hi + lo */
+        uint32_t ph[KN / 16][4], pl[KN / 16][4]; /* dS of the chunk before (split_frags) */
         /* S_c = Q K_c^T and dP_c = dO V_c^T, issued as one group */
         auto issue_s_dp = [&](int c) {
             wg_fence();
@@ -941,7 +930,8 @@ __device__ inline void row_dq_sm90(const Params &p, unsigned br_mask)
    NSA_KV_ROWS query rows:
      S^T = K Q^T, dP^T = V dO^T   m64n64k16, A and B K-major from shared
                                   memory (wgmma_tiles_abt);
-     g P, dS = P (g dP - Delta)   in registers (kv_scores), split hi + lo;
+     g P, dS = P (g dP - Delta)   in registers (kv_scores), in the storage
+                                  type (split_frags, wgmma_hilo);
      dV += (g P)^T dO, dK += dS^T Q
                                   m64nDk16 from registers against dO and Q
                                   read N-major (one 16-row slice a step).
