@@ -11,7 +11,7 @@
 #include <stdlib.h>
 #include <time.h>
 
-static uint64_t test_seed_from_env(void)
+static inline uint64_t test_seed_from_env(void)
 {
     const char *s = getenv("NSA_TEST_SEED");
     uint64_t seed;
@@ -26,7 +26,7 @@ static uint64_t test_seed_from_env(void)
 }
 
 /* A nonzero xorshift64 state from any seed (one splitmix64 step). */
-static uint64_t test_xorshift_state(uint64_t seed)
+static inline uint64_t test_xorshift_state(uint64_t seed)
 {
     uint64_t z = seed + 0x9e3779b97f4a7c15ull;
     z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
