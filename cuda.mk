@@ -7,6 +7,7 @@
 #   make cuda-test     build/test_cuda: GPU vs CPU reference cross-checks
 #   make cuda-bench    build/bench_cuda: GPU benchmark
 #   make build/test_cuda_portable  the cross-checks built for plain sm_90
+#   make build/test_cuda_grad_lo   the cross-checks with NSA_GRAD_LO=1
 #                      (the mma.sync kernels, also on a Hopper GPU)
 #   build/libnsa_cuda.so  the Python binding's library with the CUDA path:
 #                      the reference from a C file that defines
@@ -56,6 +57,10 @@ $(BUILD)/test_cuda: tests/test_cuda.cu $(CUDA_SRC) nsa_ref.h $(wildcard tools/*.
 	$(NVCC) $(NVCC_FLAGS) -Xcompiler -fopenmp $< -o $@ -lm -lgomp
 $(BUILD)/test_cuda_portable: tests/test_cuda.cu $(CUDA_SRC) nsa_ref.h $(wildcard tools/*.h) tests/seed.h | $(BUILD)
 	$(NVCC) $(NVCC_BASE) $(PORTABLE_ARCH) -Xcompiler -fopenmp $< -o $@ -lm -lgomp
+# The gradient products with their residual (NSA_GRAD_LO=1, split2 in
+# kernels/nsa_attn.cuh): the switch's kernels cross-checked too.
+$(BUILD)/test_cuda_grad_lo: tests/test_cuda.cu $(CUDA_SRC) nsa_ref.h $(wildcard tools/*.h) tests/seed.h | $(BUILD)
+	$(NVCC) $(NVCC_FLAGS) -DNSA_GRAD_LO=1 -Xcompiler -fopenmp $< -o $@ -lm -lgomp
 $(BUILD)/bench_cuda: bench/bench_cuda.cu $(CUDA_SRC) | $(BUILD)
 	$(NVCC) $(NVCC_FLAGS) $< -o $@ -lm
 

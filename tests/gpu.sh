@@ -5,7 +5,8 @@
 # cross-checks against the CPU reference (tests/test_cuda.cu, with the
 # shared vectors when VECTORS names their folder, and the >= 256K-token
 # case), and again from a plain sm_90 build (the portable mma.sync
-# kernels, build/test_cuda_portable); the Python binding with torch on the GPU (tests/test_python.py
+# kernels, build/test_cuda_portable), and the quick cases from a build with
+# NSA_GRAD_LO=1 (build/test_cuda_grad_lo); the Python binding with torch on the GPU (tests/test_python.py
 # --cuda; skipped with a line when torch is absent); compute-sanitizer memcheck, racecheck and initcheck on the quick
 # cases; the benchmark (bench/bench_cuda.cu) and the dense SDPA / torch.topk
 # baseline (bench/bench_dense.py). Logs go to LOGDIR; a short table is
@@ -39,7 +40,7 @@ echo "device: $(cat "$LOGDIR/device.txt")"
 
 if [ "${SKIP_BUILD:-0}" != 1 ]; then
     echo "== build"
-    if make -k -j8 cuda shared build/test_cuda_portable > "$LOGDIR/build.log" 2>&1; then note "build           ok"
+    if make -k -j8 cuda shared build/test_cuda_portable build/test_cuda_grad_lo > "$LOGDIR/build.log" 2>&1; then note "build           ok"
     else note "build           FAILED (see build.log)"; tail -30 "$LOGDIR/build.log"; status=1; fi
 fi
 
@@ -83,6 +84,18 @@ fi
 
 # The Python binding: torch tensors on the GPU through nsa.attention and
 # autograd, against the shared vectors (skipped, with a line, without torch).
+echo "== cross-checks, gradient products with their residual (NSA_GRAD_LO=1, quick cases)"
+if [ -x ./build/test_cuda_grad_lo ]; then
+    OMP_NUM_THREADS=${OMP_NUM_THREADS:-$(nproc)} ./build/test_cuda_grad_lo --quick --log "$LOGDIR/test_cuda_grad_lo.log" > "$LOGDIR/test_cuda_grad_lo.out" 2>&1
+    rc=$?
+    grep -E 'FAIL' "$LOGDIR/test_cuda_grad_lo.log" | head -10
+    line=$(grep -E '^[0-9]+ passed, [0-9]+ failed$' "$LOGDIR/test_cuda_grad_lo.out" | tail -1)
+    note "test grad_lo=1  ${line:-died (rc $rc)}"
+    [ $rc -ne 0 ] && status=1
+else
+    note "test grad_lo=1  FAILED: build/test_cuda_grad_lo missing"; status=1
+fi
+
 echo "== python binding (torch on the GPU)"
 python3 tests/test_python.py --cuda "$VECTORS" > "$LOGDIR/python.log" 2>&1
 rc=$?
