@@ -7,8 +7,8 @@
 #   make cuda-test     build/test_cuda: GPU vs CPU reference cross-checks
 #   make cuda-bench    build/bench_cuda: GPU benchmark
 #   make build/test_cuda_portable  the cross-checks built for plain sm_90
-#   make build/test_cuda_grad_lo   the cross-checks with NSA_GRAD_LO=1
 #                      (the mma.sync kernels, also on a Hopper GPU)
+#   make build/test_cuda_grad_lo   the cross-checks with NSA_GRAD_LO=1
 #   build/libnsa_cuda.so  the Python binding's library with the CUDA path:
 #                      the reference from a C file that defines
 #                      NSA_SHARED_IN_OTHER_FILE, the CUDA path and the shared

@@ -65,37 +65,38 @@ if [ -z "$line" ] || [ "${line%% passed*}" -eq 0 ]; then
     status=1
 fi
 
+# A second build of the cross-checks: run_build_checks LABEL NAME ARGS...
+# runs build/NAME with ARGS, logs under LOGDIR/NAME.*, notes its last line.
+run_build_checks() {
+    local label=$1 name=$2
+    shift 2
+    if [ -x "./build/$name" ]; then
+        OMP_NUM_THREADS=${OMP_NUM_THREADS:-$(nproc)} "./build/$name" "$@" --log "$LOGDIR/$name.log" > "$LOGDIR/$name.out" 2>&1
+        local rc=$?
+        grep -E 'FAIL' "$LOGDIR/$name.log" | head -10
+        local line
+        line=$(grep -E '^[0-9]+ passed, [0-9]+ failed$' "$LOGDIR/$name.out" | tail -1)
+        note "$label ${line:-died (rc $rc)}"
+        [ $rc -ne 0 ] && status=1
+    else
+        note "$label FAILED: build/$name missing"; status=1
+    fi
+}
+
 # The portable kernels: on a Hopper GPU the library runs wgmma kernels
 # (sm_90a); the mma.sync ones that other GPUs run are cross-checked here
 # from a build for plain sm_90.
 echo "== cross-checks, portable kernels"
-if [ -x ./build/test_cuda_portable ]; then
-    pargs=()
-    [ -d "$VECTORS" ] && pargs+=(--vectors "$VECTORS")
-    OMP_NUM_THREADS=${OMP_NUM_THREADS:-$(nproc)} ./build/test_cuda_portable "${pargs[@]}" --log "$LOGDIR/test_cuda_portable.log" > "$LOGDIR/test_cuda_portable.out" 2>&1
-    rc=$?
-    grep -E 'FAIL' "$LOGDIR/test_cuda_portable.log" | head -10
-    line=$(grep -E '^[0-9]+ passed, [0-9]+ failed$' "$LOGDIR/test_cuda_portable.out" | tail -1)
-    note "test portable   ${line:-died (rc $rc)}"
-    [ $rc -ne 0 ] && status=1
-else
-    note "test portable   FAILED: build/test_cuda_portable missing"; status=1
-fi
+pargs=()
+[ -d "$VECTORS" ] && pargs+=(--vectors "$VECTORS")
+run_build_checks "test portable  " test_cuda_portable "${pargs[@]}"
+
+# The gradient products with their residual (NSA_GRAD_LO=1; off by default).
+echo "== cross-checks, gradient products with their residual (NSA_GRAD_LO=1, quick cases)"
+run_build_checks "test grad_lo=1 " test_cuda_grad_lo --quick
 
 # The Python binding: torch tensors on the GPU through nsa.attention and
 # autograd, against the shared vectors (skipped, with a line, without torch).
-echo "== cross-checks, gradient products with their residual (NSA_GRAD_LO=1, quick cases)"
-if [ -x ./build/test_cuda_grad_lo ]; then
-    OMP_NUM_THREADS=${OMP_NUM_THREADS:-$(nproc)} ./build/test_cuda_grad_lo --quick --log "$LOGDIR/test_cuda_grad_lo.log" > "$LOGDIR/test_cuda_grad_lo.out" 2>&1
-    rc=$?
-    grep -E 'FAIL' "$LOGDIR/test_cuda_grad_lo.log" | head -10
-    line=$(grep -E '^[0-9]+ passed, [0-9]+ failed$' "$LOGDIR/test_cuda_grad_lo.out" | tail -1)
-    note "test grad_lo=1  ${line:-died (rc $rc)}"
-    [ $rc -ne 0 ] && status=1
-else
-    note "test grad_lo=1  FAILED: build/test_cuda_grad_lo missing"; status=1
-fi
-
 echo "== python binding (torch on the GPU)"
 python3 tests/test_python.py --cuda "$VECTORS" > "$LOGDIR/python.log" 2>&1
 rc=$?

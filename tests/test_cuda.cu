@@ -31,8 +31,8 @@
 /* tools/npy.h sets a variable it never reads (nvcc warns, gcc does not) */
 #pragma nv_diag_suppress 550
 #include "../tools/vectors.h"
-#include "seed.h"
 #pragma nv_diag_default 550
+#include "seed.h"
 
 #include <cuda_runtime.h>
 #include <math.h>
