@@ -233,6 +233,7 @@ struct Plan {
        segment and a bound on the segments beyond each tile's first
        (kernels/nsa_attn.cuh) */
     int64_t kv_tiles[3], kv_chunks[3], kv_seg_len[3], kv_extra[3];
+    int64_t kv_cmp_nch; /* a bound on one compressed tile's chunks */
     nsak::Decode dec; /* the decode path's slots and workspace (section "decoding") */
 };
 
@@ -248,6 +249,9 @@ static nsa_status run_decode(const nsa_config *cfg, const Plan &P, nsak::Params 
    segments hold at least NSA_KV_SEG_MIN chunks. */
 #define NSA_KV_PARTS 4096
 #define NSA_KV_SEG_MIN 32
+#ifndef NSA_KV_SPARSE
+#define NSA_KV_SPARSE 4
+#endif
 
 static bool head_dims_ok(int dk, int dv)
 {
@@ -319,7 +323,7 @@ static nsa_status plan_make(const nsa_config *cfg, const nsa_batch *x, Plan &P,
                          " path needs 16-byte aligned pointers and strides that"
                          " are multiples of 8 elements");
     for (int i = 0; i <= PF_COUNT; ++i) P.tot[i] = 0;
-    P.nc_max = P.nsel_max = 0;
+    P.nc_max = P.nsel_max = P.kv_cmp_nch = 0;
     int64_t cmp_chunks = 0; /* compressed tiles x the row chunks of their sequence */
     for (int b = 0; b < x->B; ++b) {
         int64_t nk = x->cu_seqlens[b + 1] - x->cu_seqlens[b];
@@ -331,6 +335,8 @@ static nsa_status plan_make(const nsa_config *cfg, const nsa_batch *x, Plan &P,
         if (v[nsak::PF_CMP] > P.nc_max) P.nc_max = v[nsak::PF_CMP];
         if (v[nsak::PF_SLC] > P.nsel_max) P.nsel_max = v[nsak::PF_SLC];
         cmp_chunks += v[nsak::PF_CMPT] * nsak::cdiv64(nq * P.G, NSA_KV_ROWS);
+        if (v[nsak::PF_CMPT] > 0 && nsak::cdiv64(nq * P.G, NSA_KV_ROWS) > P.kv_cmp_nch)
+            P.kv_cmp_nch = nsak::cdiv64(nq * P.G, NSA_KV_ROWS);
     }
     P.nsel_tot = P.tot[nsak::PF_SLC];
     const int64_t TQ = P.sz.TQ, T = P.sz.T, Tc = P.sz.Tc;
@@ -703,7 +709,20 @@ static nsa_status run_kv(const Plan &P, const nsak::Params &p, void *ws, cudaStr
     sp.part = (float *)((char *)ws + P.o_part);
     nsak::kv_split_count_kernel<BR><<<1, NSA_KV_SCAN_THREADS, 0, s>>>(p, sp, seg_start);
     NSA__LAUNCHED();
-    const int64_t ctas = tiles + P.kv_extra[BR];
+    int64_t ctas = tiles + P.kv_extra[BR];
+    /* compressed tiles segment-major (kernels/nsa_attn.cuh says why) where
+       the grid of every tile's possible segments is at most NSA_KV_SPARSE
+       times the segments there can be: its CTAs past a tile's last segment
+       end at once */
+    sp.seg_major = 0;
+    if (BR == nsak::BR_CMP) {
+        const int64_t len = P.kv_seg_len[BR];
+        const int64_t maxseg = P.kv_cmp_nch <= len ? 1 : nsak::cdiv64(P.kv_cmp_nch, len);
+        if (maxseg <= NSA_KV_SPARSE * ctas / tiles && maxseg * tiles <= INT32_MAX) {
+            sp.seg_major = 1;
+            ctas = maxseg * tiles;
+        }
+    }
     if (ctas > INT32_MAX)
         return nsa__fail(NSA_ERR_UNSUPPORTED, "batch: %lld key tiles exceed the CUDA "
                          "path's 2^31 limit", (long long)ctas);

@@ -768,7 +768,19 @@ constexpr size_t row_smem()
    others write a partial that kv_split_finish_kernel then adds in segment
    order -- the same sums in the same order on every run, no atomics.
    seg_start (kv_split_count_kernel) is the exclusive prefix of the segment
-   counts over tiles (kv head major). */
+   counts over tiles (kv head major).
+
+   The order of the chunks is chosen for the L2 cache. A head's Q and dO
+   rows are far larger than L2, so a row must be read by the tiles that
+   share it at about the same time or it comes from HBM once per tile
+   (which bound these passes: about 2.5 TB/s of rows at 64K). Compressed
+   tiles all end at their sequence's last row, so their chunks are counted
+   from the end: chunk c of every tile is the same rows, and the CTAs run
+   segment-major (KvSplit::seg_major) where that grid stays small, every
+   tile's segment s beside the others'. Window tiles of neighbouring keys
+   overlap by all but 64 tokens, so a tile walks its chunks rotated
+   (KvTile::rot) until chunk i of each holds the rows of the sequence's
+   i-th chunk modulo the tiles' common chunk count. */
 
 /* Query rows a key-centric CTA stages at a time (one pair of barriers per
    chunk); its warps multiply them 32 rows at a time, S^T and dP^T
@@ -780,6 +792,9 @@ struct KvSplit {
     int64_t tiles;            /* tiles per kv head */
     int64_t seg_len;          /* chunks per segment */
     float *part;              /* [extra segments][64][DK + DV] */
+    int seg_major;            /* CTA x: segment x / (Hkv tiles) of tile x % (Hkv tiles),
+                                 none past the tile's last; else the x-th segment in
+                                 tile order */
 };
 
 /* The keys a tile holds and the query rows that may see them. */
@@ -789,6 +804,7 @@ struct KvTile {
     int64_t rlo, rhi; /* cmp / win: flattened rows [rlo, rhi) */
     int64_t e0, ne;   /* slc: entries of the transposed list  */
     int64_t nch;      /* NSA_KV_ROWS-row chunks; 0 when the tile holds no key */
+    int64_t rot;      /* win: the walk's first chunk (chunk i is rot + i mod nch) */
 };
 
 template <int BR>
@@ -796,7 +812,7 @@ __device__ inline KvTile kv_tile(const Params &p, int64_t tile, int hkv)
 {
     KvTile t;
     t.jg = 0;
-    t.rlo = t.rhi = t.e0 = t.ne = t.nch = 0;
+    t.rlo = t.rhi = t.e0 = t.ne = t.nch = t.rot = 0;
     if (BR == BR_SLC) {
         int subt = (p.lp + 63) / 64;
         t.jg = tile / subt;
@@ -841,6 +857,7 @@ __device__ inline KvTile kv_tile(const Params &p, int64_t tile, int hkv)
     }
     t.nch = BR == BR_SLC ? cdiv64(t.ne * cdiv64((int64_t)p.bq * G, 16), NSA_KV_ROWS / 16)
                          : cdiv64(t.rhi - t.rlo, NSA_KV_ROWS);
+    if (BR == BR_WIN && t.nch > 0) t.rot = (t.nch - (t.rlo / NSA_KV_ROWS) % t.nch) % t.nch;
     return t;
 }
 
@@ -916,18 +933,26 @@ struct KvWork {
 
     __device__ KvWork(const Params &p_, const KvSplit &sp, int64_t x) : p(p_)
     {
-        /* this CTA's tile and segment: the last f with seg_start[f] <= x */
+        /* this CTA's tile and segment */
         const int64_t ntot = (int64_t)p.Hkv * sp.tiles;
-        ok = x < sp.seg_start[ntot];
-        if (!ok) return;
-        int64_t lo = 0, hi = ntot - 1;
-        while (lo < hi) {
-            int64_t mid = (lo + hi + 1) >> 1;
-            if (sp.seg_start[mid] <= x) lo = mid;
-            else hi = mid - 1;
+        if (sp.seg_major) {
+            seg = x / ntot;
+            flo = x - seg * ntot;
+            ok = seg < sp.seg_start[flo + 1] - sp.seg_start[flo];
+            if (!ok) return;
+        } else {
+            /* the last f with seg_start[f] <= x */
+            ok = x < sp.seg_start[ntot];
+            if (!ok) return;
+            int64_t lo = 0, hi = ntot - 1;
+            while (lo < hi) {
+                int64_t mid = (lo + hi + 1) >> 1;
+                if (sp.seg_start[mid] <= x) lo = mid;
+                else hi = mid - 1;
+            }
+            flo = lo;
+            seg = x - sp.seg_start[flo];
         }
-        flo = lo;
-        seg = x - sp.seg_start[flo];
         hkv = (int)(flo / sp.tiles);
         t = kv_tile<BR>(p, flo % sp.tiles, hkv);
         ok = t.key0 < t.key_end;
@@ -982,9 +1007,16 @@ struct KvWork {
             tok_off = u * p.bq;
             f = piece * 16 + (r & 15);
             fmax = (int64_t)min(p.bq, t.nq - tok_off) * p.G;
+        } else if (BR == BR_CMP) {
+            /* counted from the tile's end (see the order above) */
+            tok_off = 0;
+            f = t.rhi - (c + 1) * NSA_KV_ROWS + r;
+            if (f < t.rlo) return false;
+            fmax = t.rhi;
         } else {
             tok_off = 0;
-            f = t.rlo + c * NSA_KV_ROWS + r;
+            const int64_t cr = c + t.rot;
+            f = t.rlo + (cr < t.nch ? cr : cr - t.nch) * NSA_KV_ROWS + r;
             fmax = t.rhi;
         }
         if (f >= fmax) return false;
