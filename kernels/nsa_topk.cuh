@@ -28,16 +28,23 @@
    overlaps the loads in flight. Each column is read from global memory
    once.
 
+   A row's kk best are written best first. From a list of n >= kk keys
+   that holds them, a counting select (topk_rank_top) finds each one's
+   place in one pass over bins of the leading digit in which the keys
+   differ; where kk is small, or the keys bunch in a few bins, the list is
+   cut to kk and sorted (bitonic) instead.
+
    Two ways to spread rows over the GPU:
-     - many rows: one CTA per row (topk_row_kernel) streams the row, sorts
-       its kk keys (bitonic, descending) and writes them best first; two
-       CTAs share an SM, so one streams while the other cuts or sorts;
+     - many rows: one CTA per row (topk_row_kernel) streams the row and
+       writes its kk best; two CTAs share an SM, so one streams while the
+       other cuts or sorts;
      - few long rows: each row is split into `slices` CTAs
        (topk_slice_kernel, grid (slices, rows)); each streams its slice and
        writes the slice's best min(kk, slice width) keys to the workspace
        (zero past them: no rank key is 0). topk_merge_kernel (one CTA per
-       row) streams the row's slices * k keys (floor 1: the zeros are
-       dropped) and finishes as the one-CTA path does. No atomics on
+       row) selects among the row's slices * k keys, in shared memory at
+       once where they fit, else streamed (floor 1: the zeros are
+       dropped), and finishes as the one-CTA path does. No atomics on
        global memory, nothing to clear, no host synchronisation. */
 #ifndef NSA_KERNELS_TOPK_CUH
 #define NSA_KERNELS_TOPK_CUH
@@ -242,16 +249,23 @@ __device__ void topk_find_digit(const uint32_t *hist, int nbins, uint32_t remain
    distinct, so the last digit always does). Needs n > kk >= 1; hist holds
    NSA_TOPK_BINS words. Called by every thread of the block; ends
    synchronised. */
-template <typename KeyAt>
-__device__ uint64_t topk_radix_cut(KeyAt key_at, int64_t n, uint32_t kk, uint32_t *hist,
-                                   TopkShared &sh)
+/* The AND and the OR of the keys key_at(0 .. n), in every thread; with
+   SKIP_ZERO, zero keys (padding: no rank key is 0) are left out. Called by
+   every thread of the block; the caller synchronises before the next call
+   (sh.all, sh.any). */
+template <bool SKIP_ZERO, typename KeyAt>
+__device__ void topk_and_or(KeyAt key_at, int64_t n, TopkShared &sh, uint64_t &all,
+                            uint64_t &any)
 {
     const int tid = threadIdx.x, nt = blockDim.x, lane = tid & 31, warp = tid >> 5;
-    uint64_t all = ~0ull, any = 0ull;
+    all = ~0ull;
+    any = 0ull;
     for (int64_t i = tid; i < n; i += nt) {
         const uint64_t key = key_at(i);
-        all &= key;
-        any |= key;
+        if (!SKIP_ZERO || key) {
+            all &= key;
+            any |= key;
+        }
     }
     for (int o = 16; o > 0; o >>= 1) {
         all &= __shfl_xor_sync(0xffffffffu, all, o);
@@ -266,6 +280,15 @@ __device__ uint64_t topk_radix_cut(KeyAt key_at, int64_t n, uint32_t kk, uint32_
         all &= sh.all[w];
         any |= sh.any[w];
     }
+}
+
+template <typename KeyAt>
+__device__ uint64_t topk_radix_cut(KeyAt key_at, int64_t n, uint32_t kk, uint32_t *hist,
+                                   TopkShared &sh)
+{
+    const int tid = threadIdx.x, nt = blockDim.x;
+    uint64_t all, any;
+    topk_and_or<false>(key_at, n, sh, all, any);
     const int common = __clzll((long long)(all ^ any)); /* < 64: the keys differ */
     uint64_t pmask = common > 0 ? ~0ull << (64 - common) : 0ull;
     uint64_t prefix = all & pmask;
@@ -430,14 +453,17 @@ __device__ __forceinline__ uint32_t topk_guess_keep(uint32_t kk, uint32_t count)
 
 /* One pass of the streaming select over src's count columns (module
    comment), the first cut (after the first tile) to keep1 <= kk keys:
-   returns n with L.key[0 .. n) the n largest keys at or above floor0, n =
-   min(kk, their number) when keep1 = kk. With keep1 < kk the first cut
-   may drop keys of the kk largest; then n < kk says so (topk_stream). kk
-   >= 1. Called by every thread of the block; ends synchronised. */
+   returns n with L.key[0 .. n) keys at or above floor0 that hold the kk
+   largest of them, n = min(kk, their number) when keep1 = kk and keep_last
+   = kk; with keep_last > kk the list is cut to kk at the end only if it
+   holds more than keep_last (the caller then selects the kk largest
+   itself, topk_rank_top). With keep1 < kk the first cut may drop keys of
+   the kk largest; then n < kk says so (topk_stream). kk >= 1. Called by
+   every thread of the block; ends synchronised. */
 template <typename Src>
 __device__ uint32_t topk_stream_pass(const Src &src, uint32_t count, uint32_t kk,
-                                     uint32_t keep1, uint64_t floor0, const TopkList &L,
-                                     TopkShared &sh)
+                                     uint32_t keep1, uint32_t keep_last, uint64_t floor0,
+                                     const TopkList &L, TopkShared &sh)
 {
     constexpr int PER = NSA_TOPK_PER, NT = NSA_TOPK_THREADS, TILE = NSA_TOPK_TILE;
     const int tid = threadIdx.x;
@@ -486,7 +512,7 @@ __device__ uint32_t topk_stream_pass(const Src &src, uint32_t count, uint32_t kk
         if (tid == 0) sh.added[(t + 2) % 3] = 0;
         cur = nxt;
     }
-    if (n > kk) {
+    if (n > keep_last) {
         topk_keep(L, n, kk, sh);
         n = kk;
     }
@@ -494,7 +520,9 @@ __device__ uint32_t topk_stream_pass(const Src &src, uint32_t count, uint32_t kk
 }
 
 /* The streaming select (module comment): returns n = min(kk, keys >=
-   floor0 among src's count columns) with L.key[0 .. n) the n largest.
+   floor0 among src's count columns) with L.key[0 .. n) the n largest
+   (keep_last = kk), or n >= that with L.key[0 .. n) holding them
+   (topk_stream_pass).
    With guess (columns in no particular order, at least
    NSA_TOPK_GUESS_TILES tiles), the first cut keeps topk_guess_keep(kk,
    count) keys. Every key the list drops lies below every key it keeps, so
@@ -504,13 +532,15 @@ __device__ uint32_t topk_stream_pass(const Src &src, uint32_t count, uint32_t kk
    kk, as a pass without a guess does. Exact either way: the guess costs
    only time, and only when it fails. */
 template <typename Src>
-__device__ uint32_t topk_stream(const Src &src, uint32_t count, uint32_t kk, uint64_t floor0,
-                                bool guess, const TopkList &L, TopkShared &sh)
+__device__ uint32_t topk_stream(const Src &src, uint32_t count, uint32_t kk, uint32_t keep_last,
+                                uint64_t floor0, bool guess, const TopkList &L, TopkShared &sh)
 {
     const uint32_t keep1 =
         guess && count >= NSA_TOPK_GUESS_TILES * NSA_TOPK_TILE ? topk_guess_keep(kk, count) : kk;
-    const uint32_t n = topk_stream_pass(src, count, kk, keep1, floor0, L, sh);
-    return n < kk && keep1 < kk ? topk_stream_pass(src, count, kk, kk, floor0, L, sh) : n;
+    const uint32_t n = topk_stream_pass(src, count, kk, keep1, keep_last, floor0, L, sh);
+    return n < kk && keep1 < kk
+               ? topk_stream_pass(src, count, kk, kk, keep_last, floor0, L, sh)
+               : n;
 }
 
 /* One size's bitonic stages of strides s0, s0 / 2, ..., 1 (s0 <= 32) on a
@@ -586,14 +616,154 @@ __device__ __forceinline__ int topk_row_range(int64_t r, int64_t cols, const int
     return (int)min((int64_t)k, *en - *st);
 }
 
-/* A row's output: its n = kk best keys sorted, best first, -1 past kk. */
-__device__ void topk_write_row(const TopkList &L, uint32_t kk, int k, int32_t *out,
-                               int32_t *out_count)
+/* The largest bin a counting select takes (topk_rank_top): keys bunched
+   more than this go to the radix cut and the bitonic sort. A key's place
+   costs one compare per key of its bin, so bins of 128 (the top 2,048 of
+   a row in descending order fill 32 bins of 64: the first key's exponent
+   is one above the others') still cost less than the bitonic sort. */
+#ifndef NSA_TOPK_SORT_BIN
+#define NSA_TOPK_SORT_BIN 128
+#endif
+/* The least kk that topk_rank_top serves: below it the bitonic sort of kk
+   keys is cheaper than the counting select's scan of its bins. */
+#ifndef NSA_TOPK_COUNT_MIN
+#define NSA_TOPK_COUNT_MIN 256
+#endif
+/* The most keys a list may hold for topk_rank_top to select from it: its
+   scratch lies past them. */
+#define NSA_TOPK_COUNT_KEYS(kk) (NSA_TOPK_CAP - (kk) - NSA_TOPK_SORT_BIN)
+
+/* f(place, key) for each of the kk largest keys of L.key[0 .. n), place
+   being its rank from the largest (0 .. kk - 1), by one counting pass;
+   zero keys are padding and left out. Needs at least kk >= 1 nonzero keys,
+   distinct, and n <= NSA_TOPK_COUNT_KEYS(kk). Returns false, without a
+   call, when the keys bunch: a bin among those that hold the kk largest
+   with more than NSA_TOPK_SORT_BIN keys.
+   The bins are the NSA_TOPK_DIGIT bits below the bits that all the keys
+   share (topk_and_or), so that keys from any spread of scores fill many
+   bins: the top 2,048 of 129,280 uniform scores hold about one a bin. Bin
+   sizes, then their exclusive scan from the top bin down: bin d's keys
+   take the places [start(d), start(d) + size(d)), and the bins that start
+   below kk hold the kk largest. Their keys are copied past n, into their
+   bins' places (unordered within a bin), and a key's place is its bin's
+   start plus the number of its bin's keys above it. O(n) work and a few
+   barriers, against a radix cut's rounds and the bitonic sort's
+   O(kk log^2 kk) and its log^2 kk barriers. Called by every thread of the
+   block; ends synchronised. */
+template <typename F>
+__device__ bool topk_rank_top(const TopkList &L, uint32_t n, uint32_t kk, TopkShared &sh, F f)
 {
-    topk_sort_desc(L.key, kk);
-    for (int i = threadIdx.x; i < k; i += blockDim.x)
-        out[i] = i < (int)kk ? (int32_t)nsa_rank_index(L.key[i]) : -1;
+    const int tid = threadIdx.x, nt = blockDim.x, lane = tid & 31, warp = tid >> 5;
+    uint64_t all, any;
+    topk_and_or<true>([&](int64_t i) { return L.key[i]; }, n, sh, all, any);
+    if (all == any) { /* one nonzero key, so kk = 1 */
+        for (uint32_t i = tid; i < n; i += nt)
+            if (L.key[i]) f(0u, L.key[i]);
+        __syncthreads();
+        return true;
+    }
+    const int top = 63 - __clzll((long long)(all ^ any)); /* the highest bit that differs */
+    const int width = min(NSA_TOPK_DIGIT, top + 1), shift = top + 1 - width;
+    const uint32_t nb = 1u << width;
+    constexpr uint32_t OUT = 0x80000000u; /* a bin that starts at kk or later */
+    uint32_t *bin = L.hist;
+    auto bin_of = [&](uint64_t key) { return (uint32_t)(key >> shift) & (nb - 1); };
+    for (uint32_t b = tid; b < nb; b += nt) bin[b] = 0;
+    if (tid == 0) sh.res[0] = 0;
+    __syncthreads();
+    for (uint32_t i = tid; i < n; i += nt) {
+        const uint64_t key = L.key[i];
+        if (key) atomicAdd(&bin[bin_of(key)], 1u);
+    }
+    __syncthreads();
+    /* thread t scans the t-th group of bins from the top */
+    const int per = (int)((nb + nt - 1) / nt);
+    const int hi = (int)nb - tid * per, lo = max(hi - per, 0);
+    uint32_t sum = 0;
+    for (int b = hi - 1; b >= lo; --b) sum += bin[b];
+    uint32_t incl = sum;
+    for (int o = 1; o < 32; o <<= 1) {
+        const uint32_t y = __shfl_up_sync(0xffffffffu, incl, o);
+        if (lane >= o) incl += y;
+    }
+    if (lane == 31) sh.scan[warp] = incl;
+    __syncthreads();
+    if (warp == 0) {
+        const uint32_t w = lane < (nt >> 5) ? sh.scan[lane] : 0u;
+        uint32_t wi = w;
+        for (int o = 1; o < 32; o <<= 1) {
+            const uint32_t y = __shfl_up_sync(0xffffffffu, wi, o);
+            if (lane >= o) wi += y;
+        }
+        if (lane < (nt >> 5)) sh.scan[lane] = wi - w; /* warps before this one */
+    }
+    __syncthreads();
+    /* starts in place (OUT past kk); the largest bin that starts below kk
+       to sh.res[0], and the end of the one that holds the kk-th key (the
+       keys copied) to sh.res[1] */
+    uint32_t at = incl - sum + sh.scan[warp], big = 0;
+    for (int b = hi - 1; b >= lo; --b) {
+        const uint32_t c = bin[b];
+        if (at < kk) {
+            big = max(big, c);
+            if (at + c >= kk) sh.res[1] = at + c;
+        }
+        bin[b] = at < kk ? at : OUT;
+        at += c;
+    }
+    for (int o = 16; o > 0; o >>= 1) big = max(big, __shfl_xor_sync(0xffffffffu, big, o));
+    if (lane == 0 && big > 0) atomicMax(&sh.res[0], big);
+    __syncthreads();
+    if (sh.res[0] > NSA_TOPK_SORT_BIN) return false; /* the same for every thread */
+    const uint32_t copied = sh.res[1];
+    uint64_t *tmp = L.key + n;
+    for (uint32_t i = tid; i < n; i += nt) {
+        const uint64_t key = L.key[i];
+        if (!key) continue;
+        uint32_t *b = &bin[bin_of(key)];
+        if (*b != OUT) tmp[atomicAdd(b, 1u)] = key; /* bin[d] ends as the bin's end */
+    }
+    __syncthreads();
+    for (uint32_t i = tid; i < copied; i += nt) {
+        const uint64_t key = tmp[i];
+        const uint32_t d = bin_of(key), b0 = d + 1 < nb ? bin[d + 1] : 0u, b1 = bin[d];
+        uint32_t place = b0;
+        for (uint32_t j = b0; j < b1; ++j) place += tmp[j] > key;
+        if (place < kk) f(place, key);
+    }
+    __syncthreads();
+    return true;
+}
+
+/* A row's output past its kk places: -1, and its count. */
+__device__ __forceinline__ void topk_pad_row(uint32_t kk, int k, int32_t *out, int32_t *out_count)
+{
+    for (int i = (int)kk + threadIdx.x; i < k; i += blockDim.x) out[i] = -1;
     if (threadIdx.x == 0 && out_count) *out_count = (int32_t)kk;
+}
+
+/* The keep_last of a stream whose list goes to topk_write_row. */
+__device__ __forceinline__ uint32_t topk_keep_last(uint32_t kk)
+{
+    return kk >= NSA_TOPK_COUNT_MIN ? NSA_TOPK_COUNT_KEYS(kk) : kk;
+}
+
+/* A row's output from the n >= kk distinct nonzero keys of its list that
+   hold its kk best (topk_stream with topk_keep_last): those kk sorted,
+   best first, -1 past kk. By topk_rank_top where kk is large enough and
+   the keys do not bunch (try_count), else cut to kk (topk_keep) and sorted
+   (topk_sort_desc). */
+__device__ void topk_write_row(const TopkList &L, uint32_t n, uint32_t kk, int k, int32_t *out,
+                               int32_t *out_count, TopkShared &sh, bool try_count)
+{
+    auto put = [&](uint32_t place, uint64_t key) { out[place] = (int32_t)nsa_rank_index(key); };
+    if (!(try_count && kk >= NSA_TOPK_COUNT_MIN && n <= NSA_TOPK_COUNT_KEYS(kk) &&
+          topk_rank_top(L, n, kk, sh, put))) {
+        if (n > kk) topk_keep(L, n, kk, sh);
+        topk_sort_desc(L.key, kk);
+        for (uint32_t i = threadIdx.x; i < kk; i += blockDim.x) put(i, L.key[i]);
+    }
+    topk_pad_row(kk, k, out, out_count);
 }
 
 /* Many rows: one CTA per row. */
@@ -612,8 +782,8 @@ topk_row_kernel(const float *scores, int64_t cols, int64_t row_stride, const int
     uint32_t n = 0;
     if (kk > 0) /* the same for the whole CTA */
         n = topk_stream(TopkScores{scores + r * row_stride + st, 0}, (uint32_t)(en - st),
-                        (uint32_t)kk, 0ull, true, L, sh);
-    topk_write_row(L, n, k, out, cnt);
+                        (uint32_t)kk, topk_keep_last((uint32_t)kk), 0ull, true, L, sh);
+    topk_write_row(L, n, (uint32_t)kk, k, out, cnt, sh, true);
 }
 
 /* Few rows, step 1 of 2: grid (slices, rows). Slice s of row r writes its
@@ -632,12 +802,16 @@ topk_slice_kernel(const float *scores, int64_t cols, int64_t row_stride,
     const int64_t lo = min(en, st + len * blockIdx.x), hi = min(en, lo + len);
     const TopkList L = topk_list(smem_raw);
     const uint32_t n = topk_stream(TopkScores{scores + r * row_stride + lo, (uint32_t)(lo - st)},
-                                   (uint32_t)(hi - lo), (uint32_t)kk, 0ull, true, L, sh);
+                                   (uint32_t)(hi - lo), (uint32_t)kk, (uint32_t)kk, 0ull, true,
+                                   L, sh);
     uint64_t *dst = best + (r * gridDim.x + blockIdx.x) * (int64_t)k;
     for (int i = threadIdx.x; i < k; i += blockDim.x) dst[i] = i < (int)n ? L.key[i] : 0ull;
 }
 
-/* Few rows, step 2 of 2: one CTA per row, the slices' keys merged. */
+/* Few rows, step 2 of 2: one CTA per row, the slices' keys merged: where
+   they fit beside topk_rank_top's scratch, read into shared memory and
+   ranked there at once; else (or where they bunch) streamed (floor 1: the
+   zeros past each slice's keys are dropped) and written as a row. */
 __global__ void __launch_bounds__(NSA_TOPK_THREADS, 1)
 topk_merge_kernel(int64_t cols, const int32_t *row_start, const int32_t *row_end, int k,
                   int slices, const uint64_t *best, int32_t *out_idx, int32_t *out_count)
@@ -648,11 +822,24 @@ topk_merge_kernel(int64_t cols, const int32_t *row_start, const int32_t *row_end
     int64_t st, en;
     const int kk = topk_row_range(r, cols, row_start, row_end, k, &st, &en);
     const TopkList L = topk_list(smem_raw);
+    const uint64_t *keys = best + r * slices * (int64_t)k;
+    const uint32_t nkeys = (uint32_t)(slices * k);
+    int32_t *out = out_idx + r * (int64_t)k, *cnt = out_count ? out_count + r : NULL;
+    const bool direct = kk >= NSA_TOPK_COUNT_MIN && nkeys <= NSA_TOPK_COUNT_KEYS((uint32_t)kk);
+    if (direct) { /* the same for the whole CTA */
+        for (uint32_t i = threadIdx.x; i < nkeys; i += blockDim.x) L.key[i] = __ldcg(keys + i);
+        __syncthreads();
+        if (topk_rank_top(L, nkeys, (uint32_t)kk, sh, [&](uint32_t place, uint64_t key) {
+                out[place] = (int32_t)nsa_rank_index(key);
+            })) {
+            topk_pad_row((uint32_t)kk, k, out, cnt);
+            return;
+        }
+    }
     uint32_t n = 0;
-    if (kk > 0) /* floor 1: the zeros past each slice's keys are dropped */
-        n = topk_stream(TopkKeys{best + r * slices * (int64_t)k}, (uint32_t)(slices * k),
-                        (uint32_t)kk, 1ull, false, L, sh);
-    topk_write_row(L, n, k, out_idx + r * (int64_t)k, out_count ? out_count + r : NULL);
+    if (kk > 0)
+        n = topk_stream(TopkKeys{keys}, nkeys, (uint32_t)kk, (uint32_t)kk, 1ull, false, L, sh);
+    topk_write_row(L, n, (uint32_t)kk, k, out, cnt, sh, !direct);
 }
 
 /* ---- top-n blocks per row, as a mask (nsa_cuda_topk_blocks) ---------------

@@ -898,7 +898,12 @@ static void run_graph(const Case &c)
    rows take one CTA each), and rows whose every column beats the floor, so
    that the candidate list is cut whenever it fills (ascending scores), or
    whose columns after the first cut never do (descending: on a long row
-   the guessed first floor then fails, and the row is read again). */
+   the guessed first floor then fails, and the row is read again). Rows of
+   spread scores (uniform, signed, ascending, all equal: their keys differ
+   in the column) place their kk best by the counting select; rows whose
+   best keys bunch in a few bins (NaN and +-inf, many tied levels) fall
+   back to the radix cut and the bitonic sort, in the merge after the
+   counting select tried them in shared memory. */
 enum TopkFill { TK_UNIFORM, TK_SIGNED, TK_EQUAL, TK_SPECIAL, TK_FEW_LEVELS, TK_MANY_LEVELS,
                 TK_SPARSE_SPECIAL, TK_ASCENDING, TK_DESCENDING, TK_MOSTLY_NAN };
 
