@@ -774,14 +774,14 @@ constexpr size_t row_smem()
    rows are far larger than L2, so a row must be read by the tiles that
    share it at about the same time or it comes from HBM once per tile (at
    64K the compressed pass read 47 GB from DRAM that way, the window pass
-   20 GB; 3.8 and 2.7 GB in this order). Compressed
-   tiles all end at their sequence's last row, so their chunks are counted
-   from the end: chunk c of every tile is the same rows, and the CTAs run
-   segment-major (KvSplit::seg_major) where that grid stays small, every
-   tile's segment s beside the others'. Window tiles of neighbouring keys
-   overlap by all but 64 tokens, so a tile walks its chunks rotated
-   (KvTile::rot) until chunk i of each holds the rows of the sequence's
-   i-th chunk modulo the tiles' common chunk count. */
+   20 GB; 3.8 and 2.7 GB in this order). Compressed tiles all end at their
+   sequence's last row, so their chunks are counted from the end: chunk c
+   of every tile is the same rows, and the CTAs run segment-major
+   (KvSplit::seg_major) where that grid stays small, every tile's segment
+   s beside the others'. Window tiles of neighbouring keys overlap by all
+   but 64 tokens, so a tile walks its chunks rotated (KvTile::rot) until
+   chunk i of each holds the rows of the sequence's i-th chunk modulo the
+   tiles' common chunk count. */
 
 /* Query rows a key-centric CTA stages at a time (one pair of barriers per
    chunk); its warps multiply them 32 rows at a time, S^T and dP^T
