@@ -618,9 +618,11 @@ __device__ __forceinline__ int topk_row_range(int64_t r, int64_t cols, const int
 
 /* The largest bin a counting select takes (topk_rank_top): keys bunched
    more than this go to the radix cut and the bitonic sort. A key's place
-   costs one compare per key of its bin, so bins of 128 (the top 2,048 of
-   a row in descending order fill 32 bins of 64: the first key's exponent
-   is one above the others') still cost less than the bitonic sort. */
+   costs one compare per key of its bin, so bins of 128 still cost less
+   than the bitonic sort; they take rows whose best keys straddle a power
+   of two (the top 2,048 of a row in descending order: the first key's
+   exponent is one above the others', so the bins are about 32 times
+   coarser), which bins of 32 sent to the sort (bench/RESULTS.md). */
 #ifndef NSA_TOPK_SORT_BIN
 #define NSA_TOPK_SORT_BIN 128
 #endif
