@@ -238,17 +238,6 @@ __device__ void topk_find_digit(const uint32_t *hist, int nbins, uint32_t remain
     __syncthreads();
 }
 
-/* The cut of the kk largest of n distinct keys key_at(0 .. n): a P with
-   exactly kk of them >= P. A radix select decides digits from the top;
-   `prefix` holds the decided digits (zeros below), so a key's decided
-   digits are >= prefix exactly when the key is >= prefix. The leading bits
-   that all n keys share are decided first, by one pass (the AND and the OR
-   of the keys): a list above a risen floor shares many, and a first digit
-   among them would put every key in one bin, its atomics in one queue.
-   It stops when the pivot digit's keys are all taken (the keys are
-   distinct, so the last digit always does). Needs n > kk >= 1; hist holds
-   NSA_TOPK_BINS words. Called by every thread of the block; ends
-   synchronised. */
 /* The AND and the OR of the keys key_at(0 .. n), in every thread; with
    SKIP_ZERO, zero keys (padding: no rank key is 0) are left out. Called by
    every thread of the block; the caller synchronises before the next call
@@ -282,6 +271,17 @@ __device__ void topk_and_or(KeyAt key_at, int64_t n, TopkShared &sh, uint64_t &a
     }
 }
 
+/* The cut of the kk largest of n distinct keys key_at(0 .. n): a P with
+   exactly kk of them >= P. A radix select decides digits from the top;
+   `prefix` holds the decided digits (zeros below), so a key's decided
+   digits are >= prefix exactly when the key is >= prefix. The leading bits
+   that all n keys share are decided first, by one pass (the AND and the OR
+   of the keys): a list above a risen floor shares many, and a first digit
+   among them would put every key in one bin, its atomics in one queue.
+   It stops when the pivot digit's keys are all taken (the keys are
+   distinct, so the last digit always does). Needs n > kk >= 1; hist holds
+   NSA_TOPK_BINS words. Called by every thread of the block; ends
+   synchronised. */
 template <typename KeyAt>
 __device__ uint64_t topk_radix_cut(KeyAt key_at, int64_t n, uint32_t kk, uint32_t *hist,
                                    TopkShared &sh)
