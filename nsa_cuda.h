@@ -587,6 +587,21 @@ static nsa_status cw_fwd_block(K kernel, int row_threads, int64_t units, int &th
     return NSA_OK;
 }
 
+/* Warps of a selected-branch forward CTA: NSA_SLC_WARPS, or as many as the
+   device's shared memory per block takes (smem(nw): the dynamic bytes of
+   nw warps). */
+template <typename K>
+static nsa_status slc_cta_warps(K kernel, size_t (*smem)(int), int &nw)
+{
+    cudaFuncAttributes fa;
+    NSA__CK(cudaFuncGetAttributes(&fa, kernel));
+    int dev = 0, optin = 0;
+    NSA__CK(cudaGetDevice(&dev));
+    NSA__CK(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
+    for (nw = NSA_SLC_WARPS; nw > 1 && smem(nw) + fa.sharedSizeBytes > (size_t)optin; --nw) {}
+    return NSA_OK;
+}
+
 template <typename T, int DK, int DV>
 static nsa_status run_rows(const Plan &P, const nsak::Params &p, int mode, unsigned br,
                            bool dq, cudaStream_t s)
@@ -598,13 +613,16 @@ static nsa_status run_rows(const Plan &P, const nsak::Params &p, int mode, unsig
     dim3 grid((unsigned)tiles, (unsigned)P.Hkv);
     if (slc && !dq) {
         constexpr int NS = NSA_SLC_STAGES;
-        size_t sm = nsak::slc_smem<DK, DV, NS>();
         auto k = nsak::slc_fwd_kernel<T, DK, DV, NS>;
+        int nw = 0;
+        if ((st = slc_cta_warps(k, nsak::slc_cta_smem<DK, DV, NS>, nw))) return st;
+        const size_t sm = nsak::slc_cta_smem<DK, DV, NS>(nw);
         if ((st = set_smem(k, sm))) return st;
-        k<<<grid, 32, sm, s>>>(p, mode, kv_maps(P, p));
+        grid.x = (unsigned)((tiles + nw - 1) / nw);
+        k<<<grid, nw * 32, sm, s>>>(p, mode, kv_maps(P, p));
     } else if (slc) {
         constexpr int NS = NSA_SLC_STAGES;
-        size_t sm = nsak::slc_smem<DK, DV, NS>();
+        const size_t sm = nsak::slc_cta_smem<DK, DV, NS>(1);
         auto k = nsak::slc_dq_kernel<T, DK, DV, NS>;
         if ((st = set_smem(k, sm))) return st;
         k<<<grid, 32, sm, s>>>(p, kv_maps(P, p));

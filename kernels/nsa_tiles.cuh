@@ -131,10 +131,22 @@ struct KeySrc {
             s0 = lo + c * kn;
             return min(kn, hi - s0);
         }
-        /* a shift where it can be: this runs once a chunk, twice in the
-           pipelined kernels, and an integer division costs ~20 instructions */
-        int e = cpb_log2 >= 0 ? c >> cpb_log2 : c / cpb, sub = c - e * cpb;
-        int j = __ldg(idx + e);
+        int e, sub;
+        split(c, e, sub);
+        return block_chunk(__ldg(idx + e), sub, s0);
+    }
+    /* slc: chunk c of a list is chunk sub of its entry e; a shift where it
+       can be: this runs once a chunk, twice in the pipelined kernels, and an
+       integer division costs ~20 instructions */
+    __device__ inline void split(int c, int &e, int &sub) const
+    {
+        e = cpb_log2 >= 0 ? c >> cpb_log2 : c / cpb;
+        sub = c - e * cpb;
+    }
+    /* slc: chunk sub of selection block j, its keys up to t_last; none for
+       an index outside the sequence's blocks */
+    __device__ inline int block_chunk(int j, int sub, int &s0) const
+    {
         if (j < 0 || j >= nsel) { s0 = 0; return 0; }
         s0 = j * lp + sub * NSA_KN;
         int end = min(min(j * lp + lp, nk), t_last + 1);

@@ -108,6 +108,7 @@ struct Case {
     int H, Hkv, Dk, Dv;
     nsa_dtype dt;
     bool gates, caller_sel, caller_cmp;
+    bool caller_mixed; /* caller_sel lists out of order, some entries twice */
     double qscale;
 };
 
@@ -186,6 +187,15 @@ static Inputs make_inputs(const Case &c)
                     int cnt = 0;
                     for (int j = 0; j < nb && cnt < c.cfg.n; ++j)
                         if (urand() < 0.3) row[cnt++] = j;
+                    if (c.caller_mixed && cnt > 0) {
+                        /* a repeat (it enters the softmax twice: docs/MATH.md
+                           section 9), then the entries shuffled */
+                        if (cnt < c.cfg.n && urand() < 0.5) {
+                            const int twice = row[(int)(urand() * cnt) % cnt];
+                            row[cnt++] = twice;
+                        }
+                        for (int e = cnt - 1; e > 0; --e) std::swap(row[e], row[(int)(urand() * (e + 1)) % (e + 1)]);
+                    }
                     if (cnt < c.cfg.n && urand() < 0.3) row[cnt++] = nb + 3;
                     in.cnt[(size_t)(unit * c.Hkv + h)] = cnt;
                 }
@@ -692,7 +702,7 @@ static void run_future_nonfinite(unsigned branches, int limit)
     c.name = std::string(branches == NSA_BRANCH_SLC ? "slc" : "all branches") +
              ": non-finite keys past a query";
     c.cfg = cfg; c.cu = {0, 300, 1000, 1700}; c.H = 8; c.Hkv = 2; c.Dk = 128; c.Dv = 128;
-    c.dt = NSA_BF16; c.gates = false; c.caller_sel = c.caller_cmp = false; c.qscale = 2.0;
+    c.dt = NSA_BF16; c.gates = false; c.caller_sel = c.caller_cmp = c.caller_mixed = false; c.qscale = 2.0;
     logf_("== %s\n", c.name.c_str());
     Row &row = new_row(c.name);
     Inputs in = make_inputs(c);
@@ -1391,7 +1401,7 @@ static void run_errors()
     c.cfg = nsa_config_paper();
     c.cu = {0, 100};
     c.H = 4; c.Hkv = 2; c.Dk = 64; c.Dv = 64; c.dt = NSA_BF16;
-    c.gates = false; c.caller_sel = c.caller_cmp = false; c.qscale = 1;
+    c.gates = false; c.caller_sel = c.caller_cmp = c.caller_mixed = false; c.qscale = 1;
     Inputs in = make_inputs(c);
     Gpu G;
     gpu_setup(c, in, G);
@@ -1451,7 +1461,7 @@ static void run_compress_append()
             c.cfg = presets[pi];
             c.cu = {0, 1000, 1033, 1033, 2500};
             c.H = 8; c.Hkv = 2; c.Dk = 128; c.Dv = 128; c.dt = NSA_BF16;
-            c.gates = false; c.caller_sel = c.caller_cmp = false; c.qscale = 1;
+            c.gates = false; c.caller_sel = c.caller_cmp = c.caller_mixed = false; c.qscale = 1;
             Inputs in = make_inputs(c);
             Gpu G;
             gpu_setup(c, in, G);
@@ -1563,7 +1573,7 @@ static void run_vector_case(nsa_vcase &vc, const char *sub)
     c.cu.assign(vc.cu, vc.cu + vc.B + 1);
     if (vc.cu_q) c.cuq.assign(vc.cu_q, vc.cu_q + vc.B + 1);
     c.H = vc.H; c.Hkv = vc.Hkv; c.Dk = Pk; c.Dv = Pv; c.dt = NSA_BF16;
-    c.gates = vc.has_gates != 0; c.caller_sel = c.caller_cmp = false; c.qscale = 1;
+    c.gates = vc.has_gates != 0; c.caller_sel = c.caller_cmp = c.caller_mixed = false; c.qscale = 1;
     Inputs in;
     /* rows of D values -> rows of Dp values, zero-padded */
     auto pad = [&](const double *x, int64_t rows, int D, int Dp) {
@@ -1821,7 +1831,7 @@ static void run_big()
     }
     Case c;
     c.name = "big"; c.cfg = cfg; c.cu = {0, T}; c.H = H; c.Hkv = Hkv; c.Dk = D; c.Dv = D;
-    c.dt = NSA_BF16; c.gates = false; c.caller_sel = c.caller_cmp = false; c.qscale = 1;
+    c.dt = NSA_BF16; c.gates = false; c.caller_sel = c.caller_cmp = c.caller_mixed = false; c.qscale = 1;
     Gpu G;
     memset(&G, 0, sizeof G);
     G.cfg = cfg;
@@ -1921,7 +1931,7 @@ int main(int argc, char **argv)
                  int Dv, nsa_dtype dt, bool gates) {
         Case c;
         c.name = name; c.cfg = cfg; c.cu = cu; c.H = H; c.Hkv = Hkv; c.Dk = Dk; c.Dv = Dv;
-        c.dt = dt; c.gates = gates; c.caller_sel = c.caller_cmp = false; c.qscale = 2.0;
+        c.dt = dt; c.gates = gates; c.caller_sel = c.caller_cmp = c.caller_mixed = false; c.qscale = 2.0;
         return c;
     };
     nsa_config small = nsa_config_paper();
@@ -1949,6 +1959,8 @@ int main(int argc, char **argv)
         }
         Case cs = mk("caller indices G4 bf16", nsa_config_paper(), {0, 2, 800, 1000}, 8, 2, 128, 128, NSA_BF16, true);
         cs.caller_sel = true; cases.push_back(cs);
+        Case cm = mk("caller indices out of order, repeated", nsa_config_paper(), {0, 3, 900}, 16, 2, 128, 128, NSA_BF16, true);
+        cm.caller_sel = cm.caller_mixed = true; cases.push_back(cm);
         Case cc = mk("caller-compressed G4 bf16", nsa_config_paper(), {0, 30, 900}, 8, 2, 128, 128, NSA_BF16, true);
         cc.caller_cmp = true; cc.cfg.caller_compressed = 1; cases.push_back(cc);
         Case cc2 = mk("caller-compressed cmp off", nsa_config_paper(), {0, 700}, 8, 2, 64, 64, NSA_BF16, false);
