@@ -734,8 +734,7 @@ static nsa_status run_kv(const Plan &P, const nsak::Params &p, void *ws, cudaStr
        end at once */
     sp.seg_major = 0;
     if (BR == nsak::BR_CMP) {
-        const int64_t len = P.kv_seg_len[BR];
-        const int64_t maxseg = P.kv_cmp_nch <= len ? 1 : nsak::cdiv64(P.kv_cmp_nch, len);
+        const int64_t maxseg = nsak::kv_segments(P.kv_cmp_nch, P.kv_seg_len[BR]);
         if (maxseg <= NSA_KV_SPARSE * ctas / tiles && maxseg * tiles <= INT32_MAX) {
             sp.seg_major = 1;
             ctas = maxseg * tiles;

@@ -862,8 +862,16 @@ __device__ inline KvTile kv_tile(const Params &p, int64_t tile, int hkv)
     return t;
 }
 
-/* seg_start: the exclusive prefix of max(1, ceil(nch / seg_len)) over the
-   Hkv * tiles tiles, and its total last. One CTA of KV_SCAN_THREADS. */
+/* The segments of a tile of nch chunks, seg_len chunks each: max(1,
+   ceil(nch / seg_len)); the host's bound on them (run_kv) and the device's
+   count (kv_split_count_kernel) are this one rule. */
+__host__ __device__ inline int64_t kv_segments(int64_t nch, int64_t seg_len)
+{
+    return nch <= seg_len ? 1 : cdiv64(nch, seg_len);
+}
+
+/* seg_start: the exclusive prefix of kv_segments over the Hkv * tiles
+   tiles, and its total last. One CTA of KV_SCAN_THREADS. */
 #define NSA_KV_SCAN_THREADS 1024
 template <int BR>
 __global__ void __launch_bounds__(NSA_KV_SCAN_THREADS) kv_split_count_kernel(Params p, KvSplit sp,
@@ -876,7 +884,7 @@ __global__ void __launch_bounds__(NSA_KV_SCAN_THREADS) kv_split_count_kernel(Par
     const int64_t f0 = min(n, threadIdx.x * per), f1 = min(n, f0 + per);
     auto nseg = [&](int64_t f) -> int64_t {
         KvTile t = kv_tile<BR>(p, f % sp.tiles, (int)(f / sp.tiles));
-        return t.nch <= sp.seg_len ? 1 : cdiv64(t.nch, sp.seg_len);
+        return kv_segments(t.nch, sp.seg_len);
     };
     int64_t sum = 0;
     for (int64_t f = f0; f < f1; ++f) sum += nseg(f);

@@ -191,39 +191,54 @@ __device__ __forceinline__ void topk_for_each(const float *row, int64_t lo, int6
     }
 }
 
-/* The digit that holds the remain-th largest key, from a histogram of nbins
-   bins in shared memory: the largest d with sum(hist[d..]) >= remain.
-   res[0] = d, res[1] = remain - sum(hist[d+1..]) (how many of digit d are
-   taken), res[2] = hist[d]. Needs sum(hist) >= remain >= 1. Called by every
-   thread of the block (it synchronises); res is valid on return until the
-   next call. Thread t sums the t-th group of bins from the top; a block scan
-   of those sums finds the one group that crosses remain. */
-__device__ void topk_find_digit(const uint32_t *hist, int nbins, uint32_t remain, TopkShared &sh)
+/* The bins above thread t's group: the threads split nbins bins of hist
+   into groups of per = ceil(nbins / threads) from the top (thread t's is
+   [lo, hi), hi = nbins - t * per), and an exclusive block scan of the
+   groups' sums gives each thread the number of keys in the bins above its
+   group; sum is its group's own. Called by every thread of the block; ends
+   synchronised (sh.scan is read until the caller's next barrier). */
+__device__ uint32_t topk_scan_groups(const uint32_t *hist, int nbins, TopkShared &sh, int &lo,
+                                     int &hi, uint32_t &sum)
 {
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, nw = blockDim.x >> 5;
     const int per = (nbins + blockDim.x - 1) / blockDim.x;
-    const int hi = nbins - tid * per, lo = max(hi - per, 0);
-    uint32_t sum = 0;
+    hi = nbins - tid * per;
+    lo = max(hi - per, 0);
+    sum = 0;
     for (int b = lo; b < hi; ++b) sum += hist[b];
     uint32_t incl = sum;
     for (int o = 1; o < 32; o <<= 1) {
-        uint32_t y = __shfl_up_sync(0xffffffffu, incl, o);
+        const uint32_t y = __shfl_up_sync(0xffffffffu, incl, o);
         if (lane >= o) incl += y;
     }
     if (lane == 31) sh.scan[warp] = incl;
     __syncthreads();
     if (warp == 0) {
-        uint32_t w = lane < nw ? sh.scan[lane] : 0u, wi = w;
+        const uint32_t w = lane < nw ? sh.scan[lane] : 0u;
+        uint32_t wi = w;
         for (int o = 1; o < 32; o <<= 1) {
-            uint32_t y = __shfl_up_sync(0xffffffffu, wi, o);
+            const uint32_t y = __shfl_up_sync(0xffffffffu, wi, o);
             if (lane >= o) wi += y;
         }
         if (lane < nw) sh.scan[lane] = wi - w; /* warps before this one */
     }
     __syncthreads();
-    incl += sh.scan[warp];
-    const uint32_t excl = incl - sum;
-    if (excl < remain && incl >= remain) {
+    return incl - sum + sh.scan[warp];
+}
+
+/* The digit that holds the remain-th largest key, from a histogram of nbins
+   bins in shared memory: the largest d with sum(hist[d..]) >= remain.
+   res[0] = d, res[1] = remain - sum(hist[d+1..]) (how many of digit d are
+   taken), res[2] = hist[d]. Needs sum(hist) >= remain >= 1. Called by every
+   thread of the block (it synchronises); res is valid on return until the
+   next call. The one group of bins (topk_scan_groups) that crosses remain
+   finds d. */
+__device__ void topk_find_digit(const uint32_t *hist, int nbins, uint32_t remain, TopkShared &sh)
+{
+    int lo, hi;
+    uint32_t sum;
+    const uint32_t excl = topk_scan_groups(hist, nbins, sh, lo, hi, sum);
+    if (excl < remain && excl + sum >= remain) {
         uint32_t acc = excl;
         for (int b = hi - 1; b >= lo; --b) {
             if (acc + hist[b] >= remain) {
@@ -655,7 +670,7 @@ __device__ __forceinline__ int topk_row_range(int64_t r, int64_t cols, const int
 template <typename F>
 __device__ bool topk_rank_top(const TopkList &L, uint32_t n, uint32_t kk, TopkShared &sh, F f)
 {
-    const int tid = threadIdx.x, nt = blockDim.x, lane = tid & 31, warp = tid >> 5;
+    const int tid = threadIdx.x, nt = blockDim.x, lane = tid & 31;
     uint64_t all, any;
     topk_and_or<true>([&](int64_t i) { return L.key[i]; }, n, sh, all, any);
     if (all == any) { /* one nonzero key, so kk = 1 */
@@ -678,32 +693,13 @@ __device__ bool topk_rank_top(const TopkList &L, uint32_t n, uint32_t kk, TopkSh
         if (key) atomicAdd(&bin[bin_of(key)], 1u);
     }
     __syncthreads();
-    /* thread t scans the t-th group of bins from the top */
-    const int per = (int)((nb + nt - 1) / nt);
-    const int hi = (int)nb - tid * per, lo = max(hi - per, 0);
-    uint32_t sum = 0;
-    for (int b = hi - 1; b >= lo; --b) sum += bin[b];
-    uint32_t incl = sum;
-    for (int o = 1; o < 32; o <<= 1) {
-        const uint32_t y = __shfl_up_sync(0xffffffffu, incl, o);
-        if (lane >= o) incl += y;
-    }
-    if (lane == 31) sh.scan[warp] = incl;
-    __syncthreads();
-    if (warp == 0) {
-        const uint32_t w = lane < (nt >> 5) ? sh.scan[lane] : 0u;
-        uint32_t wi = w;
-        for (int o = 1; o < 32; o <<= 1) {
-            const uint32_t y = __shfl_up_sync(0xffffffffu, wi, o);
-            if (lane >= o) wi += y;
-        }
-        if (lane < (nt >> 5)) sh.scan[lane] = wi - w; /* warps before this one */
-    }
-    __syncthreads();
-    /* starts in place (OUT past kk); the largest bin that starts below kk
-       to sh.res[0], and the end of the one that holds the kk-th key (the
-       keys copied) to sh.res[1] */
-    uint32_t at = incl - sum + sh.scan[warp], big = 0;
+    /* starts in place (OUT past kk), thread t the t-th group of bins from
+       the top; the largest bin that starts below kk to sh.res[0], and the
+       end of the one that holds the kk-th key (the keys copied) to
+       sh.res[1] */
+    int lo, hi;
+    uint32_t sum;
+    uint32_t at = topk_scan_groups(bin, (int)nb, sh, lo, hi, sum), big = 0;
     for (int b = hi - 1; b >= lo; --b) {
         const uint32_t c = bin[b];
         if (at < kk) {
@@ -744,6 +740,15 @@ __device__ __forceinline__ void topk_pad_row(uint32_t kk, int k, int32_t *out, i
     if (threadIdx.x == 0 && out_count) *out_count = (int32_t)kk;
 }
 
+/* Writes a row's output: the column of rank key `key` at place `place`. */
+struct TopkPut {
+    int32_t *out;
+    __device__ void operator()(uint32_t place, uint64_t key) const
+    {
+        out[place] = (int32_t)nsa_rank_index(key);
+    }
+};
+
 /* The keep_last of a stream whose list goes to topk_write_row. */
 __device__ __forceinline__ uint32_t topk_keep_last(uint32_t kk)
 {
@@ -758,7 +763,7 @@ __device__ __forceinline__ uint32_t topk_keep_last(uint32_t kk)
 __device__ void topk_write_row(const TopkList &L, uint32_t n, uint32_t kk, int k, int32_t *out,
                                int32_t *out_count, TopkShared &sh, bool try_count)
 {
-    auto put = [&](uint32_t place, uint64_t key) { out[place] = (int32_t)nsa_rank_index(key); };
+    const TopkPut put{out};
     if (!(try_count && kk >= NSA_TOPK_COUNT_MIN && n <= NSA_TOPK_COUNT_KEYS(kk) &&
           topk_rank_top(L, n, kk, sh, put))) {
         if (n > kk) topk_keep(L, n, kk, sh);
@@ -831,9 +836,7 @@ topk_merge_kernel(int64_t cols, const int32_t *row_start, const int32_t *row_end
     if (direct) { /* the same for the whole CTA */
         for (uint32_t i = threadIdx.x; i < nkeys; i += blockDim.x) L.key[i] = __ldcg(keys + i);
         __syncthreads();
-        if (topk_rank_top(L, nkeys, (uint32_t)kk, sh, [&](uint32_t place, uint64_t key) {
-                out[place] = (int32_t)nsa_rank_index(key);
-            })) {
+        if (topk_rank_top(L, nkeys, (uint32_t)kk, sh, TopkPut{out})) {
             topk_pad_row((uint32_t)kk, k, out, cnt);
             return;
         }
