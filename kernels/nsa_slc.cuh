@@ -7,12 +7,12 @@
    the whole group); a forward CTA is a few such warps of consecutive row
    tiles, which load once the blocks they all select and all see whole
    (SlcShare: block 0 and a local block in the paper preset, nearly all of
-   a unit's blocks in a tile preset). The unit's blocks are a gather of scattered key
-   rows, so these kernels are bound by how fast rows arrive and by each
-   warp's chain of dependent steps, not by the tensor cores (about 16 FLOP
-   per gathered byte at G = 16). Chunks of NSA_KN keys stream through each
-   warp's NS shared-memory stages, NS - 1 in flight while one is computed.
-   Two ways to fill a stage:
+   a unit's blocks in a tile preset). The unit's blocks are a gather of
+   scattered key rows, so these kernels are bound by how fast rows arrive
+   and by each warp's chain of dependent steps, not by the tensor cores
+   (about 16 FLOP per gathered byte at G = 16). Chunks of NSA_KN keys
+   stream through each warp's NS shared-memory stages, NS - 1 in flight
+   while one is computed. Two ways to fill a stage:
      - sm_90a: the copy engine (TmaStages): one lane issues a tensor-tile
        copy per 64 columns of K and of V (KvMaps), landing in the 128-byte
        swizzle. It moves these rows at the rate of plain loads; 16-byte
@@ -179,10 +179,9 @@ __device__ inline void slc_rows_to_frags(const Params &p, const RowTile &rt, int
 template <int DK, int DV, int NS>
 __host__ __device__ constexpr size_t slc_region()
 {
-    return ((((size_t)NS * NSA_KN * (DK + 8 + DV + 8) * 2 > (size_t)NS * NSA_KN * (DK + DV) * 2
-                  ? (size_t)NS * NSA_KN * (DK + 8 + DV + 8) * 2
-                  : (size_t)NS * NSA_KN * (DK + DV) * 2) +
-             1023) / 1024) * 1024;
+    constexpr size_t cp = (size_t)NS * NSA_KN * (DK + 8 + DV + 8) * 2; /* CpStages */
+    constexpr size_t tma = (size_t)NS * NSA_KN * (DK + DV) * 2;        /* TmaStages */
+    return ((cp > tma ? cp : tma) + 1023) / 1024 * 1024;
 }
 template <int DK, int DV, int NS>
 constexpr size_t slc_cta_smem(int nw)
@@ -206,7 +205,7 @@ struct SlcShare {
     int32_t list[NSA_SLC_WARPS][NSA_SLC_LIST_MAX]; /* each warp's list, then its own part */
     int n[NSA_SLC_WARPS];    /* entries; -1: the list takes no part; -2: no rows  */
     int b[NSA_SLC_WARPS];    /* the warp's sequence                               */
-    int nown[NSA_SLC_WARPS]; /* entries of the own part (n >= 0)                  */
+    int nown[NSA_SLC_WARPS]; /* entries of the own part (set where n >= 0)        */
     int32_t common[NSA_SLC_LIST_MAX];
     int ncommon;
 };
@@ -255,7 +254,6 @@ __device__ inline void slc_share(const Params &p, bool active, const RowTile &rt
     if (lane == 0) {
         sh.n[w] = !active ? -2 : ok ? src.cnt : -1;
         sh.b[w] = rt.b;
-        sh.nown[w] = 0;
     }
     __syncthreads();
     /* 2. warp 0: the common blocks, ascending */
@@ -314,24 +312,22 @@ __device__ inline void slc_walk(bool active, const KeySrc &src, const SlcShare &
     const int ncc = sh.ncommon * src.cpb, rounds = (ncc + nw - 1) / nw;
     const int32_t *own = sh.n[w] >= 0 ? sh.list[w] : nullptr;
     const int nown = active ? (own ? sh.nown[w] : src.cnt) * src.cpb : 0;
-    auto common_chunk = [&](int x, int &s0) {
+    /* chunk x of a list of blocks in shared memory */
+    auto list_chunk = [&](const int32_t *list, int x, int &s0) {
         int e, sub;
         src.split(x, e, sub);
-        return src.block_chunk(sh.common[e], sub, s0);
+        return src.block_chunk(list[e], sub, s0);
     };
     /* chunk c of this warp's sequence: its chunk of round c, then its own */
     auto piece = [&](int c, int &s0) {
         s0 = 0;
         if (c < rounds) {
             const int x = c * nw + w;
-            return x < ncc ? common_chunk(x, s0) : 0;
+            return x < ncc ? list_chunk(sh.common, x, s0) : 0;
         }
         c -= rounds;
         if (c >= nown) return 0;
-        if (!own) return src.chunk(c, s0);
-        int e, sub;
-        src.split(c, e, sub);
-        return src.block_chunk(own[e], sub, s0);
+        return own ? list_chunk(own, c, s0) : src.chunk(c, s0);
     };
     auto issue = [&](int c) {
         int s0, cnt = piece(c, s0);
@@ -352,7 +348,7 @@ __device__ inline void slc_walk(bool active, const KeySrc &src, const SlcShare &
             int s0v = s0, cv = cnt;
             if (round) {
                 const int x = c * nw + v;
-                cv = x < ncc ? common_chunk(x, s0v) : 0;
+                cv = x < ncc ? list_chunk(sh.common, x, s0v) : 0;
             }
             if (cv > 0) take(st.at(v - w, region), c, s0v, cv);
         }

@@ -194,7 +194,8 @@ static Inputs make_inputs(const Case &c)
                             const int twice = row[(int)(urand() * cnt) % cnt];
                             row[cnt++] = twice;
                         }
-                        for (int e = cnt - 1; e > 0; --e) std::swap(row[e], row[(int)(urand() * (e + 1)) % (e + 1)]);
+                        for (int e = cnt - 1; e > 0; --e)
+                            std::swap(row[e], row[(int)(urand() * (e + 1)) % (e + 1)]);
                     }
                     if (cnt < c.cfg.n && urand() < 0.3) row[cnt++] = nb + 3;
                     in.cnt[(size_t)(unit * c.Hkv + h)] = cnt;
