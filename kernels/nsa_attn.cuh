@@ -152,11 +152,24 @@ __device__ inline float exp2_ftz(float x)
     return y;
 }
 
+/* How far (log2 units) a chunk's max may rise above a row's running max
+   before the row moves its max: below it the row keeps the old one, its
+   probabilities then stay below 2^NSA_SOFTMAX_SLACK, and O needs no
+   rescale (FlashAttention-4's conditional rescale; docs/MATH.md section 8,
+   "The CUDA path"). */
+#ifndef NSA_SOFTMAX_SLACK
+#define NSA_SOFTMAX_SLACK 8.f
+#endif
+
 /* Online softmax (FlashAttention-2, log2 domain), the scores' half: the
    running max m (log2 units) and sum l move to the chunk's logits S scaled
    by sl2 (> 0, so the max of S scales to the max of sl2 S), S becomes its
    unnormalised probabilities P = 2^(sl2 S - m), one FFMA and one EX2 each,
    and aA, aB are the factors O must be rescaled by (the change of max).
+   m is a running max with slack: while no row of the warp sees a logit more
+   than NSA_SOFTMAX_SLACK above its m, every row keeps its m and the factors
+   are exactly 1 (the caller may then skip the rescale; m only has to be
+   the same in P, l and the rescale, and lse = m + log2 l whatever m is).
    Rows A and B are the lane's rows lane/4 and lane/4 + 8. */
 template <int NT>
 __device__ inline void softmax_scores(float (&S)[NT][4], float sl2, float &mA, float &mB,
@@ -170,7 +183,11 @@ __device__ inline void softmax_scores(float (&S)[NT][4], float sl2, float &mA, f
     }
     xA = warp_max4(xA) * sl2;
     xB = warp_max4(xB) * sl2;
-    float nA = fmaxf(mA, xA), nB = fmaxf(mB, xB);
+    /* a row that has seen only -inf keeps -inf only while it sees -inf; a
+       NaN max (every logit NaN) keeps the old m, as fmaxf does */
+    const bool keep = __all_sync(0xffffffffu, !(xA > mA + NSA_SOFTMAX_SLACK) &&
+                                                  !(xB > mB + NSA_SOFTMAX_SLACK));
+    float nA = keep ? mA : fmaxf(mA, xA), nB = keep ? mB : fmaxf(mB, xB);
     float bA = nA == -INFINITY ? 0.f : nA, bB = nB == -INFINITY ? 0.f : nB;
     aA = exp2_ftz(mA - bA);
     aB = exp2_ftz(mB - bB);
@@ -208,7 +225,8 @@ __device__ inline void softmax_chunk(float (&S)[NT][4], float sl2, float &mA, fl
 {
     float aA, aB;
     softmax_scores(S, sl2, mA, mB, lA, lB, aA, aB);
-    rescale_rows(acc, aA, aB);
+    /* a warp whose rows all kept their max has factors of exactly 1 */
+    if (__any_sync(0xffffffffu, aA != 1.f || aB != 1.f)) rescale_rows(acc, aA, aB);
 }
 
 /* P (fp32 accumulator fragments of 16 keys) as the A fragment of the next

@@ -614,18 +614,21 @@ struct CwTurns {
     }
 };
 
-/* One branch of a row tile for a consumer warp (warp of the consumers'
-   NW, lane): row_fwd_sm90's steps over the chunks g0, g0 + 1, ... of the
-   stage sequence, products issued in the warpgroup's turns; frees Q after
-   the last Q K^T when free_q. */
-template <typename T, int DK, int DV, int NW>
-__device__ inline void cw_branch(const Params &p, int br, const RowTile &rt, int hkv,
+/* One branch BR (BR_CMP or BR_WIN) of a row tile for a consumer warp (warp
+   of the consumers' NW, lane): row_fwd_sm90's steps over the chunks g0,
+   g0 + 1, ... of the stage sequence, products issued in the warpgroup's
+   turns; frees Q after the last Q K^T when free_q. The branch is a
+   template argument: its key source, visibility and whole-chunk test then
+   fold to the branch's own (the chunk loop is the pass's hot path). */
+template <typename T, int DK, int DV, int NW, int BR>
+__device__ inline void cw_branch(const Params &p, const RowTile &rt, int hkv,
                                  const LaneRows &lr, uint32_t g0, bool free_q, uint64_t qdesc,
                                  uint64_t kdesc, uint64_t vdesc, const CwBars &b,
                                  const CwTurns<NW> &turn, int lane, float (&acc)[DV / 8][4],
                                  float (&m)[2], float (&l)[2], int &nch_out)
 {
-    constexpr int KN = NSA_CW_KN, NS = NSA_CW_STAGES, ROWS = NW * 16;
+    static_assert(BR == BR_CMP || BR == BR_WIN, "the dense branches");
+    constexpr int KN = NSA_CW_KN, NS = NSA_CW_STAGES, ROWS = NW * 16, br = BR;
     const BranchKeys<T> keys(p, br, rt, hkv, DK, DV, NSA_CW_KN);
     const KeySrc &src = keys.src;
     const int nch = keys.nch;
@@ -644,13 +647,15 @@ __device__ inline void cw_branch(const Params &p, int br, const RowTile &rt, int
         __syncwarp();
         if (lane == 0) mbar_arrive(bar);
     };
+    /* chunk c's stage, from lane 0: its descriptors then stay uniform */
+    auto stage = [&](int c) { return uniform((int)((g0 + c) % NS)); };
     auto issue_qk = [&](int c) {
         wg_fence();
-        wgmma_tiles_abt<T, DK, ROWS, KN>(S, qdesc, desc_at(kdesc, (g0 + c) % NS * KN * DK * 2));
+        wgmma_tiles_abt<T, DK, ROWS, KN>(S, qdesc, desc_at(kdesc, stage(c) * KN * DK * 2));
         wg_commit();
     };
     auto issue_pv = [&](int c) {
-        const uint64_t vd = desc_at(vdesc, (g0 + c) % NS * KN * DV * 2);
+        const uint64_t vd = desc_at(vdesc, stage(c) * KN * DV * 2);
         wg_fence();
 #pragma unroll
         for (int kk = 0; kk < KN / 16; ++kk)
@@ -713,7 +718,9 @@ __device__ inline void cw_consume(const Params &p, int mode, unsigned br_mask, c
                                   const CwTile *tile, int ctid)
 {
     constexpr int KN = NSA_CW_KN;
-    const int warp = ctid >> 5, lane = ctid & 31, wg = warp >> 2;
+    /* wg from lane 0: the compiler then keeps the descriptors derived from
+       it in uniform registers (no per-chunk moves into them) */
+    const int warp = ctid >> 5, lane = ctid & 31, wg = uniform(warp >> 2);
     const uint64_t qdesc = sw128_desc(Qs + wg * 64 * 64, 16);
     const uint64_t kdesc = sw128_desc(Ks, 16), vdesc = sw128_desc(Vs, KN * 128);
     unsigned last_br = 0, first_br = 3;
@@ -736,8 +743,14 @@ __device__ inline void cw_consume(const Params &p, int mode, unsigned br_mask, c
             if (!(br_mask & (1u << br))) continue;
             float acc[DV / 8][4], m[2], l[2];
             int nch;
-            cw_branch<T, DK, DV, NW>(p, br, rt, hkv, lr, g, (unsigned)br == last_br, qdesc,
-                                     kdesc, vdesc, b, turn, lane, acc, m, l, nch);
+            if (br == BR_CMP)
+                cw_branch<T, DK, DV, NW, BR_CMP>(p, rt, hkv, lr, g, (unsigned)br == last_br,
+                                                 qdesc, kdesc, vdesc, b, turn, lane, acc, m, l,
+                                                 nch);
+            else
+                cw_branch<T, DK, DV, NW, BR_WIN>(p, rt, hkv, lr, g, (unsigned)br == last_br,
+                                                 qdesc, kdesc, vdesc, b, turn, lane, acc, m, l,
+                                                 nch);
             g += nch;
             if (wactive) {
                 const bool first = (unsigned)br == first_br;
