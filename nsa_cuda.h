@@ -871,7 +871,8 @@ static nsa_status bwd_typed(const nsa_config *cfg, const nsa_batch *, const Plan
     if (g->dgates && P.sz.gates > 0)
         NSA__CK(cudaMemsetAsync(g->dgates, 0, (size_t)P.sz.gates * 2, s));
     /* 1. dgates and Delta = g * (dO . O_c): from the outputs the forward
-       kept, or each branch's output recomputed */
+       kept, or each branch's output recomputed (the dQ passes refine
+       dgates) */
     if (sv->o_branch) {
         const int64_t rows = P.sz.TQ * P.H;
         if (rows > 0) {

@@ -379,7 +379,8 @@ __device__ inline void store_gated(const Params &p, int br, bool fin, bool prev,
 
 /* The backward's per-row terms of one branch from its recomputed output
    O_c = acc * i (M_PREP): dg_c = dO . O_c, Delta_c = g_c dg_c (the
-   FlashAttention form, normalized probabilities). */
+   FlashAttention form, normalized probabilities); the dQ pass refines dg_c
+   (store_dg). */
 template <typename T, int DV>
 __device__ inline void store_delta(const Params &p, int br, bool vA, bool vB, int64_t rowA,
                                    int64_t rowB, float iA, float iB,
@@ -414,9 +415,10 @@ __device__ inline void store_delta(const Params &p, int br, bool vA, bool vB, in
 }
 
 /* store_delta's terms from the forward's saved outputs (nsa_saved.o_branch)
-   instead of a recomputed pass: dg_c = dO . O_c, Delta_c = g_c dg_c for the
-   branches of br_mask, one warp a (token, head) row of [0, rows); plane c
-   of o_branch starts at o_branch + c * rows * DV. */
+   instead of a recomputed pass: dg_c = dO . O_c (which the dQ pass
+   refines), Delta_c = g_c dg_c for the branches of br_mask, one warp a
+   (token, head) row of [0, rows); plane c of o_branch starts at o_branch +
+   c * rows * DV. */
 template <typename T, int DV>
 __global__ void __launch_bounds__(256) delta_saved_kernel(Params p, const float *o_branch,
                                                           int64_t rows, unsigned br_mask)
@@ -572,8 +574,12 @@ template <typename T>
 __device__ inline DqRows dq_rows(const Params &p, int br, const LaneRows &lr)
 {
     DqRows r;
-    r.lse2A = lr.vA ? p.lse[br][lr.rowA] * NSA_LOG2E : INFINITY;
-    r.lse2B = lr.vB ? p.lse[br][lr.rowB] * NSA_LOG2E : INFINITY;
+    /* +inf also for a row that sees no key (lse -inf): its logits are all
+       masked (-inf), and -inf - inf keeps every P at 0 */
+    const float lA = lr.vA ? p.lse[br][lr.rowA] : -INFINITY;
+    const float lB = lr.vB ? p.lse[br][lr.rowB] : -INFINITY;
+    r.lse2A = lA == -INFINITY ? INFINITY : lA * NSA_LOG2E;
+    r.lse2B = lB == -INFINITY ? INFINITY : lB * NSA_LOG2E;
     r.dlA = lr.vA ? p.delta[br][lr.rowA] : 0.f;
     r.dlB = lr.vB ? p.delta[br][lr.rowB] : 0.f;
     r.gA = lr.vA ? gate_of<T>(p, lr.rowA, br) : 0.f;
@@ -581,22 +587,59 @@ __device__ inline DqRows dq_rows(const Params &p, int br, const LaneRows &lr)
     return r;
 }
 
+/* The dQ pass's sums of dS over a lane's rows A, B, for dg_c (store_dg):
+   the lane's columns in four chains a row (n tile mod 4), so that the sums
+   do not hold up a chunk's scores; store_dg adds them in a fixed order. */
+struct DgSums {
+    float s[2][4];
+    __device__ DgSums()
+    {
+#pragma unroll
+        for (int r = 0; r < 2; ++r)
+#pragma unroll
+            for (int i = 0; i < 4; ++i) s[r][i] = 0.f;
+    }
+};
+
 /* In place on a chunk's masked logits S (the lane's rows A, B): dS = P (g
-   dP - Delta), P from the saved lse (0 where S is -inf). */
+   dP - Delta), P from the saved lse (0 where S is -inf: lse2 is finite or
+   +inf, dq_rows); dg sums dS. */
 template <int NT>
 __device__ inline void ds_chunk(float (&S)[NT][4], const float (&dP)[NT][4], float sl2,
-                                const DqRows &r)
+                                const DqRows &r, DgSums &dg)
 {
 #pragma unroll
     for (int nt = 0; nt < NT; ++nt)
 #pragma unroll
         for (int e = 0; e < 4; ++e) {
             const bool a = e < 2;
-            const float pr = S[nt][e] == -INFINITY
-                                 ? 0.f
-                                 : exp2_ftz(fmaf(S[nt][e], sl2, -(a ? r.lse2A : r.lse2B)));
+            const float pr = exp2_ftz(fmaf(S[nt][e], sl2, -(a ? r.lse2A : r.lse2B)));
             S[nt][e] = pr * ((a ? r.gA : r.gB) * dP[nt][e] - (a ? r.dlA : r.dlB));
+            dg.s[a ? 0 : 1][nt & 3] += S[nt][e];
         }
+}
+
+/* dg_c of a lane's two rows, refined by the dQ pass (docs/MATH.md section
+   8, "The CUDA path"): store_delta's dg' = dO . O_c comes from a product
+   that rounds P to the storage type; the pass's own P is fp32, and the sum
+   of its dS = P (g dP - g dg') over the branch's keys is g (sum P dP - dg'),
+   so dg = (Delta + sum dS) / g = sum P dP (with sum P = 1). A row whose gate
+   is 0, below 2^-64 in size or not finite has no dS to learn from (or
+   none that survives the products by g) and keeps dg'. In the storage
+   type; no gates, nothing to write. */
+__device__ inline bool dg_refinable(float g) { return fabsf(g) >= 0x1p-64f && isfinite(g); }
+template <typename T>
+__device__ inline void store_dg(const Params &p, int br, const LaneRows &lr, const DqRows &r,
+                                const DgSums &dg, int lane)
+{
+    float v[2];
+#pragma unroll
+    for (int h = 0; h < 2; ++h) v[h] = (dg.s[h][0] + dg.s[h][1]) + (dg.s[h][2] + dg.s[h][3]);
+    const float sA = quad_sum(v[0]), sB = quad_sum(v[1]);
+    if (!p.dgates || (lane & 3) != 0) return;
+    T *out = (T *)p.dgates;
+    if (lr.vA && dg_refinable(r.gA)) out[lr.rowA * 3 + br] = Ty<T>::from_f((r.dlA + sA) / r.gA);
+    if (lr.vB && dg_refinable(r.gB)) out[lr.rowB * 3 + br] = Ty<T>::from_f((r.dlB + sB) / r.gB);
 }
 
 /* dQ of one chunk: S holds the masked logits Q K^T, da the rows' dO as A
@@ -606,7 +649,7 @@ __device__ inline void ds_chunk(float (&S)[NT][4], const float (&dP)[NT][4], flo
 template <typename T, int DK, int DV, typename LK, typename LV, int NT>
 __device__ inline void dq_chunk(float (&S)[NT][4], const uint32_t (&da)[DV / 16][4],
                                 const T *Kc, const T *Vc, float sl2, const DqRows &r,
-                                float (&acc)[DK / 8][4], int lane)
+                                DgSums &dg, float (&acc)[DK / 8][4], int lane)
 {
     constexpr int KN = NT * 8;
     float dP[NT][4];
@@ -620,7 +663,7 @@ __device__ inline void dq_chunk(float (&S)[NT][4], const uint32_t (&da)[DV / 16]
             mma<T>(dP[nt], da[2 * kp], bb[0], bb[1]);
             mma<T>(dP[nt], da[2 * kp + 1], bb[2], bb[3]);
         }
-    ds_chunk(S, dP, sl2, r);
+    ds_chunk(S, dP, sl2, r, dg);
 #pragma unroll
     for (int kk = 0; kk < KN / 16; ++kk) {
         uint32_t ph[4], pl[4];
@@ -723,6 +766,7 @@ __device__ inline void row_body(const Params &p, int mode, unsigned br_mask)
         src.kn = KN;
         const int nch = src.nchunks();
         float mA = -INFINITY, mB = -INFINITY, lA = 0.f, lB = 0.f;
+        DgSums dg; /* dQ pass */
         DqRows rs = {};
         if constexpr (!DQ) zero_frags(acc);
         else rs = dq_rows<T>(p, br, lr);
@@ -753,7 +797,8 @@ __device__ inline void row_body(const Params &p, int mode, unsigned br_mask)
                 if constexpr (!DQ) {
                     softmax_pv_chunk<T, DV, Padded<LDV>>(S, p.sl2, Vc, mA, mB, lA, lB, acc, lane);
                 } else {
-                    dq_chunk<T, DK, DV, Padded<LDK>, Padded<LDV>>(S, da, Kc, Vc, p.sl2, rs, acc, lane);
+                    dq_chunk<T, DK, DV, Padded<LDK>, Padded<LDV>>(S, da, Kc, Vc, p.sl2, rs, dg,
+                                                                  acc, lane);
                 }
             }
             __syncthreads();
@@ -763,6 +808,8 @@ __device__ inline void row_body(const Params &p, int mode, unsigned br_mask)
                 branch_epilogue<T, DV>(p, br, mode, p.final_out && (unsigned)br == last_br, prev,
                                        lr, mA, mB, lA, lB, acc, lane);
             prev = true;
+        } else if (wactive) {
+            store_dg<T>(p, br, lr, rs, dg, lane);
         }
     }
     if constexpr (DQ) if (wactive) store_dq<T, DK>(p, lr, acc, lane);

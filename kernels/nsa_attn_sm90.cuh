@@ -843,7 +843,9 @@ __device__ inline void row_dq_sm90(const Params &p, unsigned br_mask)
     T *Os = Qs + ROWS * DK;      /* dO, [DV/64][ROWS][64] */
     T *Ks = Os + ROWS * DV;      /* [NS][DK/64][KN][64]   */
     T *Vs = Ks + NS * KN * DK;   /* [NS][DV/64][KN][64]   */
-    const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, wg = warp >> 2;
+    /* wg and the stages from lane 0: the descriptors derived from them then
+       stay in uniform registers */
+    const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, wg = uniform(warp >> 2);
     const int hkv = blockIdx.y;
     RowTile rt;
     if (!uniform(locate_rows<false, NW>(p, rt))) return;
@@ -867,21 +869,23 @@ __device__ inline void row_dq_sm90(const Params &p, unsigned br_mask)
         const KeySrc &src = keys.src;
         const int nch = keys.nch;
         const DqRows rs = dq_rows<T>(p, br, lr);
+        DgSums dg;
         auto load = [&](int c) { keys.template load<DK, DV, NS, NW * 32>(Ks, Vs, c, tid); };
         float S[KN / 8][4], dP[KN / 8][4];
         uint32_t ph[KN / 16][4], pl[KN / 16][4]; /* dS of the chunk before (split_frags) */
         /* S_c = Q K_c^T and dP_c = dO V_c^T, issued as one group */
+        auto stage = [&](int c) { return uniform(c % NS); };
         auto issue_s_dp = [&](int c) {
             wg_fence();
-            wgmma_tiles_abt<T, DK, ROWS, KN>(S, qdesc, desc_at(kdesc, (c % NS) * KN * DK * 2));
-            wgmma_tiles_abt<T, DV, ROWS, KN>(dP, odesc, desc_at(vdesc, (c % NS) * KN * DV * 2));
+            wgmma_tiles_abt<T, DK, ROWS, KN>(S, qdesc, desc_at(kdesc, stage(c) * KN * DK * 2));
+            wgmma_tiles_abt<T, DV, ROWS, KN>(dP, odesc, desc_at(vdesc, stage(c) * KN * DV * 2));
             wg_commit();
         };
         /* acc += dS_c K_c from ph, pl, issued as one group */
         auto issue_dq = [&](int c) {
             wg_hold(acc);
             wg_fence();
-            wgmma_hilo<T, DK, KN>(acc, ph, pl, desc_at(kndesc, (c % NS) * KN * DK * 2));
+            wgmma_hilo<T, DK, KN>(acc, ph, pl, desc_at(kndesc, stage(c) * KN * DK * 2));
             wg_commit();
         };
         /* dS_c = P (g dP - Delta) into S, P from the saved lse */
@@ -889,7 +893,7 @@ __device__ inline void row_dq_sm90(const Params &p, unsigned br_mask)
             int s0, cnt = src.chunk(c, s0);
             mask_chunk(p, br, S, s0, cnt, uniform(chunk_whole(p, br, s0, cnt, KN, lr)), lr.tA,
                        lr.tB, lane);
-            ds_chunk(S, dP, p.sl2, rs);
+            ds_chunk(S, dP, p.sl2, rs, dg);
         };
         /* Stages: chunk c lives in stage c % NS. Step c reads K_c, V_c and
            K_{c-1} while chunk c + 1 may still be landing, and loads chunk
@@ -931,6 +935,7 @@ __device__ inline void row_dq_sm90(const Params &p, unsigned br_mask)
         if (nch > 0) issue_dq(nch - 1);
         wg_wait<0>();
         wg_hold(acc);
+        if (wactive) store_dg<T>(p, br, lr, rs, dg, lane);
     }
     if (wactive) store_dq<T, DK>(p, lr, acc, lane);
 }

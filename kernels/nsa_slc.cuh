@@ -20,9 +20,9 @@
        gather micro-benchmark, bench/RESULTS.md);
      - elsewhere: 16-byte cp.async copies into padded rows (CpStages).
    Two stages measured fastest: more CTAs per SM beat depth.
-   Rows past a chunk's last key are zeros in V: finite values that the mask
-   removes (a zero-probability key times a NaN would not vanish); in K the
-   mask alone removes them. */
+   Rows past a chunk's last key are zeros in K and V: finite values that the
+   mask removes (a zero-probability key times a NaN would not vanish, in
+   P V as in the backward's dS K). */
 #ifndef NSA_KERNELS_SLC_CUH
 #define NSA_KERNELS_SLC_CUH
 
@@ -128,16 +128,21 @@ struct TmaStages {
 #pragma unroll
         for (int i = 0; i < DV / 64; ++i) tma_box3(d + i * KN * 128, &maps->v, i * 64, hkv, key0 + s0, b);
     }
-    /* chunk c in; V's rows past cnt zeroed (they hold the tensor's next rows) */
+    /* chunk c in; K's and V's rows past cnt zeroed: they hold the tensor's
+       next rows, which may not be finite, and the masked scores' zeros
+       meet them in P V and in the backward's dS K (0 * inf is NaN) */
     __device__ void wait(int c, int cnt) const
     {
         mbar_wait(&bar[c % NS], (unsigned)(c / NS) & 1u);
         if (cnt > 0 && cnt < KN) {
-#pragma unroll
-            for (int i = 0; i < DV / 64; ++i) {
-                uint4 *r = (uint4 *)(v(c) + i * KN * 64 + cnt * 64); /* rows cnt.. of panel i */
-                for (int j = threadIdx.x & 31; j < (KN - cnt) * 8; j += 32) r[j] = make_uint4(0, 0, 0, 0);
-            }
+            auto zero_rows = [&](T *x, int panels) {
+                for (int i = 0; i < panels; ++i) {
+                    uint4 *r = (uint4 *)(x + i * KN * 64 + cnt * 64); /* rows cnt.. of panel i */
+                    for (int j = threadIdx.x & 31; j < (KN - cnt) * 8; j += 32) r[j] = make_uint4(0, 0, 0, 0);
+                }
+            };
+            zero_rows(k(c), DK / 64);
+            zero_rows(v(c), DV / 64);
         }
         __syncwarp();
     }
@@ -416,6 +421,7 @@ __device__ inline void slc_dq_body(const Params &p, const RowTile &rt, const Key
         st.issue(c, s0, cnt, lane);
     };
     float acc[DK / 8][4];
+    DgSums dg;
     zero_frags(acc);
     for (int c = 0; c < NS - 1; ++c) issue(c);
     for (int c = 0; c < nch; ++c) {
@@ -428,12 +434,13 @@ __device__ inline void slc_dq_body(const Params &p, const RowTile &rt, const Key
             mask_chunk(p, BR_SLC, Sc, s0, cnt, cnt == KN && s0 + cnt - 1 <= rt.t_first, lr.tA,
                        lr.tB, lane);
             dq_chunk<T, DK, DV, typename S::LK, typename S::LV>(Sc, da, st.k(c), st.v(c), p.sl2,
-                                                                rs, acc, lane);
+                                                                rs, dg, acc, lane);
         }
         __syncwarp();
         st.release();
     }
     cp_wait<0>();
+    store_dg<T>(p, BR_SLC, lr, rs, dg, lane);
     store_dq<T, DK>(p, lr, acc, lane);
 }
 

@@ -694,7 +694,9 @@ static void run_case(const Case &c, bool determinism = true)
    window passes mask a tile's keys per row but multiply the tile's chunks
    whole, so a non-finite value inside a tile's own span reaches that
    tile's earlier rows (tiles of 32 tokens here, G = 4): with every branch
-   on, the queries of the tiles before the bad key's, those before 384. */
+   on, the queries of the tiles before the bad key's, those before 384.
+   The backward's dQ passes walk the same tiles and chunks, so the same
+   rows' dq and dg meet the usual bounds too. */
 static void run_future_nonfinite(unsigned branches, int limit)
 {
     nsa_config cfg = nsa_config_paper();
@@ -703,7 +705,7 @@ static void run_future_nonfinite(unsigned branches, int limit)
     c.name = std::string(branches == NSA_BRANCH_SLC ? "slc" : "all branches") +
              ": non-finite keys past a query";
     c.cfg = cfg; c.cu = {0, 300, 1000, 1700}; c.H = 8; c.Hkv = 2; c.Dk = 128; c.Dv = 128;
-    c.dt = NSA_BF16; c.gates = false; c.caller_sel = c.caller_cmp = c.caller_mixed = false; c.qscale = 2.0;
+    c.dt = NSA_BF16; c.gates = true; c.caller_sel = c.caller_cmp = c.caller_mixed = false; c.qscale = 2.0;
     logf_("== %s\n", c.name.c_str());
     Row &row = new_row(c.name);
     Inputs in = make_inputs(c);
@@ -715,28 +717,32 @@ static void run_future_nonfinite(unsigned branches, int limit)
         }
     Gpu G;
     gpu_setup(c, in, G);
-    nsa_status st = nsa_cuda_forward(&G.cfg, &G.b, NULL, G.o, &G.sv, G.ws, G.wsb, 0);
+    nsa_status st = gpu_fwd_bwd(G, 0);
     CK(cudaDeviceSynchronize());
     if (st) {
-        tally(row, false, "forward", nsa_last_error());
+        tally(row, false, "forward and backward", nsa_last_error());
         gpu_free(G);
         return;
     }
     Result gr = gpu_result(c, G);
     Result rd = run_ref(c, in, c.dt, NSA_ACCUM_FP32, gr.sel.data(), gr.cnt.data());
     Result r64 = run_ref(c, in, NSA_FP32, NSA_ACCUM_FP64, gr.sel.data(), gr.cnt.data());
-    auto rows = [&](const std::vector<double> &x) { /* sequence 0, sequence 2's first `limit` */
-        const size_t w = (size_t)c.H * c.Dv;
-        std::vector<double> y(x.begin(), x.begin() + 300 * w);
-        y.insert(y.end(), x.begin() + 1000 * w, x.begin() + (1000 + limit) * w);
+    /* sequence 0, sequence 2's first `limit` queries, of a query-side array
+       of w values a query */
+    auto rows = [&](const std::vector<double> &x, int w) {
+        std::vector<double> y(x.begin(), x.begin() + 300 * (size_t)w);
+        y.insert(y.end(), x.begin() + 1000 * (size_t)w, x.begin() + (1000 + limit) * (size_t)w);
         return y;
     };
-    const std::vector<double> g = rows(gr.o), t = rows(r64.o);
+    const int wo = c.H * c.Dv, wq = c.H * c.Dk, wg = c.H * 3;
     bool finite = true;
-    for (double x : t) finite = finite && std::isfinite(x);
+    for (const std::vector<double> &t : {rows(r64.o, wo), rows(r64.dq, wq), rows(r64.dg, wg)})
+        for (double x : t) finite = finite && std::isfinite(x);
     tally(row, finite, "truth", finite ? "finite where the bad keys are out of sight"
                                        : "NOT finite: the test's inputs are wrong");
-    check(row, "o", g, rows(rd.o), t, 1e-6);
+    check(row, "o", rows(gr.o, wo), rows(rd.o, wo), rows(r64.o, wo), 1e-6);
+    check(row, "dq", rows(gr.dq, wq), rows(rd.dq, wq), rows(r64.dq, wq), 1e-6);
+    check(row, "dgates", rows(gr.dg, wg), rows(rd.dg, wg), rows(r64.dg, wg), 1e-6);
     gpu_free(G);
 }
 
