@@ -207,10 +207,13 @@ __device__ inline void softmax_scores(float (&S)[NT][4], float sl2, float &mA, f
     lB = lB * aB + sB;
 }
 
-/* The output's half: O *= a per row. */
+/* The output's half: O *= a per row. A warp whose rows all kept their max
+   (softmax_scores' slack) has factors of exactly 1 and skips the
+   multiplies. Called by the whole warp. */
 template <int N>
 __device__ inline void rescale_rows(float (&acc)[N][4], float aA, float aB)
 {
+    if (!__any_sync(0xffffffffu, aA != 1.f || aB != 1.f)) return;
 #pragma unroll
     for (int i = 0; i < N; ++i) {
         acc[i][0] *= aA; acc[i][1] *= aA;
@@ -225,8 +228,7 @@ __device__ inline void softmax_chunk(float (&S)[NT][4], float sl2, float &mA, fl
 {
     float aA, aB;
     softmax_scores(S, sl2, mA, mB, lA, lB, aA, aB);
-    /* a warp whose rows all kept their max has factors of exactly 1 */
-    if (__any_sync(0xffffffffu, aA != 1.f || aB != 1.f)) rescale_rows(acc, aA, aB);
+    rescale_rows(acc, aA, aB);
 }
 
 /* P (fp32 accumulator fragments of 16 keys) as the A fragment of the next

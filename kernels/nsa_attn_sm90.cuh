@@ -693,8 +693,7 @@ __device__ inline void cw_branch(const Params &p, const RowTile &rt, int hkv,
         wg_wait<0>();
         wg_hold(acc);
         release(&b.empty[(g0 + c - 1) % NS]);
-        /* a warp whose rows all kept their max has factors of exactly 1 */
-        if (__any_sync(0xffffffffu, aA != 1.f || aB != 1.f)) rescale_rows(acc, aA, aB);
+        rescale_rows(acc, aA, aB);
 #pragma unroll
         for (int kk = 0; kk < KN / 16; ++kk) p_fragment<T>(pa[kk], S, kk);
     }

@@ -107,8 +107,9 @@ struct Case {
     std::vector<int32_t> cu, cuq; /* cuq empty: queries = keys */
     int H, Hkv, Dk, Dv;
     nsa_dtype dt;
-    bool gates, caller_sel, caller_cmp;
-    bool caller_mixed; /* caller_sel lists out of order, some entries twice */
+    bool gates;
+    bool caller_sel = false, caller_cmp = false;
+    bool caller_mixed = false; /* caller_sel lists out of order, some entries twice */
     double qscale;
 };
 
@@ -705,7 +706,7 @@ static void run_future_nonfinite(unsigned branches, int limit)
     c.name = std::string(branches == NSA_BRANCH_SLC ? "slc" : "all branches") +
              ": non-finite keys past a query";
     c.cfg = cfg; c.cu = {0, 300, 1000, 1700}; c.H = 8; c.Hkv = 2; c.Dk = 128; c.Dv = 128;
-    c.dt = NSA_BF16; c.gates = true; c.caller_sel = c.caller_cmp = c.caller_mixed = false; c.qscale = 2.0;
+    c.dt = NSA_BF16; c.gates = true; c.qscale = 2.0;
     logf_("== %s\n", c.name.c_str());
     Row &row = new_row(c.name);
     Inputs in = make_inputs(c);
@@ -1408,7 +1409,7 @@ static void run_errors()
     c.cfg = nsa_config_paper();
     c.cu = {0, 100};
     c.H = 4; c.Hkv = 2; c.Dk = 64; c.Dv = 64; c.dt = NSA_BF16;
-    c.gates = false; c.caller_sel = c.caller_cmp = c.caller_mixed = false; c.qscale = 1;
+    c.gates = false; c.qscale = 1;
     Inputs in = make_inputs(c);
     Gpu G;
     gpu_setup(c, in, G);
@@ -1468,7 +1469,7 @@ static void run_compress_append()
             c.cfg = presets[pi];
             c.cu = {0, 1000, 1033, 1033, 2500};
             c.H = 8; c.Hkv = 2; c.Dk = 128; c.Dv = 128; c.dt = NSA_BF16;
-            c.gates = false; c.caller_sel = c.caller_cmp = c.caller_mixed = false; c.qscale = 1;
+            c.gates = false; c.qscale = 1;
             Inputs in = make_inputs(c);
             Gpu G;
             gpu_setup(c, in, G);
@@ -1580,7 +1581,7 @@ static void run_vector_case(nsa_vcase &vc, const char *sub)
     c.cu.assign(vc.cu, vc.cu + vc.B + 1);
     if (vc.cu_q) c.cuq.assign(vc.cu_q, vc.cu_q + vc.B + 1);
     c.H = vc.H; c.Hkv = vc.Hkv; c.Dk = Pk; c.Dv = Pv; c.dt = NSA_BF16;
-    c.gates = vc.has_gates != 0; c.caller_sel = c.caller_cmp = c.caller_mixed = false; c.qscale = 1;
+    c.gates = vc.has_gates != 0; c.qscale = 1;
     Inputs in;
     /* rows of D values -> rows of Dp values, zero-padded */
     auto pad = [&](const double *x, int64_t rows, int D, int Dp) {
@@ -1838,7 +1839,7 @@ static void run_big()
     }
     Case c;
     c.name = "big"; c.cfg = cfg; c.cu = {0, T}; c.H = H; c.Hkv = Hkv; c.Dk = D; c.Dv = D;
-    c.dt = NSA_BF16; c.gates = false; c.caller_sel = c.caller_cmp = c.caller_mixed = false; c.qscale = 1;
+    c.dt = NSA_BF16; c.gates = false; c.qscale = 1;
     Gpu G;
     memset(&G, 0, sizeof G);
     G.cfg = cfg;
@@ -1938,7 +1939,7 @@ int main(int argc, char **argv)
                  int Dv, nsa_dtype dt, bool gates) {
         Case c;
         c.name = name; c.cfg = cfg; c.cu = cu; c.H = H; c.Hkv = Hkv; c.Dk = Dk; c.Dv = Dv;
-        c.dt = dt; c.gates = gates; c.caller_sel = c.caller_cmp = c.caller_mixed = false; c.qscale = 2.0;
+        c.dt = dt; c.gates = gates; c.qscale = 2.0;
         return c;
     };
     nsa_config small = nsa_config_paper();
