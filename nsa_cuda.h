@@ -674,9 +674,24 @@ static nsa_status run_select_sweep_g(const Plan &P, const nsak::Params &p, cudaS
     nsa_status st;
     constexpr int NW = NSA_ROW_WARPS;
     const size_t sm = nsak::select_sweep_kernel_smem<DK, NW>(G, p.n);
-    auto k = nsak::select_sweep_kernel<T, DK, NW, G>;
-    if ((st = set_smem(k, sm))) return st;
-    k<<<dim3((unsigned)P.tot[nsak::PF_ROWT], (unsigned)P.Hkv), NW * 32, sm, s>>>(p);
+    const dim3 grid((unsigned)P.tot[nsak::PF_ROWT], (unsigned)P.Hkv);
+    /* K_cmp [Tc, Hkv, DK] as 64-row boxes for the copy engine; cp.async
+       where the encoder is missing or refuses */
+    nsak::KvMaps maps;
+    memset(&maps, 0, sizeof maps);
+    const PFN_cuTensorMapEncodeTiled_v12000 enc = encode_tiled();
+    if (enc && DK % 64 == 0 && P.sz.Tc > 0)
+        maps.ok = kv_map(enc, &maps.k, p.kc, P.sz.Tc, P.Hkv, DK, (int64_t)P.Hkv * DK, DK,
+                         NSA_WG_KN);
+    if (maps.ok) {
+        auto k = nsak::select_sweep_tma_kernel<T, DK, NW, G>;
+        if ((st = set_smem(k, sm))) return st;
+        k<<<grid, NW * 32, sm, s>>>(p, maps);
+    } else {
+        auto k = nsak::select_sweep_kernel<T, DK, NW, G>;
+        if ((st = set_smem(k, sm))) return st;
+        k<<<grid, NW * 32, sm, s>>>(p);
+    }
     NSA__LAUNCHED();
     return NSA_OK;
 }

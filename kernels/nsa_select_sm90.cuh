@@ -186,8 +186,13 @@ __device__ inline void sel_group_sums(const Params &p, float (&S)[NSA_WG_KN / 8]
     }
 }
 
-template <typename T, int DK, int NW, int G>
-__device__ inline void select_sweep_sm90(const Params &p)
+/* TMA: K chunks through the copy engine (one lane issues the chunk's
+   DK / 64 boxes on the stage's transaction barrier) instead of every
+   thread's cp.async; rows past the tile's visible blocks then arrive as
+   the tensor's next rows, which the step-1 mask (a chunk with them is
+   never whole) sets to 0 after their exponentials. */
+template <typename T, int DK, int NW, int G, bool TMA>
+__device__ inline void select_sweep_sm90(const Params &p, const KvMaps &maps)
 {
     constexpr int KN = NSA_WG_KN, NS = NSA_SEL_STAGES, ROWS = NW * 16;
     /* G = 16 with rl >= 4: a merge every two chunks (2 KN / rl <= 32
@@ -228,13 +233,32 @@ __device__ inline void select_sweep_sm90(const Params &p)
     const bool span2 = SPAN == 2 * KN && geo.rl >= 4;
     /* cover every selection block the tile's last token may take */
     const int nch = uniform((max(hi, (rt.t_last / p.lp + 1) * geo.rl) + KN - 1) / KN);
+    __shared__ uint64_t kbar[NS];
+    const int c0 = (int)p.pf[PF_CMP][rt.b]; /* the sequence's first compressed row */
+    if (TMA) {
+        if (tid == 0)
+            for (int st = 0; st < NS; ++st) mbar_init(&kbar[st], 1);
+        fence_async_smem();
+        __syncthreads(); /* the barriers initialised before any wait */
+    }
     auto load = [&](int c) {
-        if (c < nch) {
-            const int s0 = c * KN;
-            stage_run_sw128<DK, KN, NW * 32>(Ks + (c % NS) * KN * DK, kb + s0 * kst, kst, hi - s0,
-                                             tid);
+        if constexpr (TMA) {
+            if (c < nch && tid == 0) {
+                const int s0 = c * KN;
+                uint64_t *b = &kbar[c % NS];
+                mbar_expect_tx(b, KN * DK * 2);
+                unsigned char *d = (unsigned char *)(Ks + (c % NS) * KN * DK);
+#pragma unroll
+                for (int i = 0; i < DK / 64; ++i) tma_box3(d + i * KN * 128, &maps.k, i * 64, hkv, c0 + s0, b);
+            }
+        } else {
+            if (c < nch) {
+                const int s0 = c * KN;
+                stage_run_sw128<DK, KN, NW * 32>(Ks + (c % NS) * KN * DK, kb + s0 * kst, kst,
+                                                 hi - s0, tid);
+            }
+            cp_commit();
         }
-        cp_commit();
     };
     const uint64_t qdesc = sw128_desc(Qs + wg * 64 * 64, 16), kdesc = sw128_desc(Ks, 16);
     const int key0 = 16 * (warp & 3);
@@ -272,8 +296,12 @@ __device__ inline void select_sweep_sm90(const Params &p)
        (scores) and 2-4 (when chunk c ends a span) */
     int pending = -1; /* the first block of the span to merge, -1: none */
     auto step = [&](int c, int stage) {
-        cp_wait<NS - 2>();
-        fence_async_smem();
+        if constexpr (TMA) {
+            mbar_wait(&kbar[stage], (unsigned)(c / NS) & 1u);
+        } else {
+            cp_wait<NS - 2>();
+            fence_async_smem();
+        }
         __syncthreads();
         load(c + NS - 1);
         wg_fence();
@@ -296,11 +324,15 @@ __device__ inline void select_sweep_sm90(const Params &p)
     };
     /* NS chunks a trip, so that each step's stage is a constant (its
        descriptor one uniform add) */
+    if constexpr (TMA) { /* Q (cp.async) landed and seen by the tensor core */
+        cp_wait<0>();
+        fence_async_smem();
+    }
     for (int c = 0; c < NS - 1; ++c) load(c);
-    for (int c0 = 0; c0 < nch; c0 += NS)
+    for (int cb = 0; cb < nch; cb += NS)
 #pragma unroll
         for (int st = 0; st < NS; ++st)
-            if (c0 + st < nch) step(c0 + st, st);
+            if (cb + st < nch) step(cb + st, st);
     if (pending >= 0) { /* the last span: every warp's scores written */
         __syncthreads();
         if (wactive) merge(pending);
@@ -314,7 +346,20 @@ template <typename T, int DK, int NW, int G>
 __global__ void __launch_bounds__(NW * 32, NSA_SEL_CTAS) select_sweep_kernel(Params p)
 {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
-    if constexpr (NW == 8 && DK % 64 == 0) select_sweep_sm90<T, DK, NW, G>(p); else
+    if constexpr (NW == 8 && DK % 64 == 0) select_sweep_sm90<T, DK, NW, G, false>(p, KvMaps{}); else
+#endif
+    select_sweep_body<T, DK, NW, G>(p);
+}
+
+/* The same with K_cmp through the copy engine (maps.k, which the host made:
+   maps.ok), on sm_90a; other targets run select_sweep_body. A kernel of its
+   own: both stagings in one kernel spill at the three CTAs' registers. */
+template <typename T, int DK, int NW, int G>
+__global__ void __launch_bounds__(NW * 32, NSA_SEL_CTAS)
+    select_sweep_tma_kernel(Params p, const __grid_constant__ KvMaps maps)
+{
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+    if constexpr (NW == 8 && DK % 64 == 0) select_sweep_sm90<T, DK, NW, G, true>(p, maps); else
 #endif
     select_sweep_body<T, DK, NW, G>(p);
 }
