@@ -27,7 +27,9 @@
    scores' bytes over the measured device-to-device copy bandwidth
    (topk_r<rows>_k2048_descending: rows in descending order);
    block_mask_r<rows>: the block mask of [rows, 129280] fp32 scores,
-   blocks of 16 columns (8,080 a row), n = 64, the same floor).
+   blocks of 16 columns (8,080 a row), n = 64, the same floor;
+   read_once_r<rows>: the measured time of a kernel that only reads those
+   scores once, read_once_ms, beside the same floor).
 
    --decode times decoding instead (run_decode below): one query per
    sequence, contexts 8K, 64K, 128K, batch 1, 8, 64, rows what =
@@ -593,8 +595,6 @@ static double copy_bw(int reps)
     return 2.0 * n / (ms * 1e-3);
 }
 
-/* Top-k per row of [rows, 129280] fp32 scores (uniform in [0, 1), as
-   torch.rand in bench_dense.py), each beside its read-once floor. */
 /* One long sequence (--long T): H=32, Hkv=8, D=128, forward and forward +
    backward (1 warm-up, median of reps), and the device memory the run
    holds (caller's tensors, saved tensors, workspace: the library allocates
@@ -630,6 +630,72 @@ static void run_long(const Ctx &c, const char *name, nsa_config cfg, int T, int 
     emit(c, name, T, "peak_mem_gib", gib, 0, H, Hkv);
 }
 
+/* Reads [rows, cols] fp32 once (16-byte loads, four of them in flight a
+   thread, cols % 4 == 0) and writes a sum a CTA, so that nothing is
+   skipped: grid (ctas a row, rows). */
+__global__ void read_once_kernel(const float4 *x, int64_t cols4, int per_cta4, float *sink)
+{
+    const float4 *row = x + blockIdx.y * cols4;
+    const int64_t c0 = (int64_t)blockIdx.x * per_cta4, c1 = min(c0 + per_cta4, cols4);
+    float acc = 0.f;
+    for (int64_t i = c0 + threadIdx.x; i < c1; i += 4 * (int64_t)blockDim.x) {
+        float4 v[4];
+#pragma unroll
+        for (int u = 0; u < 4; ++u) {
+            const int64_t j = i + u * (int64_t)blockDim.x;
+            v[u] = j < c1 ? __ldcs(row + j) : make_float4(0.f, 0.f, 0.f, 0.f);
+        }
+#pragma unroll
+        for (int u = 0; u < 4; ++u) acc += v[u].x + v[u].y + v[u].z + v[u].w;
+    }
+    for (int o = 16; o > 0; o >>= 1) acc += __shfl_xor_sync(0xffffffffu, acc, o);
+    if ((threadIdx.x & 31) == 0) atomicAdd(sink + blockIdx.y * gridDim.x + blockIdx.x, acc);
+}
+
+/* The time to read [rows, cols] fp32 scores once at this size, measured:
+   read_once_kernel timed as the calls are (CUDA events around one launch,
+   median of reps), the best of CTAs reading 4 to 64 KB each at 256 or 512
+   threads. A call that reads the scores once cannot be faster; at few rows
+   the copy bandwidth's floor (bytes / copy_bw) leaves out the start and
+   the tail of a kernel that moves only a few MB. */
+static float read_once_ms(const float *d, int64_t rows, int64_t cols, int reps)
+{
+    const int64_t cols4 = cols / 4;
+    float best = 1e30f, *sink;
+    const int64_t max_ctas = rows * nsak::cdiv64(cols4, 256);
+    CK(cudaMalloc(&sink, (size_t)max_ctas * 4));
+    CK(cudaMemset(sink, 0, (size_t)max_ctas * 4));
+    for (int per4 : {256, 1024, 4096})
+        for (int threads : {256, 512}) {
+            const dim3 grid((unsigned)nsak::cdiv64(cols4, per4), (unsigned)rows);
+            const float t = median_ms([&] {
+                read_once_kernel<<<grid, threads>>>((const float4 *)d, cols4, per4, sink);
+                CK(cudaGetLastError());
+            }, reps);
+            best = std::min(best, t);
+        }
+    cudaFree(sink);
+    return best;
+}
+
+/* The measured read-once time of [rows, cols] scores beside the copy
+   bandwidth's floor: printed, and one CSV row a size (what =
+   read_once_r<rows>) however many runs print it. */
+static float read_once_row(const Ctx &c, const float *d, int rows, int64_t cols, double fl,
+                           int reps)
+{
+    static std::vector<int> emitted;
+    const float t = read_once_ms(d, rows, cols, reps);
+    printf("%6d rows: reading the scores once takes %.4f ms (measured; %.2fx the copy "
+           "bandwidth's floor %.4f)\n", rows, t, t / fl, fl);
+    if (c.csv && std::find(emitted.begin(), emitted.end(), rows) == emitted.end()) {
+        fprintf(c.csv, "%s,%s,%s,topk,1,%lld,,,,fp32,read_once_r%d,%.4f,%.4f\n",
+                c.device.c_str(), c.date.c_str(), c.commit.c_str(), (long long)cols, rows, t, fl);
+        emitted.push_back(rows);
+    }
+    return t;
+}
+
 /* Top-k of [rows, 129280] fp32 scores, uniform in [0, 1) (k = 64, 1,024,
    2,048), and of rows in descending order (k = 2,048: the order that
    defeats the stream's guessed first floor, kernels/nsa_topk.cuh, so each
@@ -654,6 +720,7 @@ static void run_topk(const Ctx &c, int reps)
                                   : (float)((s >> 11) * (1.0 / 9007199254740992.0));
             }
             CK(cudaMemcpy(d, h.data(), h.size() * 4, cudaMemcpyHostToDevice));
+            if (!descending) read_once_row(c, d, rows, cols, rows * cols * 4.0 / bw * 1e3, reps);
             for (int k : {64, 1024, 2048}) {
                 if (descending && k != 2048) continue;
                 int32_t *oi, *oc;
@@ -710,7 +777,9 @@ static void run_blockmask(const Ctx &c, int reps)
             CN(nsa_cuda_topk_blocks(d, rows, cols, cols, NULL, NULL, block, n, mask, cnt, ws, wsb, 0));
         }, reps);
         const double bytes = rows * cols * 4.0, fl = bytes / bw * 1e3;
-        printf("%6d %10.4f %10.4f %8.2f %12.1f\n", rows, t, fl, t / fl, bytes / (t * 1e-3) / 1e9);
+        const float ro = read_once_row(c, d, rows, cols, fl, reps);
+        printf("%6d %10.4f %10.4f %8.2f %12.1f   (%.2fx the measured read)\n", rows, t, fl, t / fl,
+               bytes / (t * 1e-3) / 1e9, t / ro);
         char what[64];
         snprintf(what, sizeof what, "block_mask_r%d", rows);
         if (c.csv)
