@@ -1137,7 +1137,10 @@ static void run_topk(bool quick)
    the row), rows 1, 3, 32, 300, n from 0 to above the number of blocks;
    unaligned strides and ranges cut blocks at both ends (their means count
    only the columns in range). Rows of equal scores make the mask kernel's
-   radix select decide every digit, down to the block index. */
+   radix select decide every digit, down to the block index. The
+   benchmark's n = 64 also on rows in ascending and descending order, of
+   few distinct levels (ties at the cut), of many levels and mostly NaN,
+   and of equal scores. */
 struct BlocksCase {
     std::string name;
     int64_t rows, cols, stride, block;
@@ -1359,6 +1362,7 @@ static void run_topk_blocks(bool quick)
     add("equal_scores_take_lowest_blocks_to_the_last_digit", 2, 12000, 12000, 1, 100, TK_EQUAL,
         false);
     add("n_above_blocks_no_workspace", 3, 5000, 5001, 16, 400, TK_SIGNED, true);
+    add("n60_ties_at_the_cut", 32, 800, 803, 1, 60, TK_FEW_LEVELS, true);
     if (!quick) {
         /* the benchmark's shape */
         add("uniform", 32, C, C, 16, 64, TK_UNIFORM, false);
@@ -1394,6 +1398,11 @@ static void run_topk_blocks(bool quick)
         add("cols_0", 3, 0, 0, 16, 4, TK_SIGNED, false);
         add("no_out_count", 32, 9000, 9000, 16, 50, TK_SIGNED, true, false);
         add("one_row", 1, C, C, 16, 4096, TK_UNIFORM, true);
+        add("n64_ascending", 32, C, C, 16, 64, TK_ASCENDING, false);
+        add("n50_descending_ranges", 3, C, C, 16, 50, TK_DESCENDING, true);
+        add("n64_many_levels", 32, C, C, 16, 64, TK_MANY_LEVELS, false);
+        add("n64_mostly_nan", 32, 8000, 8000, 1, 64, TK_MOSTLY_NAN, true);
+        add("n64_equal_scores", 3, 50000, 50000, 16, 64, TK_EQUAL, false);
     }
     for (size_t i = 0; i < ts.size(); ++i) blocks_case(row, ts[i], i == 0 || i == 1);
     blocks_errors(row);
