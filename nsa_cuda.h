@@ -566,6 +566,20 @@ static nsak::KvMaps kv_maps(const Plan &P, const nsak::Params &p)
     return m;
 }
 
+/* K_cmp [Tc, Hkv, DK] (contiguous, as every reader of the compressed keys
+   takes it: make_src in kernels/nsa_tiles.cuh) in boxes of NSA_WG_KN rows,
+   for the selection sweep's chunks through the copy engine (maps.k only);
+   ok = 0, and cp.async instead, where the encoder is missing or refuses. */
+static nsak::KvMaps kcmp_map(const Plan &P, const nsak::Params &p, int DK)
+{
+    nsak::KvMaps m;
+    memset(&m, 0, sizeof m);
+    const PFN_cuTensorMapEncodeTiled_v12000 enc = encode_tiled();
+    if (!enc || P.sz.Tc <= 0 || DK % 64 != 0) return m;
+    m.ok = kv_map(enc, &m.k, p.kc, P.sz.Tc, P.Hkv, DK, (int64_t)P.Hkv * DK, DK, NSA_WG_KN);
+    return m;
+}
+
 /* ---- typed launchers ---------------------------------------------------- */
 
 /* cw_fwd_kernel's block: its launch bound, which is rows (NW warps: the
@@ -675,14 +689,7 @@ static nsa_status run_select_sweep_g(const Plan &P, const nsak::Params &p, cudaS
     constexpr int NW = NSA_ROW_WARPS;
     const size_t sm = nsak::select_sweep_kernel_smem<DK, NW>(G, p.n);
     const dim3 grid((unsigned)P.tot[nsak::PF_ROWT], (unsigned)P.Hkv);
-    /* K_cmp [Tc, Hkv, DK] as 64-row boxes for the copy engine; cp.async
-       where the encoder is missing or refuses */
-    nsak::KvMaps maps;
-    memset(&maps, 0, sizeof maps);
-    const PFN_cuTensorMapEncodeTiled_v12000 enc = encode_tiled();
-    if (enc && DK % 64 == 0 && P.sz.Tc > 0)
-        maps.ok = kv_map(enc, &maps.k, p.kc, P.sz.Tc, P.Hkv, DK, (int64_t)P.Hkv * DK, DK,
-                         NSA_WG_KN);
+    const nsak::KvMaps maps = kcmp_map(P, p, DK);
     if (maps.ok) {
         auto k = nsak::select_sweep_tma_kernel<T, DK, NW, G>;
         if ((st = set_smem(k, sm))) return st;

@@ -249,7 +249,8 @@ __device__ inline void select_sweep_sm90(const Params &p, const KvMaps &maps)
                 mbar_expect_tx(b, KN * DK * 2);
                 unsigned char *d = (unsigned char *)(Ks + (c % NS) * KN * DK);
 #pragma unroll
-                for (int i = 0; i < DK / 64; ++i) tma_box3(d + i * KN * 128, &maps.k, i * 64, hkv, c0 + s0, b);
+                for (int i = 0; i < DK / 64; ++i)
+                    tma_box3(d + i * KN * 128, &maps.k, i * 64, hkv, c0 + s0, b);
             }
         } else {
             if (c < nch) {
