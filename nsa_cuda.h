@@ -536,16 +536,18 @@ static PFN_cuTensorMapEncodeTiled_v12000 encode_tiled()
     return fn;
 }
 
-/* A [rows][Hkv][D] tensor of 2-byte elements (token stride st, head stride
-   sh, in elements) as a 3-D map of 64-column x 1-head x box_rows-row boxes,
-   128-byte swizzle, zeros past the last row. False where the encoder
-   refuses the strides. */
-static bool kv_map(PFN_cuTensorMapEncodeTiled_v12000 enc, CUtensorMap *m, const void *base,
-                   int64_t rows, int Hkv, int D, int64_t st, int64_t sh, int box_rows)
+/* A [rows][heads][D] tensor of 2-byte elements (token stride st, head
+   stride sh, in elements) as a 3-D map of 64-column x box_heads-head x
+   box_rows-row boxes, 128-byte swizzle, zeros past the last row. False
+   where the encoder refuses the strides. */
+static bool tile_map(PFN_cuTensorMapEncodeTiled_v12000 enc, CUtensorMap *m, const void *base,
+                     int64_t rows, int heads, int D, int64_t st, int64_t sh, int box_heads,
+                     int box_rows)
 {
-    const cuuint64_t dims[3] = {(cuuint64_t)D, (cuuint64_t)Hkv, (cuuint64_t)rows};
+    const cuuint64_t dims[3] = {(cuuint64_t)D, (cuuint64_t)heads, (cuuint64_t)rows};
     const cuuint64_t strides[2] = {(cuuint64_t)sh * 2, (cuuint64_t)st * 2};
-    const cuuint32_t box[3] = {64, 1, (cuuint32_t)box_rows}, unit[3] = {1, 1, 1};
+    const cuuint32_t box[3] = {64, (cuuint32_t)box_heads, (cuuint32_t)box_rows};
+    const cuuint32_t unit[3] = {1, 1, 1};
     return enc(m, CU_TENSOR_MAP_DATA_TYPE_UINT16, 3, const_cast<void *>(base), dims, strides, box,
                unit, CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
                CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) ==
@@ -561,8 +563,8 @@ static nsak::KvMaps kv_maps(const Plan &P, const nsak::Params &p)
     memset(&m, 0, sizeof m);
     const PFN_cuTensorMapEncodeTiled_v12000 enc = encode_tiled();
     if (!enc || P.sz.T <= 0 || P.Dk % 64 != 0 || P.Dv % 64 != 0) return m;
-    m.ok = kv_map(enc, &m.k, p.k, P.sz.T, P.Hkv, P.Dk, P.kst, P.ksh, NSA_KN) &&
-           kv_map(enc, &m.v, p.v, P.sz.T, P.Hkv, P.Dv, P.vst, P.vsh, NSA_KN);
+    m.ok = tile_map(enc, &m.k, p.k, P.sz.T, P.Hkv, P.Dk, P.kst, P.ksh, 1, NSA_KN) &&
+           tile_map(enc, &m.v, p.v, P.sz.T, P.Hkv, P.Dv, P.vst, P.vsh, 1, NSA_KN);
     return m;
 }
 
@@ -576,7 +578,21 @@ static nsak::KvMaps kcmp_map(const Plan &P, const nsak::Params &p, int DK)
     memset(&m, 0, sizeof m);
     const PFN_cuTensorMapEncodeTiled_v12000 enc = encode_tiled();
     if (!enc || P.sz.Tc <= 0 || DK % 64 != 0) return m;
-    m.ok = kv_map(enc, &m.k, p.kc, P.sz.Tc, P.Hkv, DK, (int64_t)P.Hkv * DK, DK, NSA_WG_KN);
+    m.ok = tile_map(enc, &m.k, p.kc, P.sz.Tc, P.Hkv, DK, (int64_t)P.Hkv * DK, DK, 1, NSA_WG_KN);
+    return m;
+}
+
+/* Q [TQ, H, Dk] in boxes of one row tile of a kv head (nsak::QMap), for the
+   producer of the compressed and window passes; ok = 0, and cp.async
+   instead, where G does not divide a tile's NSA_ROWS rows or the encoder
+   is missing or refuses. */
+static nsak::QMap q_map(const Plan &P, const nsak::Params &p)
+{
+    nsak::QMap m;
+    memset(&m, 0, sizeof m);
+    const PFN_cuTensorMapEncodeTiled_v12000 enc = encode_tiled();
+    if (!enc || P.sz.TQ <= 0 || P.Dk % 64 != 0 || NSA_ROWS % P.G != 0) return m;
+    m.ok = tile_map(enc, &m.q, p.q, P.sz.TQ, P.H, P.Dk, P.qst, P.qsh, P.G, NSA_ROWS / P.G);
     return m;
 }
 
@@ -654,8 +670,9 @@ static nsa_status run_rows(const Plan &P, const nsak::Params &p, int mode, unsig
             const int64_t units = tiles * P.Hkv;
             int threads = 0, ctas = 0;
             if ((st = cw_fwd_block(k, NW * 32, units, threads, ctas))) return st;
-            if (threads == NW * 32) k<<<grid, threads, sm, s>>>(p, mode, br, units);
-            else k<<<(unsigned)ctas, threads, sm, s>>>(p, mode, br, units);
+            const nsak::QMap qm = q_map(P, p);
+            if (threads == NW * 32) k<<<grid, threads, sm, s>>>(p, mode, br, units, qm);
+            else k<<<(unsigned)ctas, threads, sm, s>>>(p, mode, br, units, qm);
         }
     }
     NSA__LAUNCHED();

@@ -333,8 +333,8 @@ static float time_gather_tma(int T, int Hkv, const void *k, const void *v, const
     CK(cudaFuncSetAttribute(gather_tma_kernel<NS, KEYS>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)sm));
     const PFN_cuTensorMapEncodeTiled_v12000 enc = nsah::encode_tiled();
     CUtensorMap tk, tv;
-    if (!enc || !nsah::kv_map(enc, &tk, k, T, Hkv, 128, (int64_t)Hkv * 128, 128, KEYS) ||
-        !nsah::kv_map(enc, &tv, v, T, Hkv, 128, (int64_t)Hkv * 128, 128, KEYS))
+    if (!enc || !nsah::tile_map(enc, &tk, k, T, Hkv, 128, (int64_t)Hkv * 128, 128, 1, KEYS) ||
+        !nsah::tile_map(enc, &tv, v, T, Hkv, 128, (int64_t)Hkv * 128, 128, 1, KEYS))
         return INFINITY; /* no copy engine maps here */
     return median_ms([&] {
         gather_tma_kernel<NS, KEYS><<<dim3((unsigned)T, (unsigned)Hkv), 32, sm>>>(tk, tv, idx, n, sink);

@@ -73,15 +73,18 @@ constexpr size_t wg_smem()
 #define NSA_CW_WS 1
 #endif
 /* Registers a thread of the producer warpgroup keeps, and those the
-   consumers take (setmaxnreg): 128 x 40 + NW * 32 x 232 within the
-   65,536 of an SM for NW = 8. A whole producer warpgroup because an SM
-   splits its registers among four schedulers: with one producer warp, one
-   scheduler would hold three warps, and every warp only 168 registers. */
+   consumers take (setmaxnreg): 128 x 56 + NW * 32 x 224, the 168 x 384
+   the CTA launches with, for NW = 8. A whole producer warpgroup because an
+   SM splits its registers among four schedulers: with one producer warp,
+   one scheduler would hold three warps, and every warp only 168
+   registers. At 40 / 232 the producer spilled its loop state to local
+   memory, where the reloads missed L1 and held its copies back; with 224
+   the consumers measured no slower (bench/RESULTS.md). */
 #ifndef NSA_CW_PRODUCER_REGS
-#define NSA_CW_PRODUCER_REGS 40
+#define NSA_CW_PRODUCER_REGS 56
 #endif
 #ifndef NSA_CW_CONSUMER_REGS
-#define NSA_CW_CONSUMER_REGS 232
+#define NSA_CW_CONSUMER_REGS 224
 #endif
 
 /* Threads of cw_fwd_kernel: on sm_90a a producer warpgroup beside the NW
@@ -531,43 +534,87 @@ __device__ inline bool cw_tile(const Params &p, int64_t units, int64_t u, RowTil
     return locate_rows<false, NW>(p, rt, v / p.Hkv);
 }
 
+/* Chunks of a tile the producer stages before the tile's Q (cw_produce):
+   at most NSA_CW_STAGES - 2, the stages the tile before frees ahead of
+   its last Q K^T. */
+#ifndef NSA_CW_Q_AFTER
+#define NSA_CW_Q_AFTER 2
+#endif
+
+/* The box coordinates of tile rt's Q rows of kv head hkv in a QMap: its
+   first query and the group's first head (tiles start on a query when G
+   divides NSA_ROWS, as QMap requires). */
+__device__ inline int q_tok(const Params &p, const RowTile &rt)
+{
+    return (int)(rt.q0 + rt.tok_off + rt.fbase / p.G);
+}
+
 /* The producer warpgroup (ptid 0..127): each thread's copies of a chunk
    (or of Q) arrive on the chunk's barrier once they have landed
    (cp_arrive), so it never waits for its own copies, only for a stage
    (or Q) to be free. Q's barrier also counts thread 0's arrival after it
    wrote the tile (release: the consumers read it once the phase is
-   complete). */
+   complete). With a QMap, thread 0 loads Q through the copy engine (that
+   arrival expects its bytes) and prefetches the next tile's Q into L2:
+   the consumers' wait for a tile's Q was a fifth of their time in a
+   profile of the window pass, its 16 copies a thread issued only once the
+   tile before had freed Q. */
 template <typename T, int DK, int DV, int NW>
-__device__ inline void cw_produce(const Params &p, unsigned br_mask, int64_t units, T *Qs, T *Ks,
-                                  T *Vs, const CwBars &b, CwTile *tile, int ptid)
+__device__ inline void cw_produce(const Params &p, unsigned br_mask, int64_t units,
+                                  const QMap &qm, T *Qs, T *Ks, T *Vs, const CwBars &b,
+                                  CwTile *tile, int ptid)
 {
     constexpr int KN = NSA_CW_KN, NS = NSA_CW_STAGES, ROWS = NW * 16;
+    static_assert(ROWS == NSA_ROWS, "a QMap box is a tile of locate_rows");
+    static_assert(NSA_CW_Q_AFTER <= NS - 2, "no wait on a stage that only the tile's Q frees");
     uint32_t g = 0, j = 0;
     for (int64_t u = blockIdx.x; u < units; u += gridDim.x) {
         RowTile rt;
         int hkv;
         if (!uniform(cw_tile<NW>(p, units, u, rt, hkv))) continue;
-        mbar_wait(b.qempty, (j & 1) ^ 1);
-        ++j;
-        if (ptid == 0) {
-            tile->rt = rt;
-            tile->hkv = hkv;
-            mbar_arrive(b.qfull);
-        }
-        /* one row at a time: a row's address costs divisions by G, and
-           unrolled they would hold the producer's few registers */
+        /* Q once the tile before has freed it */
+        auto load_q = [&] {
+            mbar_wait(b.qempty, (j & 1) ^ 1);
+            ++j;
+            if (ptid == 0) {
+                tile->rt = rt;
+                tile->hkv = hkv;
+                if (qm.ok) {
+                    mbar_expect_tx(b.qfull, ROWS * DK * (unsigned)sizeof(T));
+                    for (int i = 0; i < DK / 64; ++i)
+                        tma_box3(Qs + i * ROWS * 64, &qm.q, i * 64, hkv * p.G, q_tok(p, rt),
+                                 b.qfull);
+                    RowTile nt;
+                    int nh;
+                    if (u + gridDim.x < units && cw_tile<NW>(p, units, u + gridDim.x, nt, nh))
+                        for (int i = 0; i < DK / 64; ++i)
+                            tma_prefetch3(&qm.q, i * 64, nh * p.G, q_tok(p, nt));
+                } else {
+                    mbar_arrive(b.qfull);
+                }
+            }
+            /* one row at a time: a row's address costs divisions by G, and
+               unrolled they would hold the producer's few registers */
+            if (!qm.ok)
 #pragma unroll 1
-        for (int i = ptid; i < ROWS * (DK / 8); i += 128) {
-            const int r = i / (DK / 8), c = i % (DK / 8);
-            const T *src = tile_row(rt, hkv, p.G, r, (const T *)p.q, p.qst, p.qsh);
-            T *d = Qs + Sw128<ROWS>::at(r, c * 8);
-            cp16(d, src ? (const void *)(src + c * 8) : (const void *)d, src ? 16 : 0);
-        }
-        cp_arrive(b.qfull);
+                for (int i = ptid; i < ROWS * (DK / 8); i += 128) {
+                    const int r = i / (DK / 8), c = i % (DK / 8);
+                    const T *src = tile_row(rt, hkv, p.G, r, (const T *)p.q, p.qst, p.qsh);
+                    T *d = Qs + Sw128<ROWS>::at(r, c * 8);
+                    cp16(d, src ? (const void *)(src + c * 8) : (const void *)d, src ? 16 : 0);
+                }
+            cp_arrive(b.qfull);
+        };
+        /* The tile's first NSA_CW_Q_AFTER chunks go before its Q: their
+           stages free while the tile before still computes, Q only after
+           its last Q K^T (its first chunk's wait was the consumers' largest
+           at a tile's start once Q came through the copy engine). */
+        int staged = 0;
         for (int br = 0; br < 3; ++br) {
             if (!(br_mask & (1u << br))) continue;
             const BranchKeys<T> keys(p, br, rt, hkv, DK, DV, NSA_CW_KN);
             for (int c = 0; c < keys.nch; ++c, ++g) {
+                if (staged++ == NSA_CW_Q_AFTER) load_q();
                 const int st = g % NS;
                 mbar_wait(&b.empty[st], ((g / NS) & 1) ^ 1);
                 int s0, cnt = keys.src.chunk(c, s0);
@@ -578,6 +625,7 @@ __device__ inline void cw_produce(const Params &p, unsigned br_mask, int64_t uni
                 cp_arrive(&b.full[st]);
             }
         }
+        if (staged <= NSA_CW_Q_AFTER) load_q();
     }
     /* no tile left: 128 + 1 arrivals without copies */
     mbar_wait(b.qempty, (j & 1) ^ 1);
@@ -764,7 +812,8 @@ __device__ inline void cw_consume(const Params &p, int mode, unsigned br_mask, c
 }
 
 template <typename T, int DK, int DV, int NW>
-__device__ inline void row_fwd_ws(const Params &p, int mode, unsigned br_mask, int64_t units)
+__device__ inline void row_fwd_ws(const Params &p, int mode, unsigned br_mask, int64_t units,
+                                  const QMap &qm)
 {
     constexpr int KN = NSA_CW_KN, NS = NSA_CW_STAGES, ROWS = NW * 16;
     static_assert(NS >= 2, "the next chunk lands while one is computed");
@@ -791,7 +840,7 @@ __device__ inline void row_fwd_ws(const Params &p, int mode, unsigned br_mask, i
     __syncthreads();
     if (uniform(tid >> 5) >= NW) {
         asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" :: "n"(NSA_CW_PRODUCER_REGS));
-        cw_produce<T, DK, DV, NW>(p, br_mask, units, Qs, Ks, Vs, b, tile, tid - NW * 32);
+        cw_produce<T, DK, DV, NW>(p, br_mask, units, qm, Qs, Ks, Vs, b, tile, tid - NW * 32);
     } else {
         asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;\n" :: "n"(NSA_CW_CONSUMER_REGS));
         cw_consume<T, DK, DV, NW>(p, mode, br_mask, Qs, Ks, Vs, held, b, tile, tid);
@@ -1053,15 +1102,17 @@ __global__ void __launch_bounds__(NW * 32, 1) cw_dq_kernel(Params p, int mode, u
 /* The forward's compressed and window passes (M_STAGE, M_FWD, M_PREP):
    on sm_90a warp-specialised wgmma (a persistent grid walking `units` =
    row tiles x kv heads), elsewhere the mma.sync row kernel (grid row tiles
-   x kv heads). cw_fwd_threads says which. */
+   x kv heads). cw_fwd_threads says which; qm: Q for the warp-specialised
+   producer (nsah::q_map), unused by the other paths. */
 template <typename T, int DK, int DV, int NW>
 __global__ void __launch_bounds__(cw_fwd_threads<DK, DV, NW>(), 1)
-    cw_fwd_kernel(Params p, int mode, unsigned br_mask, int64_t units)
+    cw_fwd_kernel(Params p, int mode, unsigned br_mask, int64_t units,
+                  const __grid_constant__ QMap qm)
 {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
     if constexpr (NW % 4 == 0 && DV <= 128) {
         if constexpr (cw_fwd_threads<DK, DV, NW>() > NW * 32)
-            row_fwd_ws<T, DK, DV, NW>(p, mode, br_mask, units);
+            row_fwd_ws<T, DK, DV, NW>(p, mode, br_mask, units, qm);
         else
             row_fwd_sm90<T, DK, DV, NW>(p, mode, br_mask);
     } else

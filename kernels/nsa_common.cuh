@@ -228,6 +228,17 @@ struct KvMaps {
     int ok;
 };
 
+/* Q as the copy engine sees it for the row tiles of the compressed and
+   window passes: a 3-D map [queries][H][D] of boxes of 64 columns x G heads
+   x NSA_ROWS / G queries, a tile's rows of one kv head in its flattened
+   (token, head) order, 128-byte swizzle (nsah::q_map encodes it). ok = 0
+   (G does not divide NSA_ROWS, or the encoder refuses the strides): the
+   rows are staged with cp.async instead. */
+struct QMap {
+    CUtensorMap q;
+    int ok;
+};
+
 #if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 900
 /* A transaction barrier in shared memory: its phase completes when its
    arrivals (count) and all the bytes it expects are in. */
@@ -279,6 +290,13 @@ __device__ inline void tma_box3(void *dst, const CUtensorMap *map, int c0, int c
                  "[%0], [%1, {%2, %3, %4}], [%5];\n"
                  :: "r"(smem_u32(dst)), "l"(map), "r"(c0), "r"(c1), "r"(c2), "r"(smem_u32(bar))
                  : "memory");
+}
+/* The same box fetched into L2 only, ahead of its tma_box3 (no barrier,
+   nothing written to shared memory). */
+__device__ inline void tma_prefetch3(const CUtensorMap *map, int c0, int c1, int c2)
+{
+    asm volatile("cp.async.bulk.prefetch.tensor.3d.L2.global.tile [%0, {%1, %2, %3}];\n"
+                 :: "l"(map), "r"(c0), "r"(c1), "r"(c2) : "memory");
 }
 #endif
 
