@@ -670,7 +670,8 @@ static nsa_status run_rows(const Plan &P, const nsak::Params &p, int mode, unsig
             const int64_t units = tiles * P.Hkv;
             int threads = 0, ctas = 0;
             if ((st = cw_fwd_block(k, NW * 32, units, threads, ctas))) return st;
-            const nsak::QMap qm = q_map(P, p);
+            /* only the warp-specialised producer reads Q's map */
+            const nsak::QMap qm = threads == NW * 32 ? nsak::QMap{} : q_map(P, p);
             if (threads == NW * 32) k<<<grid, threads, sm, s>>>(p, mode, br, units, qm);
             else k<<<(unsigned)ctas, threads, sm, s>>>(p, mode, br, units, qm);
         }

@@ -556,7 +556,7 @@ __device__ inline int q_tok(const Params &p, const RowTile &rt)
    wrote the tile (release: the consumers read it once the phase is
    complete). With a QMap, thread 0 loads Q through the copy engine (that
    arrival expects its bytes) and prefetches the next tile's Q into L2:
-   the consumers' wait for a tile's Q was a fifth of their time in a
+   the consumers' wait for a tile's Q was a quarter of their time in a
    profile of the window pass, its 16 copies a thread issued only once the
    tile before had freed Q. */
 template <typename T, int DK, int DV, int NW>
