@@ -86,6 +86,17 @@ constexpr size_t wg_smem()
 #ifndef NSA_CW_CONSUMER_REGS
 #define NSA_CW_CONSUMER_REGS 224
 #endif
+/* The registers a thread has at launch under __launch_bounds__(threads,
+   1): the register file's 65,536 shared by the threads, in the steps of 8
+   a thread that registers are allocated in, at most 255. setmaxnreg.inc
+   takes its registers only from those that setmaxnreg.dec gave back to the
+   CTA's pool, and waits until there are enough: a split that needs more
+   than the CTA launched with never starts (128 x 32 + 256 x 240 at 168 a
+   thread hung). */
+__host__ __device__ constexpr int launch_regs(int threads)
+{
+    return (65536 / threads < 255 ? 65536 / threads : 255) / 8 * 8;
+}
 
 /* Threads of cw_fwd_kernel: on sm_90a a producer warpgroup beside the NW
    consumer warps (row_fwd_ws), elsewhere the NW warps of row_body. The host
@@ -819,7 +830,12 @@ __device__ inline void row_fwd_ws(const Params &p, int mode, unsigned br_mask, i
     static_assert(NS >= 2, "the next chunk lands while one is computed");
     static_assert(DK % 64 == 0 && DV % 64 == 0 && DV <= 128, "64-column panels");
     static_assert(2 * NS + 2 <= 16 && sizeof(CwTile) <= 128, "ws_stage_smem's 256 bytes");
-    static_assert(NW <= 8, "the registers given (NSA_CW_*_REGS) within the CTA's at launch");
+    static_assert(NSA_CW_PRODUCER_REGS % 8 == 0 && NSA_CW_CONSUMER_REGS % 8 == 0 &&
+                      NSA_CW_PRODUCER_REGS >= 24 && NSA_CW_CONSUMER_REGS <= 256,
+                  "setmaxnreg takes multiples of 8 from 24 to 256");
+    static_assert(128 * NSA_CW_PRODUCER_REGS + NW * 32 * NSA_CW_CONSUMER_REGS <=
+                      (NW * 32 + 128) * launch_regs(NW * 32 + 128),
+                  "the registers given (NSA_CW_*_REGS) within the CTA's at launch");
     extern __shared__ __align__(16) unsigned char smem_raw[];
     T *Qs = (T *)sw128_base(smem_raw); /* [DK/64][ROWS][64] */
     T *Ks = Qs + ROWS * DK;            /* [NS][DK/64][KN][64] */
