@@ -833,8 +833,9 @@ __device__ inline void row_fwd_ws(const Params &p, int mode, unsigned br_mask, i
     static_assert(NSA_CW_PRODUCER_REGS % 8 == 0 && NSA_CW_CONSUMER_REGS % 8 == 0 &&
                       NSA_CW_PRODUCER_REGS >= 24 && NSA_CW_CONSUMER_REGS <= 256,
                   "setmaxnreg takes multiples of 8 from 24 to 256");
+    constexpr int threads = cw_fwd_threads<DK, DV, NW>(); /* the launch bound */
     static_assert(128 * NSA_CW_PRODUCER_REGS + NW * 32 * NSA_CW_CONSUMER_REGS <=
-                      (NW * 32 + 128) * launch_regs(NW * 32 + 128),
+                      threads * launch_regs(threads),
                   "the registers given (NSA_CW_*_REGS) within the CTA's at launch");
     extern __shared__ __align__(16) unsigned char smem_raw[];
     T *Qs = (T *)sw128_base(smem_raw); /* [DK/64][ROWS][64] */
