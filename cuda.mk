@@ -9,6 +9,8 @@
 #   make build/test_cuda_portable  the cross-checks built for plain sm_90
 #                      (the mma.sync kernels, also on a Hopper GPU)
 #   make build/test_cuda_grad_lo   the cross-checks with NSA_GRAD_LO=1
+#   make build/test_cuda_ranges    the cross-checks with the smallest
+#                      accumulators (NSA_ACC_ROWS=1, NSA_KV_ACC_ROWS=1)
 #   build/libnsa_cuda.so  the Python binding's library with the CUDA path:
 #                      the reference from a C file that defines
 #                      NSA_SHARED_IN_OTHER_FILE, the CUDA path and the shared
@@ -61,6 +63,12 @@ $(BUILD)/test_cuda_portable: tests/test_cuda.cu $(CUDA_SRC) nsa_ref.h $(wildcard
 # kernels/nsa_attn.cuh): the switch's kernels cross-checked too.
 $(BUILD)/test_cuda_grad_lo: tests/test_cuda.cu $(CUDA_SRC) nsa_ref.h $(wildcard tools/*.h) tests/seed.h | $(BUILD)
 	$(NVCC) $(NVCC_FLAGS) -DNSA_GRAD_LO=1 -Xcompiler -fopenmp $< -o $@ -lm -lgomp
+# The smallest accumulators: every row pass a range of queries at a time
+# (NSA_ACC_ROWS=1: ranges of one step, 128 tokens at one-token units) and
+# the key-centric passes one kv head at a time (NSA_KV_ACC_ROWS=1), so
+# that the ranges of nsa_cuda.h are cross-checked on batches of any size.
+$(BUILD)/test_cuda_ranges: tests/test_cuda.cu $(CUDA_SRC) nsa_ref.h $(wildcard tools/*.h) tests/seed.h | $(BUILD)
+	$(NVCC) $(NVCC_FLAGS) -DNSA_ACC_ROWS=1 -DNSA_KV_ACC_ROWS=1 -Xcompiler -fopenmp $< -o $@ -lm -lgomp
 $(BUILD)/bench_cuda: bench/bench_cuda.cu $(CUDA_SRC) | $(BUILD)
 	$(NVCC) $(NVCC_FLAGS) $< -o $@ -lm
 

@@ -234,6 +234,11 @@ struct Plan {
        (kernels/nsa_attn.cuh) */
     int64_t kv_tiles[3], kv_chunks[3], kv_seg_len[3], kv_extra[3];
     int64_t kv_cmp_nch; /* a bound on one compressed tile's chunks */
+    /* the row passes' fp32 accumulator: queries it holds at once, and the
+       step (tokens) a sequence is cut at when it holds less than one
+       (section "query ranges") */
+    int64_t acc_tok, acc_step;
+    int kv_heads; /* kv heads the dK, dV accumulators hold at once (run_kv) */
     nsak::Decode dec; /* the decode path's slots and workspace (section "decoding") */
 };
 
@@ -248,6 +253,22 @@ static nsa_status run_decode(const nsa_config *cfg, const Plan &P, nsak::Params 
    that at most this many segments beyond the tiles' first ones exist;
    segments hold at least NSA_KV_SEG_MIN chunks. */
 #define NSA_KV_PARTS 4096
+/* Flattened (token, head) rows the row passes' fp32 accumulator (the
+   gated sums that one pass hands the next, forward and dQ) holds: a batch
+   with more query rows runs those passes a range of queries at a time
+   (section "query ranges"), so that the workspace stops growing with T
+   (4M rows: 2 GiB at Dv = 128; every batch of the 64K benchmark in one
+   range). At least one step of queries is held whatever it is set to. */
+#ifndef NSA_ACC_ROWS
+#define NSA_ACC_ROWS ((int64_t)1 << 22)
+#endif
+/* (Key, kv head) rows the fp32 dK, dV accumulators hold: a batch with more
+   runs the selected and window branches' key-centric passes and the
+   finishing step a range of kv heads at a time (at least one head; 2M
+   rows: 2 GiB at Dk = Dv = 128, two of 1M tokens' eight heads). */
+#ifndef NSA_KV_ACC_ROWS
+#define NSA_KV_ACC_ROWS ((int64_t)1 << 21)
+#endif
 #define NSA_KV_SEG_MIN 32
 #ifndef NSA_KV_SPARSE
 #define NSA_KV_SPARSE 4
@@ -380,10 +401,25 @@ static nsa_status plan_make(const nsa_config *cfg, const nsa_batch *x, Plan &P,
     }
     size_t o = 0;
     P.o_pf = o; o = align256(o + (size_t)(PF_COUNT + 1) * (x->B + 1) * 8);
-    P.o_acc = o; o = align256(o + (size_t)TQ * x->H * Dm * 4);
+    /* query ranges: cut at whole steps of row tiles (NSA_ROWS flattened
+       rows), of groups of four selection units (the selection kernel's)
+       and so of unit tiles */
+    {
+        int64_t a = 4 * (int64_t)P.shape.bq, b = NSA_ROWS;
+        while (b) { const int64_t r = a % b; a = b; b = r; }
+        P.acc_step = 4 * (int64_t)P.shape.bq / a * NSA_ROWS;
+        const int64_t held = NSA_ACC_ROWS / x->H / P.acc_step * P.acc_step;
+        P.acc_tok = held > P.acc_step ? held : P.acc_step;
+        if (P.acc_tok > TQ) P.acc_tok = TQ;
+    }
+    P.o_acc = o; o = align256(o + (size_t)P.acc_tok * x->H * Dm * 4);
     P.o_delta = o; o = align256(o + (size_t)3 * TQ * x->H * 4);
-    P.o_dk = o; o = align256(o + (size_t)T * x->Hkv * x->Dk * 4);
-    P.o_dv = o; o = align256(o + (size_t)T * x->Hkv * x->Dv * 4);
+    {
+        const int64_t heads = T > 0 ? NSA_KV_ACC_ROWS / T : x->Hkv;
+        P.kv_heads = heads < 1 ? 1 : heads > x->Hkv ? x->Hkv : (int)heads;
+    }
+    P.o_dk = o; o = align256(o + (size_t)T * P.kv_heads * x->Dk * 4);
+    P.o_dv = o; o = align256(o + (size_t)T * P.kv_heads * x->Dv * 4);
     P.o_dkc = o; o = align256(o + (size_t)Tc * x->Hkv * x->Dk * 4);
     P.o_dvc = o; o = align256(o + (size_t)Tc * x->Hkv * x->Dv * 4);
     P.o_trk = o; o = align256(o + (size_t)P.tr_n * 4);
@@ -453,6 +489,11 @@ static nsak::Params params(const nsa_config *cfg, const nsa_batch *x, const Plan
     p.sel_idx = x->sel_idx;
     p.sel_cnt = x->sel_count;
     p.acc = (float *)((char *)ws + P.o_acc);
+    p.acc_row0 = 0;
+    p.tile0 = 0;
+    p.tile_end = INT64_MAX;
+    p.kv_h0 = 0;
+    p.kv_hn = x->Hkv;
     float *dl = (float *)((char *)ws + P.o_delta);
     for (int i = 0; i < 3; ++i) p.delta[i] = dl + (int64_t)i * P.sz.TQ * x->H;
     p.dk_acc = (float *)((char *)ws + P.o_dk);
@@ -632,14 +673,21 @@ static nsa_status slc_cta_warps(K kernel, size_t (*smem)(int), int &nw)
     return NSA_OK;
 }
 
+/* The tiles a launch takes of a kind the batch has `total` of: Params'
+   tile0 to tile_end (all of them unless a query range set them). */
+static int64_t launch_tiles(const nsak::Params &p, int64_t total)
+{
+    return (p.tile_end < total ? p.tile_end : total) - p.tile0;
+}
+
 template <typename T, int DK, int DV>
 static nsa_status run_rows(const Plan &P, const nsak::Params &p, int mode, unsigned br,
                            bool dq, cudaStream_t s)
 {
     nsa_status st;
     const bool slc = br == NSA_BRANCH_SLC;
-    int64_t tiles = P.tot[slc ? nsak::PF_UNITT : nsak::PF_ROWT];
-    if (tiles == 0) return NSA_OK;
+    const int64_t tiles = launch_tiles(p, P.tot[slc ? nsak::PF_UNITT : nsak::PF_ROWT]);
+    if (tiles <= 0) return NSA_OK;
     dim3 grid((unsigned)tiles, (unsigned)P.Hkv);
     if (slc && !dq) {
         constexpr int NS = NSA_SLC_STAGES;
@@ -686,8 +734,8 @@ static nsa_status run_select(const Plan &P, const nsak::Params &p, void *ws,
                              cudaStream_t s)
 {
     nsa_status st;
-    int64_t items = P.tot[PF_COUNT] * P.Hkv;
-    if (items == 0) return NSA_OK;
+    const int64_t items = launch_tiles(p, P.tot[PF_COUNT]) * P.Hkv;
+    if (items <= 0) return NSA_OK;
     size_t sm = nsak::select_smem<DK>();
     auto k = nsak::select_kernel<T, DK>;
     if ((st = set_smem(k, sm))) return st;
@@ -706,7 +754,7 @@ static nsa_status run_select_sweep_g(const Plan &P, const nsak::Params &p, cudaS
     nsa_status st;
     constexpr int NW = NSA_ROW_WARPS;
     const size_t sm = nsak::select_sweep_kernel_smem<DK, NW>(G, p.n);
-    const dim3 grid((unsigned)P.tot[nsak::PF_ROWT], (unsigned)P.Hkv);
+    const dim3 grid((unsigned)launch_tiles(p, P.tot[nsak::PF_ROWT]), (unsigned)P.Hkv);
     const nsak::KvMaps maps = kcmp_map(P, p, DK);
     if (maps.ok) {
         auto k = nsak::select_sweep_tma_kernel<T, DK, NW, G>;
@@ -727,7 +775,7 @@ template <typename T, int DK, int DV>
 static nsa_status run_select_sweep(const Plan &P, nsak::Params p, int32_t *idx, int32_t *cnt,
                                    cudaStream_t s)
 {
-    if (P.tot[nsak::PF_ROWT] == 0) return NSA_OK;
+    if (launch_tiles(p, P.tot[nsak::PF_ROWT]) <= 0) return NSA_OK;
     p.sel_out_idx = idx;
     p.sel_out_cnt = cnt;
     switch (P.G) {
@@ -751,13 +799,16 @@ static nsa_status run_compress(const Plan &P, const nsak::Params &p, void *kc, v
     return NSA_OK;
 }
 
-/* dK, dV of one branch into the fp32 accumulators: segment counts, the
-   key-centric pass, then the partials of split tiles in segment order. */
+/* dK, dV of one branch into the fp32 accumulators for the kv heads of
+   p.kv_h0, p.kv_hn: the segment counts of every head's tiles (count: once
+   a call), the key-centric pass, then the partials of split tiles in
+   segment order. */
 template <typename T, int DK, int DV, int BR>
-static nsa_status run_kv(const Plan &P, const nsak::Params &p, void *ws, cudaStream_t s)
+static nsa_status run_kv(const Plan &P, const nsak::Params &p, void *ws, cudaStream_t s,
+                         bool count)
 {
     nsa_status st;
-    const int64_t tiles = P.kv_tiles[BR] * P.Hkv;
+    const int64_t tiles = P.kv_tiles[BR] * p.kv_hn;
     if (tiles == 0) return NSA_OK;
     nsak::KvSplit sp;
     int64_t *seg_start = (int64_t *)((char *)ws + P.o_kvseg[BR]);
@@ -765,8 +816,13 @@ static nsa_status run_kv(const Plan &P, const nsak::Params &p, void *ws, cudaStr
     sp.tiles = P.kv_tiles[BR];
     sp.seg_len = P.kv_seg_len[BR];
     sp.part = (float *)((char *)ws + P.o_part);
-    nsak::kv_split_count_kernel<BR><<<1, NSA_KV_SCAN_THREADS, 0, s>>>(p, sp, seg_start);
-    NSA__LAUNCHED();
+    sp.f0 = P.kv_tiles[BR] * p.kv_h0;
+    sp.f1 = sp.f0 + tiles;
+    if (count) {
+        nsak::kv_split_count_kernel<BR><<<1, NSA_KV_SCAN_THREADS, 0, s>>>(p, sp, seg_start);
+        NSA__LAUNCHED();
+    }
+    /* the heads' segments beyond their tiles' first: at most all heads' */
     int64_t ctas = tiles + P.kv_extra[BR];
     /* compressed tiles segment-major (kernels/nsa_attn.cuh says why) where
        the grid of every tile's possible segments is at most NSA_KV_SPARSE
@@ -821,6 +877,87 @@ static nsa_status run_transpose(const Plan &P, nsak::Params &p, void *ws, cudaSt
     return NSA_OK;
 }
 
+/* ---- query ranges ---------------------------------------------------------
+   The row passes hand each other gated fp32 sums (the forward: compressed
+   and window, then selected; dQ: selected, then compressed and window)
+   through an accumulator of Plan::acc_tok queries. A batch with more runs
+   those passes (and the forward's selection between them) one range of
+   queries at a time: whole sequences while they fit, a longer one cut at
+   multiples of Plan::acc_step tokens. A range is a run of row tiles, unit
+   tiles and unit groups (Params::tile0, tile_end) and a run of rows of
+   the accumulator (Params::acc_row0); every row is computed as in one
+   range. */
+struct QueryRange {
+    int64_t row0;        /* first flattened (token, head) row */
+    int64_t rowt[2];     /* row tiles [rowt[0], rowt[1]) */
+    int64_t unitt[2];    /* unit tiles */
+    int64_t grp[2];      /* groups of four selection units */
+};
+
+class QueryRanges {
+  public:
+    QueryRanges(const nsa_batch *x, const Plan &P) : x_(x), P_(P) {}
+    /* The next range into r; false after the last. */
+    bool next(QueryRange &r)
+    {
+        if (b_ >= x_->B) return false;
+        at(r.row0, r.rowt[0], r.unitt[0], r.grp[0]);
+        int64_t held = 0;
+        while (b_ < x_->B) {
+            const int64_t nq = queries(b_), rest = nq - tok_;
+            if (held + rest <= P_.acc_tok) { /* the rest of the sequence */
+                held += rest;
+                int64_t v[PF_COUNT];
+                nsak::seq_counts(nq, keys(b_), P_.shape, v);
+                rowt_ += v[nsak::PF_ROWT];
+                unitt_ += v[nsak::PF_UNITT];
+                grp_ += nsak::cdiv64(v[nsak::PF_UNIT], 4);
+                q_ += nq;
+                tok_ = 0;
+                ++b_;
+                continue;
+            }
+            int64_t take = (P_.acc_tok - held) / P_.acc_step * P_.acc_step;
+            if (take == 0 && held > 0) break; /* the next range starts here */
+            if (take == 0) take = P_.acc_step; /* plan_make: acc_tok >= acc_step */
+            tok_ += take;
+            break;
+        }
+        int64_t row_end;
+        at(row_end, r.rowt[1], r.unitt[1], r.grp[1]);
+        return true;
+    }
+
+  private:
+    int64_t queries(int b) const
+    {
+        const int32_t *cu = x_->cu_seqlens_q ? x_->cu_seqlens_q : x_->cu_seqlens;
+        return cu[b + 1] - cu[b];
+    }
+    int64_t keys(int b) const { return x_->cu_seqlens[b + 1] - x_->cu_seqlens[b]; }
+    /* where token tok_ of sequence b_ starts (tok_ a multiple of acc_step) */
+    void at(int64_t &row, int64_t &rowt, int64_t &unitt, int64_t &grp) const
+    {
+        const int G = P_.G, bq = P_.shape.bq;
+        row = (q_ + tok_) * P_.H;
+        rowt = rowt_ + tok_ * G / NSA_ROWS;
+        unitt = unitt_ + tok_ / bq * nsak::cdiv64((int64_t)bq * G, 16);
+        grp = grp_ + tok_ / bq / 4;
+    }
+    const nsa_batch *x_;
+    const Plan &P_;
+    int b_ = 0;
+    int64_t tok_ = 0; /* the next range's first query within sequence b_ */
+    int64_t q_ = 0, rowt_ = 0, unitt_ = 0, grp_ = 0; /* totals before sequence b_ */
+};
+
+/* Points p's launches at range r's tiles of a kind (QueryRange). */
+static void use_tiles(nsak::Params &p, const int64_t (&t)[2])
+{
+    p.tile0 = t[0];
+    p.tile_end = t[1];
+}
+
 template <typename T, int DK, int DV>
 static nsa_status fwd_typed(const nsa_config *cfg, const nsa_batch *x, const Plan &P,
                             nsak::Params &p, const void *gates, void *o, nsa_saved *sv,
@@ -851,42 +988,51 @@ static nsa_status fwd_typed(const nsa_config *cfg, const nsa_batch *x, const Pla
     const bool fused = slc && (br & NSA_BRANCH_CMP) && !x->sel_idx &&
                        nsak::fused_select_ok(P.G, P.shape.bq, P.shape.n, P.shape.l,
                                              P.shape.d, P.shape.lp);
-    /* cmp and win first: the compressed branch's lse then serves the
-       selection's probabilities (probs mode) without a second pass */
-    if (br & (NSA_BRANCH_CMP | NSA_BRANCH_WIN)) {
-        p.acc_in = 0;
-        p.final_out = !slc;
-        if ((st = run_rows<T, DK, DV>(P, p, nsak::M_FWD, br & (NSA_BRANCH_CMP | NSA_BRANCH_WIN),
-                                      false, s)))
-            return st;
+    if (slc && x->sel_idx && P.sz.sel_count > 0) {
+        /* caller selection: its usable entries, compacted */
+        nsak::copy_sel_kernel<<<grid_for(P.sz.sel_count, 256), 256, 0, s>>>(
+            p, P.sz.sel_count, sv->sel_idx, sv->sel_count);
+        NSA__LAUNCHED();
     }
-    if (slc) {
+    QueryRanges ranges(x, P);
+    for (QueryRange r; ranges.next(r);) {
+        p.acc_row0 = r.row0;
+        /* cmp and win first: the compressed branch's lse then serves the
+           selection's probabilities (probs mode) without a second pass */
+        if (br & (NSA_BRANCH_CMP | NSA_BRANCH_WIN)) {
+            use_tiles(p, r.rowt);
+            p.acc_in = 0;
+            p.final_out = !slc;
+            if ((st = run_rows<T, DK, DV>(P, p, nsak::M_FWD,
+                                          br & (NSA_BRANCH_CMP | NSA_BRANCH_WIN), false, s)))
+                return st;
+        }
+        if (!slc) continue;
         if (fused) {
+            use_tiles(p, r.rowt);
             if ((st = run_select_sweep<T, DK, DV>(P, p, sv->sel_idx, sv->sel_count, s)))
                 return st;
-        } else if (x->sel_idx) { /* caller selection: its usable entries, compacted */
-            if (P.sz.sel_count > 0) {
-                nsak::copy_sel_kernel<<<grid_for(P.sz.sel_count, 256), 256, 0, s>>>(
-                    p, P.sz.sel_count, sv->sel_idx, sv->sel_count);
-                NSA__LAUNCHED();
-            }
-        } else {
+        } else if (!x->sel_idx) {
             nsak::Params ps = p;
+            use_tiles(ps, r.grp);
             if (!(br & NSA_BRANCH_CMP)) ps.lse[0] = NULL;
             if ((st = run_select<T, DK, DV>(P, ps, ws, NULL, sv->sel_idx, sv->sel_count, s)))
                 return st;
         }
         p.sel_idx = sv->sel_idx;
         p.sel_cnt = sv->sel_count;
+        use_tiles(p, r.unitt);
         p.acc_in = (br & (NSA_BRANCH_CMP | NSA_BRANCH_WIN)) != 0;
         p.final_out = 1;
         if ((st = run_rows<T, DK, DV>(P, p, nsak::M_FWD, NSA_BRANCH_SLC, false, s))) return st;
     }
+    p.tile0 = 0;
+    p.tile_end = INT64_MAX;
     return NSA_OK;
 }
 
 template <typename T, int DK, int DV>
-static nsa_status bwd_typed(const nsa_config *cfg, const nsa_batch *, const Plan &P,
+static nsa_status bwd_typed(const nsa_config *cfg, const nsa_batch *x, const Plan &P,
                             nsak::Params &p, const void *gates, const void *d_o,
                             const nsa_saved *sv, nsa_grads *g, void *ws, cudaStream_t s,
                             bool kv_f32)
@@ -929,55 +1075,73 @@ static nsa_status bwd_typed(const nsa_config *cfg, const nsa_batch *, const Plan
                                           br & (NSA_BRANCH_CMP | NSA_BRANCH_WIN), false, s)))
                 return st;
     }
-    /* 2. dQ, row-centric */
+    /* 2. dQ, row-centric, a range of queries at a time */
     p.out = g->dq;
-    if (br & NSA_BRANCH_SLC) {
-        p.acc_in = 0;
-        p.final_out = !cw;
-        if ((st = run_rows<T, DK, DV>(P, p, nsak::M_FWD, NSA_BRANCH_SLC, true, s))) return st;
+    QueryRanges ranges(x, P);
+    for (QueryRange r; ranges.next(r);) {
+        p.acc_row0 = r.row0;
+        if (br & NSA_BRANCH_SLC) {
+            use_tiles(p, r.unitt);
+            p.acc_in = 0;
+            p.final_out = !cw;
+            if ((st = run_rows<T, DK, DV>(P, p, nsak::M_FWD, NSA_BRANCH_SLC, true, s)))
+                return st;
+        }
+        if (cw) {
+            use_tiles(p, r.rowt);
+            p.acc_in = (br & NSA_BRANCH_SLC) != 0;
+            p.final_out = 1;
+            if ((st = run_rows<T, DK, DV>(P, p, nsak::M_FWD,
+                                          br & (NSA_BRANCH_CMP | NSA_BRANCH_WIN), true, s)))
+                return st;
+        }
     }
-    if (cw) {
-        p.acc_in = (br & NSA_BRANCH_SLC) != 0;
-        p.final_out = 1;
-        if ((st = run_rows<T, DK, DV>(P, p, nsak::M_FWD, br & (NSA_BRANCH_CMP | NSA_BRANCH_WIN),
-                                      true, s)))
-            return st;
-    }
-    /* 3. dK, dV, key-centric, into fp32 accumulators */
-    if (P.sz.k > 0) NSA__CK(cudaMemsetAsync(p.dk_acc, 0, (size_t)P.sz.k * 4, s));
-    if (P.sz.v > 0) NSA__CK(cudaMemsetAsync(p.dv_acc, 0, (size_t)P.sz.v * 4, s));
-    if (br & NSA_BRANCH_SLC) {
-        if ((st = run_transpose(P, p, ws, s))) return st;
-        if ((st = run_kv<T, DK, DV, nsak::BR_SLC>(P, p, ws, s))) return st;
-    }
-    if (br & NSA_BRANCH_WIN)
-        if ((st = run_kv<T, DK, DV, nsak::BR_WIN>(P, p, ws, s))) return st;
+    p.tile0 = 0;
+    p.tile_end = INT64_MAX;
+    /* 3. dK, dV, key-centric, into fp32 accumulators: the compressed
+       branch's for every kv head, then the selected and window branches'
+       and the finishing step (4: mean compression's backward, rounding) a
+       range of Plan::kv_heads heads at a time */
     const bool cmp = (br & NSA_BRANCH_CMP) != 0;
     if (cmp && P.sz.k_cmp > 0) {
         NSA__CK(cudaMemsetAsync(p.dkc_acc, 0, (size_t)P.sz.k_cmp * 4, s));
         NSA__CK(cudaMemsetAsync(p.dvc_acc, 0, (size_t)P.sz.v_cmp * 4, s));
-        if ((st = run_kv<T, DK, DV, nsak::BR_CMP>(P, p, ws, s))) return st;
+        if ((st = run_kv<T, DK, DV, nsak::BR_CMP>(P, p, ws, s, true))) return st;
     }
-    /* 4. mean compression's backward, rounding */
+    if (br & NSA_BRANCH_SLC)
+        if ((st = run_transpose(P, p, ws, s))) return st;
     const bool fold = cmp && !cfg->caller_compressed && P.sz.k_cmp > 0;
-    if (P.sz.k > 0) {
-        if (kv_f32)
-            nsak::finish_kv_kernel<float><<<grid_for(P.sz.k, 256), 256, 0, s>>>(
-                p, DK, P.sz.k, p.dk_acc, fold ? p.dkc_acc : NULL, (float *)g->dk);
-        else
-            nsak::finish_kv_kernel<T><<<grid_for(P.sz.k, 256), 256, 0, s>>>(
-                p, DK, P.sz.k, p.dk_acc, fold ? p.dkc_acc : NULL, (T *)g->dk);
-        NSA__LAUNCHED();
+    for (int h0 = 0; h0 < P.Hkv; h0 += P.kv_heads) {
+        p.kv_h0 = h0;
+        p.kv_hn = P.Hkv - h0 < P.kv_heads ? P.Hkv - h0 : P.kv_heads;
+        const int64_t nk = P.sz.k / P.Hkv * p.kv_hn, nv = P.sz.v / P.Hkv * p.kv_hn;
+        if (nk > 0) NSA__CK(cudaMemsetAsync(p.dk_acc, 0, (size_t)nk * 4, s));
+        if (nv > 0) NSA__CK(cudaMemsetAsync(p.dv_acc, 0, (size_t)nv * 4, s));
+        if (br & NSA_BRANCH_SLC)
+            if ((st = run_kv<T, DK, DV, nsak::BR_SLC>(P, p, ws, s, h0 == 0))) return st;
+        if (br & NSA_BRANCH_WIN)
+            if ((st = run_kv<T, DK, DV, nsak::BR_WIN>(P, p, ws, s, h0 == 0))) return st;
+        if (nk > 0) {
+            if (kv_f32)
+                nsak::finish_kv_kernel<float><<<grid_for(nk, 256), 256, 0, s>>>(
+                    p, DK, nk, p.dk_acc, fold ? p.dkc_acc : NULL, (float *)g->dk);
+            else
+                nsak::finish_kv_kernel<T><<<grid_for(nk, 256), 256, 0, s>>>(
+                    p, DK, nk, p.dk_acc, fold ? p.dkc_acc : NULL, (T *)g->dk);
+            NSA__LAUNCHED();
+        }
+        if (nv > 0) {
+            if (kv_f32)
+                nsak::finish_kv_kernel<float><<<grid_for(nv, 256), 256, 0, s>>>(
+                    p, DV, nv, p.dv_acc, fold ? p.dvc_acc : NULL, (float *)g->dv);
+            else
+                nsak::finish_kv_kernel<T><<<grid_for(nv, 256), 256, 0, s>>>(
+                    p, DV, nv, p.dv_acc, fold ? p.dvc_acc : NULL, (T *)g->dv);
+            NSA__LAUNCHED();
+        }
     }
-    if (P.sz.v > 0) {
-        if (kv_f32)
-            nsak::finish_kv_kernel<float><<<grid_for(P.sz.v, 256), 256, 0, s>>>(
-                p, DV, P.sz.v, p.dv_acc, fold ? p.dvc_acc : NULL, (float *)g->dv);
-        else
-            nsak::finish_kv_kernel<T><<<grid_for(P.sz.v, 256), 256, 0, s>>>(
-                p, DV, P.sz.v, p.dv_acc, fold ? p.dvc_acc : NULL, (T *)g->dv);
-        NSA__LAUNCHED();
-    }
+    p.kv_h0 = 0;
+    p.kv_hn = P.Hkv;
     if (cfg->caller_compressed && (br & (NSA_BRANCH_CMP | NSA_BRANCH_SLC)) && P.sz.k_cmp > 0) {
         if (cmp) {
             nsak::round_kernel<T><<<grid_for(P.sz.k_cmp, 256), 256, 0, s>>>(P.sz.k_cmp, p.dkc_acc,

@@ -275,6 +275,12 @@ struct HeldOut {
     bool first;
 };
 
+/* Row `row` (flattened (token, head)) of the fp32 accumulator, D wide. */
+__device__ inline float *acc_at(const Params &p, int64_t row, int D)
+{
+    return p.acc + (row - p.acc_row0) * D;
+}
+
 /* Forward epilogue: o_acc (+)= g_br * O_br / l for the lane's rows, written
    in the storage type when this is the last branch (fin), else to the fp32
    accumulator (contract, "Gates": o = sum of g_c * o_c, rounded once);
@@ -296,7 +302,7 @@ struct PrevSums {
         for (int i = 0; i < NB; ++i)
 #pragma unroll
             for (int h = 0; h < 2; ++h)
-                if (h ? vB : vA) b[i][h] = *(const float2 *)(p.acc + (h ? rowB : rowA) * D + dcol + i * 8);
+                if (h ? vB : vA) b[i][h] = *(const float2 *)(acc_at(p, h ? rowB : rowA, D) + dcol + i * 8);
     }
 };
 
@@ -338,10 +344,11 @@ __device__ inline void store_gated(const Params &p, int br, bool fin, bool prev,
                     }
                     x0 = kept[i][h].x + x0;
                     x1 = kept[i][h].y + x1;
-                    const int64_t off = (h ? rowB : rowA) * DV + nt * 8 + 2 * (lane & 3);
+                    const int64_t row = h ? rowB : rowA;
+                    const int col = nt * 8 + 2 * (lane & 3);
                     if (h ? vB : vA) {
-                        if (fin) *(uint32_t *)((T *)p.out + off) = Ty<T>::pack(x0, x1);
-                        else *(float2 *)(p.acc + off) = make_float2(x0, x1);
+                        if (fin) *(uint32_t *)((T *)p.out + row * DV + col) = Ty<T>::pack(x0, x1);
+                        else *(float2 *)(acc_at(p, row, DV) + col) = make_float2(x0, x1);
                     }
                 }
         }
@@ -356,7 +363,7 @@ __device__ inline void store_gated(const Params &p, int br, bool fin, bool prev,
         for (int h = 0; h < 2; ++h) {
             bool vv = h ? vB : vA;
             if (!vv) continue;
-            int64_t off = (h ? rowB : rowA) * DV + dcol;
+            const int64_t row = h ? rowB : rowA;
             float g = h ? gb : ga, in = h ? iB : iA;
             float x0 = g * (acc[nt][2 * h] * in), x1 = g * (acc[nt][2 * h + 1] * in);
             if (prev) {
@@ -373,8 +380,8 @@ __device__ inline void store_gated(const Params &p, int br, bool fin, bool prev,
                 x0 = s.x + x0;
                 x1 = s.y + x1;
             }
-            if (fin) *(uint32_t *)((T *)p.out + off) = Ty<T>::pack(x0, x1);
-            else *(float2 *)(p.acc + off) = make_float2(x0, x1);
+            if (fin) *(uint32_t *)((T *)p.out + row * DV + dcol) = Ty<T>::pack(x0, x1);
+            else *(float2 *)(acc_at(p, row, DV) + dcol) = make_float2(x0, x1);
         }
     }
 }
@@ -554,15 +561,15 @@ __device__ inline void store_dq(const Params &p, const LaneRows &r, const float 
 #pragma unroll
         for (int h = 0; h < 2; ++h) {
             if (!(h ? r.vB : r.vA)) continue;
-            const int64_t off = (h ? r.rowB : r.rowA) * DK + dcol;
+            const int64_t row = h ? r.rowB : r.rowA;
             float x0 = acc[nt][2 * h] * p.sc, x1 = acc[nt][2 * h + 1] * p.sc;
             if (p.acc_in) {
                 const float2 a = before[nt % NB][h];
                 x0 = a.x + x0;
                 x1 = a.y + x1;
             }
-            if (fin) *(uint32_t *)((T *)p.out + off) = Ty<T>::pack(x0, x1);
-            else *(float2 *)(p.acc + off) = make_float2(x0, x1);
+            if (fin) *(uint32_t *)((T *)p.out + row * DK + dcol) = Ty<T>::pack(x0, x1);
+            else *(float2 *)(acc_at(p, row, DK) + dcol) = make_float2(x0, x1);
         }
     }
 }
@@ -860,10 +867,19 @@ struct KvSplit {
     int64_t tiles;            /* tiles per kv head */
     int64_t seg_len;          /* chunks per segment */
     float *part;              /* [extra segments][64][DK + DV] */
-    int seg_major;            /* CTA x: segment x / (Hkv tiles) of tile x % (Hkv tiles),
+    int64_t f0, f1;           /* the launch's tiles, kv head major: those of
+                                 heads [p.kv_h0, p.kv_h0 + p.kv_hn) */
+    int seg_major;            /* CTA x: segment x / (f1 - f0) of tile f0 + x % (f1 - f0),
                                  none past the tile's last; else the x-th segment in
-                                 tile order */
+                                 tile order from tile f0's first */
 };
+
+/* The row of key kg (in the batch) of kv head hkv in the launch's dK, dV
+   accumulators: [keys][kv_hn][D] from head kv_h0. */
+__device__ inline int64_t kv_acc_row(const Params &p, int64_t kg, int hkv)
+{
+    return kg * p.kv_hn + (hkv - p.kv_h0);
+}
 
 /* The keys a tile holds and the query rows that may see them. */
 struct KvTile {
@@ -969,7 +985,7 @@ __global__ void __launch_bounds__(NSA_KV_SCAN_THREADS) kv_split_count_kernel(Par
 template <int DK, int DV, int BR>
 __global__ void __launch_bounds__(256) kv_split_finish_kernel(Params p, KvSplit sp)
 {
-    const int64_t f = blockIdx.x;
+    const int64_t f = sp.f0 + blockIdx.x;
     const int64_t s0 = sp.seg_start[f], nseg = sp.seg_start[f + 1] - s0;
     if (nseg <= 1) return;
     const int hkv = (int)(f / sp.tiles);
@@ -982,8 +998,8 @@ __global__ void __launch_bounds__(256) kv_split_finish_kernel(Params p, KvSplit 
     for (int e = threadIdx.x; e < nkeys * (DK + DV); e += blockDim.x) {
         const int r = e / (DK + DV), c = e - r * (DK + DV);
         const int64_t kg = kbase + t.key0 + r;
-        float *a = c < DK ? dka + (kg * p.Hkv + hkv) * DK + c
-                          : dva + (kg * p.Hkv + hkv) * DV + (c - DK);
+        float *a = c < DK ? dka + kv_acc_row(p, kg, hkv) * DK + c
+                          : dva + kv_acc_row(p, kg, hkv) * DV + (c - DK);
         float v = *a;
         for (int64_t sg = 1; sg < nseg; ++sg) v += part[(sg - 1) * 64 * (DK + DV) + e];
         *a = v;
@@ -1010,17 +1026,18 @@ struct KvWork {
     __device__ KvWork(const Params &p_, const KvSplit &sp, int64_t x) : p(p_)
     {
         /* this CTA's tile and segment */
-        const int64_t ntot = (int64_t)p.Hkv * sp.tiles;
+        const int64_t nf = sp.f1 - sp.f0;
         if (sp.seg_major) {
-            seg = x / ntot;
-            flo = x - seg * ntot;
+            seg = x / nf;
+            flo = sp.f0 + (x - seg * nf);
             ok = seg < sp.seg_start[flo + 1] - sp.seg_start[flo];
             if (!ok) return;
         } else {
-            /* the last f with seg_start[f] <= x */
-            ok = x < sp.seg_start[ntot];
+            /* the last f with seg_start[f] <= x, counted from tile f0's first */
+            x += sp.seg_start[sp.f0];
+            ok = x < sp.seg_start[sp.f1];
             if (!ok) return;
-            int64_t lo = 0, hi = ntot - 1;
+            int64_t lo = sp.f0, hi = sp.f1 - 1;
             while (lo < hi) {
                 int64_t mid = (lo + hi + 1) >> 1;
                 if (sp.seg_start[mid] <= x) lo = mid;
@@ -1270,14 +1287,14 @@ __device__ inline void kv_store(const KvWork<T, DK, DV, BR> &w, const KvSplit &s
             const float2 v = make_float2(dk[nt][2 * h] * p.sc, dk[nt][2 * h + 1] * p.sc);
             const int c = nt * 8 + 2 * (lane & 3);
             if (part) *(float2 *)(part + r * (DK + DV) + c) = v;
-            else add(dka + (kg * p.Hkv + w.hkv) * DK + c, v);
+            else add(dka + kv_acc_row(p, kg, w.hkv) * DK + c, v);
         }
 #pragma unroll
         for (int nt = 0; nt < DV / 8; ++nt) {
             const float2 v = make_float2(dv[nt][2 * h], dv[nt][2 * h + 1]);
             const int c = nt * 8 + 2 * (lane & 3);
             if (part) *(float2 *)(part + r * (DK + DV) + DK + c) = v;
-            else add(dva + (kg * p.Hkv + w.hkv) * DV + c, v);
+            else add(dva + kv_acc_row(p, kg, w.hkv) * DV + c, v);
         }
     }
 }

@@ -41,7 +41,7 @@ select_kernel(Params p, const int64_t *pf_grp, int64_t items, float *scratch,
 
     for (int64_t item = blockIdx.x; item < items; item += gridDim.x) {
         const int hkv = (int)(item % p.Hkv);
-        const int64_t grp = item / p.Hkv;
+        const int64_t grp = item / p.Hkv + p.tile0; /* the launch's groups from tile0 */
         const int b = find_seq(pf_grp, p.B, grp);
         const int64_t qs = p.cuq[b];
         const int nq = p.cuq[b + 1] - (int)qs, nk = p.cuk[b + 1] - p.cuk[b];
@@ -386,18 +386,20 @@ __device__ inline int find_seq32(const int32_t *cu, int B, int64_t x)
 }
 
 /* dK = dK(slc, win) + sum over the compressed blocks i covering the key of
-   dK_cmp[i] / l (contract, Backward), rounded once. D is Dk or Dv. */
+   dK_cmp[i] / l (contract, Backward), rounded once, for the kv heads the
+   accumulator acc holds ([keys][kv_hn][D] from head kv_h0; cacc and out:
+   every head). D is Dk or Dv; total: the elements of acc. */
 template <typename T>
 __global__ void finish_kv_kernel(Params p, int D, int64_t total, const float *acc,
                                  const float *cacc, T *out)
 {
+    const int64_t held = (int64_t)p.kv_hn * D, per = (int64_t)p.Hkv * D;
     for (int64_t x = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; x < total;
          x += (int64_t)gridDim.x * blockDim.x) {
+        const int64_t sg = x / held;                             /* the key */
+        const int64_t r = x - sg * held + (int64_t)p.kv_h0 * D;  /* within its heads */
         float v = acc[x];
         if (cacc) {
-            int64_t per = (int64_t)p.Hkv * D;
-            int64_t sg = x / per;
-            int64_t r = x - sg * per;
             int b = find_seq32(p.cuk, p.B, sg);
             int64_t s = sg - p.cuk[b];
             int64_t nc = nsa_cmp_blocks(p.cuk[b + 1] - p.cuk[b], p.l, p.d);
@@ -406,7 +408,7 @@ __global__ void finish_kv_kernel(Params p, int D, int64_t total, const float *ac
             int64_t c0 = p.pf[PF_CMP][b];
             for (int64_t i = lo; i <= hi; ++i) v += cacc[(c0 + i) * per + r] / (float)p.l;
         }
-        out[x] = Ty<T>::from_f(v);
+        out[sg * per + r] = Ty<T>::from_f(v);
     }
 }
 

@@ -25,12 +25,23 @@ struct Params {
     float *lse[3];
     float *ostage;
     float *obr[3];  /* M_FWD: each branch's o_c, fp32 (nsa_saved.o_branch), or NULL */
+    /* the fp32 sums that passes hand on (acc_in, final_out) for flattened
+       (token, head) rows [acc_row0, acc_row0 + rows of the launch), row
+       acc_row0 first (acc_at) */
     float *acc;
+    int64_t acc_row0;
     void *out;
     int acc_in, final_out;
+    /* the launch's tiles of its kind (row tiles, unit tiles, or the
+       selection kernel's unit groups): [tile0, tile_end); CTA or warp i
+       takes tile tile0 + i (locate_rows) */
+    int64_t tile0, tile_end;
     float *delta[3];
     void *dgates;
     float *dk_acc, *dv_acc, *dkc_acc, *dvc_acc;
+    /* the key-centric launch's kv heads [kv_h0, kv_h0 + kv_hn): the rows
+       of its accumulators (kv_acc_row; dkc_acc, dvc_acc hold every head) */
+    int kv_h0, kv_hn;
     const int32_t *tr_start, *tr_units;
     int64_t nsel_tot;
     /* select_sweep_kernel's output */
@@ -48,11 +59,14 @@ struct RowTile {
     int unit;            /* slc: unit within the sequence */
 };
 
-/* The rows of row tile `tile` (a CTA's blockIdx.x, or a persistent CTA's
-   current tile); false past the sequence's last row. */
+/* The rows of the launch's row tile `tile` (a CTA's blockIdx.x, or a
+   persistent CTA's current tile), p.tile0 + tile of the batch; false past
+   the launch's last tile or the sequence's last row. */
 template <bool SLC, int NW>
 __device__ inline bool locate_rows(const Params &p, RowTile &r, int64_t tile)
 {
+    tile += p.tile0;
+    if (tile >= p.tile_end) return false;
     if (!SLC) {
         r.b = find_seq(p.pf[PF_ROWT], p.B, tile);
         r.fbase = (tile - p.pf[PF_ROWT][r.b]) * NSA_ROWS;

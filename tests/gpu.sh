@@ -6,7 +6,9 @@
 # shared vectors when VECTORS names their folder, and the >= 256K-token
 # case), and again from a plain sm_90 build (the portable mma.sync
 # kernels, build/test_cuda_portable), and the quick cases from a build with
-# NSA_GRAD_LO=1 (build/test_cuda_grad_lo); the Python binding with torch on the GPU (tests/test_python.py
+# NSA_GRAD_LO=1 (build/test_cuda_grad_lo), and all cases and vectors from a
+# build with the smallest accumulators (build/test_cuda_ranges: passes by
+# query and kv head ranges); the Python binding with torch on the GPU (tests/test_python.py
 # --cuda; skipped with a line when torch is absent); compute-sanitizer memcheck, racecheck and initcheck on the quick
 # cases; the benchmark (bench/bench_cuda.cu) and the dense SDPA / torch.topk
 # baseline (bench/bench_dense.py). Logs go to LOGDIR; a short table is
@@ -40,7 +42,7 @@ echo "device: $(cat "$LOGDIR/device.txt")"
 
 if [ "${SKIP_BUILD:-0}" != 1 ]; then
     echo "== build"
-    if make -k -j8 cuda shared build/test_cuda_portable build/test_cuda_grad_lo > "$LOGDIR/build.log" 2>&1; then note "build           ok"
+    if make -k -j8 cuda shared build/test_cuda_portable build/test_cuda_grad_lo build/test_cuda_ranges > "$LOGDIR/build.log" 2>&1; then note "build           ok"
     else note "build           FAILED (see build.log)"; tail -30 "$LOGDIR/build.log"; status=1; fi
 fi
 
@@ -94,6 +96,12 @@ run_build_checks "test portable  " test_cuda_portable "${pargs[@]}"
 # The gradient products with their residual (NSA_GRAD_LO=1; off by default).
 echo "== cross-checks, gradient products with their residual (NSA_GRAD_LO=1, quick cases)"
 run_build_checks "test grad_lo=1 " test_cuda_grad_lo --quick
+
+# The smallest accumulators (NSA_ACC_ROWS=1, NSA_KV_ACC_ROWS=1): the
+# query and kv head ranges that a batch longer than them runs, on every
+# case and vector.
+echo "== cross-checks, by query and kv head ranges (NSA_ACC_ROWS=1, NSA_KV_ACC_ROWS=1)"
+run_build_checks "test ranges    " test_cuda_ranges "${pargs[@]}"
 
 # The Python binding: torch tensors on the GPU through nsa.attention and
 # autograd, against the shared vectors (skipped, with a line, without torch).
