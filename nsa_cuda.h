@@ -1031,6 +1031,22 @@ static nsa_status fwd_typed(const nsa_config *cfg, const nsa_batch *x, const Pla
     return NSA_OK;
 }
 
+/* dK or dV (D wide, n elements of the accumulator acc) of the kv heads of
+   p.kv_h0, p.kv_hn into out: the storage type, or fp32 (kv_f32). */
+template <typename T>
+static nsa_status finish_kv(const nsak::Params &p, int D, int64_t n, const float *acc,
+                            const float *cacc, void *out, bool kv_f32, cudaStream_t s)
+{
+    if (n <= 0) return NSA_OK;
+    if (kv_f32)
+        nsak::finish_kv_kernel<float><<<grid_for(n, 256), 256, 0, s>>>(p, D, n, acc, cacc,
+                                                                       (float *)out);
+    else
+        nsak::finish_kv_kernel<T><<<grid_for(n, 256), 256, 0, s>>>(p, D, n, acc, cacc, (T *)out);
+    NSA__LAUNCHED();
+    return NSA_OK;
+}
+
 template <typename T, int DK, int DV>
 static nsa_status bwd_typed(const nsa_config *cfg, const nsa_batch *x, const Plan &P,
                             nsak::Params &p, const void *gates, const void *d_o,
@@ -1121,24 +1137,10 @@ static nsa_status bwd_typed(const nsa_config *cfg, const nsa_batch *x, const Pla
             if ((st = run_kv<T, DK, DV, nsak::BR_SLC>(P, p, ws, s, h0 == 0))) return st;
         if (br & NSA_BRANCH_WIN)
             if ((st = run_kv<T, DK, DV, nsak::BR_WIN>(P, p, ws, s, h0 == 0))) return st;
-        if (nk > 0) {
-            if (kv_f32)
-                nsak::finish_kv_kernel<float><<<grid_for(nk, 256), 256, 0, s>>>(
-                    p, DK, nk, p.dk_acc, fold ? p.dkc_acc : NULL, (float *)g->dk);
-            else
-                nsak::finish_kv_kernel<T><<<grid_for(nk, 256), 256, 0, s>>>(
-                    p, DK, nk, p.dk_acc, fold ? p.dkc_acc : NULL, (T *)g->dk);
-            NSA__LAUNCHED();
-        }
-        if (nv > 0) {
-            if (kv_f32)
-                nsak::finish_kv_kernel<float><<<grid_for(nv, 256), 256, 0, s>>>(
-                    p, DV, nv, p.dv_acc, fold ? p.dvc_acc : NULL, (float *)g->dv);
-            else
-                nsak::finish_kv_kernel<T><<<grid_for(nv, 256), 256, 0, s>>>(
-                    p, DV, nv, p.dv_acc, fold ? p.dvc_acc : NULL, (T *)g->dv);
-            NSA__LAUNCHED();
-        }
+        if ((st = finish_kv<T>(p, DK, nk, p.dk_acc, fold ? p.dkc_acc : NULL, g->dk, kv_f32, s)))
+            return st;
+        if ((st = finish_kv<T>(p, DV, nv, p.dv_acc, fold ? p.dvc_acc : NULL, g->dv, kv_f32, s)))
+            return st;
     }
     p.kv_h0 = 0;
     p.kv_hn = P.Hkv;

@@ -477,8 +477,11 @@ __device__ inline void slc_cta(const Params &p, const KvMaps &maps, F body)
     __shared__ SlcShare sh;
     const int w = threadIdx.x >> 5, nw = blockDim.x >> 5;
     RowTile rt0, rt;
-    const bool lead = locate_rows<true, 1>(p, rt0, (int64_t)blockIdx.x * nw);
-    const bool active = w == 0 ? lead : locate_rows<true, 1>(p, rt, (int64_t)blockIdx.x * nw + w);
+    /* the grid rounds the launch's tiles up to whole CTAs: none past p.tile_end */
+    const int64_t t0 = (int64_t)blockIdx.x * nw;
+    const bool lead = p.tile0 + t0 < p.tile_end && locate_rows<true, 1>(p, rt0, t0);
+    const bool active = w == 0 ? lead
+                               : p.tile0 + t0 + w < p.tile_end && locate_rows<true, 1>(p, rt, t0 + w);
     if (!active && !lead) { /* no rows, nor warp 0's tile to take: nothing is shared */
         slc_share(p, false, rt0, KeySrc{}, 0, sh);
         return;

@@ -61,12 +61,13 @@ struct RowTile {
 
 /* The rows of the launch's row tile `tile` (a CTA's blockIdx.x, or a
    persistent CTA's current tile), p.tile0 + tile of the batch; false past
-   the launch's last tile or the sequence's last row. */
+   the sequence's last row. A launch of more than its tiles checks
+   p.tile_end itself (slc_cta): here it would cost the selection sweep a
+   spill. */
 template <bool SLC, int NW>
 __device__ inline bool locate_rows(const Params &p, RowTile &r, int64_t tile)
 {
     tile += p.tile0;
-    if (tile >= p.tile_end) return false;
     if (!SLC) {
         r.b = find_seq(p.pf[PF_ROWT], p.B, tile);
         r.fbase = (tile - p.pf[PF_ROWT][r.b]) * NSA_ROWS;
