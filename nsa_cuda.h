@@ -888,7 +888,7 @@ static nsa_status run_transpose(const Plan &P, nsak::Params &p, void *ws, cudaSt
    the accumulator (Params::acc_row0); every row is computed as in one
    range. */
 struct QueryRange {
-    int64_t row0;        /* first flattened (token, head) row */
+    int64_t row[2];      /* flattened (token, head) rows [row[0], row[1]) */
     int64_t rowt[2];     /* row tiles [rowt[0], rowt[1]) */
     int64_t unitt[2];    /* unit tiles */
     int64_t grp[2];      /* groups of four selection units */
@@ -901,7 +901,7 @@ class QueryRanges {
     bool next(QueryRange &r)
     {
         if (b_ >= x_->B) return false;
-        at(r.row0, r.rowt[0], r.unitt[0], r.grp[0]);
+        at(r.row[0], r.rowt[0], r.unitt[0], r.grp[0]);
         int64_t held = 0;
         while (b_ < x_->B) {
             const int64_t nq = queries(b_), rest = nq - tok_;
@@ -923,8 +923,7 @@ class QueryRanges {
             tok_ += take;
             break;
         }
-        int64_t row_end;
-        at(row_end, r.rowt[1], r.unitt[1], r.grp[1]);
+        at(r.row[1], r.rowt[1], r.unitt[1], r.grp[1]);
         return true;
     }
 
@@ -996,7 +995,7 @@ static nsa_status fwd_typed(const nsa_config *cfg, const nsa_batch *x, const Pla
     }
     QueryRanges ranges(x, P);
     for (QueryRange r; ranges.next(r);) {
-        p.acc_row0 = r.row0;
+        p.acc_row0 = r.row[0];
         /* cmp and win first: the compressed branch's lse then serves the
            selection's probabilities (probs mode) without a second pass */
         if (br & (NSA_BRANCH_CMP | NSA_BRANCH_WIN)) {
@@ -1095,7 +1094,7 @@ static nsa_status bwd_typed(const nsa_config *cfg, const nsa_batch *x, const Pla
     p.out = g->dq;
     QueryRanges ranges(x, P);
     for (QueryRange r; ranges.next(r);) {
-        p.acc_row0 = r.row0;
+        p.acc_row0 = r.row[0];
         if (br & NSA_BRANCH_SLC) {
             use_tiles(p, r.unitt);
             p.acc_in = 0;

@@ -76,6 +76,15 @@ fi
 run_suite "context parallelism plan (reference)" "$BUILD/test_cp_layout"
 run_suite "golden-vector tools" env BUILD="$BUILD" bash tools/test_tools.sh
 run_suite "selection pictures" bash tools/test_picture.sh "$BUILD/nsa_picture"
+# The CUDA path's host logic, which needs no GPU (its query ranges):
+# build/test_cuda comes from `make cuda` (CI builds it before this command).
+if [ -x "$BUILD/test_cuda" ]; then
+    run_suite "CUDA path, host logic" "$BUILD/test_cuda" --host-only
+else
+    echo "== CUDA path, host logic"
+    echo "SKIP CUDA path, host logic: no $BUILD/test_cuda (make cuda builds it)"
+    total_skip=$((total_skip + 1))
+fi
 
 if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
     echo "== CUDA: a GPU is present; run tests/gpu.sh for the GPU cross-checks"

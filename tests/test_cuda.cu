@@ -11,7 +11,7 @@
    they test attention apart from selection.
 
    usage: test_cuda [--quick] [--big] [--vectors DIR [--vectors-only]] [--topk-only]
-                    [--decode-only] [--log FILE]
+                    [--decode-only] [--host-only] [--log FILE]
      --quick   a few small cases (for compute-sanitizer)
      --topk-only   only the top-k and block-mask cross-checks
                    (nsa_cuda_topk_rows, nsa_cuda_topk_blocks)
@@ -20,8 +20,10 @@
                      (with --quick: two decode cases and the compression)
      --vectors-only   only the cases of --vectors DIR
      --big     also the >= 256K-token case with T*H*D > 2^31
-   Without a CUDA device it prints that the GPU tests were skipped and exits
-   0 without counting passes. Inputs are drawn afresh each run (seed.h:
+     --host-only   only the checks of the CUDA path's host logic (the
+                   query ranges, run_query_ranges_host), which need no GPU
+   The host checks run first in every run; without a CUDA device it then
+   prints that the GPU tests were skipped and counts the host checks alone. Inputs are drawn afresh each run (seed.h:
    NSA_TEST_SEED=N repeats one). Last line: "N passed, N failed". */
 #define NSA_IMPLEMENTATION
 #define NSA_REF_IMPLEMENTATION
@@ -1919,9 +1921,104 @@ static void run_big()
     gpu_free(G);
 }
 
+/* The query ranges of the CUDA path (nsah::QueryRanges), on the host: for
+   random batches (suffix queries, empty and long sequences), group sizes,
+   unit sizes and accumulator sizes, the ranges take every query once and
+   in order, at most Plan::acc_tok of them each, cut a sequence only at
+   multiples of Plan::acc_step, and their runs of row tiles, unit tiles and
+   unit groups are exactly those of their queries, back to back. The
+   oracle places each query by the formulas of kernels/nsa_common.cuh
+   (seq_row_tiles, seq_unit_tiles), one query at a time. */
+static void run_query_ranges_host(int trials)
+{
+    int fails = 0;
+    for (int trial = 0; trial < trials; ++trial) {
+        const int Gs[5] = {1, 2, 4, 8, 16}, bqs[6] = {1, 2, 3, 16, 64, 100};
+        nsah::Plan P;
+        memset(&P, 0, sizeof P);
+        P.G = Gs[(int)(urand() * 5)];
+        P.H = P.G * (1 + (int)(urand() * 3));
+        P.shape.G = P.G;
+        P.shape.l = 32; P.shape.d = 16; P.shape.lp = 64; P.shape.n = 16;
+        P.shape.bq = bqs[(int)(urand() * 6)];
+        int64_t a = 4 * (int64_t)P.shape.bq, c = NSA_ROWS;
+        while (c) { const int64_t r = a % c; a = c; c = r; }
+        P.acc_step = 4 * (int64_t)P.shape.bq / a * NSA_ROWS * (1 + (int)(urand() * 2));
+        const int B = 1 + (int)(urand() * 6);
+        std::vector<int32_t> cuk(B + 1, 0), cuq(B + 1, 0);
+        for (int b = 0; b < B; ++b) {
+            const double u = urand();
+            const int nk = u < 0.15 ? 0 : u < 0.5 ? (int)(urand() * 300) : (int)(urand() * 6000);
+            const int nq = urand() < 0.3 ? (int)(urand() * (nk + 1)) : nk; /* suffix queries */
+            cuk[b + 1] = cuk[b] + nk;
+            cuq[b + 1] = cuq[b] + nq;
+        }
+        const int64_t TQ = cuq[B];
+        P.acc_tok = P.acc_step * (1 + (int64_t)(urand() * 6));
+        if (urand() < 0.2) P.acc_tok = TQ > P.acc_step ? TQ : P.acc_step;
+        nsa_batch x;
+        memset(&x, 0, sizeof x);
+        x.B = B;
+        x.cu_seqlens = cuk.data();
+        x.cu_seqlens_q = cuq.data();
+        /* the oracle: each query's row tile, unit tile and group */
+        std::vector<int64_t> rowt(TQ), unitt(TQ), grp(TQ);
+        int64_t tot_rowt = 0, tot_unitt = 0, tot_grp = 0;
+        const int bq = P.shape.bq, G = P.G;
+        const int64_t tpu = (bq * (int64_t)G + 15) / 16;
+        for (int b = 0; b < B; ++b) {
+            const int64_t nq = cuq[b + 1] - cuq[b];
+            for (int64_t t = 0; t < nq; ++t) {
+                rowt[cuq[b] + t] = tot_rowt + t * G / NSA_ROWS;
+                unitt[cuq[b] + t] = tot_unitt + t / bq * tpu + (t % bq) * G / 16;
+                grp[cuq[b] + t] = tot_grp + t / bq / 4;
+            }
+            tot_rowt += nsak::seq_row_tiles(nq, G);
+            tot_unitt += nsak::seq_unit_tiles(nq, G, bq);
+            tot_grp += (nsa_units(nq, bq) + 3) / 4;
+        }
+        nsah::QueryRanges ranges(&x, P);
+        nsah::QueryRange r;
+        int64_t q = 0, prev[3] = {0, 0, 0};
+        int n = 0;
+        bool ok = true;
+        while (ok && ranges.next(r)) {
+            ++n;
+            const int64_t q0 = r.row[0] / P.H, q1 = r.row[1] / P.H;
+            const int64_t *rr[3] = {r.rowt, r.unitt, r.grp};
+            const std::vector<int64_t> *of[3] = {&rowt, &unitt, &grp};
+            ok = r.row[0] % P.H == 0 && r.row[1] % P.H == 0 && q0 == q && q1 >= q0 &&
+                 q1 - q0 <= P.acc_tok;
+            for (int k = 0; ok && k < 3; ++k) {
+                ok = rr[k][0] == prev[k] && rr[k][1] >= rr[k][0];
+                /* the run is the tiles of the range's queries, no more */
+                if (ok && q1 > q0)
+                    ok = (*of[k])[q0] == rr[k][0] && (*of[k])[q1 - 1] == rr[k][1] - 1;
+                if (ok && q1 == q0) ok = rr[k][1] == rr[k][0];
+                prev[k] = rr[k][1];
+            }
+            /* a cut inside a sequence is at a multiple of the step */
+            for (int b = 0; ok && b < B; ++b)
+                if (q1 > cuq[b] && q1 < cuq[b + 1]) ok = (q1 - cuq[b]) % P.acc_step == 0;
+            q = q1;
+            if (n > 100000) ok = false; /* no end */
+        }
+        ok = ok && q == TQ && prev[0] == tot_rowt && prev[1] == tot_unitt && prev[2] == tot_grp;
+        if (!ok) {
+            ++fails;
+            logf_("FAIL query ranges: trial %d (B %d, G %d, H %d, bq %d, step %lld, held %lld, "
+                  "range %d)\n", trial, B, G, P.H, bq, (long long)P.acc_step,
+                  (long long)P.acc_tok, n);
+        }
+    }
+    logf_("%s query ranges: %d random batches (host)\n", fails ? "FAIL" : "ok  ", trials);
+    (fails ? g_fail : g_pass)++;
+}
+
 int main(int argc, char **argv)
 {
     bool quick = false, big = false, vectors_only = false, topk_only = false, decode_only = false;
+    bool host_only = false;
     const char *vec = NULL;
     for (int i = 1; i < argc; ++i) {
         if (!strcmp(argv[i], "--quick")) quick = true;
@@ -1929,17 +2026,20 @@ int main(int argc, char **argv)
         else if (!strcmp(argv[i], "--vectors-only")) vectors_only = true;
         else if (!strcmp(argv[i], "--topk-only")) topk_only = true;
         else if (!strcmp(argv[i], "--decode-only")) decode_only = true;
+        else if (!strcmp(argv[i], "--host-only")) host_only = true;
         else if (!strcmp(argv[i], "--vectors") && i + 1 < argc) vec = argv[++i];
         else if (!strcmp(argv[i], "--log") && i + 1 < argc) g_log = fopen(argv[++i], "w");
-    }
-    int ndev = 0;
-    if (cudaGetDeviceCount(&ndev) != cudaSuccess || ndev == 0) {
-        printf("GPU tests skipped: no CUDA device\n0 passed, 0 failed\n");
-        return 0;
     }
     const uint64_t seed = test_seed_from_env();
     g_rng = test_xorshift_state(seed);
     if (g_log) fprintf(g_log, "seed %llu\n", (unsigned long long)seed);
+    run_query_ranges_host(host_only ? 2000 : 200);
+    int ndev = 0;
+    if (host_only || cudaGetDeviceCount(&ndev) != cudaSuccess || ndev == 0) {
+        if (!host_only) printf("GPU tests skipped: no CUDA device\n");
+        printf("%d passed, %d failed\n", g_pass, g_fail);
+        return g_fail ? 1 : 0;
+    }
     cudaDeviceProp prop;
     cudaGetDeviceProperties(&prop, 0);
     logf_("device: %s (sm_%d%d)\n", prop.name, prop.major, prop.minor);
