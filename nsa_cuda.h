@@ -291,6 +291,21 @@ static nsa_status check_saved_aligned(const nsa_saved *saved)
     return NSA_OK;
 }
 
+/* The step (tokens) at which query ranges cut a sequence (section "query
+   ranges"): whole row tiles (NSA_ROWS flattened rows) and whole groups of
+   four selection units (the selection kernel's), and so whole unit tiles:
+   lcm(4 bq, NSA_ROWS). */
+static int64_t query_step(int bq)
+{
+    int64_t a = 4 * (int64_t)bq, b = NSA_ROWS;
+    while (b) {
+        const int64_t r = a % b;
+        a = b;
+        b = r;
+    }
+    return 4 * (int64_t)bq / a * NSA_ROWS;
+}
+
 /* pointers: check the batch's data and device pointers too (the calls
    that run); the size function reads the shapes only. */
 static nsa_status plan_make(const nsa_config *cfg, const nsa_batch *x, Plan &P,
@@ -401,13 +416,8 @@ static nsa_status plan_make(const nsa_config *cfg, const nsa_batch *x, Plan &P,
     }
     size_t o = 0;
     P.o_pf = o; o = align256(o + (size_t)(PF_COUNT + 1) * (x->B + 1) * 8);
-    /* query ranges: cut at whole steps of row tiles (NSA_ROWS flattened
-       rows), of groups of four selection units (the selection kernel's)
-       and so of unit tiles */
     {
-        int64_t a = 4 * (int64_t)P.shape.bq, b = NSA_ROWS;
-        while (b) { const int64_t r = a % b; a = b; b = r; }
-        P.acc_step = 4 * (int64_t)P.shape.bq / a * NSA_ROWS;
+        P.acc_step = query_step(P.shape.bq);
         const int64_t held = NSA_ACC_ROWS / x->H / P.acc_step * P.acc_step;
         P.acc_tok = held > P.acc_step ? held : P.acc_step;
         if (P.acc_tok > TQ) P.acc_tok = TQ;
@@ -489,10 +499,9 @@ static nsak::Params params(const nsa_config *cfg, const nsa_batch *x, const Plan
     p.sel_idx = x->sel_idx;
     p.sel_cnt = x->sel_count;
     p.acc = (float *)((char *)ws + P.o_acc);
-    p.acc_row0 = 0;
-    p.tile0 = 0;
+    /* every tile and kv head (acc_row0, tile0, kv_h0: 0) unless a range
+       sets them */
     p.tile_end = INT64_MAX;
-    p.kv_h0 = 0;
     p.kv_hn = x->Hkv;
     float *dl = (float *)((char *)ws + P.o_delta);
     for (int i = 0; i < 3; ++i) p.delta[i] = dl + (int64_t)i * P.sz.TQ * x->H;
@@ -1025,8 +1034,6 @@ static nsa_status fwd_typed(const nsa_config *cfg, const nsa_batch *x, const Pla
         p.final_out = 1;
         if ((st = run_rows<T, DK, DV>(P, p, nsak::M_FWD, NSA_BRANCH_SLC, false, s))) return st;
     }
-    p.tile0 = 0;
-    p.tile_end = INT64_MAX;
     return NSA_OK;
 }
 
@@ -1111,8 +1118,6 @@ static nsa_status bwd_typed(const nsa_config *cfg, const nsa_batch *x, const Pla
                 return st;
         }
     }
-    p.tile0 = 0;
-    p.tile_end = INT64_MAX;
     /* 3. dK, dV, key-centric, into fp32 accumulators: the compressed
        branch's for every kv head, then the selected and window branches'
        and the finishing step (4: mean compression's backward, rounding) a
@@ -1141,8 +1146,6 @@ static nsa_status bwd_typed(const nsa_config *cfg, const nsa_batch *x, const Pla
         if ((st = finish_kv<T>(p, DV, nv, p.dv_acc, fold ? p.dvc_acc : NULL, g->dv, kv_f32, s)))
             return st;
     }
-    p.kv_h0 = 0;
-    p.kv_hn = P.Hkv;
     if (cfg->caller_compressed && (br & (NSA_BRANCH_CMP | NSA_BRANCH_SLC)) && P.sz.k_cmp > 0) {
         if (cmp) {
             nsak::round_kernel<T><<<grid_for(P.sz.k_cmp, 256), 256, 0, s>>>(P.sz.k_cmp, p.dkc_acc,

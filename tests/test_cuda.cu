@@ -1941,9 +1941,7 @@ static void run_query_ranges_host(int trials)
         P.shape.G = P.G;
         P.shape.l = 32; P.shape.d = 16; P.shape.lp = 64; P.shape.n = 16;
         P.shape.bq = bqs[(int)(urand() * 6)];
-        int64_t a = 4 * (int64_t)P.shape.bq, c = NSA_ROWS;
-        while (c) { const int64_t r = a % c; a = c; c = r; }
-        P.acc_step = 4 * (int64_t)P.shape.bq / a * NSA_ROWS * (1 + (int)(urand() * 2));
+        P.acc_step = nsah::query_step(P.shape.bq) * (1 + (int)(urand() * 2));
         const int B = 1 + (int)(urand() * 6);
         std::vector<int32_t> cuk(B + 1, 0), cuq(B + 1, 0);
         for (int b = 0; b < B; ++b) {
