@@ -39,9 +39,11 @@ select_kernel(Params p, const int64_t *pf_grp, int64_t items, float *scratch,
     float *pc = scratch + (int64_t)(blockIdx.x * 4 + warp) * slot_stride;
     uint32_t *keys = (uint32_t *)(pc + nc_max);
 
-    for (int64_t item = blockIdx.x; item < items; item += gridDim.x) {
+    /* items: the launch's work items (kv head fastest) end there; they
+       start at its first group, tile0 */
+    for (int64_t item = blockIdx.x + p.tile0 * p.Hkv; item < items; item += gridDim.x) {
         const int hkv = (int)(item % p.Hkv);
-        const int64_t grp = item / p.Hkv + p.tile0; /* the launch's groups from tile0 */
+        const int64_t grp = item / p.Hkv;
         const int b = find_seq(pf_grp, p.B, grp);
         const int64_t qs = p.cuq[b];
         const int nq = p.cuq[b + 1] - (int)qs, nk = p.cuk[b + 1] - p.cuk[b];

@@ -274,6 +274,55 @@ __device__ inline void sel_chunk_merge(const Params &p, const SelGeo &g, int jt,
     __syncwarp();
 }
 
+/* Steps 2-4 for two tokens at once, where a chunk completes at most 16
+   selection blocks and n <= 16: lanes 0-15 take the first token's blocks
+   and list, lanes 16-31 the second's (jt, cs and top are the lane's half's;
+   jt < 0: a half without a token). The same keys and the same ranks as
+   two calls of sel_chunk_merge, in one pass of the warp's 32 lanes: one
+   candidate of each half a trip, one ballot serving both. */
+template <int KN>
+__device__ inline void sel_chunk_merge_pair(const Params &p, const SelGeo &g, int jt, int s0,
+                                            const float *cs, u64 *top, int lane)
+{
+    static_assert(KN % NSA_KN == 0, "chunks of whole NSA_KN blocks");
+    const int half = lane >> 4, hl = lane & 15, rl = g.rl, rk = g.rk, n = p.n;
+    const int a = min(p.n_init, jt + 1);
+    const int llo = p.n_local > 0 ? max(0, jt - p.n_local + 1) : jt + 1;
+    u64 key = 0;
+    if (jt >= 0 && hl < (KN / NSA_KN) * g.bpc) {
+        const int j = (s0 / NSA_KN) * g.bpc + hl;
+        if (j <= jt && j >= a && j < llo) {
+            const float s = sel_overlap_sum(cs + NSA_SEL_HALO + rl * hl, rl, rk);
+            key = nsa_rank_key(nsa_score_key(s), j);
+        }
+    }
+    const u64 cur = hl < n ? top[hl] : 0ull;
+    const u64 thr = __shfl_sync(0xffffffffu, cur, half * 16 + n - 1);
+    const bool cand = key > thr;
+    const unsigned m = __ballot_sync(0xffffffffu, cand);
+    if (!m) return;
+    unsigned mA = m & 0xffffu, mB = m >> 16;
+    int cur_above = 0, key_above = 0, list_above = 0;
+    while (mA | mB) {
+        const int s1 = mA ? __ffs(mA) - 1 : -1, s2 = mB ? __ffs(mB) + 15 : -1;
+        mA &= mA - 1;
+        mB &= mB - 1;
+        const u64 x1 = __shfl_sync(0xffffffffu, key, s1 < 0 ? 0 : s1);
+        const u64 x2 = __shfl_sync(0xffffffffu, key, s2 < 0 ? 16 : s2);
+        const bool own = half ? s2 >= 0 : s1 >= 0; /* this half's candidate this trip */
+        const u64 x = half ? x2 : x1;
+        cur_above += own && x > cur;
+        key_above += own && x > key;
+        const unsigned b = __ballot_sync(0xffffffffu, own && hl < n && cur > x);
+        if (lane == s1) list_above = __popc(b & 0xffffu);
+        if (lane == s2) list_above = __popc(b >> 16);
+    }
+    __syncwarp(); /* every lane has read its list */
+    if (hl < n && hl + cur_above < n) top[hl + cur_above] = cur;
+    if (cand && list_above + key_above < n) top[list_above + key_above] = key;
+    __syncwarp();
+}
+
 /* Step 7 for one token: forced blocks plus the best n - forced, ascending,
    -1 padded; the count. */
 __device__ inline void sel_finish(const Params &p, int t, const u64 *top, int32_t *out,

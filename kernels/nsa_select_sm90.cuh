@@ -266,8 +266,18 @@ __device__ inline void select_sweep_sm90(const Params &p, const KvMaps &maps)
     float S[KN / 8][4];
     /* Steps 2-4 for the warp's tokens on the span of blocks from m0, then
        the halo: the span's last rk - 1 scores serve the next span */
+    /* two tokens a merge where a chunk completes at most 16 selection
+       blocks (the paper preset's rl = 4) and n <= 16 */
+    const bool pair = tpw >= 2 && !span2 && (KN / NSA_KN) * geo.bpc <= 16 && n <= 16;
     auto merge = [&](int m0) {
-        for (int tk = 0; tk < tpw; ++tk) {
+        if (pair) {
+            for (int tk = 0; tk < tpw; tk += 2) {
+                const int tl = tk + (lane >> 4); /* the lane's half's token */
+                const int jt = __shfl_sync(0xffffffffu, jt_lane, tl);
+                sel_chunk_merge_pair<KN>(p, geo, jt, m0, sm.tsc + tl * LDT, sm.top + tl * n, lane);
+            }
+        }
+        for (int tk = 0; tk < tpw && !pair; ++tk) {
             const int jt = __shfl_sync(0xffffffffu, jt_lane, tk);
             if (jt < 0) continue;
             const float *cs = sm.tsc + tk * LDT;
