@@ -743,9 +743,10 @@ static nsa_status run_select(const Plan &P, const nsak::Params &p, void *ws,
                              cudaStream_t s)
 {
     nsa_status st;
-    if (launch_tiles(p, P.tot[PF_COUNT]) <= 0) return NSA_OK;
+    const int64_t groups = launch_tiles(p, P.tot[PF_COUNT]);
+    if (groups <= 0) return NSA_OK;
     /* select_kernel's work items from tile0 * Hkv to this end */
-    const int64_t items = (p.tile_end < P.tot[PF_COUNT] ? p.tile_end : P.tot[PF_COUNT]) * P.Hkv;
+    const int64_t items = (p.tile0 + groups) * P.Hkv;
     size_t sm = nsak::select_smem<DK>();
     auto k = nsak::select_kernel<T, DK>;
     if ((st = set_smem(k, sm))) return st;

@@ -224,23 +224,36 @@ __device__ __forceinline__ float sel_overlap_sum(const float *c, int rl, int rk)
     return s;
 }
 
+/* Steps 2-5 for the i-th selection block a chunk of KN compressed blocks
+   from s0 completes (i < (KN / NSA_KN) * bpc), for a token of jt = t / l':
+   its 64-bit rank key, or 0 (empty) where there is no token (!on), no
+   such block, or the block is not eligible (step 4: j * l' <= t) or is
+   forced (step 5: initial and local blocks). */
+template <int KN>
+__device__ __forceinline__ u64 sel_block_key(const Params &p, const SelGeo &g, int jt, int s0,
+                                             const float *cs, int i, bool on)
+{
+    const int a = min(p.n_init, jt + 1);                                  /* initial */
+    const int llo = p.n_local > 0 ? max(0, jt - p.n_local + 1) : jt + 1; /* local   */
+    u64 key = 0;
+    if (on && i < (KN / NSA_KN) * g.bpc) {
+        const int j = (s0 / NSA_KN) * g.bpc + i;
+        if (j <= jt && j >= a && j < llo) {
+            /* step 2: sum over m < rl, k < rk of p_cmp[rl*j + m - k] */
+            const float s = sel_overlap_sum(cs + NSA_SEL_HALO + g.rl * i, g.rl, g.rk);
+            key = nsa_rank_key(nsa_score_key(s), j);
+        }
+    }
+    return key;
+}
+
 template <int KN = NSA_KN>
 __device__ inline void sel_chunk_merge(const Params &p, const SelGeo &g, int jt, int s0,
                                        const float *cs, u64 *top, int lane)
 {
     static_assert(KN % NSA_KN == 0, "chunks of whole NSA_KN blocks");
-    const int rl = g.rl, rk = g.rk, n = p.n;               /* step 4: j*l' <= t */
-    const int a = min(p.n_init, jt + 1);                   /* step 5: initial  */
-    const int llo = p.n_local > 0 ? max(0, jt - p.n_local + 1) : jt + 1; /* local */
-    u64 key = 0;
-    if (lane < (KN / NSA_KN) * g.bpc) {
-        const int j = (s0 / NSA_KN) * g.bpc + lane;
-        if (j <= jt && j >= a && j < llo) {
-            /* step 2: sum over m < rl, k < rk of p_cmp[rl*j + m - k] */
-            const float s = sel_overlap_sum(cs + NSA_SEL_HALO + rl * lane, rl, rk);
-            key = nsa_rank_key(nsa_score_key(s), j);
-        }
-    }
+    const int n = p.n;
+    const u64 key = sel_block_key<KN>(p, g, jt, s0, cs, lane, true);
     /* merge the candidates above the list's last key into the descending
        list by ranks: a key's new place is the number of keys of both
        above it (keys are distinct, but for the empty 0, which ranks below
@@ -285,17 +298,8 @@ __device__ inline void sel_chunk_merge_pair(const Params &p, const SelGeo &g, in
                                             const float *cs, u64 *top, int lane)
 {
     static_assert(KN % NSA_KN == 0, "chunks of whole NSA_KN blocks");
-    const int half = lane >> 4, hl = lane & 15, rl = g.rl, rk = g.rk, n = p.n;
-    const int a = min(p.n_init, jt + 1);
-    const int llo = p.n_local > 0 ? max(0, jt - p.n_local + 1) : jt + 1;
-    u64 key = 0;
-    if (jt >= 0 && hl < (KN / NSA_KN) * g.bpc) {
-        const int j = (s0 / NSA_KN) * g.bpc + hl;
-        if (j <= jt && j >= a && j < llo) {
-            const float s = sel_overlap_sum(cs + NSA_SEL_HALO + rl * hl, rl, rk);
-            key = nsa_rank_key(nsa_score_key(s), j);
-        }
-    }
+    const int half = lane >> 4, hl = lane & 15, n = p.n;
+    const u64 key = sel_block_key<KN>(p, g, jt, s0, cs, hl, jt >= 0);
     const u64 cur = hl < n ? top[hl] : 0ull;
     const u64 thr = __shfl_sync(0xffffffffu, cur, half * 16 + n - 1);
     const bool cand = key > thr;
