@@ -38,9 +38,15 @@
    graph and replayed) and compress_append_b<B>_ctx<T>; --decode-ctx T
    only the context T.
 
+   --digest prints, after each preset's forward, a hash (64-bit FNV-1a) of
+   its output, its three lse and its selection, and takes the inputs'
+   seeds without the clock: two builds that compute the same bits print
+   the same lines (a check that a change to a kernel's schedule left its
+   numbers alone).
+
    usage: bench_cuda [--tmin T] [--tmax T] [--tmul M] [--reps N] [--csv FILE]
                      [--commit SHA] [--presets paper,fla,tile] [--bwd]
-                     [--topk] [--blockmask] [--decode] [--long T]
+                     [--topk] [--blockmask] [--decode] [--long T] [--digest]
    --long T: also one sequence of T tokens at H=32, Hkv=8 (paper and fla
    presets): forward, forward + backward and the device memory held (what:
    peak_mem_gib, in GiB); --tmin 1 --tmax 0 runs it alone. */
@@ -76,10 +82,14 @@
         }                                                                      \
     } while (0)
 
+/* The clock's part of every input's seed: fresh inputs each run, except
+   under --digest (0: the same inputs in every run and build). */
+static uint64_t seed_clock = (uint64_t)time(NULL);
+
 static void *drand_bf16(size_t n, uint64_t seed)
 {
     std::vector<uint16_t> h(n);
-    seed = seed * 0x9E3779B97F4A7C15ull + (uint64_t)time(NULL);
+    seed = seed * 0x9E3779B97F4A7C15ull + seed_clock;
     for (size_t i = 0; i < n; ++i) {
         seed ^= seed << 13; seed ^= seed >> 7; seed ^= seed << 17;
         h[i] = nsa_f32_to_bf16((float)((double)(seed >> 11) / 9007199254740992.0 * 2.0 - 1.0));
@@ -111,7 +121,7 @@ static void *dfill_bf16(size_t n, uint64_t seed)
     void *d;
     CK(cudaMalloc(&d, n * 2));
     fill_bf16_kernel<<<4096, 256>>>((uint16_t *)d, (int64_t)n,
-                                    seed * 0x2545F4914F6CDD1Dull + (uint64_t)time(NULL));
+                                    seed * 0x2545F4914F6CDD1Dull + seed_clock);
     CK(cudaGetLastError());
     return d;
 }
@@ -348,7 +358,7 @@ static double gather_bw(int T, int Hkv, int n, int reps, float *ms_out)
 {
     const int D = 128, nblk = T / 64;
     std::vector<int32_t> h((size_t)T * n);
-    uint64_t s = 0x1234567ull + (uint64_t)time(NULL);
+    uint64_t s = 0x1234567ull + seed_clock;
     for (auto &x : h) { s ^= s << 13; s ^= s >> 7; s ^= s << 17; x = (int32_t)((s >> 11) % nblk); }
     int32_t *idx;
     CK(cudaMalloc(&idx, h.size() * 4));
@@ -405,7 +415,17 @@ struct Ctx {
     FILE *csv;
     std::string device, date, commit;
     double peak_flops, gather_Bps;
+    bool digest;
 };
+
+/* 64-bit FNV-1a of n bytes of device memory, continuing from h */
+static uint64_t digest_dev(const void *p, size_t n, uint64_t h = 14695981039346656037ull)
+{
+    std::vector<unsigned char> b(n);
+    CK(cudaMemcpy(b.data(), p, n, cudaMemcpyDeviceToHost));
+    for (unsigned char x : b) h = (h ^ x) * 1099511628211ull;
+    return h;
+}
 
 static void emit(const Ctx &c, const char *preset, int T, const char *what, double ms,
                  double floor_ms, int H = 64, int Hkv = 4)
@@ -487,6 +507,14 @@ static void run_preset(const Ctx &c, const char *name, nsa_config cfg, int T, in
     CK(cudaMalloc((void **)&lb, sz.lse * 4));
 
     float t_fwd = median_ms([&] { CN(nsa_cuda_forward(&cfg, &x, NULL, o, &sv, ws, wsb, 0)); }, reps);
+    if (c.digest)
+        printf("digest %s %d: o %016llx lse %016llx sel %016llx\n", name, T,
+               (unsigned long long)digest_dev(o, sz.o * 2),
+               (unsigned long long)digest_dev(sv.lse_win, sz.lse * 4,
+                                              digest_dev(sv.lse_slc, sz.lse * 4,
+                                                         digest_dev(sv.lse_cmp, sz.lse * 4))),
+               (unsigned long long)digest_dev(sv.sel_count, sz.sel_count * 4,
+                                              digest_dev(sv.sel_idx, sz.sel_idx * 4)));
     /* useful work from the forward's own selection */
     std::vector<int32_t> hi((size_t)sz.sel_idx), hc((size_t)sz.sel_count);
     CK(cudaMemcpy(hi.data(), sv.sel_idx, hi.size() * 4, cudaMemcpyDeviceToHost));
@@ -713,7 +741,7 @@ static void run_topk(const Ctx &c, int reps)
         float *d;
         CK(cudaMalloc(&d, h.size() * 4));
         for (bool descending : {false, true}) {
-            uint64_t s = 12345 + (uint64_t)time(NULL);
+            uint64_t s = 12345 + seed_clock;
             for (size_t i = 0; i < h.size(); ++i) {
                 s ^= s << 13; s ^= s >> 7; s ^= s << 17;
                 h[i] = descending ? 1.0f - (float)(i % cols) / (float)cols
@@ -760,7 +788,7 @@ static void run_blockmask(const Ctx &c, int reps)
     printf("%6s %10s %10s %8s %12s\n", "rows", "ms", "floor ms", "x floor", "GB/s (1 read)");
     for (int rows : {32, 2048}) {
         std::vector<float> h((size_t)rows * cols);
-        uint64_t s = 12345 + (uint64_t)time(NULL);
+        uint64_t s = 12345 + seed_clock;
         for (auto &v : h) { s ^= s << 13; s ^= s >> 7; s ^= s << 17; v = (float)((s >> 11) * (1.0 / 9007199254740992.0)); }
         float *d;
         uint8_t *mask;
@@ -901,6 +929,7 @@ int main(int argc, char **argv)
     Ctx c;
     c.csv = NULL;
     c.commit = "unknown";
+    c.digest = false;
     for (int i = 1; i < argc; ++i) {
         if (!strcmp(argv[i], "--tmin") && i + 1 < argc) tmin = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--tmax") && i + 1 < argc) tmax = atoi(argv[++i]);
@@ -910,6 +939,7 @@ int main(int argc, char **argv)
         else if (!strcmp(argv[i], "--commit") && i + 1 < argc) c.commit = argv[++i];
         else if (!strcmp(argv[i], "--presets") && i + 1 < argc) presets = argv[++i];
         else if (!strcmp(argv[i], "--bwd")) bwd = true;
+        else if (!strcmp(argv[i], "--digest")) c.digest = true, seed_clock = 0;
         else if (!strcmp(argv[i], "--topk")) topk = true;
         else if (!strcmp(argv[i], "--blockmask")) blockmask = true;
         else if (!strcmp(argv[i], "--long") && i + 1 < argc) tlong = atoi(argv[++i]);
