@@ -423,6 +423,12 @@ static nsa_status plan_make(const nsa_config *cfg, const nsa_batch *x, Plan &P,
         if (P.acc_tok > TQ) P.acc_tok = TQ;
     }
     P.o_acc = o; o = align256(o + (size_t)P.acc_tok * x->H * Dm * 4);
+    /* From here the backward's regions (Delta, the dK / dV accumulators,
+       the transposed selection, the key-centric segments and partials)
+       and, over the same bytes, the forward's (the selection kernel's
+       slots, the decode path's): no call uses both, so the workspace is
+       the larger of the two, not their sum. */
+    const size_t o_either = o;
     P.o_delta = o; o = align256(o + (size_t)3 * TQ * x->H * 4);
     {
         const int64_t heads = T > 0 ? NSA_KV_ACC_ROWS / T : x->Hkv;
@@ -438,7 +444,6 @@ static nsa_status plan_make(const nsa_config *cfg, const nsa_batch *x, Plan &P,
     P.o_trv2 = o; o = align256(o + (size_t)P.tr_n * 4);
     P.o_trs = o; o = align256(o + (size_t)(slc ? x->Hkv * P.nsel_tot + 1 : 0) * 4);
     P.o_cub = o; o = align256(o + P.cub_bytes);
-    P.o_sel = o; o = align256(o + (size_t)P.sel_ctas * 4 * P.slot_stride * 4);
     int64_t parts = 0;
     for (int i = 0; i < 3; ++i) {
         P.o_kvseg[i] = o;
@@ -446,8 +451,11 @@ static nsa_status plan_make(const nsa_config *cfg, const nsa_batch *x, Plan &P,
         if (P.kv_extra[i] > parts) parts = P.kv_extra[i];
     }
     P.o_part = o; o = align256(o + (size_t)parts * 64 * (x->Dk + x->Dv) * 4);
+    const size_t backward_end = o;
+    o = o_either;
+    P.o_sel = o; o = align256(o + (size_t)P.sel_ctas * 4 * P.slot_stride * 4);
     decode_plan(cfg, x, P, o);
-    P.total = o;
+    P.total = o > backward_end ? o : backward_end;
     return NSA_OK;
 }
 
