@@ -258,7 +258,8 @@ static nsa_status run_decode(const nsa_config *cfg, const Plan &P, nsak::Params 
    with more query rows runs those passes a range of queries at a time
    (section "query ranges"), so that the workspace stops growing with T
    (4M rows: 2 GiB at Dv = 128; every batch of the 64K benchmark in one
-   range). At least one step of queries is held whatever it is set to. */
+   range). The ranges are of one length rounded up to a step of queries,
+   so the accumulator may hold up to a step more than this. */
 #ifndef NSA_ACC_ROWS
 #define NSA_ACC_ROWS ((int64_t)1 << 22)
 #endif
@@ -417,9 +418,13 @@ static nsa_status plan_make(const nsa_config *cfg, const nsa_batch *x, Plan &P,
     size_t o = 0;
     P.o_pf = o; o = align256(o + (size_t)(PF_COUNT + 1) * (x->B + 1) * 8);
     {
+        /* as many ranges as NSA_ACC_ROWS asks for, of one length rounded
+           up to a step: a range rounded down instead would leave a last
+           range of a few steps, and each range pays its passes' tails */
         P.acc_step = query_step(P.shape.bq);
-        const int64_t held = NSA_ACC_ROWS / x->H / P.acc_step * P.acc_step;
-        P.acc_tok = held > P.acc_step ? held : P.acc_step;
+        const int64_t fit = NSA_ACC_ROWS / x->H > 0 ? NSA_ACC_ROWS / x->H : 1;
+        const int64_t ranges = TQ > fit ? nsak::cdiv64(TQ, fit) : 1;
+        P.acc_tok = nsak::cdiv64(nsak::cdiv64(TQ, ranges), P.acc_step) * P.acc_step;
         if (P.acc_tok > TQ) P.acc_tok = TQ;
     }
     P.o_acc = o; o = align256(o + (size_t)P.acc_tok * x->H * Dm * 4);
