@@ -64,7 +64,8 @@ $(BUILD)/test_cuda_portable: tests/test_cuda.cu $(CUDA_SRC) nsa_ref.h $(wildcard
 $(BUILD)/test_cuda_grad_lo: tests/test_cuda.cu $(CUDA_SRC) nsa_ref.h $(wildcard tools/*.h) tests/seed.h | $(BUILD)
 	$(NVCC) $(NVCC_FLAGS) -DNSA_GRAD_LO=1 -Xcompiler -fopenmp $< -o $@ -lm -lgomp
 # The smallest accumulators: every row pass a range of queries at a time
-# (NSA_ACC_ROWS=1: ranges of one step, 128 tokens at one-token units) and
+# (NSA_ACC_ROWS=1: ranges of one step, 384 tokens at one-token units: whole
+# tiles of 128 and of 192 rows) and
 # the key-centric passes one kv head at a time (NSA_KV_ACC_ROWS=1), so
 # that the ranges of nsa_cuda.h are cross-checked on batches of any size.
 $(BUILD)/test_cuda_ranges: tests/test_cuda.cu $(CUDA_SRC) nsa_ref.h $(wildcard tools/*.h) tests/seed.h | $(BUILD)

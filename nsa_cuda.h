@@ -293,18 +293,23 @@ static nsa_status check_saved_aligned(const nsa_saved *saved)
 }
 
 /* The step (tokens) at which query ranges cut a sequence (section "query
-   ranges"): whole row tiles (NSA_ROWS flattened rows) and whole groups of
-   four selection units (the selection kernel's), and so whole unit tiles:
-   lcm(4 bq, NSA_ROWS). */
+   ranges"): whole row tiles (NSA_ROWS flattened rows, and the compressed
+   and window forward's NSA_CW_ROWS) and whole groups of four selection
+   units (the selection kernel's), and so whole unit tiles: lcm(4 bq,
+   NSA_ROWS, NSA_CW_ROWS). */
+static int64_t lcm64(int64_t a, int64_t b)
+{
+    int64_t x = a, y = b;
+    while (y) {
+        const int64_t r = x % y;
+        x = y;
+        y = r;
+    }
+    return a / x * b;
+}
 static int64_t query_step(int bq)
 {
-    int64_t a = 4 * (int64_t)bq, b = NSA_ROWS;
-    while (b) {
-        const int64_t r = a % b;
-        a = b;
-        b = r;
-    }
-    return 4 * (int64_t)bq / a * NSA_ROWS;
+    return lcm64(lcm64(4 * (int64_t)bq, NSA_ROWS), NSA_CW_ROWS);
 }
 
 /* pointers: check the batch's data and device pointers too (the calls
@@ -645,17 +650,17 @@ static nsak::KvMaps kcmp_map(const Plan &P, const nsak::Params &p, int DK)
     return m;
 }
 
-/* Q [TQ, H, Dk] in boxes of one row tile of a kv head (nsak::QMap), for the
-   producer of the compressed and window passes; ok = 0, and cp.async
-   instead, where G does not divide a tile's NSA_ROWS rows or the encoder
+/* Q [TQ, H, Dk] in boxes of one row tile (rows) of a kv head (nsak::QMap),
+   for the producer of the compressed and window passes; ok = 0, and
+   cp.async instead, where G does not divide the tile's rows or the encoder
    is missing or refuses. */
-static nsak::QMap q_map(const Plan &P, const nsak::Params &p)
+static nsak::QMap q_map(const Plan &P, const nsak::Params &p, int rows)
 {
     nsak::QMap m;
     memset(&m, 0, sizeof m);
     const PFN_cuTensorMapEncodeTiled_v12000 enc = encode_tiled();
-    if (!enc || P.sz.TQ <= 0 || P.Dk % 64 != 0 || NSA_ROWS % P.G != 0) return m;
-    m.ok = tile_map(enc, &m.q, p.q, P.sz.TQ, P.H, P.Dk, P.qst, P.qsh, P.G, NSA_ROWS / P.G);
+    if (!enc || P.sz.TQ <= 0 || P.Dk % 64 != 0 || rows % P.G != 0) return m;
+    m.ok = tile_map(enc, &m.q, p.q, P.sz.TQ, P.H, P.Dk, P.qst, P.qsh, P.G, rows / P.G);
     return m;
 }
 
@@ -702,12 +707,63 @@ static int64_t launch_tiles(const nsak::Params &p, int64_t total)
     return (p.tile_end < total ? p.tile_end : total) - p.tile0;
 }
 
+/* The compressed and window forward's warps: NSA_CW_WARPS (three consumer
+   warpgroups, tiles of NSA_CW_ROWS rows) where its kernel of that width is
+   the warp-specialised one on this device (sm_90a, head dims up to 128);
+   NSA_ROW_WARPS elsewhere. The caller's query ranges use the matching
+   tiles (QueryRange::cwt or rowt). */
+template <typename T, int DK, int DV>
+static int cw_fwd_warps()
+{
+    if constexpr (NSA_CW_WARPS != NSA_ROW_WARPS && DK <= 128 && DV <= 128) {
+        cudaFuncAttributes fa;
+        if (cudaFuncGetAttributes(&fa, nsak::cw_fwd_kernel<T, DK, DV, NSA_CW_WARPS>) !=
+            cudaSuccess)
+            (void)cudaGetLastError(); /* a refused query is not the call's error */
+        else if (fa.maxThreadsPerBlock == NSA_CW_WARPS * 32 + 128)
+            return NSA_CW_WARPS;
+    }
+    return NSA_ROW_WARPS;
+}
+
+/* The compressed and window forward (M_STAGE, M_FWD, M_PREP) with NW warps
+   of rows: its tiles (PF_ROWT or PF_CWT) from p.tile0 to p.tile_end. */
+template <typename T, int DK, int DV, int NW>
+static nsa_status run_cw_fwd(const Plan &P, const nsak::Params &p, int mode, unsigned br,
+                             cudaStream_t s)
+{
+    nsa_status st;
+    const int64_t tiles =
+        launch_tiles(p, P.tot[NW == NSA_ROW_WARPS ? nsak::PF_ROWT : nsak::PF_CWT]);
+    if (tiles <= 0) return NSA_OK;
+    size_t sm = nsak::cw_fwd_smem<DK, DV, NW>();
+    auto k = nsak::cw_fwd_kernel<T, DK, DV, NW>;
+    if ((st = set_smem(k, sm))) return st;
+    const int64_t units = tiles * P.Hkv;
+    int threads = 0, ctas = 0;
+    if ((st = cw_fwd_block(k, NW * 32, units, threads, ctas))) return st;
+    /* only the warp-specialised producer reads Q's map */
+    const nsak::QMap qm = threads == NW * 32 ? nsak::QMap{} : q_map(P, p, NW * 16);
+    if (threads == NW * 32)
+        k<<<dim3((unsigned)tiles, (unsigned)P.Hkv), threads, sm, s>>>(p, mode, br, units, qm);
+    else
+        k<<<(unsigned)ctas, threads, sm, s>>>(p, mode, br, units, qm);
+    NSA__LAUNCHED();
+    return NSA_OK;
+}
+
 template <typename T, int DK, int DV>
 static nsa_status run_rows(const Plan &P, const nsak::Params &p, int mode, unsigned br,
                            bool dq, cudaStream_t s)
 {
     nsa_status st;
     const bool slc = br == NSA_BRANCH_SLC;
+    if (!slc && !dq) {
+        if constexpr (NSA_CW_WARPS != NSA_ROW_WARPS && DK <= 128 && DV <= 128)
+            if (cw_fwd_warps<T, DK, DV>() == NSA_CW_WARPS)
+                return run_cw_fwd<T, DK, DV, NSA_CW_WARPS>(P, p, mode, br, s);
+        return run_cw_fwd<T, DK, DV, NSA_ROW_WARPS>(P, p, mode, br, s);
+    }
     const int64_t tiles = launch_tiles(p, P.tot[slc ? nsak::PF_UNITT : nsak::PF_ROWT]);
     if (tiles <= 0) return NSA_OK;
     dim3 grid((unsigned)tiles, (unsigned)P.Hkv);
@@ -728,23 +784,10 @@ static nsa_status run_rows(const Plan &P, const nsak::Params &p, int mode, unsig
         k<<<grid, 32, sm, s>>>(p, kv_maps(P, p));
     } else {
         constexpr int NW = NSA_ROW_WARPS;
-        if (dq) {
-            size_t sm = nsak::cw_dq_smem<DK, DV, NW>();
-            auto k = nsak::cw_dq_kernel<T, DK, DV, NW>;
-            if ((st = set_smem(k, sm))) return st;
-            k<<<grid, NW * 32, sm, s>>>(p, mode, br);
-        } else {
-            size_t sm = nsak::cw_fwd_smem<DK, DV, NW>();
-            auto k = nsak::cw_fwd_kernel<T, DK, DV, NW>;
-            if ((st = set_smem(k, sm))) return st;
-            const int64_t units = tiles * P.Hkv;
-            int threads = 0, ctas = 0;
-            if ((st = cw_fwd_block(k, NW * 32, units, threads, ctas))) return st;
-            /* only the warp-specialised producer reads Q's map */
-            const nsak::QMap qm = threads == NW * 32 ? nsak::QMap{} : q_map(P, p);
-            if (threads == NW * 32) k<<<grid, threads, sm, s>>>(p, mode, br, units, qm);
-            else k<<<(unsigned)ctas, threads, sm, s>>>(p, mode, br, units, qm);
-        }
+        size_t sm = nsak::cw_dq_smem<DK, DV, NW>();
+        auto k = nsak::cw_dq_kernel<T, DK, DV, NW>;
+        if ((st = set_smem(k, sm))) return st;
+        k<<<grid, NW * 32, sm, s>>>(p, mode, br);
     }
     NSA__LAUNCHED();
     return NSA_OK;
@@ -914,6 +957,7 @@ static nsa_status run_transpose(const Plan &P, nsak::Params &p, void *ws, cudaSt
 struct QueryRange {
     int64_t row[2];      /* flattened (token, head) rows [row[0], row[1]) */
     int64_t rowt[2];     /* row tiles [rowt[0], rowt[1]) */
+    int64_t cwt[2];      /* the compressed and window forward's (PF_CWT) */
     int64_t unitt[2];    /* unit tiles */
     int64_t grp[2];      /* groups of four selection units */
 };
@@ -925,7 +969,7 @@ class QueryRanges {
     bool next(QueryRange &r)
     {
         if (b_ >= x_->B) return false;
-        at(r.row[0], r.rowt[0], r.unitt[0], r.grp[0]);
+        at(r.row[0], r.rowt[0], r.cwt[0], r.unitt[0], r.grp[0]);
         int64_t held = 0;
         while (b_ < x_->B) {
             const int64_t nq = queries(b_), rest = nq - tok_;
@@ -934,6 +978,7 @@ class QueryRanges {
                 int64_t v[PF_COUNT];
                 nsak::seq_counts(nq, keys(b_), P_.shape, v);
                 rowt_ += v[nsak::PF_ROWT];
+                cwt_ += v[nsak::PF_CWT];
                 unitt_ += v[nsak::PF_UNITT];
                 grp_ += nsak::cdiv64(v[nsak::PF_UNIT], 4);
                 q_ += nq;
@@ -947,7 +992,7 @@ class QueryRanges {
             tok_ += take;
             break;
         }
-        at(r.row[1], r.rowt[1], r.unitt[1], r.grp[1]);
+        at(r.row[1], r.rowt[1], r.cwt[1], r.unitt[1], r.grp[1]);
         return true;
     }
 
@@ -959,11 +1004,12 @@ class QueryRanges {
     }
     int64_t keys(int b) const { return x_->cu_seqlens[b + 1] - x_->cu_seqlens[b]; }
     /* where token tok_ of sequence b_ starts (tok_ a multiple of acc_step) */
-    void at(int64_t &row, int64_t &rowt, int64_t &unitt, int64_t &grp) const
+    void at(int64_t &row, int64_t &rowt, int64_t &cwt, int64_t &unitt, int64_t &grp) const
     {
         const int G = P_.G, bq = P_.shape.bq;
         row = (q_ + tok_) * P_.H;
         rowt = rowt_ + tok_ * G / NSA_ROWS;
+        cwt = cwt_ + tok_ * G / NSA_CW_ROWS;
         unitt = unitt_ + tok_ / bq * nsak::cdiv64((int64_t)bq * G, 16);
         grp = grp_ + tok_ / bq / 4;
     }
@@ -971,7 +1017,7 @@ class QueryRanges {
     const Plan &P_;
     int b_ = 0;
     int64_t tok_ = 0; /* the next range's first query within sequence b_ */
-    int64_t q_ = 0, rowt_ = 0, unitt_ = 0, grp_ = 0; /* totals before sequence b_ */
+    int64_t q_ = 0, rowt_ = 0, cwt_ = 0, unitt_ = 0, grp_ = 0; /* totals before sequence b_ */
 };
 
 /* Points p's launches at range r's tiles of a kind (QueryRange). */
@@ -1017,13 +1063,15 @@ static nsa_status fwd_typed(const nsa_config *cfg, const nsa_batch *x, const Pla
             p, P.sz.sel_count, sv->sel_idx, sv->sel_count);
         NSA__LAUNCHED();
     }
+    /* the compressed and window pass's tiles (run_rows takes the same width) */
+    const bool cw_wide = cw_fwd_warps<T, DK, DV>() != NSA_ROW_WARPS;
     QueryRanges ranges(x, P);
     for (QueryRange r; ranges.next(r);) {
         p.acc_row0 = r.row[0];
         /* cmp and win first: the compressed branch's lse then serves the
            selection's probabilities (probs mode) without a second pass */
         if (br & (NSA_BRANCH_CMP | NSA_BRANCH_WIN)) {
-            use_tiles(p, r.rowt);
+            use_tiles(p, cw_wide ? r.cwt : r.rowt);
             p.acc_in = 0;
             p.final_out = !slc;
             if ((st = run_rows<T, DK, DV>(P, p, nsak::M_FWD,

@@ -290,9 +290,9 @@ __device__ inline float *acc_at(const Params &p, int64_t row, int D)
    move a load of p.acc above a store to p.out (they might alias), so a
    load beside each store waited out one memory latency per tile (a
    quarter of the selected branch's time went there). */
-template <int D>
+template <int D, int BATCH = 8>
 struct PrevSums {
-    static constexpr int NB = D / 8 < 8 ? D / 8 : 8;
+    static constexpr int NB = D / 8 < BATCH ? D / 8 : BATCH;
     static_assert((D / 8) % NB == 0, "whole batches");
     /* tiles nt0 .. nt0 + NB - 1, from the column dcol of tile nt0 */
     __device__ static inline void load(const Params &p, bool vA, bool vB, int64_t rowA,
@@ -309,14 +309,14 @@ struct PrevSums {
 #ifndef NSA_HELD_BATCH
 #define NSA_HELD_BATCH 2 /* column tiles of held sums loaded together */
 #endif
-template <typename T, int DV>
+template <typename T, int DV, int PB = 8>
 __device__ inline void store_gated(const Params &p, int br, bool fin, bool prev, bool vA,
                                    bool vB, int64_t rowA, int64_t rowB, float iA, float iB,
                                    const float (&acc)[DV / 8][4], int lane,
                                    HeldOut held = HeldOut{nullptr, 0, false})
 {
     float ga = vA ? gate_of<T>(p, rowA, br) : 0.f, gb = vB ? gate_of<T>(p, rowB, br) : 0.f;
-    constexpr int NB = PrevSums<DV>::NB;
+    constexpr int NB = PrevSums<DV, PB>::NB;
     if (held.slot && !prev) {
         /* the held output without earlier sums, as below but with no branch
            an element: the slots of rows past the tile are the thread's own
@@ -358,7 +358,7 @@ __device__ inline void store_gated(const Params &p, int br, bool fin, bool prev,
 #pragma unroll
     for (int nt = 0; nt < DV / 8; ++nt) {
         int dcol = nt * 8 + 2 * (lane & 3);
-        if (prev && nt % NB == 0) PrevSums<DV>::load(p, vA, vB, rowA, rowB, dcol, before);
+        if (prev && nt % NB == 0) PrevSums<DV, PB>::load(p, vA, vB, rowA, rowB, dcol, before);
 #pragma unroll
         for (int h = 0; h < 2; ++h) {
             bool vv = h ? vB : vA;
@@ -511,8 +511,9 @@ __device__ inline bool chunk_whole(const Params &p, int br, int s0, int cnt, int
    the normalised output staged in fp32 (M_STAGE), gated into the output
    (M_FWD; fin: the last branch, prev: an earlier branch wrote the
    accumulator, held: store_gated; with p.obr[br] also kept in fp32 for the
-   backward), or Delta and dg (M_PREP). */
-template <typename T, int DV>
+   backward), or Delta and dg (M_PREP). PB: column tiles of earlier sums
+   loaded together (PrevSums). */
+template <typename T, int DV, int PB = 8>
 __device__ inline void branch_epilogue(const Params &p, int br, int mode, bool fin, bool prev,
                                        const LaneRows &r, float mA, float mB, float lA,
                                        float lB, const float (&acc)[DV / 8][4], int lane,
@@ -541,7 +542,7 @@ __device__ inline void branch_epilogue(const Params &p, int br, int mode, bool f
         }
     }
     if (mode == M_STAGE) return;
-    store_gated<T, DV>(p, br, fin, prev, r.vA, r.vB, r.rowA, r.rowB, iA, iB, acc, lane, held);
+    store_gated<T, DV, PB>(p, br, fin, prev, r.vA, r.vB, r.rowA, r.rowB, iA, iB, acc, lane, held);
 }
 
 /* dQ epilogue for a lane's two rows: sc * the sum over the branches, plus

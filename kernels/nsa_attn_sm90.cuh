@@ -137,6 +137,34 @@ constexpr size_t cw_dq_smem()
 #ifndef NSA_CW_STAGES
 #define NSA_CW_STAGES 4
 #endif
+/* Column tiles of the earlier branches' sums the warp-specialised pass's
+   epilogue loads together (PrevSums): with 128-key chunks, batches of
+   eight held the consumers' registers past their 224 (ptxas: spills). */
+#ifndef NSA_CW_PB
+#define NSA_CW_PB (NSA_CW_KN > 64 ? 1 : 8)
+#endif
+/* The pass's consumer warps (NSA_CW_WARPS: three warpgroups, 192-row
+   tiles, where their Q and stages fit in shared memory, else
+   NSA_ROW_WARPS), and per warp count the registers' split and the
+   earlier sums' batch: three consumer warpgroups have 160 registers a
+   thread beside a producer of 32 (128 x 32 + 384 x 160 = 65,536), where
+   batches of eight earlier sums would spill (and batches of two or four,
+   which spill a little, measured the same as one: bench/RESULTS.md). */
+template <int NW>
+__host__ __device__ constexpr int cw_producer_regs()
+{
+    return NW == 12 ? 32 : NSA_CW_PRODUCER_REGS;
+}
+template <int NW>
+__host__ __device__ constexpr int cw_consumer_regs()
+{
+    return NW == 12 ? 160 : NSA_CW_CONSUMER_REGS;
+}
+template <int NW>
+__host__ __device__ constexpr int cw_prev_batch()
+{
+    return NW == 12 ? 1 : NSA_CW_PB;
+}
 template <int DK, int DV, int NW>
 __host__ __device__ constexpr size_t ws_stage_smem()
 {
@@ -303,10 +331,10 @@ __device__ inline void stage_rows_sw128(T *dst, F src, int tid)
 }
 
 /* stage_run_to into the swizzled panels of stage_rows_sw128. */
-template <int D, int ROWS, int NTHREADS, typename T>
+template <int D, int ROWS, int NTHREADS, int UNROLL = 0, typename T>
 __device__ inline void stage_run_sw128(T *dst, const T *run, int64_t st, int cnt, int tid)
 {
-    stage_run_to<D, ROWS, NTHREADS>([&](int r, int c) { return dst + Sw128<ROWS>::at(r, c * 8); },
+    stage_run_to<D, ROWS, NTHREADS, UNROLL>([&](int r, int c) { return dst + Sw128<ROWS>::at(r, c * 8); },
                                     run, st, cnt, tid);
 }
 
@@ -527,9 +555,9 @@ __device__ inline CwTile read_tile(const CwTile *t, int lane)
     constexpr int W = sizeof(CwTile) / 4;
     static_assert(sizeof(CwTile) % 4 == 0, "whole words");
     uint32_t w[W];
-    if (lane == 0) memcpy(w, t, sizeof w);
 #pragma unroll
-    for (int i = 0; i < W; ++i) w[i] = __shfl_sync(0xffffffffu, w[i], 0);
+    for (int i = 0; i < W; ++i) /* words of shared memory, lane 0's passed on */
+        w[i] = __shfl_sync(0xffffffffu, lane == 0 ? ((const uint32_t *)t)[i] : 0u, 0);
     CwTile r;
     memcpy(&r, w, sizeof r);
     return r;
@@ -554,7 +582,7 @@ __device__ inline bool cw_tile(const Params &p, int64_t units, int64_t u, RowTil
 
 /* The box coordinates of tile rt's Q rows of kv head hkv in a QMap: its
    first query and the group's first head (tiles start on a query when G
-   divides NSA_ROWS, as QMap requires). */
+   divides the tile's rows, as QMap requires). */
 __device__ inline int q_tok(const Params &p, const RowTile &rt)
 {
     return (int)(rt.q0 + rt.tok_off + rt.fbase / p.G);
@@ -576,7 +604,6 @@ __device__ inline void cw_produce(const Params &p, unsigned br_mask, int64_t uni
                                   CwTile *tile, int ptid)
 {
     constexpr int KN = NSA_CW_KN, NS = NSA_CW_STAGES, ROWS = NW * 16;
-    static_assert(ROWS == NSA_ROWS, "a QMap box is a tile of locate_rows");
     static_assert(NSA_CW_Q_AFTER <= NS - 2, "no wait on a stage that only the tile's Q frees");
     uint32_t g = 0, j = 0;
     for (int64_t u = blockIdx.x; u < units; u += gridDim.x) {
@@ -629,10 +656,10 @@ __device__ inline void cw_produce(const Params &p, unsigned br_mask, int64_t uni
                 const int st = g % NS;
                 mbar_wait(&b.empty[st], ((g / NS) & 1) ^ 1);
                 int s0, cnt = keys.src.chunk(c, s0);
-                stage_run_sw128<DK, KN, 128>(Ks + st * KN * DK, keys.kb + s0 * keys.kst, keys.kst,
-                                             cnt, ptid);
-                stage_run_sw128<DV, KN, 128>(Vs + st * KN * DV, keys.vb + s0 * keys.vst, keys.vst,
-                                             cnt, ptid);
+                stage_run_sw128<DK, KN, 128, 8>(Ks + st * KN * DK, keys.kb + s0 * keys.kst,
+                                                keys.kst, cnt, ptid);
+                stage_run_sw128<DV, KN, 128, 8>(Vs + st * KN * DV, keys.vb + s0 * keys.vst,
+                                                keys.vst, cnt, ptid);
                 cp_arrive(&b.full[st]);
             }
         }
@@ -648,20 +675,22 @@ __device__ inline void cw_produce(const Params &p, unsigned br_mask, int64_t uni
     cp_wait<0>(); /* no copy outlives its thread */
 }
 
-/* Ping-pong between the two consumer warpgroups (FlashAttention-3): a
-   warpgroup issues its products only in its turn and passes the turn on
-   once they are issued, so the tensor core runs one warpgroup's products
-   while the other computes its softmax. Named barrier 2 + w is warpgroup
-   w's turn: it syncs there (its 128 threads) and the other warpgroup
-   arrives (128 more). Both walk the same chunks, so their turns pair up;
-   warpgroup 1 gives warpgroup 0 the first turn, and warpgroup 0 takes the
-   last turn warpgroup 1 passes (cw_consume). */
+/* Turns of the consumer warpgroups (FlashAttention-3's ping-pong, for two
+   or three of them): a warpgroup issues its products only in its turn and
+   passes the turn on once they are issued, so the tensor core runs one
+   warpgroup's products while the others compute their softmax. Named
+   barrier 2 + w is warpgroup w's turn: it syncs there (its 128 threads)
+   and the warpgroup before it in the round arrives (128 more). All walk
+   the same chunks, so their turns pair up; the last warpgroup gives
+   warpgroup 0 the first turn, and warpgroup 0 takes the last turn the
+   last one passes (cw_consume). */
 #ifndef NSA_CW_PINGPONG
 #define NSA_CW_PINGPONG 1
 #endif
 template <int NW>
 struct CwTurns {
-    static constexpr bool on = NSA_CW_PINGPONG && NW == 8;
+    static constexpr int NWG = NW / 4; /* consumer warpgroups */
+    static constexpr bool on = NSA_CW_PINGPONG && (NW == 8 || NW == 12);
     int wg;
     __device__ inline void begin() const
     {
@@ -669,7 +698,16 @@ struct CwTurns {
     }
     __device__ inline void end() const
     {
-        if (on) asm volatile("bar.arrive %0, 256;\n" :: "r"(3 - wg) : "memory");
+        if (on) asm volatile("bar.arrive %0, 256;\n" :: "r"(2 + (wg + 1) % NWG) : "memory");
+    }
+    /* before the first tile and after the last (the round's two ends) */
+    __device__ inline void open() const
+    {
+        if (wg == NWG - 1) end();
+    }
+    __device__ inline void close() const
+    {
+        if (wg == 0) begin();
     }
 };
 
@@ -786,7 +824,7 @@ __device__ inline void cw_consume(const Params &p, int mode, unsigned br_mask, c
     for (int br = 0; br < 3; ++br) if (br_mask & (1u << br)) last_br = br;
     const bool hold = ws_held<DK, DV, NW>() && mode == M_FWD && first_br != last_br;
     const CwTurns<NW> turn{wg};
-    if (wg == 1) turn.end();
+    turn.open();
     uint32_t g = 0;
     for (uint32_t j = 0;; ++j) {
         mbar_wait(b.qfull, j & 1); /* Q fenced with the first chunk's wait */
@@ -812,14 +850,15 @@ __device__ inline void cw_consume(const Params &p, int mode, unsigned br_mask, c
             g += nch;
             if (wactive) {
                 const bool first = (unsigned)br == first_br;
-                branch_epilogue<T, DV>(p, br, mode, p.final_out && (unsigned)br == last_br,
-                                       prev && !(hold && !first), lr, m[0], m[1], l[0], l[1], acc,
-                                       lane, HeldOut{hold ? held + ctid : nullptr, NW * 32, first});
+                branch_epilogue<T, DV, cw_prev_batch<NW>()>(
+                    p, br, mode, p.final_out && (unsigned)br == last_br, prev && !(hold && !first),
+                    lr, m[0], m[1], l[0], l[1], acc, lane,
+                    HeldOut{hold ? held + ctid : nullptr, NW * 32, first});
             }
             prev = true;
         }
     }
-    if (wg == 0) turn.begin();
+    turn.close();
 }
 
 template <typename T, int DK, int DV, int NW>
@@ -830,11 +869,11 @@ __device__ inline void row_fwd_ws(const Params &p, int mode, unsigned br_mask, i
     static_assert(NS >= 2, "the next chunk lands while one is computed");
     static_assert(DK % 64 == 0 && DV % 64 == 0 && DV <= 128, "64-column panels");
     static_assert(2 * NS + 2 <= 16 && sizeof(CwTile) <= 128, "ws_stage_smem's 256 bytes");
-    static_assert(NSA_CW_PRODUCER_REGS % 8 == 0 && NSA_CW_CONSUMER_REGS % 8 == 0 &&
-                      NSA_CW_PRODUCER_REGS >= 24 && NSA_CW_CONSUMER_REGS <= 256,
+    constexpr int PREGS = cw_producer_regs<NW>(), CREGS = cw_consumer_regs<NW>();
+    static_assert(PREGS % 8 == 0 && CREGS % 8 == 0 && PREGS >= 24 && CREGS <= 256,
                   "setmaxnreg takes multiples of 8 from 24 to 256");
     constexpr int threads = cw_fwd_threads<DK, DV, NW>(); /* the launch bound */
-    static_assert(128 * NSA_CW_PRODUCER_REGS + NW * 32 * NSA_CW_CONSUMER_REGS <=
+    static_assert(128 * PREGS + NW * 32 * CREGS <=
                       threads * launch_regs(threads),
                   "the registers given (NSA_CW_*_REGS) within the CTA's at launch");
     extern __shared__ __align__(16) unsigned char smem_raw[];
@@ -856,10 +895,10 @@ __device__ inline void row_fwd_ws(const Params &p, int mode, unsigned br_mask, i
     }
     __syncthreads();
     if (uniform(tid >> 5) >= NW) {
-        asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" :: "n"(NSA_CW_PRODUCER_REGS));
+        asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" :: "n"(PREGS));
         cw_produce<T, DK, DV, NW>(p, br_mask, units, qm, Qs, Ks, Vs, b, tile, tid - NW * 32);
     } else {
-        asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;\n" :: "n"(NSA_CW_CONSUMER_REGS));
+        asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;\n" :: "n"(CREGS));
         cw_consume<T, DK, DV, NW>(p, mode, br_mask, Qs, Ks, Vs, held, b, tile, tid);
     }
 }
@@ -1126,15 +1165,21 @@ __global__ void __launch_bounds__(cw_fwd_threads<DK, DV, NW>(), 1)
     cw_fwd_kernel(Params p, int mode, unsigned br_mask, int64_t units,
                   const __grid_constant__ QMap qm)
 {
+    /* NSA_CW_WARPS wide only as the warp-specialised pass: the host takes
+       that width nowhere else (nsah::cw_fwd_warps) */
+    if constexpr (NW != NSA_ROW_WARPS && cw_fwd_threads<DK, DV, NW>() == NW * 32) {
+        __trap();
+    } else {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
-    if constexpr (NW % 4 == 0 && DV <= 128) {
-        if constexpr (cw_fwd_threads<DK, DV, NW>() > NW * 32)
-            row_fwd_ws<T, DK, DV, NW>(p, mode, br_mask, units, qm);
-        else
-            row_fwd_sm90<T, DK, DV, NW>(p, mode, br_mask);
-    } else
+        if constexpr (NW % 4 == 0 && DV <= 128) {
+            if constexpr (cw_fwd_threads<DK, DV, NW>() > NW * 32)
+                row_fwd_ws<T, DK, DV, NW>(p, mode, br_mask, units, qm);
+            else
+                row_fwd_sm90<T, DK, DV, NW>(p, mode, br_mask);
+        } else
 #endif
-    row_body<T, DK, DV, NW, false>(p, mode, br_mask);
+        row_body<T, DK, DV, NW, false>(p, mode, br_mask);
+    }
 }
 
 /* dK, dV of one branch (the key-centric pass): wgmma on sm_90a (head dims

@@ -32,6 +32,17 @@ namespace nsak {
 #define NSA_ROW_WARPS 8
 #endif
 #define NSA_ROWS (16 * NSA_ROW_WARPS)
+/* The compressed and window forward's warps where its warp-specialised
+   pass of that width runs (sm_90a, head dims up to 128; nsah::cw_fwd_warps
+   decides, NSA_ROW_WARPS elsewhere): three consumer warpgroups, whose
+   chunks' dependent steps (issue, softmax, rescale) interleave where two
+   left the tensor pipe idle (bench/RESULTS.md, the pass's clock trace).
+   Its tiles of NSA_CW_ROWS rows have a prefix array of their own
+   (PF_CWT). */
+#ifndef NSA_CW_WARPS
+#define NSA_CW_WARPS 12
+#endif
+#define NSA_CW_ROWS (16 * NSA_CW_WARPS)
 /* Shared-memory stages of their K / V chunks: NS - 1 chunks in flight while
    one is computed, enough bytes to cover L2 latency at a few CTAs per SM. */
 #ifndef NSA_ROW_STAGES
@@ -48,10 +59,11 @@ __host__ __device__ inline int64_t cdiv64(int64_t a, int64_t b)
 {
     return (a + b - 1) / b;
 }
-/* Row tiles of NSA_ROWS flattened (token, head) rows over a whole sequence. */
-__host__ __device__ inline int64_t seq_row_tiles(int64_t nq, int G)
+/* Row tiles of NSA_ROWS (or rows) flattened (token, head) rows over a
+   whole sequence. */
+__host__ __device__ inline int64_t seq_row_tiles(int64_t nq, int G, int rows = NSA_ROWS)
 {
-    return cdiv64(nq * G, NSA_ROWS);
+    return cdiv64(nq * G, rows);
 }
 /* Row tiles of 16 rows that never straddle a selection unit. */
 __host__ __device__ inline int64_t seq_unit_tiles(int64_t nq, int G, int bq)
@@ -70,6 +82,7 @@ enum {
     PF_UNITT,     /* 16-row unit tiles              */
     PF_KEYT,      /* 64-key tiles                   */
     PF_CMPT,      /* 64-compressed-block tiles      */
+    PF_CWT,       /* NSA_CW_ROWS-row tiles          */
     PF_COUNT
 };
 
@@ -84,6 +97,7 @@ __host__ __device__ inline void seq_counts(int64_t nq, int64_t nk,
     out[PF_UNITT] = seq_unit_tiles(nq, s.G, s.bq);
     out[PF_KEYT] = cdiv64(nk, 64);
     out[PF_CMPT] = cdiv64(nc, 64);
+    out[PF_CWT] = seq_row_tiles(nq, s.G, NSA_CW_ROWS);
 }
 
 /* Largest b in [0, B) with pf[b] <= x (pf non-decreasing, pf[0] = 0). */
@@ -230,10 +244,11 @@ struct KvMaps {
 
 /* Q as the copy engine sees it for the row tiles of the compressed and
    window passes: a 3-D map [queries][H][D] of boxes of 64 columns x G heads
-   x NSA_ROWS / G queries, a tile's rows of one kv head in its flattened
-   (token, head) order, 128-byte swizzle (nsah::q_map encodes it). ok = 0
-   (G does not divide NSA_ROWS, or the encoder refuses the strides): the
-   rows are staged with cp.async instead. */
+   x rows / G queries (rows: the pass's tile, NW * 16), a tile's rows of one
+   kv head in its flattened (token, head) order, 128-byte swizzle
+   (nsah::q_map encodes it). ok = 0 (G does not divide the tile's rows, or
+   the encoder refuses the strides): the rows are staged with cp.async
+   instead. */
 struct QMap {
     CUtensorMap q;
     int ok;
@@ -377,23 +392,27 @@ __device__ inline void stage_rows(T *dst, int rows, F src, int tid, int nthreads
    address of row r's 16-byte column c. Where NTHREADS is a multiple of the
    D / 8 columns of a row, a thread keeps one column and steps down the rows
    by constants: a few instructions a copy, where computing each row's
-   address from scratch costs tens (the gather kernels were bound by it). */
-template <int D, int ROWS, int NTHREADS, typename T, typename Dst>
+   address from scratch costs tens (the gather kernels were bound by it).
+   UNROLL (0: all) bounds how many of a thread's copies are unrolled: each
+   holds its addresses in registers, more than a producer with few of them
+   has for a long run. */
+template <int D, int ROWS, int NTHREADS, int UNROLL = 0, typename T, typename Dst>
 __device__ inline void stage_run_to(Dst dst_of, const T *run, int64_t st, int cnt, int tid)
 {
     constexpr int CH = D / 8;
     if constexpr (NTHREADS % CH == 0) {
         constexpr int RSTEP = NTHREADS / CH, STEPS = (ROWS + RSTEP - 1) / RSTEP;
+        constexpr int U = UNROLL > 0 && UNROLL < STEPS ? UNROLL : STEPS;
         const int r0 = tid / CH, c = tid % CH;
         const T *src = run + r0 * st + c * 8;
         const int64_t step = RSTEP * st;
         if (cnt >= ROWS) {
-#pragma unroll
+#pragma unroll U
             for (int j = 0; j < STEPS; ++j)
                 if (ROWS % RSTEP == 0 || r0 + j * RSTEP < ROWS)
                     cp16(dst_of(r0 + j * RSTEP, c), src + j * step, 16);
         } else {
-#pragma unroll
+#pragma unroll U
             for (int j = 0; j < STEPS; ++j) {
                 const int r = r0 + j * RSTEP;
                 if (ROWS % RSTEP == 0 || r < ROWS)

@@ -68,9 +68,13 @@ template <bool SLC, int NW>
 __device__ inline bool locate_rows(const Params &p, RowTile &r, int64_t tile)
 {
     tile += p.tile0;
+    static_assert(SLC || NW == NSA_ROW_WARPS || NW == NSA_CW_WARPS,
+                  "row tiles of NSA_ROWS or NSA_CW_ROWS rows");
     if (!SLC) {
-        r.b = find_seq(p.pf[PF_ROWT], p.B, tile);
-        r.fbase = (tile - p.pf[PF_ROWT][r.b]) * NSA_ROWS;
+        /* NSA_ROWS-row tiles, or the compressed and window forward's */
+        const int64_t *pf = p.pf[NW == NSA_ROW_WARPS ? PF_ROWT : PF_CWT];
+        r.b = find_seq(pf, p.B, tile);
+        r.fbase = (tile - pf[r.b]) * (NW * 16);
         r.tok_off = 0;
         r.unit = 0;
     } else {

@@ -1925,10 +1925,11 @@ static void run_big()
    random batches (suffix queries, empty and long sequences), group sizes,
    unit sizes and accumulator sizes, the ranges take every query once and
    in order, at most Plan::acc_tok of them each, cut a sequence only at
-   multiples of Plan::acc_step, and their runs of row tiles, unit tiles and
-   unit groups are exactly those of their queries, back to back. The
-   oracle places each query by the formulas of kernels/nsa_common.cuh
-   (seq_row_tiles, seq_unit_tiles), one query at a time. */
+   multiples of Plan::acc_step, and their runs of row tiles (of NSA_ROWS
+   and of NSA_CW_ROWS rows), unit tiles and unit groups are exactly those
+   of their queries, back to back. The oracle places each query by the
+   formulas of kernels/nsa_common.cuh (seq_row_tiles, seq_unit_tiles), one
+   query at a time. */
 static void run_query_ranges_host(int trials)
 {
     int fails = 0;
@@ -1960,34 +1961,36 @@ static void run_query_ranges_host(int trials)
         x.cu_seqlens = cuk.data();
         x.cu_seqlens_q = cuq.data();
         /* the oracle: each query's row tile, unit tile and group */
-        std::vector<int64_t> rowt(TQ), unitt(TQ), grp(TQ);
-        int64_t tot_rowt = 0, tot_unitt = 0, tot_grp = 0;
+        std::vector<int64_t> rowt(TQ), cwt(TQ), unitt(TQ), grp(TQ);
+        int64_t tot_rowt = 0, tot_cwt = 0, tot_unitt = 0, tot_grp = 0;
         const int bq = P.shape.bq, G = P.G;
         const int64_t tpu = (bq * (int64_t)G + 15) / 16;
         for (int b = 0; b < B; ++b) {
             const int64_t nq = cuq[b + 1] - cuq[b];
             for (int64_t t = 0; t < nq; ++t) {
                 rowt[cuq[b] + t] = tot_rowt + t * G / NSA_ROWS;
+                cwt[cuq[b] + t] = tot_cwt + t * G / NSA_CW_ROWS;
                 unitt[cuq[b] + t] = tot_unitt + t / bq * tpu + (t % bq) * G / 16;
                 grp[cuq[b] + t] = tot_grp + t / bq / 4;
             }
             tot_rowt += nsak::seq_row_tiles(nq, G);
+            tot_cwt += nsak::seq_row_tiles(nq, G, NSA_CW_ROWS);
             tot_unitt += nsak::seq_unit_tiles(nq, G, bq);
             tot_grp += (nsa_units(nq, bq) + 3) / 4;
         }
         nsah::QueryRanges ranges(&x, P);
         nsah::QueryRange r;
-        int64_t q = 0, prev[3] = {0, 0, 0};
+        int64_t q = 0, prev[4] = {0, 0, 0, 0};
         int n = 0;
         bool ok = true;
         while (ok && ranges.next(r)) {
             ++n;
             const int64_t q0 = r.row[0] / P.H, q1 = r.row[1] / P.H;
-            const int64_t *rr[3] = {r.rowt, r.unitt, r.grp};
-            const std::vector<int64_t> *of[3] = {&rowt, &unitt, &grp};
+            const int64_t *rr[4] = {r.rowt, r.unitt, r.grp, r.cwt};
+            const std::vector<int64_t> *of[4] = {&rowt, &unitt, &grp, &cwt};
             ok = r.row[0] % P.H == 0 && r.row[1] % P.H == 0 && q0 == q && q1 >= q0 &&
                  q1 - q0 <= P.acc_tok;
-            for (int k = 0; ok && k < 3; ++k) {
+            for (int k = 0; ok && k < 4; ++k) {
                 ok = rr[k][0] == prev[k] && rr[k][1] >= rr[k][0];
                 /* the run is the tiles of the range's queries, no more */
                 if (ok && q1 > q0)
@@ -2001,7 +2004,8 @@ static void run_query_ranges_host(int trials)
             q = q1;
             if (n > 100000) ok = false; /* no end */
         }
-        ok = ok && q == TQ && prev[0] == tot_rowt && prev[1] == tot_unitt && prev[2] == tot_grp;
+        ok = ok && q == TQ && prev[0] == tot_rowt && prev[1] == tot_unitt && prev[2] == tot_grp &&
+             prev[3] == tot_cwt;
         if (!ok) {
             ++fails;
             logf_("FAIL query ranges: trial %d (B %d, G %d, H %d, bq %d, step %lld, held %lld, "
