@@ -391,9 +391,10 @@ static nsa_status plan_make(const nsa_config *cfg, const nsa_batch *x, Plan &P,
                          (long long)P.tr_n);
     P.cub_bytes = 0;
     if (P.tr_n > 0) {
-        cudaError_t e = cub::DeviceRadixSort::SortPairs(
-            (void *)NULL, P.cub_bytes, (const uint32_t *)NULL, (uint32_t *)NULL,
-            (const int32_t *)NULL, (int32_t *)NULL, (int)P.tr_n, 0, 32, (cudaStream_t)0);
+        cub::DoubleBuffer<uint32_t> keys(NULL, NULL);
+        cub::DoubleBuffer<int32_t> units(NULL, NULL);
+        cudaError_t e = cub::DeviceRadixSort::SortPairs((void *)NULL, P.cub_bytes, keys, units,
+                                                        (int)P.tr_n, 0, 32, (cudaStream_t)0);
         if (e != cudaSuccess)
             return nsa__fail(NSA_ERR_DEVICE, "CUDA: %s", cudaGetErrorString(e));
     }
@@ -432,14 +433,16 @@ static nsa_status plan_make(const nsa_config *cfg, const nsa_batch *x, Plan &P,
         P.acc_tok = nsak::cdiv64(nsak::cdiv64(TQ, ranges), P.acc_step) * P.acc_step;
         if (P.acc_tok > TQ) P.acc_tok = TQ;
     }
-    P.o_acc = o; o = align256(o + (size_t)P.acc_tok * x->H * Dm * 4);
-    /* From here the backward's regions (Delta, the dK / dV accumulators,
-       the transposed selection, the key-centric segments and partials)
-       and, over the same bytes, the forward's (the selection kernel's
-       slots, the decode path's): no call uses both, so the workspace is
-       the larger of the two, not their sum. */
-    const size_t o_either = o;
     P.o_delta = o; o = align256(o + (size_t)3 * TQ * x->H * 4);
+    /* From here two sets of regions over the same bytes, since no call has
+       both live: the accumulator of the row passes (the forward's, and the
+       backward's dQ passes'), the selection kernel's slots and the decode
+       path's (the forward and the stage functions); and the backward's
+       key-centric phase (the dK / dV accumulators, the transposed
+       selection, the segments and partials), which starts once its dQ
+       passes are done. Delta, which both backward phases read, stays
+       apart. The workspace is the larger set's end, not their sum. */
+    const size_t o_either = o;
     {
         const int64_t heads = T > 0 ? NSA_KV_ACC_ROWS / T : x->Hkv;
         P.kv_heads = heads < 1 ? 1 : heads > x->Hkv ? x->Hkv : (int)heads;
@@ -461,11 +464,12 @@ static nsa_status plan_make(const nsa_config *cfg, const nsa_batch *x, Plan &P,
         if (P.kv_extra[i] > parts) parts = P.kv_extra[i];
     }
     P.o_part = o; o = align256(o + (size_t)parts * 64 * (x->Dk + x->Dv) * 4);
-    const size_t backward_end = o;
+    const size_t kv_end = o;
     o = o_either;
+    P.o_acc = o; o = align256(o + (size_t)P.acc_tok * x->H * Dm * 4);
     P.o_sel = o; o = align256(o + (size_t)P.sel_ctas * 4 * P.slot_stride * 4);
     decode_plan(cfg, x, P, o);
-    P.total = o > backward_end ? o : backward_end;
+    P.total = o > kv_end ? o : kv_end;
     return NSA_OK;
 }
 
@@ -933,9 +937,17 @@ static nsa_status run_transpose(const Plan &P, nsak::Params &p, void *ws, cudaSt
     if (P.tr_n > 0) {
         nsak::tr_pairs_kernel<<<grid_for(P.tr_n, 256), 256, 0, s>>>(p, P.tr_n, sentinel, k1, v1);
         NSA__LAUNCHED();
+        /* the pairs sorted in place between the two buffers of each (cub's
+           DoubleBuffer: no copies of them in its temporary storage, which
+           is then a few histograms instead of 8 bytes a pair); the sorted
+           ones are where the host-side selector points after the call */
+        cub::DoubleBuffer<uint32_t> keys(k1, k2);
+        cub::DoubleBuffer<int32_t> units(v1, v2);
         size_t cb = P.cub_bytes;
-        NSA__CK(cub::DeviceRadixSort::SortPairs((void *)(w + P.o_cub), cb, k1, k2, v1, v2,
+        NSA__CK(cub::DeviceRadixSort::SortPairs((void *)(w + P.o_cub), cb, keys, units,
                                                 (int)P.tr_n, 0, bits, s));
+        k2 = keys.Current();
+        v2 = units.Current();
     }
     nsak::tr_start_kernel<<<grid_for(nkeys + 1, 256), 256, 0, s>>>(k2, P.tr_n, nkeys, start);
     NSA__LAUNCHED();
