@@ -38,6 +38,11 @@
    graph and replayed) and compress_append_b<B>_ctx<T>; --decode-ctx T
    only the context T.
 
+   --chunked times chunked prefill (run_chunked below): 64, 256, 1,024 and
+   4,096 new queries after a cache of 64K tokens (--decode-ctx T: T), rows
+   what = chunk_prefill_q<chunk>_ctx<T> beside the forward's floor; with
+   --tmin 1 --tmax 0 it runs alone.
+
    --digest prints, after each preset's forward, a hash (64-bit FNV-1a) of
    its output, its three lse and its selection, and takes the inputs'
    seeds without the clock: two builds that compute the same bits print
@@ -47,6 +52,7 @@
    usage: bench_cuda [--tmin T] [--tmax T] [--tmul M] [--reps N] [--csv FILE]
                      [--commit SHA] [--presets paper,fla,tile] [--bwd]
                      [--topk] [--blockmask] [--decode] [--long T] [--digest]
+                     [--chunked]
    --long T: also one sequence of T tokens at H=32, Hkv=8 (paper and fla
    presets): forward, forward + backward and the device memory held (what:
    peak_mem_gib, in GiB); --tmin 1 --tmax 0 runs it alone. */
@@ -920,10 +926,85 @@ static void run_decode(const Ctx &c, int reps, int ctx_only)
         }
 }
 
+/* ---- chunked prefill: a chunk of new queries after a long cache ----------
+   Paper preset, B=1, H=64, Hkv=4, D=128, bf16: nq new queries (the last nq
+   positions) against ctx + nq keys, caller-compressed as in decoding (K_cmp
+   kept up to date by nsa_cuda_compress_append between chunks, not timed
+   here). The floor is the forward's (run_preset): the chunk's useful FLOPs
+   with its own selection at the tensor-core peak, its selected blocks at
+   the measured gather rate. The full prefill runs at about 1.7x its floor
+   at 64K (bench/RESULTS.md); "prefill speed" for a chunk is the same
+   ratio. */
+static void run_chunked(const Ctx &c, int reps, int ctx)
+{
+    const int H = 64, Hkv = 4, D = 128;
+    nsa_config cfg = nsa_config_paper();
+    cfg.caller_compressed = 1;
+    printf("\nchunked prefill: paper preset, H=%d Hkv=%d D=%d bf16, B=1, a chunk of new queries "
+           "after ctx cached tokens, median of %d\n", H, Hkv, D, reps);
+    printf("%7s %6s | %9s %9s %7s | %12s\n", "ctx", "chunk", "fwd ms", "floor ms", "x floor",
+           "us / query");
+    for (int nq : {64, 256, 1024, 4096}) {
+        const int nk = ctx + nq;
+        std::vector<int32_t> cu = {0, nk}, cuq = {0, nq};
+        int32_t *cud, *cuqd;
+        CK(cudaMalloc(&cud, 8));
+        CK(cudaMalloc(&cuqd, 8));
+        CK(cudaMemcpy(cud, cu.data(), 8, cudaMemcpyHostToDevice));
+        CK(cudaMemcpy(cuqd, cuq.data(), 8, cudaMemcpyHostToDevice));
+        nsa_batch x;
+        memset(&x, 0, sizeof x);
+        x.B = 1; x.T = nk; x.TQ = nq;
+        x.cu_seqlens = cu.data(); x.cu_seqlens_q = cuq.data();
+        x.cu_seqlens_dev = cud; x.cu_seqlens_q_dev = cuqd;
+        x.H = H; x.Hkv = Hkv; x.Dk = D; x.Dv = D; x.dtype = NSA_BF16;
+        nsa_sizes sz;
+        x.q = x.k = x.v = x.k_cmp = x.v_cmp = (const void *)16; /* sizes only */
+        CN(nsa_sizes_get(&cfg, &x, &sz));
+        x.q = drand_bf16((size_t)sz.q, 1);
+        x.k = drand_bf16((size_t)sz.k, 2);
+        x.v = drand_bf16((size_t)sz.v, 3);
+        void *kc, *vc, *o, *ws;
+        CK(cudaMalloc(&kc, (size_t)sz.k_cmp * 2));
+        CK(cudaMalloc(&vc, (size_t)sz.v_cmp * 2));
+        CK(cudaMalloc(&o, (size_t)sz.o * 2));
+        x.k_cmp = kc; x.v_cmp = vc;
+        size_t wsb;
+        CN(nsa_cuda_workspace_size(&cfg, &x, &wsb));
+        CK(cudaMalloc(&ws, wsb));
+        CN(nsa_cuda_compress(&cfg, &x, kc, vc, ws, wsb, 0));
+        nsa_saved sv;
+        memset(&sv, 0, sizeof sv);
+        CK(cudaMalloc((void **)&sv.lse_cmp, (size_t)sz.lse * 4));
+        CK(cudaMalloc((void **)&sv.lse_slc, (size_t)sz.lse * 4));
+        CK(cudaMalloc((void **)&sv.lse_win, (size_t)sz.lse * 4));
+        CK(cudaMalloc((void **)&sv.sel_idx, (size_t)sz.sel_idx * 4));
+        CK(cudaMalloc((void **)&sv.sel_count, (size_t)sz.sel_count * 4));
+        const float t = median_ms([&] { CN(nsa_cuda_forward(&cfg, &x, NULL, o, &sv, ws, wsb, 0)); },
+                                  reps);
+        std::vector<int32_t> hi((size_t)sz.sel_idx), hc((size_t)sz.sel_count);
+        CK(cudaMemcpy(hi.data(), sv.sel_idx, hi.size() * 4, cudaMemcpyDeviceToHost));
+        CK(cudaMemcpy(hc.data(), sv.sel_count, hc.size() * 4, cudaMemcpyDeviceToHost));
+        const nsa_flops fl = nsa_useful_flops(&cfg, &x, hi.data(), hc.data());
+        const double pk = c.peak_flops / 1e3; /* FLOP per ms */
+        const double slc_bytes = fl.keys[1] / (H / Hkv) * D * 2 * 2;
+        const double floor_ms = (fl.fwd - fl.keys[1] * 4.0 * D) / pk + slc_bytes / (c.gather_Bps / 1e3);
+        printf("%7d %6d | %9.4f %9.4f %7.2f | %12.3f\n", ctx, nq, t, floor_ms, t / floor_ms,
+               t * 1e3 / nq);
+        if (c.csv)
+            fprintf(c.csv, "%s,%s,%s,paper,1,%d,%d,%d,%d,bf16,chunk_prefill_q%d_ctx%d,%.4f,%.4f\n",
+                    c.device.c_str(), c.date.c_str(), c.commit.c_str(), nk, H, Hkv, D, nq, ctx, t,
+                    floor_ms);
+        void *ps[] = {cud, cuqd, (void *)x.q, (void *)x.k, (void *)x.v, kc, vc, o, ws,
+                      sv.lse_cmp, sv.lse_slc, sv.lse_win, sv.sel_idx, sv.sel_count};
+        for (void *p : ps) cudaFree(p);
+    }
+}
+
 int main(int argc, char **argv)
 {
     int tmin = 8192, tmax = 65536, reps = 20, tmul = 2;
-    bool bwd = false, topk = false, blockmask = false, decode = false;
+    bool bwd = false, topk = false, blockmask = false, decode = false, chunked = false;
     int tlong = 0, ctx_only = 0;
     std::string presets = "paper,fla,tile";
     Ctx c;
@@ -945,6 +1026,7 @@ int main(int argc, char **argv)
         else if (!strcmp(argv[i], "--long") && i + 1 < argc) tlong = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--decode-ctx") && i + 1 < argc) ctx_only = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--decode")) decode = true;
+        else if (!strcmp(argv[i], "--chunked")) chunked = true;
     }
     int ndev = 0;
     if (cudaGetDeviceCount(&ndev) != cudaSuccess || ndev == 0) {
@@ -988,6 +1070,7 @@ int main(int argc, char **argv)
         if (presets.find("tile") != std::string::npos)
             run_preset(c, "tile", nsa_config_tile(64, 64), T, reps, bwd);
     }
+    if (chunked) run_chunked(c, reps, ctx_only ? ctx_only : 65536);
     if (topk) run_topk(c, reps);
     if (blockmask) run_blockmask(c, reps);
     if (tlong > 0) {
