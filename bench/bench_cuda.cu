@@ -823,6 +823,57 @@ static void run_blockmask(const Ctx &c, int reps)
     }
 }
 
+/* B sequences of nk keys whose last nq positions are the queries (decoding:
+   nq = 1; chunked prefill), paper-style caller-compressed: the batch, its
+   random q, k, v, K_cmp / V_cmp compressed from k, v, the output, the
+   workspace and the saved outputs (lse, selection), freed with it. */
+struct SuffixBatch {
+    std::vector<int32_t> cu, cuq;
+    int32_t *cud = nullptr, *cuqd = nullptr;
+    nsa_batch x;
+    nsa_sizes sz;
+    nsa_saved sv;
+    void *kc = nullptr, *vc = nullptr, *o = nullptr, *ws = nullptr;
+    size_t wsb = 0;
+    SuffixBatch(const nsa_config &cfg, int B, int nk, int nq, int H, int Hkv, int D)
+        : cu(B + 1), cuq(B + 1)
+    {
+        for (int b = 0; b <= B; ++b) { cu[b] = b * nk; cuq[b] = b * nq; }
+        CK(cudaMalloc(&cud, (B + 1) * 4));
+        CK(cudaMalloc(&cuqd, (B + 1) * 4));
+        CK(cudaMemcpy(cud, cu.data(), (B + 1) * 4, cudaMemcpyHostToDevice));
+        CK(cudaMemcpy(cuqd, cuq.data(), (B + 1) * 4, cudaMemcpyHostToDevice));
+        memset(&x, 0, sizeof x);
+        x.B = B; x.T = (int64_t)B * nk; x.TQ = (int64_t)B * nq;
+        x.cu_seqlens = cu.data(); x.cu_seqlens_q = cuq.data();
+        x.cu_seqlens_dev = cud; x.cu_seqlens_q_dev = cuqd;
+        x.H = H; x.Hkv = Hkv; x.Dk = D; x.Dv = D; x.dtype = NSA_BF16;
+        x.q = x.k = x.v = x.k_cmp = x.v_cmp = (const void *)16; /* sizes only */
+        CN(nsa_sizes_get(&cfg, &x, &sz));
+        x.q = drand_bf16((size_t)sz.q, 1);
+        x.k = drand_bf16((size_t)sz.k, 2);
+        x.v = drand_bf16((size_t)sz.v, 3);
+        CK(cudaMalloc(&kc, (size_t)sz.k_cmp * 2));
+        CK(cudaMalloc(&vc, (size_t)sz.v_cmp * 2));
+        CK(cudaMalloc(&o, (size_t)sz.o * 2));
+        x.k_cmp = kc; x.v_cmp = vc;
+        CN(nsa_cuda_workspace_size(&cfg, &x, &wsb));
+        CK(cudaMalloc(&ws, wsb));
+        CN(nsa_cuda_compress(&cfg, &x, kc, vc, ws, wsb, 0));
+        memset(&sv, 0, sizeof sv);
+        CK(cudaMalloc((void **)&sv.lse_cmp, (size_t)sz.lse * 4));
+        CK(cudaMalloc((void **)&sv.lse_slc, (size_t)sz.lse * 4));
+        CK(cudaMalloc((void **)&sv.lse_win, (size_t)sz.lse * 4));
+        CK(cudaMalloc((void **)&sv.sel_idx, (size_t)sz.sel_idx * 4));
+        CK(cudaMalloc((void **)&sv.sel_count, (size_t)sz.sel_count * 4));
+    }
+    SuffixBatch(const SuffixBatch &) = delete;
+    SuffixBatch &operator=(const SuffixBatch &) = delete;
+    ~SuffixBatch()
+    {
+    }
+};
+
 /* ---- decoding: one query per sequence against a long cache -------------
    Paper preset, H=64, Hkv=4, D=128, bf16, caller-compressed (K_cmp kept up
    to date by nsa_cuda_compress_append, timed on its own for one appended
@@ -844,46 +895,14 @@ static void run_decode(const Ctx &c, int reps, int ctx_only)
     for (int T : {8192, 65536, 131072})
         for (int B : {1, 8, 64}) {
             if (ctx_only && T != ctx_only) continue;
-            std::vector<int32_t> cu(B + 1), cuq(B + 1), old(B);
-            for (int b = 0; b <= B; ++b) { cu[b] = b * T; cuq[b] = b; }
-            for (int b = 0; b < B; ++b) old[b] = T - 1;
-            int32_t *cud, *cuqd, *oldd;
-            CK(cudaMalloc(&cud, (B + 1) * 4));
-            CK(cudaMalloc(&cuqd, (B + 1) * 4));
+            SuffixBatch sb(cfg, B, T, 1, H, Hkv, D);
+            nsa_batch &x = sb.x;
+            std::vector<int32_t> old(B, T - 1);
+            int32_t *oldd;
             CK(cudaMalloc(&oldd, B * 4));
-            CK(cudaMemcpy(cud, cu.data(), (B + 1) * 4, cudaMemcpyHostToDevice));
-            CK(cudaMemcpy(cuqd, cuq.data(), (B + 1) * 4, cudaMemcpyHostToDevice));
             CK(cudaMemcpy(oldd, old.data(), B * 4, cudaMemcpyHostToDevice));
-            nsa_batch x;
-            memset(&x, 0, sizeof x);
-            x.B = B; x.T = (int64_t)B * T; x.TQ = B;
-            x.cu_seqlens = cu.data(); x.cu_seqlens_q = cuq.data();
-            x.cu_seqlens_dev = cud; x.cu_seqlens_q_dev = cuqd;
-            x.H = H; x.Hkv = Hkv; x.Dk = D; x.Dv = D; x.dtype = NSA_BF16;
-            nsa_sizes sz;
-            x.q = x.k = x.v = x.k_cmp = x.v_cmp = (const void *)16; /* sizes only */
-            CN(nsa_sizes_get(&cfg, &x, &sz));
-            x.q = drand_bf16((size_t)sz.q, 1);
-            x.k = drand_bf16((size_t)sz.k, 2);
-            x.v = drand_bf16((size_t)sz.v, 3);
-            void *kc, *vc, *o, *ws;
-            CK(cudaMalloc(&kc, (size_t)sz.k_cmp * 2));
-            CK(cudaMalloc(&vc, (size_t)sz.v_cmp * 2));
-            CK(cudaMalloc(&o, (size_t)sz.o * 2));
-            x.k_cmp = kc; x.v_cmp = vc;
-            size_t wsb;
-            CN(nsa_cuda_workspace_size(&cfg, &x, &wsb));
-            CK(cudaMalloc(&ws, wsb));
-            CN(nsa_cuda_compress(&cfg, &x, kc, vc, ws, wsb, 0));
-            nsa_saved sv;
-            memset(&sv, 0, sizeof sv);
-            CK(cudaMalloc((void **)&sv.lse_cmp, (size_t)sz.lse * 4));
-            CK(cudaMalloc((void **)&sv.lse_slc, (size_t)sz.lse * 4));
-            CK(cudaMalloc((void **)&sv.lse_win, (size_t)sz.lse * 4));
-            CK(cudaMalloc((void **)&sv.sel_idx, (size_t)sz.sel_idx * 4));
-            CK(cudaMalloc((void **)&sv.sel_count, (size_t)sz.sel_count * 4));
             const float t_step = median_ms([&] {
-                CN(nsa_cuda_forward(&cfg, &x, NULL, o, &sv, ws, wsb, 0)); }, reps);
+                CN(nsa_cuda_forward(&cfg, &x, NULL, sb.o, &sb.sv, sb.ws, sb.wsb, 0)); }, reps);
             /* the same step captured once and replayed, as a decoding loop
                runs it: no host work between kernels */
             cudaStream_t gs;
@@ -891,7 +910,7 @@ static void run_decode(const Ctx &c, int reps, int ctx_only)
             cudaGraph_t graph;
             cudaGraphExec_t gexec;
             CK(cudaStreamBeginCapture(gs, cudaStreamCaptureModeThreadLocal));
-            CN(nsa_cuda_forward(&cfg, &x, NULL, o, &sv, ws, wsb, gs));
+            CN(nsa_cuda_forward(&cfg, &x, NULL, sb.o, &sb.sv, sb.ws, sb.wsb, gs));
             CK(cudaStreamEndCapture(gs, &graph));
             CK(cudaGraphInstantiate(&gexec, graph, 0));
             const float t_graph = median_ms([&] { CK(cudaGraphLaunch(gexec, gs)); }, reps);
@@ -899,7 +918,8 @@ static void run_decode(const Ctx &c, int reps, int ctx_only)
             CK(cudaGraphDestroy(graph));
             CK(cudaStreamDestroy(gs));
             const float t_app = median_ms([&] {
-                CN(nsa_cuda_compress_append(&cfg, &x, old.data(), oldd, kc, vc, ws, wsb, 0)); }, reps);
+                CN(nsa_cuda_compress_append(&cfg, &x, old.data(), oldd, sb.kc, sb.vc, sb.ws,
+                                            sb.wsb, 0)); }, reps);
             const int64_t nc = nsa_cmp_blocks(T, cfg.l, cfg.d);
             const int64_t win_extra = std::max<int64_t>(0, std::min<int64_t>(cfg.w, T) -
                                                                (int64_t)cfg.n_local * cfg.lp);
@@ -920,9 +940,7 @@ static void run_decode(const Ctx &c, int reps, int ctx_only)
             row("decode", t_step, fls);
             row("decode_graph", t_graph, fls);
             row("compress_append", t_app, "");
-            void *ps[] = {cud, cuqd, oldd, (void *)x.q, (void *)x.k, (void *)x.v, kc, vc, o, ws,
-                          sv.lse_cmp, sv.lse_slc, sv.lse_win, sv.sel_idx, sv.sel_count};
-            for (void *p : ps) cudaFree(p);
+            cudaFree(oldd);
         }
 }
 
@@ -946,42 +964,12 @@ static void run_chunked(const Ctx &c, int reps, int ctx)
            "us / query");
     for (int nq : {64, 256, 1024, 4096}) {
         const int nk = ctx + nq;
-        std::vector<int32_t> cu = {0, nk}, cuq = {0, nq};
-        int32_t *cud, *cuqd;
-        CK(cudaMalloc(&cud, 8));
-        CK(cudaMalloc(&cuqd, 8));
-        CK(cudaMemcpy(cud, cu.data(), 8, cudaMemcpyHostToDevice));
-        CK(cudaMemcpy(cuqd, cuq.data(), 8, cudaMemcpyHostToDevice));
-        nsa_batch x;
-        memset(&x, 0, sizeof x);
-        x.B = 1; x.T = nk; x.TQ = nq;
-        x.cu_seqlens = cu.data(); x.cu_seqlens_q = cuq.data();
-        x.cu_seqlens_dev = cud; x.cu_seqlens_q_dev = cuqd;
-        x.H = H; x.Hkv = Hkv; x.Dk = D; x.Dv = D; x.dtype = NSA_BF16;
-        nsa_sizes sz;
-        x.q = x.k = x.v = x.k_cmp = x.v_cmp = (const void *)16; /* sizes only */
-        CN(nsa_sizes_get(&cfg, &x, &sz));
-        x.q = drand_bf16((size_t)sz.q, 1);
-        x.k = drand_bf16((size_t)sz.k, 2);
-        x.v = drand_bf16((size_t)sz.v, 3);
-        void *kc, *vc, *o, *ws;
-        CK(cudaMalloc(&kc, (size_t)sz.k_cmp * 2));
-        CK(cudaMalloc(&vc, (size_t)sz.v_cmp * 2));
-        CK(cudaMalloc(&o, (size_t)sz.o * 2));
-        x.k_cmp = kc; x.v_cmp = vc;
-        size_t wsb;
-        CN(nsa_cuda_workspace_size(&cfg, &x, &wsb));
-        CK(cudaMalloc(&ws, wsb));
-        CN(nsa_cuda_compress(&cfg, &x, kc, vc, ws, wsb, 0));
-        nsa_saved sv;
-        memset(&sv, 0, sizeof sv);
-        CK(cudaMalloc((void **)&sv.lse_cmp, (size_t)sz.lse * 4));
-        CK(cudaMalloc((void **)&sv.lse_slc, (size_t)sz.lse * 4));
-        CK(cudaMalloc((void **)&sv.lse_win, (size_t)sz.lse * 4));
-        CK(cudaMalloc((void **)&sv.sel_idx, (size_t)sz.sel_idx * 4));
-        CK(cudaMalloc((void **)&sv.sel_count, (size_t)sz.sel_count * 4));
-        const float t = median_ms([&] { CN(nsa_cuda_forward(&cfg, &x, NULL, o, &sv, ws, wsb, 0)); },
-                                  reps);
+        SuffixBatch sb(cfg, 1, nk, nq, H, Hkv, D);
+        const nsa_batch &x = sb.x;
+        const nsa_sizes &sz = sb.sz;
+        const nsa_saved &sv = sb.sv;
+        const float t = median_ms(
+            [&] { CN(nsa_cuda_forward(&cfg, &x, NULL, sb.o, &sb.sv, sb.ws, sb.wsb, 0)); }, reps);
         std::vector<int32_t> hi((size_t)sz.sel_idx), hc((size_t)sz.sel_count);
         CK(cudaMemcpy(hi.data(), sv.sel_idx, hi.size() * 4, cudaMemcpyDeviceToHost));
         CK(cudaMemcpy(hc.data(), sv.sel_count, hc.size() * 4, cudaMemcpyDeviceToHost));
@@ -995,9 +983,6 @@ static void run_chunked(const Ctx &c, int reps, int ctx)
             fprintf(c.csv, "%s,%s,%s,paper,1,%d,%d,%d,%d,bf16,chunk_prefill_q%d_ctx%d,%.4f,%.4f\n",
                     c.device.c_str(), c.date.c_str(), c.commit.c_str(), nk, H, Hkv, D, nq, ctx, t,
                     floor_ms);
-        void *ps[] = {cud, cuqd, (void *)x.q, (void *)x.k, (void *)x.v, kc, vc, o, ws,
-                      sv.lse_cmp, sv.lse_slc, sv.lse_win, sv.sel_idx, sv.sel_count};
-        for (void *p : ps) cudaFree(p);
     }
 }
 
