@@ -16,7 +16,7 @@
 #
 #   SKIP_BUILD=1   use the binaries already in build/
 #   SKIP_BENCH=1   checks only;  SKIP_SAN=1  no compute-sanitizer;
-#   SKIP_BIG=1     no >= 256K-token case
+#   SKIP_BIG=1     no >= 256K-token case;  HUGE=1  also the 1M-token one
 #   BENCH_TMIN, BENCH_TMAX, BENCH_TMUL   the lengths (8K .. 64K, x2)
 #   BENCH_PRESETS=paper,fla,tile   BENCH_BWD=1 forward+backward too
 #   BENCH_TOPK=1   top-k rows too;  BENCH_BLOCKMASK=1  block masks too
@@ -54,6 +54,7 @@ echo "== cross-checks"
 args=()
 [ -d "$VECTORS" ] && args+=(--vectors "$VECTORS")
 [ "${SKIP_BIG:-0}" != 1 ] && args+=(--big)
+[ "${HUGE:-0}" = 1 ] && args+=(--huge)
 OMP_NUM_THREADS=${OMP_NUM_THREADS:-$(nproc)} ./build/test_cuda "${args[@]}" --log "$LOGDIR/test_cuda.log" > "$LOGDIR/test_cuda.out" 2>&1
 rc=$?
 tail -60 "$LOGDIR/test_cuda.out"

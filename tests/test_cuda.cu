@@ -10,7 +10,7 @@
    checks then run the reference on the GPU's selection (caller indices), so
    they test attention apart from selection.
 
-   usage: test_cuda [--quick] [--big] [--vectors DIR [--vectors-only]] [--topk-only]
+   usage: test_cuda [--quick] [--big] [--huge] [--vectors DIR [--vectors-only]] [--topk-only]
                     [--decode-only] [--host-only] [--log FILE]
      --quick   a few small cases (for compute-sanitizer)
      --topk-only   only the top-k and block-mask cross-checks
@@ -20,6 +20,9 @@
                      (with --quick: two decode cases and the compression)
      --vectors-only   only the cases of --vectors DIR
      --big     also the >= 256K-token case with T*H*D > 2^31
+     --huge    also one sequence of 1,048,576 tokens at H=32, Hkv=8 (the
+               same sampled rows; about 22 GB of host and 30 GB of device
+               memory)
      --host-only   only the checks of the CUDA path's host logic (the
                    query ranges, run_query_ranges_host), which need no GPU
    The host checks run first in every run; without a CUDA device it then
@@ -1831,13 +1834,17 @@ static void run_vectors(const char *dir, int depth = 0)
     free(nested);
 }
 
-/* ---- >= 256K tokens, T*H*D > 2^31: forward, sampled rows vs reference --- */
-static void run_big()
+/* ---- long sequences, T*H*D > 2^31: forward, sampled rows vs reference ----
+   One sequence of T tokens (300K at H=64, Hkv=4; 1M at H=32, Hkv=8, the
+   long-context shape), paper preset: five rows' outputs against the
+   reference's on the GPU's selection, and their selections against the
+   reference's own (check_sel). */
+static void run_big(int T, int H, int Hkv, const char *label)
 {
-    const int T = 300000, H = 64, Hkv = 4, D = 128;
+    const int D = 128;
     logf_("== big: T=%d H=%d Hkv=%d D=%d bf16, paper preset (T*H*D = %.2e)\n", T, H, Hkv, D,
           (double)T * H * D);
-    Row &row = new_row("big T=300K H=64 (fwd, sampled rows)");
+    Row &row = new_row(label);
     nsa_config cfg = nsa_config_paper();
     const int64_t nq = (int64_t)T * H * D, nk = (int64_t)T * Hkv * D;
     std::vector<uint16_t> q((size_t)nq), k((size_t)nk), v((size_t)nk);
@@ -1881,7 +1888,7 @@ static void run_big()
     std::vector<int32_t> sel = back(G.sel, (size_t)G.sz.sel_idx), cnt = back(G.cnt, (size_t)G.sz.sel_count);
     std::vector<float> kf((size_t)nk), vf((size_t)nk);
     for (int64_t i = 0; i < nk; ++i) { kf[i] = nsa_bf16_to_f32(k[i]); vf[i] = nsa_bf16_to_f32(v[i]); }
-    const int ts[] = {0, 1000, 65535, 200003, T - 1};
+    const int ts[] = {0, 1000, 65535, T / 3 * 2 + 3, T - 1};
     for (int t : ts) {
         int32_t cu[2] = {0, t + 1}, cuq[2] = {0, 1};
         nsa_batch b;
@@ -1916,8 +1923,32 @@ static void run_big()
         char nm[32];
         snprintf(nm, sizeof nm, "o[t=%d]", t);
         check(row, nm, g, res[0], res[1], 1e-6);
+        /* row t's selection (its Hkv rows) against the reference's own, from
+           the same bf16 inputs and its own K_cmp */
+        nsa_batch bs = b;
+        bs.dtype = NSA_BF16; bs.q = &q[(size_t)t * H * D]; bs.k = k.data(); bs.v = v.data();
+        bs.sel_idx = NULL; bs.sel_count = NULL;
+        nsa_sizes sz;
+        nsa_sizes_get(&cfg, &bs, &sz);
+        std::vector<uint16_t> kc((size_t)sz.k_cmp + 1), vc((size_t)sz.v_cmp + 1);
+        if (nsa_ref_compress(&cfg, &bs, kc.data(), vc.data())) { logf_("ref compress: %s\n", nsa_last_error()); exit(2); }
+        bs.k_cmp = kc.data(); bs.v_cmp = vc.data();
+        size_t wsb = 0;
+        nsa_ref_workspace_size(&cfg, &bs, &wsb);
+        std::vector<char> ws(wsb + 1);
+        Result gr, rr;
+        rr.sel.resize((size_t)sz.sel_idx);
+        rr.cnt.resize((size_t)sz.sel_count);
+        std::vector<float> scores((size_t)sz.block_mask + 1);
+        if (nsa_ref_select(&cfg, &bs, kc.data(), rr.sel.data(), rr.cnt.data(), ws.data(), wsb) ||
+            nsa_ref_block_scores(&cfg, &bs, kc.data(), scores.data(), ws.data(), wsb)) {
+            logf_("ref select: %s\n", nsa_last_error());
+            exit(2);
+        }
+        gr.sel.assign(sel.begin() + (size_t)t * Hkv * cfg.n, sel.begin() + (size_t)(t + 1) * Hkv * cfg.n);
+        gr.cnt.assign(cnt.begin() + (size_t)t * Hkv, cnt.begin() + (size_t)(t + 1) * Hkv);
+        check_sel(row, c, gr, rr, scores, sz.block_mask / sz.sel_count);
     }
-    /* selection of the sampled rows vs the reference's own */
     gpu_free(G);
 }
 
@@ -2019,12 +2050,13 @@ static void run_query_ranges_host(int trials)
 
 int main(int argc, char **argv)
 {
-    bool quick = false, big = false, vectors_only = false, topk_only = false, decode_only = false;
+    bool quick = false, big = false, huge = false, vectors_only = false, topk_only = false, decode_only = false;
     bool host_only = false;
     const char *vec = NULL;
     for (int i = 1; i < argc; ++i) {
         if (!strcmp(argv[i], "--quick")) quick = true;
         else if (!strcmp(argv[i], "--big")) big = true;
+        else if (!strcmp(argv[i], "--huge")) huge = true;
         else if (!strcmp(argv[i], "--vectors-only")) vectors_only = true;
         else if (!strcmp(argv[i], "--topk-only")) topk_only = true;
         else if (!strcmp(argv[i], "--decode-only")) decode_only = true;
@@ -2161,7 +2193,9 @@ int main(int argc, char **argv)
         run_topk_blocks(quick);
     }
     if (vec && !topk_only && !decode_only) run_vectors(vec);
-    if (big && !topk_only && !decode_only) run_big();
+    if (big && !topk_only && !decode_only) run_big(300000, 64, 4, "big T=300K H=64 (fwd, sampled rows)");
+    if (huge && !topk_only && !decode_only)
+        run_big(1048576, 32, 8, "big T=1M H=32 Hkv=8 (fwd, sampled rows)");
 
     logf_("\n%-42s %6s %6s %10s %24s\n", "case", "checks", "fails", "worst g/r", "sel rows/diff/near-tie");
     for (auto &r : g_rows)
