@@ -21,7 +21,7 @@
      --vectors-only   only the cases of --vectors DIR
      --big     also the >= 256K-token case with T*H*D > 2^31
      --huge    also one sequence of 1,048,576 tokens at H=32, Hkv=8 (the
-               same sampled rows; about 22 GB of host and 30 GB of device
+               same sampled rows; about 30 GB of host and 27 GB of device
                memory)
      --host-only   only the checks of the CUDA path's host logic (the
                    query ranges, run_query_ranges_host), which need no GPU
