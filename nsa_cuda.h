@@ -383,11 +383,16 @@ static nsa_status plan_make(const nsa_config *cfg, const nsa_batch *x, Plan &P,
     P.nsel_tot = P.tot[nsak::PF_SLC];
     const int64_t TQ = P.sz.TQ, T = P.sz.T, Tc = P.sz.Tc;
     const int Dm = x->Dk > x->Dv ? x->Dk : x->Dv;
-    /* transposed selection */
-    P.tr_n = slc ? P.sz.units * x->Hkv * (int64_t)(cfg->n) : 0;
+    {
+        const int64_t heads = T > 0 ? NSA_KV_ACC_ROWS / T : x->Hkv;
+        P.kv_heads = heads < 1 ? 1 : heads > x->Hkv ? x->Hkv : (int)heads;
+    }
+    /* the transposed selection, built for the kv heads of one range of the
+       key-centric phase at a time (Plan::kv_heads of them) */
+    P.tr_n = slc ? P.sz.units * P.kv_heads * (int64_t)(cfg->n) : 0;
     if (P.tr_n > INT32_MAX || (slc && (int64_t)x->Hkv * P.nsel_tot + 1 > INT32_MAX))
-        return nsa__fail(NSA_ERR_UNSUPPORTED, "batch: units*Hkv*n = %lld selection "
-                         "entries exceed the CUDA path's 2^31 limit",
+        return nsa__fail(NSA_ERR_UNSUPPORTED, "batch: units*%d*n = %lld selection "
+                         "entries exceed the CUDA path's 2^31 limit", P.kv_heads,
                          (long long)P.tr_n);
     P.cub_bytes = 0;
     if (P.tr_n > 0) {
@@ -409,7 +414,8 @@ static nsa_status plan_make(const nsa_config *cfg, const nsa_batch *x, Plan &P,
         P.kv_tiles[nsak::BR_WIN] = P.tot[nsak::PF_KEYT];
         P.kv_chunks[nsak::BR_CMP] = cmp_chunks * x->Hkv;
         /* a tile's 16-row pieces, rounded up to whole chunks */
-        P.kv_chunks[nsak::BR_SLC] = nsak::cdiv64(P.tr_n * subt * tpu, NSA_KV_ROWS / 16) +
+        const int64_t entries = slc ? P.sz.units * x->Hkv * (int64_t)cfg->n : 0;
+        P.kv_chunks[nsak::BR_SLC] = nsak::cdiv64(entries * subt * tpu, NSA_KV_ROWS / 16) +
                                     P.kv_tiles[nsak::BR_SLC] * x->Hkv;
         P.kv_chunks[nsak::BR_WIN] = P.tot[nsak::PF_KEYT] * x->Hkv *
                                     nsak::cdiv64((int64_t)(63 + cfg->w) * P.G, NSA_KV_ROWS);
@@ -443,14 +449,10 @@ static nsa_status plan_make(const nsa_config *cfg, const nsa_batch *x, Plan &P,
        passes are done. Delta, which both backward phases read, stays
        apart. The workspace is the larger set's end, not their sum. */
     const size_t o_either = o;
-    {
-        const int64_t heads = T > 0 ? NSA_KV_ACC_ROWS / T : x->Hkv;
-        P.kv_heads = heads < 1 ? 1 : heads > x->Hkv ? x->Hkv : (int)heads;
-    }
     P.o_dk = o; o = align256(o + (size_t)T * P.kv_heads * x->Dk * 4);
     P.o_dv = o; o = align256(o + (size_t)T * P.kv_heads * x->Dv * 4);
-    P.o_dkc = o; o = align256(o + (size_t)Tc * x->Hkv * x->Dk * 4);
-    P.o_dvc = o; o = align256(o + (size_t)Tc * x->Hkv * x->Dv * 4);
+    P.o_dkc = o; o = align256(o + (size_t)Tc * P.kv_heads * x->Dk * 4);
+    P.o_dvc = o; o = align256(o + (size_t)Tc * P.kv_heads * x->Dv * 4);
     P.o_trk = o; o = align256(o + (size_t)P.tr_n * 4);
     P.o_trk2 = o; o = align256(o + (size_t)P.tr_n * 4);
     P.o_trv = o; o = align256(o + (size_t)P.tr_n * 4);
@@ -922,8 +924,10 @@ static nsa_status run_kv(const Plan &P, const nsak::Params &p, void *ws, cudaStr
     return NSA_OK;
 }
 
-/* The transposed selection: for each (kv head, selection block), the units
-   that chose it, ascending (a stable radix sort of (block, unit) pairs). */
+/* The transposed selection of the kv heads p.kv_h0, p.kv_hn: for each of
+   their (kv head, selection block), the units that chose it, ascending (a
+   stable radix sort of (block, unit) pairs); the starts of the other heads'
+   blocks are all 0 or all n, lists of none. */
 static nsa_status run_transpose(const Plan &P, nsak::Params &p, void *ws, cudaStream_t s)
 {
     char *w = (char *)ws;
@@ -934,8 +938,9 @@ static nsa_status run_transpose(const Plan &P, nsak::Params &p, void *ws, cudaSt
     uint32_t sentinel = (uint32_t)nkeys;
     int bits = 1;
     while (bits < 32 && ((uint64_t)1 << bits) <= (uint64_t)sentinel) ++bits;
-    if (P.tr_n > 0) {
-        nsak::tr_pairs_kernel<<<grid_for(P.tr_n, 256), 256, 0, s>>>(p, P.tr_n, sentinel, k1, v1);
+    const int64_t n = P.tr_n / P.kv_heads * p.kv_hn; /* the range's pairs */
+    if (n > 0) {
+        nsak::tr_pairs_kernel<<<grid_for(n, 256), 256, 0, s>>>(p, n, sentinel, k1, v1);
         NSA__LAUNCHED();
         /* the pairs sorted in place between the two buffers of each (cub's
            DoubleBuffer: no copies of them in its temporary storage, which
@@ -944,12 +949,12 @@ static nsa_status run_transpose(const Plan &P, nsak::Params &p, void *ws, cudaSt
         cub::DoubleBuffer<uint32_t> keys(k1, k2);
         cub::DoubleBuffer<int32_t> units(v1, v2);
         size_t cb = P.cub_bytes;
-        NSA__CK(cub::DeviceRadixSort::SortPairs((void *)(w + P.o_cub), cb, keys, units,
-                                                (int)P.tr_n, 0, bits, s));
+        NSA__CK(cub::DeviceRadixSort::SortPairs((void *)(w + P.o_cub), cb, keys, units, (int)n,
+                                                0, bits, s));
         k2 = keys.Current();
         v2 = units.Current();
     }
-    nsak::tr_start_kernel<<<grid_for(nkeys + 1, 256), 256, 0, s>>>(k2, P.tr_n, nkeys, start);
+    nsak::tr_start_kernel<<<grid_for(nkeys + 1, 256), 256, 0, s>>>(k2, n, nkeys, start);
     NSA__LAUNCHED();
     p.tr_start = start;
     p.tr_units = v2;
@@ -1193,46 +1198,53 @@ static nsa_status bwd_typed(const nsa_config *cfg, const nsa_batch *x, const Pla
                 return st;
         }
     }
-    /* 3. dK, dV, key-centric, into fp32 accumulators: the compressed
-       branch's for every kv head, then the selected and window branches'
-       and the finishing step (4: mean compression's backward, rounding) a
-       range of Plan::kv_heads heads at a time */
-    const bool cmp = (br & NSA_BRANCH_CMP) != 0;
-    if (cmp && P.sz.k_cmp > 0) {
-        NSA__CK(cudaMemsetAsync(p.dkc_acc, 0, (size_t)P.sz.k_cmp * 4, s));
-        NSA__CK(cudaMemsetAsync(p.dvc_acc, 0, (size_t)P.sz.v_cmp * 4, s));
-        if ((st = run_kv<T, DK, DV, nsak::BR_CMP>(P, p, ws, s, true))) return st;
-    }
-    if (br & NSA_BRANCH_SLC)
-        if ((st = run_transpose(P, p, ws, s))) return st;
-    const bool fold = cmp && !cfg->caller_compressed && P.sz.k_cmp > 0;
+    /* 3. dK, dV, key-centric, into fp32 accumulators, a range of
+       Plan::kv_heads heads at a time: the compressed branch's, the
+       selected and window branches', then the finishing step (4: mean
+       compression's backward, rounding) */
+    const bool cmp = (br & NSA_BRANCH_CMP) != 0 && P.sz.k_cmp > 0;
+    const bool fold = cmp && !cfg->caller_compressed;
     for (int h0 = 0; h0 < P.Hkv; h0 += P.kv_heads) {
         p.kv_h0 = h0;
         p.kv_hn = P.Hkv - h0 < P.kv_heads ? P.Hkv - h0 : P.kv_heads;
         const int64_t nk = P.sz.k / P.Hkv * p.kv_hn, nv = P.sz.v / P.Hkv * p.kv_hn;
+        const int64_t nkc = P.sz.k_cmp / P.Hkv * p.kv_hn, nvc = P.sz.v_cmp / P.Hkv * p.kv_hn;
+        if (cmp) {
+            NSA__CK(cudaMemsetAsync(p.dkc_acc, 0, (size_t)nkc * 4, s));
+            NSA__CK(cudaMemsetAsync(p.dvc_acc, 0, (size_t)nvc * 4, s));
+            if ((st = run_kv<T, DK, DV, nsak::BR_CMP>(P, p, ws, s, h0 == 0))) return st;
+        }
         if (nk > 0) NSA__CK(cudaMemsetAsync(p.dk_acc, 0, (size_t)nk * 4, s));
         if (nv > 0) NSA__CK(cudaMemsetAsync(p.dv_acc, 0, (size_t)nv * 4, s));
-        if (br & NSA_BRANCH_SLC)
-            if ((st = run_kv<T, DK, DV, nsak::BR_SLC>(P, p, ws, s, h0 == 0))) return st;
+        /* the selected branch's lists and segment counts of this range's
+           heads (the counts of the other heads' blocks, of no entry, are
+           one segment each, as the host's bound assumes) */
+        if (br & NSA_BRANCH_SLC) {
+            if ((st = run_transpose(P, p, ws, s))) return st;
+            if ((st = run_kv<T, DK, DV, nsak::BR_SLC>(P, p, ws, s, true))) return st;
+        }
         if (br & NSA_BRANCH_WIN)
             if ((st = run_kv<T, DK, DV, nsak::BR_WIN>(P, p, ws, s, h0 == 0))) return st;
         if ((st = finish_kv<T>(p, DK, nk, p.dk_acc, fold ? p.dkc_acc : NULL, g->dk, kv_f32, s)))
             return st;
         if ((st = finish_kv<T>(p, DV, nv, p.dv_acc, fold ? p.dvc_acc : NULL, g->dv, kv_f32, s)))
             return st;
-    }
-    if (cfg->caller_compressed && (br & (NSA_BRANCH_CMP | NSA_BRANCH_SLC)) && P.sz.k_cmp > 0) {
-        if (cmp) {
-            nsak::round_kernel<T><<<grid_for(P.sz.k_cmp, 256), 256, 0, s>>>(P.sz.k_cmp, p.dkc_acc,
-                                                                           (T *)g->dk_cmp);
-            NSA__LAUNCHED();
-            nsak::round_kernel<T><<<grid_for(P.sz.v_cmp, 256), 256, 0, s>>>(P.sz.v_cmp, p.dvc_acc,
-                                                                           (T *)g->dv_cmp);
-            NSA__LAUNCHED();
-        } else {
-            NSA__CK(cudaMemsetAsync(g->dk_cmp, 0, (size_t)P.sz.k_cmp * 2, s));
-            NSA__CK(cudaMemsetAsync(g->dv_cmp, 0, (size_t)P.sz.v_cmp * 2, s));
+        if (cmp && cfg->caller_compressed) { /* the caller's dK_cmp, dV_cmp */
+            if (nkc > 0) {
+                nsak::round_heads_kernel<T><<<grid_for(nkc, 256), 256, 0, s>>>(
+                    p, DK, nkc, p.dkc_acc, (T *)g->dk_cmp);
+                NSA__LAUNCHED();
+            }
+            if (nvc > 0) {
+                nsak::round_heads_kernel<T><<<grid_for(nvc, 256), 256, 0, s>>>(
+                    p, DV, nvc, p.dvc_acc, (T *)g->dv_cmp);
+                NSA__LAUNCHED();
+            }
         }
+    }
+    if (cfg->caller_compressed && !cmp && (br & NSA_BRANCH_SLC) && P.sz.k_cmp > 0) {
+        NSA__CK(cudaMemsetAsync(g->dk_cmp, 0, (size_t)P.sz.k_cmp * 2, s));
+        NSA__CK(cudaMemsetAsync(g->dv_cmp, 0, (size_t)P.sz.v_cmp * 2, s));
     }
     return NSA_OK;
 }

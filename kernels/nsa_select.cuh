@@ -389,8 +389,9 @@ __device__ inline int find_seq32(const int32_t *cu, int B, int64_t x)
 
 /* dK = dK(slc, win) + sum over the compressed blocks i covering the key of
    dK_cmp[i] / l (contract, Backward), rounded once, for the kv heads the
-   accumulator acc holds ([keys][kv_hn][D] from head kv_h0; cacc and out:
-   every head). D is Dk or Dv; total: the elements of acc. */
+   accumulators acc and cacc hold ([keys][kv_hn][D] and [compressed
+   keys][kv_hn][D] from head kv_h0; out: every head). D is Dk or Dv;
+   total: the elements of acc. */
 template <typename T>
 __global__ void finish_kv_kernel(Params p, int D, int64_t total, const float *acc,
                                  const float *cacc, T *out)
@@ -408,18 +409,25 @@ __global__ void finish_kv_kernel(Params p, int D, int64_t total, const float *ac
             int64_t lo = s - p.l + 1 <= 0 ? 0 : (s - p.l + 1 + p.d - 1) / p.d;
             int64_t hi = min(nc - 1, s / p.d);
             int64_t c0 = p.pf[PF_CMP][b];
-            for (int64_t i = lo; i <= hi; ++i) v += cacc[(c0 + i) * per + r] / (float)p.l;
+            const int64_t rh = x - sg * held; /* within the held heads */
+            for (int64_t i = lo; i <= hi; ++i) v += cacc[(c0 + i) * held + rh] / (float)p.l;
         }
         out[sg * per + r] = Ty<T>::from_f(v);
     }
 }
 
+/* The compressed keys' dK_cmp or dV_cmp (caller-compressed) of the kv
+   heads the accumulator in holds ([compressed keys][kv_hn][D] from head
+   kv_h0), rounded into out (every head). total: the elements of in. */
 template <typename T>
-__global__ void round_kernel(int64_t total, const float *in, T *out)
+__global__ void round_heads_kernel(Params p, int D, int64_t total, const float *in, T *out)
 {
+    const int64_t held = (int64_t)p.kv_hn * D, per = (int64_t)p.Hkv * D;
     for (int64_t x = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; x < total;
-         x += (int64_t)gridDim.x * blockDim.x)
-        out[x] = Ty<T>::from_f(in[x]);
+         x += (int64_t)gridDim.x * blockDim.x) {
+        const int64_t c = x / held;
+        out[c * per + (x - c * held) + (int64_t)p.kv_h0 * D] = Ty<T>::from_f(in[x]);
+    }
 }
 
 /* o = sum over enabled branches, in the order cmp, slc, win, of g_c o_c. */
@@ -481,24 +489,26 @@ __global__ void copy_sel_kernel(Params p, int64_t rows, int32_t *idx_out, int32_
     }
 }
 
-/* Transposed selection, step 1: (block key, unit) pairs of every used entry;
+/* Transposed selection, step 1: (block key, unit) pairs of every used entry
+   of the kv heads p.kv_h0, p.kv_hn (pair x: unit, then head, then entry);
    unused entries get the sentinel key, which sorts last. */
 __global__ void tr_pairs_kernel(Params p, int64_t total, uint32_t sentinel, uint32_t *keys,
                                 int32_t *vals)
 {
-    for (int64_t x = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; x < total;
-         x += (int64_t)gridDim.x * blockDim.x) {
-        int64_t row = x / p.n;
-        int e = (int)(x - row * p.n);
-        int64_t ug = row / p.Hkv;
-        int hkv = (int)(row - ug * p.Hkv);
+    for (int64_t y = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; y < total;
+         y += (int64_t)gridDim.x * blockDim.x) {
+        const int64_t yr = y / p.n;
+        const int e = (int)(y - yr * p.n);
+        const int64_t ug = yr / p.kv_hn;
+        const int hkv = p.kv_h0 + (int)(yr - ug * p.kv_hn);
+        const int64_t row = ug * p.Hkv + hkv, x = row * p.n + e;
         int b = find_seq(p.pf[PF_UNIT], p.B, ug);
         int nsel = (int)cdiv64(p.cuk[b + 1] - p.cuk[b], p.lp);
         int cnt = min(max(p.sel_cnt[row], 0), p.n);
         int j = p.sel_idx[x];
         bool use = e < cnt && j >= 0 && j < nsel;
-        keys[x] = use ? (uint32_t)((int64_t)hkv * p.nsel_tot + p.pf[PF_SLC][b] + j) : sentinel;
-        vals[x] = (int32_t)ug;
+        keys[y] = use ? (uint32_t)((int64_t)hkv * p.nsel_tot + p.pf[PF_SLC][b] + j) : sentinel;
+        vals[y] = (int32_t)ug;
     }
 }
 

@@ -40,7 +40,7 @@ struct Params {
     void *dgates;
     float *dk_acc, *dv_acc, *dkc_acc, *dvc_acc;
     /* the key-centric launch's kv heads [kv_h0, kv_h0 + kv_hn): the rows
-       of its accumulators (kv_acc_row; dkc_acc, dvc_acc hold every head) */
+       of its accumulators, the compressed ones too (kv_acc_row) */
     int kv_h0, kv_hn;
     const int32_t *tr_start, *tr_units;
     int64_t nsel_tot;
