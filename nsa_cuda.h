@@ -257,18 +257,19 @@ static nsa_status run_decode(const nsa_config *cfg, const Plan &P, nsak::Params 
    gated sums that one pass hands the next, forward and dQ) holds: a batch
    with more query rows runs those passes a range of queries at a time
    (section "query ranges"), so that the workspace stops growing with T
-   (4M rows: 2 GiB at Dv = 128; every batch of the 64K benchmark in one
-   range). The ranges are of one length rounded up to a step of queries,
-   so the accumulator may hold up to a step more than this. */
+   (2M rows: 1 GiB at Dv = 128; 32K tokens at H = 64, 64K at H = 32). The
+   ranges are of one length rounded up to a step of queries, so the
+   accumulator may hold up to a step more than this. */
 #ifndef NSA_ACC_ROWS
-#define NSA_ACC_ROWS ((int64_t)1 << 22)
+#define NSA_ACC_ROWS ((int64_t)1 << 21)
 #endif
 /* (Key, kv head) rows the fp32 dK, dV accumulators hold: a batch with more
-   runs the selected and window branches' key-centric passes and the
-   finishing step a range of kv heads at a time (at least one head; 2M
-   rows: 2 GiB at Dk = Dv = 128, two of 1M tokens' eight heads). */
+   runs the key-centric passes and the finishing step a range of kv heads
+   at a time (at least one head; 1M rows: 1 GiB at Dk = Dv = 128, one of
+   1M tokens' eight heads). With NSA_ACC_ROWS this keeps the workspace of
+   a 1M-token batch (H = 32, Hkv = 8, D = 128) within 2 GiB. */
 #ifndef NSA_KV_ACC_ROWS
-#define NSA_KV_ACC_ROWS ((int64_t)1 << 21)
+#define NSA_KV_ACC_ROWS ((int64_t)1 << 20)
 #endif
 #define NSA_KV_SEG_MIN 32
 #ifndef NSA_KV_SPARSE
@@ -439,15 +440,14 @@ static nsa_status plan_make(const nsa_config *cfg, const nsa_batch *x, Plan &P,
         P.acc_tok = nsak::cdiv64(nsak::cdiv64(TQ, ranges), P.acc_step) * P.acc_step;
         if (P.acc_tok > TQ) P.acc_tok = TQ;
     }
-    P.o_delta = o; o = align256(o + (size_t)3 * TQ * x->H * 4);
-    /* From here two sets of regions over the same bytes, since no call has
-       both live: the accumulator of the row passes (the forward's, and the
-       backward's dQ passes'), the selection kernel's slots and the decode
-       path's (the forward and the stage functions); and the backward's
-       key-centric phase (the dK / dV accumulators, the transposed
-       selection, the segments and partials), which starts once its dQ
-       passes are done. Delta, which both backward phases read, stays
-       apart. The workspace is the larger set's end, not their sum. */
+    /* Regions over the same bytes where no call has them live together:
+       the row passes' accumulator (the forward's, and the backward's dQ
+       passes') or the backward's key-centric phase (the dK / dV
+       accumulators, the transposed selection, the segments and partials),
+       which starts once its dQ passes are done; after the accumulator, the
+       forward's selection slots and decode regions (the forward and the
+       stage functions); after both the accumulator and the key-centric
+       regions, Delta, which both backward phases read. */
     const size_t o_either = o;
     P.o_dk = o; o = align256(o + (size_t)T * P.kv_heads * x->Dk * 4);
     P.o_dv = o; o = align256(o + (size_t)T * P.kv_heads * x->Dv * 4);
@@ -469,9 +469,13 @@ static nsa_status plan_make(const nsa_config *cfg, const nsa_batch *x, Plan &P,
     const size_t kv_end = o;
     o = o_either;
     P.o_acc = o; o = align256(o + (size_t)P.acc_tok * x->H * Dm * 4);
+    const size_t acc_end = o;
     P.o_sel = o; o = align256(o + (size_t)P.sel_ctas * 4 * P.slot_stride * 4);
     decode_plan(cfg, x, P, o);
-    P.total = o > kv_end ? o : kv_end;
+    const size_t fwd_end = o;
+    o = acc_end > kv_end ? acc_end : kv_end;
+    P.o_delta = o; o = align256(o + (size_t)3 * TQ * x->H * 4);
+    P.total = o > fwd_end ? o : fwd_end;
     return NSA_OK;
 }
 
