@@ -253,24 +253,13 @@ __device__ void topk_find_digit(const uint32_t *hist, int nbins, uint32_t remain
     __syncthreads();
 }
 
-/* The AND and the OR of the keys key_at(0 .. n), in every thread; with
-   SKIP_ZERO, zero keys (padding: no rank key is 0) are left out. Called by
-   every thread of the block; the caller synchronises before the next call
-   (sh.all, sh.any). */
-template <bool SKIP_ZERO, typename KeyAt>
-__device__ void topk_and_or(KeyAt key_at, int64_t n, TopkShared &sh, uint64_t &all,
-                            uint64_t &any)
+/* The AND and the OR over the block of each thread's all and any, in every
+   thread. Called by every thread of the block; the caller synchronises
+   before the next call (sh.all, sh.any). */
+template <typename K>
+__device__ void topk_and_or_reduce(K &all, K &any, TopkShared &sh)
 {
     const int tid = threadIdx.x, nt = blockDim.x, lane = tid & 31, warp = tid >> 5;
-    all = ~0ull;
-    any = 0ull;
-    for (int64_t i = tid; i < n; i += nt) {
-        const uint64_t key = key_at(i);
-        if (!SKIP_ZERO || key) {
-            all &= key;
-            any |= key;
-        }
-    }
     for (int o = 16; o > 0; o >>= 1) {
         all &= __shfl_xor_sync(0xffffffffu, all, o);
         any |= __shfl_xor_sync(0xffffffffu, any, o);
@@ -281,52 +270,94 @@ __device__ void topk_and_or(KeyAt key_at, int64_t n, TopkShared &sh, uint64_t &a
     }
     __syncthreads();
     for (int w = 0; w < (nt >> 5); ++w) {
-        all &= sh.all[w];
-        any |= sh.any[w];
+        all &= (K)sh.all[w];
+        any |= (K)sh.any[w];
     }
 }
 
-/* The cut of the kk largest of n distinct keys key_at(0 .. n): a P with
-   exactly kk of them >= P. A radix select decides digits from the top;
-   `prefix` holds the decided digits (zeros below), so a key's decided
-   digits are >= prefix exactly when the key is >= prefix. The leading bits
-   that all n keys share are decided first, by one pass (the AND and the OR
-   of the keys): a list above a risen floor shares many, and a first digit
-   among them would put every key in one bin, its atomics in one queue.
-   It stops when the pivot digit's keys are all taken (the keys are
-   distinct, so the last digit always does). Needs n > kk >= 1; hist holds
-   NSA_TOPK_BINS words. Called by every thread of the block; ends
-   synchronised. */
-template <typename KeyAt>
-__device__ uint64_t topk_radix_cut(KeyAt key_at, int64_t n, uint32_t kk, uint32_t *hist,
-                                   TopkShared &sh)
+/* The AND and the OR of the keys key_at(0 .. n), in every thread; with
+   SKIP_ZERO, zero keys (padding: no rank key is 0) are left out. Called by
+   every thread of the block; the caller synchronises before the next call
+   (sh.all, sh.any). */
+template <bool SKIP_ZERO, typename KeyAt>
+__device__ void topk_and_or(KeyAt key_at, int64_t n, TopkShared &sh, uint64_t &all,
+                            uint64_t &any)
 {
     const int tid = threadIdx.x, nt = blockDim.x;
-    uint64_t all, any;
-    topk_and_or<false>(key_at, n, sh, all, any);
-    const int common = __clzll((long long)(all ^ any)); /* < 64: the keys differ */
-    uint64_t pmask = common > 0 ? ~0ull << (64 - common) : 0ull;
-    uint64_t prefix = all & pmask;
+    all = ~0ull;
+    any = 0ull;
+    for (int64_t i = tid; i < n; i += nt) {
+        const uint64_t key = key_at(i);
+        if (!SKIP_ZERO || key) {
+            all &= key;
+            any |= key;
+        }
+    }
+    topk_and_or_reduce(all, any, sh);
+}
+
+/* The cut of the kk largest of n keys key_at(0 .. n) (of type K, 32 or 64
+   bits), given their AND and OR: a P with exactly kk of them >= P. A radix
+   select decides digits from the top; `prefix` holds the decided digits
+   (zeros below), so a key's decided digits are >= prefix exactly when the
+   key is >= prefix. The leading bits that all n keys share are decided
+   first, from the AND and the OR: a list above a risen floor shares many,
+   and a first digit among them would put every key in one bin, its
+   atomics in one queue. It stops when the pivot digit's keys are all
+   taken; distinct keys (rank keys) always do by the last digit. Keys that
+   are not distinct may not: then, once every digit is decided, the cut is
+   the one key value P that more than the *tied (>= 1) keys still wanted
+   hold, and the caller breaks the tie; otherwise *tied is 0. Needs n > kk
+   >= 1; hist holds NSA_TOPK_BINS words. Called by every thread of the
+   block; ends synchronised. */
+template <typename K, typename KeyAt>
+__device__ K topk_radix_cut_from(K all, K any, KeyAt key_at, int64_t n, uint32_t kk,
+                                 uint32_t *hist, TopkShared &sh, uint32_t *tied)
+{
+    constexpr int BITS = 8 * (int)sizeof(K);
+    const int tid = threadIdx.x, nt = blockDim.x;
+    const K diff = all ^ any;
+    const int common = diff ? (BITS == 64 ? __clzll((long long)diff) : __clz((int)diff)) : BITS;
+    K pmask = common > 0 ? (K)(~(K)0 << (BITS - common)) : (K)0;
+    K prefix = all & pmask;
     uint32_t remain = kk;
-    int shift = 64 - common;
-    for (;;) {
+    int shift = BITS - common;
+    *tied = 0;
+    while (shift > 0) {
         const int width = min(NSA_TOPK_DIGIT, shift);
         shift -= width;
         const uint32_t nb = 1u << width;
         for (uint32_t b = tid; b < nb; b += nt) hist[b] = 0;
         __syncthreads();
         for (int64_t i = tid; i < n; i += nt) {
-            const uint64_t key = key_at(i);
+            const K key = key_at(i);
             if ((key & pmask) == prefix) atomicAdd(&hist[(key >> shift) & (nb - 1)], 1u);
         }
         __syncthreads();
         topk_find_digit(hist, (int)nb, remain, sh);
         const uint32_t d = sh.res[0], r = sh.res[1], c = sh.res[2];
-        prefix |= (uint64_t)d << shift;
-        pmask |= (uint64_t)(nb - 1) << shift;
+        prefix |= (K)d << shift;
+        pmask |= (K)(nb - 1) << shift;
         remain = r;
         if (c == r) return prefix;
     }
+    /* every digit decided (or all keys equal, so no round ran): the
+       barrier that each round ends with, for sh.all / sh.any read above */
+    __syncthreads();
+    *tied = remain;
+    return prefix;
+}
+
+/* The cut of the kk largest of n distinct 64-bit keys key_at(0 .. n)
+   (topk_radix_cut_from, after a pass for their AND and OR). */
+template <typename KeyAt>
+__device__ uint64_t topk_radix_cut(KeyAt key_at, int64_t n, uint32_t kk, uint32_t *hist,
+                                   TopkShared &sh)
+{
+    uint64_t all, any;
+    uint32_t tied;
+    topk_and_or<false>(key_at, n, sh, all, any);
+    return topk_radix_cut_from<uint64_t>(all, any, key_at, n, kk, hist, sh, &tied);
 }
 
 /* Cuts the list's n > kk keys to its kk largest, left in key[0 .. kk), and
@@ -866,11 +897,12 @@ topk_merge_kernel(int64_t cols, const int32_t *row_start, const int32_t *row_end
        only.
      - topk_block_mask_kernel, one CTA per row, launched chained to the
        first (it starts while the first ends): the row's eligible block
-       scores read once into shared memory (up to NSA_TOPK_MASK_STAGED;
-       a longer row's are read from L2 in each pass), the radix select
-       (topk_radix_cut) over them, a pass a digit, then every block's mask
-       byte (its key >= the cut) and the count. Any n: no list is kept,
-       and no sort (the mask needs only the set).
+       scores read once into shared memory as 32-bit score keys (up to
+       NSA_TOPK_MASK_STAGED; a longer row's are read from L2 in each
+       pass), the radix select (topk_radix_cut_from) over them, a pass a
+       digit, then every block's mask byte (its key >= the cut; rank keys
+       where equal scores straddle the cut) and the count. Any n: no list
+       is kept, and no sort (the mask needs only the set).
    A row whose eligible blocks are all taken (n >= eligible, or none is
    eligible) needs no score: the first kernel skips it, the second writes
    its mask from the range alone. */
@@ -961,20 +993,43 @@ topk_block_scores_kernel(const float *scores, int64_t rows, int64_t cols, int64_
    reads them from the workspace (L2) in every radix round. */
 #define NSA_TOPK_MASK_STAGED 16384
 
+/* Row r's mask bytes mask_row[j] = in(j), j < nblocks, by all threads of
+   the block: aligned 4-byte words for the body (a quarter of the stores
+   of one byte a thread). */
+template <typename In>
+__device__ __forceinline__ void topk_write_mask_row(uint8_t *mask_row, int64_t nblocks, In in)
+{
+    const int tid = threadIdx.x, nt = blockDim.x;
+    const int64_t head = min(nblocks, (int64_t)((4u - ((uintptr_t)mask_row & 3u)) & 3u));
+    const int64_t words = (nblocks - head) >> 2, tail = head + 4 * words;
+    for (int64_t j = tid; j < head; j += nt) mask_row[j] = (uint8_t)in(j);
+    uint32_t *w = (uint32_t *)(mask_row + head);
+    for (int64_t x = tid; x < words; x += nt) {
+        const int64_t j = head + 4 * x;
+        w[x] = (uint32_t)in(j) | (uint32_t)in(j + 1) << 8 | (uint32_t)in(j + 2) << 16 |
+               (uint32_t)in(j + 3) << 24;
+    }
+    for (int64_t j = tail + tid; j < nblocks; j += nt) mask_row[j] = (uint8_t)in(j);
+}
+
 /* Block masks, step 2 of 2: one CTA per row (grid = rows), launched
    chained to step 1 (nsah::launch_chained). bscores holds the row's
    eligible block scores (step 1) when it has more eligible blocks than n,
    and is not read otherwise (it may be NULL when no row can: n == 0 or n
-   >= nblocks). They are read once into shared memory (staged, dynamic,
-   min(m, NSA_TOPK_MASK_STAGED) floats: the launch gives it when some row
-   may need it), so that the radix rounds and the mask read them there.
-   Writes mask[r*nblocks + j] for every block and out_count[r]. */
+   >= nblocks). A row of up to NSA_TOPK_MASK_STAGED of them is read once
+   into shared memory as 32-bit score keys (staged, dynamic; the launch
+   gives it when some row may need it), with their AND and OR on the way,
+   and the radix select runs on those keys: the kk best blocks are the
+   keys above the cut, unless equal scores straddle it, when the rank keys
+   (score, then the lower block) decide, from the same staged keys. A
+   longer row's rank keys are read from L2 in each round. Writes
+   mask[r*nblocks + j] for every block and out_count[r]. */
 __global__ void __launch_bounds__(NSA_TOPK_THREADS, 2)
 topk_block_mask_kernel(int64_t cols, const int32_t *row_start, const int32_t *row_end,
                        int64_t block, int64_t nblocks, int n, const float *bscores,
                        uint8_t *mask, int32_t *out_count)
 {
-    extern __shared__ float staged[];
+    extern __shared__ uint32_t staged[];
     __shared__ uint32_t hist[NSA_TOPK_BINS];
     __shared__ TopkShared sh;
     chain_wait();
@@ -983,32 +1038,54 @@ topk_block_mask_kernel(int64_t cols, const int32_t *row_start, const int32_t *ro
     int64_t a, e, j0, j1;
     topk_row_blocks(r, cols, row_start, row_end, block, &a, &e, &j0, &j1);
     const int64_t m = j1 - j0, kk = min((int64_t)n, m);
+    uint8_t *mask_row = mask + r * nblocks;
     if (tid == 0 && out_count) out_count[r] = (int32_t)kk;
     if (kk == 0 || kk == m) { /* none or every eligible block: the whole CTA leaves */
-        for (int64_t j = tid; j < nblocks; j += nt)
-            mask[r * nblocks + j] = (uint8_t)(kk > 0 && j >= j0 && j < j1);
+        topk_write_mask_row(mask_row, nblocks,
+                            [&](int64_t j) { return kk > 0 && j >= j0 && j < j1; });
         return;
     }
     /* 0 < kk < m: select among the m eligible scores, keys relative to j0
        as the reference's (nsa_rank_key(score key, j - j0)) */
     const float *bs = bscores + r * nblocks + j0;
-    const bool on_chip = m <= NSA_TOPK_MASK_STAGED; /* the same for the CTA */
-    if (on_chip) { /* four loads in flight a thread */
-        for (int64_t i0 = tid; i0 < m; i0 += 4 * nt) {
-            float v[4];
-#pragma unroll
-            for (int u = 0; u < 4; ++u)
-                if (i0 + u * nt < m) v[u] = __ldcg(bs + i0 + u * nt);
-#pragma unroll
-            for (int u = 0; u < 4; ++u)
-                if (i0 + u * nt < m) staged[i0 + u * nt] = v[u];
-        }
-        __syncthreads();
+    if (m > NSA_TOPK_MASK_STAGED) { /* the same for the CTA */
+        const auto key_at = [&](int64_t i) { return topk_rank(__ldcg(bs + i), i); };
+        const uint64_t cut = topk_radix_cut(key_at, m, (uint32_t)kk, hist, sh);
+        topk_write_mask_row(mask_row, nblocks,
+                            [&](int64_t j) { return j >= j0 && j < j1 && key_at(j - j0) >= cut; });
+        return;
     }
-    auto key_at = [&](int64_t i) { return topk_rank(on_chip ? staged[i] : __ldcg(bs + i), i); };
-    const uint64_t cut = topk_radix_cut(key_at, m, (uint32_t)kk, hist, sh);
-    for (int64_t j = tid; j < nblocks; j += nt)
-        mask[r * nblocks + j] = (uint8_t)(j >= j0 && j < j1 && key_at(j - j0) >= cut);
+    constexpr int U = 8; /* loads in flight a thread */
+    uint32_t all = ~0u, any = 0u;
+    for (int64_t i0 = tid; i0 < m; i0 += U * nt) {
+        float v[U];
+#pragma unroll
+        for (int u = 0; u < U; ++u)
+            if (i0 + u * nt < m) v[u] = __ldcg(bs + i0 + u * nt);
+#pragma unroll
+        for (int u = 0; u < U; ++u)
+            if (i0 + u * nt < m) {
+                const uint32_t k = nsa_score_key(v[u]);
+                staged[i0 + u * nt] = k;
+                all &= k;
+                any |= k;
+            }
+    }
+    topk_and_or_reduce(all, any, sh); /* its barrier also publishes staged */
+    uint32_t tied;
+    const uint32_t cut = topk_radix_cut_from<uint32_t>(
+        all, any, [&](int64_t i) { return staged[i]; }, m, (uint32_t)kk, hist, sh, &tied);
+    if (!tied) {
+        topk_write_mask_row(mask_row, nblocks,
+                            [&](int64_t j) { return j >= j0 && j < j1 && staged[j - j0] >= cut; });
+        return;
+    }
+    /* equal scores straddle the cut: the rank keys' cut (uniform: tied is
+       the CTA's) */
+    const auto rank_at = [&](int64_t i) { return nsa_rank_key(staged[i], i); };
+    const uint64_t rcut = topk_radix_cut(rank_at, m, (uint32_t)kk, hist, sh);
+    topk_write_mask_row(mask_row, nblocks,
+                        [&](int64_t j) { return j >= j0 && j < j1 && rank_at(j - j0) >= rcut; });
 }
 
 } /* namespace nsak */
