@@ -1465,6 +1465,31 @@ static void run_errors()
     gpu_free(G);
 }
 
+/* ---- the workspace's bound at one million tokens -----------------------
+   The fast-backward issue's bound: one sequence of 1,048,576 tokens at
+   H=32, Hkv=8, D=128 (the paper and fla presets) needs at most 2 GiB of
+   workspace, as nsa_cuda_workspace_size reports it (its accumulators are
+   bounded: long batches run by ranges of queries and kv heads). A size
+   query only: nothing is allocated. */
+static void run_workspace_bound()
+{
+    Row &row = new_row("workspace at 1M tokens <= 2 GiB");
+    const int32_t cu[2] = {0, 1 << 20};
+    for (int fla = 0; fla < 2; ++fla) {
+        const nsa_config cfg = fla ? nsa_config_fla() : nsa_config_paper();
+        nsa_batch b;
+        memset(&b, 0, sizeof b);
+        b.B = 1; b.T = b.TQ = 1 << 20; b.cu_seqlens = cu;
+        b.H = 32; b.Hkv = 8; b.Dk = b.Dv = 128; b.dtype = NSA_BF16;
+        size_t bytes = 0;
+        const nsa_status st = nsa_cuda_workspace_size(&cfg, &b, &bytes);
+        char detail[128];
+        snprintf(detail, sizeof detail, "%s, %.3f GiB", nsa_status_string(st),
+                 bytes / (double)(1u << 30));
+        tally(row, st == NSA_OK && bytes <= ((size_t)2 << 30), fla ? "fla" : "paper", detail);
+    }
+}
+
 /* ---- growing cache: nsa_cuda_compress_append against the reference ------
    A cache whose first seqlens_old[b] keys were compressed before (the
    blocks from then are poison here: they must be neither read nor written)
@@ -2188,6 +2213,7 @@ int main(int argc, char **argv)
         run_future_nonfinite(NSA_BRANCH_SLC, 400);
         run_future_nonfinite(NSA_BRANCH_CMP | NSA_BRANCH_SLC | NSA_BRANCH_WIN, 384);
         run_errors();
+        run_workspace_bound();
         run_compress_append();
         run_topk(quick);
         run_topk_blocks(quick);
