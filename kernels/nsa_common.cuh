@@ -315,6 +315,22 @@ __device__ inline void tma_prefetch3(const CUtensorMap *map, int c0, int c1, int
 }
 #endif
 
+/* Bytes [p, p + bytes) fetched into L2 ahead of their loads, by one
+   thread (the copy engine's bulk prefetch: no registers held, nothing
+   written; a hint that never faults). The range is widened to whole
+   16-byte units, as the instruction takes it. Before sm_90, nothing. */
+__device__ __forceinline__ void l2_prefetch_bytes(const void *p, uint32_t bytes)
+{
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    const uintptr_t a = (uintptr_t)p & ~(uintptr_t)15;
+    const uint32_t n = (uint32_t)(((uintptr_t)p + bytes + 15 - a) & ~(uintptr_t)15);
+    if (n) asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;\n" :: "l"(a), "r"(n) : "memory");
+#else
+    (void)p;
+    (void)bytes;
+#endif
+}
+
 /* lane src's 64-bit value, to the whole warp */
 __device__ inline int64_t shfl64(int64_t v, int src)
 {

@@ -24,9 +24,9 @@
    (topk_guess_keep), so that later tiles append a few thousand keys
    instead of tens of thousands; a row whose order defeats the guess (it
    ends with fewer than kk keys) is read once more without it. The
-   next tile is loaded before the current one is filtered, so a cut
-   overlaps the loads in flight. Each column is read from global memory
-   once.
+   next tiles are loaded before the current one is filtered, so a cut
+   overlaps the loads in flight, and the tiles after those are on their way
+   into L2. Each column is read from global memory once.
 
    A row's kk best are written best first. From a list of n >= kk keys
    that holds them, a counting select (topk_rank_top) finds each one's
@@ -59,6 +59,17 @@ namespace nsak {
 #define NSA_TOPK_TILE (NSA_TOPK_THREADS * NSA_TOPK_PER)
 /* The candidate list: the kk kept after a cut, and room for two tiles. */
 #define NSA_TOPK_CAP (NSA_TOPK_KMAX + 2 * NSA_TOPK_TILE)
+/* A stream's loads in flight (topk_stream_pass): the NSA_TOPK_AHEAD tiles
+   after the one being filtered are loaded into registers, and the
+   NSA_TOPK_PREFETCH tiles after those are on their way into L2 (one tile
+   in registers a CTA was too little to cover the memory's latency at two
+   CTAs an SM). */
+#ifndef NSA_TOPK_PREFETCH
+#define NSA_TOPK_PREFETCH 2
+#endif
+#ifndef NSA_TOPK_AHEAD
+#define NSA_TOPK_AHEAD 2 /* tiles loaded ahead into registers */
+#endif
 #define NSA_TOPK_DIGIT 11 /* bits per radix digit                           */
 #define NSA_TOPK_BINS (1 << NSA_TOPK_DIGIT)
 /* Dynamic shared memory of every top-k CTA: the list and the histogram
@@ -401,6 +412,16 @@ struct TopkScores { /* fp32 scores; rank keys relative to column -rel0 */
     uint32_t rel0;
     struct Regs { float v[NSA_TOPK_PER]; };
     __device__ __forceinline__ void fetch(uint32_t i, int e, Regs &r) const { r.v[e] = __ldg(p + i); }
+    __device__ __forceinline__ void fetch_full(uint32_t i0, Regs &r) const
+    {
+        const float *q = p + i0; /* one address a tile; the columns at fixed offsets */
+#pragma unroll
+        for (int e = 0; e < NSA_TOPK_PER; ++e) r.v[e] = __ldg(q + e * NSA_TOPK_THREADS);
+    }
+    __device__ __forceinline__ void prefetch(uint32_t i0, uint32_t i1) const
+    {
+        l2_prefetch_bytes(p + i0, (i1 - i0) * (uint32_t)sizeof(*p));
+    }
     __device__ __forceinline__ uint64_t key(const Regs &r, int e, uint32_t i) const
     {
         return nsa_rank_key(nsa_score_key(r.v[e]), rel0 + i);
@@ -441,6 +462,16 @@ struct TopkKeys { /* rank keys already made (a slice's best, or zero) */
     const uint64_t *p;
     struct Regs { uint64_t v[NSA_TOPK_PER]; };
     __device__ __forceinline__ void fetch(uint32_t i, int e, Regs &r) const { r.v[e] = __ldcg(p + i); }
+    __device__ __forceinline__ void fetch_full(uint32_t i0, Regs &r) const
+    {
+        const uint64_t *q = p + i0;
+#pragma unroll
+        for (int e = 0; e < NSA_TOPK_PER; ++e) r.v[e] = __ldcg(q + e * NSA_TOPK_THREADS);
+    }
+    __device__ __forceinline__ void prefetch(uint32_t i0, uint32_t i1) const
+    {
+        l2_prefetch_bytes(p + i0, (i1 - i0) * (uint32_t)sizeof(*p));
+    }
     __device__ __forceinline__ uint64_t key(const Regs &r, int e, uint32_t) const { return r.v[e]; }
     struct Floor {
         uint64_t key;
@@ -516,20 +547,35 @@ __device__ uint32_t topk_stream_pass(const Src &src, uint32_t count, uint32_t kk
     const uint32_t ntiles = (count + TILE - 1) / TILE;
     uint64_t floor = floor0;
     uint32_t n = 0;
-    typename Src::Regs cur, nxt;
-    auto fetch = [&](uint32_t t, typename Src::Regs &r) {
-        const bool full = (t + 1) * TILE <= count;
+    /* r[0] the tile being filtered, r[1 .. AHEAD] the next ones, loaded
+       ahead into registers */
+    constexpr uint32_t AHEAD = NSA_TOPK_AHEAD;
+    typename Src::Regs r[AHEAD + 1];
+    auto fetch = [&](uint32_t t, typename Src::Regs &dst) {
+        if ((t + 1) * TILE <= count) {
+            src.fetch_full(t * TILE + tid, dst);
+            return;
+        }
 #pragma unroll
         for (int e = 0; e < PER; ++e) {
             const uint32_t i = t * TILE + e * NT + tid;
-            if (full || i < count) src.fetch(i, e, r);
+            if (i < count) src.fetch(i, e, dst);
         }
     };
+    /* tiles [t0, t1) into L2 by one thread, the copy engine's prefetch */
+    auto prefetch = [&](uint32_t t0, uint32_t t1) {
+        t1 = t1 < ntiles ? t1 : ntiles;
+        if (tid == 0 && t0 < t1) src.prefetch(t0 * TILE, t1 * TILE < count ? t1 * TILE : count);
+    };
     if (tid < 3) sh.added[tid] = 0;
-    if (ntiles > 0) fetch(0, cur);
+    prefetch(AHEAD + 1, AHEAD + 1 + NSA_TOPK_PREFETCH);
+#pragma unroll
+    for (uint32_t a = 0; a < AHEAD; ++a)
+        if (a < ntiles) fetch(a, r[a]);
     __syncthreads();
     for (uint32_t t = 0; t < ntiles; ++t) {
-        if (t + 1 < ntiles) fetch(t + 1, nxt);
+        if (t > 0) prefetch(t + AHEAD + NSA_TOPK_PREFETCH, t + AHEAD + 1 + NSA_TOPK_PREFETCH);
+        if (t + AHEAD < ntiles) fetch(t + AHEAD, r[AHEAD]);
         /* a cut when the tile might not fit (then n > kk), and one after
            the first tile when it holds more than keep1: a floor from the
            start cuts the keys appended later */
@@ -545,18 +591,21 @@ __device__ uint32_t topk_stream_pass(const Src &src, uint32_t count, uint32_t kk
         uint32_t *added = &sh.added[t % 3];
         const uint32_t i0 = t * TILE + tid;
         const unsigned take = (t + 1) * TILE <= count
-                                  ? topk_tile_takes<true>(src, cur, i0, count, floor)
-                                  : topk_tile_takes<false>(src, cur, i0, count, floor);
+                                  ? topk_tile_takes<true>(src, r[0], i0, count, floor)
+                                  : topk_tile_takes<false>(src, r[0], i0, count, floor);
         /* a warp appends its takes together: one scan of the counts, one
-           atomic */
-        uint32_t s = topk_warp_slots((uint32_t)__popc(take), added);
+           atomic; most warps of a long row's later tiles have none */
+        if (__any_sync(0xffffffffu, take)) {
+            uint32_t s = topk_warp_slots((uint32_t)__popc(take), added);
 #pragma unroll
-        for (int e = 0; e < PER; ++e)
-            if ((take >> e) & 1u) L.key[n + s++] = src.key(cur, e, i0 + e * NT);
+            for (int e = 0; e < PER; ++e)
+                if ((take >> e) & 1u) L.key[n + s++] = src.key(r[0], e, i0 + e * NT);
+        }
         __syncthreads();
         n += *added;
         if (tid == 0) sh.added[(t + 2) % 3] = 0;
-        cur = nxt;
+#pragma unroll
+        for (uint32_t a = 0; a < AHEAD; ++a) r[a] = r[a + 1];
     }
     if (n > keep_last) {
         topk_keep(L, n, kk, sh);
