@@ -24,6 +24,187 @@ namespace nsak {
 
 #define NSA_SEL_SLOTS_CTA 512 /* persistent CTAs of the selection kernel */
 
+/* ---- the selection kernel's steps, one warp a unit ---------------------- */
+
+/* Step 1's products for one warp's 16 rows (qa: rows A = lane / 4 and B =
+   A + 8 of the fragment, tokens tA and tB, -1 past the unit) against a
+   chunk of compressed keys Kc (blocks s0 .. s0 + cnt): S = Q K_cmp^T, and
+   ok: the block is in the chunk and visible to the row's token. */
+template <typename T, int DK, int LDK, int KN>
+__device__ __forceinline__ void select_chunk_scores(const uint32_t (&qa)[DK / 16][4], const T *Kc,
+                                                    int s0, int cnt, int tA, int tB,
+                                                    const Params &p, int lane,
+                                                    float (&S)[KN / 8][4], bool (&ok)[KN / 8][4])
+{
+    zero_frags(S);
+#pragma unroll
+    for (int kp = 0; kp < DK / 32; ++kp)
+#pragma unroll
+        for (int nt = 0; nt < KN / 8; ++nt) {
+            uint32_t bb[4];
+            ldb_nk<LDK>(bb, Kc, nt * 8, kp * 32, lane);
+            mma<T>(S[nt], qa[2 * kp], bb[0], bb[1]);
+            mma<T>(S[nt], qa[2 * kp + 1], bb[2], bb[3]);
+        }
+#pragma unroll
+    for (int nt = 0; nt < KN / 8; ++nt)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+            const int col = nt * 8 + 2 * (lane & 3) + (e & 1);
+            const int t = e < 2 ? tA : tB;
+            ok[nt][e] = col < cnt && t >= 0 && nsa_cmp_visible(s0 + col, t, p.l, p.d);
+        }
+}
+
+/* The first pass's step over a chunk (probs mode without the forward's
+   lse): the rows' running max m and sum l of 2^(sl2 s - m) (base 2) over
+   their visible blocks. */
+template <int KN>
+__device__ __forceinline__ void select_lse_step(float (&S)[KN / 8][4], const bool (&ok)[KN / 8][4],
+                                                float sl2, float &mA, float &mB, float &lA,
+                                                float &lB)
+{
+    float xA = -INFINITY, xB = -INFINITY;
+#pragma unroll
+    for (int nt = 0; nt < KN / 8; ++nt)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+            S[nt][e] = ok[nt][e] ? S[nt][e] * sl2 : -INFINITY;
+            if (e < 2) xA = fmaxf(xA, S[nt][e]); else xB = fmaxf(xB, S[nt][e]);
+        }
+    xA = warp_max4(xA);
+    xB = warp_max4(xB);
+    const float nA = fmaxf(mA, xA), nB = fmaxf(mB, xB);
+    const float bA = nA == -INFINITY ? 0.f : nA, bB = nB == -INFINITY ? 0.f : nB;
+    float sA = 0.f, sB = 0.f;
+#pragma unroll
+    for (int nt = 0; nt < KN / 8; ++nt) {
+        sA += exp2f(S[nt][0] - bA) + exp2f(S[nt][1] - bA);
+        sB += exp2f(S[nt][2] - bB) + exp2f(S[nt][3] - bB);
+    }
+    lA = lA * exp2f(mA - bA) + sA;
+    lB = lB * exp2f(mB - bB) + sB;
+    mA = nA;
+    mB = nB;
+}
+
+/* Step 1 over a chunk: each visible block's probability 2^(sl2 s - lse2)
+   (probs mode) or sc s (logits mode), 0 elsewhere, summed over the warp's
+   16 rows in a fixed order (the fragment's two halves, then a butterfly
+   over the lanes of one column) and added to pc[block] (rc > 0: the
+   unit's earlier rows' sums) by the column's lane. */
+template <int KN>
+__device__ __forceinline__ void select_column_sums(float (&S)[KN / 8][4],
+                                                   const bool (&ok)[KN / 8][4], const Params &p,
+                                                   float lse2A, float lse2B, float *pc, int s0,
+                                                   int cnt, int rc, int lane)
+{
+#pragma unroll
+    for (int nt = 0; nt < KN / 8; ++nt)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+            float x;
+            if (!ok[nt][e]) x = 0.f;
+            else if (p.probs) x = exp2f(S[nt][e] * p.sl2 - (e < 2 ? lse2A : lse2B));
+            else x = S[nt][e] * p.sc;
+            S[nt][e] = x;
+        }
+#pragma unroll
+    for (int nt = 0; nt < KN / 8; ++nt) {
+        float v0 = S[nt][0] + S[nt][2], v1 = S[nt][1] + S[nt][3];
+#pragma unroll
+        for (int o = 4; o < 32; o <<= 1) {
+            v0 += __shfl_xor_sync(0xffffffffu, v0, o);
+            v1 += __shfl_xor_sync(0xffffffffu, v1, o);
+        }
+        const int col = nt * 8 + 2 * lane;
+        if (lane < 4) {
+            if (col < cnt) pc[s0 + col] = rc ? pc[s0 + col] + v0 : v0;
+            if (col + 1 < cnt) pc[s0 + col + 1] = rc ? pc[s0 + col + 1] + v1 : v1;
+        }
+    }
+}
+
+/* Step 2, the overlap map: selection block j's score is the sum of pc[i]
+   over the visible compressed blocks i = rl j + m - k (m < rl = l'/d, k <
+   rk = l/d), in that order. By the warp's lanes, j = lane, lane + 32, ... */
+__device__ __forceinline__ float select_overlap_sum(const float *pc, int j, int rl, int rk,
+                                                    int nvis)
+{
+    float s = 0.f;
+    /* only the k whose block is visible, in the same order (rk = l/d may
+       be huge when no block is visible) */
+    for (int m = 0; m < rl; ++m) {
+        const int top = rl * j + m;
+        for (int k = max(0, top - nvis + 1); k < rk && k <= top; ++k) s += pc[top - k];
+    }
+    return s;
+}
+
+/* Steps 5-6 on a unit's keys[0 .. elig) (its eligible blocks' score keys):
+   the forced blocks (the first n_init, the n_local up to the unit's last
+   token's block jt) are taken, then the best of the rest, one warp argmax
+   a round on the rank key (score, then the lower block), until min(n,
+   elig) are taken. A taken block's key becomes 0 (no score key is 0). */
+__device__ inline void select_warp_topn(uint32_t *keys, int elig, int jt, const Params &p,
+                                        int lane)
+{
+    const int a = min(p.n_init, elig);
+    const int llo = max(0, jt - p.n_local + 1);
+    const int nloc = p.n_local > 0 ? jt - llo + 1 : 0;
+    const int ovl = p.n_local > 0 ? max(0, min(a, jt + 1) - llo) : 0;
+    const int forced = a + nloc - ovl;
+    for (int j = lane; j < elig; j += 32)
+        if (j < a || (p.n_local > 0 && j >= llo && j <= jt)) keys[j] = 0u;
+    __syncwarp();
+    const int want = min(p.n, elig) - forced;
+    auto lane_best = [&]() -> unsigned long long {
+        unsigned long long best = 0ull;
+        for (int j = lane; j < elig; j += 32) {
+            const uint32_t k = keys[j];
+            if (k) {
+                const unsigned long long c = nsa_rank_key(k, j);
+                best = c > best ? c : best;
+            }
+        }
+        return best;
+    };
+    unsigned long long mine = lane_best();
+    for (int r = 0; r < want; ++r) {
+        unsigned long long w = mine;
+#pragma unroll
+        for (int o = 16; o > 0; o >>= 1) {
+            const unsigned long long x = __shfl_xor_sync(0xffffffffu, w, o);
+            w = x > w ? x : w;
+        }
+        const int j = (int)nsa_rank_index(w);
+        if ((j & 31) == lane) {
+            keys[j] = 0u;
+            mine = lane_best();
+        }
+        __syncwarp();
+    }
+}
+
+/* Step 7: the taken blocks (key 0) in ascending order into out[0 ..
+   count), -1 after them up to n; returns count. */
+__device__ inline int select_write_ascending(const uint32_t *keys, int elig, int n, int32_t *out,
+                                             int lane)
+{
+    int count = 0;
+    for (int base = 0; base < elig; base += 32) {
+        const int j = base + lane;
+        const bool s = j < elig && keys[j] == 0u;
+        const unsigned m = __ballot_sync(0xffffffffu, s);
+        if (s) out[count + __popc(m & ((1u << lane) - 1u))] = j;
+        count += __popc(m);
+    }
+    for (int e = count + lane; e < n; e += 32) out[e] = -1;
+    return count;
+}
+
+/* The selection of every unit (module comment): items are (unit group of
+   4, kv head), kv head fastest; a warp a unit. */
 template <typename T, int DK>
 __global__ void __launch_bounds__(128)
 select_kernel(Params p, const int64_t *pf_grp, int64_t items, float *scratch,
@@ -64,6 +245,8 @@ select_kernel(Params p, const int64_t *pf_grp, int64_t items, float *scratch,
         const int64_t kst = (int64_t)p.Hkv * DK;
         const int nch = (nvis + KN - 1) / KN;
 
+        /* step 1: pc[i], the unit's rows' probabilities of compressed block
+           i, 16 rows (of the unit's tokens x G heads) at a time */
         for (int rc = 0; rc < nrc; ++rc) {
             /* rows of this warp: unit u, flattened rows rc*16 .. rc*16+15 */
             __syncthreads();
@@ -112,78 +295,14 @@ select_kernel(Params p, const int64_t *pf_grp, int64_t items, float *scratch,
                     if (c + 1 < nch) { load(c + 1, (c + 1) & 1); cp_wait<1>(); }
                     else cp_wait<0>();
                     __syncthreads();
-                    const T *Kc = Ks + (c & 1) * KN * LDK;
                     const int s0 = c * KN, cnt = min(KN, nvis - s0);
                     if (wact) {
                         float S[KN / 8][4];
-                        zero_frags(S);
-#pragma unroll
-                        for (int kp = 0; kp < DK / 32; ++kp)
-#pragma unroll
-                            for (int nt = 0; nt < KN / 8; ++nt) {
-                                uint32_t bb[4];
-                                ldb_nk<LDK>(bb, Kc, nt * 8, kp * 32, lane);
-                                mma<T>(S[nt], qa[2 * kp], bb[0], bb[1]);
-                                mma<T>(S[nt], qa[2 * kp + 1], bb[2], bb[3]);
-                            }
-                        bool okm[KN / 8][4];
-#pragma unroll
-                        for (int nt = 0; nt < KN / 8; ++nt)
-#pragma unroll
-                            for (int e = 0; e < 4; ++e) {
-                                int col = nt * 8 + 2 * (lane & 3) + (e & 1);
-                                int t = e < 2 ? tA : tB;
-                                okm[nt][e] = col < cnt && t >= 0 && nsa_cmp_visible(s0 + col, t, p.l, p.d);
-                            }
-                        if (pass == 0) {
-                            float xA = -INFINITY, xB = -INFINITY;
-#pragma unroll
-                            for (int nt = 0; nt < KN / 8; ++nt)
-#pragma unroll
-                                for (int e = 0; e < 4; ++e) {
-                                    S[nt][e] = okm[nt][e] ? S[nt][e] * p.sl2 : -INFINITY;
-                                    if (e < 2) xA = fmaxf(xA, S[nt][e]); else xB = fmaxf(xB, S[nt][e]);
-                                }
-                            xA = warp_max4(xA);
-                            xB = warp_max4(xB);
-                            float nA = fmaxf(mA, xA), nB = fmaxf(mB, xB);
-                            float bA = nA == -INFINITY ? 0.f : nA, bB = nB == -INFINITY ? 0.f : nB;
-                            float sA = 0.f, sB = 0.f;
-#pragma unroll
-                            for (int nt = 0; nt < KN / 8; ++nt) {
-                                sA += exp2f(S[nt][0] - bA) + exp2f(S[nt][1] - bA);
-                                sB += exp2f(S[nt][2] - bB) + exp2f(S[nt][3] - bB);
-                            }
-                            lA = lA * exp2f(mA - bA) + sA;
-                            lB = lB * exp2f(mB - bB) + sB;
-                            mA = nA;
-                            mB = nB;
-                        } else {
-#pragma unroll
-                            for (int nt = 0; nt < KN / 8; ++nt)
-#pragma unroll
-                                for (int e = 0; e < 4; ++e) {
-                                    float x;
-                                    if (!okm[nt][e]) x = 0.f;
-                                    else if (p.probs) x = exp2f(S[nt][e] * p.sl2 - (e < 2 ? lse2A : lse2B));
-                                    else x = S[nt][e] * p.sc;
-                                    S[nt][e] = x;
-                                }
-#pragma unroll
-                            for (int nt = 0; nt < KN / 8; ++nt) {
-                                float v0 = S[nt][0] + S[nt][2], v1 = S[nt][1] + S[nt][3];
-#pragma unroll
-                                for (int o = 4; o < 32; o <<= 1) {
-                                    v0 += __shfl_xor_sync(0xffffffffu, v0, o);
-                                    v1 += __shfl_xor_sync(0xffffffffu, v1, o);
-                                }
-                                int col = nt * 8 + 2 * lane;
-                                if (lane < 4) {
-                                    if (col < cnt) pc[s0 + col] = rc ? pc[s0 + col] + v0 : v0;
-                                    if (col + 1 < cnt) pc[s0 + col + 1] = rc ? pc[s0 + col + 1] + v1 : v1;
-                                }
-                            }
-                        }
+                        bool ok[KN / 8][4];
+                        select_chunk_scores<T, DK, LDK, KN>(qa, Ks + (c & 1) * KN * LDK, s0, cnt,
+                                                            tA, tB, p, lane, S, ok);
+                        if (pass == 0) select_lse_step<KN>(S, ok, p.sl2, mA, mB, lA, lB);
+                        else select_column_sums<KN>(S, ok, p, lse2A, lse2B, pc, s0, cnt, rc, lane);
                     }
                     __syncthreads();
                 }
@@ -198,19 +317,13 @@ select_kernel(Params p, const int64_t *pf_grp, int64_t items, float *scratch,
         __syncwarp();
         if (!wvalid) continue;
 
-        /* overlap map onto selection blocks (step 2), then keys */
+        /* steps 2-3: the overlap map onto selection blocks, as scores or keys */
         const int nsel = (int)nsa_slc_blocks(nk, p.lp);
         const int elig = min(nsel, t_last_w / p.lp + 1);
         const int rl = p.lp / p.d, rk = p.l / p.d;
         const int64_t ug = p.pf[PF_UNIT][b] + u;
         for (int j = lane; j < elig; j += 32) {
-            float s = 0.f;
-            /* only the k whose block i = rl*j + m - k is visible, in the
-               same order (rk = l/d may be huge when no block is visible) */
-            for (int m = 0; m < rl; ++m) {
-                const int top = rl * j + m;
-                for (int k = max(0, top - nvis + 1); k < rk && k <= top; ++k) s += pc[top - k];
-            }
+            const float s = select_overlap_sum(pc, j, rl, rk, nvis);
             if (scores_out) scores_out[(ug * p.Hkv + hkv) * max_blocks + j] = s;
             else keys[j] = nsa_score_key(s);
         }
@@ -220,54 +333,10 @@ select_kernel(Params p, const int64_t *pf_grp, int64_t items, float *scratch,
             continue;
         }
         __syncwarp();
-        /* forced blocks (step 5) */
-        const int jt = t_last_w / p.lp;
-        const int a = min(p.n_init, elig);
-        const int llo = max(0, jt - p.n_local + 1);
-        const int nloc = p.n_local > 0 ? jt - llo + 1 : 0;
-        const int ovl = p.n_local > 0 ? max(0, min(a, jt + 1) - llo) : 0;
-        const int forced = a + nloc - ovl;
-        for (int j = lane; j < elig; j += 32)
-            if (j < a || (p.n_local > 0 && j >= llo && j <= jt)) keys[j] = 0u;
-        __syncwarp();
-        const int want = min(p.n, elig) - forced;
-        auto lane_best = [&]() -> unsigned long long {
-            unsigned long long best = 0ull;
-            for (int j = lane; j < elig; j += 32) {
-                uint32_t k = keys[j];
-                if (k) {
-                    unsigned long long c = nsa_rank_key(k, j);
-                    best = c > best ? c : best;
-                }
-            }
-            return best;
-        };
-        unsigned long long mine = lane_best();
-        for (int r = 0; r < want; ++r) {
-            unsigned long long w = mine;
-#pragma unroll
-            for (int o = 16; o > 0; o >>= 1) {
-                unsigned long long x = __shfl_xor_sync(0xffffffffu, w, o);
-                w = x > w ? x : w;
-            }
-            int j = (int)nsa_rank_index(w);
-            if ((j & 31) == lane) {
-                keys[j] = 0u;
-                mine = lane_best();
-            }
-            __syncwarp();
-        }
-        /* ascending output (step 7) */
-        int32_t *out = sel_idx + (ug * p.Hkv + hkv) * p.n;
-        int count = 0;
-        for (int base = 0; base < elig; base += 32) {
-            int j = base + lane;
-            bool s = j < elig && keys[j] == 0u;
-            unsigned m = __ballot_sync(0xffffffffu, s);
-            if (s) out[count + __popc(m & ((1u << lane) - 1u))] = j;
-            count += __popc(m);
-        }
-        for (int e = count + lane; e < p.n; e += 32) out[e] = -1;
+        /* steps 5-7 */
+        select_warp_topn(keys, elig, t_last_w / p.lp, p, lane);
+        const int count =
+            select_write_ascending(keys, elig, p.n, sel_idx + (ug * p.Hkv + hkv) * p.n, lane);
         if (lane == 0) sel_cnt[ug * p.Hkv + hkv] = count;
         __syncwarp();
     }
