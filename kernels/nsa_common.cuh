@@ -316,9 +316,9 @@ __device__ inline void tma_prefetch3(const CUtensorMap *map, int c0, int c1, int
 #endif
 
 /* Bytes [p, p + bytes) fetched into L2 ahead of their loads, by one
-   thread (the copy engine's bulk prefetch: no registers held, nothing
-   written; a hint that never faults). The range is widened to whole
-   16-byte units, as the instruction takes it. Before sm_90, nothing. */
+   thread (the copy engine's bulk prefetch: a hint; no registers held,
+   nothing written). The range is widened to the whole 16-byte units that
+   hold its bytes, as the instruction takes it. Before sm_90, nothing. */
 __device__ __forceinline__ void l2_prefetch_bytes(const void *p, uint32_t bytes)
 {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
