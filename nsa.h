@@ -728,8 +728,9 @@ static int64_t nsa__extent(int64_t N, int heads, int D, int64_t st, int64_t sh)
     int64_t a, b, c;
     if (N == 0) return 0;
     if (!nsa__mul(N - 1, st, &a) || !nsa__mul(heads - 1, sh, &b)) return -1;
+    if (a > INT64_MAX - b) return -1; /* a, b >= 0: the sum alone may overflow */
     c = a + b;
-    if (c < 0 || c > INT64_MAX - D) return -1;
+    if (c > INT64_MAX - D) return -1;
     return c + D;
 }
 

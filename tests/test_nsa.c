@@ -3771,6 +3771,15 @@ static void test_bad_input_is_rejected(void)
     y = x; y.q_stride_token = INT64_MAX / 8;
     bad_forward("overflowing_strides_are_rejected", &c, &y, &r, p.g,
                 NSA_ERR_OVERFLOW, "q");
+    if (x.TQ > 1 && x.H > 1) {
+        /* the last token's offset and the last head's each fit in 64 bits,
+           their sum does not */
+        y = x;
+        y.q_stride_token = INT64_MAX / 2 / (x.TQ - 1) + 1;
+        y.q_stride_head = INT64_MAX / 2 / (x.H - 1) + 1;
+        bad_forward("strides_overflowing_only_together_are_rejected", &c, &y, &r, p.g,
+                    NSA_ERR_OVERFLOW, "q");
+    }
     {
         /* T * H * Dk past 2^63: nothing may be read or written. */
         static int32_t cub[2] = {0, 1 << 30};
