@@ -1093,8 +1093,7 @@ static nsa_status fwd_typed(const nsa_config *cfg, const nsa_batch *x, const Pla
            selection's probabilities (probs mode) without a second pass */
         if (br & (NSA_BRANCH_CMP | NSA_BRANCH_WIN)) {
             use_tiles(p, cw_wide ? r.cwt : r.rowt);
-            p.acc_in = 0;
-            p.final_out = !slc;
+            p.epi = slc ? nsak::EPI_FIRST : nsak::EPI_ONLY;
             if ((st = run_rows<T, DK, DV>(P, p, nsak::M_FWD,
                                           br & (NSA_BRANCH_CMP | NSA_BRANCH_WIN), false, s)))
                 return st;
@@ -1114,8 +1113,7 @@ static nsa_status fwd_typed(const nsa_config *cfg, const nsa_batch *x, const Pla
         p.sel_idx = sv->sel_idx;
         p.sel_cnt = sv->sel_count;
         use_tiles(p, r.unitt);
-        p.acc_in = (br & (NSA_BRANCH_CMP | NSA_BRANCH_WIN)) != 0;
-        p.final_out = 1;
+        p.epi = br & (NSA_BRANCH_CMP | NSA_BRANCH_WIN) ? nsak::EPI_LAST : nsak::EPI_ONLY;
         if ((st = run_rows<T, DK, DV>(P, p, nsak::M_FWD, NSA_BRANCH_SLC, false, s))) return st;
     }
     return NSA_OK;
@@ -1188,15 +1186,13 @@ static nsa_status bwd_typed(const nsa_config *cfg, const nsa_batch *x, const Pla
         p.acc_row0 = r.row[0];
         if (br & NSA_BRANCH_SLC) {
             use_tiles(p, r.unitt);
-            p.acc_in = 0;
-            p.final_out = !cw;
+            p.epi = cw ? nsak::EPI_FIRST : nsak::EPI_ONLY;
             if ((st = run_rows<T, DK, DV>(P, p, nsak::M_FWD, NSA_BRANCH_SLC, true, s)))
                 return st;
         }
         if (cw) {
             use_tiles(p, r.rowt);
-            p.acc_in = (br & NSA_BRANCH_SLC) != 0;
-            p.final_out = 1;
+            p.epi = br & NSA_BRANCH_SLC ? nsak::EPI_LAST : nsak::EPI_ONLY;
             if ((st = run_rows<T, DK, DV>(P, p, nsak::M_FWD,
                                           br & (NSA_BRANCH_CMP | NSA_BRANCH_WIN), true, s)))
                 return st;

@@ -546,25 +546,25 @@ __device__ inline void branch_epilogue(const Params &p, int br, int mode, bool f
 }
 
 /* dQ epilogue for a lane's two rows: sc * the sum over the branches, plus
-   the accumulator of an earlier pass (acc_in), into the output in the
-   storage type (final_out) or the fp32 accumulator. */
+   the accumulator of an earlier pass (EPI_LAST), into the output in the
+   storage type (EPI_ONLY, EPI_LAST) or the fp32 accumulator (EPI_FIRST). */
 template <typename T, int DK>
 __device__ inline void store_dq(const Params &p, const LaneRows &r, const float (&acc)[DK / 8][4],
                                 int lane)
 {
-    const bool fin = p.final_out != 0;
+    const bool fin = epi_writes_out(p.epi), earlier = epi_adds_earlier(p.epi);
     constexpr int NB = PrevSums<DK>::NB;
     float2 before[NB][2];
 #pragma unroll
     for (int nt = 0; nt < DK / 8; ++nt) {
         const int dcol = nt * 8 + 2 * (lane & 3);
-        if (p.acc_in && nt % NB == 0) PrevSums<DK>::load(p, r.vA, r.vB, r.rowA, r.rowB, dcol, before);
+        if (earlier && nt % NB == 0) PrevSums<DK>::load(p, r.vA, r.vB, r.rowA, r.rowB, dcol, before);
 #pragma unroll
         for (int h = 0; h < 2; ++h) {
             if (!(h ? r.vB : r.vA)) continue;
             const int64_t row = h ? r.rowB : r.rowA;
             float x0 = acc[nt][2 * h] * p.sc, x1 = acc[nt][2 * h + 1] * p.sc;
-            if (p.acc_in) {
+            if (earlier) {
                 const float2 a = before[nt % NB][h];
                 x0 = a.x + x0;
                 x1 = a.y + x1;
@@ -764,7 +764,7 @@ __device__ inline void row_body(const Params &p, int mode, unsigned br_mask)
     if constexpr (DQ) {
         zero_frags(acc);
     }
-    bool prev = p.acc_in != 0;
+    bool prev = epi_adds_earlier(p.epi);
     unsigned last_br = 0;
     for (int br = 0; br < 3; ++br) if (br_mask & (1u << br)) last_br = br;
 
@@ -815,7 +815,8 @@ __device__ inline void row_body(const Params &p, int mode, unsigned br_mask)
         }
         if constexpr (!DQ) {
             if (wactive)
-                branch_epilogue<T, DV>(p, br, mode, p.final_out && (unsigned)br == last_br, prev,
+                branch_epilogue<T, DV>(p, br, mode,
+                                       epi_writes_out(p.epi) && (unsigned)br == last_br, prev,
                                        lr, mA, mB, lA, lB, acc, lane);
             prev = true;
         } else if (wactive) {

@@ -421,7 +421,7 @@ __device__ inline void row_fwd_sm90(const Params &p, int mode, unsigned br_mask)
     const uint64_t qdesc = sw128_desc(Qs + wg * 64 * 64, 16);
     const uint64_t kdesc = sw128_desc(Ks, 16), vdesc = sw128_desc(Vs, KN * 128);
 
-    bool prev = p.acc_in != 0;
+    bool prev = epi_adds_earlier(p.epi);
     unsigned last_br = 0, first_br = 3;
     for (int br = 2; br >= 0; --br) if (br_mask & (1u << br)) first_br = br;
     for (int br = 0; br < 3; ++br) if (br_mask & (1u << br)) last_br = br;
@@ -507,7 +507,7 @@ __device__ inline void row_fwd_sm90(const Params &p, int mode, unsigned br_mask)
         if (wactive) {
             /* held: the first branch's output never reached the accumulator */
             const bool first = (unsigned)br == first_br;
-            branch_epilogue<T, DV>(p, br, mode, p.final_out && (unsigned)br == last_br,
+            branch_epilogue<T, DV>(p, br, mode, epi_writes_out(p.epi) && (unsigned)br == last_br,
                                    prev && !(hold && !first), lr, mA, mB, lA, lB, acc, lane,
                                    HeldOut{hold ? held + tid : nullptr, NW * 32, first});
         }
@@ -834,7 +834,7 @@ __device__ inline void cw_consume(const Params &p, int mode, unsigned br_mask, c
         if (uniform(rt.b) < 0) break;
         const LaneRows lr = lane_rows(p, rt, hkv, rt.fbase + warp * 16, lane);
         const bool wactive = rt.fbase + warp * 16 < rt.fmax;
-        bool prev = p.acc_in != 0;
+        bool prev = epi_adds_earlier(p.epi);
         for (int br = 0; br < 3; ++br) {
             if (!(br_mask & (1u << br))) continue;
             float acc[DV / 8][4], m[2], l[2];
@@ -851,7 +851,8 @@ __device__ inline void cw_consume(const Params &p, int mode, unsigned br_mask, c
             if (wactive) {
                 const bool first = (unsigned)br == first_br;
                 branch_epilogue<T, DV, cw_prev_batch<NW>()>(
-                    p, br, mode, p.final_out && (unsigned)br == last_br, prev && !(hold && !first),
+                    p, br, mode, epi_writes_out(p.epi) && (unsigned)br == last_br,
+                    prev && !(hold && !first),
                     lr, m[0], m[1], l[0], l[1], acc, lane,
                     HeldOut{hold ? held + ctid : nullptr, NW * 32, first});
             }

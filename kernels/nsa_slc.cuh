@@ -394,8 +394,8 @@ __device__ inline void slc_fwd_body(const Params &p, int mode, const RowTile &rt
         softmax_pv_chunk<T, DV, typename S::LV>(Sc, p.sl2, sv.v(c), mA, mB, lA, lB, acc, lane);
     });
     if (active)
-        branch_epilogue<T, DV>(p, BR_SLC, mode, p.final_out != 0, p.acc_in != 0, lr, mA, mB, lA,
-                               lB, acc, lane);
+        branch_epilogue<T, DV>(p, BR_SLC, mode, epi_writes_out(p.epi), epi_adds_earlier(p.epi),
+                               lr, mA, mB, lA, lB, acc, lane);
 }
 
 /* dQ of the selected branch: Q's and dO's rows to A fragments, then every

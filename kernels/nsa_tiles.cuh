@@ -10,6 +10,20 @@ namespace nsak {
 
 enum { BR_CMP = 0, BR_SLC = 1, BR_WIN = 2 };
 
+/* Which part of the gated sum o = sum over the branches of g_c o_c
+   (contract, "Gates") a forward or dQ launch computes: the host runs the
+   branches in one or two passes, and each pass's epilogue starts from and
+   ends in one of two places. */
+enum Epilogue {
+    EPI_ONLY = 0,  /* the one pass: the output in the storage type                  */
+    EPI_FIRST = 1, /* the first of two: its sums into the fp32 accumulator (acc)    */
+    EPI_LAST = 2   /* the second: the accumulator's sums plus its own, the output */
+};
+/* whether the pass adds the sums an earlier pass left in the accumulator */
+__host__ __device__ inline bool epi_adds_earlier(Epilogue e) { return e == EPI_LAST; }
+/* whether the pass's last branch writes the output (else the accumulator) */
+__host__ __device__ inline bool epi_writes_out(Epilogue e) { return e != EPI_FIRST; }
+
 struct Params {
     int B, H, Hkv, G;
     int l, d, lp, n, n_init, n_local, w, bq, probs;
@@ -25,13 +39,13 @@ struct Params {
     float *lse[3];
     float *ostage;
     float *obr[3];  /* M_FWD: each branch's o_c, fp32 (nsa_saved.o_branch), or NULL */
-    /* the fp32 sums that passes hand on (acc_in, final_out) for flattened
-       (token, head) rows [acc_row0, acc_row0 + rows of the launch), row
-       acc_row0 first (acc_at) */
+    /* the fp32 sums that passes hand on (epi) for flattened (token, head)
+       rows [acc_row0, acc_row0 + rows of the launch), row acc_row0 first
+       (acc_at) */
     float *acc;
     int64_t acc_row0;
     void *out;
-    int acc_in, final_out;
+    Epilogue epi;
     /* the launch's tiles of its kind (row tiles, unit tiles, or the
        selection kernel's unit groups): [tile0, tile_end); CTA or warp i
        takes tile tile0 + i (locate_rows) */
