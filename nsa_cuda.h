@@ -225,7 +225,7 @@ struct Plan {
     int64_t qst, qsh, kst, ksh, vst, vsh;
     /* workspace regions (byte offsets) */
     size_t o_pf, o_acc, o_delta, o_dk, o_dv, o_dkc, o_dvc, o_trk, o_trk2, o_trv,
-        o_trv2, o_trs, o_cub, o_sel, o_kvseg[3], o_part, total;
+        o_trv2, o_trs, o_cub, o_sel, o_kcn, o_kvseg[3], o_part, total;
     size_t cub_bytes;
     int64_t tr_n, sel_ctas, slot_stride;
     /* key-centric backward per branch (nsak::BR_*): tiles per kv head, a
@@ -471,6 +471,7 @@ static nsa_status plan_make(const nsa_config *cfg, const nsa_batch *x, Plan &P,
     P.o_acc = o; o = align256(o + (size_t)P.acc_tok * x->H * Dm * 4);
     const size_t acc_end = o;
     P.o_sel = o; o = align256(o + (size_t)P.sel_ctas * 4 * P.slot_stride * 4);
+    P.o_kcn = o; o = align256(o + (size_t)x->Hkv * 4);
     decode_plan(cfg, x, P, o);
     const size_t fwd_end = o;
     o = acc_end > kv_end ? acc_end : kv_end;
@@ -1083,6 +1084,15 @@ static nsa_status fwd_typed(const nsa_config *cfg, const nsa_batch *x, const Pla
         nsak::copy_sel_kernel<<<grid_for(P.sz.sel_count, 256), 256, 0, s>>>(
             p, P.sz.sel_count, sv->sel_idx, sv->sel_count);
         NSA__LAUNCHED();
+    }
+    if (fused && p.probs && P.sz.Tc > 0) {
+        /* the sweep's bound on its exponents (sel_flush_free) */
+        float *kcn2 = (float *)((char *)ws + P.o_kcn);
+        NSA__CK(cudaMemsetAsync(kcn2, 0, (size_t)P.Hkv * 4, s));
+        nsak::kcmp_norm2_kernel<T><<<grid_for(P.sz.Tc * P.Hkv * 32, 256), 256, 0, s>>>(
+            (const T *)p.kc, P.sz.Tc, P.Hkv, DK, kcn2);
+        NSA__LAUNCHED();
+        p.kcn2 = kcn2;
     }
     /* the compressed and window pass's tiles (run_rows takes the same width) */
     const bool cw_wide = cw_fwd_warps<T, DK, DV>() != NSA_ROW_WARPS;

@@ -48,6 +48,30 @@ __host__ __device__ inline bool fused_select_ok(int G, int bq, int n, int l, int
     return NSA_KN % rl == 0 && rk - 1 <= NSA_SEL_HALO;
 }
 
+/* Params.kcn2: for each kv head, the largest |k|^2 over the compressed
+   keys kc [rows, Hkv, DK] (fp32 sums of squares of the storage type's
+   values), into kcn2[Hkv], which the caller zeroes: a warp a (row, head)
+   at a time, the maximum by an integer atomic on the sum's bits
+   (non-negative floats order as their bits; NaN and inf above every finite
+   value). Any order gives the same maximum. */
+template <typename T>
+__global__ void kcmp_norm2_kernel(const T *kc, int64_t rows, int Hkv, int DK, float *kcn2)
+{
+    const int lane = threadIdx.x & 31;
+    const int64_t warps = (int64_t)gridDim.x * (blockDim.x >> 5);
+    for (int64_t w = ((int64_t)blockIdx.x * blockDim.x + threadIdx.x) >> 5; w < rows * Hkv;
+         w += warps) {
+        const T *k = kc + w * DK;
+        float s = 0.f;
+        for (int c = lane; c < DK; c += 32) {
+            const float v = Ty<T>::to_f(k[c]);
+            s = fmaf(v, v, s);
+        }
+        for (int o = 16; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
+        if (lane == 0) atomicMax((int *)(kcn2 + (int)(w % Hkv)), __float_as_int(s));
+    }
+}
+
 /* Shared memory of the fused selection for a CTA of NW warps:
    top-n lists [NW][16/G][n] (u64), row lse [NW*16], token scores
    [NW][16/G][HALO + KN]. */

@@ -94,7 +94,7 @@ __device__ inline void reduce_scatter_half(float *w, int mask, int lane)
    -126 (rows past the tile's end and rows that see no block have lse2 =
    +inf, exponent -inf) takes exp2f. */
 __device__ inline void sel_probs(const Params &p, float (&S)[NSA_WG_KN / 8][4], const float *l2s,
-                                 int lane)
+                                 bool flush_free, int lane)
 {
     constexpr int NT = NSA_WG_KN / 8;
     if (!p.probs) {
@@ -106,6 +106,15 @@ __device__ inline void sel_probs(const Params &p, float (&S)[NSA_WG_KN / 8][4], 
         return;
     }
     const float sl2 = p.sl2;
+    if (flush_free) { /* no exponent below -126 (sel_flush_free): the same bits */
+#pragma unroll
+        for (int nt = 0; nt < NT; ++nt) {
+            const float2 l2 = *(const float2 *)(l2s + nt * 8 + 2 * (lane & 3));
+#pragma unroll
+            for (int e = 0; e < 4; ++e) S[nt][e] = exp2_ftz(fmaf(S[nt][e], sl2, -(e & 1 ? l2.y : l2.x)));
+        }
+        return;
+    }
     float lo[4] = {INFINITY, INFINITY, INFINITY, INFINITY}; /* four short chains, not one long */
 #pragma unroll
     for (int nt = 0; nt < NT; ++nt) {
@@ -127,6 +136,39 @@ __device__ inline void sel_probs(const Params &p, float (&S)[NSA_WG_KN / 8][4], 
 #pragma unroll
             for (int e = 0; e < 4; ++e) S[nt][e] = exp2_ftz(S[nt][e]);
     }
+}
+
+/* Whether no exponent sl2 s - lse2 of the warp's 16 rows can fall below
+   -126 in any chunk, so that sel_probs may skip its test: for a row of
+   query q and lse2 l, every product with a compressed key k obeys |s| <=
+   |q| |k| (Cauchy-Schwarz), so the exponent is at least -(|sl2| |q| max|k|
+   + l), max|k|^2 being the kv head's p.kcn2 (kcmp_norm2_kernel). The
+   margins (a factor 1.001, one unit of exponent) cover the fp32 rounding
+   of the products, the norms and the exponent. A row past the tile or
+   seeing no block (l = +inf) has exponents -inf, 0 either way; a NaN or
+   infinite norm fails the test. Qs: the CTA's Q rows, staged and seen;
+   lse2: the warp's rows'. Called by all lanes of the warp. */
+template <typename T, int DK, int ROWS>
+__device__ inline bool sel_flush_free(const Params &p, const T *Qs, const float *lse2, int hkv,
+                                      int warp, int lane)
+{
+    if (!p.kcn2 || !p.probs) return false;
+    const int r = lane & 15, half = lane >> 4; /* half of row r's columns */
+    float q2 = 0.f;
+#pragma unroll
+    for (int c = 0; c < DK / 2; c += 8) {
+        const uint4 u = *(const uint4 *)(Qs + Sw128<ROWS>::at(warp * 16 + r, half * (DK / 2) + c));
+        const uint32_t w[4] = {u.x, u.y, u.z, u.w};
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+            const float2 v = Ty<T>::unpack(w[i]);
+            q2 = fmaf(v.y, v.y, fmaf(v.x, v.x, q2));
+        }
+    }
+    q2 += __shfl_xor_sync(0xffffffffu, q2, 16);
+    const float l = lse2[r];
+    const float least = fabsf(p.sl2) * sqrtf(q2 * __ldg(p.kcn2 + hkv)) * 1.001f + l;
+    return __all_sync(0xffffffffu, l == INFINITY || least <= 125.f);
 }
 
 /* Step 1 for one chunk of a warpgroup: the lane's probabilities (or
@@ -306,6 +348,7 @@ __device__ inline void select_sweep_sm90(const Params &p, const KvMaps &maps)
        barrier before any writes scores over the merged ones. Then steps 1
        (scores) and 2-4 (when chunk c ends a span) */
     int pending = -1; /* the first block of the span to merge, -1: none */
+    bool flush_free = false; /* sel_flush_free, once Q is staged */
     auto step = [&](int c, int stage) {
         if constexpr (TMA) {
             mbar_wait(&kbar[stage], (unsigned)(c / NS) & 1u);
@@ -329,7 +372,7 @@ __device__ inline void select_sweep_sm90(const Params &p, const KvMaps &maps)
         const int s0 = c * KN, soff = span2 ? (c & 1) * KN : 0;
         const bool whole = nrows == 64 && chunk_whole(p, BR_CMP, s0, min(KN, hi - s0), KN, t0,
                                                       t0 + 63 / G);
-        sel_probs(p, S, sm_wg.lse2, lane);
+        sel_probs(p, S, sm_wg.lse2, flush_free, lane);
         sel_group_sums<G, LDT>(p, S, s0, key0, whole, t0, nrows, sm_wg.tsc + soff, lane);
         if (!(span2 && !(c & 1) && c + 1 < nch)) pending = s0 - soff; /* the span ends here */
     };
@@ -340,6 +383,11 @@ __device__ inline void select_sweep_sm90(const Params &p, const KvMaps &maps)
         fence_async_smem();
     }
     for (int c = 0; c < NS - 1; ++c) load(c);
+    /* Q staged and seen (with cp.async, the first chunk too: the first
+       step waits for no less), and the rows' lse2 written */
+    cp_wait<0>();
+    __syncthreads();
+    flush_free = sel_flush_free<T, DK, ROWS>(p, Qs, sm.lse2, hkv, warp, lane);
     for (int cb = 0; cb < nch; cb += NS)
 #pragma unroll
         for (int st = 0; st < NS; ++st)

@@ -37,6 +37,10 @@ struct Params {
     const int32_t *sel_idx, *sel_cnt;
     const void *dout;
     float *lse[3];
+    /* per kv head, the largest |k|^2 of the compressed keys
+       (kcmp_norm2_kernel), or NULL: the selection sweep's bound on its
+       exponents (sel_flush_free) */
+    const float *kcn2;
     float *ostage;
     float *obr[3];  /* M_FWD: each branch's o_c, fp32 (nsa_saved.o_branch), or NULL */
     /* the fp32 sums that passes hand on (epi) for flattened (token, head)
