@@ -6,7 +6,8 @@
    own error in the same storage type (err = ||x - x64|| / ||x64||, plus a
    small floor for fp32 arrays such as lse). Selections are compared with the
    reference's exactly; a differing row counts as a near-tie when the blocks
-   swapped score within rounding of each other (reported), and the attention
+   swapped score within rounding of each other (reported; never in the case
+   whose scores only subnormal probabilities decide), and the attention
    checks then run the reference on the GPU's selection (caller indices), so
    they test attention apart from selection.
 
@@ -115,6 +116,13 @@ struct Case {
     bool gates;
     bool caller_sel = false, caller_cmp = false;
     bool caller_mixed = false; /* caller_sel lists out of order, some entries twice */
+    /* compressed keys whose selection scores are subnormal (make_inputs),
+       their selections compared exactly (check_sel). Their gradients are
+       not compared: with compressed logits of 100 against 2 to 10 the
+       GPU's dq is 68 times the reference's error and dk_cmp 3.7 times
+       (bench/RESULTS.md, 2026-11-28, run WW), a backward accuracy problem
+       of its own, left open there */
+    bool subnormal_scores = false;
     double qscale;
 };
 
@@ -174,6 +182,26 @@ static Inputs make_inputs(const Case &c)
     if (c.caller_cmp) {
         in.kc = rand_vec(sz.k_cmp, 1.0, c.dt);
         in.vc = rand_vec(sz.v_cmp, 1.0, c.dt);
+    }
+    if (c.subnormal_scores) {
+        /* q = (8, 0, ...) in every row, caller-compressed keys (b, 0, ...):
+           the compressed logit is b (sc = 1/8 at Dk = 64). The keys of
+           selection block 0 (forced) have b = 100; those of block j > 0
+           one of nine levels b = 2 .. 10 in a shuffled order, so every
+           other probability is about e^(b - 100) / 4, 2^-143 to 2^-132:
+           subnormal, a factor e apart from level to level, and the blocks'
+           ranking (an order other than their index) holds only where
+           subnormal probabilities are kept, not flushed to zero */
+        const int64_t Tc = (int64_t)in.kc.size() / ((int64_t)c.Hkv * c.Dk);
+        const int rl = c.cfg.lp / c.cfg.d;
+        std::fill(in.q.begin(), in.q.end(), 0.0);
+        for (size_t i = 0; i < in.q.size(); i += (size_t)c.Dk) in.q[i] = 8.0;
+        std::fill(in.kc.begin(), in.kc.end(), 0.0);
+        for (int64_t r = 0; r < Tc; ++r) {
+            const int64_t j = r / rl;
+            const double b = j == 0 ? 100.0 : 2.0 + (double)((j * 5) % 9);
+            for (int h = 0; h < c.Hkv; ++h) in.kc[(size_t)((r * c.Hkv + h) * c.Dk)] = b;
+        }
     }
     if (c.caller_sel) {
         /* random valid blocks (ascending, distinct) and an occasional -1 or
@@ -526,7 +554,8 @@ static void check_sel(Row &row, const Case &c, const Result &gpu, const Result &
         for (int a : rb) if (std::find(ga.begin(), ga.end(), a) == ga.end()) { smin = fmin(smin, s[a]); smax = fmax(smax, s[a]); }
         if (tie && smax - smin <= tol * fmax(mx, 1e-30)) ++ties;
     }
-    bool ok = diff == ties;
+    /* subnormal scores: a factor e apart, never near ties, so exact */
+    bool ok = c.subnormal_scores ? diff == 0 : diff == ties;
     row.sel_rows += rows;
     row.sel_diff += diff;
     row.sel_ties += ties;
@@ -632,7 +661,7 @@ static void check_saved_outputs(Row &row, const Case &c, Gpu &G, const Result &g
     snprintf(msg, sizeof msg, "%lld elements of on branches unwritten, %lld of off branches "
              "touched", (long long)unwritten, (long long)touched);
     tally(row, unwritten == 0 && touched == 0, "saved outputs", msg);
-    check_grads(row, c, g, rd, r64, "|o_c");
+    if (!c.subnormal_scores) check_grads(row, c, g, rd, r64, "|o_c"); /* Case::subnormal_scores */
     cudaFree(ob);
 }
 
@@ -671,7 +700,7 @@ static void run_case(const Case &c, bool determinism = true)
             std::vector<double> a(rd.lse[i].begin(), rd.lse[i].end());
             check(row, ln[i], gr.lse[i], a, r64.lse[i], 2e-5);
         }
-    check_grads(row, c, gr, rd, r64, "");
+    if (!c.subnormal_scores) check_grads(row, c, gr, rd, r64, "");
     if (determinism) {
         st = nsa_cuda_backward(&G.cfg, &G.b, G.g, G.dO, &G.sv, &G.gr, G.ws, G.wsb, 0);
         CK(cudaDeviceSynchronize());
@@ -2156,6 +2185,9 @@ int main(int argc, char **argv)
         sh1.qscale = 8.0; cases.push_back(sh1);
         Case sh2 = mk("sharp Q scale 16 fla G16 fp16 d64", nsa_config_fla(), {0, 1500}, 16, 1, 64, 64, NSA_FP16, false);
         sh2.qscale = 16.0; cases.push_back(sh2);
+        /* selections that only subnormal probabilities decide (make_inputs) */
+        Case sub = mk("subnormal selection scores paper G16 bf16 d64", nsa_config_paper(), {0, 2048}, 16, 1, 64, 64, NSA_BF16, false);
+        sub.caller_cmp = sub.subnormal_scores = true; sub.cfg.caller_compressed = 1; cases.push_back(sub);
         /* decode path (one query per sequence, kernels/nsa_decode.cuh): batch 1, 3, 8;
            caches not multiples of d, l, l'; fewer blocks than n; both presets */
         Case d1 = mk("decode b1 paper G16 d128 gates", nsa_config_paper(), {0, 9001}, 16, 1, 128, 128, NSA_BF16, true);
