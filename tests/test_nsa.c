@@ -1695,6 +1695,65 @@ static void test_selection_ties_pick_lower_index(void)
     }
 }
 
+/* Selection scores that only subnormal probabilities decide: q = (4, 0,
+   ...), caller-compressed keys (b, 0, ...), so at Dk = 16 (sc = 1/4) the
+   compressed logit is b. The keys of selection block 0 (forced) have b =
+   100, those of block j > 0 one of nine levels b = 2 + (5 j mod 9); every
+   other probability is then about e^(b - 100) / 4, 2^-143 to 2^-132 in
+   fp32 (subnormal), a factor e apart from level to level. The reference
+   keeps them (no flush to zero), so its selection equals the fp64
+   oracle's exactly. The check has teeth: flushed to zero, every block
+   after block 1 (which the overlap map gives a share of block 0's keys)
+   would score 0 and the lowest would win, so the last query would take
+   {0, 1, 2, 3, 4, 5, 23, 24}; by value it takes blocks 5, 7, 14 and 16
+   (levels 7 and 8) instead of 2 to 5, and the oracle is checked to. */
+static void test_selection_keeps_subnormal_probabilities(void)
+{
+    static const char *name = "selection_keeps_subnormal_probabilities";
+    static const int32_t flushed[8] = {0, 1, 2, 3, 4, 5, 23, 24};
+    nsa_config c = nsa_config_paper();
+    prob p;
+    run r;
+    int klen[1] = {400};
+    int64_t i, row;
+    c.l = 8;
+    c.d = 4;
+    c.lp = 16;
+    c.n = 8;
+    c.n_init = 1;
+    c.n_local = 2;
+    c.w = 24;
+    c.caller_compressed = 1;
+    prob_make(&p, &c, NSA_FP32, 1, klen, NULL, 2, 1, 16, 16, 0);
+    for (i = 0; i < p.TQ * p.H * 16; ++i) ((float *)p.q)[i] = i % 16 == 0 ? 4.0f : 0.0f;
+    for (i = 0; i < p.Tc; ++i) {
+        const int64_t j = i / (c.lp / c.d);
+        int x;
+        for (x = 0; x < 16; ++x)
+            ((float *)p.kc)[i * 16 + x] =
+                x > 0 ? 0.0f : j == 0 ? 100.0f : (float)(2 + (5 * j) % 9);
+    }
+    tensor_sync(p.dt, p.TQ * p.H * 16, p.q, p.qd);
+    tensor_sync(p.dt, p.Tc * 16, p.kc, p.kcd);
+    if (run_ok(name, &r, &p)) {
+        oracle_in in = prob_oracle_in(&p);
+        oracle_out oo;
+        oracle_forward(&in, &oo);
+        cmp_selection(name, &r, &oo, c.n, p.Hkv, NULL);
+        row = (oo.units - 1) * p.Hkv; /* the last query */
+        CHECK(name, oo.sel_count[row] == 8 && memcmp(oo.sel_idx + row * c.n, flushed,
+                                                      sizeof flushed) != 0 &&
+                        oo.sel_idx[row * c.n + 2] == 5,
+              "the oracle's last row (%d blocks: %d %d %d %d ...) is not the value "
+              "order the case is built for", (int)oo.sel_count[row],
+              (int)oo.sel_idx[row * c.n], (int)oo.sel_idx[row * c.n + 1],
+              (int)oo.sel_idx[row * c.n + 2], (int)oo.sel_idx[row * c.n + 3]);
+        oracle_free(&oo);
+    }
+    run_free(&r);
+    prob_free(&p);
+}
+
 /* The selection comparison must fail what is wrong: a selected block
    swapped for an unselected eligible one whose score gap is beyond the
    derived near-tie bound is reported (bf16 storage, where the bound is
@@ -4084,6 +4143,7 @@ int main(int argc, char **argv)
     RUN_TEST(test_sizes_query_needs_no_data_pointers);
     RUN_TEST(test_buffers_in_one_block_equal_separate_buffers);
     RUN_TEST(test_selection_ties_pick_lower_index);
+    RUN_TEST(test_selection_keeps_subnormal_probabilities);
     RUN_TEST(test_forced_blocks_near_sequence_start);
     RUN_TEST(test_oracle_gradient_matches_central_differences);
     RUN_TEST(test_forward_backward_match_oracle_in_each_dtype);
