@@ -1711,18 +1711,12 @@ static void test_selection_keeps_subnormal_probabilities(void)
 {
     static const char *name = "selection_keeps_subnormal_probabilities";
     static const int32_t flushed[8] = {0, 1, 2, 3, 4, 5, 23, 24};
-    nsa_config c = nsa_config_paper();
+    nsa_config c = cfg_small(); /* l = 8, d = 4, l' = 16, n_init = 1, n_local = 2 */
     prob p;
     run r;
     int klen[1] = {400};
     int64_t i, row;
-    c.l = 8;
-    c.d = 4;
-    c.lp = 16;
     c.n = 8;
-    c.n_init = 1;
-    c.n_local = 2;
-    c.w = 24;
     c.caller_compressed = 1;
     prob_make(&p, &c, NSA_FP32, 1, klen, NULL, 2, 1, 16, 16, 0);
     for (i = 0; i < p.TQ * p.H * 16; ++i) ((float *)p.q)[i] = i % 16 == 0 ? 4.0f : 0.0f;
