@@ -8,7 +8,7 @@
 #   make cuda-bench    build/bench_cuda: GPU benchmark
 #   make build/test_cuda_portable  the cross-checks built for plain sm_90
 #                      (the mma.sync kernels, also on a Hopper GPU)
-#   make build/test_cuda_grad_lo   the cross-checks with NSA_GRAD_LO=1
+#   make build/test_cuda_grad_lo   the cross-checks with NSA_GRAD_LO=2
 #   make build/test_cuda_ranges    the cross-checks with the smallest
 #                      accumulators (NSA_ACC_ROWS=1, NSA_KV_ACC_ROWS=1)
 #   build/libnsa_cuda.so  the Python binding's library with the CUDA path:
@@ -59,10 +59,11 @@ $(BUILD)/test_cuda: tests/test_cuda.cu $(CUDA_SRC) nsa_ref.h $(wildcard tools/*.
 	$(NVCC) $(NVCC_FLAGS) -Xcompiler -fopenmp $< -o $@ -lm -lgomp
 $(BUILD)/test_cuda_portable: tests/test_cuda.cu $(CUDA_SRC) nsa_ref.h $(wildcard tools/*.h) tests/seed.h | $(BUILD)
 	$(NVCC) $(NVCC_BASE) $(PORTABLE_ARCH) -Xcompiler -fopenmp $< -o $@ -lm -lgomp
-# The gradient products with their residual (NSA_GRAD_LO=1, split2 in
-# kernels/nsa_attn.cuh): the switch's kernels cross-checked too.
+# Every gradient product with its residual (NSA_GRAD_LO=2, grad_lo in
+# kernels/nsa_attn.cuh; the default takes dS's alone): the switch's
+# kernels cross-checked too.
 $(BUILD)/test_cuda_grad_lo: tests/test_cuda.cu $(CUDA_SRC) nsa_ref.h $(wildcard tools/*.h) tests/seed.h | $(BUILD)
-	$(NVCC) $(NVCC_FLAGS) -DNSA_GRAD_LO=1 -Xcompiler -fopenmp $< -o $@ -lm -lgomp
+	$(NVCC) $(NVCC_FLAGS) -DNSA_GRAD_LO=2 -Xcompiler -fopenmp $< -o $@ -lm -lgomp
 # The smallest accumulators: every row pass a range of queries at a time
 # (NSA_ACC_ROWS=1: ranges of one step, 384 tokens at one-token units: whole
 # tiles of 128 and of 192 rows) and

@@ -28,25 +28,29 @@
 namespace nsak {
 
 /* The gradient products (dS K, dS^T Q, (g P)^T dO) take dS and g P as A
-   operands in the storage type. By default they are rounded to it, one
-   product each, as FlashAttention does. NSA_GRAD_LO=1 also multiplies the
-   residual lo = x - hi (split2), a second product, so that the rounding
-   costs no accuracy (the residual's own rounding is ~2^-16 relative) and
-   the error left is the fp32 accumulation's.
-   Measured on an H100 (bench/RESULTS.md): the default backward at 64K
-   (paper preset) 115-117 ms against 130-132 with NSA_GRAD_LO=1. The GPU
-   gradients stay within their bound of twice the reference's own error on
-   every case of test_cuda and the shared vectors, over many fresh draws:
-   the worst ratio 1.65 (dV, fp16, a decode case whose keys each see three
-   queries), typically 1.4-1.6; with NSA_GRAD_LO=1 it is at most ~1.1. One
-   case breaks that bound: compressed keys of norm 100 at logits 100 (the
-   subnormal-scores case, whose gradients test_cuda does not compare), where
-   the rounded dS, summing to zero over equal keys, is multiplied by |k|:
-   dq 68 times the reference's error, dk_cmp 3.7 (bench/RESULTS.md,
-   2026-11-28; that NSA_GRAD_LO=1 removes it is not yet measured). */
+   operands in the storage type: x is rounded to hi = fl_T(x), and where
+   the rounding would cost accuracy the residual lo = x - hi (split2) is
+   multiplied too, a second product whose own rounding is ~2^-16 relative,
+   so that the error left is the fp32 accumulation's.
+   NSA_GRAD_LO says where: 0 nowhere (one product each, as FlashAttention
+   does), 1 dS's products (the default), 2 dS's and g P's.
+   dS needs it: a row's dS sums to zero, and where it falls on a few keys
+   of large and equal norm (a sink; the subnormal-scores case of
+   tests/test_cuda.cu: compressed keys of norm 100 at logit 100) the
+   rounding of each term, multiplied by |k|, no longer cancels. Rounded,
+   dq had 68 times the reference's error there and dk_cmp 3.7 times
+   (bench/RESULTS.md, 2026-11-28). g P is positive and sums to at most
+   one: rounded, dV stays within its bound of twice the reference's error
+   (at most 1.65 times on every case and vector, over many draws). */
 #ifndef NSA_GRAD_LO
-#define NSA_GRAD_LO 0
+#define NSA_GRAD_LO 1
 #endif
+enum GradOperand { GRAD_DS, GRAD_P };
+/* whether the products of this operand also multiply its residual */
+__host__ __device__ constexpr bool grad_lo(GradOperand x)
+{
+    return NSA_GRAD_LO >= (x == GRAD_DS ? 1 : 2);
+}
 template <typename T>
 __device__ inline void split2(float a, float b, uint32_t &hi, uint32_t &lo)
 {
@@ -660,7 +664,7 @@ __device__ inline void store_dg(const Params &p, int br, const LaneRows &lr, con
 /* dQ of one chunk: S holds the masked logits Q K^T, da the rows' dO as A
    fragments, Kc / Vc the chunk's keys and values (layouts LK, LV).
    dP = dO V^T, dS (ds_chunk), dQ += dS K with dS in the storage type
-   (and its residual with NSA_GRAD_LO=1, split2). */
+   (and its residual, grad_lo). */
 template <typename T, int DK, int DV, typename LK, typename LV, int NT>
 __device__ inline void dq_chunk(float (&S)[NT][4], const uint32_t (&da)[DV / 16][4],
                                 const T *Kc, const T *Vc, float sl2, const DqRows &r,
@@ -689,7 +693,7 @@ __device__ inline void dq_chunk(float (&S)[NT][4], const uint32_t (&da)[DV / 16]
             ldb_kn<LK>(bb, Kc, kk * 16, np * 16, lane);
             mma<T>(acc[2 * np], ph, bb[0], bb[1]);
             mma<T>(acc[2 * np + 1], ph, bb[2], bb[3]);
-            if (NSA_GRAD_LO) {
+            if (grad_lo(GRAD_DS)) {
                 mma<T>(acc[2 * np], pl, bb[0], bb[1]);
                 mma<T>(acc[2 * np + 1], pl, bb[2], bb[3]);
             }
@@ -1391,7 +1395,7 @@ __device__ inline void kv_body(const Params &p, const KvSplit &sp)
                     ldb_kn<LDV>(bb, Oc, rh + kk * 16, np * 16, lane);
                     mma<T>(dv[2 * np], pa, bb[0], bb[1]);
                     mma<T>(dv[2 * np + 1], pa, bb[2], bb[3]);
-                    if (NSA_GRAD_LO) {
+                    if (grad_lo(GRAD_P)) {
                         mma<T>(dv[2 * np], pl, bb[0], bb[1]);
                         mma<T>(dv[2 * np + 1], pl, bb[2], bb[3]);
                     }
@@ -1402,7 +1406,7 @@ __device__ inline void kv_body(const Params &p, const KvSplit &sp)
                     ldb_kn<LDK>(bb, Qc, rh + kk * 16, np * 16, lane);
                     mma<T>(dk[2 * np], sa, bb[0], bb[1]);
                     mma<T>(dk[2 * np + 1], sa, bb[2], bb[3]);
-                    if (NSA_GRAD_LO) {
+                    if (grad_lo(GRAD_DS)) {
                         mma<T>(dk[2 * np], sl, bb[0], bb[1]);
                         mma<T>(dk[2 * np + 1], sl, bb[2], bb[3]);
                     }

@@ -914,18 +914,18 @@ __device__ inline void split_frags(const float (&S)[KN / 8][4], uint32_t (&hi)[K
     for (int kk = 0; kk < KN / 16; ++kk) split_frag<T>(S, kk, hi[kk], lo[kk]);
 }
 
-/* acc += hi B over the KN / 16 k-slices of split_frags, and lo B with
-   NSA_GRAD_LO=1 (split2 says when and why), issued (the caller fences and
+/* acc += hi B over the KN / 16 k-slices of split_frags, and lo B where
+   grad_lo(X) (split2 says when and why), issued (the caller fences and
    commits): B the N-major tile at descriptor b, a slice's 16 rows 16 rows
    of 128 bytes further; hi then lo a slice, a fixed order of sums. */
-template <typename T, int N, int KN>
+template <typename T, int N, int KN, GradOperand X>
 __device__ inline void wgmma_hilo(float (&acc)[N / 8][4], const uint32_t (&hi)[KN / 16][4],
                                   const uint32_t (&lo)[KN / 16][4], uint64_t b)
 {
 #pragma unroll
     for (int kk = 0; kk < KN / 16; ++kk) {
         wgmma_pv<T, N>(acc, hi[kk], desc_at(b, kk * 16 * 128));
-        if (NSA_GRAD_LO) wgmma_pv<T, N>(acc, lo[kk], desc_at(b, kk * 16 * 128));
+        if (grad_lo(X)) wgmma_pv<T, N>(acc, lo[kk], desc_at(b, kk * 16 * 128));
     }
 }
 
@@ -934,7 +934,7 @@ __device__ inline void wgmma_hilo(float (&acc)[N / 8][4], const uint32_t (&hi)[K
    The row tile of row_fwd_sm90. Per chunk: S = Q K^T and dP = dO V^T (both
    m64n64k16, A and B from shared memory), then P = 2^(sl2 S - lse2) from
    the saved lse (exp2_ftz, as row_body), dS = P (g dP - Delta) in the
-   storage type (and its residual with NSA_GRAD_LO=1: split2, wgmma_hilo),
+   storage type (and its residual: grad_lo, split2, wgmma_hilo),
    and dQ += dS K with dS from registers and K read N-major. A fixed order
    of products: same bits run after run. */
 template <typename T, int DK, int DV, int NW>
@@ -990,7 +990,7 @@ __device__ inline void row_dq_sm90(const Params &p, unsigned br_mask)
         auto issue_dq = [&](int c) {
             wg_hold(acc);
             wg_fence();
-            wgmma_hilo<T, DK, KN>(acc, ph, pl, desc_at(kndesc, stage(c) * KN * DK * 2));
+            wgmma_hilo<T, DK, KN, GRAD_DS>(acc, ph, pl, desc_at(kndesc, stage(c) * KN * DK * 2));
             wg_commit();
         };
         /* dS_c = P (g dP - Delta) into S, P from the saved lse */
@@ -1133,8 +1133,8 @@ __device__ inline void kv_body_sm90(const Params &p, const KvSplit &sp)
         wg_hold(dk);
         wg_hold(dv);
         wg_fence();
-        wgmma_hilo<T, DV, RC>(dv, ph, pl, on);
-        wgmma_hilo<T, DK, RC>(dk, sh, sl, qn);
+        wgmma_hilo<T, DV, RC, GRAD_P>(dv, ph, pl, on);
+        wgmma_hilo<T, DK, RC, GRAD_DS>(dk, sh, sl, qn);
         wg_commit();
         wg_wait<0>();
         wg_hold(dk);

@@ -6,7 +6,7 @@
 # shared vectors when VECTORS names their folder, and the >= 256K-token
 # case), and again from a plain sm_90 build (the portable mma.sync
 # kernels, build/test_cuda_portable), and the quick cases from a build with
-# NSA_GRAD_LO=1 (build/test_cuda_grad_lo), and all cases and vectors from a
+# NSA_GRAD_LO=2 (build/test_cuda_grad_lo), and all cases and vectors from a
 # build with the smallest accumulators (build/test_cuda_ranges: passes by
 # query and kv head ranges); the Python binding with torch on the GPU (tests/test_python.py
 # --cuda; skipped with a line when torch is absent); compute-sanitizer memcheck, racecheck and initcheck on the quick
@@ -94,9 +94,10 @@ pargs=()
 [ -d "$VECTORS" ] && pargs+=(--vectors "$VECTORS")
 run_build_checks "test portable  " test_cuda_portable "${pargs[@]}"
 
-# The gradient products with their residual (NSA_GRAD_LO=1; off by default).
-echo "== cross-checks, gradient products with their residual (NSA_GRAD_LO=1, quick cases)"
-run_build_checks "test grad_lo=1 " test_cuda_grad_lo --quick
+# Every gradient product with its residual (NSA_GRAD_LO=2; by default
+# dS's alone).
+echo "== cross-checks, every gradient product with its residual (NSA_GRAD_LO=2, quick cases)"
+run_build_checks "test grad_lo=2 " test_cuda_grad_lo --quick
 
 # The smallest accumulators (NSA_ACC_ROWS=1, NSA_KV_ACC_ROWS=1): the
 # query and kv head ranges that a batch longer than them runs, on every
