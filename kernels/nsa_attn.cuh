@@ -38,8 +38,9 @@ namespace nsak {
    of large and equal norm (a sink; the subnormal-scores case of
    tests/test_cuda.cu: compressed keys of norm 100 at logit 100) the
    rounding of each term, multiplied by |k|, no longer cancels. Rounded,
-   dq had 68 times the reference's error there and dk_cmp 3.7 times
-   (bench/RESULTS.md, 2026-11-28). g P is positive and sums to at most
+   dq had 68 and 73 times the reference's error there in two draws, and
+   dk_cmp 3.7 and 1.1 times (bench/RESULTS.md, 2026-11-28); with the
+   residual, dq 1.03. g P is positive and sums to at most
    one: rounded, dV stays within its bound of twice the reference's error
    (at most 1.65 times on every case and vector, over many draws). */
 #ifndef NSA_GRAD_LO
